@@ -1,0 +1,408 @@
+//! One process's link to the broker: a tokio runtime, one connection, a publishing channel in
+//! confirm mode, and the set of names already declared on that connection.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
+
+use super::topology::Decl;
+use crate::config::Settings;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerError {
+    /// The broker could not be reached, or refused the login or the vhost.
+    Connect(String),
+    /// The broker refused or could not route a message, or a channel operation failed.
+    Refused(String),
+    /// No answer in the configured time.
+    Timeout(String),
+}
+
+impl std::fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BrokerError::Connect(m) | BrokerError::Refused(m) | BrokerError::Timeout(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+    /// Unroutable messages come back and the publish fails instead of vanishing.
+    pub mandatory: bool,
+}
+
+pub struct Link {
+    key: String,
+    pub connection: std::sync::Arc<Connection>,
+    publisher: Channel,
+    declared: HashSet<String>,
+}
+
+impl Link {
+    fn usable(&self) -> bool {
+        self.connection.status().connected() && self.publisher.status().connected()
+    }
+}
+
+pub struct Session {
+    pid: u32,
+    runtime: tokio::runtime::Runtime,
+    link: Option<Link>,
+}
+
+fn rt_error<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> BrokerError + '_ {
+    move |e| BrokerError::Refused(format!("{what}: {e}"))
+}
+
+impl Session {
+    pub fn new() -> std::io::Result<Session> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ebats-io")
+            .enable_all()
+            .build()?;
+        Ok(Session {
+            pid: std::process::id(),
+            runtime,
+            link: None,
+        })
+    }
+
+    /// The process that built this session; a forked child must not use it.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime.handle().clone()
+    }
+
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.link.as_ref().is_some_and(Link::usable)
+    }
+
+    /// Drops the connection (closing it in the background); the next call connects anew.
+    pub fn disconnect(&mut self) {
+        if let Some(link) = self.link.take() {
+            let conn = link.connection;
+            self.runtime.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "bye".into()))
+                    .await;
+            });
+        }
+    }
+
+    /// Closes the connection and waits (bounded) for the broker to see it closed.
+    pub fn close(&mut self) {
+        if let Some(link) = self.link.take() {
+            let _ = self.runtime.block_on(tokio::time::timeout(
+                Duration::from_secs(2),
+                link.connection.close(200, "bye".into()),
+            ));
+        }
+    }
+
+    /// The live connection for these settings, connecting (or reconnecting) as needed.
+    pub fn link(&mut self, settings: &Settings) -> Result<&mut Link, BrokerError> {
+        let key = settings.endpoint_key();
+        let reuse = self
+            .link
+            .as_ref()
+            .is_some_and(|l| l.key == key && l.usable());
+        if !reuse {
+            self.disconnect();
+            let (connection, publisher) = self.runtime.block_on(connect(settings))?;
+            self.link = Some(Link {
+                key,
+                connection: std::sync::Arc::new(connection),
+                publisher,
+                declared: HashSet::new(),
+            });
+        }
+        Ok(self.link.as_mut().expect("link set above"))
+    }
+
+    /// Declares what `decls` need, once per connection.
+    pub fn declare(&mut self, settings: &Settings, decls: &[Decl]) -> Result<(), BrokerError> {
+        let names = super::names::Names::new(&settings.prefix);
+        let timeout = settings.confirm_timeout;
+        let link = self.link(settings)?;
+        let todo: Vec<&Decl> = decls
+            .iter()
+            .filter(|d| !link.declared.contains(&d.key()))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let ch = link.publisher.clone();
+        let conn = link.connection.clone();
+        let result = self.runtime.block_on(async {
+            // A failed declare closes the channel it ran on: run them on a throw-away channel.
+            let decl_ch = conn
+                .create_channel()
+                .await
+                .map_err(rt_error("cannot open a channel"))?;
+            let r = with_timeout(timeout, "declaring broker topology", async {
+                for d in &todo {
+                    d.declare(&decl_ch, &names).await?;
+                }
+                Ok(())
+            })
+            .await;
+            let _ = decl_ch.close(200, "done".into()).await;
+            r
+        });
+        drop(ch);
+        match result {
+            Ok(()) => {
+                let link = self.link.as_mut().expect("link set above");
+                for d in todo {
+                    link.declared.insert(d.key());
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if !self.is_connected() {
+                    self.disconnect();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Publishes every message and returns once the broker confirmed all of them.
+    pub fn publish(
+        &mut self,
+        settings: &Settings,
+        messages: &[Outgoing],
+    ) -> Result<(), BrokerError> {
+        let timeout = settings.confirm_timeout;
+        let ch = self.link(settings)?.publisher.clone();
+        let r = self.runtime.block_on(with_timeout(timeout, "waiting for the broker to confirm a publish", async {
+            let mut confirms = Vec::with_capacity(messages.len());
+            for m in messages {
+                let c = ch
+                    .basic_publish(
+                        m.exchange.as_str().into(),
+                        m.routing_key.as_str().into(),
+                        BasicPublishOptions { mandatory: m.mandatory, immediate: false },
+                        &m.body,
+                        m.properties.clone(),
+                    )
+                    .await
+                    .map_err(rt_error("publish failed"))?;
+                confirms.push((m, c));
+            }
+            for (m, c) in confirms {
+                match c.await.map_err(rt_error("publish failed"))? {
+                    Confirmation::Ack(None) => {}
+                    Confirmation::Ack(Some(ret)) => {
+                        return Err(BrokerError::Refused(format!(
+                            "message to exchange '{}' with routing key '{}' is unroutable ({} {}): no queue is bound for it",
+                            m.exchange, m.routing_key, ret.reply_code, ret.reply_text
+                        )))
+                    }
+                    Confirmation::Nack(_) => {
+                        return Err(BrokerError::Refused(format!(
+                            "the broker refused the message to exchange '{}' (negative confirm)",
+                            m.exchange
+                        )))
+                    }
+                    Confirmation::NotRequested => {
+                        return Err(BrokerError::Refused("publisher confirms are not enabled".into()))
+                    }
+                }
+            }
+            Ok(())
+        }));
+        if let Err(BrokerError::Timeout(_)) | Err(BrokerError::Connect(_)) = r {
+            self.disconnect();
+        } else if r.is_err() && !self.is_connected() {
+            self.disconnect();
+        }
+        r
+    }
+
+    /// Opens a consumer on its own channel with the given prefetch.
+    pub fn consume(
+        &mut self,
+        settings: &Settings,
+        queue: &str,
+        prefetch: u16,
+        tag: &str,
+    ) -> Result<(Channel, Consumer), BrokerError> {
+        let timeout = settings.connect_timeout.max(settings.confirm_timeout);
+        let conn = self.link(settings)?.connection.clone();
+        self.runtime
+            .block_on(with_timeout(timeout, "opening a consumer", async {
+                let ch = conn
+                    .create_channel()
+                    .await
+                    .map_err(rt_error("cannot open a channel"))?;
+                ch.basic_qos(prefetch, BasicQosOptions::default())
+                    .await
+                    .map_err(rt_error("basic.qos failed"))?;
+                ch.confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(rt_error("confirm.select failed"))?;
+                let consumer = ch
+                    .basic_consume(
+                        queue.into(),
+                        tag.into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(rt_error(&format!("cannot consume from queue '{queue}'")))?;
+                Ok((ch, consumer))
+            }))
+    }
+
+    /// Messages waiting in a queue (passive declare), or an error if it does not exist.
+    pub fn queue_depth(&mut self, settings: &Settings, queue: &str) -> Result<u32, BrokerError> {
+        let conn = self.link(settings)?.connection.clone();
+        self.runtime.block_on(with_timeout(
+            settings.confirm_timeout,
+            "reading a queue's depth",
+            async {
+                let ch = conn
+                    .create_channel()
+                    .await
+                    .map_err(rt_error("cannot open a channel"))?;
+                let q = ch
+                    .queue_declare(
+                        queue.into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(rt_error(&format!("queue '{queue}'")))?;
+                let _ = ch.close(200, "done".into()).await;
+                Ok(q.message_count())
+            },
+        ))
+    }
+
+    /// A new channel on the live connection (for listing and replaying stores).
+    pub fn channel(&mut self, settings: &Settings) -> Result<Channel, BrokerError> {
+        let conn = self.link(settings)?.connection.clone();
+        self.runtime.block_on(with_timeout(
+            settings.confirm_timeout,
+            "opening a channel",
+            async {
+                let ch = conn
+                    .create_channel()
+                    .await
+                    .map_err(rt_error("cannot open a channel"))?;
+                ch.confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(rt_error("confirm.select failed"))?;
+                Ok(ch)
+            },
+        ))
+    }
+}
+
+/// Waits for the next delivery at most `tick`; `Ok(None)` when the tick passed with nothing.
+pub async fn next_delivery(
+    consumer: &mut Consumer,
+    tick: Duration,
+) -> Result<Option<lapin::message::Delivery>, BrokerError> {
+    match tokio::time::timeout(tick, consumer.next()).await {
+        Err(_) => Ok(None),
+        Ok(None) => Err(BrokerError::Connect(
+            "the consumer was cancelled or its connection closed".into(),
+        )),
+        Ok(Some(Err(e))) => Err(BrokerError::Connect(format!("consumer failed: {e}"))),
+        Ok(Some(Ok(d))) => Ok(Some(d)),
+    }
+}
+
+pub async fn with_timeout<T>(
+    t: Duration,
+    what: &str,
+    f: impl Future<Output = Result<T, BrokerError>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(t, f).await {
+        Ok(r) => r,
+        Err(_) => Err(BrokerError::Timeout(format!(
+            "timed out after {:.1} s {what}",
+            t.as_secs_f64()
+        ))),
+    }
+}
+
+async fn connect(settings: &Settings) -> Result<(Connection, Channel), BrokerError> {
+    let mut uri = settings.uri.clone();
+    uri.query.heartbeat = Some(settings.heartbeat);
+    uri.query.connection_timeout = Some(settings.connect_timeout.as_millis() as u64);
+    let where_ = settings.masked_url();
+    let props = ConnectionProperties::default()
+        .with_connection_name(format!("ebats pid {}", std::process::id()).into());
+    let t = settings.connect_timeout;
+    let conn = match tokio::time::timeout(t, Connection::connect_uri(uri, props)).await {
+        Err(_) => {
+            return Err(BrokerError::Connect(format!(
+                "cannot connect to the broker at {where_}: no answer within {:.1} s",
+                t.as_secs_f64()
+            )))
+        }
+        Ok(Err(e)) => {
+            return Err(BrokerError::Connect(format!(
+                "cannot connect to the broker at {where_}: {}",
+                explain(&e)
+            )))
+        }
+        Ok(Ok(c)) => c,
+    };
+    let ch = with_timeout(t, "opening a channel", async {
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(rt_error("cannot open a channel"))?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(rt_error("confirm.select failed"))?;
+        Ok(ch)
+    })
+    .await?;
+    Ok((conn, ch))
+}
+
+/// Adds the likely cause to the errors users meet most.
+fn explain(e: &lapin::Error) -> String {
+    let s = e.to_string();
+    let low = s.to_ascii_lowercase();
+    if low.contains("access_refused") || low.contains("403") || low.contains("auth") {
+        format!("{s} (wrong user name or password?)")
+    } else if low.contains("not_allowed") || low.contains("vhost") || low.contains("530") {
+        format!("{s} (does the vhost exist, and may this user use it?)")
+    } else if low.contains("refused") {
+        format!("{s} (is RabbitMQ running on that host and port?)")
+    } else {
+        s
+    }
+}

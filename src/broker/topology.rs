@@ -1,0 +1,235 @@
+//! What ebats declares on the broker. Every declaration is durable and idempotent; the session
+//! runs each once per connection.
+
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+use super::names::{delay_level_pattern, Names, DELAY_LEVELS};
+use super::session::BrokerError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decl {
+    /// The event exchange and the events queue.
+    Events,
+    /// The task exchange and one topic's ready queue, also bound to the delay levels' exit.
+    Topic(String),
+    /// The delay levels.
+    Delay,
+    /// One topic's failed store.
+    Failed(String),
+    /// A queue holding what a generic consumer could not handle.
+    ConsumerFailed(String),
+    /// A user's exchange (for `Core\Publish` and `Core\Consumer`).
+    Exchange { name: String, kind: String },
+    /// A user's queue bound to a user's exchange with these keys.
+    BoundQueue {
+        queue: String,
+        exchange: String,
+        keys: Vec<String>,
+    },
+}
+
+impl Decl {
+    pub fn key(&self) -> String {
+        format!("{self:?}")
+    }
+
+    pub async fn declare(&self, ch: &Channel, n: &Names) -> Result<(), BrokerError> {
+        match self {
+            Decl::Events => {
+                exchange(
+                    ch,
+                    &n.event_exchange(),
+                    ExchangeKind::Fanout,
+                    FieldTable::default(),
+                )
+                .await?;
+                queue(ch, &n.events_queue(), FieldTable::default()).await?;
+                bind(ch, &n.events_queue(), &n.event_exchange(), "").await
+            }
+            Decl::Topic(topic) => {
+                exchange(
+                    ch,
+                    &n.task_exchange(),
+                    ExchangeKind::Direct,
+                    FieldTable::default(),
+                )
+                .await?;
+                queue(ch, &n.ready_queue(topic), FieldTable::default()).await?;
+                bind(ch, &n.ready_queue(topic), &n.task_exchange(), topic).await?;
+                due_exchange(ch, n).await?;
+                bind(
+                    ch,
+                    &n.ready_queue(topic),
+                    &n.delay_due(),
+                    &format!("#.{topic}"),
+                )
+                .await
+            }
+            Decl::Delay => {
+                due_exchange(ch, n).await?;
+                // Level n's queue holds messages 2^n s, then dead-letters them (routing key kept) to
+                // the next lower level's exchange; every message in a level queue has the same TTL,
+                // so the queue expires in order and a short delay never waits behind a long one. Lower levels
+                // first: each level binds to the one below.
+                for level in 0..DELAY_LEVELS {
+                    let name = n.delay_level(level);
+                    let next = if level == 0 {
+                        n.delay_due()
+                    } else {
+                        n.delay_level(level - 1)
+                    };
+                    exchange(ch, &name, ExchangeKind::Topic, FieldTable::default()).await?;
+                    let mut args = FieldTable::default();
+                    args.insert(
+                        "x-message-ttl".into(),
+                        AMQPValue::LongLongInt(1000i64 << level),
+                    );
+                    args.insert(
+                        "x-dead-letter-exchange".into(),
+                        AMQPValue::LongString(LongString::from(next.as_str())),
+                    );
+                    queue(ch, &name, args).await?;
+                    bind(ch, &name, &name, &delay_level_pattern(level, '1')).await?;
+                    exchange_bind(ch, &next, &name, &delay_level_pattern(level, '0')).await?;
+                }
+                exchange(
+                    ch,
+                    &n.delay_exchange(),
+                    ExchangeKind::Topic,
+                    FieldTable::default(),
+                )
+                .await?;
+                exchange_bind(
+                    ch,
+                    &n.delay_level(DELAY_LEVELS - 1),
+                    &n.delay_exchange(),
+                    "#",
+                )
+                .await
+            }
+            Decl::Failed(topic) => queue(ch, &n.failed_queue(topic), FieldTable::default()).await,
+            Decl::ConsumerFailed(q) => {
+                queue(ch, &n.consumer_failed_queue(q), FieldTable::default()).await
+            }
+            Decl::Exchange { name, kind } => {
+                exchange(ch, name, exchange_kind(kind)?, FieldTable::default()).await
+            }
+            Decl::BoundQueue {
+                queue: q,
+                exchange: x,
+                keys,
+            } => {
+                queue(ch, q, FieldTable::default()).await?;
+                for k in keys {
+                    bind(ch, q, x, k).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+pub fn exchange_kind(kind: &str) -> Result<ExchangeKind, BrokerError> {
+    Ok(match kind {
+        "direct" => ExchangeKind::Direct,
+        "fanout" => ExchangeKind::Fanout,
+        "topic" => ExchangeKind::Topic,
+        "headers" => ExchangeKind::Headers,
+        other => {
+            return Err(BrokerError::Refused(format!(
+                "unknown exchange type '{other}': use direct, fanout, topic or headers"
+            )))
+        }
+    })
+}
+
+async fn due_exchange(ch: &Channel, n: &Names) -> Result<(), BrokerError> {
+    // Anything the exit of the delay levels cannot route lands in the unroutable queue, not nowhere.
+    exchange(
+        ch,
+        &n.unroutable(),
+        ExchangeKind::Fanout,
+        FieldTable::default(),
+    )
+    .await?;
+    queue(ch, &n.unroutable(), FieldTable::default()).await?;
+    bind(ch, &n.unroutable(), &n.unroutable(), "").await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(LongString::from(n.unroutable().as_str())),
+    );
+    exchange(ch, &n.delay_due(), ExchangeKind::Topic, args).await
+}
+
+fn err(what: String) -> impl FnOnce(lapin::Error) -> BrokerError {
+    move |e| BrokerError::Refused(format!("{what}: {e}"))
+}
+
+async fn exchange(
+    ch: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    args: FieldTable,
+) -> Result<(), BrokerError> {
+    ch.exchange_declare(
+        ShortString::from(name),
+        kind,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .map_err(err(format!("cannot declare exchange '{name}'")))
+}
+
+async fn queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), BrokerError> {
+    ch.queue_declare(
+        ShortString::from(name),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .map(|_| ())
+    .map_err(err(format!("cannot declare queue '{name}'")))
+}
+
+async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
+    ch.queue_bind(
+        ShortString::from(queue),
+        ShortString::from(exchange),
+        ShortString::from(key),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(err(format!(
+        "cannot bind queue '{queue}' to exchange '{exchange}'"
+    )))
+}
+
+async fn exchange_bind(
+    ch: &Channel,
+    dest: &str,
+    source: &str,
+    key: &str,
+) -> Result<(), BrokerError> {
+    ch.exchange_bind(
+        ShortString::from(dest),
+        ShortString::from(source),
+        ShortString::from(key),
+        ExchangeBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(err(format!("cannot bind exchange '{dest}' to '{source}'")))
+}

@@ -1,0 +1,78 @@
+//! Where events and tasks go on the broker, and sending them there confirmed.
+
+use crate::broker::names::{delay_routing_key, Names};
+use crate::broker::process::with_session;
+use crate::broker::{BrokerError, Decl, Outgoing};
+use crate::config::Settings;
+use crate::wire::{properties, properties_with_headers, EventMsg, TaskMsg};
+
+pub fn event(names: &Names, e: &EventMsg) -> (Vec<Decl>, Outgoing) {
+    let out = Outgoing {
+        exchange: names.event_exchange(),
+        routing_key: e.event.clone(),
+        body: e.to_json(),
+        properties: properties(&e.id, "ebats.event"),
+        mandatory: true,
+    };
+    (vec![Decl::Events], out)
+}
+
+/// A task to its topic's ready queue, or through the delay levels when `delay_secs` > 0.
+pub fn task(names: &Names, t: &TaskMsg, delay_secs: u64) -> (Vec<Decl>, Outgoing) {
+    let mut decls = vec![Decl::Topic(t.topic.clone())];
+    let (exchange, routing_key) = if delay_secs > 0 {
+        decls.push(Decl::Delay);
+        (
+            names.delay_exchange(),
+            delay_routing_key(delay_secs, &t.topic),
+        )
+    } else {
+        (names.task_exchange(), t.topic.clone())
+    };
+    let out = Outgoing {
+        exchange,
+        routing_key,
+        body: t.to_json(),
+        properties: properties(&t.id, "ebats.task"),
+        mandatory: true,
+    };
+    (decls, out)
+}
+
+/// A task into its topic's failed store.
+pub fn failed(names: &Names, t: &TaskMsg, reason: &str) -> (Vec<Decl>, Outgoing) {
+    let out = Outgoing {
+        exchange: String::new(),
+        routing_key: names.failed_queue(&t.topic),
+        body: t.to_json(),
+        properties: properties_with_headers(
+            &t.id,
+            "ebats.task.failed",
+            &[("x-ebats-error", reason.to_string())],
+        ),
+        mandatory: true,
+    };
+    (vec![Decl::Failed(t.topic.clone())], out)
+}
+
+/// Declares what the messages need and publishes them, returning once all are confirmed.
+/// A connection found dead is replaced and the send tried once more.
+pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), BrokerError> {
+    with_session(|s| {
+        let attempt = |s: &mut crate::broker::Session| {
+            s.declare(settings, decls)?;
+            s.publish(settings, messages)
+        };
+        match attempt(s) {
+            Err(BrokerError::Refused(m)) if !s.is_connected() && m.contains("state") => attempt(s),
+            r => r,
+        }
+    })
+}
+
+pub fn send_one(
+    settings: &Settings,
+    (decls, out): (Vec<Decl>, Outgoing),
+) -> Result<(), BrokerError> {
+    send(settings, &decls, std::slice::from_ref(&out))
+}

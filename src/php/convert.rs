@@ -1,0 +1,151 @@
+//! PHP values to JSON and back. Arrays with keys 0..n-1 in order are JSON lists (so `[]` is a
+//! list), other arrays objects; objects must be `stdClass` or `JsonSerializable`.
+
+use ext_php_rs::boxed::ZBox;
+use ext_php_rs::types::{ArrayKey, ZendHashTable, Zval};
+use serde_json::{Map, Number, Value};
+
+/// Deeper than this is refused: PHP arrays nest this deep only by a reference to themselves.
+pub const MAX_DEPTH: usize = 128;
+
+pub fn to_json(zv: &Zval) -> Result<Value, String> {
+    convert(zv, 0, "")
+}
+
+fn at(path: &str) -> String {
+    match path.len() {
+        0 => String::new(),
+        n if n > 60 => format!(" at ...{}", &path[n - 40..]),
+        _ => format!(" at {path}"),
+    }
+}
+
+fn convert(zv: &Zval, depth: usize, path: &str) -> Result<Value, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "value nests deeper than {MAX_DEPTH} levels{} (an array that contains itself?)",
+            at(path)
+        ));
+    }
+    let zv = zv.dereference();
+    if zv.is_null() {
+        return Ok(Value::Null);
+    }
+    if let Some(b) = zv.bool() {
+        return Ok(Value::Bool(b));
+    }
+    if let Some(l) = zv.long() {
+        return Ok(Value::Number(l.into()));
+    }
+    if let Some(d) = zv.double() {
+        return Number::from_f64(d)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{d} cannot be represented in JSON{}", at(path)));
+    }
+    if let Some(s) = zv.zend_str() {
+        return match std::str::from_utf8(s.as_bytes()) {
+            Ok(s) => Ok(Value::String(s.to_string())),
+            Err(_) => Err(format!("string{} is not valid UTF-8", at(path))),
+        };
+    }
+    if let Some(arr) = zv.array() {
+        return array(arr, depth, path);
+    }
+    if let Some(obj) = zv.object() {
+        let class = obj.get_class_name().unwrap_or_default();
+        if class == "Closure" {
+            return Err(format!("a Closure cannot be sent{}", at(path)));
+        }
+        if class == "stdClass" {
+            let props = obj.get_properties().map_err(|e| e.to_string())?;
+            return Ok(Value::Object(map(props, depth, path)?));
+        }
+        let serializable = ext_php_rs::zend::ClassEntry::try_find("JsonSerializable")
+            .is_some_and(|ce| obj.instance_of(ce));
+        if serializable {
+            let out = obj
+                .try_call_method("jsonSerialize", vec![])
+                .map_err(|e| format!("{class}::jsonSerialize() failed: {e}"))?;
+            if ext_php_rs::zend::ExecutorGlobals::has_exception() {
+                return Err(format!("{class}::jsonSerialize() threw"));
+            }
+            return convert(&out, depth + 1, path);
+        }
+        return Err(format!(
+            "an object of class {class} cannot be sent{}: use arrays, stdClass or JsonSerializable",
+            at(path)
+        ));
+    }
+    if zv.is_resource() {
+        return Err(format!("a resource cannot be sent{}", at(path)));
+    }
+    Err(format!(
+        "a value of type {} cannot be sent{}",
+        zv.get_type(),
+        at(path)
+    ))
+}
+
+fn key_string(k: &ArrayKey) -> String {
+    match k {
+        ArrayKey::Long(l) => l.to_string(),
+        ArrayKey::String(s) => s.clone(),
+        ArrayKey::Str(s) => (*s).to_string(),
+        ArrayKey::ZendString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+    }
+}
+
+fn array(arr: &ZendHashTable, depth: usize, path: &str) -> Result<Value, String> {
+    if arr.has_sequential_keys() {
+        let mut out = Vec::with_capacity(arr.len());
+        for (i, v) in arr.values().enumerate() {
+            out.push(convert(v, depth + 1, &format!("{path}[{i}]"))?);
+        }
+        return Ok(Value::Array(out));
+    }
+    Ok(Value::Object(map(arr, depth, path)?))
+}
+
+fn map(arr: &ZendHashTable, depth: usize, path: &str) -> Result<Map<String, Value>, String> {
+    let mut out = Map::with_capacity(arr.len());
+    for (k, v) in arr.iter() {
+        let key = key_string(&k);
+        if std::str::from_utf8(key.as_bytes()).is_err() {
+            return Err(format!("array key{} is not valid UTF-8", at(path)));
+        }
+        let sub = format!("{path}[{key}]");
+        out.insert(key, convert(v, depth + 1, &sub)?);
+    }
+    Ok(out)
+}
+
+/// JSON to a PHP value: objects become arrays with string keys, as `json_decode($s, true)` does.
+pub fn to_zval(v: &Value) -> Zval {
+    let mut zv = Zval::new();
+    match v {
+        Value::Null => zv.set_null(),
+        Value::Bool(b) => zv.set_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => zv.set_long(i),
+            None => zv.set_double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => {
+            let _ = zv.set_string(s, false);
+        }
+        Value::Array(items) => {
+            let mut ht: ZBox<ZendHashTable> = ZendHashTable::with_capacity(items.len() as u32);
+            for item in items {
+                let _ = ht.push(to_zval(item));
+            }
+            zv.set_hashtable(ht);
+        }
+        Value::Object(o) => {
+            let mut ht: ZBox<ZendHashTable> = ZendHashTable::with_capacity(o.len() as u32);
+            for (k, item) in o {
+                let _ = ht.insert(k.as_str(), to_zval(item));
+            }
+            zv.set_hashtable(ht);
+        }
+    }
+    zv
+}

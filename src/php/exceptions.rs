@@ -1,0 +1,256 @@
+//! The exception classes and `ExceptionInterface`, built by hand at module startup: they extend
+//! `\RuntimeException` (found in the class table, since class lookup does not work during startup),
+//! so `getMessage()`, file and line are the engine's own, and PHP code can subclass them.
+
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use ext_php_rs::args::{Arg, ArgInfoTables};
+use ext_php_rs::builders::{ClassBuilder, ClassProperty, FunctionBuilder};
+use ext_php_rs::exception::PhpException;
+use ext_php_rs::ffi;
+use ext_php_rs::flags::{ClassFlags, DataType, MethodFlags, PropertyFlags};
+use ext_php_rs::types::Zval;
+use ext_php_rs::zend::{ClassEntry, ExecuteData, ExecutorGlobals};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Retry,
+    Task,
+    Service,
+    Connectioned,
+}
+
+const IFACE: &str = "Asynclib\\Exception\\ExceptionInterface";
+const ALL: [(Kind, &str); 4] = [
+    (Kind::Retry, "Asynclib\\Exception\\RetryException"),
+    (Kind::Task, "Asynclib\\Exception\\TaskException"),
+    (Kind::Service, "Asynclib\\Exception\\ServiceException"),
+    (
+        Kind::Connectioned,
+        "Asynclib\\Exception\\ConnectionedException",
+    ),
+];
+
+static CE_IFACE: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
+static CE: [AtomicPtr<ClassEntry>; 4] = [
+    AtomicPtr::new(std::ptr::null_mut()),
+    AtomicPtr::new(std::ptr::null_mut()),
+    AtomicPtr::new(std::ptr::null_mut()),
+    AtomicPtr::new(std::ptr::null_mut()),
+];
+
+fn slot(kind: Kind) -> &'static AtomicPtr<ClassEntry> {
+    &CE[ALL
+        .iter()
+        .position(|(k, _)| *k == kind)
+        .expect("every kind is listed")]
+}
+
+/// The class entry of an exception class; registered at startup, so always present afterwards.
+pub fn class(kind: Kind) -> &'static ClassEntry {
+    // SAFETY: set once in MINIT to a class entry the engine keeps for the life of the process.
+    unsafe { slot(kind).load(Ordering::Acquire).as_ref() }
+        .expect("exception classes are registered at startup")
+}
+
+pub fn iface() -> &'static ClassEntry {
+    // SAFETY: as in `class`.
+    unsafe { CE_IFACE.load(Ordering::Acquire).as_ref() }
+        .expect("the interface is registered at startup")
+}
+
+pub fn exception(kind: Kind, message: impl Into<String>) -> PhpException {
+    PhpException::new(message.into(), 0, class(kind))
+}
+
+extern "C" {
+    // SPL's class entry, exported by the PHP binary; SPL starts before any loadable extension.
+    static spl_ce_RuntimeException: *mut ClassEntry;
+}
+
+fn runtime_exception() -> &'static ClassEntry {
+    // SAFETY: SPL sets this pointer in its MINIT, which runs before ours, and the class entry lives
+    // as long as the engine; it is only read here.
+    unsafe { spl_ce_RuntimeException.as_ref() }
+        .expect("SPL's RuntimeException is registered before extensions start")
+}
+
+macro_rules! store {
+    ($slot:expr) => {{
+        fn register(ce: &'static mut ClassEntry, _: ArgInfoTables) {
+            $slot.store(ce, Ordering::Release);
+        }
+        register
+    }};
+}
+
+fn retry_class_register(ce: &'static mut ClassEntry, _: ArgInfoTables) {
+    slot(Kind::Retry).store(ce, Ordering::Release);
+}
+fn task_class_register(ce: &'static mut ClassEntry, _: ArgInfoTables) {
+    slot(Kind::Task).store(ce, Ordering::Release);
+}
+fn service_class_register(ce: &'static mut ClassEntry, _: ArgInfoTables) {
+    slot(Kind::Service).store(ce, Ordering::Release);
+}
+fn connectioned_class_register(ce: &'static mut ClassEntry, _: ArgInfoTables) {
+    slot(Kind::Connectioned).store(ce, Ordering::Release);
+}
+
+/// Registers the interface and the four classes. Called from the module's startup.
+pub fn register() -> ext_php_rs::error::Result<()> {
+    ClassBuilder::new(IFACE)
+        .flags(ClassFlags::Interface)
+        .registration(store!(CE_IFACE))
+        .register()?;
+    let parent: ext_php_rs::class::ClassEntryInfo = (runtime_exception, "RuntimeException");
+    let iface_info: ext_php_rs::class::ClassEntryInfo = (iface, IFACE);
+    for (kind, name) in ALL {
+        let mut b = ClassBuilder::new(name)
+            .extends(parent)
+            .implements(iface_info);
+        b = match kind {
+            Kind::Retry => retry_methods(b).registration(retry_class_register),
+            Kind::Task => b.registration(task_class_register),
+            Kind::Service => b.registration(service_class_register),
+            Kind::Connectioned => b.registration(connectioned_class_register),
+        };
+        b.register()?;
+    }
+    Ok(())
+}
+
+fn retry_methods(b: ClassBuilder) -> ClassBuilder {
+    let nullable_int = |name: &str| ClassProperty {
+        name: name.into(),
+        flags: PropertyFlags::Protected,
+        default: Some(Box::new(|| Ok(Zval::null()))),
+        docs: &[],
+        ty: None,
+        nullable: true,
+        readonly: false,
+        default_stub: Some("null".into()),
+    };
+    let ctor = FunctionBuilder::constructor(retry_construct)
+        .not_required()
+        .arg(Arg::new("message", DataType::String).default("\"\""))
+        .arg(
+            Arg::new("retry", DataType::Long)
+                .allow_null()
+                .default("null"),
+        )
+        .arg(
+            Arg::new("interval", DataType::Long)
+                .allow_null()
+                .default("null"),
+        )
+        .arg(Arg::new("code", DataType::Long).default("0"))
+        .arg(
+            Arg::new("previous", DataType::ANY_OBJECT)
+                .allow_null()
+                .default("null"),
+        );
+    b.property(nullable_int("retry"))
+        .property(nullable_int("interval"))
+        .method(ctor, MethodFlags::Public)
+        .method(
+            FunctionBuilder::new("getRetry", get_retry).returns(DataType::Long, false, true),
+            MethodFlags::Public,
+        )
+        .method(
+            FunctionBuilder::new("getInterval", get_interval).returns(DataType::Long, false, true),
+            MethodFlags::Public,
+        )
+}
+
+/// Reads an optional int argument: null or missing gives null, an int or numeric string gives
+/// the int, anything else a TypeError.
+fn int_or_null(zv: Option<&Zval>, name: &str) -> Result<Option<i64>, String> {
+    let Some(zv) = zv.map(Zval::dereference) else {
+        return Ok(None);
+    };
+    if zv.is_null() {
+        return Ok(None);
+    }
+    if let Some(l) = zv.long() {
+        return Ok(Some(l));
+    }
+    if let Some(n) = zv.str().and_then(|s| s.trim().parse::<i64>().ok()) {
+        return Ok(Some(n));
+    }
+    Err(format!(
+        "Asynclib\\Exception\\RetryException::__construct(): Argument ${name} must be of type ?int, {} given",
+        zv.get_type()
+    ))
+}
+
+extern "C" fn retry_construct(ex: &mut ExecuteData, _retval: &mut Zval) {
+    // SAFETY: num_args is the union member the engine sets for every internal call.
+    let n = unsafe { ex.This.u2.num_args } as usize;
+    // SAFETY: for i < num_args the slot holds an argument passed by the caller.
+    let args: Vec<Zval> = (0..n.min(5))
+        .filter_map(|i| unsafe { ex.zend_call_arg(i) }.map(|z| z.shallow_clone()))
+        .collect();
+    let arg = |i: usize| args.get(i);
+    let retry = int_or_null(arg(1), "retry");
+    let interval = int_or_null(arg(2), "interval");
+    let (retry, interval) = match (retry, interval) {
+        (Ok(r), Ok(i)) => (r, i),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = PhpException::new(e, 0, ext_php_rs::zend::ce::type_error()).throw();
+            return;
+        }
+    };
+    // Pass message, code and previous on to RuntimeException's own constructor.
+    let mut params: Vec<Zval> = Vec::with_capacity(3);
+    for i in [0usize, 3, 4] {
+        match arg(i) {
+            Some(z) => params.push(z.shallow_clone()),
+            None => break,
+        }
+    }
+    let Some(this) = ex.This.object_mut() else {
+        return;
+    };
+    // SAFETY: `this` is a live object of a class extending RuntimeException, whose constructor is
+    // Exception::__construct; the params are valid zvals owned by `params` for the whole call.
+    unsafe {
+        let ce = runtime_exception() as *const ClassEntry as *mut ClassEntry;
+        let ctor = (*ce).constructor;
+        let mut rv = Zval::new();
+        ffi::zend_call_known_function(
+            ctor,
+            this as *mut _ as *mut ffi::zend_object,
+            this.ce,
+            &mut rv as *mut Zval as *mut ffi::zval,
+            params.len() as u32,
+            params.as_mut_ptr() as *mut ffi::zval,
+            std::ptr::null_mut(),
+        );
+    }
+    if ExecutorGlobals::has_exception() {
+        return;
+    }
+    let _ = this.set_property("retry", retry);
+    let _ = this.set_property("interval", interval);
+}
+
+fn read_int_prop(ex: &mut ExecuteData, name: &str, retval: &mut Zval) {
+    let v = ex
+        .This
+        .object()
+        .and_then(|o| o.get_property::<Option<i64>>(name).ok())
+        .flatten();
+    match v {
+        Some(v) => retval.set_long(v),
+        None => retval.set_null(),
+    }
+}
+
+extern "C" fn get_retry(ex: &mut ExecuteData, retval: &mut Zval) {
+    read_int_prop(ex, "retry", retval);
+}
+
+extern "C" fn get_interval(ex: &mut ExecuteData, retval: &mut Zval) {
+    read_int_prop(ex, "interval", retval);
+}

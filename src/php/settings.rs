@@ -1,0 +1,142 @@
+//! Reads the effective settings in PHP: php.ini entries, the environment and the application's
+//! legacy constants; registers the `ebats.*` ini entries; `php --ri ebats`; `ebats_config()`.
+
+use std::ffi::{c_char, c_int, CStr};
+
+use ext_php_rs::flags::IniEntryPermission;
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::{ZendHashTable, Zval};
+use ext_php_rs::zend::{IniEntryDef, IniEntryDefs, ModuleEntry};
+use ext_php_rs::{info_table_end, info_table_row, info_table_start};
+
+use crate::config::{self, Settings, Sources};
+use crate::php::exceptions::{exception, Kind};
+
+static INI: IniEntryDefs<7> = IniEntryDefs::new([
+    IniEntryDef::new(
+        c"ebats.amqp_url",
+        c"amqp://guest:guest@127.0.0.1:5672/%2f",
+        IniEntryPermission::All,
+    ),
+    IniEntryDef::new(c"ebats.prefix", c"ebats", IniEntryPermission::All),
+    IniEntryDef::new(c"ebats.connect_timeout", c"3", IniEntryPermission::All),
+    IniEntryDef::new(c"ebats.heartbeat", c"10", IniEntryPermission::All),
+    IniEntryDef::new(c"ebats.confirm_timeout", c"10", IniEntryPermission::All),
+    IniEntryDef::new(c"ebats.debug", c"0", IniEntryPermission::All),
+    IniEntryDef::end(),
+]);
+
+pub fn register_ini(module_number: i32) {
+    IniEntryDef::register(INI.as_slice(), module_number);
+}
+
+extern "C" {
+    // Both are exported by the PHP binary (ZEND_API) on every build this extension supports.
+    fn zend_ini_string_ex(
+        name: *const c_char,
+        name_length: usize,
+        orig: c_int,
+        exists: *mut bool,
+    ) -> *mut c_char;
+    fn zend_get_constant_str(name: *const c_char, name_len: usize) -> *mut ext_php_rs::ffi::zval;
+}
+
+fn ini(name: &str) -> Option<String> {
+    let mut exists = false;
+    // SAFETY: the name is passed with its length (no NUL needed); the returned pointer, when not
+    // null, is a NUL-terminated string owned by the ini table, copied before returning.
+    let p = unsafe { zend_ini_string_ex(name.as_ptr().cast(), name.len(), 0, &mut exists) };
+    if !exists || p.is_null() {
+        return None;
+    }
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// A `define()`d constant's value as a string, if the application defined it.
+fn constant(name: &str) -> Option<String> {
+    // SAFETY: the name is passed with its length; the result is null or a zval owned by the
+    // constants table, only read here.
+    let zv = unsafe { zend_get_constant_str(name.as_ptr().cast(), name.len()) };
+    let zv: &Zval = unsafe { (zv as *const Zval).as_ref() }?;
+    if let Some(b) = zv.bool() {
+        return Some(if b { "1".into() } else { "0".into() });
+    }
+    zv.coerce_to_string()
+}
+
+/// The effective settings now; a bad setting is a `ConnectionedException` naming it.
+pub fn current() -> Result<Settings, PhpException> {
+    config::resolve(&Sources {
+        ini: &ini,
+        env: &env,
+        constant: &constant,
+    })
+    .map_err(|e| exception(Kind::Connectioned, format!("ebats configuration: {e}")))
+}
+
+pub fn debug_enabled() -> bool {
+    current().map(|s| s.debug).unwrap_or(false)
+}
+
+/// The effective configuration, password masked.
+pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
+    let s = current()?;
+    let mut t = ZendHashTable::new();
+    let a = &s.uri.authority;
+    let _ = t.insert("amqp_url", s.masked_url());
+    let _ = t.insert("host", a.host.clone());
+    let _ = t.insert("port", a.port as i64);
+    let _ = t.insert("user", a.userinfo.username.clone());
+    let _ = t.insert("vhost", s.uri.vhost.clone());
+    let _ = t.insert("prefix", s.prefix.clone());
+    let _ = t.insert("connect_timeout", s.connect_timeout.as_secs_f64());
+    let _ = t.insert("heartbeat", s.heartbeat as i64);
+    let _ = t.insert("confirm_timeout", s.confirm_timeout.as_secs_f64());
+    let _ = t.insert("debug", s.debug);
+    let _ = t.insert("tls", s.tls());
+    let _ = t.insert("tls_available", cfg!(feature = "tls"));
+    let _ = t.insert("version", env!("CARGO_PKG_VERSION"));
+    Ok(t)
+}
+
+use ext_php_rs::boxed::ZBox;
+
+pub extern "C" fn info(_module: *mut ModuleEntry) {
+    info_table_start!();
+    info_table_row!("ebats support", "enabled");
+    info_table_row!("version", env!("CARGO_PKG_VERSION"));
+    info_table_row!(
+        "amqps:// (TLS)",
+        if cfg!(feature = "tls") {
+            "available"
+        } else {
+            "not built"
+        }
+    );
+    match config::resolve(&Sources {
+        ini: &ini,
+        env: &env,
+        constant: &|_| None,
+    }) {
+        Ok(s) => {
+            info_table_row!("broker", s.masked_url());
+            info_table_row!("prefix", s.prefix.clone());
+            info_table_row!(
+                "connect timeout (s)",
+                format!("{}", s.connect_timeout.as_secs_f64())
+            );
+            info_table_row!("heartbeat (s)", format!("{}", s.heartbeat));
+            info_table_row!(
+                "confirm timeout (s)",
+                format!("{}", s.confirm_timeout.as_secs_f64())
+            );
+            info_table_row!("debug", if s.debug { "on" } else { "off" });
+        }
+        Err(e) => info_table_row!("configuration error", e),
+    }
+    info_table_end!();
+}

@@ -1,0 +1,305 @@
+//! The JSON bodies of events and tasks (documented field by field in docs/wire-format.md).
+
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::BasicProperties;
+use serde_json::{json, Map, Value};
+
+pub const VERSION: u64 = 1;
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn round_ms(t: f64) -> Value {
+    json!((t * 1000.0).round() / 1000.0)
+}
+
+/// AMQP properties of every ebats message: persistent JSON with its id.
+pub fn properties(id: &str, kind: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(id.into())
+        .with_type(kind.into())
+        .with_timestamp(now() as u64)
+}
+
+/// Properties with extra string headers (used for failure details).
+pub fn properties_with_headers(
+    id: &str,
+    kind: &str,
+    headers: &[(&str, String)],
+) -> BasicProperties {
+    let mut t = FieldTable::default();
+    for (k, v) in headers {
+        t.insert(
+            (*k).into(),
+            AMQPValue::LongString(LongString::from(v.as_str())),
+        );
+    }
+    properties(id, kind).with_headers(t)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventMsg {
+    pub id: String,
+    pub event: String,
+    pub params: Value,
+    pub created_at: f64,
+}
+
+impl EventMsg {
+    pub fn new(event: &str, params: Value) -> Self {
+        EventMsg {
+            id: new_id(),
+            event: event.to_string(),
+            params,
+            created_at: now(),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let v = json!({
+            "v": VERSION, "id": self.id, "event": self.event, "params": self.params,
+            "created_at": round_ms(self.created_at),
+        });
+        serde_json::to_vec(&v).expect("a Value always serializes")
+    }
+
+    pub fn parse(body: &[u8]) -> Result<EventMsg, String> {
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| format!("event body is not JSON: {e}"))?;
+        let o = v.as_object().ok_or("event body is not a JSON object")?;
+        let event = o
+            .get("event")
+            .and_then(Value::as_str)
+            .ok_or("event body has no string field 'event'")?;
+        Ok(EventMsg {
+            id: o
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(new_id),
+            event: event.to_string(),
+            params: o.get("params").cloned().unwrap_or(Value::Array(vec![])),
+            created_at: o.get("created_at").and_then(Value::as_f64).unwrap_or(0.0),
+        })
+    }
+}
+
+/// Retry rule a `RetryException` carried: up to `max` more runs, `interval` seconds apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryRule {
+    pub max: Option<u32>,
+    pub interval: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskMsg {
+    pub id: String,
+    pub topic: String,
+    pub name: String,
+    pub params: Value,
+    pub delay: u64,
+    /// The run this message is for: 1 for the first.
+    pub attempt: u32,
+    pub created_at: f64,
+    pub event: Option<String>,
+    pub event_id: Option<String>,
+    /// How often a handler reported a dependency down (ServiceException) for this task.
+    pub service_errors: u32,
+    /// How often the task was delivered again after its worker died holding it.
+    pub redeliveries: u32,
+    /// Set by a RetryException that gave its own rule; later retries follow it.
+    pub retry: Option<RetryRule>,
+    /// The last failure, carried into retries and the failed store.
+    pub error: Option<Value>,
+    /// Fields this version does not know, kept as they came.
+    pub extra: Map<String, Value>,
+}
+
+const KNOWN: &[&str] = &[
+    "v",
+    "id",
+    "topic",
+    "name",
+    "params",
+    "delay",
+    "attempt",
+    "created_at",
+    "event",
+    "event_id",
+    "service_errors",
+    "redeliveries",
+    "retry",
+    "error",
+];
+
+impl TaskMsg {
+    pub fn new(topic: &str, name: &str, params: Value, delay: u64) -> Self {
+        TaskMsg {
+            id: new_id(),
+            topic: topic.to_string(),
+            name: name.to_string(),
+            params,
+            delay,
+            attempt: 1,
+            created_at: now(),
+            event: None,
+            event_id: None,
+            service_errors: 0,
+            redeliveries: 0,
+            retry: None,
+            error: None,
+            extra: Map::new(),
+        }
+    }
+
+    pub fn to_value(&self) -> Value {
+        let mut o = Map::new();
+        o.insert("v".into(), json!(VERSION));
+        o.insert("id".into(), json!(self.id));
+        o.insert("topic".into(), json!(self.topic));
+        o.insert("name".into(), json!(self.name));
+        o.insert("params".into(), self.params.clone());
+        o.insert("delay".into(), json!(self.delay));
+        o.insert("attempt".into(), json!(self.attempt));
+        o.insert("created_at".into(), round_ms(self.created_at));
+        o.insert("event".into(), json!(self.event));
+        o.insert("event_id".into(), json!(self.event_id));
+        if self.service_errors > 0 {
+            o.insert("service_errors".into(), json!(self.service_errors));
+        }
+        if self.redeliveries > 0 {
+            o.insert("redeliveries".into(), json!(self.redeliveries));
+        }
+        if let Some(r) = self.retry {
+            o.insert(
+                "retry".into(),
+                json!({"max": r.max, "interval": r.interval}),
+            );
+        }
+        if let Some(e) = &self.error {
+            o.insert("error".into(), e.clone());
+        }
+        for (k, v) in &self.extra {
+            o.insert(k.clone(), v.clone());
+        }
+        Value::Object(o)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_value()).expect("a Value always serializes")
+    }
+
+    /// Reads a task body; only `topic` and `name` are required, so other languages can produce tasks.
+    pub fn parse(body: &[u8]) -> Result<TaskMsg, String> {
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| format!("task body is not JSON: {e}"))?;
+        Self::from_value(v)
+    }
+
+    pub fn from_value(v: Value) -> Result<TaskMsg, String> {
+        let Value::Object(mut o) = v else {
+            return Err("task body is not a JSON object".into());
+        };
+        let s =
+            |o: &Map<String, Value>, k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+        let u = |o: &Map<String, Value>, k: &str| o.get(k).and_then(Value::as_u64);
+        let topic = s(&o, "topic").ok_or("task body has no string field 'topic'")?;
+        let name = s(&o, "name").ok_or("task body has no string field 'name'")?;
+        let retry = o
+            .get("retry")
+            .and_then(Value::as_object)
+            .map(|r| RetryRule {
+                max: r
+                    .get("max")
+                    .and_then(Value::as_u64)
+                    .map(|m| m.min(u32::MAX as u64) as u32),
+                interval: r.get("interval").and_then(Value::as_u64),
+            });
+        let msg = TaskMsg {
+            id: s(&o, "id").unwrap_or_else(new_id),
+            topic,
+            name,
+            params: o.get("params").cloned().unwrap_or(Value::Array(vec![])),
+            delay: u(&o, "delay").unwrap_or(0),
+            attempt: u(&o, "attempt").unwrap_or(1).clamp(1, u32::MAX as u64) as u32,
+            created_at: o
+                .get("created_at")
+                .and_then(Value::as_f64)
+                .unwrap_or_else(now),
+            event: s(&o, "event"),
+            event_id: s(&o, "event_id"),
+            service_errors: u(&o, "service_errors").unwrap_or(0) as u32,
+            redeliveries: u(&o, "redeliveries").unwrap_or(0) as u32,
+            retry,
+            error: o.get("error").filter(|e| !e.is_null()).cloned(),
+            extra: Map::new(),
+        };
+        o.retain(|k, _| !KNOWN.contains(&k.as_str()));
+        Ok(TaskMsg { extra: o, ..msg })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_round_trip_keeps_unknown_fields() {
+        let mut t = TaskMsg::new(
+            "demo",
+            "closeOrder",
+            json!({"b": 1, "a": [1, 2.5, null, true, "é"]}),
+            10,
+        );
+        t.extra.insert("trace".into(), json!("x"));
+        t.retry = Some(RetryRule {
+            max: Some(3),
+            interval: None,
+        });
+        let back = TaskMsg::parse(&t.to_json()).unwrap();
+        assert_eq!(back.params, t.params);
+        assert_eq!(back.extra.get("trace"), Some(&json!("x")));
+        assert_eq!(back.retry, t.retry);
+        assert_eq!(
+            (
+                back.topic.as_str(),
+                back.name.as_str(),
+                back.delay,
+                back.attempt
+            ),
+            ("demo", "closeOrder", 10, 1)
+        );
+        // key order of params is kept
+        let s = String::from_utf8(t.to_json()).unwrap();
+        assert!(s.find("\"b\"").unwrap() < s.find("\"a\"").unwrap());
+    }
+
+    #[test]
+    fn minimal_foreign_task() {
+        let t = TaskMsg::parse(br#"{"topic":"demo","name":"x"}"#).unwrap();
+        assert_eq!(t.attempt, 1);
+        assert_eq!(t.params, json!([]));
+        assert_eq!(t.id.len(), 32);
+        assert!(TaskMsg::parse(br#"{"topic":"demo"}"#).is_err());
+        assert!(TaskMsg::parse(b"\x80").is_err());
+    }
+
+    #[test]
+    fn event_round_trip() {
+        let e = EventMsg::new("order_paied", json!({"order_id": "FB1"}));
+        let back = EventMsg::parse(&e.to_json()).unwrap();
+        assert_eq!(back.event, "order_paied");
+        assert_eq!(back.params, json!({"order_id": "FB1"}));
+        assert_eq!(back.id, e.id);
+    }
+}
