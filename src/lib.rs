@@ -8,8 +8,10 @@ pub mod broker;
 pub mod config;
 pub mod dispatch;
 pub mod log;
+pub mod outcome;
 pub mod php;
 pub mod wire;
+pub mod worker;
 
 use ext_php_rs::prelude::*;
 

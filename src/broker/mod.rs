@@ -3,6 +3,7 @@
 pub mod names;
 pub mod process;
 pub mod session;
+pub mod store;
 pub mod topology;
 
 pub use session::{BrokerError, Outgoing, Session};

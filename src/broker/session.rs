@@ -115,10 +115,13 @@ impl Session {
     /// Closes the connection and waits (bounded) for the broker to see it closed.
     pub fn close(&mut self) {
         if let Some(link) = self.link.take() {
-            let _ = self.runtime.block_on(tokio::time::timeout(
-                Duration::from_secs(2),
-                link.connection.close(200, "bye".into()),
-            ));
+            let _ = self.runtime.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(2),
+                    link.connection.close(200, "bye".into()),
+                )
+                .await
+            });
         }
     }
 

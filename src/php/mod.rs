@@ -1,9 +1,14 @@
 //! The PHP bindings: thin classes that convert values and call into the core.
 
+pub mod call;
+pub mod consumer;
 pub mod convert;
 pub mod exceptions;
 pub mod producer;
+pub mod scheduler;
 pub mod settings;
+pub mod store;
+pub mod worker;
 
 use ext_php_rs::prelude::*;
 
@@ -13,6 +18,11 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .class::<producer::Task>()
         .class::<producer::Publish>()
         .class::<producer::ExchangeTypes>()
+        .class::<scheduler::EventManager>()
+        .class::<scheduler::Scheduler>()
+        .class::<worker::Worker>()
+        .class::<consumer::Consumer>()
+        .class::<store::FailedStore>()
         .function(wrap_function!(ebats_config))
 }
 

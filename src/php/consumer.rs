@@ -1,0 +1,276 @@
+//! `Asynclib\Core\Consumer`: turns any message on a user's exchange into a PHP callback.
+
+use std::time::Duration;
+
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+
+use crate::broker::names::{self, Names};
+use crate::broker::process::with_session;
+use crate::broker::{Decl, Outgoing};
+use crate::dispatch;
+use crate::log;
+use crate::php::call::{self, Thrown};
+use crate::php::convert;
+use crate::php::exceptions::Kind;
+use crate::php::producer::{bad_input, broker_err, check_exchange};
+use crate::php::settings;
+use crate::wire::{new_id, properties_with_headers};
+
+#[php_class]
+#[php(name = "Asynclib\\Core\\Consumer")]
+pub struct Consumer {
+    exchange: Option<(String, String)>,
+    queue: Option<String>,
+    keys: Vec<String>,
+    prefetch: u16,
+}
+
+fn keys_of(arr: &ZendHashTable) -> PhpResult<Vec<String>> {
+    let mut out = Vec::new();
+    for v in arr.values() {
+        let k = v
+            .str()
+            .ok_or_else(|| bad_input("routing keys must be strings"))?;
+        names::check_amqp_name("routing key", k).map_err(bad_input)?;
+        out.push(k.to_string());
+    }
+    if out.is_empty() {
+        out.push(String::new());
+    }
+    Ok(out)
+}
+
+#[php_impl]
+impl Consumer {
+    pub fn __construct() -> Self {
+        Consumer {
+            exchange: None,
+            queue: None,
+            keys: vec![String::new()],
+            prefetch: 1,
+        }
+    }
+
+    #[php(name = "setExchange", defaults(r#type = "\"direct\""))]
+    pub fn set_exchange<'a>(
+        self_: &'a mut ZendClassObject<Consumer>,
+        name: String,
+        r#type: String,
+    ) -> PhpResult<&'a mut ZendClassObject<Consumer>> {
+        check_exchange(&name, &r#type)?;
+        self_.exchange = Some((name, r#type));
+        Ok(self_)
+    }
+
+    /// The queue to consume (declared durable) and the keys binding it to the exchange.
+    #[php(name = "setQueue")]
+    pub fn set_queue<'a>(
+        self_: &'a mut ZendClassObject<Consumer>,
+        name: String,
+        routing_keys: Option<&ZendHashTable>,
+    ) -> PhpResult<&'a mut ZendClassObject<Consumer>> {
+        if name.is_empty() {
+            return Err(bad_input("queue name must not be empty"));
+        }
+        names::check_amqp_name("queue name", &name).map_err(bad_input)?;
+        if let Some(k) = routing_keys {
+            self_.keys = keys_of(k)?;
+        }
+        self_.queue = Some(name);
+        Ok(self_)
+    }
+
+    #[php(name = "setRoutingKeys")]
+    pub fn set_routing_keys<'a>(
+        self_: &'a mut ZendClassObject<Consumer>,
+        routing_keys: &ZendHashTable,
+    ) -> PhpResult<&'a mut ZendClassObject<Consumer>> {
+        self_.keys = keys_of(routing_keys)?;
+        Ok(self_)
+    }
+
+    /// Accepted for compatibility: bodies are JSON, never PHP-serialized.
+    #[php(name = "setSerialize")]
+    pub fn set_serialize(
+        self_: &mut ZendClassObject<Consumer>,
+        serialize: bool,
+    ) -> &mut ZendClassObject<Consumer> {
+        let _ = serialize;
+        self_
+    }
+
+    #[php(name = "setPrefetch")]
+    pub fn set_prefetch(
+        self_: &mut ZendClassObject<Consumer>,
+        prefetch: i64,
+    ) -> PhpResult<&mut ZendClassObject<Consumer>> {
+        if !(1..=65535).contains(&prefetch) {
+            return Err(bad_input(format!(
+                "prefetch must be between 1 and 65535, got {prefetch}"
+            )));
+        }
+        self_.prefetch = prefetch as u16;
+        Ok(self_)
+    }
+
+    /// Calls `$callback($routing_key, $message)` for every message, acking after it returns.
+    pub fn run(&self, callback: &Zval) -> PhpResult<()> {
+        if !callback.is_callable() {
+            return Err(PhpException::new(
+                "Asynclib\\Core\\Consumer::run(): Argument #1 ($callback) must be a valid callback"
+                    .into(),
+                0,
+                ext_php_rs::zend::ce::type_error(),
+            ));
+        }
+        let (exchange, kind) = self
+            .exchange
+            .clone()
+            .ok_or_else(|| bad_input("call setExchange() before run()"))?;
+        let queue = self
+            .queue
+            .clone()
+            .ok_or_else(|| bad_input("call setQueue() before run()"))?;
+        let settings = settings::current()?;
+        let names = Names::new(&settings.prefix);
+        let decls = [
+            Decl::Exchange {
+                name: exchange.clone(),
+                kind,
+            },
+            Decl::BoundQueue {
+                queue: queue.clone(),
+                exchange: exchange.clone(),
+                keys: self.keys.clone(),
+            },
+            Decl::ConsumerFailed(queue.clone()),
+        ];
+        let tag = format!("ebats-consumer-{}", std::process::id());
+        // Broker handles dropped below (consumers, channels) need the runtime's context.
+        let handle = with_session(|s| Ok(s.handle())).map_err(crate::php::producer::broker_err)?;
+        let _ctx = handle.enter();
+        let mut first = true;
+        loop {
+            let opened = with_session(|s| {
+                s.declare(&settings, &decls)?;
+                let (ch, c) = s.consume(&settings, &queue, self.prefetch, &tag)?;
+                Ok((s.handle(), ch, c))
+            });
+            let (rt, _ch, mut consumer) = match opened {
+                Ok(x) => x,
+                // A bad setup (wrong exchange type, broker down at start) is the caller's to see.
+                Err(e) if first => return Err(broker_err(e)),
+                Err(e) => {
+                    log::error(&format!(
+                        "consumer cannot consume '{queue}': {e}; retrying in 1 s"
+                    ));
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            first = false;
+            loop {
+                match call::dispatch_php_signals() {
+                    Ok(()) => {}
+                    Err(Thrown::Exit) => return Ok(()),
+                    Err(Thrown::Exception { object, .. }) => {
+                        call::rethrow(object);
+                        return Ok(());
+                    }
+                }
+                let d = match rt.block_on(crate::broker::session::next_delivery(
+                    &mut consumer,
+                    Duration::from_millis(100),
+                )) {
+                    Ok(Some(d)) => d,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        log::error(&format!("consumer lost '{queue}': {e}; reconnecting"));
+                        break;
+                    }
+                };
+                let message = match serde_json::from_slice::<serde_json::Value>(&d.data) {
+                    Ok(v) => convert::to_zval(&v),
+                    Err(_) => {
+                        let mut z = Zval::new();
+                        z.set_binary(d.data.clone());
+                        z
+                    }
+                };
+                let key = d.routing_key.as_str().to_string();
+                let settled = match call::call(callback, vec![&key.as_str(), &message]) {
+                    Ok(_) => rt
+                        .block_on(d.acker.ack(BasicAckOptions::default()))
+                        .map(|_| ()),
+                    Err(Thrown::Exit) => return Ok(()),
+                    Err(Thrown::Exception {
+                        class,
+                        message,
+                        object,
+                    }) => {
+                        if call::is_kind(&object, Kind::Service) {
+                            log::error(&format!("consumer callback: {class}: {message}; message requeued after a pause"));
+                            std::thread::sleep(Duration::from_secs(1));
+                            rt.block_on(d.acker.nack(BasicNackOptions {
+                                multiple: false,
+                                requeue: true,
+                            }))
+                            .map(|_| ())
+                        } else {
+                            log::error(&format!(
+                                "consumer callback threw {class}: {message}; message moved to '{}'",
+                                names.consumer_failed_queue(&queue)
+                            ));
+                            let out = Outgoing {
+                                exchange: String::new(),
+                                routing_key: names.consumer_failed_queue(&queue),
+                                body: d.data.clone(),
+                                properties: properties_with_headers(
+                                    &new_id(),
+                                    "ebats.consumer.failed",
+                                    &[
+                                        ("x-ebats-error", message.clone()),
+                                        ("x-ebats-error-class", class.clone()),
+                                        ("x-ebats-exchange", d.exchange.as_str().to_string()),
+                                        ("x-ebats-routing-key", key.clone()),
+                                    ],
+                                ),
+                                mandatory: true,
+                            };
+                            match dispatch::send(
+                                &settings,
+                                &[Decl::ConsumerFailed(queue.clone())],
+                                &[out],
+                            ) {
+                                Ok(()) => rt
+                                    .block_on(d.acker.ack(BasicAckOptions::default()))
+                                    .map(|_| ()),
+                                Err(e) => {
+                                    log::error(&format!(
+                                        "could not store the failed message ({e}); it goes back"
+                                    ));
+                                    rt.block_on(d.acker.nack(BasicNackOptions {
+                                        multiple: false,
+                                        requeue: true,
+                                    }))
+                                    .map(|_| ())
+                                }
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = settled {
+                    log::error(&format!("consumer could not settle a message: {e}"));
+                    break;
+                }
+            }
+            let _ = with_session(|s| {
+                s.disconnect();
+                Ok(())
+            });
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}

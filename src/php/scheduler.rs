@@ -1,0 +1,231 @@
+//! `EventManager` (what tasks each event makes) and `Scheduler` (routes events to tasks).
+
+use std::time::Duration;
+
+use ext_php_rs::prelude::*;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use parking_lot::Mutex;
+
+use crate::broker::names::{self, Names};
+use crate::broker::process::with_session;
+use crate::broker::{BrokerError, Decl};
+use crate::dispatch;
+use crate::log;
+use crate::php::call::{self, Thrown};
+use crate::php::producer::{bad_input, Task};
+use crate::php::settings;
+use crate::wire::{EventMsg, TaskMsg};
+
+#[derive(Clone, Debug, PartialEq)]
+struct TaskDef {
+    name: String,
+    topic: String,
+    delay: i64,
+}
+
+/// Registrations of this process, in the order they were made.
+static REGISTRY: Mutex<Vec<(String, Vec<TaskDef>)>> = Mutex::new(Vec::new());
+
+fn tasks_for(event: &str) -> Vec<TaskDef> {
+    REGISTRY
+        .lock()
+        .iter()
+        .find(|(e, _)| e == event)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default()
+}
+
+#[php_class]
+#[php(name = "Asynclib\\Ebats\\EventManager")]
+pub struct EventManager;
+
+#[php_impl]
+impl EventManager {
+    /// Registers task `$task_name` on `$topic` for `$event`, delayed by `$delay` seconds.
+    #[php(defaults(delay = 0))]
+    pub fn register(event: String, task_name: String, topic: String, delay: i64) -> PhpResult<()> {
+        names::check_event_name(&event).map_err(bad_input)?;
+        names::check_task_name(&task_name).map_err(bad_input)?;
+        names::check_topic(&topic).map_err(bad_input)?;
+        names::check_delay(delay).map_err(bad_input)?;
+        let def = TaskDef {
+            name: task_name,
+            topic,
+            delay,
+        };
+        let mut reg = REGISTRY.lock();
+        match reg.iter_mut().find(|(e, _)| *e == event) {
+            Some((_, defs)) => {
+                if !defs.contains(&def) {
+                    defs.push(def)
+                }
+            }
+            None => reg.push((event, vec![def])),
+        }
+        Ok(())
+    }
+
+    /// The tasks registered for `$event` (each a Task with an empty params array).
+    #[php(name = "getTasks")]
+    pub fn get_tasks(event: String) -> PhpResult<Vec<Task>> {
+        tasks_for(&event)
+            .iter()
+            .map(|d| Task::make(&d.topic, &d.name, d.delay))
+            .collect()
+    }
+
+    /// The names of all events with registered tasks.
+    #[php(name = "getEvents")]
+    pub fn get_events() -> Vec<String> {
+        REGISTRY.lock().iter().map(|(e, _)| e.clone()).collect()
+    }
+}
+
+#[php_class]
+#[php(name = "Asynclib\\Ebats\\Scheduler")]
+pub struct Scheduler {
+    prefetch: u16,
+}
+
+/// Routes one event: publishes every task it makes, all confirmed, before the caller acks.
+fn route(
+    settings: &crate::config::Settings,
+    names: &Names,
+    body: &[u8],
+) -> Result<(), BrokerError> {
+    let event = match EventMsg::parse(body) {
+        Ok(e) => e,
+        Err(e) => {
+            log::error(&format!("scheduler dropped an unreadable event: {e}"));
+            return Ok(());
+        }
+    };
+    let defs = tasks_for(&event.event);
+    if defs.is_empty() {
+        log::info(&format!(
+            "event '{}' id={} has no registered task; acked",
+            event.event, event.id
+        ));
+        return Ok(());
+    }
+    let mut decls = Vec::new();
+    let mut msgs = Vec::with_capacity(defs.len());
+    for d in &defs {
+        let mut t = TaskMsg::new(&d.topic, &d.name, event.params.clone(), d.delay as u64);
+        t.event = Some(event.event.clone());
+        t.event_id = Some(event.id.clone());
+        let (ds, out) = dispatch::task(names, &t, d.delay as u64);
+        for x in ds {
+            if !decls.contains(&x) {
+                decls.push(x);
+            }
+        }
+        msgs.push(out);
+        if settings.debug {
+            log::debug(&format!(
+                "event '{}' id={} -> task {}/{} id={} delay={}s",
+                event.event, event.id, d.topic, d.name, t.id, d.delay
+            ));
+        }
+    }
+    dispatch::send(settings, &decls, &msgs)
+}
+
+/// Waits between broker ticks, running PHP signal handlers; Err(()) when PHP must unwind.
+fn php_tick() -> Result<(), ()> {
+    match call::dispatch_php_signals() {
+        Ok(()) => Ok(()),
+        Err(Thrown::Exit) => Err(()),
+        Err(Thrown::Exception { object, .. }) => {
+            // A handler threw: put it back so it reaches the caller of run().
+            call::rethrow(object);
+            Err(())
+        }
+    }
+}
+
+#[php_impl]
+impl Scheduler {
+    pub const EXCHANGE_EVENT: &'static str = "ebats.core.event";
+    pub const EXCHANGE_TASK: &'static str = "ebats.task.ready";
+    pub const EXCHANGE_DELAY: &'static str = "ebats.task.delay";
+    pub const QUEUE_EVENT: &'static str = "ebats.events";
+
+    pub fn __construct() -> Self {
+        Scheduler { prefetch: 64 }
+    }
+
+    /// Consumes events and routes each to its tasks, until the process is stopped.
+    pub fn run(&self) -> PhpResult<()> {
+        let settings = settings::current()?;
+        let names = Names::new(&settings.prefix);
+        let queue = names.events_queue();
+        let tag = format!("ebats-scheduler-{}", std::process::id());
+        // Broker handles dropped below (consumers, channels) need the runtime's context.
+        let handle = with_session(|s| Ok(s.handle())).map_err(crate::php::producer::broker_err)?;
+        let _ctx = handle.enter();
+        log::info(&format!(
+            "scheduler consuming '{queue}' ({} event(s) registered)",
+            REGISTRY.lock().len()
+        ));
+        loop {
+            let opened = with_session(|s| {
+                s.declare(&settings, &[Decl::Events])?;
+                let (ch, c) = s.consume(&settings, &queue, self.prefetch, &tag)?;
+                Ok((s.handle(), ch, c))
+            });
+            let (rt, _ch, mut consumer) = match opened {
+                Ok(x) => x,
+                Err(e) => {
+                    log::error(&format!(
+                        "scheduler cannot consume '{queue}': {e}; retrying in 1 s"
+                    ));
+                    for _ in 0..10 {
+                        std::thread::sleep(Duration::from_millis(100));
+                        if php_tick().is_err() {
+                            return Ok(());
+                        }
+                    }
+                    continue;
+                }
+            };
+            loop {
+                if php_tick().is_err() {
+                    return Ok(());
+                }
+                let d = match rt.block_on(crate::broker::session::next_delivery(
+                    &mut consumer,
+                    Duration::from_millis(100),
+                )) {
+                    Ok(Some(d)) => d,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        log::error(&format!("scheduler lost its consumer: {e}; reconnecting"));
+                        break;
+                    }
+                };
+                match route(&settings, &names, &d.data) {
+                    Ok(()) => {
+                        if let Err(e) = rt.block_on(d.acker.ack(BasicAckOptions::default())) {
+                            log::error(&format!("event ack failed: {e}"));
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        log::error(&format!("scheduler could not publish an event's tasks: {e}; the event goes back"));
+                        let _ = rt.block_on(d.acker.nack(BasicNackOptions {
+                            multiple: false,
+                            requeue: true,
+                        }));
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+            }
+            let _ = with_session(|s| {
+                s.disconnect();
+                Ok(())
+            });
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! A worker child's loop: take a task, run it through the handler, report it, then ack, retry,
+//! delay or fail it, confirmed before the ack. Stops between tasks when asked.
+
+use std::time::{Duration, Instant};
+
+use lapin::options::BasicAckOptions;
+
+use super::signals;
+use crate::broker::names::Names;
+use crate::broker::process::with_session;
+use crate::broker::{BrokerError, Decl};
+use crate::config::Settings;
+use crate::dispatch;
+use crate::log;
+use crate::outcome::{Ended, Next, Policy};
+use crate::wire::{now, TaskMsg};
+
+/// The result of running one task in PHP.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    pub ended: Ended,
+    pub message: String,
+    pub class: Option<String>,
+    pub millis: f64,
+}
+
+/// `exit()` was called in PHP: stop at once, without acking, and let the engine unwind.
+#[derive(Debug)]
+pub struct Abort;
+
+pub trait Handler {
+    fn run(&mut self, task: &TaskMsg, redelivered: bool) -> Result<Ran, Abort>;
+    fn report(&mut self, task: &TaskMsg, ran: &Ran, status: i64) -> Result<(), Abort>;
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub prefetch: u16,
+    /// Tasks before the child exits to be replaced (0: no limit).
+    pub max_requests: u64,
+    /// Resident memory after a task above which the child exits to be replaced (0: no limit).
+    pub memory_limit_mb: u64,
+    /// Deliveries of one task after its worker died holding it, before it is failed.
+    pub max_redeliveries: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            prefetch: 1,
+            max_requests: 0,
+            memory_limit_mb: 0,
+            max_redeliveries: 5,
+        }
+    }
+}
+
+pub enum Stopped {
+    Asked,
+    Recycle(String),
+    Aborted,
+}
+
+pub fn resident_mb() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64 / 1_048_576.0
+}
+
+fn stop_requested() -> bool {
+    signals::take(&signals::STOP_SIGNALS, Duration::ZERO).is_some()
+}
+
+/// Sleeps `d` in short ticks, returning early (true) when a stop is asked.
+fn pause(d: Duration) -> bool {
+    signals::take(&signals::STOP_SIGNALS, d).is_some()
+}
+
+pub fn run(
+    settings: &Settings,
+    topic: &str,
+    policy: &Policy,
+    limits: &Limits,
+    handler: &mut dyn Handler,
+) -> Stopped {
+    let names = Names::new(&settings.prefix);
+    let queue = names.ready_queue(topic);
+    let mut done: u64 = 0;
+    let tag = format!("ebats-worker-{}", std::process::id());
+    // Broker handles dropped below (consumers, channels) need the runtime's context.
+    let Ok(runtime) = with_session(|s| Ok(s.handle())) else {
+        return Stopped::Asked;
+    };
+    let _ctx = runtime.enter();
+    loop {
+        let opened = with_session(|s| {
+            s.declare(settings, &[Decl::Topic(topic.to_string())])?;
+            let (ch, consumer) = s.consume(settings, &queue, limits.prefetch, &tag)?;
+            Ok((s.handle(), ch, consumer))
+        });
+        let (rt, ch, mut consumer) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                log::error(&format!(
+                    "worker cannot consume '{queue}': {e}; retrying in 1 s"
+                ));
+                if pause(Duration::from_secs(1)) {
+                    return Stopped::Asked;
+                }
+                continue;
+            }
+        };
+        loop {
+            if stop_requested() {
+                let _ = rt.block_on(ch.close(200, "worker stopping".into()));
+                return Stopped::Asked;
+            }
+            let d = match rt.block_on(crate::broker::session::next_delivery(
+                &mut consumer,
+                Duration::from_millis(100),
+            )) {
+                Ok(Some(d)) => d,
+                Ok(None) => continue,
+                Err(e) => {
+                    log::error(&format!(
+                        "worker lost its consumer on '{queue}': {e}; reconnecting"
+                    ));
+                    break;
+                }
+            };
+            match handle(
+                settings,
+                &names,
+                policy,
+                limits,
+                handler,
+                &d.data,
+                d.redelivered,
+            ) {
+                Ok(()) => {}
+                Err(HandleError::Abort) => return Stopped::Aborted,
+                Err(HandleError::Broker(e)) => {
+                    // Not acked: the broker gives the task again. Reconnect and go on.
+                    log::error(&format!(
+                        "worker could not settle a task: {e}; it will be delivered again"
+                    ));
+                    break;
+                }
+            }
+            if let Err(e) = rt.block_on(d.acker.ack(BasicAckOptions::default())) {
+                log::error(&format!(
+                    "ack failed ({e}); the task will be delivered again"
+                ));
+                break;
+            }
+            done += 1;
+            if limits.max_requests > 0 && done >= limits.max_requests {
+                let _ = rt.block_on(ch.close(200, "worker recycling".into()));
+                return Stopped::Recycle(format!("{done} tasks done (max requests)"));
+            }
+            if limits.memory_limit_mb > 0 {
+                let rss = resident_mb();
+                if rss > limits.memory_limit_mb as f64 {
+                    let _ = rt.block_on(ch.close(200, "worker recycling".into()));
+                    return Stopped::Recycle(format!(
+                        "resident memory {rss:.1} MB is over {} MB",
+                        limits.memory_limit_mb
+                    ));
+                }
+            }
+        }
+        with_session(|s| {
+            s.disconnect();
+            Ok(())
+        })
+        .ok();
+        if pause(Duration::from_millis(500)) {
+            return Stopped::Asked;
+        }
+    }
+}
+
+enum HandleError {
+    Abort,
+    Broker(BrokerError),
+}
+
+impl From<BrokerError> for HandleError {
+    fn from(e: BrokerError) -> Self {
+        HandleError::Broker(e)
+    }
+}
+
+fn failure(ran: &Ran, status: i64, attempts: u32) -> serde_json::Value {
+    serde_json::json!({
+        "message": ran.message, "class": ran.class, "attempts": attempts,
+        "failed_at": (now() * 1000.0).round() / 1000.0, "status": status,
+    })
+}
+
+/// Settles one delivery: everything it publishes is confirmed before the caller acks.
+fn handle(
+    settings: &Settings,
+    names: &Names,
+    policy: &Policy,
+    limits: &Limits,
+    handler: &mut dyn Handler,
+    body: &[u8],
+    redelivered: bool,
+) -> Result<(), HandleError> {
+    let mut task = match TaskMsg::parse(body) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error(&format!("unreadable task moved to the failed store: {e}"));
+            let mut t = TaskMsg::new(
+                "unknown",
+                "unknown",
+                serde_json::Value::String(String::from_utf8_lossy(body).into()),
+                0,
+            );
+            t.extra.insert(
+                "failed".into(),
+                serde_json::json!({"message": e, "status": crate::outcome::STATE_FAIL}),
+            );
+            dispatch::send_one(settings, dispatch::failed(names, &t, &e))?;
+            return Ok(());
+        }
+    };
+    if redelivered {
+        // Its worker died holding it (or lost its connection). Count that, and stop a task that
+        // kills every worker that runs it.
+        task.redeliveries += 1;
+        if task.redeliveries >= limits.max_redeliveries {
+            let msg = format!(
+                "delivered {} times without being settled: its worker died each time (fatal error, exit, signal or time limit)",
+                task.redeliveries
+            );
+            log::error(&format!(
+                "task {}/{} id={} {msg}; moved to the failed store",
+                task.topic, task.name, task.id
+            ));
+            let ran = Ran {
+                ended: Ended::Failed,
+                message: msg.clone(),
+                class: None,
+                millis: 0.0,
+            };
+            task.extra.insert(
+                "failed".into(),
+                failure(&ran, crate::outcome::STATE_FAIL, task.attempt),
+            );
+            dispatch::send_one(settings, dispatch::failed(names, &task, &msg))?;
+            return Ok(());
+        }
+        // Publish the counted copy; it runs when its turn comes again.
+        dispatch::send_one(settings, dispatch::task(names, &task, 0))?;
+        return Ok(());
+    }
+    if settings.debug {
+        log::debug(&format!(
+            "task start {}/{} id={} attempt={}",
+            task.topic, task.name, task.id, task.attempt
+        ));
+    }
+    let ran = handler
+        .run(&task, task.redeliveries > 0)
+        .map_err(|_| HandleError::Abort)?;
+    let (status, next) = policy.decide(&ran.ended, task.attempt, task.retry, task.service_errors);
+    if settings.debug {
+        log::debug(&format!(
+            "task end {}/{} id={} time={:.2}ms status={status} {}",
+            task.topic, task.name, task.id, ran.millis, ran.message
+        ));
+    }
+    handler
+        .report(&task, &ran, status)
+        .map_err(|_| HandleError::Abort)?;
+    match next {
+        Next::Ack => Ok(()),
+        Next::Again { delay } => {
+            let mut again = task.clone();
+            again.redeliveries = 0;
+            match &ran.ended {
+                Ended::Service => again.service_errors += 1,
+                Ended::Retry(rule) => {
+                    again.attempt += 1;
+                    if rule.max.is_some() || rule.interval.is_some() {
+                        again.retry = Some(*rule);
+                    }
+                }
+                _ => {}
+            }
+            again.delay = delay;
+            again.error = Some(
+                serde_json::json!({"message": ran.message, "class": ran.class, "at": (now() * 1000.0).round() / 1000.0}),
+            );
+            dispatch::send_one(settings, dispatch::task(names, &again, delay))?;
+            Ok(())
+        }
+        Next::Fail => {
+            let mut failed = task.clone();
+            failed
+                .extra
+                .insert("failed".into(), failure(&ran, status, task.attempt));
+            if !settings.debug {
+                log::error(&format!(
+                    "task {}/{} id={} failed after {} run(s): {}",
+                    task.topic, task.name, task.id, task.attempt, ran.message
+                ));
+            }
+            dispatch::send_one(settings, dispatch::failed(names, &failed, &ran.message))?;
+            Ok(())
+        }
+    }
+}
+
+/// Time since `t` in milliseconds.
+pub fn millis_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}

@@ -1,0 +1,5 @@
+//! The worker's process model: a supervising parent, children that run tasks, signals as data.
+
+pub mod child;
+pub mod signals;
+pub mod supervisor;

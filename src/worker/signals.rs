@@ -1,0 +1,71 @@
+//! Signals as data: the worker's processes block SIGTERM, SIGINT and SIGHUP and collect them with
+//! `sigtimedwait`, so no handler ever runs in the middle of PHP code or a broker call, and a PHP
+//! handler that sleeps is not cut short by a shutdown request.
+
+use std::time::Duration;
+
+pub const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+fn set_of(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set before sigaddset writes to it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in signals {
+            libc::sigaddset(&mut set, *s);
+        }
+        set
+    }
+}
+
+/// Blocks `signals` for the calling thread (and the threads it starts later); returns the old mask.
+pub fn block(signals: &[i32]) -> libc::sigset_t {
+    let set = set_of(signals);
+    // SAFETY: both pointers are to valid sigset_t values.
+    unsafe {
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    }
+}
+
+pub fn unblock(signals: &[i32]) {
+    let set = set_of(signals);
+    // SAFETY: a valid set; the old mask is not wanted.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+pub fn restore(mask: &libc::sigset_t) {
+    // SAFETY: `mask` came from `block`.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
+    }
+}
+
+/// Takes one pending signal of `signals` (which must be blocked), waiting at most `wait`.
+pub fn take(signals: &[i32], wait: Duration) -> Option<i32> {
+    let set = set_of(signals);
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: valid set and timespec; no siginfo wanted.
+    let s = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    (s > 0).then_some(s)
+}
+
+pub fn name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGCHLD => "SIGCHLD",
+        _ => "signal",
+    }
+}
