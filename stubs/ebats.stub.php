@@ -1,0 +1,445 @@
+<?php
+/**
+ * IDE stubs for the ebats extension (ebats.so). They describe the classes, constants and functions the
+ * extension defines, for editors and static analysers; do not load them at run time. Method bodies are
+ * empty on purpose.
+ */
+
+namespace Asynclib\Exception {
+
+    /**
+     * Implemented by every exception that ebats throws or that task code throws to steer ebats.
+     */
+    interface ExceptionInterface
+    {
+    }
+
+    /**
+     * Thrown by a task handler to have the task run again later.
+     *
+     * Without arguments the default intervals apply (5 s, 300 s, 600 s, 3600 s, 7800 s); with $retry and
+     * $interval the task runs up to $retry more times, $interval seconds apart. When the runs are used up
+     * the task fails (Worker::STATE_FAIL) and goes to the failed store.
+     */
+    class RetryException extends \RuntimeException implements ExceptionInterface
+    {
+        /** @var int|null the $retry given to the constructor */
+        protected $retry = null;
+
+        /** @var int|null the $interval given to the constructor */
+        protected $interval = null;
+
+        /**
+         * @param string $message why the task must run again
+         * @param int|null $retry how many more runs at most, null for the worker's default intervals
+         * @param int|null $interval seconds between runs, null for the worker's default intervals
+         * @param int $code exception code
+         * @param \Throwable|null $previous the exception that caused this one
+         */
+        public function __construct(string $message = "", ?int $retry = null, ?int $interval = null, int $code = 0, ?\Throwable $previous = null)
+        {
+        }
+
+        /** @return int|null the number of further runs asked for, or null for the default */
+        public function getRetry(): ?int
+        {
+        }
+
+        /** @return int|null the seconds between runs asked for, or null for the default */
+        public function getInterval(): ?int
+        {
+        }
+    }
+
+    /**
+     * Thrown by a task handler when the task has failed for good (Worker::STATE_FAIL, no retry, failed
+     * store). ebats throws it too for bad task or event input: an invalid name, parameters JSON cannot hold,
+     * a negative or too large delay.
+     */
+    class TaskException extends \RuntimeException implements ExceptionInterface
+    {
+    }
+
+    /**
+     * Thrown by a task handler when a service it depends on is down (Worker::STATE_ERR): the task is put
+     * back and tried again after a pause, a bounded number of times, then sent to the failed store.
+     */
+    class ServiceException extends \RuntimeException implements ExceptionInterface
+    {
+    }
+
+    /**
+     * Thrown by ebats when the broker is unreachable, refuses the credentials or vhost, refuses or cannot
+     * route a publish, or does not confirm it in time.
+     */
+    class ConnectionedException extends \RuntimeException implements ExceptionInterface
+    {
+    }
+}
+
+namespace Asynclib\Amq {
+
+    /**
+     * RabbitMQ exchange types, for Consumer::setExchange() and Publish::setExchange().
+     */
+    class ExchangeTypes
+    {
+        public const FANOUT = 'fanout';
+        public const DIRECT = 'direct';
+        public const TOPIC = 'topic';
+        public const HEADERS = 'headers';
+    }
+}
+
+namespace Asynclib\Core {
+
+    /**
+     * Consumes messages from any exchange and queue and hands each one to a PHP callable, for instance
+     * to turn it into tasks with Task::create(). JSON bodies arrive decoded to arrays, other bodies as
+     * strings.
+     */
+    class Consumer
+    {
+        /**
+         * @param string $name the exchange to bind the queue to (declared durable if missing)
+         * @param string $type one of the ExchangeTypes constants
+         */
+        public function setExchange(string $name, string $type = 'direct'): static
+        {
+        }
+
+        /**
+         * @param string $name the queue to consume (declared durable if missing)
+         * @param string[] $routing_keys the binding keys of the queue on the exchange
+         */
+        public function setQueue(string $name, array $routing_keys = ['']): static
+        {
+        }
+
+        /**
+         * @param string[] $keys the binding keys of the queue on the exchange
+         */
+        public function setRoutingKeys(array $keys): static
+        {
+        }
+
+        /**
+         * Accepted for compatibility; bodies are never passed to unserialize().
+         */
+        public function setSerialize(bool $s): static
+        {
+        }
+
+        /**
+         * Consumes until the process is stopped. The callable gets ($routing_key, $message).
+         *
+         * @param callable(string, mixed): mixed $callback
+         * @throws \Asynclib\Exception\ConnectionedException
+         */
+        public function run(callable $callback): void
+        {
+        }
+    }
+
+    /**
+     * Publishes messages to an exchange of your choice.
+     */
+    class Publish
+    {
+        public function __construct()
+        {
+        }
+
+        /**
+         * @param string $name the exchange to publish to
+         * @param string $type one of the ExchangeTypes constants
+         */
+        public function setExchange(string $name, string $type = 'direct'): static
+        {
+        }
+
+        /**
+         * Accepted for compatibility; the process keeps one connection and reuses it.
+         */
+        public function setAutoClose(bool $auto): static
+        {
+        }
+
+        /**
+         * Publishes $data as JSON and waits for the broker's confirm.
+         *
+         * @param mixed $data the message, encoded as JSON
+         * @param string $routing_key the routing key
+         * @param int $delay must be 0: delays are for tasks (Task::create() with a delay)
+         * @return bool true; failures throw
+         * @throws \Asynclib\Exception\ConnectionedException when the broker is unreachable or refuses
+         * @throws \Asynclib\Exception\TaskException when $delay is not 0 or $data cannot be encoded
+         */
+        public function send(mixed $data, string $routing_key = '', int $delay = 0): bool
+        {
+        }
+    }
+}
+
+namespace Asynclib\Ebats {
+
+    /**
+     * A named event, published by business code. The scheduler turns it into the tasks registered for it.
+     */
+    class Event
+    {
+        /**
+         * @param string $event_name 1 to 255 characters, no control characters
+         */
+        public function __construct(string $event_name)
+        {
+        }
+
+        /**
+         * Sets the event's parameters, given to each of its tasks.
+         *
+         * @param array $options
+         */
+        public function setOptions(array $options = []): static
+        {
+        }
+
+        /**
+         * Publishes the event and returns once the broker has stored it durably.
+         *
+         * @return string the event id (32 lowercase hex characters)
+         * @throws \Asynclib\Exception\ConnectionedException when the broker is unreachable or refuses
+         * @throws \Asynclib\Exception\TaskException when the name or parameters are invalid
+         */
+        public function publish(): string
+        {
+        }
+
+        /** @return string the event name */
+        public function getEvent(): string
+        {
+        }
+
+        /** @return array the event's parameters */
+        public function getParams(): array
+        {
+        }
+    }
+
+    /**
+     * Maps events to tasks, per process. The scheduler uses the registrations of its own process.
+     */
+    class EventManager
+    {
+        /**
+         * Registers a task to create whenever $event is published.
+         *
+         * @param string $event the event name
+         * @param string $task_name the task name: the worker calls the method $task_name . 'Task'
+         * @param string $topic the topic (queue) of the task: the worker's class is 'Task' . ucfirst($topic) . 'Model'
+         * @param int $delay seconds to wait before the task runs, 0 for at once
+         * @throws \Asynclib\Exception\TaskException when a name or the delay is invalid
+         */
+        public static function register(string $event, string $task_name, string $topic, int $delay = 0): void
+        {
+        }
+
+        /**
+         * @return Task[] the tasks registered for $event
+         */
+        public static function getTasks(string $event): array
+        {
+        }
+
+        /**
+         * @return string[] the events that have tasks registered
+         */
+        public static function getEvents(): array
+        {
+        }
+    }
+
+    /**
+     * Routes each published event to its tasks. run() blocks; several schedulers may run at once.
+     */
+    class Scheduler
+    {
+        /** The event exchange's name with the default prefix. */
+        public const EXCHANGE_EVENT = 'ebats.core.event';
+        /** The task exchange's name with the default prefix. */
+        public const EXCHANGE_TASK = 'ebats.task.ready';
+        /** The delayed-task exchange's name with the default prefix. */
+        public const EXCHANGE_DELAY = 'ebats.task.delay';
+        /** The event queue's name with the default prefix. */
+        public const QUEUE_EVENT = 'ebats.events';
+
+        /**
+         * Consumes events until the process is stopped; acks an event only after all its tasks are confirmed.
+         *
+         * @throws \Asynclib\Exception\ConnectionedException
+         */
+        public function run(): void
+        {
+        }
+    }
+
+    /**
+     * A task: a name, a topic, parameters and an optional delay. It gets its id when it is constructed.
+     */
+    class Task
+    {
+        /**
+         * @param string $topic 1 to 128 characters of [A-Za-z0-9_-]
+         * @param string $name 1 to 128 characters of [A-Za-z0-9_]
+         * @param int $delay seconds to wait before the task runs, 0 to 2^28-1
+         */
+        public function __construct(string $topic, string $name, int $delay = 0)
+        {
+        }
+
+        /**
+         * @param mixed $params anything JSON can hold
+         */
+        public function setParams(mixed $params): static
+        {
+        }
+
+        /** @return string the task id (32 lowercase hex characters) */
+        public function getId(): string
+        {
+        }
+
+        public function getName(): string
+        {
+        }
+
+        public function getTopic(): string
+        {
+        }
+
+        public function getParams(): mixed
+        {
+        }
+
+        /** @return int the delay in seconds */
+        public function getDelay(): int
+        {
+        }
+
+        /**
+         * Enqueues the task and returns once the broker has stored it.
+         *
+         * @return string the task id
+         * @throws \Asynclib\Exception\ConnectionedException
+         * @throws \Asynclib\Exception\TaskException
+         */
+        public function publish(): string
+        {
+        }
+
+        /**
+         * Enqueues a task directly, without an event.
+         *
+         * @param string $topic the topic (queue)
+         * @param string $name the task name
+         * @param mixed $params anything JSON can hold
+         * @param int $delay seconds to wait before the task runs
+         * @return string the task id
+         * @throws \Asynclib\Exception\ConnectionedException
+         * @throws \Asynclib\Exception\TaskException
+         */
+        public static function create(string $topic, string $name, mixed $params = [], int $delay = 0): string
+        {
+        }
+    }
+
+    /**
+     * Runs the tasks of one topic in forked processes and reports every execution to a callback.
+     */
+    class Worker
+    {
+        /** A service the task needs is down (ServiceException): put back, tried again after a pause. */
+        public const STATE_ERR = -1;
+        /** The handler returned. */
+        public const STATE_SUCC = 0;
+        /** The task failed for good and went to the failed store. */
+        public const STATE_FAIL = 1;
+        /** The task will run again later (RetryException). */
+        public const STATE_RETRY = 2;
+
+        /**
+         * @param callable $callback called after every execution with
+         *        ($topic, $taskid, $taskname, $params, $timeuse, $message, $status, $attempt):
+         *        $timeuse in milliseconds, $message 'ok.' or the exception's message, $status a STATE_*
+         *        constant, $attempt 1 for the first run
+         * @param int $process_num number of worker processes
+         */
+        public function __construct(callable $callback, int $process_num = 1)
+        {
+        }
+
+        /**
+         * @param string $topic the topic whose tasks to run
+         */
+        public function setQueue(string $topic): static
+        {
+        }
+
+        /**
+         * The same as setQueue().
+         *
+         * @param string $topic the topic whose tasks to run
+         * @param bool $delay accepted for compatibility
+         */
+        public function setTopic(string $topic, bool $delay = false): static
+        {
+        }
+
+        /**
+         * @param int $prefetch tasks each process takes from the broker ahead of time (default 1)
+         */
+        public function setPrefetch(int $prefetch): static
+        {
+        }
+
+        /**
+         * @param int[] $seconds the default retry intervals, one per retry (default 5, 300, 600, 3600, 7800)
+         */
+        public function setRetryIntervals(array $seconds): static
+        {
+        }
+
+        /**
+         * @param int $max how many times a task that threw ServiceException is put back before it fails
+         * @param int $pause_seconds the pause before each new try
+         */
+        public function setServiceRetry(int $max, int $pause_seconds): static
+        {
+        }
+
+        /**
+         * Forks the processes and supervises them until SIGTERM or SIGINT, then waits for each process to
+         * finish the task in hand.
+         *
+         * @throws \Asynclib\Exception\ConnectionedException
+         */
+        public function run(): void
+        {
+        }
+    }
+}
+
+namespace {
+
+    /**
+     * The effective settings of this process, from php.ini, the environment and the AMQ_* constants.
+     *
+     * Keys: amqp_url (the password shown as ***), host, port, user, vhost, prefix, connect_timeout,
+     * heartbeat, confirm_timeout, debug, tls, version.
+     *
+     * @return array<string, mixed>
+     */
+    function ebats_config(): array
+    {
+    }
+}
