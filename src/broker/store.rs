@@ -58,17 +58,22 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<usiz
                 Decl::Topic(topic.to_string()),
             ],
         )?;
+        // Only what is there now: a replayed task that fails again must not be replayed again.
+        let present = s.queue_depth(settings, &queue)?;
         let ch = s.channel(settings)?;
         s.block_on(with_timeout(
             settings.confirm_timeout * 30,
             "replaying the failed store",
             async {
                 let mut moved = 0;
-                while let Some(m) = ch
-                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-                    .await
-                    .map_err(err("basic.get"))?
-                {
+                for _ in 0..present {
+                    let Some(m) = ch
+                        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                        .await
+                        .map_err(err("basic.get"))?
+                    else {
+                        break;
+                    };
                     let Ok(mut t) = TaskMsg::parse(&m.delivery.data) else {
                         continue;
                     };
