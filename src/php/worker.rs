@@ -17,6 +17,7 @@ use crate::php::producer::bad_input;
 use crate::php::settings;
 use crate::wire::{RetryRule, TaskMsg};
 use crate::worker::child::{self, Abort, Handler, Limits, Ran, Stopped};
+use crate::worker::shared::Shared;
 use crate::worker::supervisor::{self, ChildEnd, Role};
 
 #[php_class]
@@ -67,8 +68,28 @@ fn ended_by(thrown: &Thrown) -> (Ended, String, Option<String>) {
     }
 }
 
+/// What `Worker::currentTask()` returns while a handler runs.
+static CURRENT: parking_lot::Mutex<Option<serde_json::Value>> = parking_lot::Mutex::new(None);
+
 impl Handler for PhpHandler<'_> {
-    fn run(&mut self, task: &TaskMsg, _redelivered: bool) -> Result<Ran, Abort> {
+    fn run(&mut self, task: &TaskMsg, redelivered: bool) -> Result<Ran, Abort> {
+        *CURRENT.lock() = Some(serde_json::json!({
+            "id": task.id, "topic": task.topic, "name": task.name, "attempt": task.attempt,
+            "redelivered": redelivered, "redeliveries": task.redeliveries, "event": task.event,
+            "created_at": task.created_at,
+        }));
+        let r = self.run_task(task);
+        *CURRENT.lock() = None;
+        r
+    }
+
+    fn report(&mut self, task: &TaskMsg, ran: &Ran, status: i64) -> Result<(), Abort> {
+        self.report_run(task, ran, status)
+    }
+}
+
+impl PhpHandler<'_> {
+    fn run_task(&mut self, task: &TaskMsg) -> Result<Ran, Abort> {
         let start = Instant::now();
         let class = task_class(&task.topic);
         let method = format!("{}Task", task.name);
@@ -116,7 +137,7 @@ impl Handler for PhpHandler<'_> {
         }
     }
 
-    fn report(&mut self, task: &TaskMsg, ran: &Ran, status: i64) -> Result<(), Abort> {
+    fn report_run(&mut self, task: &TaskMsg, ran: &Ran, status: i64) -> Result<(), Abort> {
         let params = convert::to_zval(&task.params);
         let r = call::call(
             self.callback,
@@ -279,6 +300,30 @@ impl Worker {
         Ok(self_)
     }
 
+    /// A task still running after this many seconds is stopped (its child killed and replaced) and
+    /// counts as a failed attempt that follows the retry rules (0: no limit). Keep it below
+    /// RabbitMQ's consumer ack timeout (30 minutes by default).
+    #[php(name = "setTimeLimit")]
+    pub fn set_time_limit(
+        self_: &mut ZendClassObject<Worker>,
+        seconds: i64,
+    ) -> PhpResult<&mut ZendClassObject<Worker>> {
+        if !(0..=86_400).contains(&seconds) {
+            return Err(bad_input("time limit must be between 0 and 86400 seconds"));
+        }
+        self_.limits.time_limit_secs = seconds as u64;
+        Ok(self_)
+    }
+
+    /// The task running in this process (id, topic, name, attempt, redeliveries, event), or null.
+    #[php(name = "currentTask")]
+    pub fn current_task() -> Zval {
+        match &*CURRENT.lock() {
+            Some(v) => convert::to_zval(v),
+            None => Zval::null(),
+        }
+    }
+
     /// After SIGTERM/SIGINT, children still busy after this many seconds are killed (0: wait).
     #[php(name = "setGracePeriod")]
     pub fn set_grace_period(
@@ -304,13 +349,20 @@ impl Worker {
         let opts = supervisor::Options {
             processes: self.processes as usize,
             grace: self.grace,
+            watch_time_limits: self.limits.time_limit_secs > 0,
         };
+        let shared = Shared::new(opts.processes)
+            .map_err(|e| bad_input(format!("cannot map shared memory: {e}")))?;
         let callback = &self.callback;
         let policy = &self.policy;
         let limits = &self.limits;
-        let role = supervisor::run(&opts, |slot| {
+        let role = supervisor::run(&opts, &shared, |slot| {
             let mut handler = PhpHandler { callback };
-            let end = match child::run(&settings, &topic, policy, limits, &mut handler) {
+            let slot_ref = child::Slot {
+                shared: &shared,
+                index: slot,
+            };
+            let end = match child::run(&settings, &topic, policy, limits, &slot_ref, &mut handler) {
                 Stopped::Asked => ChildEnd::Exit(0),
                 Stopped::Recycle(why) => {
                     crate::log::info(&format!("worker child (slot {slot}) recycling: {why}"));

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use lapin::options::BasicAckOptions;
 
+use super::shared::Shared;
 use super::signals;
 use crate::broker::names::Names;
 use crate::broker::process::with_session;
@@ -42,6 +43,8 @@ pub struct Limits {
     pub memory_limit_mb: u64,
     /// Deliveries of one task after its worker died holding it, before it is failed.
     pub max_redeliveries: u32,
+    /// Seconds a task may run before the parent kills its child (0: no limit).
+    pub time_limit_secs: u64,
 }
 
 impl Default for Limits {
@@ -51,6 +54,7 @@ impl Default for Limits {
             max_requests: 0,
             memory_limit_mb: 0,
             max_redeliveries: 5,
+            time_limit_secs: 0,
         }
     }
 }
@@ -81,11 +85,18 @@ fn pause(d: Duration) -> bool {
     signals::take(&signals::STOP_SIGNALS, d).is_some()
 }
 
+/// Where this child records what it runs, for the parent's time limits.
+pub struct Slot<'a> {
+    pub shared: &'a Shared,
+    pub index: usize,
+}
+
 pub fn run(
     settings: &Settings,
     topic: &str,
     policy: &Policy,
     limits: &Limits,
+    slot: &Slot,
     handler: &mut dyn Handler,
 ) -> Stopped {
     let names = Names::new(&settings.prefix);
@@ -138,6 +149,7 @@ pub fn run(
                 &names,
                 policy,
                 limits,
+                slot,
                 handler,
                 &d.data,
                 d.redelivered,
@@ -204,11 +216,13 @@ fn failure(ran: &Ran, status: i64, attempts: u32) -> serde_json::Value {
 }
 
 /// Settles one delivery: everything it publishes is confirmed before the caller acks.
+#[allow(clippy::too_many_arguments)]
 fn handle(
     settings: &Settings,
     names: &Names,
     policy: &Policy,
     limits: &Limits,
+    slot: &Slot,
     handler: &mut dyn Handler,
     body: &[u8],
     redelivered: bool,
@@ -231,6 +245,20 @@ fn handle(
             return Ok(());
         }
     };
+    if redelivered && slot.shared.take_timed_out(&task.id) {
+        // The parent killed the child running it at its time limit: that run was a failed attempt.
+        let limit = limits.time_limit_secs;
+        let ran = Ran {
+            ended: Ended::Retry(crate::wire::RetryRule {
+                max: None,
+                interval: None,
+            }),
+            message: format!("time limit of {limit} s exceeded: the task was stopped"),
+            class: None,
+            millis: (limit * 1000) as f64,
+        };
+        return settle(settings, names, policy, handler, task, ran);
+    }
     if redelivered {
         // Its worker died holding it (or lost its connection). Count that, and stop a task that
         // kills every worker that runs it.
@@ -267,9 +295,23 @@ fn handle(
             task.topic, task.name, task.id, task.attempt
         ));
     }
-    let ran = handler
-        .run(&task, task.redeliveries > 0)
-        .map_err(|_| HandleError::Abort)?;
+    slot.shared
+        .begin(slot.index, &task.id, limits.time_limit_secs * 1000);
+    let ran = handler.run(&task, task.redeliveries > 0);
+    slot.shared.end(slot.index);
+    let ran = ran.map_err(|_| HandleError::Abort)?;
+    settle(settings, names, policy, handler, task, ran)
+}
+
+/// Reports a run and does what its outcome asks: nothing, publish again (delayed), or fail it.
+fn settle(
+    settings: &Settings,
+    names: &Names,
+    policy: &Policy,
+    handler: &mut dyn Handler,
+    task: TaskMsg,
+    ran: Ran,
+) -> Result<(), HandleError> {
     let (status, next) = policy.decide(&ran.ended, task.attempt, task.retry, task.service_errors);
     if settings.debug {
         log::debug(&format!(

@@ -1,5 +1,6 @@
 //! The worker's process model: a supervising parent, children that run tasks, signals as data.
 
 pub mod child;
+pub mod shared;
 pub mod signals;
 pub mod supervisor;

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::shared::Shared;
 use super::signals;
 use crate::log;
 
@@ -13,6 +14,8 @@ pub struct Options {
     pub processes: usize,
     /// After a stop request, how long children may finish their task before SIGKILL; None waits.
     pub grace: Option<Duration>,
+    /// Set when tasks have a time limit: the parent checks the children's tasks against it.
+    pub watch_time_limits: bool,
 }
 
 /// What the code run in a child asks for when it is done.
@@ -50,7 +53,7 @@ fn describe(status: i32) -> (String, bool) {
 }
 
 /// Forks and supervises; `child` runs in each child with its slot number.
-pub fn run(opts: &Options, mut child: impl FnMut(usize) -> ChildEnd) -> Role {
+pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> ChildEnd) -> Role {
     let watched = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD];
     let old_mask = signals::block(&watched);
     let mut children: HashMap<libc::pid_t, Child> = HashMap::new();
@@ -147,6 +150,23 @@ pub fn run(opts: &Options, mut child: impl FnMut(usize) -> ChildEnd) -> Role {
                 log::error("grace period over: killing the remaining worker children");
                 kill_all(&children, libc::SIGKILL);
                 stopping = Some(Instant::now() + Duration::from_secs(3600));
+            }
+        }
+
+        // Time limits: a child still running its task past the limit is killed; the task comes
+        // back from the broker and its next worker counts the run as a failed attempt.
+        if opts.watch_time_limits {
+            for (pid, c) in &children {
+                if let Some((task_id, limit)) = shared.overdue(c.slot) {
+                    log::error(&format!(
+                        "worker child {pid} ran task {task_id} past its time limit of {} s: killing it",
+                        limit / 1000
+                    ));
+                    shared.mark_timed_out(&task_id);
+                    shared.end(c.slot);
+                    // SAFETY: signalling our own child.
+                    unsafe { libc::kill(*pid, libc::SIGKILL) };
+                }
             }
         }
 

@@ -1,0 +1,140 @@
+//! Memory shared by the worker's parent and children (an anonymous shared mapping made before the
+//! first fork): what each child is running since when, so the parent can enforce time limits, and
+//! the ids of tasks whose child was killed for running too long, so the next child to receive such
+//! a task counts that run as a failed attempt.
+
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
+
+const ID_LEN: usize = 32;
+const TIMED_OUT_RING: usize = 256;
+
+#[repr(C)]
+pub struct Slot {
+    pub pid: AtomicI32,
+    /// Unix time in ms when the current task started; 0 when idle.
+    pub started_ms: AtomicU64,
+    /// Time limit of the current task in ms; 0 for none.
+    pub limit_ms: AtomicU64,
+    task_id: [AtomicU8; ID_LEN],
+}
+
+#[repr(C)]
+struct Table {
+    next_timed_out: AtomicU64,
+    timed_out: [[AtomicU8; ID_LEN]; TIMED_OUT_RING],
+    slots: [Slot; 0],
+}
+
+pub struct Shared {
+    table: *mut Table,
+    slots: usize,
+    len: usize,
+}
+
+// SAFETY: everything in the mapping is an atomic, so shared access from any thread or process is
+// race-free at the level of each field; the mapping lives until `Drop`.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+pub fn now_ms() -> u64 {
+    (crate::wire::now() * 1000.0) as u64
+}
+
+fn write_id(dst: &[AtomicU8; ID_LEN], id: &str) {
+    let b = id.as_bytes();
+    for (i, cell) in dst.iter().enumerate() {
+        cell.store(*b.get(i).unwrap_or(&0), Ordering::Relaxed);
+    }
+}
+
+fn read_id(src: &[AtomicU8; ID_LEN]) -> String {
+    let bytes: Vec<u8> = src
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .take_while(|b| *b != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+impl Shared {
+    pub fn new(slots: usize) -> std::io::Result<Shared> {
+        let len = std::mem::size_of::<Table>() + slots * std::mem::size_of::<Slot>();
+        // SAFETY: a fresh anonymous shared mapping; zeroed memory is a valid state for atomics.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Shared {
+            table: p.cast(),
+            slots,
+            len,
+        })
+    }
+
+    pub fn slot(&self, i: usize) -> &Slot {
+        assert!(i < self.slots);
+        // SAFETY: the mapping holds `slots` Slot values right after the Table header.
+        unsafe { &*((*self.table).slots.as_ptr().add(i)) }
+    }
+
+    fn table(&self) -> &Table {
+        // SAFETY: valid for the life of self.
+        unsafe { &*self.table }
+    }
+
+    pub fn begin(&self, i: usize, task_id: &str, limit_ms: u64) {
+        let s = self.slot(i);
+        write_id(&s.task_id, task_id);
+        s.limit_ms.store(limit_ms, Ordering::Relaxed);
+        s.started_ms.store(now_ms(), Ordering::Release);
+    }
+
+    pub fn end(&self, i: usize) {
+        self.slot(i).started_ms.store(0, Ordering::Release);
+    }
+
+    /// The task id a slot is running and for how long, when it is over its limit.
+    pub fn overdue(&self, i: usize) -> Option<(String, u64)> {
+        let s = self.slot(i);
+        let started = s.started_ms.load(Ordering::Acquire);
+        let limit = s.limit_ms.load(Ordering::Relaxed);
+        if started == 0 || limit == 0 {
+            return None;
+        }
+        let ran = now_ms().saturating_sub(started);
+        (ran > limit).then(|| (read_id(&s.task_id), limit))
+    }
+
+    pub fn mark_timed_out(&self, task_id: &str) {
+        let t = self.table();
+        let n = t.next_timed_out.fetch_add(1, Ordering::AcqRel) as usize % TIMED_OUT_RING;
+        write_id(&t.timed_out[n], task_id);
+    }
+
+    /// True (once) when `task_id` was killed for running past its time limit.
+    pub fn take_timed_out(&self, task_id: &str) -> bool {
+        for cell in &self.table().timed_out {
+            if read_id(cell) == task_id {
+                write_id(cell, "");
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in `new`, with its length.
+        unsafe { libc::munmap(self.table.cast(), self.len) };
+    }
+}
