@@ -49,34 +49,22 @@ impl Sources<'_> {
 fn parse_secs(name: &str, v: &str) -> Result<Duration, String> {
     match v.trim().parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!(
-            "{name} must be a number of seconds between 0 and 3600, got '{v}'"
-        )),
+        _ => Err(format!("{name} must be a number of seconds between 0 and 3600, got '{v}'")),
     }
 }
 
 pub fn parse_bool(v: &str) -> bool {
-    matches!(
-        v.trim().to_ascii_lowercase().as_str(),
-        "1" | "true" | "on" | "yes"
-    )
+    matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "on" | "yes")
 }
 
 pub fn resolve(src: &Sources) -> Result<Settings, String> {
-    let url = src
-        .layered(INI_URL)
-        .unwrap_or_else(|| DEFAULT_URL.to_string());
-    let mut uri: AMQPUri = url
-        .parse()
-        .map_err(|e| format!("invalid broker URL '{}': {e}", mask_url_str(&url)))?;
+    let url = src.layered(INI_URL).unwrap_or_else(|| DEFAULT_URL.to_string());
+    let mut uri: AMQPUri = url.parse().map_err(|e| format!("invalid broker URL '{}': {e}", mask_url_str(&url)))?;
     if let Some(h) = (src.constant)("AMQ_HOST") {
         uri.authority.host = h;
     }
     if let Some(p) = (src.constant)("AMQ_PORT") {
-        uri.authority.port = p
-            .trim()
-            .parse()
-            .map_err(|_| format!("AMQ_PORT must be a port number, got '{p}'"))?;
+        uri.authority.port = p.trim().parse().map_err(|_| format!("AMQ_PORT must be a port number, got '{p}'"))?;
     }
     if let Some(u) = (src.constant)("AMQ_USER") {
         uri.authority.userinfo.username = u;
@@ -87,9 +75,7 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
     if let Some(v) = (src.constant)("AMQ_VHOST") {
         uri.vhost = v;
     }
-    let prefix = src
-        .layered(INI_PREFIX)
-        .unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+    let prefix = src.layered(INI_PREFIX).unwrap_or_else(|| DEFAULT_PREFIX.to_string());
     crate::broker::names::check_prefix(&prefix)?;
     let connect_timeout = match src.layered(INI_CONNECT_TIMEOUT) {
         Some(v) => parse_secs(INI_CONNECT_TIMEOUT, &v)?,
@@ -100,33 +86,21 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
         None => Duration::from_secs(10),
     };
     let heartbeat = match src.layered(INI_HEARTBEAT) {
-        Some(v) => v
-            .trim()
-            .parse::<u16>()
-            .map_err(|_| format!("{INI_HEARTBEAT} must be 0..65535 seconds, got '{v}'"))?,
+        Some(v) => {
+            v.trim().parse::<u16>().map_err(|_| format!("{INI_HEARTBEAT} must be 0..65535 seconds, got '{v}'"))?
+        }
         None => 10,
     };
-    let debug = (src.constant)("EBATS_DEBUG")
-        .or_else(|| src.layered(INI_DEBUG))
-        .map(|v| parse_bool(&v))
-        .unwrap_or(false);
-    Ok(Settings {
-        uri,
-        prefix,
-        connect_timeout,
-        heartbeat,
-        confirm_timeout,
-        debug,
-    })
+    let debug =
+        (src.constant)("EBATS_DEBUG").or_else(|| src.layered(INI_DEBUG)).map(|v| parse_bool(&v)).unwrap_or(false);
+    Ok(Settings { uri, prefix, connect_timeout, heartbeat, confirm_timeout, debug })
 }
 
 /// Percent-encodes a vhost for a URL (`/` becomes `%2f`).
 fn encode_vhost(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02x}"),
         })
         .collect()
@@ -141,13 +115,7 @@ impl Settings {
     pub fn masked_url(&self) -> String {
         let scheme = if self.tls() { "amqps" } else { "amqp" };
         let a = &self.uri.authority;
-        format!(
-            "{scheme}://{}:***@{}:{}/{}",
-            a.userinfo.username,
-            a.host,
-            a.port,
-            encode_vhost(&self.uri.vhost)
-        )
+        format!("{scheme}://{}:***@{}:{}/{}", a.userinfo.username, a.host, a.port, encode_vhost(&self.uri.vhost))
     }
 
     /// Identifies the broker endpoint: a connection is reused only while this stays the same.
@@ -155,13 +123,7 @@ impl Settings {
         let a = &self.uri.authority;
         format!(
             "{:?}|{}|{}|{}|{}|{}|{}",
-            self.uri.scheme,
-            a.userinfo.username,
-            a.userinfo.password,
-            a.host,
-            a.port,
-            self.uri.vhost,
-            self.heartbeat
+            self.uri.scheme, a.userinfo.username, a.userinfo.password, a.host, a.port, self.uri.vhost, self.heartbeat
         )
     }
 }
@@ -182,23 +144,10 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn run(
-        ini: &[(&str, &str)],
-        env: &[(&str, &str)],
-        consts: &[(&str, &str)],
-    ) -> Result<Settings, String> {
-        let ini: HashMap<String, String> = ini
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let consts: HashMap<String, String> = consts
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    fn run(ini: &[(&str, &str)], env: &[(&str, &str)], consts: &[(&str, &str)]) -> Result<Settings, String> {
+        let ini: HashMap<String, String> = ini.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let consts: HashMap<String, String> = consts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         resolve(&Sources {
             ini: &|k| ini.get(k).cloned(),
             env: &|k| env.get(k).cloned(),
@@ -221,35 +170,14 @@ mod tests {
 
     #[test]
     fn env_beats_ini_and_constants_beat_both() {
-        let ini = [
-            (INI_URL, "amqp://a:pa@ini-host:1111/iv"),
-            (INI_PREFIX, "ini"),
-        ];
+        let ini = [(INI_URL, "amqp://a:pa@ini-host:1111/iv"), (INI_PREFIX, "ini")];
         let s = run(&ini, &[], &[]).unwrap();
-        assert_eq!(
-            (s.uri.authority.host.as_str(), s.prefix.as_str()),
-            ("ini-host", "ini")
-        );
-        let env = [
-            ("EBATS_AMQP_URL", "amqp://b:pb@env-host:2222/ev"),
-            ("EBATS_PREFIX", "env"),
-        ];
+        assert_eq!((s.uri.authority.host.as_str(), s.prefix.as_str()), ("ini-host", "ini"));
+        let env = [("EBATS_AMQP_URL", "amqp://b:pb@env-host:2222/ev"), ("EBATS_PREFIX", "env")];
         let s = run(&ini, &env, &[]).unwrap();
-        assert_eq!(
-            (
-                s.uri.authority.host.as_str(),
-                s.uri.vhost.as_str(),
-                s.prefix.as_str()
-            ),
-            ("env-host", "ev", "env")
-        );
-        let consts = [
-            ("AMQ_HOST", "c-host"),
-            ("AMQ_PORT", "3333"),
-            ("AMQ_USER", "cu"),
-            ("AMQ_PASS", "cp"),
-            ("AMQ_VHOST", "/"),
-        ];
+        assert_eq!((s.uri.authority.host.as_str(), s.uri.vhost.as_str(), s.prefix.as_str()), ("env-host", "ev", "env"));
+        let consts =
+            [("AMQ_HOST", "c-host"), ("AMQ_PORT", "3333"), ("AMQ_USER", "cu"), ("AMQ_PASS", "cp"), ("AMQ_VHOST", "/")];
         let s = run(&ini, &env, &consts).unwrap();
         assert_eq!(s.uri.authority.host, "c-host");
         assert_eq!(s.uri.authority.port, 3333);
@@ -258,10 +186,7 @@ mod tests {
         assert_eq!(s.masked_url(), "amqp://cu:***@c-host:3333/%2f");
         // a constant overrides only its own part
         let s = run(&ini, &env, &[("AMQ_PORT", "4444")]).unwrap();
-        assert_eq!(
-            (s.uri.authority.host.as_str(), s.uri.authority.port),
-            ("env-host", 4444)
-        );
+        assert_eq!((s.uri.authority.host.as_str(), s.uri.authority.port), ("env-host", 4444));
     }
 
     #[test]
@@ -269,9 +194,7 @@ mod tests {
         let s = run(&[(INI_PREFIX, "ini")], &[("EBATS_PREFIX", "")], &[]).unwrap();
         assert_eq!(s.prefix, "ini");
         assert!(run(&[], &[("EBATS_AMQP_URL", "http://x")], &[]).is_err());
-        assert!(run(&[], &[], &[("AMQ_PORT", "port")])
-            .unwrap_err()
-            .contains("AMQ_PORT"));
+        assert!(run(&[], &[], &[("AMQ_PORT", "port")]).unwrap_err().contains("AMQ_PORT"));
         assert!(run(&[(INI_CONNECT_TIMEOUT, "-1")], &[], &[]).is_err());
         assert!(run(&[(INI_PREFIX, "a b")], &[], &[]).is_err());
         let err = run(&[], &[("EBATS_AMQP_URL", "amqp://u:secret@h:bad/")], &[]).unwrap_err();
@@ -281,16 +204,8 @@ mod tests {
     #[test]
     fn debug_from_constant_then_env_then_ini() {
         assert!(run(&[(INI_DEBUG, "1")], &[], &[]).unwrap().debug);
-        assert!(
-            !run(&[(INI_DEBUG, "1")], &[("EBATS_DEBUG", "0")], &[])
-                .unwrap()
-                .debug
-        );
-        assert!(
-            run(&[], &[("EBATS_DEBUG", "0")], &[("EBATS_DEBUG", "1")])
-                .unwrap()
-                .debug
-        );
+        assert!(!run(&[(INI_DEBUG, "1")], &[("EBATS_DEBUG", "0")], &[]).unwrap().debug);
+        assert!(run(&[], &[("EBATS_DEBUG", "0")], &[("EBATS_DEBUG", "1")]).unwrap().debug);
     }
 
     #[test]

@@ -22,10 +22,7 @@ pub fn task(names: &Names, t: &TaskMsg, delay_secs: u64) -> (Vec<Decl>, Outgoing
     let mut decls = vec![Decl::Topic(t.topic.clone())];
     let (exchange, routing_key) = if delay_secs > 0 {
         decls.push(Decl::Delay);
-        (
-            names.delay_exchange(),
-            delay_routing_key(delay_secs, &t.topic),
-        )
+        (names.delay_exchange(), delay_routing_key(delay_secs, &t.topic))
     } else {
         (names.task_exchange(), t.topic.clone())
     };
@@ -45,11 +42,7 @@ pub fn failed(names: &Names, t: &TaskMsg, reason: &str) -> (Vec<Decl>, Outgoing)
         exchange: String::new(),
         routing_key: names.failed_queue(&t.topic),
         body: t.to_json(),
-        properties: properties_with_headers(
-            &t.id,
-            "ebats.task.failed",
-            &[("x-ebats-error", reason.to_string())],
-        ),
+        properties: properties_with_headers(&t.id, "ebats.task.failed", &[("x-ebats-error", reason.to_string())]),
         mandatory: true,
     };
     (vec![Decl::Failed(t.topic.clone())], out)
@@ -70,9 +63,6 @@ pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Resul
     })
 }
 
-pub fn send_one(
-    settings: &Settings,
-    (decls, out): (Vec<Decl>, Outgoing),
-) -> Result<(), BrokerError> {
+pub fn send_one(settings: &Settings, (decls, out): (Vec<Decl>, Outgoing)) -> Result<(), BrokerError> {
     send(settings, &decls, std::slice::from_ref(&out))
 }

@@ -42,46 +42,27 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy {
-            retry_intervals: DEFAULT_RETRY_INTERVALS.to_vec(),
-            service_retries: 10,
-            service_pause: 5,
-        }
+        Policy { retry_intervals: DEFAULT_RETRY_INTERVALS.to_vec(), service_retries: 10, service_pause: 5 }
     }
 }
 
 impl Policy {
     /// `attempt` is the run that just ended (1 for the first); `service_errors` counts earlier
     /// ServiceExceptions. Returns the status to report and what to do.
-    pub fn decide(
-        &self,
-        ended: &Ended,
-        attempt: u32,
-        carried: Option<RetryRule>,
-        service_errors: u32,
-    ) -> (i64, Next) {
+    pub fn decide(&self, ended: &Ended, attempt: u32, carried: Option<RetryRule>, service_errors: u32) -> (i64, Next) {
         match ended {
             Ended::Returned => (STATE_SUCC, Next::Ack),
             Ended::Failed => (STATE_FAIL, Next::Fail),
             Ended::Service => {
                 if service_errors < self.service_retries {
-                    (
-                        STATE_ERR,
-                        Next::Again {
-                            delay: self.service_pause,
-                        },
-                    )
+                    (STATE_ERR, Next::Again { delay: self.service_pause })
                 } else {
                     (STATE_FAIL, Next::Fail)
                 }
             }
             Ended::Retry(given) => {
                 // A rule given by this exception wins, else the one an earlier retry carried.
-                let rule = if given.max.is_some() || given.interval.is_some() {
-                    Some(*given)
-                } else {
-                    carried
-                };
+                let rule = if given.max.is_some() || given.interval.is_some() { Some(*given) } else { carried };
                 match self.retry_delay(attempt, rule) {
                     Some(delay) => (STATE_RETRY, Next::Again { delay }),
                     None => (STATE_FAIL, Next::Fail),
@@ -95,19 +76,13 @@ impl Policy {
         let retries_done = attempt.saturating_sub(1) as usize; // retries already run
         match rule {
             Some(RetryRule { max, interval }) => {
-                let max = max
-                    .map(|m| m as usize)
-                    .unwrap_or(self.retry_intervals.len());
+                let max = max.map(|m| m as usize).unwrap_or(self.retry_intervals.len());
                 if retries_done >= max {
                     return None;
                 }
                 Some(match interval {
                     Some(i) => i,
-                    None => *self
-                        .retry_intervals
-                        .get(retries_done)
-                        .or(self.retry_intervals.last())
-                        .unwrap_or(&5),
+                    None => *self.retry_intervals.get(retries_done).or(self.retry_intervals.last()).unwrap_or(&5),
                 })
             }
             None => self.retry_intervals.get(retries_done).copied(),
@@ -127,9 +102,7 @@ mod tests {
     fn default_intervals_then_fail() {
         let p = Policy::default();
         let none = rule(None, None);
-        let delays: Vec<_> = (1..=6)
-            .map(|a| p.decide(&Ended::Retry(none), a, None, 0))
-            .collect();
+        let delays: Vec<_> = (1..=6).map(|a| p.decide(&Ended::Retry(none), a, None, 0)).collect();
         assert_eq!(delays[0], (STATE_RETRY, Next::Again { delay: 5 }));
         assert_eq!(delays[4], (STATE_RETRY, Next::Again { delay: 7800 }));
         assert_eq!(delays[5], (STATE_FAIL, Next::Fail));
@@ -139,23 +112,11 @@ mod tests {
     fn given_rule_and_carried_rule() {
         let p = Policy::default();
         let r = rule(Some(2), Some(1));
-        assert_eq!(
-            p.decide(&Ended::Retry(r), 1, None, 0),
-            (STATE_RETRY, Next::Again { delay: 1 })
-        );
-        assert_eq!(
-            p.decide(&Ended::Retry(r), 2, None, 0),
-            (STATE_RETRY, Next::Again { delay: 1 })
-        );
-        assert_eq!(
-            p.decide(&Ended::Retry(r), 3, None, 0),
-            (STATE_FAIL, Next::Fail)
-        );
+        assert_eq!(p.decide(&Ended::Retry(r), 1, None, 0), (STATE_RETRY, Next::Again { delay: 1 }));
+        assert_eq!(p.decide(&Ended::Retry(r), 2, None, 0), (STATE_RETRY, Next::Again { delay: 1 }));
+        assert_eq!(p.decide(&Ended::Retry(r), 3, None, 0), (STATE_FAIL, Next::Fail));
         // a later plain RetryException keeps the rule the first one carried
-        assert_eq!(
-            p.decide(&Ended::Retry(rule(None, None)), 3, Some(r), 0),
-            (STATE_FAIL, Next::Fail)
-        );
+        assert_eq!(p.decide(&Ended::Retry(rule(None, None)), 3, Some(r), 0), (STATE_FAIL, Next::Fail));
         // only a count: default intervals
         assert_eq!(p.retry_delay(2, Some(rule(Some(3), None))), Some(300));
         // only an interval: default count
@@ -166,25 +127,10 @@ mod tests {
 
     #[test]
     fn other_outcomes() {
-        let p = Policy {
-            service_retries: 2,
-            ..Policy::default()
-        };
-        assert_eq!(
-            p.decide(&Ended::Returned, 1, None, 0),
-            (STATE_SUCC, Next::Ack)
-        );
-        assert_eq!(
-            p.decide(&Ended::Failed, 1, None, 0),
-            (STATE_FAIL, Next::Fail)
-        );
-        assert_eq!(
-            p.decide(&Ended::Service, 1, None, 0),
-            (STATE_ERR, Next::Again { delay: 5 })
-        );
-        assert_eq!(
-            p.decide(&Ended::Service, 1, None, 2),
-            (STATE_FAIL, Next::Fail)
-        );
+        let p = Policy { service_retries: 2, ..Policy::default() };
+        assert_eq!(p.decide(&Ended::Returned, 1, None, 0), (STATE_SUCC, Next::Ack));
+        assert_eq!(p.decide(&Ended::Failed, 1, None, 0), (STATE_FAIL, Next::Fail));
+        assert_eq!(p.decide(&Ended::Service, 1, None, 0), (STATE_ERR, Next::Again { delay: 5 }));
+        assert_eq!(p.decide(&Ended::Service, 1, None, 2), (STATE_FAIL, Next::Fail));
     }
 }

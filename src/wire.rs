@@ -11,10 +11,7 @@ pub fn new_id() -> String {
 }
 
 pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 fn round_ms(t: f64) -> Value {
@@ -32,17 +29,10 @@ pub fn properties(id: &str, kind: &str) -> BasicProperties {
 }
 
 /// Properties with extra string headers (used for failure details).
-pub fn properties_with_headers(
-    id: &str,
-    kind: &str,
-    headers: &[(&str, String)],
-) -> BasicProperties {
+pub fn properties_with_headers(id: &str, kind: &str, headers: &[(&str, String)]) -> BasicProperties {
     let mut t = FieldTable::default();
     for (k, v) in headers {
-        t.insert(
-            (*k).into(),
-            AMQPValue::LongString(LongString::from(v.as_str())),
-        );
+        t.insert((*k).into(), AMQPValue::LongString(LongString::from(v.as_str())));
     }
     properties(id, kind).with_headers(t)
 }
@@ -57,12 +47,7 @@ pub struct EventMsg {
 
 impl EventMsg {
     pub fn new(event: &str, params: Value) -> Self {
-        EventMsg {
-            id: new_id(),
-            event: event.to_string(),
-            params,
-            created_at: now(),
-        }
+        EventMsg { id: new_id(), event: event.to_string(), params, created_at: now() }
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -74,19 +59,11 @@ impl EventMsg {
     }
 
     pub fn parse(body: &[u8]) -> Result<EventMsg, String> {
-        let v: Value =
-            serde_json::from_slice(body).map_err(|e| format!("event body is not JSON: {e}"))?;
+        let v: Value = serde_json::from_slice(body).map_err(|e| format!("event body is not JSON: {e}"))?;
         let o = v.as_object().ok_or("event body is not a JSON object")?;
-        let event = o
-            .get("event")
-            .and_then(Value::as_str)
-            .ok_or("event body has no string field 'event'")?;
+        let event = o.get("event").and_then(Value::as_str).ok_or("event body has no string field 'event'")?;
         Ok(EventMsg {
-            id: o
-                .get("id")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(new_id),
+            id: o.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(new_id),
             event: event.to_string(),
             params: o.get("params").cloned().unwrap_or(Value::Array(vec![])),
             created_at: o.get("created_at").and_then(Value::as_f64).unwrap_or(0.0),
@@ -181,10 +158,7 @@ impl TaskMsg {
             o.insert("redeliveries".into(), json!(self.redeliveries));
         }
         if let Some(r) = self.retry {
-            o.insert(
-                "retry".into(),
-                json!({"max": r.max, "interval": r.interval}),
-            );
+            o.insert("retry".into(), json!({"max": r.max, "interval": r.interval}));
         }
         if let Some(e) = &self.error {
             o.insert("error".into(), e.clone());
@@ -201,8 +175,7 @@ impl TaskMsg {
 
     /// Reads a task body; only `topic` and `name` are required, so other languages can produce tasks.
     pub fn parse(body: &[u8]) -> Result<TaskMsg, String> {
-        let v: Value =
-            serde_json::from_slice(body).map_err(|e| format!("task body is not JSON: {e}"))?;
+        let v: Value = serde_json::from_slice(body).map_err(|e| format!("task body is not JSON: {e}"))?;
         Self::from_value(v)
     }
 
@@ -210,21 +183,14 @@ impl TaskMsg {
         let Value::Object(mut o) = v else {
             return Err("task body is not a JSON object".into());
         };
-        let s =
-            |o: &Map<String, Value>, k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+        let s = |o: &Map<String, Value>, k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
         let u = |o: &Map<String, Value>, k: &str| o.get(k).and_then(Value::as_u64);
         let topic = s(&o, "topic").ok_or("task body has no string field 'topic'")?;
         let name = s(&o, "name").ok_or("task body has no string field 'name'")?;
-        let retry = o
-            .get("retry")
-            .and_then(Value::as_object)
-            .map(|r| RetryRule {
-                max: r
-                    .get("max")
-                    .and_then(Value::as_u64)
-                    .map(|m| m.min(u32::MAX as u64) as u32),
-                interval: r.get("interval").and_then(Value::as_u64),
-            });
+        let retry = o.get("retry").and_then(Value::as_object).map(|r| RetryRule {
+            max: r.get("max").and_then(Value::as_u64).map(|m| m.min(u32::MAX as u64) as u32),
+            interval: r.get("interval").and_then(Value::as_u64),
+        });
         let msg = TaskMsg {
             id: s(&o, "id").unwrap_or_else(new_id),
             topic,
@@ -232,10 +198,7 @@ impl TaskMsg {
             params: o.get("params").cloned().unwrap_or(Value::Array(vec![])),
             delay: u(&o, "delay").unwrap_or(0),
             attempt: u(&o, "attempt").unwrap_or(1).clamp(1, u32::MAX as u64) as u32,
-            created_at: o
-                .get("created_at")
-                .and_then(Value::as_f64)
-                .unwrap_or_else(now),
+            created_at: o.get("created_at").and_then(Value::as_f64).unwrap_or_else(now),
             event: s(&o, "event"),
             event_id: s(&o, "event_id"),
             service_errors: u(&o, "service_errors").unwrap_or(0) as u32,
@@ -255,30 +218,14 @@ mod tests {
 
     #[test]
     fn task_round_trip_keeps_unknown_fields() {
-        let mut t = TaskMsg::new(
-            "demo",
-            "closeOrder",
-            json!({"b": 1, "a": [1, 2.5, null, true, "é"]}),
-            10,
-        );
+        let mut t = TaskMsg::new("demo", "closeOrder", json!({"b": 1, "a": [1, 2.5, null, true, "é"]}), 10);
         t.extra.insert("trace".into(), json!("x"));
-        t.retry = Some(RetryRule {
-            max: Some(3),
-            interval: None,
-        });
+        t.retry = Some(RetryRule { max: Some(3), interval: None });
         let back = TaskMsg::parse(&t.to_json()).unwrap();
         assert_eq!(back.params, t.params);
         assert_eq!(back.extra.get("trace"), Some(&json!("x")));
         assert_eq!(back.retry, t.retry);
-        assert_eq!(
-            (
-                back.topic.as_str(),
-                back.name.as_str(),
-                back.delay,
-                back.attempt
-            ),
-            ("demo", "closeOrder", 10, 1)
-        );
+        assert_eq!((back.topic.as_str(), back.name.as_str(), back.delay, back.attempt), ("demo", "closeOrder", 10, 1));
         // key order of params is kept
         let s = String::from_utf8(t.to_json()).unwrap();
         assert!(s.find("\"b\"").unwrap() < s.find("\"a\"").unwrap());

@@ -88,6 +88,10 @@ namespace Asynclib\Amq {
         public const DIRECT = 'direct';
         public const TOPIC = 'topic';
         public const HEADERS = 'headers';
+
+        public function __construct()
+        {
+        }
     }
 }
 
@@ -100,6 +104,10 @@ namespace Asynclib\Core {
      */
     class Consumer
     {
+        public function __construct()
+        {
+        }
+
         /**
          * @param string $name the exchange to bind the queue to (declared durable if missing)
          * @param string $type one of the ExchangeTypes constants
@@ -117,16 +125,23 @@ namespace Asynclib\Core {
         }
 
         /**
-         * @param string[] $keys the binding keys of the queue on the exchange
+         * @param string[] $routing_keys the binding keys of the queue on the exchange
          */
-        public function setRoutingKeys(array $keys): static
+        public function setRoutingKeys(array $routing_keys): static
         {
         }
 
         /**
          * Accepted for compatibility; bodies are never passed to unserialize().
          */
-        public function setSerialize(bool $s): static
+        public function setSerialize(bool $serialize): static
+        {
+        }
+
+        /**
+         * @param int $prefetch messages taken from the broker ahead of time (default 1)
+         */
+        public function setPrefetch(int $prefetch): static
         {
         }
 
@@ -161,7 +176,7 @@ namespace Asynclib\Core {
         /**
          * Accepted for compatibility; the process keeps one connection and reuses it.
          */
-        public function setAutoClose(bool $auto): static
+        public function setAutoClose(bool $auto_close): static
         {
         }
 
@@ -227,10 +242,49 @@ namespace Asynclib\Ebats {
     }
 
     /**
+     * The failed store: tasks that failed for good, per topic, with their error. Also on the command line:
+     * php php/bin/ebats failed:list|failed:replay|failed:purge <topic>.
+     */
+    class FailedStore
+    {
+        public function __construct()
+        {
+        }
+
+        /**
+         * @return array<int, array<string, mixed>> the failed tasks, oldest first, each in the wire format with
+         *     a 'failed' entry: message, class, attempts, failed_at, status
+         */
+        public static function list(string $topic, int $limit = 100): array
+        {
+        }
+
+        /**
+         * Moves the failed task $id, or all of them when $id is null, back to the ready queue as first attempts.
+         *
+         * @return int how many were moved
+         */
+        public static function replay(string $topic, ?string $id = null): int
+        {
+        }
+
+        /**
+         * @return int how many failed tasks were deleted
+         */
+        public static function purge(string $topic): int
+        {
+        }
+    }
+
+    /**
      * Maps events to tasks, per process. The scheduler uses the registrations of its own process.
      */
     class EventManager
     {
+        public function __construct()
+        {
+        }
+
         /**
          * Registers a task to create whenever $event is published.
          *
@@ -272,6 +326,10 @@ namespace Asynclib\Ebats {
         public const EXCHANGE_DELAY = 'ebats.task.delay';
         /** The event queue's name with the default prefix. */
         public const QUEUE_EVENT = 'ebats.events';
+
+        public function __construct()
+        {
+        }
 
         /**
          * Consumes events until the process is stopped; acks an event only after all its tasks are confirmed.
@@ -403,17 +461,58 @@ namespace Asynclib\Ebats {
         }
 
         /**
-         * @param int[] $seconds the default retry intervals, one per retry (default 5, 300, 600, 3600, 7800)
+         * @param int[] $intervals the default retry intervals, one per retry (default 5, 300, 600, 3600, 7800)
          */
-        public function setRetryIntervals(array $seconds): static
+        public function setRetryIntervals(array $intervals): static
         {
         }
 
         /**
          * @param int $max how many times a task that threw ServiceException is put back before it fails
-         * @param int $pause_seconds the pause before each new try
+         * @param int $pause seconds to wait before each new try
          */
-        public function setServiceRetry(int $max, int $pause_seconds): static
+        public function setServiceRetry(int $max, int $pause): static
+        {
+        }
+
+        /**
+         * A process exits and is replaced after this many tasks (seed 002's max_request); 0 for never.
+         */
+        public function setMaxRequests(int $max): static
+        {
+        }
+
+        /**
+         * A process whose resident memory is above this many megabytes after a task is replaced; 0 for no limit.
+         */
+        public function setMemoryLimit(int $megabytes): static
+        {
+        }
+
+        /**
+         * A task still running after this many seconds is stopped (its process killed and replaced) and counts
+         * as a failed attempt that follows the retry rules; 0 for no limit. Keep it below RabbitMQ's consumer
+         * ack timeout (30 minutes by default).
+         */
+        public function setTimeLimit(int $seconds): static
+        {
+        }
+
+        /**
+         * After SIGTERM or SIGINT, processes still busy after this many seconds are killed and their tasks go
+         * back to the broker unacked; 0 (the default) waits for every task in hand.
+         */
+        public function setGracePeriod(int $seconds): static
+        {
+        }
+
+        /**
+         * Inside a task handler: the running task (id, topic, name, attempt, redelivered, redeliveries, event,
+         * created_at); null outside one. redelivered is true when an earlier run of this task died unsettled.
+         *
+         * @return array<string, mixed>|null
+         */
+        public static function currentTask(): ?array
         {
         }
 

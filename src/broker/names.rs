@@ -12,9 +12,7 @@ pub struct Names {
 
 impl Names {
     pub fn new(prefix: &str) -> Self {
-        Names {
-            prefix: prefix.to_string(),
-        }
+        Names { prefix: prefix.to_string() }
     }
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -60,11 +58,7 @@ impl Names {
 pub fn delay_routing_key(delay_secs: u64, topic: &str) -> String {
     let mut key = String::with_capacity(DELAY_LEVELS as usize * 2 + topic.len());
     for level in (0..DELAY_LEVELS).rev() {
-        key.push(if delay_secs >> level & 1 == 1 {
-            '1'
-        } else {
-            '0'
-        });
+        key.push(if delay_secs >> level & 1 == 1 { '1' } else { '0' });
         key.push('.');
     }
     key.push_str(topic);
@@ -82,13 +76,9 @@ pub fn delay_level_pattern(level: u32, digit: char) -> String {
 pub fn check_prefix(prefix: &str) -> Result<(), String> {
     if prefix.is_empty()
         || prefix.len() > 64
-        || !prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
     {
-        return Err(format!(
-            "prefix must be 1 to 64 characters of A-Z a-z 0-9 _ - . , got '{prefix}'"
-        ));
+        return Err(format!("prefix must be 1 to 64 characters of A-Z a-z 0-9 _ - . , got '{prefix}'"));
     }
     Ok(())
 }
@@ -98,15 +88,8 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
         return Err("topic must not be empty".into());
     }
-    if topic.len() > 128
-        || !topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(format!(
-            "topic '{}' is invalid: use 1 to 128 characters of A-Z a-z 0-9 _ -",
-            printable(topic)
-        ));
+    if topic.len() > 128 || !topic.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(format!("topic '{}' is invalid: use 1 to 128 characters of A-Z a-z 0-9 _ -", printable(topic)));
     }
     Ok(())
 }
@@ -116,14 +99,8 @@ pub fn check_task_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("task name must not be empty".into());
     }
-    let first_ok = name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-    if name.len() > 128
-        || !first_ok
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
+    let first_ok = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    if name.len() > 128 || !first_ok || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(format!(
             "task name '{}' is invalid: use 1 to 128 characters of A-Z a-z 0-9 _, not starting with a digit",
             printable(name)
@@ -137,19 +114,14 @@ pub fn check_event_name(name: &str) -> Result<(), String> {
         return Err("event name must not be empty".into());
     }
     if name.len() > 255 || name.chars().any(|c| c.is_control()) {
-        return Err(format!(
-            "event name '{}' is invalid: use 1 to 255 printable characters",
-            printable(name)
-        ));
+        return Err(format!("event name '{}' is invalid: use 1 to 255 printable characters", printable(name)));
     }
     Ok(())
 }
 
 pub fn check_delay(delay: i64) -> Result<u64, String> {
     if !(0..=MAX_DELAY).contains(&delay) {
-        return Err(format!(
-            "delay must be between 0 and {MAX_DELAY} seconds, got {delay}"
-        ));
+        return Err(format!("delay must be between 0 and {MAX_DELAY} seconds, got {delay}"));
     }
     Ok(delay as u64)
 }
@@ -176,19 +148,13 @@ mod tests {
         assert_eq!(k.len(), 28 * 2 + 4);
         assert!(k.ends_with("1.0.1.0.demo"), "{k}");
         assert!(k.starts_with("0.0.0."));
-        assert_eq!(
-            delay_routing_key(MAX_DELAY as u64, "t"),
-            format!("{}t", "1.".repeat(28))
-        );
+        assert_eq!(delay_routing_key(MAX_DELAY as u64, "t"), format!("{}t", "1.".repeat(28)));
     }
 
     #[test]
     fn patterns_pick_their_digit() {
         assert_eq!(delay_level_pattern(27, '1'), "1.#");
-        assert_eq!(
-            delay_level_pattern(0, '0'),
-            format!("{}0.#", "*.".repeat(27))
-        );
+        assert_eq!(delay_level_pattern(0, '0'), format!("{}0.#", "*.".repeat(27)));
         // the digit level n looks at is the one delay_routing_key wrote for bit n
         let key = delay_routing_key(1 << 5, "x");
         let words: Vec<&str> = key.split('.').collect();

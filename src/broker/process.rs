@@ -11,23 +11,16 @@ static SESSION: Mutex<Option<Session>> = Mutex::new(None);
 /// After a fork the inherited session belongs to threads that do not exist in the child: using it
 /// hangs and dropping it hangs, so the child forgets it (leaking its memory once) and builds its own.
 /// Re-entrant calls (a PHP callback run from inside `f` calling back in) get an error, not a deadlock.
-pub fn with_session<R>(
-    f: impl FnOnce(&mut Session) -> Result<R, BrokerError>,
-) -> Result<R, BrokerError> {
+pub fn with_session<R>(f: impl FnOnce(&mut Session) -> Result<R, BrokerError>) -> Result<R, BrokerError> {
     let mut guard = SESSION.try_lock().ok_or_else(|| {
-        BrokerError::Refused(
-            "the broker session is busy (called from inside a running broker call)".into(),
-        )
+        BrokerError::Refused("the broker session is busy (called from inside a running broker call)".into())
     })?;
     let pid = std::process::id();
     if guard.as_ref().is_some_and(|s| s.pid() != pid) {
         std::mem::forget(guard.take());
     }
     if guard.is_none() {
-        *guard = Some(
-            Session::new()
-                .map_err(|e| BrokerError::Connect(format!("cannot start the I/O runtime: {e}")))?,
-        );
+        *guard = Some(Session::new().map_err(|e| BrokerError::Connect(format!("cannot start the I/O runtime: {e}")))?);
     }
     f(guard.as_mut().expect("session set above"))
 }
@@ -47,8 +40,5 @@ pub fn shutdown() {
 
 /// True when a session exists in this process (not inherited from a parent).
 pub fn has_own_session() -> bool {
-    SESSION
-        .lock()
-        .as_ref()
-        .is_some_and(|s| s.pid() == std::process::id())
+    SESSION.lock().as_ref().is_some_and(|s| s.pid() == std::process::id())
 }

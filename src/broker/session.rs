@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
@@ -29,9 +28,7 @@ pub enum BrokerError {
 impl std::fmt::Display for BrokerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BrokerError::Connect(m) | BrokerError::Refused(m) | BrokerError::Timeout(m) => {
-                f.write_str(m)
-            }
+            BrokerError::Connect(m) | BrokerError::Refused(m) | BrokerError::Timeout(m) => f.write_str(m),
         }
     }
 }
@@ -77,11 +74,7 @@ impl Session {
             .thread_name("ebats-io")
             .enable_all()
             .build()?;
-        Ok(Session {
-            pid: std::process::id(),
-            runtime,
-            link: None,
-        })
+        Ok(Session { pid: std::process::id(), runtime, link: None })
     }
 
     /// The process that built this session; a forked child must not use it.
@@ -106,8 +99,7 @@ impl Session {
         if let Some(link) = self.link.take() {
             let conn = link.connection;
             self.runtime.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "bye".into()))
-                    .await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "bye".into())).await;
             });
         }
     }
@@ -116,11 +108,7 @@ impl Session {
     pub fn close(&mut self) {
         if let Some(link) = self.link.take() {
             let _ = self.runtime.block_on(async {
-                tokio::time::timeout(
-                    Duration::from_secs(2),
-                    link.connection.close(200, "bye".into()),
-                )
-                .await
+                tokio::time::timeout(Duration::from_secs(2), link.connection.close(200, "bye".into())).await
             });
         }
     }
@@ -128,19 +116,12 @@ impl Session {
     /// The live connection for these settings, connecting (or reconnecting) as needed.
     pub fn link(&mut self, settings: &Settings) -> Result<&mut Link, BrokerError> {
         let key = settings.endpoint_key();
-        let reuse = self
-            .link
-            .as_ref()
-            .is_some_and(|l| l.key == key && l.usable());
+        let reuse = self.link.as_ref().is_some_and(|l| l.key == key && l.usable());
         if !reuse {
             self.disconnect();
             let (connection, publisher) = self.runtime.block_on(connect(settings))?;
-            self.link = Some(Link {
-                key,
-                connection: std::sync::Arc::new(connection),
-                publisher,
-                declared: HashSet::new(),
-            });
+            self.link =
+                Some(Link { key, connection: std::sync::Arc::new(connection), publisher, declared: HashSet::new() });
         }
         Ok(self.link.as_mut().expect("link set above"))
     }
@@ -150,10 +131,7 @@ impl Session {
         let names = super::names::Names::new(&settings.prefix);
         let timeout = settings.confirm_timeout;
         let link = self.link(settings)?;
-        let todo: Vec<&Decl> = decls
-            .iter()
-            .filter(|d| !link.declared.contains(&d.key()))
-            .collect();
+        let todo: Vec<&Decl> = decls.iter().filter(|d| !link.declared.contains(&d.key(&names))).collect();
         if todo.is_empty() {
             return Ok(());
         }
@@ -161,10 +139,7 @@ impl Session {
         let conn = link.connection.clone();
         let result = self.runtime.block_on(async {
             // A failed declare closes the channel it ran on: run them on a throw-away channel.
-            let decl_ch = conn
-                .create_channel()
-                .await
-                .map_err(rt_error("cannot open a channel"))?;
+            let decl_ch = conn.create_channel().await.map_err(rt_error("cannot open a channel"))?;
             let r = with_timeout(timeout, "declaring broker topology", async {
                 for d in &todo {
                     d.declare(&decl_ch, &names).await?;
@@ -180,7 +155,7 @@ impl Session {
             Ok(()) => {
                 let link = self.link.as_mut().expect("link set above");
                 for d in todo {
-                    link.declared.insert(d.key());
+                    link.declared.insert(d.key(&names));
                 }
                 Ok(())
             }
@@ -194,11 +169,7 @@ impl Session {
     }
 
     /// Publishes every message and returns once the broker confirmed all of them.
-    pub fn publish(
-        &mut self,
-        settings: &Settings,
-        messages: &[Outgoing],
-    ) -> Result<(), BrokerError> {
+    pub fn publish(&mut self, settings: &Settings, messages: &[Outgoing]) -> Result<(), BrokerError> {
         let timeout = settings.confirm_timeout;
         let ch = self.link(settings)?.publisher.clone();
         let r = self.runtime.block_on(with_timeout(timeout, "waiting for the broker to confirm a publish", async {
@@ -256,76 +227,44 @@ impl Session {
     ) -> Result<(Channel, Consumer), BrokerError> {
         let timeout = settings.connect_timeout.max(settings.confirm_timeout);
         let conn = self.link(settings)?.connection.clone();
-        self.runtime
-            .block_on(with_timeout(timeout, "opening a consumer", async {
-                let ch = conn
-                    .create_channel()
-                    .await
-                    .map_err(rt_error("cannot open a channel"))?;
-                ch.basic_qos(prefetch, BasicQosOptions::default())
-                    .await
-                    .map_err(rt_error("basic.qos failed"))?;
-                ch.confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .map_err(rt_error("confirm.select failed"))?;
-                let consumer = ch
-                    .basic_consume(
-                        queue.into(),
-                        tag.into(),
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(rt_error(&format!("cannot consume from queue '{queue}'")))?;
-                Ok((ch, consumer))
-            }))
+        self.runtime.block_on(with_timeout(timeout, "opening a consumer", async {
+            let ch = conn.create_channel().await.map_err(rt_error("cannot open a channel"))?;
+            ch.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(rt_error("basic.qos failed"))?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(rt_error("confirm.select failed"))?;
+            let consumer = ch
+                .basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+                .await
+                .map_err(rt_error(&format!("cannot consume from queue '{queue}'")))?;
+            Ok((ch, consumer))
+        }))
     }
 
     /// Messages waiting in a queue (passive declare), or an error if it does not exist.
     pub fn queue_depth(&mut self, settings: &Settings, queue: &str) -> Result<u32, BrokerError> {
         let conn = self.link(settings)?.connection.clone();
-        self.runtime.block_on(with_timeout(
-            settings.confirm_timeout,
-            "reading a queue's depth",
-            async {
-                let ch = conn
-                    .create_channel()
-                    .await
-                    .map_err(rt_error("cannot open a channel"))?;
-                let q = ch
-                    .queue_declare(
-                        queue.into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(rt_error(&format!("queue '{queue}'")))?;
-                let _ = ch.close(200, "done".into()).await;
-                Ok(q.message_count())
-            },
-        ))
+        self.runtime.block_on(with_timeout(settings.confirm_timeout, "reading a queue's depth", async {
+            let ch = conn.create_channel().await.map_err(rt_error("cannot open a channel"))?;
+            let q = ch
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions { passive: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(rt_error(&format!("queue '{queue}'")))?;
+            let _ = ch.close(200, "done".into()).await;
+            Ok(q.message_count())
+        }))
     }
 
     /// A new channel on the live connection (for listing and replaying stores).
     pub fn channel(&mut self, settings: &Settings) -> Result<Channel, BrokerError> {
         let conn = self.link(settings)?.connection.clone();
-        self.runtime.block_on(with_timeout(
-            settings.confirm_timeout,
-            "opening a channel",
-            async {
-                let ch = conn
-                    .create_channel()
-                    .await
-                    .map_err(rt_error("cannot open a channel"))?;
-                ch.confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .map_err(rt_error("confirm.select failed"))?;
-                Ok(ch)
-            },
-        ))
+        self.runtime.block_on(with_timeout(settings.confirm_timeout, "opening a channel", async {
+            let ch = conn.create_channel().await.map_err(rt_error("cannot open a channel"))?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(rt_error("confirm.select failed"))?;
+            Ok(ch)
+        }))
     }
 }
 
@@ -336,9 +275,7 @@ pub async fn next_delivery(
 ) -> Result<Option<lapin::message::Delivery>, BrokerError> {
     match tokio::time::timeout(tick, consumer.next()).await {
         Err(_) => Ok(None),
-        Ok(None) => Err(BrokerError::Connect(
-            "the consumer was cancelled or its connection closed".into(),
-        )),
+        Ok(None) => Err(BrokerError::Connect("the consumer was cancelled or its connection closed".into())),
         Ok(Some(Err(e))) => Err(BrokerError::Connect(format!("consumer failed: {e}"))),
         Ok(Some(Ok(d))) => Ok(Some(d)),
     }
@@ -351,10 +288,7 @@ pub async fn with_timeout<T>(
 ) -> Result<T, BrokerError> {
     match tokio::time::timeout(t, f).await {
         Ok(r) => r,
-        Err(_) => Err(BrokerError::Timeout(format!(
-            "timed out after {:.1} s {what}",
-            t.as_secs_f64()
-        ))),
+        Err(_) => Err(BrokerError::Timeout(format!("timed out after {:.1} s {what}", t.as_secs_f64()))),
     }
 }
 
@@ -363,8 +297,8 @@ async fn connect(settings: &Settings) -> Result<(Connection, Channel), BrokerErr
     uri.query.heartbeat = Some(settings.heartbeat);
     uri.query.connection_timeout = Some(settings.connect_timeout.as_millis() as u64);
     let where_ = settings.masked_url();
-    let props = ConnectionProperties::default()
-        .with_connection_name(format!("ebats pid {}", std::process::id()).into());
+    let props =
+        ConnectionProperties::default().with_connection_name(format!("ebats pid {}", std::process::id()).into());
     let t = settings.connect_timeout;
     let conn = match tokio::time::timeout(t, Connection::connect_uri(uri, props)).await {
         Err(_) => {
@@ -374,21 +308,13 @@ async fn connect(settings: &Settings) -> Result<(Connection, Channel), BrokerErr
             )))
         }
         Ok(Err(e)) => {
-            return Err(BrokerError::Connect(format!(
-                "cannot connect to the broker at {where_}: {}",
-                explain(&e)
-            )))
+            return Err(BrokerError::Connect(format!("cannot connect to the broker at {where_}: {}", explain(&e))))
         }
         Ok(Ok(c)) => c,
     };
     let ch = with_timeout(t, "opening a channel", async {
-        let ch = conn
-            .create_channel()
-            .await
-            .map_err(rt_error("cannot open a channel"))?;
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(rt_error("confirm.select failed"))?;
+        let ch = conn.create_channel().await.map_err(rt_error("cannot open a channel"))?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(rt_error("confirm.select failed"))?;
         Ok(ch)
     })
     .await?;

@@ -22,27 +22,24 @@ pub fn list(settings: &Settings, topic: &str, limit: usize) -> Result<Vec<TaskMs
     with_session(|s| {
         s.declare(settings, &[Decl::Failed(topic.to_string())])?;
         let ch = s.channel(settings)?;
-        s.block_on(with_timeout(
-            settings.confirm_timeout * 3,
-            "listing the failed store",
-            async {
-                let mut out = Vec::new();
-                while out.len() < limit {
-                    match ch
-                        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-                        .await
-                        .map_err(err("basic.get"))?
-                    {
-                        Some(m) => out.push(TaskMsg::parse(&m.delivery.data).unwrap_or_else(|e| {
-                            TaskMsg::new(topic, "unreadable", serde_json::Value::String(e), 0)
-                        })),
-                        None => break,
-                    }
+        s.block_on(with_timeout(settings.confirm_timeout * 3, "listing the failed store", async {
+            let mut out = Vec::new();
+            while out.len() < limit {
+                match ch
+                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                    .await
+                    .map_err(err("basic.get"))?
+                {
+                    Some(m) => out.push(
+                        TaskMsg::parse(&m.delivery.data)
+                            .unwrap_or_else(|e| TaskMsg::new(topic, "unreadable", serde_json::Value::String(e), 0)),
+                    ),
+                    None => break,
                 }
-                let _ = ch.close(200, "listed".into()).await;
-                Ok(out)
-            },
-        ))
+            }
+            let _ = ch.close(200, "listed".into()).await;
+            Ok(out)
+        }))
     })
 }
 
@@ -51,75 +48,55 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<usiz
     let names = Names::new(&settings.prefix);
     let queue = names.failed_queue(topic);
     with_session(|s| {
-        s.declare(
-            settings,
-            &[
-                Decl::Failed(topic.to_string()),
-                Decl::Topic(topic.to_string()),
-            ],
-        )?;
+        s.declare(settings, &[Decl::Failed(topic.to_string()), Decl::Topic(topic.to_string())])?;
         // Only what is there now: a replayed task that fails again must not be replayed again.
         let present = s.queue_depth(settings, &queue)?;
         let ch = s.channel(settings)?;
-        s.block_on(with_timeout(
-            settings.confirm_timeout * 30,
-            "replaying the failed store",
-            async {
-                let mut moved = 0;
-                for _ in 0..present {
-                    let Some(m) = ch
-                        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-                        .await
-                        .map_err(err("basic.get"))?
-                    else {
-                        break;
-                    };
-                    let Ok(mut t) = TaskMsg::parse(&m.delivery.data) else {
-                        continue;
-                    };
-                    if id.is_some_and(|id| id != t.id) {
-                        continue;
-                    }
-                    t.attempt = 1;
-                    t.service_errors = 0;
-                    t.redeliveries = 0;
-                    t.retry = None;
-                    t.extra.remove("failed");
-                    let confirm = ch
-                        .basic_publish(
-                            names.task_exchange().as_str().into(),
-                            t.topic.as_str().into(),
-                            lapin::options::BasicPublishOptions {
-                                mandatory: true,
-                                immediate: false,
-                            },
-                            &t.to_json(),
-                            properties(&t.id, "ebats.task"),
-                        )
-                        .await
-                        .map_err(err("publish"))?
-                        .await
-                        .map_err(err("publish"))?;
-                    if !matches!(confirm, lapin::Confirmation::Ack(None)) {
-                        return Err(BrokerError::Refused(format!(
-                            "replaying task {} was not confirmed",
-                            t.id
-                        )));
-                    }
-                    m.delivery
-                        .acker
-                        .ack(BasicAckOptions::default())
-                        .await
-                        .map_err(err("ack"))?;
-                    moved += 1;
-                    if id.is_some() {
-                        break;
-                    }
+        s.block_on(with_timeout(settings.confirm_timeout * 30, "replaying the failed store", async {
+            let mut moved = 0;
+            for _ in 0..present {
+                let Some(m) = ch
+                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                    .await
+                    .map_err(err("basic.get"))?
+                else {
+                    break;
+                };
+                let Ok(mut t) = TaskMsg::parse(&m.delivery.data) else {
+                    continue;
+                };
+                if id.is_some_and(|id| id != t.id) {
+                    continue;
                 }
-                let _ = ch.close(200, "replayed".into()).await;
-                Ok(moved)
-            },
-        ))
+                t.attempt = 1;
+                t.service_errors = 0;
+                t.redeliveries = 0;
+                t.retry = None;
+                t.extra.remove("failed");
+                let confirm = ch
+                    .basic_publish(
+                        names.task_exchange().as_str().into(),
+                        t.topic.as_str().into(),
+                        lapin::options::BasicPublishOptions { mandatory: true, immediate: false },
+                        &t.to_json(),
+                        properties(&t.id, "ebats.task"),
+                    )
+                    .await
+                    .map_err(err("publish"))?
+                    .await
+                    .map_err(err("publish"))?;
+                if !matches!(confirm, lapin::Confirmation::Ack(None)) {
+                    return Err(BrokerError::Refused(format!("replaying task {} was not confirmed", t.id)));
+                }
+                m.delivery.acker.ack(BasicAckOptions::default()).await.map_err(err("ack"))?;
+                moved += 1;
+                if id.is_some() {
+                    break;
+                }
+            }
+            let _ = ch.close(200, "replayed".into()).await;
+            Ok(moved)
+        }))
     })
 }
 
@@ -130,10 +107,7 @@ pub fn purge(settings: &Settings, topic: &str) -> Result<u32, BrokerError> {
         let ch = s.channel(settings)?;
         s.block_on(async {
             let n = ch
-                .queue_purge(
-                    names.failed_queue(topic).as_str().into(),
-                    QueuePurgeOptions::default(),
-                )
+                .queue_purge(names.failed_queue(topic).as_str().into(), QueuePurgeOptions::default())
                 .await
                 .map_err(err("queue.purge"))?;
             let _ = ch.close(200, "purged".into()).await;

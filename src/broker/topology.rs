@@ -1,9 +1,7 @@
 //! What ebats declares on the broker. Every declaration is durable and idempotent; the session
 //! runs each once per connection.
 
-use lapin::options::{
-    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
@@ -25,49 +23,28 @@ pub enum Decl {
     /// A user's exchange (for `Core\Publish` and `Core\Consumer`).
     Exchange { name: String, kind: String },
     /// A user's queue bound to a user's exchange with these keys.
-    BoundQueue {
-        queue: String,
-        exchange: String,
-        keys: Vec<String>,
-    },
+    BoundQueue { queue: String, exchange: String, keys: Vec<String> },
 }
 
 impl Decl {
-    pub fn key(&self) -> String {
-        format!("{self:?}")
+    /// Identifies a declaration made under a prefix, for the once-per-connection cache.
+    pub fn key(&self, names: &Names) -> String {
+        format!("{}|{self:?}", names.prefix())
     }
 
     pub async fn declare(&self, ch: &Channel, n: &Names) -> Result<(), BrokerError> {
         match self {
             Decl::Events => {
-                exchange(
-                    ch,
-                    &n.event_exchange(),
-                    ExchangeKind::Fanout,
-                    FieldTable::default(),
-                )
-                .await?;
+                exchange(ch, &n.event_exchange(), ExchangeKind::Fanout, FieldTable::default()).await?;
                 queue(ch, &n.events_queue(), FieldTable::default()).await?;
                 bind(ch, &n.events_queue(), &n.event_exchange(), "").await
             }
             Decl::Topic(topic) => {
-                exchange(
-                    ch,
-                    &n.task_exchange(),
-                    ExchangeKind::Direct,
-                    FieldTable::default(),
-                )
-                .await?;
+                exchange(ch, &n.task_exchange(), ExchangeKind::Direct, FieldTable::default()).await?;
                 queue(ch, &n.ready_queue(topic), FieldTable::default()).await?;
                 bind(ch, &n.ready_queue(topic), &n.task_exchange(), topic).await?;
                 due_exchange(ch, n).await?;
-                bind(
-                    ch,
-                    &n.ready_queue(topic),
-                    &n.delay_due(),
-                    &format!("#.{topic}"),
-                )
-                .await
+                bind(ch, &n.ready_queue(topic), &n.delay_due(), &format!("#.{topic}")).await
             }
             Decl::Delay => {
                 due_exchange(ch, n).await?;
@@ -77,17 +54,10 @@ impl Decl {
                 // first: each level binds to the one below.
                 for level in 0..DELAY_LEVELS {
                     let name = n.delay_level(level);
-                    let next = if level == 0 {
-                        n.delay_due()
-                    } else {
-                        n.delay_level(level - 1)
-                    };
+                    let next = if level == 0 { n.delay_due() } else { n.delay_level(level - 1) };
                     exchange(ch, &name, ExchangeKind::Topic, FieldTable::default()).await?;
                     let mut args = FieldTable::default();
-                    args.insert(
-                        "x-message-ttl".into(),
-                        AMQPValue::LongLongInt(1000i64 << level),
-                    );
+                    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1000i64 << level));
                     args.insert(
                         "x-dead-letter-exchange".into(),
                         AMQPValue::LongString(LongString::from(next.as_str())),
@@ -96,33 +66,13 @@ impl Decl {
                     bind(ch, &name, &name, &delay_level_pattern(level, '1')).await?;
                     exchange_bind(ch, &next, &name, &delay_level_pattern(level, '0')).await?;
                 }
-                exchange(
-                    ch,
-                    &n.delay_exchange(),
-                    ExchangeKind::Topic,
-                    FieldTable::default(),
-                )
-                .await?;
-                exchange_bind(
-                    ch,
-                    &n.delay_level(DELAY_LEVELS - 1),
-                    &n.delay_exchange(),
-                    "#",
-                )
-                .await
+                exchange(ch, &n.delay_exchange(), ExchangeKind::Topic, FieldTable::default()).await?;
+                exchange_bind(ch, &n.delay_level(DELAY_LEVELS - 1), &n.delay_exchange(), "#").await
             }
             Decl::Failed(topic) => queue(ch, &n.failed_queue(topic), FieldTable::default()).await,
-            Decl::ConsumerFailed(q) => {
-                queue(ch, &n.consumer_failed_queue(q), FieldTable::default()).await
-            }
-            Decl::Exchange { name, kind } => {
-                exchange(ch, name, exchange_kind(kind)?, FieldTable::default()).await
-            }
-            Decl::BoundQueue {
-                queue: q,
-                exchange: x,
-                keys,
-            } => {
+            Decl::ConsumerFailed(q) => queue(ch, &n.consumer_failed_queue(q), FieldTable::default()).await,
+            Decl::Exchange { name, kind } => exchange(ch, name, exchange_kind(kind)?, FieldTable::default()).await,
+            Decl::BoundQueue { queue: q, exchange: x, keys } => {
                 queue(ch, q, FieldTable::default()).await?;
                 for k in keys {
                     bind(ch, q, x, k).await?;
@@ -149,20 +99,11 @@ pub fn exchange_kind(kind: &str) -> Result<ExchangeKind, BrokerError> {
 
 async fn due_exchange(ch: &Channel, n: &Names) -> Result<(), BrokerError> {
     // Anything the exit of the delay levels cannot route lands in the unroutable queue, not nowhere.
-    exchange(
-        ch,
-        &n.unroutable(),
-        ExchangeKind::Fanout,
-        FieldTable::default(),
-    )
-    .await?;
+    exchange(ch, &n.unroutable(), ExchangeKind::Fanout, FieldTable::default()).await?;
     queue(ch, &n.unroutable(), FieldTable::default()).await?;
     bind(ch, &n.unroutable(), &n.unroutable(), "").await?;
     let mut args = FieldTable::default();
-    args.insert(
-        "alternate-exchange".into(),
-        AMQPValue::LongString(LongString::from(n.unroutable().as_str())),
-    );
+    args.insert("alternate-exchange".into(), AMQPValue::LongString(LongString::from(n.unroutable().as_str())));
     exchange(ch, &n.delay_due(), ExchangeKind::Topic, args).await
 }
 
@@ -170,19 +111,11 @@ fn err(what: String) -> impl FnOnce(lapin::Error) -> BrokerError {
     move |e| BrokerError::Refused(format!("{what}: {e}"))
 }
 
-async fn exchange(
-    ch: &Channel,
-    name: &str,
-    kind: ExchangeKind,
-    args: FieldTable,
-) -> Result<(), BrokerError> {
+async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind, args: FieldTable) -> Result<(), BrokerError> {
     ch.exchange_declare(
         ShortString::from(name),
         kind,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
+        ExchangeDeclareOptions { durable: true, ..Default::default() },
         args,
     )
     .await
@@ -190,17 +123,10 @@ async fn exchange(
 }
 
 async fn queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), BrokerError> {
-    ch.queue_declare(
-        ShortString::from(name),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        args,
-    )
-    .await
-    .map(|_| ())
-    .map_err(err(format!("cannot declare queue '{name}'")))
+    ch.queue_declare(ShortString::from(name), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+        .await
+        .map(|_| ())
+        .map_err(err(format!("cannot declare queue '{name}'")))
 }
 
 async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
@@ -212,17 +138,10 @@ async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<()
         FieldTable::default(),
     )
     .await
-    .map_err(err(format!(
-        "cannot bind queue '{queue}' to exchange '{exchange}'"
-    )))
+    .map_err(err(format!("cannot bind queue '{queue}' to exchange '{exchange}'")))
 }
 
-async fn exchange_bind(
-    ch: &Channel,
-    dest: &str,
-    source: &str,
-    key: &str,
-) -> Result<(), BrokerError> {
+async fn exchange_bind(ch: &Channel, dest: &str, source: &str, key: &str) -> Result<(), BrokerError> {
     ch.exchange_bind(
         ShortString::from(dest),
         ShortString::from(source),

@@ -36,21 +36,11 @@ pub fn take_thrown() -> Option<Thrown> {
         return Some(Thrown::Exit);
     }
     let object = ExecutorGlobals::take_exception()?;
-    let class = object
-        .get_class_name()
-        .unwrap_or_else(|_| "Throwable".into());
-    let message = object
-        .try_call_method("getMessage", vec![])
-        .ok()
-        .and_then(|z| z.string())
-        .unwrap_or_default();
+    let class = object.get_class_name().unwrap_or_else(|_| "Throwable".into());
+    let message = object.try_call_method("getMessage", vec![]).ok().and_then(|z| z.string()).unwrap_or_default();
     // getMessage() of a user subclass may itself throw; drop that one.
     drop(take_thrown_simple());
-    Some(Thrown::Exception {
-        class,
-        message,
-        object,
-    })
+    Some(Thrown::Exception { class, message, object })
 }
 
 fn take_thrown_simple() -> Option<Thrown> {
@@ -67,10 +57,7 @@ pub fn is_kind(o: &ZendObject, kind: Kind) -> bool {
 
 /// An optional int read through a getter (`getRetry()`, `getInterval()`).
 pub fn int_getter(o: &ZendObject, method: &str) -> Option<i64> {
-    let v = o
-        .try_call_method(method, vec![])
-        .ok()
-        .and_then(|z| z.long());
+    let v = o.try_call_method(method, vec![]).ok().and_then(|z| z.long());
     let _ = take_thrown_simple();
     v
 }
@@ -99,11 +86,7 @@ pub fn call(callable: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Result<Zval, Thrown
 }
 
 /// Calls a method on an object; Err carries what it threw.
-pub fn call_method(
-    obj: &ZendObject,
-    method: &str,
-    args: Vec<&dyn IntoZvalDyn>,
-) -> Result<Zval, Thrown> {
+pub fn call_method(obj: &ZendObject, method: &str, args: Vec<&dyn IntoZvalDyn>) -> Result<Zval, Thrown> {
     let r = obj.try_call_method(method, args);
     if let Some(t) = take_thrown() {
         return Err(t);
@@ -134,9 +117,7 @@ pub fn has_method(ce: &ClassEntry, method: &str) -> bool {
 /// waits on the broker. Err when a handler called `exit()` or threw.
 pub fn dispatch_php_signals() -> Result<(), Thrown> {
     static HAS_PCNTL: once_cell::sync::OnceCell<bool> = once_cell::sync::OnceCell::new();
-    if !*HAS_PCNTL.get_or_init(|| {
-        ext_php_rs::zend::Function::try_from_function("pcntl_signal_dispatch").is_some()
-    }) {
+    if !*HAS_PCNTL.get_or_init(|| ext_php_rs::zend::Function::try_from_function("pcntl_signal_dispatch").is_some()) {
         return Ok(());
     }
     let mut f = Zval::new();

@@ -30,9 +30,7 @@ pub struct Consumer {
 fn keys_of(arr: &ZendHashTable) -> PhpResult<Vec<String>> {
     let mut out = Vec::new();
     for v in arr.values() {
-        let k = v
-            .str()
-            .ok_or_else(|| bad_input("routing keys must be strings"))?;
+        let k = v.str().ok_or_else(|| bad_input("routing keys must be strings"))?;
         names::check_amqp_name("routing key", k).map_err(bad_input)?;
         out.push(k.to_string());
     }
@@ -45,12 +43,7 @@ fn keys_of(arr: &ZendHashTable) -> PhpResult<Vec<String>> {
 #[php_impl]
 impl Consumer {
     pub fn __construct() -> Self {
-        Consumer {
-            exchange: None,
-            queue: None,
-            keys: vec![String::new()],
-            prefetch: 1,
-        }
+        Consumer { exchange: None, queue: None, keys: vec![String::new()], prefetch: 1 }
     }
 
     #[php(name = "setExchange", defaults(r#type = "\"direct\""))]
@@ -93,10 +86,7 @@ impl Consumer {
 
     /// Accepted for compatibility: bodies are JSON, never PHP-serialized.
     #[php(name = "setSerialize")]
-    pub fn set_serialize(
-        self_: &mut ZendClassObject<Consumer>,
-        serialize: bool,
-    ) -> &mut ZendClassObject<Consumer> {
+    pub fn set_serialize(self_: &mut ZendClassObject<Consumer>, serialize: bool) -> &mut ZendClassObject<Consumer> {
         let _ = serialize;
         self_
     }
@@ -107,9 +97,7 @@ impl Consumer {
         prefetch: i64,
     ) -> PhpResult<&mut ZendClassObject<Consumer>> {
         if !(1..=65535).contains(&prefetch) {
-            return Err(bad_input(format!(
-                "prefetch must be between 1 and 65535, got {prefetch}"
-            )));
+            return Err(bad_input(format!("prefetch must be between 1 and 65535, got {prefetch}")));
         }
         self_.prefetch = prefetch as u16;
         Ok(self_)
@@ -119,32 +107,18 @@ impl Consumer {
     pub fn run(&self, callback: &Zval) -> PhpResult<()> {
         if !callback.is_callable() {
             return Err(PhpException::new(
-                "Asynclib\\Core\\Consumer::run(): Argument #1 ($callback) must be a valid callback"
-                    .into(),
+                "Asynclib\\Core\\Consumer::run(): Argument #1 ($callback) must be a valid callback".into(),
                 0,
                 ext_php_rs::zend::ce::type_error(),
             ));
         }
-        let (exchange, kind) = self
-            .exchange
-            .clone()
-            .ok_or_else(|| bad_input("call setExchange() before run()"))?;
-        let queue = self
-            .queue
-            .clone()
-            .ok_or_else(|| bad_input("call setQueue() before run()"))?;
+        let (exchange, kind) = self.exchange.clone().ok_or_else(|| bad_input("call setExchange() before run()"))?;
+        let queue = self.queue.clone().ok_or_else(|| bad_input("call setQueue() before run()"))?;
         let settings = settings::current()?;
         let names = Names::new(&settings.prefix);
         let decls = [
-            Decl::Exchange {
-                name: exchange.clone(),
-                kind,
-            },
-            Decl::BoundQueue {
-                queue: queue.clone(),
-                exchange: exchange.clone(),
-                keys: self.keys.clone(),
-            },
+            Decl::Exchange { name: exchange.clone(), kind },
+            Decl::BoundQueue { queue: queue.clone(), exchange: exchange.clone(), keys: self.keys.clone() },
             Decl::ConsumerFailed(queue.clone()),
         ];
         let tag = format!("ebats-consumer-{}", std::process::id());
@@ -163,9 +137,7 @@ impl Consumer {
                 // A bad setup (wrong exchange type, broker down at start) is the caller's to see.
                 Err(e) if first => return Err(broker_err(e)),
                 Err(e) => {
-                    log::error(&format!(
-                        "consumer cannot consume '{queue}': {e}; retrying in 1 s"
-                    ));
+                    log::error(&format!("consumer cannot consume '{queue}': {e}; retrying in 1 s"));
                     std::thread::sleep(Duration::from_secs(1));
                     continue;
                 }
@@ -180,10 +152,9 @@ impl Consumer {
                         return Ok(());
                     }
                 }
-                let d = match rt.block_on(crate::broker::session::next_delivery(
-                    &mut consumer,
-                    Duration::from_millis(100),
-                )) {
+                let d = match rt
+                    .block_on(crate::broker::session::next_delivery(&mut consumer, Duration::from_millis(100)))
+                {
                     Ok(Some(d)) => d,
                     Ok(None) => continue,
                     Err(e) => {
@@ -201,23 +172,15 @@ impl Consumer {
                 };
                 let key = d.routing_key.as_str().to_string();
                 let settled = match call::call(callback, vec![&key.as_str(), &message]) {
-                    Ok(_) => rt
-                        .block_on(d.acker.ack(BasicAckOptions::default()))
-                        .map(|_| ()),
+                    Ok(_) => rt.block_on(d.acker.ack(BasicAckOptions::default())).map(|_| ()),
                     Err(Thrown::Exit) => return Ok(()),
-                    Err(Thrown::Exception {
-                        class,
-                        message,
-                        object,
-                    }) => {
+                    Err(Thrown::Exception { class, message, object }) => {
                         if call::is_kind(&object, Kind::Service) {
-                            log::error(&format!("consumer callback: {class}: {message}; message requeued after a pause"));
+                            log::error(&format!(
+                                "consumer callback: {class}: {message}; message requeued after a pause"
+                            ));
                             std::thread::sleep(Duration::from_secs(1));
-                            rt.block_on(d.acker.nack(BasicNackOptions {
-                                multiple: false,
-                                requeue: true,
-                            }))
-                            .map(|_| ())
+                            rt.block_on(d.acker.nack(BasicNackOptions { multiple: false, requeue: true })).map(|_| ())
                         } else {
                             log::error(&format!(
                                 "consumer callback threw {class}: {message}; message moved to '{}'",
@@ -239,23 +202,12 @@ impl Consumer {
                                 ),
                                 mandatory: true,
                             };
-                            match dispatch::send(
-                                &settings,
-                                &[Decl::ConsumerFailed(queue.clone())],
-                                &[out],
-                            ) {
-                                Ok(()) => rt
-                                    .block_on(d.acker.ack(BasicAckOptions::default()))
-                                    .map(|_| ()),
+                            match dispatch::send(&settings, &[Decl::ConsumerFailed(queue.clone())], &[out]) {
+                                Ok(()) => rt.block_on(d.acker.ack(BasicAckOptions::default())).map(|_| ()),
                                 Err(e) => {
-                                    log::error(&format!(
-                                        "could not store the failed message ({e}); it goes back"
-                                    ));
-                                    rt.block_on(d.acker.nack(BasicNackOptions {
-                                        multiple: false,
-                                        requeue: true,
-                                    }))
-                                    .map(|_| ())
+                                    log::error(&format!("could not store the failed message ({e}); it goes back"));
+                                    rt.block_on(d.acker.nack(BasicNackOptions { multiple: false, requeue: true }))
+                                        .map(|_| ())
                                 }
                             }
                         }

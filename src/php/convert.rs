@@ -2,7 +2,7 @@
 //! list), other arrays objects; objects must be `stdClass` or `JsonSerializable`.
 
 use ext_php_rs::boxed::ZBox;
-use ext_php_rs::types::{ArrayKey, ZendHashTable, Zval};
+use ext_php_rs::types::{ZendHashTable, Zval};
 use serde_json::{Map, Number, Value};
 
 /// Deeper than this is refused: PHP arrays nest this deep only by a reference to themselves.
@@ -22,10 +22,7 @@ fn at(path: &str) -> String {
 
 fn convert(zv: &Zval, depth: usize, path: &str) -> Result<Value, String> {
     if depth > MAX_DEPTH {
-        return Err(format!(
-            "value nests deeper than {MAX_DEPTH} levels{} (an array that contains itself?)",
-            at(path)
-        ));
+        return Err(format!("value nests deeper than {MAX_DEPTH} levels{} (an array that contains itself?)", at(path)));
     }
     let zv = zv.dereference();
     if zv.is_null() {
@@ -53,6 +50,7 @@ fn convert(zv: &Zval, depth: usize, path: &str) -> Result<Value, String> {
     }
     if let Some(obj) = zv.object() {
         let class = obj.get_class_name().unwrap_or_default();
+        let class = class.split('\0').next().unwrap_or_default().to_string();
         if class == "Closure" {
             return Err(format!("a Closure cannot be sent{}", at(path)));
         }
@@ -60,8 +58,8 @@ fn convert(zv: &Zval, depth: usize, path: &str) -> Result<Value, String> {
             let props = obj.get_properties().map_err(|e| e.to_string())?;
             return Ok(Value::Object(map(props, depth, path)?));
         }
-        let serializable = ext_php_rs::zend::ClassEntry::try_find("JsonSerializable")
-            .is_some_and(|ce| obj.instance_of(ce));
+        let serializable =
+            ext_php_rs::zend::ClassEntry::try_find("JsonSerializable").is_some_and(|ce| obj.instance_of(ce));
         if serializable {
             let out = obj
                 .try_call_method("jsonSerialize", vec![])
@@ -79,26 +77,30 @@ fn convert(zv: &Zval, depth: usize, path: &str) -> Result<Value, String> {
     if zv.is_resource() {
         return Err(format!("a resource cannot be sent{}", at(path)));
     }
-    Err(format!(
-        "a value of type {} cannot be sent{}",
-        zv.get_type(),
-        at(path)
-    ))
+    Err(format!("a value of type {} cannot be sent{}", zv.get_type(), at(path)))
 }
 
-fn key_string(k: &ArrayKey) -> String {
-    match k {
-        ArrayKey::Long(l) => l.to_string(),
-        ArrayKey::String(s) => s.clone(),
-        ArrayKey::Str(s) => (*s).to_string(),
-        ArrayKey::ZendString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+/// The array's entries with their keys as PHP holds them (an int or a byte string). Iterating
+/// with `iter()` would panic on a key that is not UTF-8, which PHP allows.
+fn entries(arr: &ZendHashTable) -> Vec<(Result<i64, Vec<u8>>, &Zval)> {
+    let mut it = arr.iter();
+    let mut out = Vec::with_capacity(arr.len());
+    while let Some((k, v)) = it.next_zval() {
+        let key = match k.long() {
+            Some(l) => Ok(l),
+            None => Err(k.zend_str().map(|s| s.as_bytes().to_vec()).unwrap_or_default()),
+        };
+        out.push((key, v));
     }
+    out
 }
 
 fn array(arr: &ZendHashTable, depth: usize, path: &str) -> Result<Value, String> {
-    if arr.has_sequential_keys() {
-        let mut out = Vec::with_capacity(arr.len());
-        for (i, v) in arr.values().enumerate() {
+    let entries = entries(arr);
+    let is_list = entries.iter().enumerate().all(|(i, (k, _))| *k == Ok(i as i64));
+    if is_list {
+        let mut out = Vec::with_capacity(entries.len());
+        for (i, (_, v)) in entries.iter().enumerate() {
             out.push(convert(v, depth + 1, &format!("{path}[{i}]"))?);
         }
         return Ok(Value::Array(out));
@@ -108,11 +110,13 @@ fn array(arr: &ZendHashTable, depth: usize, path: &str) -> Result<Value, String>
 
 fn map(arr: &ZendHashTable, depth: usize, path: &str) -> Result<Map<String, Value>, String> {
     let mut out = Map::with_capacity(arr.len());
-    for (k, v) in arr.iter() {
-        let key = key_string(&k);
-        if std::str::from_utf8(key.as_bytes()).is_err() {
-            return Err(format!("array key{} is not valid UTF-8", at(path)));
-        }
+    for (k, v) in entries(arr) {
+        let key = match k {
+            Ok(l) => l.to_string(),
+            Err(bytes) => {
+                String::from_utf8(bytes).map_err(|_| format!("an array key{} is not valid UTF-8", at(path)))?
+            }
+        };
         let sub = format!("{path}[{key}]");
         out.insert(key, convert(v, depth + 1, &sub)?);
     }

@@ -25,10 +25,7 @@ const ALL: [(Kind, &str); 4] = [
     (Kind::Retry, "Asynclib\\Exception\\RetryException"),
     (Kind::Task, "Asynclib\\Exception\\TaskException"),
     (Kind::Service, "Asynclib\\Exception\\ServiceException"),
-    (
-        Kind::Connectioned,
-        "Asynclib\\Exception\\ConnectionedException",
-    ),
+    (Kind::Connectioned, "Asynclib\\Exception\\ConnectionedException"),
 ];
 
 static CE_IFACE: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
@@ -40,27 +37,23 @@ static CE: [AtomicPtr<ClassEntry>; 4] = [
 ];
 
 fn slot(kind: Kind) -> &'static AtomicPtr<ClassEntry> {
-    &CE[ALL
-        .iter()
-        .position(|(k, _)| *k == kind)
-        .expect("every kind is listed")]
+    &CE[ALL.iter().position(|(k, _)| *k == kind).expect("every kind is listed")]
 }
 
 /// The class entry of an exception class; registered at startup, so always present afterwards.
 pub fn class(kind: Kind) -> &'static ClassEntry {
     // SAFETY: set once in MINIT to a class entry the engine keeps for the life of the process.
-    unsafe { slot(kind).load(Ordering::Acquire).as_ref() }
-        .expect("exception classes are registered at startup")
+    unsafe { slot(kind).load(Ordering::Acquire).as_ref() }.expect("exception classes are registered at startup")
 }
 
 pub fn iface() -> &'static ClassEntry {
     // SAFETY: as in `class`.
-    unsafe { CE_IFACE.load(Ordering::Acquire).as_ref() }
-        .expect("the interface is registered at startup")
+    unsafe { CE_IFACE.load(Ordering::Acquire).as_ref() }.expect("the interface is registered at startup")
 }
 
+/// An exception of `kind`; NUL bytes (which PHP messages cannot carry from here) become `\0`.
 pub fn exception(kind: Kind, message: impl Into<String>) -> PhpException {
-    PhpException::new(message.into(), 0, class(kind))
+    PhpException::new(message.into().replace('\0', "\\0"), 0, class(kind))
 }
 
 extern "C" {
@@ -71,8 +64,7 @@ extern "C" {
 fn runtime_exception() -> &'static ClassEntry {
     // SAFETY: SPL sets this pointer in its MINIT, which runs before ours, and the class entry lives
     // as long as the engine; it is only read here.
-    unsafe { spl_ce_RuntimeException.as_ref() }
-        .expect("SPL's RuntimeException is registered before extensions start")
+    unsafe { spl_ce_RuntimeException.as_ref() }.expect("SPL's RuntimeException is registered before extensions start")
 }
 
 macro_rules! store {
@@ -99,16 +91,11 @@ fn connectioned_class_register(ce: &'static mut ClassEntry, _: ArgInfoTables) {
 
 /// Registers the interface and the four classes. Called from the module's startup.
 pub fn register() -> ext_php_rs::error::Result<()> {
-    ClassBuilder::new(IFACE)
-        .flags(ClassFlags::Interface)
-        .registration(store!(CE_IFACE))
-        .register()?;
+    ClassBuilder::new(IFACE).flags(ClassFlags::Interface).registration(store!(CE_IFACE)).register()?;
     let parent: ext_php_rs::class::ClassEntryInfo = (runtime_exception, "RuntimeException");
     let iface_info: ext_php_rs::class::ClassEntryInfo = (iface, IFACE);
     for (kind, name) in ALL {
-        let mut b = ClassBuilder::new(name)
-            .extends(parent)
-            .implements(iface_info);
+        let mut b = ClassBuilder::new(name).extends(parent).implements(iface_info);
         b = match kind {
             Kind::Retry => retry_methods(b).registration(retry_class_register),
             Kind::Task => b.registration(task_class_register),
@@ -134,29 +121,14 @@ fn retry_methods(b: ClassBuilder) -> ClassBuilder {
     let ctor = FunctionBuilder::constructor(retry_construct)
         .not_required()
         .arg(Arg::new("message", DataType::String).default("\"\""))
-        .arg(
-            Arg::new("retry", DataType::Long)
-                .allow_null()
-                .default("null"),
-        )
-        .arg(
-            Arg::new("interval", DataType::Long)
-                .allow_null()
-                .default("null"),
-        )
+        .arg(Arg::new("retry", DataType::Long).allow_null().default("null"))
+        .arg(Arg::new("interval", DataType::Long).allow_null().default("null"))
         .arg(Arg::new("code", DataType::Long).default("0"))
-        .arg(
-            Arg::new("previous", DataType::ANY_OBJECT)
-                .allow_null()
-                .default("null"),
-        );
+        .arg(Arg::new("previous", DataType::ANY_OBJECT).allow_null().default("null"));
     b.property(nullable_int("retry"))
         .property(nullable_int("interval"))
         .method(ctor, MethodFlags::Public)
-        .method(
-            FunctionBuilder::new("getRetry", get_retry).returns(DataType::Long, false, true),
-            MethodFlags::Public,
-        )
+        .method(FunctionBuilder::new("getRetry", get_retry).returns(DataType::Long, false, true), MethodFlags::Public)
         .method(
             FunctionBuilder::new("getInterval", get_interval).returns(DataType::Long, false, true),
             MethodFlags::Public,
@@ -188,9 +160,8 @@ extern "C" fn retry_construct(ex: &mut ExecuteData, _retval: &mut Zval) {
     // SAFETY: num_args is the union member the engine sets for every internal call.
     let n = unsafe { ex.This.u2.num_args } as usize;
     // SAFETY: for i < num_args the slot holds an argument passed by the caller.
-    let args: Vec<Zval> = (0..n.min(5))
-        .filter_map(|i| unsafe { ex.zend_call_arg(i) }.map(|z| z.shallow_clone()))
-        .collect();
+    let args: Vec<Zval> =
+        (0..n.min(5)).filter_map(|i| unsafe { ex.zend_call_arg(i) }.map(|z| z.shallow_clone())).collect();
     let arg = |i: usize| args.get(i);
     let retry = int_or_null(arg(1), "retry");
     let interval = int_or_null(arg(2), "interval");
@@ -236,11 +207,7 @@ extern "C" fn retry_construct(ex: &mut ExecuteData, _retval: &mut Zval) {
 }
 
 fn read_int_prop(ex: &mut ExecuteData, name: &str, retval: &mut Zval) {
-    let v = ex
-        .This
-        .object()
-        .and_then(|o| o.get_property::<Option<i64>>(name).ok())
-        .flatten();
+    let v = ex.This.object().and_then(|o| o.get_property::<Option<i64>>(name).ok()).flatten();
     match v {
         Some(v) => retval.set_long(v),
         None => retval.set_null(),

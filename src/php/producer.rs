@@ -20,6 +20,51 @@ pub fn bad_input(msg: impl Into<String>) -> PhpException {
     exception(Kind::Task, msg)
 }
 
+/// An int argument as PHP's coercive mode reads it: ints, integral floats, numeric strings and
+/// bools; anything else is a TypeError naming the argument.
+pub fn int_arg(zv: Option<&Zval>, default: i64, what: &str) -> PhpResult<i64> {
+    let Some(zv) = zv.map(Zval::dereference) else { return Ok(default) };
+    if let Some(l) = zv.long() {
+        return Ok(l);
+    }
+    if let Some(d) = zv.double() {
+        if d.fract() == 0.0 && d.abs() < 9.0e15 {
+            return Ok(d as i64);
+        }
+    }
+    if let Some(s) = zv.str() {
+        if let Ok(l) = s.trim().parse::<i64>() {
+            return Ok(l);
+        }
+    }
+    if let Some(b) = zv.bool() {
+        return Ok(b as i64);
+    }
+    Err(PhpException::new(
+        format!("{what} must be of type int, {} given", zv.get_type()),
+        0,
+        ext_php_rs::zend::ce::type_error(),
+    ))
+}
+
+/// A string argument as PHP's coercive mode reads it: strings, ints, floats and bools.
+pub fn string_arg(zv: &Zval, what: &str) -> PhpResult<String> {
+    let zv = zv.dereference();
+    if let Some(s) = zv.zend_str() {
+        return String::from_utf8(s.as_bytes().to_vec()).map_err(|_| bad_input(format!("{what} is not valid UTF-8")));
+    }
+    if zv.is_long() || zv.is_double() || zv.is_bool() {
+        if let Some(s) = zv.coerce_to_string() {
+            return Ok(s);
+        }
+    }
+    Err(PhpException::new(
+        format!("{what} must be of type string, {} given", zv.get_type()),
+        0,
+        ext_php_rs::zend::ce::type_error(),
+    ))
+}
+
 pub fn params_json(zv: &Zval, what: &str) -> PhpResult<Value> {
     convert::to_json(zv).map_err(|e| bad_input(format!("{what} cannot be sent as JSON: {e}")))
 }
@@ -39,12 +84,10 @@ pub struct Event {
 
 #[php_impl]
 impl Event {
-    pub fn __construct(event_name: String) -> PhpResult<Self> {
+    pub fn __construct(event_name: &Zval) -> PhpResult<Self> {
+        let event_name = string_arg(event_name, "Argument #1 ($event_name)")?;
         names::check_event_name(&event_name).map_err(bad_input)?;
-        Ok(Event {
-            name: event_name,
-            params: Value::Array(vec![]),
-        })
+        Ok(Event { name: event_name, params: Value::Array(vec![]) })
     }
 
     /// Sets the event's parameters (any array JSON can hold) and returns the event.
@@ -63,12 +106,8 @@ impl Event {
     /// Publishes the event and returns its id once the broker confirmed it.
     pub fn publish(&self) -> PhpResult<String> {
         let s = settings::current()?;
-        let msg = EventMsg {
-            params: self.params.clone(),
-            ..EventMsg::new(&self.name, Value::Null)
-        };
-        dispatch::send_one(&s, dispatch::event(&Names::new(&s.prefix), &msg))
-            .map_err(broker_err)?;
+        let msg = EventMsg { params: self.params.clone(), ..EventMsg::new(&self.name, Value::Null) };
+        dispatch::send_one(&s, dispatch::event(&Names::new(&s.prefix), &msg)).map_err(broker_err)?;
         if s.debug {
             crate::log::debug(&format!("event {} published id={}", msg.event, msg.id));
         }
@@ -114,18 +153,9 @@ impl Task {
         let s = settings::current()?;
         let msg = TaskMsg {
             id: self.id.clone(),
-            ..TaskMsg::new(
-                &self.topic,
-                &self.name,
-                self.params.clone(),
-                self.delay as u64,
-            )
+            ..TaskMsg::new(&self.topic, &self.name, self.params.clone(), self.delay as u64)
         };
-        dispatch::send_one(
-            &s,
-            dispatch::task(&Names::new(&s.prefix), &msg, self.delay as u64),
-        )
-        .map_err(broker_err)?;
+        dispatch::send_one(&s, dispatch::task(&Names::new(&s.prefix), &msg, self.delay as u64)).map_err(broker_err)?;
         if s.debug {
             crate::log::debug(&format!(
                 "task {}/{} published id={} delay={}s",
@@ -138,9 +168,10 @@ impl Task {
 
 #[php_impl]
 impl Task {
-    #[php(defaults(delay = 0))]
-    pub fn __construct(topic: String, name: String, delay: i64) -> PhpResult<Self> {
-        Task::make(&topic, &name, delay)
+    pub fn __construct(topic: &Zval, name: &Zval, delay: Option<&Zval>) -> PhpResult<Self> {
+        let topic = string_arg(topic, "Argument #1 ($topic)")?;
+        let name = string_arg(name, "Argument #2 ($name)")?;
+        Task::make(&topic, &name, int_arg(delay, 0, "Argument #3 ($delay)")?)
     }
 
     #[php(name = "setParams")]
@@ -179,14 +210,10 @@ impl Task {
     }
 
     /// Enqueues a task directly and returns its id once the broker confirmed it.
-    #[php(defaults(delay = 0))]
-    pub fn create(
-        topic: String,
-        name: String,
-        params: Option<&Zval>,
-        delay: i64,
-    ) -> PhpResult<String> {
-        let mut t = Task::make(&topic, &name, delay)?;
+    pub fn create(topic: &Zval, name: &Zval, params: Option<&Zval>, delay: Option<&Zval>) -> PhpResult<String> {
+        let topic = string_arg(topic, "Argument #1 ($topic)")?;
+        let name = string_arg(name, "Argument #2 ($name)")?;
+        let mut t = Task::make(&topic, &name, int_arg(delay, 0, "Argument #4 ($delay)")?)?;
         if let Some(p) = params {
             t.params = params_json(p, "task params")?;
         }
@@ -212,9 +239,7 @@ pub fn check_exchange(name: &str, kind: &str) -> PhpResult<()> {
     }
     names::check_amqp_name("exchange name", name).map_err(bad_input)?;
     if name.starts_with("amq.") {
-        return Err(bad_input(format!(
-            "exchange '{name}' is reserved by the broker (amq.*)"
-        )));
+        return Err(bad_input(format!("exchange '{name}' is reserved by the broker (amq.*)")));
     }
     crate::broker::topology::exchange_kind(kind).map_err(|e| bad_input(e.to_string()))?;
     Ok(())
@@ -246,10 +271,7 @@ impl Publish {
 
     /// Accepted for compatibility: the process keeps one connection for all calls.
     #[php(name = "setAutoClose")]
-    pub fn set_auto_close(
-        self_: &mut ZendClassObject<Publish>,
-        auto_close: bool,
-    ) -> &mut ZendClassObject<Publish> {
+    pub fn set_auto_close(self_: &mut ZendClassObject<Publish>, auto_close: bool) -> &mut ZendClassObject<Publish> {
         let _ = auto_close;
         self_
     }
@@ -257,18 +279,14 @@ impl Publish {
     /// Sends `$data` as JSON; returns true once the broker confirmed it was routed to a queue.
     #[php(defaults(routing_key = "\"\"", delay = 0))]
     pub fn send(&self, data: &Zval, routing_key: String, delay: i64) -> PhpResult<bool> {
-        let (exchange, kind) = self
-            .exchange
-            .clone()
-            .ok_or_else(|| bad_input("call setExchange() before send()"))?;
+        let (exchange, kind) = self.exchange.clone().ok_or_else(|| bad_input("call setExchange() before send()"))?;
         if delay != 0 {
             return Err(bad_input(
                 "Core\\Publish::send() cannot delay a message; use Task::create() with a delay for delayed work",
             ));
         }
         names::check_amqp_name("routing key", &routing_key).map_err(bad_input)?;
-        let body =
-            serde_json::to_vec(&params_json(data, "message")?).expect("a Value always serializes");
+        let body = serde_json::to_vec(&params_json(data, "message")?).expect("a Value always serializes");
         let s = settings::current()?;
         let id = crate::wire::new_id();
         let out = Outgoing {
@@ -278,15 +296,7 @@ impl Publish {
             properties: properties(&id, "ebats.message"),
             mandatory: true,
         };
-        dispatch::send(
-            &s,
-            &[Decl::Exchange {
-                name: exchange,
-                kind,
-            }],
-            &[out],
-        )
-        .map_err(broker_err)?;
+        dispatch::send(&s, &[Decl::Exchange { name: exchange, kind }], &[out]).map_err(broker_err)?;
         Ok(true)
     }
 }

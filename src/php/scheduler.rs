@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use ext_php_rs::prelude::*;
+use ext_php_rs::types::Zval;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use parking_lot::Mutex;
 
@@ -27,12 +28,7 @@ struct TaskDef {
 static REGISTRY: Mutex<Vec<(String, Vec<TaskDef>)>> = Mutex::new(Vec::new());
 
 fn tasks_for(event: &str) -> Vec<TaskDef> {
-    REGISTRY
-        .lock()
-        .iter()
-        .find(|(e, _)| e == event)
-        .map(|(_, t)| t.clone())
-        .unwrap_or_default()
+    REGISTRY.lock().iter().find(|(e, _)| e == event).map(|(_, t)| t.clone()).unwrap_or_default()
 }
 
 #[php_class]
@@ -42,17 +38,17 @@ pub struct EventManager;
 #[php_impl]
 impl EventManager {
     /// Registers task `$task_name` on `$topic` for `$event`, delayed by `$delay` seconds.
-    #[php(defaults(delay = 0))]
-    pub fn register(event: String, task_name: String, topic: String, delay: i64) -> PhpResult<()> {
+    pub fn register(event: &Zval, task_name: &Zval, topic: &Zval, delay: Option<&Zval>) -> PhpResult<()> {
+        use crate::php::producer::string_arg;
+        let event = string_arg(event, "Argument #1 ($event)")?;
+        let task_name = string_arg(task_name, "Argument #2 ($task_name)")?;
+        let topic = string_arg(topic, "Argument #3 ($topic)")?;
+        let delay = crate::php::producer::int_arg(delay, 0, "Argument #4 ($delay)")?;
         names::check_event_name(&event).map_err(bad_input)?;
         names::check_task_name(&task_name).map_err(bad_input)?;
         names::check_topic(&topic).map_err(bad_input)?;
         names::check_delay(delay).map_err(bad_input)?;
-        let def = TaskDef {
-            name: task_name,
-            topic,
-            delay,
-        };
+        let def = TaskDef { name: task_name, topic, delay };
         let mut reg = REGISTRY.lock();
         match reg.iter_mut().find(|(e, _)| *e == event) {
             Some((_, defs)) => {
@@ -68,10 +64,7 @@ impl EventManager {
     /// The tasks registered for `$event` (each a Task with an empty params array).
     #[php(name = "getTasks")]
     pub fn get_tasks(event: String) -> PhpResult<Vec<Task>> {
-        tasks_for(&event)
-            .iter()
-            .map(|d| Task::make(&d.topic, &d.name, d.delay))
-            .collect()
+        tasks_for(&event).iter().map(|d| Task::make(&d.topic, &d.name, d.delay)).collect()
     }
 
     /// The names of all events with registered tasks.
@@ -88,11 +81,7 @@ pub struct Scheduler {
 }
 
 /// Routes one event: publishes every task it makes, all confirmed, before the caller acks.
-fn route(
-    settings: &crate::config::Settings,
-    names: &Names,
-    body: &[u8],
-) -> Result<(), BrokerError> {
+fn route(settings: &crate::config::Settings, names: &Names, body: &[u8]) -> Result<(), BrokerError> {
     let event = match EventMsg::parse(body) {
         Ok(e) => e,
         Err(e) => {
@@ -102,10 +91,7 @@ fn route(
     };
     let defs = tasks_for(&event.event);
     if defs.is_empty() {
-        log::info(&format!(
-            "event '{}' id={} has no registered task; acked",
-            event.event, event.id
-        ));
+        log::info(&format!("event '{}' id={} has no registered task; acked", event.event, event.id));
         return Ok(());
     }
     let mut decls = Vec::new();
@@ -164,10 +150,7 @@ impl Scheduler {
         // Broker handles dropped below (consumers, channels) need the runtime's context.
         let handle = with_session(|s| Ok(s.handle())).map_err(crate::php::producer::broker_err)?;
         let _ctx = handle.enter();
-        log::info(&format!(
-            "scheduler consuming '{queue}' ({} event(s) registered)",
-            REGISTRY.lock().len()
-        ));
+        log::info(&format!("scheduler consuming '{queue}' ({} event(s) registered)", REGISTRY.lock().len()));
         loop {
             let opened = with_session(|s| {
                 s.declare(&settings, &[Decl::Events])?;
@@ -177,9 +160,7 @@ impl Scheduler {
             let (rt, _ch, mut consumer) = match opened {
                 Ok(x) => x,
                 Err(e) => {
-                    log::error(&format!(
-                        "scheduler cannot consume '{queue}': {e}; retrying in 1 s"
-                    ));
+                    log::error(&format!("scheduler cannot consume '{queue}': {e}; retrying in 1 s"));
                     for _ in 0..10 {
                         std::thread::sleep(Duration::from_millis(100));
                         if php_tick().is_err() {
@@ -193,10 +174,9 @@ impl Scheduler {
                 if php_tick().is_err() {
                     return Ok(());
                 }
-                let d = match rt.block_on(crate::broker::session::next_delivery(
-                    &mut consumer,
-                    Duration::from_millis(100),
-                )) {
+                let d = match rt
+                    .block_on(crate::broker::session::next_delivery(&mut consumer, Duration::from_millis(100)))
+                {
                     Ok(Some(d)) => d,
                     Ok(None) => continue,
                     Err(e) => {
@@ -213,10 +193,7 @@ impl Scheduler {
                     }
                     Err(e) => {
                         log::error(&format!("scheduler could not publish an event's tasks: {e}; the event goes back"));
-                        let _ = rt.block_on(d.acker.nack(BasicNackOptions {
-                            multiple: false,
-                            requeue: true,
-                        }));
+                        let _ = rt.block_on(d.acker.nack(BasicNackOptions { multiple: false, requeue: true }));
                         std::thread::sleep(Duration::from_millis(500));
                     }
                 }

@@ -13,11 +13,7 @@ use crate::config::{self, Settings, Sources};
 use crate::php::exceptions::{exception, Kind};
 
 static INI: IniEntryDefs<7> = IniEntryDefs::new([
-    IniEntryDef::new(
-        c"ebats.amqp_url",
-        c"amqp://guest:guest@127.0.0.1:5672/%2f",
-        IniEntryPermission::All,
-    ),
+    IniEntryDef::new(c"ebats.amqp_url", c"amqp://guest:guest@127.0.0.1:5672/%2f", IniEntryPermission::All),
     IniEntryDef::new(c"ebats.prefix", c"ebats", IniEntryPermission::All),
     IniEntryDef::new(c"ebats.connect_timeout", c"3", IniEntryPermission::All),
     IniEntryDef::new(c"ebats.heartbeat", c"10", IniEntryPermission::All),
@@ -32,12 +28,7 @@ pub fn register_ini(module_number: i32) {
 
 extern "C" {
     // Both are exported by the PHP binary (ZEND_API) on every build this extension supports.
-    fn zend_ini_string_ex(
-        name: *const c_char,
-        name_length: usize,
-        orig: c_int,
-        exists: *mut bool,
-    ) -> *mut c_char;
+    fn zend_ini_string_ex(name: *const c_char, name_length: usize, orig: c_int, exists: *mut bool) -> *mut c_char;
     fn zend_get_constant_str(name: *const c_char, name_len: usize) -> *mut ext_php_rs::ffi::zval;
 }
 
@@ -70,12 +61,8 @@ fn constant(name: &str) -> Option<String> {
 
 /// The effective settings now; a bad setting is a `ConnectionedException` naming it.
 pub fn current() -> Result<Settings, PhpException> {
-    config::resolve(&Sources {
-        ini: &ini,
-        env: &env,
-        constant: &constant,
-    })
-    .map_err(|e| exception(Kind::Connectioned, format!("ebats configuration: {e}")))
+    config::resolve(&Sources { ini: &ini, env: &env, constant: &constant })
+        .map_err(|e| exception(Kind::Connectioned, format!("ebats configuration: {e}")))
 }
 
 pub fn debug_enabled() -> bool {
@@ -109,31 +96,14 @@ pub extern "C" fn info(_module: *mut ModuleEntry) {
     info_table_start!();
     info_table_row!("ebats support", "enabled");
     info_table_row!("version", env!("CARGO_PKG_VERSION"));
-    info_table_row!(
-        "amqps:// (TLS)",
-        if cfg!(feature = "tls") {
-            "available"
-        } else {
-            "not built"
-        }
-    );
-    match config::resolve(&Sources {
-        ini: &ini,
-        env: &env,
-        constant: &|_| None,
-    }) {
+    info_table_row!("amqps:// (TLS)", if cfg!(feature = "tls") { "available" } else { "not built" });
+    match config::resolve(&Sources { ini: &ini, env: &env, constant: &|_| None }) {
         Ok(s) => {
             info_table_row!("broker", s.masked_url());
             info_table_row!("prefix", s.prefix.clone());
-            info_table_row!(
-                "connect timeout (s)",
-                format!("{}", s.connect_timeout.as_secs_f64())
-            );
+            info_table_row!("connect timeout (s)", format!("{}", s.connect_timeout.as_secs_f64()));
             info_table_row!("heartbeat (s)", format!("{}", s.heartbeat));
-            info_table_row!(
-                "confirm timeout (s)",
-                format!("{}", s.confirm_timeout.as_secs_f64())
-            );
+            info_table_row!("confirm timeout (s)", format!("{}", s.confirm_timeout.as_secs_f64()));
             info_table_row!("debug", if s.debug { "on" } else { "off" });
         }
         Err(e) => info_table_row!("configuration error", e),

@@ -24,27 +24,20 @@ impl FailedStore {
         }
         let s = settings::current()?;
         let tasks = store::list(&s, &topic, limit as usize).map_err(broker_err)?;
-        Ok(tasks
-            .iter()
-            .map(|t| convert::to_zval(&t.to_value()))
-            .collect())
+        Ok(tasks.iter().map(|t| convert::to_zval(&t.to_value())).collect())
     }
 
     /// Moves the failed task `$id` (or all when null) back to the ready queue; returns how many.
     pub fn replay(topic: String, id: Option<String>) -> PhpResult<i64> {
         names::check_topic(&topic).map_err(bad_input)?;
         let s = settings::current()?;
-        store::replay(&s, &topic, id.as_deref())
-            .map(|n| n as i64)
-            .map_err(broker_err)
+        store::replay(&s, &topic, id.as_deref()).map(|n| n as i64).map_err(broker_err)
     }
 
     /// Deletes every failed task of `$topic`; returns how many.
     pub fn purge(topic: String) -> PhpResult<i64> {
         names::check_topic(&topic).map_err(bad_input)?;
         let s = settings::current()?;
-        store::purge(&s, &topic)
-            .map(|n| n as i64)
-            .map_err(broker_err)
+        store::purge(&s, &topic).map(|n| n as i64).map_err(broker_err)
     }
 }

@@ -34,10 +34,7 @@ pub struct Worker {
 /// The task class for a topic: "Task" . ucfirst($topic) . "Model".
 pub fn task_class(topic: &str) -> String {
     let mut c = topic.chars();
-    let first = c
-        .next()
-        .map(|f| f.to_uppercase().collect::<String>())
-        .unwrap_or_default();
+    let first = c.next().map(|f| f.to_uppercase().collect::<String>()).unwrap_or_default();
     format!("Task{first}{}Model", c.as_str())
 }
 
@@ -48,14 +45,9 @@ struct PhpHandler<'a> {
 fn ended_by(thrown: &Thrown) -> (Ended, String, Option<String>) {
     match thrown {
         Thrown::Exit => (Ended::Failed, "exit() called".into(), None),
-        Thrown::Exception {
-            class,
-            message,
-            object,
-        } => {
+        Thrown::Exception { class, message, object } => {
             let ended = if call::is_kind(object, Kind::Retry) {
-                let max = call::int_getter(object, "getRetry")
-                    .map(|v| v.clamp(0, u32::MAX as i64) as u32);
+                let max = call::int_getter(object, "getRetry").map(|v| v.clamp(0, u32::MAX as i64) as u32);
                 let interval = call::int_getter(object, "getInterval").map(|v| v.max(0) as u64);
                 Ended::Retry(RetryRule { max, interval })
             } else if call::is_kind(object, Kind::Service) {
@@ -101,16 +93,10 @@ impl PhpHandler<'_> {
         };
         let Some(ce) = ClassEntry::try_find(&class) else {
             drop(call::take_thrown());
-            return Ok(fail(
-                format!("task class {class} not found (topic '{}')", task.topic),
-                None,
-            ));
+            return Ok(fail(format!("task class {class} not found (topic '{}')", task.topic), None));
         };
         if !call::has_method(ce, &method) {
-            return Ok(fail(
-                format!("task method {class}::{method}() not found"),
-                None,
-            ));
+            return Ok(fail(format!("task method {class}::{method}() not found"), None));
         }
         let outcome = call::instantiate(ce).and_then(|obj| {
             let params = convert::to_zval(&task.params);
@@ -118,21 +104,11 @@ impl PhpHandler<'_> {
         });
         let millis = child::millis_since(start);
         match outcome {
-            Ok(()) => Ok(Ran {
-                ended: Ended::Returned,
-                message: "ok.".into(),
-                class: None,
-                millis,
-            }),
+            Ok(()) => Ok(Ran { ended: Ended::Returned, message: "ok.".into(), class: None, millis }),
             Err(Thrown::Exit) => Err(Abort),
             Err(t) => {
                 let (ended, message, class) = ended_by(&t);
-                Ok(Ran {
-                    ended,
-                    message,
-                    class,
-                    millis,
-                })
+                Ok(Ran { ended, message, class, millis })
             }
         }
     }
@@ -183,9 +159,7 @@ impl Worker {
             ));
         }
         if !(1..=256).contains(&process_num) {
-            return Err(bad_input(format!(
-                "process_num must be between 1 and 256, got {process_num}"
-            )));
+            return Err(bad_input(format!("process_num must be between 1 and 256, got {process_num}")));
         }
         Ok(Worker {
             callback: callback.shallow_clone(),
@@ -223,14 +197,9 @@ impl Worker {
 
     /// Tasks each child holds at once (default 1).
     #[php(name = "setPrefetch")]
-    pub fn set_prefetch(
-        self_: &mut ZendClassObject<Worker>,
-        prefetch: i64,
-    ) -> PhpResult<&mut ZendClassObject<Worker>> {
+    pub fn set_prefetch(self_: &mut ZendClassObject<Worker>, prefetch: i64) -> PhpResult<&mut ZendClassObject<Worker>> {
         if !(1..=65535).contains(&prefetch) {
-            return Err(bad_input(format!(
-                "prefetch must be between 1 and 65535, got {prefetch}"
-            )));
+            return Err(bad_input(format!("prefetch must be between 1 and 65535, got {prefetch}")));
         }
         self_.limits.prefetch = prefetch as u16;
         Ok(self_)
@@ -246,11 +215,7 @@ impl Worker {
         for v in intervals.values() {
             match v.long() {
                 Some(i) if (0..=names::MAX_DELAY).contains(&i) => out.push(i as u64),
-                _ => {
-                    return Err(bad_input(
-                        "retry intervals must be whole numbers of seconds, 0 or more",
-                    ))
-                }
+                _ => return Err(bad_input("retry intervals must be whole numbers of seconds, 0 or more")),
             }
         }
         self_.policy.retry_intervals = out;
@@ -265,9 +230,7 @@ impl Worker {
         pause: i64,
     ) -> PhpResult<&mut ZendClassObject<Worker>> {
         if !(0..=1_000_000).contains(&max) || !(0..=names::MAX_DELAY).contains(&pause) {
-            return Err(bad_input(
-                "service retry needs max >= 0 and a pause in seconds >= 0",
-            ));
+            return Err(bad_input("service retry needs max >= 0 and a pause in seconds >= 0"));
         }
         self_.policy.service_retries = max as u32;
         self_.policy.service_pause = pause as u64;
@@ -276,10 +239,7 @@ impl Worker {
 
     /// A child exits and is replaced after this many tasks (0: never).
     #[php(name = "setMaxRequests")]
-    pub fn set_max_requests(
-        self_: &mut ZendClassObject<Worker>,
-        max: i64,
-    ) -> PhpResult<&mut ZendClassObject<Worker>> {
+    pub fn set_max_requests(self_: &mut ZendClassObject<Worker>, max: i64) -> PhpResult<&mut ZendClassObject<Worker>> {
         if max < 0 {
             return Err(bad_input("max requests must be 0 or more"));
         }
@@ -339,10 +299,7 @@ impl Worker {
 
     /// Forks the children and supervises them until SIGTERM or SIGINT.
     pub fn run(&mut self) -> PhpResult<()> {
-        let topic = self
-            .topic
-            .clone()
-            .ok_or_else(|| bad_input("call setQueue() (or setTopic()) before run()"))?;
+        let topic = self.topic.clone().ok_or_else(|| bad_input("call setQueue() (or setTopic()) before run()"))?;
         let settings = settings::current()?;
         // The parent must hold no connection and no runtime threads when it forks.
         process::shutdown();
@@ -351,17 +308,13 @@ impl Worker {
             grace: self.grace,
             watch_time_limits: self.limits.time_limit_secs > 0,
         };
-        let shared = Shared::new(opts.processes)
-            .map_err(|e| bad_input(format!("cannot map shared memory: {e}")))?;
+        let shared = Shared::new(opts.processes).map_err(|e| bad_input(format!("cannot map shared memory: {e}")))?;
         let callback = &self.callback;
         let policy = &self.policy;
         let limits = &self.limits;
         let role = supervisor::run(&opts, &shared, |slot| {
             let mut handler = PhpHandler { callback };
-            let slot_ref = child::Slot {
-                shared: &shared,
-                index: slot,
-            };
+            let slot_ref = child::Slot { shared: &shared, index: slot };
             let end = match child::run(&settings, &topic, policy, limits, &slot_ref, &mut handler) {
                 Stopped::Asked => ChildEnd::Exit(0),
                 Stopped::Recycle(why) => {

@@ -49,13 +49,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            prefetch: 1,
-            max_requests: 0,
-            memory_limit_mb: 0,
-            max_redeliveries: 5,
-            time_limit_secs: 0,
-        }
+        Limits { prefetch: 1, max_requests: 0, memory_limit_mb: 0, max_redeliveries: 5, time_limit_secs: 0 }
     }
 }
 
@@ -67,11 +61,7 @@ pub enum Stopped {
 
 pub fn resident_mb() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
+    let pages: f64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64 / 1_048_576.0
 }
@@ -117,9 +107,7 @@ pub fn run(
         let (rt, ch, mut consumer) = match opened {
             Ok(x) => x,
             Err(e) => {
-                log::error(&format!(
-                    "worker cannot consume '{queue}': {e}; retrying in 1 s"
-                ));
+                log::error(&format!("worker cannot consume '{queue}': {e}; retrying in 1 s"));
                 if pause(Duration::from_secs(1)) {
                     return Stopped::Asked;
                 }
@@ -131,43 +119,26 @@ pub fn run(
                 let _ = rt.block_on(ch.close(200, "worker stopping".into()));
                 return Stopped::Asked;
             }
-            let d = match rt.block_on(crate::broker::session::next_delivery(
-                &mut consumer,
-                Duration::from_millis(100),
-            )) {
+            let d = match rt.block_on(crate::broker::session::next_delivery(&mut consumer, Duration::from_millis(100)))
+            {
                 Ok(Some(d)) => d,
                 Ok(None) => continue,
                 Err(e) => {
-                    log::error(&format!(
-                        "worker lost its consumer on '{queue}': {e}; reconnecting"
-                    ));
+                    log::error(&format!("worker lost its consumer on '{queue}': {e}; reconnecting"));
                     break;
                 }
             };
-            match handle(
-                settings,
-                &names,
-                policy,
-                limits,
-                slot,
-                handler,
-                &d.data,
-                d.redelivered,
-            ) {
+            match handle(settings, &names, policy, limits, slot, handler, &d.data, d.redelivered) {
                 Ok(()) => {}
                 Err(HandleError::Abort) => return Stopped::Aborted,
                 Err(HandleError::Broker(e)) => {
                     // Not acked: the broker gives the task again. Reconnect and go on.
-                    log::error(&format!(
-                        "worker could not settle a task: {e}; it will be delivered again"
-                    ));
+                    log::error(&format!("worker could not settle a task: {e}; it will be delivered again"));
                     break;
                 }
             }
             if let Err(e) = rt.block_on(d.acker.ack(BasicAckOptions::default())) {
-                log::error(&format!(
-                    "ack failed ({e}); the task will be delivered again"
-                ));
+                log::error(&format!("ack failed ({e}); the task will be delivered again"));
                 break;
             }
             done += 1;
@@ -231,16 +202,9 @@ fn handle(
         Ok(t) => t,
         Err(e) => {
             log::error(&format!("unreadable task moved to the failed store: {e}"));
-            let mut t = TaskMsg::new(
-                "unknown",
-                "unknown",
-                serde_json::Value::String(String::from_utf8_lossy(body).into()),
-                0,
-            );
-            t.extra.insert(
-                "failed".into(),
-                serde_json::json!({"message": e, "status": crate::outcome::STATE_FAIL}),
-            );
+            let mut t =
+                TaskMsg::new("unknown", "unknown", serde_json::Value::String(String::from_utf8_lossy(body).into()), 0);
+            t.extra.insert("failed".into(), serde_json::json!({"message": e, "status": crate::outcome::STATE_FAIL}));
             dispatch::send_one(settings, dispatch::failed(names, &t, &e))?;
             return Ok(());
         }
@@ -249,10 +213,7 @@ fn handle(
         // The parent killed the child running it at its time limit: that run was a failed attempt.
         let limit = limits.time_limit_secs;
         let ran = Ran {
-            ended: Ended::Retry(crate::wire::RetryRule {
-                max: None,
-                interval: None,
-            }),
+            ended: Ended::Retry(crate::wire::RetryRule { max: None, interval: None }),
             message: format!("time limit of {limit} s exceeded: the task was stopped"),
             class: None,
             millis: (limit * 1000) as f64,
@@ -268,20 +229,9 @@ fn handle(
                 "delivered {} times without being settled: its worker died each time (fatal error, exit, signal or time limit)",
                 task.redeliveries
             );
-            log::error(&format!(
-                "task {}/{} id={} {msg}; moved to the failed store",
-                task.topic, task.name, task.id
-            ));
-            let ran = Ran {
-                ended: Ended::Failed,
-                message: msg.clone(),
-                class: None,
-                millis: 0.0,
-            };
-            task.extra.insert(
-                "failed".into(),
-                failure(&ran, crate::outcome::STATE_FAIL, task.attempt),
-            );
+            log::error(&format!("task {}/{} id={} {msg}; moved to the failed store", task.topic, task.name, task.id));
+            let ran = Ran { ended: Ended::Failed, message: msg.clone(), class: None, millis: 0.0 };
+            task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, task.attempt));
             dispatch::send_one(settings, dispatch::failed(names, &task, &msg))?;
             return Ok(());
         }
@@ -290,13 +240,9 @@ fn handle(
         return Ok(());
     }
     if settings.debug {
-        log::debug(&format!(
-            "task start {}/{} id={} attempt={}",
-            task.topic, task.name, task.id, task.attempt
-        ));
+        log::debug(&format!("task start {}/{} id={} attempt={}", task.topic, task.name, task.id, task.attempt));
     }
-    slot.shared
-        .begin(slot.index, &task.id, limits.time_limit_secs * 1000);
+    slot.shared.begin(slot.index, &task.id, limits.time_limit_secs * 1000);
     let ran = handler.run(&task, task.redeliveries > 0);
     slot.shared.end(slot.index);
     let ran = ran.map_err(|_| HandleError::Abort)?;
@@ -319,9 +265,7 @@ fn settle(
             task.topic, task.name, task.id, ran.millis, ran.message
         ));
     }
-    handler
-        .report(&task, &ran, status)
-        .map_err(|_| HandleError::Abort)?;
+    handler.report(&task, &ran, status).map_err(|_| HandleError::Abort)?;
     match next {
         Next::Ack => Ok(()),
         Next::Again { delay } => {
@@ -346,9 +290,7 @@ fn settle(
         }
         Next::Fail => {
             let mut failed = task.clone();
-            failed
-                .extra
-                .insert("failed".into(), failure(&ran, status, task.attempt));
+            failed.extra.insert("failed".into(), failure(&ran, status, task.attempt));
             if !settings.debug {
                 log::error(&format!(
                     "task {}/{} id={} failed after {} run(s): {}",

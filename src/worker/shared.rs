@@ -48,11 +48,7 @@ fn write_id(dst: &[AtomicU8; ID_LEN], id: &str) {
 }
 
 fn read_id(src: &[AtomicU8; ID_LEN]) -> String {
-    let bytes: Vec<u8> = src
-        .iter()
-        .map(|c| c.load(Ordering::Relaxed))
-        .take_while(|b| *b != 0)
-        .collect();
+    let bytes: Vec<u8> = src.iter().map(|c| c.load(Ordering::Relaxed)).take_while(|b| *b != 0).collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -73,11 +69,7 @@ impl Shared {
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Shared {
-            table: p.cast(),
-            slots,
-            len,
-        })
+        Ok(Shared { table: p.cast(), slots, len })
     }
 
     pub fn slot(&self, i: usize) -> &Slot {

@@ -47,10 +47,7 @@ pub fn restore(mask: &libc::sigset_t) {
 /// Takes one pending signal of `signals` (which must be blocked), waiting at most `wait`.
 pub fn take(signals: &[i32], wait: Duration) -> Option<i32> {
     let set = set_of(signals);
-    let ts = libc::timespec {
-        tv_sec: wait.as_secs() as libc::time_t,
-        tv_nsec: wait.subsec_nanos() as libc::c_long,
-    };
+    let ts = libc::timespec { tv_sec: wait.as_secs() as libc::time_t, tv_nsec: wait.subsec_nanos() as libc::c_long };
     // SAFETY: valid set and timespec; no siginfo wanted.
     let s = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
     (s > 0).then_some(s)

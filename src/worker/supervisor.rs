@@ -43,10 +43,7 @@ fn describe(status: i32) -> (String, bool) {
         (format!("exited with code {code}"), code == 0)
     } else if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
-        (
-            format!("was killed by {} ({sig})", signals::name(sig)),
-            false,
-        )
+        (format!("was killed by {} ({sig})", signals::name(sig)), false)
     } else {
         (format!("ended (status {status})"), false)
     }
@@ -121,17 +118,13 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
             // A child that keeps dying right after start waits longer each time (up to 30 s).
             let delay = if !clean && lived < Duration::from_secs(2) {
                 fast_failures[c.slot] += 1;
-                Duration::from_millis(250u64 << fast_failures[c.slot].min(7))
-                    .min(Duration::from_secs(30))
+                Duration::from_millis(250u64 << fast_failures[c.slot].min(7)).min(Duration::from_secs(30))
             } else {
                 fast_failures[c.slot] = 0;
                 Duration::ZERO
             };
             if clean {
-                log::info(&format!(
-                    "worker child {pid} {why} after {:.1} s; replacing it",
-                    lived.as_secs_f64()
-                ));
+                log::info(&format!("worker child {pid} {why} after {:.1} s; replacing it", lived.as_secs_f64()));
             } else {
                 log::error(&format!(
                     "worker child {pid} {why} after {:.1} s; replacing it in {:.2} s",
@@ -179,11 +172,7 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
             }
         }
 
-        let wait = if due.is_empty() {
-            Duration::from_millis(500)
-        } else {
-            Duration::from_millis(50)
-        };
+        let wait = if due.is_empty() { Duration::from_millis(500) } else { Duration::from_millis(50) };
         match signals::take(&watched, wait) {
             Some(s) if s == libc::SIGTERM || s == libc::SIGINT => {
                 if stopping.is_none() {

@@ -1,0 +1,219 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Ebats\Tests\Lib;
+
+/**
+ * Looks at the broker through php-amqp, independently of the extension under test.
+ * A channel error (e.g. a passive declare of a missing queue) closes only the channel; the next call opens a new one.
+ */
+final class Broker
+{
+    private ?\AMQPConnection $connection = null;
+    private ?\AMQPChannel $channel = null;
+
+    public function __construct(
+        private string $host,
+        private int $port,
+        private string $user,
+        private string $password,
+        private string $vhost
+    ) {
+    }
+
+    public function channel(): \AMQPChannel
+    {
+        if ($this->connection === null || !$this->connection->isConnected()) {
+            $this->connection = new \AMQPConnection([
+                'host' => $this->host,
+                'port' => $this->port,
+                'login' => $this->user,
+                'password' => $this->password,
+                'vhost' => $this->vhost,
+                'connect_timeout' => 5,
+                'read_timeout' => 10,
+                'write_timeout' => 10,
+            ]);
+            $this->connection->connect();
+            $this->channel = null;
+        }
+        if ($this->channel === null || !$this->channel->isConnected()) {
+            $this->channel = new \AMQPChannel($this->connection);
+        }
+        return $this->channel;
+    }
+
+    public function close(): void
+    {
+        if ($this->connection !== null && $this->connection->isConnected()) {
+            $this->connection->disconnect();
+        }
+        $this->channel = null;
+        $this->connection = null;
+    }
+
+    /**
+     * Takes the next message of $queue (basic.get, acked).
+     * @return array{0:string,1:array<string,mixed>}|null [body, properties] or null when the queue is empty or missing
+     */
+    public function get(string $queue): ?array
+    {
+        $q = new \AMQPQueue($this->channel());
+        $q->setName($queue);
+        try {
+            $envelope = $q->get(AMQP_AUTOACK);
+        } catch (\AMQPQueueException $e) {
+            if (str_contains($e->getMessage(), 'NOT_FOUND')) {
+                return null;
+            }
+            throw $e;
+        }
+        if ($envelope === false || $envelope === null) {
+            return null;
+        }
+        return [$envelope->getBody(), self::properties($envelope)];
+    }
+
+    /** Polls $queue until a message is there or $timeout seconds have passed. */
+    public function waitMessage(string $queue, float $timeout): ?array
+    {
+        $deadline = microtime(true) + $timeout;
+        do {
+            $message = $this->get($queue);
+            if ($message !== null) {
+                return $message;
+            }
+            usleep(20000);
+        } while (microtime(true) < $deadline);
+        return null;
+    }
+
+    /**
+     * Takes up to $n messages of $queue, waiting at most $timeout seconds for all of them.
+     * @return list<array{0:string,1:array<string,mixed>}>
+     */
+    public function waitMessages(string $queue, int $n, float $timeout): array
+    {
+        $messages = [];
+        $deadline = microtime(true) + $timeout;
+        while (count($messages) < $n) {
+            $message = $this->get($queue);
+            if ($message !== null) {
+                $messages[] = $message;
+                continue;
+            }
+            if (microtime(true) >= $deadline) {
+                break;
+            }
+            usleep(20000);
+        }
+        return $messages;
+    }
+
+    /** Ready messages in $queue (passive declare), or null when the queue does not exist. */
+    public function count(string $queue): ?int
+    {
+        $q = new \AMQPQueue($this->channel());
+        $q->setName($queue);
+        $q->setFlags(AMQP_PASSIVE);
+        try {
+            return (int) $q->declareQueue();
+        } catch (\AMQPQueueException $e) {
+            if (str_contains($e->getMessage(), 'NOT_FOUND')) {
+                return null;
+            }
+            throw $e;
+        }
+    }
+
+    public function exists(string $queue): bool
+    {
+        return $this->count($queue) !== null;
+    }
+
+    public function publish(string $exchange, string $routingKey, string $body, array $properties = []): void
+    {
+        $ex = new \AMQPExchange($this->channel());
+        $ex->setName($exchange);
+        $ex->publish($body, $routingKey, AMQP_NOPARAM, $properties);
+    }
+
+    public function declareExchange(string $name, string $type, bool $durable = true): void
+    {
+        $ex = new \AMQPExchange($this->channel());
+        $ex->setName($name);
+        $ex->setType($type);
+        $ex->setFlags($durable ? AMQP_DURABLE : AMQP_NOPARAM);
+        $ex->declareExchange();
+    }
+
+    public function deleteExchange(string $name): void
+    {
+        $ex = new \AMQPExchange($this->channel());
+        $ex->setName($name);
+        $ex->delete();
+    }
+
+    public function declareQueue(string $name, bool $durable = true): void
+    {
+        $q = new \AMQPQueue($this->channel());
+        $q->setName($name);
+        $q->setFlags($durable ? AMQP_DURABLE : AMQP_NOPARAM);
+        $q->declareQueue();
+    }
+
+    public function bindQueue(string $queue, string $exchange, string $routingKey = ''): void
+    {
+        $q = new \AMQPQueue($this->channel());
+        $q->setName($queue);
+        $q->bind($exchange, $routingKey);
+    }
+
+    public function purgeQueue(string $name): void
+    {
+        $q = new \AMQPQueue($this->channel());
+        $q->setName($name);
+        try {
+            $q->purge();
+        } catch (\AMQPQueueException $e) {
+            if (!str_contains($e->getMessage(), 'NOT_FOUND')) {
+                throw $e;
+            }
+        }
+    }
+
+    public function deleteQueue(string $name): void
+    {
+        $q = new \AMQPQueue($this->channel());
+        $q->setName($name);
+        try {
+            $q->delete();
+        } catch (\AMQPQueueException $e) {
+            if (!str_contains($e->getMessage(), 'NOT_FOUND')) {
+                throw $e;
+            }
+        }
+    }
+
+    /** @return array<string,mixed> */
+    private static function properties(\AMQPEnvelope $e): array
+    {
+        return [
+            'content_type' => $e->getContentType(),
+            'content_encoding' => $e->getContentEncoding(),
+            'delivery_mode' => $e->getDeliveryMode(),
+            'message_id' => $e->getMessageId(),
+            'type' => $e->getType(),
+            'headers' => $e->getHeaders(),
+            'priority' => $e->getPriority(),
+            'correlation_id' => $e->getCorrelationId(),
+            'expiration' => $e->getExpiration(),
+            'timestamp' => $e->getTimestamp(),
+            'app_id' => $e->getAppId(),
+            'routing_key' => $e->getRoutingKey(),
+            'exchange' => $e->getExchangeName(),
+            'redelivered' => $e->isRedelivery(),
+        ];
+    }
+}
