@@ -16,6 +16,7 @@ pub const INI_CONNECT_TIMEOUT: &str = "ebats.connect_timeout";
 pub const INI_HEARTBEAT: &str = "ebats.heartbeat";
 pub const INI_CONFIRM_TIMEOUT: &str = "ebats.confirm_timeout";
 pub const INI_DEBUG: &str = "ebats.debug";
+pub const INI_DEFERRED: &str = "ebats.deferred_confirms";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
@@ -25,6 +26,8 @@ pub struct Settings {
     pub heartbeat: u16,
     pub confirm_timeout: Duration,
     pub debug: bool,
+    /// Publishes return before their confirm; confirms are awaited at the end of the request.
+    pub deferred: bool,
 }
 
 /// Where a value may come from. Each returns `None` when the source does not set it.
@@ -93,7 +96,8 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
     };
     let debug =
         (src.constant)("EBATS_DEBUG").or_else(|| src.layered(INI_DEBUG)).map(|v| parse_bool(&v)).unwrap_or(false);
-    Ok(Settings { uri, prefix, connect_timeout, heartbeat, confirm_timeout, debug })
+    let deferred = src.layered(INI_DEFERRED).map(|v| parse_bool(&v)).unwrap_or(false);
+    Ok(Settings { uri, prefix, connect_timeout, heartbeat, confirm_timeout, debug, deferred })
 }
 
 /// Percent-encodes a vhost for a URL (`/` becomes `%2f`).

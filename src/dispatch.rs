@@ -66,3 +66,17 @@ pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Resul
 pub fn send_one(settings: &Settings, (decls, out): (Vec<Decl>, Outgoing)) -> Result<(), BrokerError> {
     send(settings, &decls, std::slice::from_ref(&out))
 }
+
+/// Like [`send`], but returns once the messages are handed to the connection; [`flush`] (or the
+/// end of the PHP request) awaits their confirms.
+pub fn send_deferred(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), BrokerError> {
+    with_session(|s| {
+        s.declare(settings, decls)?;
+        s.publish_deferred(settings, messages)
+    })
+}
+
+/// Awaits every deferred publish of this process: (confirmed, failures).
+pub fn flush(settings: &Settings) -> Result<(usize, Vec<String>), BrokerError> {
+    with_session(|s| Ok(s.flush(settings)))
+}

@@ -226,7 +226,7 @@ namespace Asynclib\Ebats {
          * @throws \Asynclib\Exception\ConnectionedException when the broker is unreachable or refuses
          * @throws \Asynclib\Exception\TaskException when the name or parameters are invalid
          */
-        public function publish(): string
+        public function publish(?bool $defer = null): string
         {
         }
 
@@ -237,6 +237,45 @@ namespace Asynclib\Ebats {
 
         /** @return array the event's parameters */
         public function getParams(): array
+        {
+        }
+    }
+
+    /**
+     * Many events and tasks published together: one round of broker confirms for all of them.
+     *
+     *     $ids = (new Batch())->event('order_paied', ['order_id' => 1])->task('demo', 'mail', $p)->publish();
+     */
+    class Batch
+    {
+        public function __construct()
+        {
+        }
+
+        /** Adds an event to publish, as (new Event($event_name))->setOptions($options) would. */
+        public function event(string $event_name, array $options = []): static
+        {
+        }
+
+        /** Adds a task to create, as Task::create() would. */
+        public function task(string $topic, string $name, mixed $params = [], int $delay = 0): static
+        {
+        }
+
+        /** How many events and tasks wait in the batch. */
+        public function count(): int
+        {
+        }
+
+        /**
+         * Publishes everything added, in order, and empties the batch.
+         *
+         * @param bool|null $defer true: return once handed over, the confirms awaited at the end of the
+         *     request or by ebats_flush(); null: the ebats.deferred_confirms setting
+         * @return string[] the ids of the events and tasks, in the order they were added
+         * @throws \Asynclib\Exception\ConnectionedException
+         */
+        public function publish(?bool $defer = null): array
         {
         }
     }
@@ -391,7 +430,7 @@ namespace Asynclib\Ebats {
          * @throws \Asynclib\Exception\ConnectionedException
          * @throws \Asynclib\Exception\TaskException
          */
-        public function publish(): string
+        public function publish(?bool $defer = null): string
         {
         }
 
@@ -539,6 +578,26 @@ namespace {
      * @return array<string, mixed>
      */
     function ebats_config(): array
+    {
+    }
+
+    /**
+     * Waits for the confirms of every deferred publish of this process (see ebats.deferred_confirms).
+     *
+     * @return int how many were confirmed
+     * @throws \Asynclib\Exception\ConnectionedException naming the publishes that failed
+     */
+    function ebats_flush(): int
+    {
+    }
+
+    /**
+     * Failures of deferred publishes found when earlier requests ended (each was logged then). Reading
+     * them clears them.
+     *
+     * @return string[]
+     */
+    function ebats_deferred_errors(): array
     {
     }
 }

@@ -42,3 +42,11 @@ pub fn shutdown() {
 pub fn has_own_session() -> bool {
     SESSION.lock().as_ref().is_some_and(|s| s.pid() == std::process::id())
 }
+
+/// Deferred publishes of this process still waiting for their confirm (0 without a session).
+pub fn pending_here() -> usize {
+    SESSION
+        .try_lock()
+        .and_then(|g| g.as_ref().filter(|s| s.pid() == std::process::id()).map(|s| s.pending()))
+        .unwrap_or(0)
+}

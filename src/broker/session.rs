@@ -61,6 +61,8 @@ pub struct Session {
     pid: u32,
     runtime: tokio::runtime::Runtime,
     link: Option<Link>,
+    /// Deferred publishes waiting for their confirm.
+    pending: Vec<(Sent, lapin::PublisherConfirm)>,
 }
 
 fn rt_error<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> BrokerError + '_ {
@@ -74,7 +76,7 @@ impl Session {
             .thread_name("ebats-io")
             .enable_all()
             .build()?;
-        Ok(Session { pid: std::process::id(), runtime, link: None })
+        Ok(Session { pid: std::process::id(), runtime, link: None, pending: Vec::new() })
     }
 
     /// The process that built this session; a forked child must not use it.
@@ -175,46 +177,70 @@ impl Session {
         let r = self.runtime.block_on(with_timeout(timeout, "waiting for the broker to confirm a publish", async {
             let mut confirms = Vec::with_capacity(messages.len());
             for m in messages {
-                let c = ch
-                    .basic_publish(
-                        m.exchange.as_str().into(),
-                        m.routing_key.as_str().into(),
-                        BasicPublishOptions { mandatory: m.mandatory, immediate: false },
-                        &m.body,
-                        m.properties.clone(),
-                    )
-                    .await
-                    .map_err(rt_error("publish failed"))?;
-                confirms.push((m, c));
+                confirms.push((Sent::of(m), send(&ch, m).await?));
             }
-            for (m, c) in confirms {
-                match c.await.map_err(rt_error("publish failed"))? {
-                    Confirmation::Ack(None) => {}
-                    Confirmation::Ack(Some(ret)) => {
-                        return Err(BrokerError::Refused(format!(
-                            "message to exchange '{}' with routing key '{}' is unroutable ({} {}): no queue is bound for it",
-                            m.exchange, m.routing_key, ret.reply_code, ret.reply_text
-                        )))
-                    }
-                    Confirmation::Nack(_) => {
-                        return Err(BrokerError::Refused(format!(
-                            "the broker refused the message to exchange '{}' (negative confirm)",
-                            m.exchange
-                        )))
-                    }
-                    Confirmation::NotRequested => {
-                        return Err(BrokerError::Refused("publisher confirms are not enabled".into()))
-                    }
-                }
+            for (sent, c) in confirms {
+                settle(&sent, c).await?;
             }
             Ok(())
         }));
-        if let Err(BrokerError::Timeout(_)) | Err(BrokerError::Connect(_)) = r {
-            self.disconnect();
-        } else if r.is_err() && !self.is_connected() {
+        self.after_error(&r);
+        r
+    }
+
+    /// Hands the messages to the connection and returns at once; their confirms are awaited by
+    /// [`Session::flush`] (at the latest when the PHP request ends).
+    pub fn publish_deferred(&mut self, settings: &Settings, messages: &[Outgoing]) -> Result<(), BrokerError> {
+        let timeout = settings.confirm_timeout;
+        let ch = self.link(settings)?.publisher.clone();
+        let pending = &mut self.pending;
+        let r = self.runtime.block_on(with_timeout(timeout, "handing a message to the connection", async {
+            for m in messages {
+                pending.push((Sent::of(m), send(&ch, m).await?));
+            }
+            Ok(())
+        }));
+        self.after_error(&r);
+        r
+    }
+
+    /// Messages published deferred whose confirm has not been awaited yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Awaits the confirms of every deferred publish; returns how many were confirmed and the
+    /// failures (one line each).
+    pub fn flush(&mut self, settings: &Settings) -> (usize, Vec<String>) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return (0, Vec::new());
+        }
+        let total = pending.len();
+        let deadline = settings.confirm_timeout;
+        let failures = self.runtime.block_on(async {
+            let mut failures = Vec::new();
+            for (sent, c) in pending {
+                let r =
+                    with_timeout(deadline, "waiting for the broker to confirm a deferred publish", settle(&sent, c));
+                if let Err(e) = r.await {
+                    failures.push(e.to_string());
+                }
+            }
+            failures
+        });
+        if !failures.is_empty() && !self.is_connected() {
             self.disconnect();
         }
-        r
+        (total - failures.len(), failures)
+    }
+
+    fn after_error<T>(&mut self, r: &Result<T, BrokerError>) {
+        match r {
+            Err(BrokerError::Timeout(_)) | Err(BrokerError::Connect(_)) => self.disconnect(),
+            Err(_) if !self.is_connected() => self.disconnect(),
+            _ => {}
+        }
     }
 
     /// Opens a consumer on its own channel with the given prefetch.
@@ -265,6 +291,45 @@ impl Session {
             ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(rt_error("confirm.select failed"))?;
             Ok(ch)
         }))
+    }
+}
+
+/// What a confirm failure message needs to name the message.
+pub struct Sent {
+    exchange: String,
+    routing_key: String,
+}
+
+impl Sent {
+    fn of(m: &Outgoing) -> Sent {
+        Sent { exchange: m.exchange.clone(), routing_key: m.routing_key.clone() }
+    }
+}
+
+async fn send(ch: &Channel, m: &Outgoing) -> Result<lapin::PublisherConfirm, BrokerError> {
+    ch.basic_publish(
+        m.exchange.as_str().into(),
+        m.routing_key.as_str().into(),
+        BasicPublishOptions { mandatory: m.mandatory, immediate: false },
+        &m.body,
+        m.properties.clone(),
+    )
+    .await
+    .map_err(rt_error("publish failed"))
+}
+
+async fn settle(m: &Sent, c: lapin::PublisherConfirm) -> Result<(), BrokerError> {
+    match c.await.map_err(rt_error("publish failed"))? {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(ret)) => Err(BrokerError::Refused(format!(
+            "message to exchange '{}' with routing key '{}' is unroutable ({} {}): no queue is bound for it",
+            m.exchange, m.routing_key, ret.reply_code, ret.reply_text
+        ))),
+        Confirmation::Nack(_) => Err(BrokerError::Refused(format!(
+            "the broker refused the message to exchange '{}' (negative confirm)",
+            m.exchange
+        ))),
+        Confirmation::NotRequested => Err(BrokerError::Refused("publisher confirms are not enabled".into())),
     }
 }
 

@@ -82,6 +82,40 @@ pub struct Event {
     params: Value,
 }
 
+impl Event {
+    pub fn make(name: &str) -> PhpResult<Event> {
+        names::check_event_name(name).map_err(bad_input)?;
+        Ok(Event { name: name.to_string(), params: Value::Array(vec![]) })
+    }
+
+    pub fn set_params(&mut self, params: Value) {
+        self.params = params;
+    }
+
+    /// A new message of this event (a new id each time) and where it goes.
+    pub fn parts(&self, names: &Names) -> (String, (Vec<Decl>, Outgoing)) {
+        let msg = EventMsg { params: self.params.clone(), ..EventMsg::new(&self.name, Value::Null) };
+        (msg.id.clone(), dispatch::event(names, &msg))
+    }
+}
+
+/// Publishes messages, confirmed before returning or (deferred) confirmed at the end of the request.
+pub fn deliver(settings: &crate::config::Settings, parts: Vec<(Vec<Decl>, Outgoing)>, defer: bool) -> PhpResult<()> {
+    let mut decls: Vec<Decl> = Vec::new();
+    let mut outs = Vec::with_capacity(parts.len());
+    for (ds, out) in parts {
+        for d in ds {
+            if !decls.contains(&d) {
+                decls.push(d);
+            }
+        }
+        outs.push(out);
+    }
+    let r =
+        if defer { dispatch::send_deferred(settings, &decls, &outs) } else { dispatch::send(settings, &decls, &outs) };
+    r.map_err(broker_err)
+}
+
 #[php_impl]
 impl Event {
     pub fn __construct(event_name: &Zval) -> PhpResult<Self> {
@@ -103,15 +137,16 @@ impl Event {
         Ok(self_)
     }
 
-    /// Publishes the event and returns its id once the broker confirmed it.
-    pub fn publish(&self) -> PhpResult<String> {
+    /// Publishes the event and returns its id once the broker confirmed it; with `$defer` (or
+    /// `ebats.deferred_confirms`) as soon as it is handed over, the confirm awaited at request end.
+    pub fn publish(&self, defer: Option<bool>) -> PhpResult<String> {
         let s = settings::current()?;
-        let msg = EventMsg { params: self.params.clone(), ..EventMsg::new(&self.name, Value::Null) };
-        dispatch::send_one(&s, dispatch::event(&Names::new(&s.prefix), &msg)).map_err(broker_err)?;
+        let (id, parts) = self.parts(&Names::new(&s.prefix));
+        deliver(&s, vec![parts], defer.unwrap_or(s.deferred))?;
         if s.debug {
-            crate::log::debug(&format!("event {} published id={}", msg.event, msg.id));
+            crate::log::debug(&format!("event {} published id={id}", self.name));
         }
-        Ok(msg.id)
+        Ok(id)
     }
 
     #[php(name = "getEvent")]
@@ -149,20 +184,25 @@ impl Task {
         })
     }
 
-    pub fn send(&self) -> PhpResult<String> {
-        let s = settings::current()?;
+    /// The task's message and where it goes.
+    pub fn parts(&self, names: &Names) -> (Vec<Decl>, Outgoing) {
         let msg = TaskMsg {
             id: self.id.clone(),
             ..TaskMsg::new(&self.topic, &self.name, self.params.clone(), self.delay as u64)
         };
-        dispatch::send_one(&s, dispatch::task(&Names::new(&s.prefix), &msg, self.delay as u64)).map_err(broker_err)?;
+        dispatch::task(names, &msg, self.delay as u64)
+    }
+
+    pub fn send(&self, defer: Option<bool>) -> PhpResult<String> {
+        let s = settings::current()?;
+        deliver(&s, vec![self.parts(&Names::new(&s.prefix))], defer.unwrap_or(s.deferred))?;
         if s.debug {
             crate::log::debug(&format!(
                 "task {}/{} published id={} delay={}s",
-                msg.topic, msg.name, msg.id, self.delay
+                self.topic, self.name, self.id, self.delay
             ));
         }
-        Ok(msg.id)
+        Ok(self.id.clone())
     }
 }
 
@@ -204,9 +244,10 @@ impl Task {
         self.delay
     }
 
-    /// Enqueues this task (its id stays the same) and returns the id once confirmed.
-    pub fn publish(&self) -> PhpResult<String> {
-        self.send()
+    /// Enqueues this task (its id stays the same) and returns the id once confirmed; with
+    /// `$defer` as soon as it is handed over, the confirm awaited at request end.
+    pub fn publish(&self, defer: Option<bool>) -> PhpResult<String> {
+        self.send(defer)
     }
 
     /// Enqueues a task directly and returns its id once the broker confirmed it.
@@ -217,7 +258,7 @@ impl Task {
         if let Some(p) = params {
             t.params = params_json(p, "task params")?;
         }
-        t.send()
+        t.send(None)
     }
 }
 

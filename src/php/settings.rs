@@ -12,13 +12,14 @@ use ext_php_rs::{info_table_end, info_table_row, info_table_start};
 use crate::config::{self, Settings, Sources};
 use crate::php::exceptions::{exception, Kind};
 
-static INI: IniEntryDefs<7> = IniEntryDefs::new([
+static INI: IniEntryDefs<8> = IniEntryDefs::new([
     IniEntryDef::new(c"ebats.amqp_url", c"amqp://guest:guest@127.0.0.1:5672/%2f", IniEntryPermission::All),
     IniEntryDef::new(c"ebats.prefix", c"ebats", IniEntryPermission::All),
     IniEntryDef::new(c"ebats.connect_timeout", c"3", IniEntryPermission::All),
     IniEntryDef::new(c"ebats.heartbeat", c"10", IniEntryPermission::All),
     IniEntryDef::new(c"ebats.confirm_timeout", c"10", IniEntryPermission::All),
     IniEntryDef::new(c"ebats.debug", c"0", IniEntryPermission::All),
+    IniEntryDef::new(c"ebats.deferred_confirms", c"0", IniEntryPermission::All),
     IniEntryDef::end(),
 ]);
 
@@ -84,6 +85,7 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let _ = t.insert("heartbeat", s.heartbeat as i64);
     let _ = t.insert("confirm_timeout", s.confirm_timeout.as_secs_f64());
     let _ = t.insert("debug", s.debug);
+    let _ = t.insert("deferred_confirms", s.deferred);
     let _ = t.insert("tls", s.tls());
     let _ = t.insert("tls_available", cfg!(feature = "tls"));
     let _ = t.insert("version", env!("CARGO_PKG_VERSION"));
@@ -105,6 +107,7 @@ pub extern "C" fn info(_module: *mut ModuleEntry) {
             info_table_row!("heartbeat (s)", format!("{}", s.heartbeat));
             info_table_row!("confirm timeout (s)", format!("{}", s.confirm_timeout.as_secs_f64()));
             info_table_row!("debug", if s.debug { "on" } else { "off" });
+            info_table_row!("deferred confirms", if s.deferred { "on" } else { "off" });
         }
         Err(e) => info_table_row!("configuration error", e),
     }

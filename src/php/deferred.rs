@@ -1,0 +1,146 @@
+//! Producing many messages at once: `Batch` (one round of confirms for all), deferred confirms
+//! (`ebats_flush()`, `ebats_deferred_errors()`), and the end-of-request wait that guarantees no
+//! finished request leaves an unconfirmed message behind.
+
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::{ZendClassObject, Zval};
+use parking_lot::Mutex;
+
+use crate::broker::names::Names;
+use crate::broker::{Decl, Outgoing};
+use crate::dispatch;
+use crate::log;
+use crate::php::exceptions::{exception, Kind};
+use crate::php::producer::{bad_input, broker_err, deliver, int_arg, params_json, string_arg, Event, Task};
+use crate::php::settings;
+
+/// Failures of deferred publishes found at the end of an earlier request, not yet read.
+static DEFERRED_ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+enum Item {
+    Event(Event),
+    Task(Task),
+}
+
+#[php_class]
+#[php(name = "Asynclib\\Ebats\\Batch")]
+pub struct Batch {
+    items: Vec<Item>,
+}
+
+#[php_impl]
+impl Batch {
+    pub fn __construct() -> Self {
+        Batch { items: Vec::new() }
+    }
+
+    /// Adds an event to publish: `$batch->event('order_paied', ['order_id' => 1])`.
+    pub fn event<'a>(
+        self_: &'a mut ZendClassObject<Batch>,
+        event_name: &Zval,
+        options: Option<&Zval>,
+    ) -> PhpResult<&'a mut ZendClassObject<Batch>> {
+        let name = string_arg(event_name, "Argument #1 ($event_name)")?;
+        let mut e = Event::make(&name)?;
+        if let Some(o) = options {
+            if !o.is_array() {
+                return Err(bad_input("event options must be an array"));
+            }
+            e.set_params(params_json(o, "event options")?);
+        }
+        self_.items.push(Item::Event(e));
+        Ok(self_)
+    }
+
+    /// Adds a task to create, as `Task::create()` would.
+    pub fn task<'a>(
+        self_: &'a mut ZendClassObject<Batch>,
+        topic: &Zval,
+        name: &Zval,
+        params: Option<&Zval>,
+        delay: Option<&Zval>,
+    ) -> PhpResult<&'a mut ZendClassObject<Batch>> {
+        let topic = string_arg(topic, "Argument #1 ($topic)")?;
+        let name = string_arg(name, "Argument #2 ($name)")?;
+        let mut t = Task::make(&topic, &name, int_arg(delay, 0, "Argument #4 ($delay)")?)?;
+        if let Some(p) = params {
+            t.params = params_json(p, "task params")?;
+        }
+        self_.items.push(Item::Task(t));
+        Ok(self_)
+    }
+
+    pub fn count(&self) -> i64 {
+        self.items.len() as i64
+    }
+
+    /// Publishes everything added, in order, and empties the batch. Returns the ids once the
+    /// broker confirmed all of them (or, deferred, once they are handed over).
+    pub fn publish(&mut self, defer: Option<bool>) -> PhpResult<Vec<String>> {
+        let s = settings::current()?;
+        let names = Names::new(&s.prefix);
+        let mut ids = Vec::with_capacity(self.items.len());
+        let mut parts: Vec<(Vec<Decl>, Outgoing)> = Vec::with_capacity(self.items.len());
+        for item in &self.items {
+            match item {
+                Item::Event(e) => {
+                    let (id, p) = e.parts(&names);
+                    ids.push(id);
+                    parts.push(p);
+                }
+                Item::Task(t) => {
+                    ids.push(t.id.clone());
+                    parts.push(t.parts(&names));
+                }
+            }
+        }
+        if !parts.is_empty() {
+            deliver(&s, parts, defer.unwrap_or(s.deferred))?;
+        }
+        self.items.clear();
+        Ok(ids)
+    }
+}
+
+/// Waits for the confirms of every deferred publish of this process. Returns how many were
+/// confirmed; throws ConnectionedException naming the failures.
+pub fn flush() -> PhpResult<i64> {
+    let s = settings::current()?;
+    let (ok, failures) = dispatch::flush(&s).map_err(broker_err)?;
+    if failures.is_empty() {
+        return Ok(ok as i64);
+    }
+    Err(exception(
+        Kind::Connectioned,
+        format!("{} deferred publish(es) failed: {}", failures.len(), failures.join("; ")),
+    ))
+}
+
+/// Failures of deferred publishes that were found when an earlier request ended (they were logged
+/// then); reading them clears them.
+pub fn take_errors() -> Vec<String> {
+    std::mem::take(&mut *DEFERRED_ERRORS.lock())
+}
+
+/// End of every request: wait for the confirms of its deferred publishes, log and keep failures.
+pub extern "C" fn request_shutdown(_type: i32, _module: i32) -> i32 {
+    let pending = crate::broker::process::pending_here();
+    if pending == 0 {
+        return 0;
+    }
+    let Ok(s) = settings::current() else { return 0 };
+    match dispatch::flush(&s) {
+        Ok((_, failures)) if !failures.is_empty() => {
+            for f in &failures {
+                log::error(&format!("deferred publish failed: {f}"));
+            }
+            let mut kept = DEFERRED_ERRORS.lock();
+            kept.extend(failures);
+            let excess = kept.len().saturating_sub(1000);
+            kept.drain(..excess);
+        }
+        Ok(_) => {}
+        Err(e) => log::error(&format!("could not wait for deferred publishes: {e}")),
+    }
+    0
+}
