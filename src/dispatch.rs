@@ -49,17 +49,29 @@ pub fn failed(names: &Names, t: &TaskMsg, reason: &str) -> (Vec<Decl>, Outgoing)
 }
 
 /// Declares what the messages need and publishes them, returning once all are confirmed.
-/// A connection found dead is replaced and the send tried once more.
+/// A connection found dead is replaced and the send tried once more. Messages that come back
+/// unroutable although their queues were declared on this connection (someone deleted a queue)
+/// are sent again, alone, after declaring anew.
 pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), BrokerError> {
     with_session(|s| {
         let attempt = |s: &mut crate::broker::Session| {
             s.declare(settings, decls)?;
-            s.publish(settings, messages)
+            s.publish_routed(settings, messages)
         };
-        match attempt(s) {
-            Err(BrokerError::Refused(m)) if !s.is_connected() && m.contains("state") => attempt(s),
-            r => r,
+        let unroutable = match attempt(s) {
+            Err(BrokerError::Refused(m)) if !s.is_connected() && m.contains("state") => attempt(s)?,
+            r => r?,
+        };
+        if unroutable.is_empty() {
+            return Ok(());
         }
+        if decls.is_empty() {
+            return Err(unroutable.into_iter().next().expect("not empty").1);
+        }
+        s.forget_declarations();
+        s.declare(settings, decls)?;
+        let again: Vec<Outgoing> = unroutable.iter().map(|(i, _)| messages[*i].clone()).collect();
+        s.publish(settings, &again)
     })
 }
 

@@ -11,9 +11,7 @@ use ebats::wire::TaskMsg;
 use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 
 fn settings(prefix: &str, url: Option<&str>) -> Settings {
-    let url = url
-        .map(str::to_string)
-        .or_else(|| std::env::var("EBATS_AMQP_URL").ok());
+    let url = url.map(str::to_string).or_else(|| std::env::var("EBATS_AMQP_URL").ok());
     resolve(&Sources {
         ini: &|_| None,
         env: &|k| match k {
@@ -34,15 +32,8 @@ fn prefix(name: &str) -> String {
 fn get_body(s: &mut Session, st: &Settings, queue: &str) -> Option<Vec<u8>> {
     let ch = s.channel(st).unwrap();
     s.block_on(async {
-        let m = ch
-            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-            .await
-            .unwrap()?;
-        m.delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .unwrap();
+        let m = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await.unwrap()?;
+        m.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
         Some(m.delivery.data)
     })
 }
@@ -50,13 +41,7 @@ fn get_body(s: &mut Session, st: &Settings, queue: &str) -> Option<Vec<u8>> {
 fn cleanup(s: &mut Session, st: &Settings, topics: &[&str]) {
     let n = Names::new(&st.prefix);
     let mut queues = vec![n.events_queue(), n.unroutable()];
-    let mut exchanges = vec![
-        n.event_exchange(),
-        n.task_exchange(),
-        n.delay_exchange(),
-        n.delay_due(),
-        n.unroutable(),
-    ];
+    let mut exchanges = vec![n.event_exchange(), n.task_exchange(), n.delay_exchange(), n.delay_due(), n.unroutable()];
     for l in 0..DELAY_LEVELS {
         queues.push(n.delay_level(l));
         exchanges.push(n.delay_level(l));
@@ -68,14 +53,10 @@ fn cleanup(s: &mut Session, st: &Settings, topics: &[&str]) {
     let ch = s.channel(st).unwrap();
     s.block_on(async {
         for q in queues {
-            let _ = ch
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
+            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
         }
         for x in exchanges {
-            let _ = ch
-                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
+            let _ = ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()).await;
         }
     });
 }
@@ -91,10 +72,7 @@ fn task_lands_in_its_ready_queue_confirmed() {
     s.publish(&st, &[out]).unwrap();
     let body = get_body(&mut s, &st, &n.ready_queue("demo")).expect("the task is in its queue");
     let back = TaskMsg::parse(&body).unwrap();
-    assert_eq!(
-        (back.id.as_str(), back.params.clone()),
-        (t.id.as_str(), serde_json::json!({"a": [1, 2]}))
-    );
+    assert_eq!((back.id.as_str(), back.params.clone()), (t.id.as_str(), serde_json::json!({"a": [1, 2]})));
     cleanup(&mut s, &st, &["demo"]);
 }
 
@@ -116,22 +94,13 @@ fn short_delay_published_after_long_one_arrives_first() {
         if let Some(b) = get_body(&mut s, &st, &queue) {
             break b;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the 1 s task did not arrive within 5 s"
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "the 1 s task did not arrive within 5 s");
         std::thread::sleep(Duration::from_millis(20));
     };
     let elapsed = start.elapsed();
     assert_eq!(TaskMsg::parse(&body).unwrap().name, "short");
-    assert!(
-        elapsed >= Duration::from_millis(950),
-        "arrived after {elapsed:?}, before its delay"
-    );
-    assert!(
-        elapsed < Duration::from_secs(3),
-        "arrived after {elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(950), "arrived after {elapsed:?}, before its delay");
+    assert!(elapsed < Duration::from_secs(3), "arrived after {elapsed:?}");
     // The long one is still held by the broker, not in the ready queue.
     assert!(get_body(&mut s, &st, &queue).is_none());
     cleanup(&mut s, &st, &["demo"]);
@@ -142,14 +111,7 @@ fn unroutable_publish_is_an_error() {
     let st = settings(&prefix("unroutable"), None);
     let mut s = Session::new().unwrap();
     let x = format!("{}.x", st.prefix);
-    s.declare(
-        &st,
-        &[Decl::Exchange {
-            name: x.clone(),
-            kind: "direct".into(),
-        }],
-    )
-    .unwrap();
+    s.declare(&st, &[Decl::Exchange { name: x.clone(), kind: "direct".into() }]).unwrap();
     let out = ebats::broker::Outgoing {
         exchange: x.clone(),
         routing_key: "nobody".into(),
@@ -158,15 +120,11 @@ fn unroutable_publish_is_an_error() {
         mandatory: true,
     };
     match s.publish(&st, &[out]) {
-        Err(BrokerError::Refused(m)) => assert!(m.contains("unroutable"), "{m}"),
+        Err(BrokerError::Unroutable(m)) => assert!(m.contains("unroutable"), "{m}"),
         other => panic!("expected an unroutable error, got {other:?}"),
     }
     let ch = s.channel(&st).unwrap();
-    s.block_on(async {
-        ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-            .await
-    })
-    .unwrap();
+    s.block_on(async { ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()).await }).unwrap();
 }
 
 #[test]

@@ -23,12 +23,17 @@ pub enum BrokerError {
     Refused(String),
     /// No answer in the configured time.
     Timeout(String),
+    /// A mandatory message came back: no queue is bound for it.
+    Unroutable(String),
 }
 
 impl std::fmt::Display for BrokerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BrokerError::Connect(m) | BrokerError::Refused(m) | BrokerError::Timeout(m) => f.write_str(m),
+            BrokerError::Connect(m)
+            | BrokerError::Refused(m)
+            | BrokerError::Timeout(m)
+            | BrokerError::Unroutable(m) => f.write_str(m),
         }
     }
 }
@@ -128,6 +133,13 @@ impl Session {
         Ok(self.link.as_mut().expect("link set above"))
     }
 
+    /// Forgets what was declared, so the next `declare` runs again (someone deleted a queue).
+    pub fn forget_declarations(&mut self) {
+        if let Some(l) = self.link.as_mut() {
+            l.declared.clear();
+        }
+    }
+
     /// Declares what `decls` need, once per connection.
     pub fn declare(&mut self, settings: &Settings, decls: &[Decl]) -> Result<(), BrokerError> {
         let names = super::names::Names::new(&settings.prefix);
@@ -172,6 +184,19 @@ impl Session {
 
     /// Publishes every message and returns once the broker confirmed all of them.
     pub fn publish(&mut self, settings: &Settings, messages: &[Outgoing]) -> Result<(), BrokerError> {
+        match self.publish_routed(settings, messages)?.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes every message and waits for all confirms. Messages the broker returned as
+    /// unroutable are listed (index and error); any other failure is the error.
+    pub fn publish_routed(
+        &mut self,
+        settings: &Settings,
+        messages: &[Outgoing],
+    ) -> Result<Vec<(usize, BrokerError)>, BrokerError> {
         let timeout = settings.confirm_timeout;
         let ch = self.link(settings)?.publisher.clone();
         let r = self.runtime.block_on(with_timeout(timeout, "waiting for the broker to confirm a publish", async {
@@ -179,10 +204,15 @@ impl Session {
             for m in messages {
                 confirms.push((Sent::of(m), send(&ch, m).await?));
             }
-            for (sent, c) in confirms {
-                settle(&sent, c).await?;
+            let mut unroutable = Vec::new();
+            for (i, (sent, c)) in confirms.into_iter().enumerate() {
+                match settle(&sent, c).await {
+                    Ok(()) => {}
+                    Err(e @ BrokerError::Unroutable(_)) => unroutable.push((i, e)),
+                    Err(e) => return Err(e),
+                }
             }
-            Ok(())
+            Ok(unroutable)
         }));
         self.after_error(&r);
         r
@@ -321,7 +351,7 @@ async fn send(ch: &Channel, m: &Outgoing) -> Result<lapin::PublisherConfirm, Bro
 async fn settle(m: &Sent, c: lapin::PublisherConfirm) -> Result<(), BrokerError> {
     match c.await.map_err(rt_error("publish failed"))? {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(ret)) => Err(BrokerError::Refused(format!(
+        Confirmation::Ack(Some(ret)) => Err(BrokerError::Unroutable(format!(
             "message to exchange '{}' with routing key '{}' is unroutable ({} {}): no queue is bound for it",
             m.exchange, m.routing_key, ret.reply_code, ret.reply_text
         ))),
