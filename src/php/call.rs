@@ -132,3 +132,23 @@ pub fn rethrow(object: ZBox<ZendObject>) {
         let _ = ext_php_rs::exception::throw_object(z);
     }
 }
+
+/// The stop signals the application left to their default (no pcntl handler of its own).
+pub fn unhandled_stop_signals() -> Vec<i32> {
+    let has_pcntl = ext_php_rs::zend::Function::try_from_function("pcntl_signal_get_handler").is_some();
+    [libc::SIGTERM, libc::SIGINT]
+        .into_iter()
+        .filter(|sig| {
+            if !has_pcntl {
+                return true;
+            }
+            let mut f = Zval::new();
+            let _ = f.set_string("pcntl_signal_get_handler", false);
+            // SIG_DFL is reported as the int 0; a user handler as a callable.
+            match call(&f, vec![&(*sig as i64)]) {
+                Ok(h) => h.long() == Some(0),
+                Err(_) => true,
+            }
+        })
+        .collect()
+}

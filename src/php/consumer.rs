@@ -124,6 +124,8 @@ impl Consumer {
         let tag = format!("ebats-consumer-{}", std::process::id());
         // Broker handles dropped below (consumers, channels) need the runtime's context.
         let handle = with_session(|s| Ok(s.handle())).map_err(crate::php::producer::broker_err)?;
+        // SIGTERM/SIGINT (unless the application handles them) stop the loop between messages.
+        let stop = crate::worker::signals::StopOnSignals::install(&call::unhandled_stop_signals());
         let _ctx = handle.enter();
         let mut first = true;
         loop {
@@ -151,6 +153,11 @@ impl Consumer {
                         call::rethrow(object);
                         return Ok(());
                     }
+                }
+                if let Some(sig) = stop.requested() {
+                    log::info(&format!("consumer stopping ({})", crate::worker::signals::name(sig)));
+                    let _ = rt.block_on(_ch.close(200, "consumer stopping".into()));
+                    return Ok(());
                 }
                 let d = match rt
                     .block_on(crate::broker::session::next_delivery(&mut consumer, Duration::from_millis(100)))

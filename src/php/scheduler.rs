@@ -147,6 +147,8 @@ impl Scheduler {
         let names = Names::new(&settings.prefix);
         let queue = names.events_queue();
         let tag = format!("ebats-scheduler-{}", std::process::id());
+        // SIGTERM/SIGINT (unless the application handles them) stop the loop between events.
+        let stop = crate::worker::signals::StopOnSignals::install(&call::unhandled_stop_signals());
         // Broker handles dropped below (consumers, channels) need the runtime's context.
         let handle = with_session(|s| Ok(s.handle())).map_err(crate::php::producer::broker_err)?;
         let _ctx = handle.enter();
@@ -172,6 +174,11 @@ impl Scheduler {
             };
             loop {
                 if php_tick().is_err() {
+                    return Ok(());
+                }
+                if let Some(sig) = stop.requested() {
+                    log::info(&format!("scheduler stopping ({})", crate::worker::signals::name(sig)));
+                    let _ = rt.block_on(_ch.close(200, "scheduler stopping".into()));
                     return Ok(());
                 }
                 let d = match rt

@@ -66,3 +66,61 @@ pub fn name(sig: i32) -> &'static str {
         _ => "signal",
     }
 }
+
+static STOP_FLAG: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn set_stop_flag(sig: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP_FLAG.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// While alive, the given signals only raise a flag, so a long-running loop (scheduler,
+/// consumer) can stop between messages; dropping it restores what was there. The caller leaves
+/// out signals the application handles itself.
+pub struct StopOnSignals {
+    saved: Vec<(i32, libc::sigaction)>,
+}
+
+impl StopOnSignals {
+    pub fn install(signals: &[i32]) -> StopOnSignals {
+        STOP_FLAG.store(0, std::sync::atomic::Ordering::SeqCst);
+        let mut saved = Vec::new();
+        for &sig in signals {
+            // SAFETY: sigaction with valid pointers; the handler only stores an atomic.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                    continue;
+                }
+                if old.sa_sigaction == libc::SIG_IGN {
+                    continue;
+                }
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = set_stop_flag as *const () as usize;
+                libc::sigemptyset(&mut new.sa_mask);
+                new.sa_flags = libc::SA_RESTART;
+                if libc::sigaction(sig, &new, std::ptr::null_mut()) == 0 {
+                    saved.push((sig, old));
+                }
+            }
+        }
+        StopOnSignals { saved }
+    }
+
+    /// The stop signal received, if any.
+    pub fn requested(&self) -> Option<i32> {
+        match STOP_FLAG.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+}
+
+impl Drop for StopOnSignals {
+    fn drop(&mut self) {
+        for (sig, old) in &self.saved {
+            // SAFETY: restoring the action read in `install`.
+            unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
+        }
+    }
+}
