@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::options::BasicAckOptions;
+use lapin::options::{BasicAckOptions, BasicCancelOptions};
 
-use super::shared::Shared;
+use super::shared::{Returned, Shared};
 use super::signals;
 use crate::broker::names::Names;
 use crate::broker::process::with_session;
@@ -128,33 +128,37 @@ pub fn run(
                     break;
                 }
             };
-            match handle(settings, &names, policy, limits, slot, handler, &d.data, d.redelivered) {
-                Ok(()) => {}
+            let settled = match handle(settings, &names, policy, limits, slot, handler, &d.data, d.redelivered) {
+                Ok(s) => s,
                 Err(HandleError::Abort) => return Stopped::Aborted,
                 Err(HandleError::Broker(e)) => {
                     // Not acked: the broker gives the task again. Reconnect and go on.
                     log::error(&format!("worker could not settle a task: {e}; it will be delivered again"));
                     break;
                 }
+            };
+            if matches!(settled, Settled::Ran) {
+                done += 1;
+            }
+            let recycle = if limits.max_requests > 0 && done >= limits.max_requests {
+                Some(format!("{done} tasks done (max requests)"))
+            } else if limits.memory_limit_mb > 0 && resident_mb() > limits.memory_limit_mb as f64 {
+                Some(format!("resident memory {:.1} MB is over {} MB", resident_mb(), limits.memory_limit_mb))
+            } else {
+                None
+            };
+            // Leaving after this task: cancel the consumer before the ack, so the broker does not
+            // push the next task to a child that will not run it.
+            if recycle.is_some() || signals::stop_pending() {
+                let _ = rt.block_on(ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()));
             }
             if let Err(e) = rt.block_on(d.acker.ack(BasicAckOptions::default())) {
                 log::error(&format!("ack failed ({e}); the task will be delivered again"));
                 break;
             }
-            done += 1;
-            if limits.max_requests > 0 && done >= limits.max_requests {
+            if let Some(why) = recycle {
                 let _ = rt.block_on(ch.close(200, "worker recycling".into()));
-                return Stopped::Recycle(format!("{done} tasks done (max requests)"));
-            }
-            if limits.memory_limit_mb > 0 {
-                let rss = resident_mb();
-                if rss > limits.memory_limit_mb as f64 {
-                    let _ = rt.block_on(ch.close(200, "worker recycling".into()));
-                    return Stopped::Recycle(format!(
-                        "resident memory {rss:.1} MB is over {} MB",
-                        limits.memory_limit_mb
-                    ));
-                }
+                return Stopped::Recycle(why);
             }
         }
         with_session(|s| {
@@ -197,7 +201,7 @@ fn handle(
     handler: &mut dyn Handler,
     body: &[u8],
     redelivered: bool,
-) -> Result<(), HandleError> {
+) -> Result<Settled, HandleError> {
     let mut task = match TaskMsg::parse(body) {
         Ok(t) => t,
         Err(e) => {
@@ -206,47 +210,62 @@ fn handle(
                 TaskMsg::new("unknown", "unknown", serde_json::Value::String(String::from_utf8_lossy(body).into()), 0);
             t.extra.insert("failed".into(), serde_json::json!({"message": e, "status": crate::outcome::STATE_FAIL}));
             dispatch::send_one(settings, dispatch::failed(names, &t, &e))?;
-            return Ok(());
+            return Ok(Settled::Moved);
         }
     };
-    if redelivered && slot.shared.take_timed_out(&task.id) {
-        // The parent killed the child running it at its time limit: that run was a failed attempt.
-        let limit = limits.time_limit_secs;
-        let ran = Ran {
-            ended: Ended::Retry(crate::wire::RetryRule { max: None, interval: None }),
-            message: format!("time limit of {limit} s exceeded: the task was stopped"),
-            class: None,
-            millis: (limit * 1000) as f64,
-        };
-        return settle(settings, names, policy, handler, task, ran);
-    }
-    if redelivered {
-        // Its worker died holding it (or lost its connection). Count that, and stop a task that
-        // kills every worker that runs it.
-        task.redeliveries += 1;
-        if task.redeliveries >= limits.max_redeliveries {
-            let msg = format!(
-                "delivered {} times without being settled: its worker died each time (fatal error, exit, signal or time limit)",
-                task.redeliveries
-            );
-            log::error(&format!("task {}/{} id={} {msg}; moved to the failed store", task.topic, task.name, task.id));
-            let ran = Ran { ended: Ended::Failed, message: msg.clone(), class: None, millis: 0.0 };
-            task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, task.attempt));
-            dispatch::send_one(settings, dispatch::failed(names, &task, &msg))?;
-            return Ok(());
+    match redelivered.then(|| slot.shared.take_returned(&task.id)).flatten() {
+        Some(Returned::TimedOut) => {
+            // The parent killed the child running it at its time limit: that run was a failed attempt.
+            let limit = limits.time_limit_secs;
+            let ran = Ran {
+                ended: Ended::Retry(crate::wire::RetryRule { max: None, interval: None }),
+                message: format!("time limit of {limit} s exceeded: the task was stopped"),
+                class: None,
+                millis: (limit * 1000) as f64,
+            };
+            return settle(settings, names, policy, handler, task, ran).map(|()| Settled::Ran);
         }
-        // Publish the counted copy; it runs when its turn comes again.
-        dispatch::send_one(settings, dispatch::task(names, &task, 0))?;
-        return Ok(());
+        Some(Returned::Crashed) => {
+            // Its child died running it (fatal error, exit(), signal, out of memory). Count that,
+            // and stop a task that kills every child that runs it.
+            task.redeliveries += 1;
+            if task.redeliveries >= limits.max_redeliveries {
+                let msg = format!(
+                    "delivered {} times and its worker process died running it each time (fatal error, exit(), signal or out of memory)",
+                    task.redeliveries
+                );
+                log::error(&format!(
+                    "task {}/{} id={} {msg}; moved to the failed store",
+                    task.topic, task.name, task.id
+                ));
+                let ran = Ran { ended: Ended::Failed, message: msg.clone(), class: None, millis: 0.0 };
+                task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, task.attempt));
+                dispatch::send_one(settings, dispatch::failed(names, &task, &msg))?;
+                return Ok(Settled::Moved);
+            }
+            // Publish the counted copy; it runs when its turn comes again.
+            dispatch::send_one(settings, dispatch::task(names, &task, 0))?;
+            return Ok(Settled::Moved);
+        }
+        // Given back for another reason (a child stopped holding it, a lost connection): run it.
+        None => {}
     }
     if settings.debug {
         log::debug(&format!("task start {}/{} id={} attempt={}", task.topic, task.name, task.id, task.attempt));
     }
     slot.shared.begin(slot.index, &task.id, limits.time_limit_secs * 1000);
-    let ran = handler.run(&task, task.redeliveries > 0);
+    let ran = handler.run(&task, redelivered);
     slot.shared.end(slot.index);
     let ran = ran.map_err(|_| HandleError::Abort)?;
-    settle(settings, names, policy, handler, task, ran)
+    settle(settings, names, policy, handler, task, ran).map(|()| Settled::Ran)
+}
+
+/// What happened to a delivery.
+enum Settled {
+    /// The task ran (or its timed-out run was counted): it counts toward max requests.
+    Ran,
+    /// Moved without running (unreadable, poison, counted and requeued).
+    Moved,
 }
 
 /// Reports a run and does what its outcome asks: nothing, publish again (delayed), or fail it.

@@ -1,12 +1,14 @@
 //! Memory shared by the worker's parent and children (an anonymous shared mapping made before the
-//! first fork): what each child is running since when, so the parent can enforce time limits, and
-//! the ids of tasks whose child was killed for running too long, so the next child to receive such
-//! a task counts that run as a failed attempt.
+//! first fork): what each child is running since when, so the parent can enforce time limits and
+//! knows which task a dying child held; and the ids of tasks whose child was killed for running too
+//! long or died running them, so the next child to receive such a task knows why it came back. A
+//! message the broker gives back for any other reason (a child stopping or recycling with a
+//! prefetched message, a lost connection) is simply run.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 
 const ID_LEN: usize = 32;
-const TIMED_OUT_RING: usize = 256;
+const RING: usize = 256;
 
 #[repr(C)]
 pub struct Slot {
@@ -18,11 +20,41 @@ pub struct Slot {
     task_id: [AtomicU8; ID_LEN],
 }
 
+/// Why a task came back from the broker, as the parent saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Returned {
+    TimedOut,
+    Crashed,
+}
+
+#[repr(C)]
+struct Ring {
+    next: AtomicU64,
+    ids: [[AtomicU8; ID_LEN]; RING],
+}
+
 #[repr(C)]
 struct Table {
-    next_timed_out: AtomicU64,
-    timed_out: [[AtomicU8; ID_LEN]; TIMED_OUT_RING],
+    timed_out: Ring,
+    crashed: Ring,
     slots: [Slot; 0],
+}
+
+impl Ring {
+    fn push(&self, id: &str) {
+        let n = self.next.fetch_add(1, Ordering::AcqRel) as usize % RING;
+        write_id(&self.ids[n], id);
+    }
+
+    fn take(&self, id: &str) -> bool {
+        for cell in &self.ids {
+            if read_id(cell) == id {
+                write_id(cell, "");
+                return true;
+            }
+        }
+        false
+    }
 }
 
 pub struct Shared {
@@ -106,21 +138,29 @@ impl Shared {
         (ran > limit).then(|| (read_id(&s.task_id), limit))
     }
 
-    pub fn mark_timed_out(&self, task_id: &str) {
-        let t = self.table();
-        let n = t.next_timed_out.fetch_add(1, Ordering::AcqRel) as usize % TIMED_OUT_RING;
-        write_id(&t.timed_out[n], task_id);
+    /// The task a slot is running, if any.
+    pub fn running(&self, i: usize) -> Option<String> {
+        let s = self.slot(i);
+        (s.started_ms.load(Ordering::Acquire) != 0).then(|| read_id(&s.task_id))
     }
 
-    /// True (once) when `task_id` was killed for running past its time limit.
-    pub fn take_timed_out(&self, task_id: &str) -> bool {
-        for cell in &self.table().timed_out {
-            if read_id(cell) == task_id {
-                write_id(cell, "");
-                return true;
-            }
+    pub fn mark(&self, task_id: &str, why: Returned) {
+        match why {
+            Returned::TimedOut => self.table().timed_out.push(task_id),
+            Returned::Crashed => self.table().crashed.push(task_id),
         }
-        false
+    }
+
+    /// Why `task_id` came back, if its child was killed at its time limit or died running it
+    /// (each mark is taken once).
+    pub fn take_returned(&self, task_id: &str) -> Option<Returned> {
+        if self.table().timed_out.take(task_id) {
+            Some(Returned::TimedOut)
+        } else if self.table().crashed.take(task_id) {
+            Some(Returned::Crashed)
+        } else {
+            None
+        }
     }
 }
 

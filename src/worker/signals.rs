@@ -53,6 +53,19 @@ pub fn take(signals: &[i32], wait: Duration) -> Option<i32> {
     (s > 0).then_some(s)
 }
 
+/// True when a stop signal is pending (blocked and not yet taken), without taking it.
+pub fn stop_pending() -> bool {
+    // SAFETY: sigpending fills a valid set; sigismember only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        if libc::sigpending(&mut set) != 0 {
+            return false;
+        }
+        STOP_SIGNALS.iter().any(|s| libc::sigismember(&set, *s) == 1)
+    }
+}
+
 pub fn name(sig: i32) -> &'static str {
     match sig {
         libc::SIGTERM => "SIGTERM",

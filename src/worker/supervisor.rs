@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::shared::Shared;
+use super::shared::{Returned, Shared};
 use super::signals;
 use crate::log;
 
@@ -105,7 +105,15 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
             let Some(c) = children.remove(&pid) else {
                 continue;
             };
-            let (why, clean) = describe(status);
+            let (mut why, clean) = describe(status);
+            // Died holding a task (whatever the exit code): the broker gives it back, and the
+            // child that receives it counts this death against it.
+            let held = shared.running(c.slot);
+            if let Some(task_id) = &held {
+                shared.mark(&task_id, Returned::Crashed);
+                shared.end(c.slot);
+                why = format!("{why} while running task {task_id}");
+            }
             let lived = c.started.elapsed();
             if recycling == Some(pid) {
                 recycling = None;
@@ -115,8 +123,9 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
                 log::info(&format!("worker child {pid} {why} (stopping)"));
                 continue;
             }
-            // A child that keeps dying right after start waits longer each time (up to 30 s).
-            let delay = if !clean && lived < Duration::from_secs(2) {
+            // A child that keeps dying right after start waits longer each time (up to 30 s). A
+            // child killed by its task is not at fault: the task's deaths are counted instead.
+            let delay = if !clean && held.is_none() && lived < Duration::from_secs(2) {
                 fast_failures[c.slot] += 1;
                 Duration::from_millis(250u64 << fast_failures[c.slot].min(7)).min(Duration::from_secs(30))
             } else {
@@ -155,7 +164,7 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
                         "worker child {pid} ran task {task_id} past its time limit of {} s: killing it",
                         limit / 1000
                     ));
-                    shared.mark_timed_out(&task_id);
+                    shared.mark(&task_id, Returned::TimedOut);
                     shared.end(c.slot);
                     // SAFETY: signalling our own child.
                     unsafe { libc::kill(*pid, libc::SIGKILL) };
