@@ -113,9 +113,14 @@ impl Session {
 
     /// Closes the connection and waits (bounded) for the broker to see it closed.
     pub fn close(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
         if let Some(link) = self.link.take() {
-            let _ = self.runtime.block_on(async {
-                tokio::time::timeout(Duration::from_secs(2), link.connection.close(200, "bye".into())).await
+            // Everything is dropped inside the runtime, so no lapin object reaches for a runtime of
+            // its own on the way out (that would leave a thread behind in a worker parent).
+            self.runtime.block_on(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), link.connection.close(200, "bye".into())).await;
+                drop(pending);
+                drop(link);
             });
         }
     }
