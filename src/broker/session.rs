@@ -381,6 +381,14 @@ pub async fn next_delivery(
     }
 }
 
+/// A delivery that has already arrived, without waiting for one.
+pub async fn ready_delivery(consumer: &mut Consumer) -> Option<lapin::message::Delivery> {
+    match futures_lite::future::poll_once(consumer.next()).await {
+        Some(Some(Ok(d))) => Some(d),
+        _ => None,
+    }
+}
+
 pub async fn with_timeout<T>(
     t: Duration,
     what: &str,

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use crate::broker::names::{self, Names};
 use crate::broker::process::with_session;
-use crate::broker::{BrokerError, Decl};
+use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
 use crate::php::call::{self, Thrown};
@@ -80,22 +80,27 @@ pub struct Scheduler {
     prefetch: u16,
 }
 
-/// Routes one event: publishes every task it makes, all confirmed, before the caller acks.
-fn route(settings: &crate::config::Settings, names: &Names, body: &[u8]) -> Result<(), BrokerError> {
+/// The task messages one event makes (none for an unreadable event or one without tasks), added
+/// to `decls` and `msgs`.
+fn plan(
+    settings: &crate::config::Settings,
+    names: &Names,
+    body: &[u8],
+    decls: &mut Vec<Decl>,
+    msgs: &mut Vec<Outgoing>,
+) {
     let event = match EventMsg::parse(body) {
         Ok(e) => e,
         Err(e) => {
             log::error(&format!("scheduler dropped an unreadable event: {e}"));
-            return Ok(());
+            return;
         }
     };
     let defs = tasks_for(&event.event);
     if defs.is_empty() {
         log::info(&format!("event '{}' id={} has no registered task; acked", event.event, event.id));
-        return Ok(());
+        return;
     }
-    let mut decls = Vec::new();
-    let mut msgs = Vec::with_capacity(defs.len());
     for d in &defs {
         let mut t = TaskMsg::new(&d.topic, &d.name, event.params.clone(), d.delay as u64);
         t.event = Some(event.event.clone());
@@ -114,7 +119,6 @@ fn route(settings: &crate::config::Settings, names: &Names, body: &[u8]) -> Resu
             ));
         }
     }
-    dispatch::send(settings, &decls, &msgs)
 }
 
 /// Waits between broker ticks, running PHP signal handlers; Err(()) when PHP must unwind.
@@ -159,7 +163,7 @@ impl Scheduler {
                 let (ch, c) = s.consume(&settings, &queue, self.prefetch, &tag)?;
                 Ok((s.handle(), ch, c))
             });
-            let (rt, _ch, mut consumer) = match opened {
+            let (rt, ch, mut consumer) = match opened {
                 Ok(x) => x,
                 Err(e) => {
                     log::error(&format!("scheduler cannot consume '{queue}': {e}; retrying in 1 s"));
@@ -178,10 +182,10 @@ impl Scheduler {
                 }
                 if let Some(sig) = stop.requested() {
                     log::info(&format!("scheduler stopping ({})", crate::worker::signals::name(sig)));
-                    let _ = rt.block_on(_ch.close(200, "scheduler stopping".into()));
+                    let _ = rt.block_on(ch.close(200, "scheduler stopping".into()));
                     return Ok(());
                 }
-                let d = match rt
+                let first = match rt
                     .block_on(crate::broker::session::next_delivery(&mut consumer, Duration::from_millis(100)))
                 {
                     Ok(Some(d)) => d,
@@ -191,16 +195,35 @@ impl Scheduler {
                         break;
                     }
                 };
-                match route(&settings, &names, &d.data) {
+                // Route every event already here in one go: publish all their tasks, wait once for
+                // the confirms, then ack the events.
+                let mut batch = vec![first];
+                while batch.len() < self.prefetch as usize {
+                    match rt.block_on(crate::broker::session::ready_delivery(&mut consumer)) {
+                        Some(d) => batch.push(d),
+                        None => break,
+                    }
+                }
+                let (mut decls, mut msgs) = (Vec::new(), Vec::new());
+                for d in &batch {
+                    plan(&settings, &names, &d.data, &mut decls, &mut msgs);
+                }
+                let sent = if msgs.is_empty() { Ok(()) } else { dispatch::send(&settings, &decls, &msgs) };
+                match sent {
                     Ok(()) => {
-                        if let Err(e) = rt.block_on(d.acker.ack(BasicAckOptions::default())) {
+                        let last = batch.last().expect("at least one").delivery_tag;
+                        if let Err(e) = rt.block_on(ch.basic_ack(last, BasicAckOptions { multiple: true })) {
                             log::error(&format!("event ack failed: {e}"));
                             break;
                         }
                     }
                     Err(e) => {
-                        log::error(&format!("scheduler could not publish an event's tasks: {e}; the event goes back"));
-                        let _ = rt.block_on(d.acker.nack(BasicNackOptions { multiple: false, requeue: true }));
+                        log::error(&format!(
+                            "scheduler could not publish the tasks of {} event(s): {e}; they go back",
+                            batch.len()
+                        ));
+                        let last = batch.last().expect("at least one").delivery_tag;
+                        let _ = rt.block_on(ch.basic_nack(last, BasicNackOptions { multiple: true, requeue: true }));
                         std::thread::sleep(Duration::from_millis(500));
                     }
                 }
