@@ -254,9 +254,11 @@ fn handle(
         log::debug(&format!("task start {}/{} id={} attempt={}", task.topic, task.name, task.id, task.attempt));
     }
     slot.shared.begin(slot.index, &task.id, limits.time_limit_secs * 1000);
-    let ran = handler.run(&task, redelivered);
-    slot.shared.end(slot.index);
+    // Seen again after a death (counted in the message) or given back by the broker.
+    let ran = handler.run(&task, redelivered || task.redeliveries > 0);
+    // After exit() the slot stays marked: the parent sees this process die holding the task.
     let ran = ran.map_err(|_| HandleError::Abort)?;
+    slot.shared.end(slot.index);
     settle(settings, names, policy, handler, task, ran).map(|()| Settled::Ran)
 }
 
