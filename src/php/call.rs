@@ -74,7 +74,11 @@ pub fn call(callable: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Result<Zval, Thrown
             })
         }
     };
-    let r = f.try_call(args);
+    finish(f.try_call(args))
+}
+
+/// What a call returned, or what it threw (a pending exception first, then a call error).
+fn finish(r: Result<Zval, ext_php_rs::error::Error>) -> Result<Zval, Thrown> {
     if let Some(t) = take_thrown() {
         return Err(t);
     }
@@ -87,15 +91,7 @@ pub fn call(callable: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Result<Zval, Thrown
 
 /// Calls a method on an object; Err carries what it threw.
 pub fn call_method(obj: &ZendObject, method: &str, args: Vec<&dyn IntoZvalDyn>) -> Result<Zval, Thrown> {
-    let r = obj.try_call_method(method, args);
-    if let Some(t) = take_thrown() {
-        return Err(t);
-    }
-    r.map_err(|e| Thrown::Exception {
-        class: "Error".into(),
-        message: e.to_string(),
-        object: ZendObject::new_stdclass(),
-    })
+    finish(obj.try_call_method(method, args))
 }
 
 /// Creates an instance of `ce`, running its constructor.

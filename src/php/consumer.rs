@@ -7,14 +7,14 @@ use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 
 use crate::broker::names::{self, Names};
-use crate::broker::process::with_session;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
 use crate::php::call::{self, Thrown};
+use crate::php::consume_loop::{self, After};
 use crate::php::convert;
 use crate::php::exceptions::Kind;
-use crate::php::producer::{bad_input, broker_err, check_exchange};
+use crate::php::producer::{bad_input, check_exchange};
 use crate::php::settings;
 use crate::wire::{new_id, properties_with_headers};
 
@@ -121,115 +121,72 @@ impl Consumer {
             Decl::BoundQueue { queue: queue.clone(), exchange: exchange.clone(), keys: self.keys.clone() },
             Decl::ConsumerFailed(queue.clone()),
         ];
-        let tag = format!("ebats-consumer-{}", std::process::id());
-        // Broker handles dropped below (consumers, channels) need the runtime's context.
-        let handle = with_session(|s| Ok(s.handle())).map_err(crate::php::producer::broker_err)?;
-        // SIGTERM/SIGINT (unless the application handles them) stop the loop between messages.
-        let stop = crate::worker::signals::StopOnSignals::install(&call::unhandled_stop_signals());
-        let _ctx = handle.enter();
-        let mut first = true;
-        loop {
-            let opened = with_session(|s| {
-                s.declare(&settings, &decls)?;
-                let (ch, c) = s.consume(&settings, &queue, self.prefetch, &tag)?;
-                Ok((s.handle(), ch, c))
-            });
-            let (rt, _ch, mut consumer) = match opened {
-                Ok(x) => x,
-                // A bad setup (wrong exchange type, broker down at start) is the caller's to see.
-                Err(e) if first => return Err(broker_err(e)),
-                Err(e) => {
-                    log::error(&format!("consumer cannot consume '{queue}': {e}; retrying in 1 s"));
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
+        let spec = consume_loop::Spec {
+            what: "consumer",
+            settings: &settings,
+            decls: &decls,
+            queue: &queue,
+            prefetch: self.prefetch,
+            first_open_throws: true,
+        };
+        consume_loop::run(&spec, |open, d| {
+            let message = match serde_json::from_slice::<serde_json::Value>(&d.data) {
+                Ok(v) => convert::to_zval(&v),
+                Err(_) => {
+                    let mut z = Zval::new();
+                    z.set_binary(d.data.clone());
+                    z
                 }
             };
-            first = false;
-            loop {
-                match call::dispatch_php_signals() {
-                    Ok(()) => {}
-                    Err(Thrown::Exit) => return Ok(()),
-                    Err(Thrown::Exception { object, .. }) => {
-                        call::rethrow(object);
-                        return Ok(());
-                    }
-                }
-                if let Some(sig) = stop.requested() {
-                    log::info(&format!("consumer stopping ({})", crate::worker::signals::name(sig)));
-                    let _ = rt.block_on(_ch.close(200, "consumer stopping".into()));
-                    return Ok(());
-                }
-                let d = match rt
-                    .block_on(crate::broker::session::next_delivery(&mut consumer, Duration::from_millis(100)))
-                {
-                    Ok(Some(d)) => d,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        log::error(&format!("consumer lost '{queue}': {e}; reconnecting"));
-                        break;
-                    }
-                };
-                let message = match serde_json::from_slice::<serde_json::Value>(&d.data) {
-                    Ok(v) => convert::to_zval(&v),
-                    Err(_) => {
-                        let mut z = Zval::new();
-                        z.set_binary(d.data.clone());
-                        z
-                    }
-                };
-                let key = d.routing_key.as_str().to_string();
-                let settled = match call::call(callback, vec![&key.as_str(), &message]) {
-                    Ok(_) => rt.block_on(d.acker.ack(BasicAckOptions::default())).map(|_| ()),
-                    Err(Thrown::Exit) => return Ok(()),
-                    Err(Thrown::Exception { class, message, object }) => {
-                        if call::is_kind(&object, Kind::Service) {
-                            log::error(&format!(
-                                "consumer callback: {class}: {message}; message requeued after a pause"
-                            ));
-                            std::thread::sleep(Duration::from_secs(1));
-                            rt.block_on(d.acker.nack(BasicNackOptions { multiple: false, requeue: true })).map(|_| ())
-                        } else {
-                            log::error(&format!(
-                                "consumer callback threw {class}: {message}; message moved to '{}'",
-                                names.consumer_failed_queue(&queue)
-                            ));
-                            let out = Outgoing {
-                                exchange: String::new(),
-                                routing_key: names.consumer_failed_queue(&queue),
-                                body: d.data.clone(),
-                                properties: properties_with_headers(
-                                    &new_id(),
-                                    "ebats.consumer.failed",
-                                    &[
-                                        ("x-ebats-error", message.clone()),
-                                        ("x-ebats-error-class", class.clone()),
-                                        ("x-ebats-exchange", d.exchange.as_str().to_string()),
-                                        ("x-ebats-routing-key", key.clone()),
-                                    ],
-                                ),
-                                mandatory: true,
-                            };
-                            match dispatch::send(&settings, &[Decl::ConsumerFailed(queue.clone())], &[out]) {
-                                Ok(()) => rt.block_on(d.acker.ack(BasicAckOptions::default())).map(|_| ()),
-                                Err(e) => {
-                                    log::error(&format!("could not store the failed message ({e}); it goes back"));
-                                    rt.block_on(d.acker.nack(BasicNackOptions { multiple: false, requeue: true }))
-                                        .map(|_| ())
-                                }
+            let key = d.routing_key.as_str().to_string();
+            let settled = match call::call(callback, vec![&key.as_str(), &message]) {
+                Ok(_) => open.rt.block_on(d.acker.ack(BasicAckOptions::default())).map(|_| ()),
+                Err(Thrown::Exit) => return After::Leave,
+                Err(Thrown::Exception { class, message, object }) => {
+                    if call::is_kind(&object, Kind::Service) {
+                        log::error(&format!("consumer callback: {class}: {message}; message requeued after a pause"));
+                        std::thread::sleep(Duration::from_secs(1));
+                        open.rt.block_on(d.acker.nack(BasicNackOptions { multiple: false, requeue: true })).map(|_| ())
+                    } else {
+                        log::error(&format!(
+                            "consumer callback threw {class}: {message}; message moved to '{}'",
+                            names.consumer_failed_queue(&queue)
+                        ));
+                        let out = Outgoing {
+                            exchange: String::new(),
+                            routing_key: names.consumer_failed_queue(&queue),
+                            body: d.data.clone(),
+                            properties: properties_with_headers(
+                                &new_id(),
+                                "ebats.consumer.failed",
+                                &[
+                                    ("x-ebats-error", message.clone()),
+                                    ("x-ebats-error-class", class.clone()),
+                                    ("x-ebats-exchange", d.exchange.as_str().to_string()),
+                                    ("x-ebats-routing-key", key.clone()),
+                                ],
+                            ),
+                            mandatory: true,
+                        };
+                        match dispatch::send(&settings, &[Decl::ConsumerFailed(queue.clone())], &[out]) {
+                            Ok(()) => open.rt.block_on(d.acker.ack(BasicAckOptions::default())).map(|_| ()),
+                            Err(e) => {
+                                log::error(&format!("could not store the failed message ({e}); it goes back"));
+                                open.rt
+                                    .block_on(d.acker.nack(BasicNackOptions { multiple: false, requeue: true }))
+                                    .map(|_| ())
                             }
                         }
                     }
-                };
-                if let Err(e) = settled {
+                }
+            };
+            match settled {
+                Ok(()) => After::Next,
+                Err(e) => {
                     log::error(&format!("consumer could not settle a message: {e}"));
-                    break;
+                    After::Reconnect
                 }
             }
-            let _ = with_session(|s| {
-                s.disconnect();
-                Ok(())
-            });
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        })
     }
 }

@@ -8,11 +8,10 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use parking_lot::Mutex;
 
 use crate::broker::names::{self, Names};
-use crate::broker::process::with_session;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
-use crate::php::call::{self, Thrown};
+use crate::php::consume_loop::{self, After};
 use crate::php::producer::{bad_input, Task};
 use crate::php::settings;
 use crate::wire::{EventMsg, TaskMsg};
@@ -121,19 +120,6 @@ fn plan(
     }
 }
 
-/// Waits between broker ticks, running PHP signal handlers; Err(()) when PHP must unwind.
-fn php_tick() -> Result<(), ()> {
-    match call::dispatch_php_signals() {
-        Ok(()) => Ok(()),
-        Err(Thrown::Exit) => Err(()),
-        Err(Thrown::Exception { object, .. }) => {
-            // A handler threw: put it back so it reaches the caller of run().
-            call::rethrow(object);
-            Err(())
-        }
-    }
-}
-
 #[php_impl]
 impl Scheduler {
     pub const EXCHANGE_EVENT: &'static str = "ebats.core.event";
@@ -150,89 +136,50 @@ impl Scheduler {
         let settings = settings::current()?;
         let names = Names::new(&settings.prefix);
         let queue = names.events_queue();
-        let tag = format!("ebats-scheduler-{}", std::process::id());
-        // SIGTERM/SIGINT (unless the application handles them) stop the loop between events.
-        let stop = crate::worker::signals::StopOnSignals::install(&call::unhandled_stop_signals());
-        // Broker handles dropped below (consumers, channels) need the runtime's context.
-        let handle = with_session(|s| Ok(s.handle())).map_err(crate::php::producer::broker_err)?;
-        let _ctx = handle.enter();
         log::info(&format!("scheduler consuming '{queue}' ({} event(s) registered)", REGISTRY.lock().len()));
-        loop {
-            let opened = with_session(|s| {
-                s.declare(&settings, &[Decl::Events])?;
-                let (ch, c) = s.consume(&settings, &queue, self.prefetch, &tag)?;
-                Ok((s.handle(), ch, c))
-            });
-            let (rt, ch, mut consumer) = match opened {
-                Ok(x) => x,
-                Err(e) => {
-                    log::error(&format!("scheduler cannot consume '{queue}': {e}; retrying in 1 s"));
-                    for _ in 0..10 {
-                        std::thread::sleep(Duration::from_millis(100));
-                        if php_tick().is_err() {
-                            return Ok(());
-                        }
-                    }
-                    continue;
-                }
-            };
-            loop {
-                if php_tick().is_err() {
-                    return Ok(());
-                }
-                if let Some(sig) = stop.requested() {
-                    log::info(&format!("scheduler stopping ({})", crate::worker::signals::name(sig)));
-                    let _ = rt.block_on(ch.close(200, "scheduler stopping".into()));
-                    return Ok(());
-                }
-                let first = match rt
-                    .block_on(crate::broker::session::next_delivery(&mut consumer, Duration::from_millis(100)))
-                {
-                    Ok(Some(d)) => d,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        log::error(&format!("scheduler lost its consumer: {e}; reconnecting"));
-                        break;
-                    }
-                };
-                // Route every event already here in one go: publish all their tasks, wait once for
-                // the confirms, then ack the events.
-                let mut batch = vec![first];
-                while batch.len() < self.prefetch as usize {
-                    match rt.block_on(crate::broker::session::ready_delivery(&mut consumer)) {
-                        Some(d) => batch.push(d),
-                        None => break,
-                    }
-                }
-                let (mut decls, mut msgs) = (Vec::new(), Vec::new());
-                for d in &batch {
-                    plan(&settings, &names, &d.data, &mut decls, &mut msgs);
-                }
-                let sent = if msgs.is_empty() { Ok(()) } else { dispatch::send(&settings, &decls, &msgs) };
-                match sent {
-                    Ok(()) => {
-                        let last = batch.last().expect("at least one").delivery_tag;
-                        if let Err(e) = rt.block_on(ch.basic_ack(last, BasicAckOptions { multiple: true })) {
-                            log::error(&format!("event ack failed: {e}"));
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        log::error(&format!(
-                            "scheduler could not publish the tasks of {} event(s): {e}; they go back",
-                            batch.len()
-                        ));
-                        let last = batch.last().expect("at least one").delivery_tag;
-                        let _ = rt.block_on(ch.basic_nack(last, BasicNackOptions { multiple: true, requeue: true }));
-                        std::thread::sleep(Duration::from_millis(500));
-                    }
+        let spec = consume_loop::Spec {
+            what: "scheduler",
+            settings: &settings,
+            decls: &[Decl::Events],
+            queue: &queue,
+            prefetch: self.prefetch,
+            first_open_throws: false,
+        };
+        consume_loop::run(&spec, |open, first| {
+            // Route every event already here in one go: publish all their tasks, wait once for
+            // the confirms, then ack the events.
+            let mut batch = vec![first];
+            while batch.len() < self.prefetch as usize {
+                match open.rt.block_on(crate::broker::session::ready_delivery(open.consumer)) {
+                    Some(d) => batch.push(d),
+                    None => break,
                 }
             }
-            let _ = with_session(|s| {
-                s.disconnect();
-                Ok(())
-            });
-            std::thread::sleep(Duration::from_millis(500));
-        }
+            let (mut decls, mut msgs) = (Vec::new(), Vec::new());
+            for d in &batch {
+                plan(&settings, &names, &d.data, &mut decls, &mut msgs);
+            }
+            let last = batch.last().expect("at least one").delivery_tag;
+            let sent = if msgs.is_empty() { Ok(()) } else { dispatch::send(&settings, &decls, &msgs) };
+            match sent {
+                Ok(()) => match open.rt.block_on(open.ch.basic_ack(last, BasicAckOptions { multiple: true })) {
+                    Ok(()) => After::Next,
+                    Err(e) => {
+                        log::error(&format!("event ack failed: {e}"));
+                        After::Reconnect
+                    }
+                },
+                Err(e) => {
+                    log::error(&format!(
+                        "scheduler could not publish the tasks of {} event(s): {e}; they go back",
+                        batch.len()
+                    ));
+                    let _ =
+                        open.rt.block_on(open.ch.basic_nack(last, BasicNackOptions { multiple: true, requeue: true }));
+                    std::thread::sleep(Duration::from_millis(500));
+                    After::Next
+                }
+            }
+        })
     }
 }
