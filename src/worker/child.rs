@@ -104,6 +104,7 @@ pub fn run(
             let (ch, consumer) = s.consume(settings, &queue, limits.prefetch, &tag)?;
             Ok((s.handle(), ch, consumer))
         });
+        let mut acks = Acks::default();
         let (rt, ch, mut consumer) = match opened {
             Ok(x) => x,
             Err(e) => {
@@ -116,6 +117,7 @@ pub fn run(
         };
         loop {
             if stop_requested() {
+                acks.settle(&rt);
                 let _ = rt.block_on(ch.close(200, "worker stopping".into()));
                 return Stopped::Asked;
             }
@@ -125,15 +127,21 @@ pub fn run(
                 Ok(None) => continue,
                 Err(e) => {
                     log::error(&format!("worker lost its consumer on '{queue}': {e}; reconnecting"));
+                    acks.settle(&rt);
                     break;
                 }
             };
             let settled = match handle(settings, &names, policy, limits, slot, handler, &d.data, d.redelivered) {
                 Ok(s) => s,
-                Err(HandleError::Abort) => return Stopped::Aborted,
+                Err(HandleError::Abort) => {
+                    // exit() in PHP: the tasks done before still get their acks.
+                    acks.settle(&rt);
+                    return Stopped::Aborted;
+                }
                 Err(HandleError::Broker(e)) => {
                     // Not acked: the broker gives the task again. Reconnect and go on.
                     log::error(&format!("worker could not settle a task: {e}; it will be delivered again"));
+                    acks.settle(&rt);
                     break;
                 }
             };
@@ -149,10 +157,17 @@ pub fn run(
             };
             // Leaving after this task: cancel the consumer before the ack, so the broker does not
             // push the next task to a child that will not run it.
-            if recycle.is_some() || signals::stop_pending() {
+            let leaving = recycle.is_some() || signals::stop_pending();
+            if leaving {
+                acks.settle(&rt);
                 let _ = rt.block_on(ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()));
             }
-            if let Err(e) = rt.block_on(d.acker.ack(BasicAckOptions::default())) {
+            if limits.prefetch > 1 && !leaving {
+                // More tasks are already here: ack in the background and go on; every ack is
+                // awaited before the channel closes.
+                let acker = d.acker.clone();
+                acks.push(&rt, rt.spawn(async move { acker.ack(BasicAckOptions::default()).await }));
+            } else if let Err(e) = rt.block_on(d.acker.ack(BasicAckOptions::default())) {
                 log::error(&format!("ack failed ({e}); the task will be delivered again"));
                 break;
             }
@@ -169,6 +184,35 @@ pub fn run(
         if pause(Duration::from_millis(500)) {
             return Stopped::Asked;
         }
+    }
+}
+
+/// Acks sent in the background (prefetch > 1).
+#[derive(Default)]
+struct Acks(Vec<tokio::task::JoinHandle<lapin::Result<bool>>>);
+
+impl Acks {
+    fn push(&mut self, rt: &tokio::runtime::Handle, h: tokio::task::JoinHandle<lapin::Result<bool>>) {
+        self.0.push(h);
+        if self.0.len() >= 64 {
+            self.reap(rt, false);
+        }
+    }
+
+    /// Waits for the finished acks (or all of them), logging failures.
+    fn reap(&mut self, rt: &tokio::runtime::Handle, all: bool) {
+        let (done, open): (Vec<_>, Vec<_>) = self.0.drain(..).partition(|h| all || h.is_finished());
+        self.0 = open;
+        for h in done {
+            if let Ok(Err(e)) | Err(e) = rt.block_on(h).map_err(|e| lapin::Error::from(std::io::Error::other(e))) {
+                log::error(&format!("ack failed ({e}); the task will be delivered again"));
+            }
+        }
+    }
+
+    /// Waits for every ack sent so far; call before the channel closes.
+    fn settle(&mut self, rt: &tokio::runtime::Handle) {
+        self.reap(rt, true);
     }
 }
 
