@@ -205,13 +205,10 @@ impl Session {
         let timeout = settings.confirm_timeout;
         let ch = self.link(settings)?.publisher.clone();
         let r = self.runtime.block_on(with_timeout(timeout, "waiting for the broker to confirm a publish", async {
-            let mut confirms = Vec::with_capacity(messages.len());
-            for m in messages {
-                confirms.push((Sent::of(m), send(&ch, m).await?));
-            }
+            let confirms = send_all(&ch, messages).await?;
             let mut unroutable = Vec::new();
-            for (i, (sent, c)) in confirms.into_iter().enumerate() {
-                match settle(&sent, c).await {
+            for (i, (m, c)) in messages.iter().zip(confirms).enumerate() {
+                match settle(&Sent::of(m), c).await {
                     Ok(()) => {}
                     Err(e @ BrokerError::Unroutable(_)) => unroutable.push((i, e)),
                     Err(e) => return Err(e),
@@ -230,9 +227,8 @@ impl Session {
         let ch = self.link(settings)?.publisher.clone();
         let pending = &mut self.pending;
         let r = self.runtime.block_on(with_timeout(timeout, "handing a message to the connection", async {
-            for m in messages {
-                pending.push((Sent::of(m), send(&ch, m).await?));
-            }
+            let confirms = send_all(&ch, messages).await?;
+            pending.extend(messages.iter().map(Sent::of).zip(confirms));
             Ok(())
         }));
         self.after_error(&r);
@@ -351,6 +347,27 @@ async fn send(ch: &Channel, m: &Outgoing) -> Result<lapin::PublisherConfirm, Bro
     )
     .await
     .map_err(rt_error("publish failed"))
+}
+
+/// Publishes all messages, in order. The first poll of a publish queues its frames (so the
+/// delivery tags follow the messages); awaiting each publish before starting the next would wait
+/// for the I/O thread to write every message in turn.
+async fn send_all(ch: &Channel, messages: &[Outgoing]) -> Result<Vec<lapin::PublisherConfirm>, BrokerError> {
+    type Sending<'a> =
+        std::pin::Pin<Box<dyn Future<Output = Result<lapin::PublisherConfirm, BrokerError>> + Send + 'a>>;
+    let mut sending: Vec<Sending> = messages.iter().map(|m| Box::pin(send(ch, m)) as Sending).collect();
+    let mut first = Vec::with_capacity(sending.len());
+    for f in sending.iter_mut() {
+        first.push(futures_lite::future::poll_once(f.as_mut()).await);
+    }
+    let mut confirms = Vec::with_capacity(sending.len());
+    for (f, ready) in sending.iter_mut().zip(first) {
+        confirms.push(match ready {
+            Some(r) => r?,
+            None => f.await?,
+        });
+    }
+    Ok(confirms)
 }
 
 async fn settle(m: &Sent, c: lapin::PublisherConfirm) -> Result<(), BrokerError> {

@@ -104,7 +104,6 @@ pub fn run(
             let (ch, consumer) = s.consume(settings, &queue, limits.prefetch, &tag)?;
             Ok((s.handle(), ch, consumer))
         });
-        let mut acks = Acks::default();
         let (rt, ch, mut consumer) = match opened {
             Ok(x) => x,
             Err(e) => {
@@ -115,33 +114,43 @@ pub fn run(
                 continue;
             }
         };
+        let mut acks = Acks { batch: if limits.prefetch > 1 { ACK_BATCH } else { 1 }, ..Acks::default() };
         loop {
             if stop_requested() {
-                acks.settle(&rt);
+                acks.flush(&rt, &ch);
                 let _ = rt.block_on(ch.close(200, "worker stopping".into()));
                 return Stopped::Asked;
             }
-            let d = match rt.block_on(crate::broker::session::next_delivery(&mut consumer, Duration::from_millis(100)))
-            {
-                Ok(Some(d)) => d,
-                Ok(None) => continue,
-                Err(e) => {
-                    log::error(&format!("worker lost its consumer on '{queue}': {e}; reconnecting"));
-                    acks.settle(&rt);
-                    break;
+            // A task already delivered is taken at once; only an idle worker waits (in ticks, to
+            // see stop signals), after acking what it has done.
+            let d = match rt.block_on(crate::broker::session::ready_delivery(&mut consumer)) {
+                Some(d) => d,
+                None => {
+                    if !acks.flush(&rt, &ch) {
+                        break;
+                    }
+                    match rt.block_on(crate::broker::session::next_delivery(&mut consumer, Duration::from_millis(100)))
+                    {
+                        Ok(Some(d)) => d,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            log::error(&format!("worker lost its consumer on '{queue}': {e}; reconnecting"));
+                            break;
+                        }
+                    }
                 }
             };
             let settled = match handle(settings, &names, policy, limits, slot, handler, &d.data, d.redelivered) {
                 Ok(s) => s,
                 Err(HandleError::Abort) => {
                     // exit() in PHP: the tasks done before still get their acks.
-                    acks.settle(&rt);
+                    acks.flush(&rt, &ch);
                     return Stopped::Aborted;
                 }
                 Err(HandleError::Broker(e)) => {
                     // Not acked: the broker gives the task again. Reconnect and go on.
                     log::error(&format!("worker could not settle a task: {e}; it will be delivered again"));
-                    acks.settle(&rt);
+                    acks.flush(&rt, &ch);
                     break;
                 }
             };
@@ -159,16 +168,10 @@ pub fn run(
             // push the next task to a child that will not run it.
             let leaving = recycle.is_some() || signals::stop_pending();
             if leaving {
-                acks.settle(&rt);
                 let _ = rt.block_on(ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()));
             }
-            if limits.prefetch > 1 && !leaving {
-                // More tasks are already here: ack in the background and go on; every ack is
-                // awaited before the channel closes.
-                let acker = d.acker.clone();
-                acks.push(&rt, rt.spawn(async move { acker.ack(BasicAckOptions::default()).await }));
-            } else if let Err(e) = rt.block_on(d.acker.ack(BasicAckOptions::default())) {
-                log::error(&format!("ack failed ({e}); the task will be delivered again"));
+            acks.done(d.delivery_tag);
+            if (leaving || acks.full()) && !acks.flush(&rt, &ch) {
                 break;
             }
             if let Some(why) = recycle {
@@ -187,32 +190,40 @@ pub fn run(
     }
 }
 
-/// Acks sent in the background (prefetch > 1).
+/// Tasks done but not yet acked, acked together with one `basic.ack multiple` (every delivery
+/// tag up to the last one): after `batch` tasks, whenever the worker would wait for the next task,
+/// and before the channel closes. At prefetch 1 every task is acked at once.
 #[derive(Default)]
-struct Acks(Vec<tokio::task::JoinHandle<lapin::Result<bool>>>);
+struct Acks {
+    last: Option<u64>,
+    count: usize,
+    batch: usize,
+}
+
+/// At most this many finished tasks wait for their ack (prefetch > 1).
+const ACK_BATCH: usize = 16;
 
 impl Acks {
-    fn push(&mut self, rt: &tokio::runtime::Handle, h: tokio::task::JoinHandle<lapin::Result<bool>>) {
-        self.0.push(h);
-        if self.0.len() >= 64 {
-            self.reap(rt, false);
-        }
+    fn done(&mut self, tag: u64) {
+        self.last = Some(tag);
+        self.count += 1;
     }
 
-    /// Waits for the finished acks (or all of them), logging failures.
-    fn reap(&mut self, rt: &tokio::runtime::Handle, all: bool) {
-        let (done, open): (Vec<_>, Vec<_>) = self.0.drain(..).partition(|h| all || h.is_finished());
-        self.0 = open;
-        for h in done {
-            if let Ok(Err(e)) | Err(e) = rt.block_on(h).map_err(|e| lapin::Error::from(std::io::Error::other(e))) {
-                log::error(&format!("ack failed ({e}); the task will be delivered again"));
+    fn full(&self) -> bool {
+        self.count >= self.batch
+    }
+
+    /// Acks what is done; false (logged) when the ack failed: those tasks will run again.
+    fn flush(&mut self, rt: &tokio::runtime::Handle, ch: &lapin::Channel) -> bool {
+        let Some(tag) = self.last.take() else { return true };
+        let n = std::mem::take(&mut self.count);
+        match rt.block_on(ch.basic_ack(tag, BasicAckOptions { multiple: true })) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error(&format!("ack of {n} task(s) failed ({e}); they will be delivered again"));
+                false
             }
         }
-    }
-
-    /// Waits for every ack sent so far; call before the channel closes.
-    fn settle(&mut self, rt: &tokio::runtime::Handle) {
-        self.reap(rt, true);
     }
 }
 
