@@ -67,7 +67,7 @@ pub struct Session {
     runtime: tokio::runtime::Runtime,
     link: Option<Link>,
     /// Deferred publishes waiting for their confirm.
-    pending: Vec<(Sent, lapin::PublisherConfirm)>,
+    pending: Vec<(Sent, Deferred)>,
 }
 
 fn rt_error<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> BrokerError + '_ {
@@ -227,8 +227,18 @@ impl Session {
         let ch = self.link(settings)?.publisher.clone();
         let pending = &mut self.pending;
         let r = self.runtime.block_on(with_timeout(timeout, "handing a message to the connection", async {
-            let confirms = send_all(&ch, messages).await?;
-            pending.extend(messages.iter().map(Sent::of).zip(confirms));
+            // Only the first poll of each publish, which queues its frames: waiting until the I/O
+            // thread has written them is left to `flush`, with the confirm.
+            for m in messages {
+                let (ch, owned) = (ch.clone(), m.clone());
+                let mut publishing: Deferred = Box::pin(async move { send(&ch, &owned).await });
+                let state = match futures_lite::future::poll_once(publishing.as_mut()).await {
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(confirm)) => Box::pin(async move { Ok(confirm) }),
+                    None => publishing,
+                };
+                pending.push((Sent::of(m), state));
+            }
             Ok(())
         }));
         self.after_error(&r);
@@ -251,9 +261,10 @@ impl Session {
         let deadline = settings.confirm_timeout;
         let failures = self.runtime.block_on(async {
             let mut failures = Vec::new();
-            for (sent, c) in pending {
-                let r =
-                    with_timeout(deadline, "waiting for the broker to confirm a deferred publish", settle(&sent, c));
+            for (sent, publishing) in pending {
+                let r = with_timeout(deadline, "waiting for the broker to confirm a deferred publish", async {
+                    settle(&sent, publishing.await?).await
+                });
                 if let Err(e) = r.await {
                     failures.push(e.to_string());
                 }
@@ -324,6 +335,9 @@ impl Session {
         }))
     }
 }
+
+/// A deferred publish: resolves to its confirm once its frames are written.
+type Deferred = std::pin::Pin<Box<dyn Future<Output = Result<lapin::PublisherConfirm, BrokerError>> + Send>>;
 
 /// What a confirm failure message needs to name the message.
 pub struct Sent {

@@ -128,7 +128,7 @@ impl Scheduler {
     pub const QUEUE_EVENT: &'static str = "ebats.events";
 
     pub fn __construct() -> Self {
-        Scheduler { prefetch: 64 }
+        Scheduler { prefetch: 256 }
     }
 
     /// Consumes events and routes each to its tasks, until the process is stopped.

@@ -217,9 +217,12 @@ impl Acks {
     fn flush(&mut self, rt: &tokio::runtime::Handle, ch: &lapin::Channel) -> bool {
         let Some(tag) = self.last.take() else { return true };
         let n = std::mem::take(&mut self.count);
-        match rt.block_on(ch.basic_ack(tag, BasicAckOptions { multiple: true })) {
-            Ok(()) => true,
-            Err(e) => {
+        // The first poll queues the ack frame, ahead of anything sent on this channel later; not
+        // waiting for the I/O thread to write it saves a thread hand-off per ack. A failed write
+        // closes the channel, and the consumer sees it.
+        match rt.block_on(futures_lite::future::poll_once(ch.basic_ack(tag, BasicAckOptions { multiple: true }))) {
+            None | Some(Ok(())) => true,
+            Some(Err(e)) => {
                 log::error(&format!("ack of {n} task(s) failed ({e}); they will be delivered again"));
                 false
             }
