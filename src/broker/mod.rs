@@ -1,6 +1,7 @@
 //! The broker layer: connections, topology, confirmed publishing and consuming. Pure Rust, no PHP.
 
 pub mod names;
+pub mod park;
 pub mod process;
 pub mod session;
 pub mod store;

@@ -204,7 +204,8 @@ impl Session {
     ) -> Result<Vec<(usize, BrokerError)>, BrokerError> {
         let timeout = settings.confirm_timeout;
         let ch = self.link(settings)?.publisher.clone();
-        let r = self.runtime.block_on(with_timeout(timeout, "waiting for the broker to confirm a publish", async {
+        let _ctx = self.runtime.enter();
+        let r = wait_or(timeout, "waiting for the broker to confirm a publish", async {
             let confirms = send_all(&ch, messages).await?;
             let mut unroutable = Vec::new();
             for (i, (m, c)) in messages.iter().zip(confirms).enumerate() {
@@ -215,7 +216,7 @@ impl Session {
                 }
             }
             Ok(unroutable)
-        }));
+        });
         self.after_error(&r);
         r
     }
@@ -226,7 +227,8 @@ impl Session {
         let timeout = settings.confirm_timeout;
         let ch = self.link(settings)?.publisher.clone();
         let pending = &mut self.pending;
-        let r = self.runtime.block_on(with_timeout(timeout, "handing a message to the connection", async {
+        let _ctx = self.runtime.enter();
+        let r = wait_or(timeout, "handing a message to the connection", async {
             // Only the first poll of each publish, which queues its frames: waiting until the I/O
             // thread has written them is left to `flush`, with the confirm.
             for m in messages {
@@ -240,7 +242,7 @@ impl Session {
                 pending.push((Sent::of(m), state));
             }
             Ok(())
-        }));
+        });
         self.after_error(&r);
         r
     }
@@ -259,18 +261,16 @@ impl Session {
         }
         let total = pending.len();
         let deadline = settings.confirm_timeout;
-        let failures = self.runtime.block_on(async {
-            let mut failures = Vec::new();
-            for (sent, publishing) in pending {
-                let r = with_timeout(deadline, "waiting for the broker to confirm a deferred publish", async {
-                    settle(&sent, publishing.await?).await
-                });
-                if let Err(e) = r.await {
-                    failures.push(e.to_string());
-                }
+        let _ctx = self.runtime.enter();
+        let mut failures = Vec::new();
+        for (sent, publishing) in pending {
+            let r = wait_or(deadline, "waiting for the broker to confirm a deferred publish", async {
+                settle(&sent, publishing.await?).await
+            });
+            if let Err(e) = r {
+                failures.push(e.to_string());
             }
-            failures
-        });
+        }
         if !failures.is_empty() && !self.is_connected() {
             self.disconnect();
         }
@@ -399,25 +399,28 @@ async fn settle(m: &Sent, c: lapin::PublisherConfirm) -> Result<(), BrokerError>
     }
 }
 
-/// Waits for the next delivery at most `tick`; `Ok(None)` when the tick passed with nothing.
-pub async fn next_delivery(
-    consumer: &mut Consumer,
-    tick: Duration,
-) -> Result<Option<lapin::message::Delivery>, BrokerError> {
-    match tokio::time::timeout(tick, consumer.next()).await {
-        Err(_) => Ok(None),
-        Ok(None) => Err(BrokerError::Connect("the consumer was cancelled or its connection closed".into())),
-        Ok(Some(Err(e))) => Err(BrokerError::Connect(format!("consumer failed: {e}"))),
-        Ok(Some(Ok(d))) => Ok(Some(d)),
-    }
-}
-
 /// A delivery that has already arrived, without waiting for one.
-pub async fn ready_delivery(consumer: &mut Consumer) -> Option<lapin::message::Delivery> {
-    match futures_lite::future::poll_once(consumer.next()).await {
+pub fn ready_delivery(consumer: &mut Consumer) -> Option<lapin::message::Delivery> {
+    match super::park::wait(consumer.next(), Duration::ZERO) {
         Some(Some(Ok(d))) => Some(d),
         _ => None,
     }
+}
+
+/// Waits for the next delivery at most `tick`; `Ok(None)` when the tick passed with nothing.
+pub fn next_delivery(consumer: &mut Consumer, tick: Duration) -> Result<Option<lapin::message::Delivery>, BrokerError> {
+    match super::park::wait(consumer.next(), tick) {
+        None => Ok(None),
+        Some(None) => Err(BrokerError::Connect("the consumer was cancelled or its connection closed".into())),
+        Some(Some(Err(e))) => Err(BrokerError::Connect(format!("consumer failed: {e}"))),
+        Some(Some(Ok(d))) => Ok(Some(d)),
+    }
+}
+
+/// Runs `f` on this thread, failing with a timeout error naming `what` after `t`.
+fn wait_or<T>(t: Duration, what: &str, f: impl Future<Output = Result<T, BrokerError>>) -> Result<T, BrokerError> {
+    super::park::wait(f, t)
+        .unwrap_or_else(|| Err(BrokerError::Timeout(format!("timed out after {:.1} s {what}", t.as_secs_f64()))))
 }
 
 pub async fn with_timeout<T>(

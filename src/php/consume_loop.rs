@@ -102,7 +102,7 @@ pub fn run(spec: &Spec, mut on_message: impl FnMut(&mut Open, Delivery) -> After
                 let _ = rt.block_on(ch.close(200, "stopping".into()));
                 return Ok(());
             }
-            let d = match rt.block_on(next_delivery(&mut consumer, Duration::from_millis(100))) {
+            let d = match next_delivery(&mut consumer, Duration::from_millis(100)) {
                 Ok(Some(d)) => d,
                 Ok(None) => continue,
                 Err(e) => {

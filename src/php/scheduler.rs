@@ -150,7 +150,7 @@ impl Scheduler {
             // the confirms, then ack the events.
             let mut batch = vec![first];
             while batch.len() < self.prefetch as usize {
-                match open.rt.block_on(crate::broker::session::ready_delivery(open.consumer)) {
+                match crate::broker::session::ready_delivery(open.consumer) {
                     Some(d) => batch.push(d),
                     None => break,
                 }

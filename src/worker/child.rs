@@ -123,14 +123,13 @@ pub fn run(
             }
             // A task already delivered is taken at once; only an idle worker waits (in ticks, to
             // see stop signals), after acking what it has done.
-            let d = match rt.block_on(crate::broker::session::ready_delivery(&mut consumer)) {
+            let d = match crate::broker::session::ready_delivery(&mut consumer) {
                 Some(d) => d,
                 None => {
                     if !acks.flush(&rt, &ch) {
                         break;
                     }
-                    match rt.block_on(crate::broker::session::next_delivery(&mut consumer, Duration::from_millis(100)))
-                    {
+                    match crate::broker::session::next_delivery(&mut consumer, Duration::from_millis(100)) {
                         Ok(Some(d)) => d,
                         Ok(None) => continue,
                         Err(e) => {

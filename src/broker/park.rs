@@ -1,0 +1,71 @@
+//! Waiting for a broker future on the calling (PHP) thread, with a deadline.
+//!
+//! lapin resolves its futures from its own I/O thread through the waker, so the PHP thread can
+//! poll them itself and sleep until woken. Going through the tokio runtime's `block_on` with a tokio
+//! timeout would also wake the runtime's timer thread for every message: one more thread hand-off
+//! on the hottest paths (publishing, taking the next task).
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `f` on this thread until it is ready, or `timeout` has passed (`None`).
+pub fn wait<F: Future>(f: F, timeout: Duration) -> Option<F::Output> {
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = pin!(f);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return Some(v);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        // A wake-up between the poll and here leaves the token set: park returns at once.
+        thread::park_timeout(deadline - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_future_and_timeout() {
+        assert_eq!(wait(async { 7 }, Duration::from_millis(10)), Some(7));
+        let start = Instant::now();
+        assert_eq!(wait(std::future::pending::<()>(), Duration::from_millis(50)), None);
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn woken_from_another_thread() {
+        let (tx, rx) = futures_lite::future::block_on(async { async_channel_pair() });
+        let h = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            tx.send(5).unwrap();
+        });
+        assert_eq!(wait(async move { rx.await.unwrap() }, Duration::from_secs(5)), Some(5));
+        h.join().unwrap();
+    }
+
+    fn async_channel_pair() -> (tokio::sync::oneshot::Sender<i32>, tokio::sync::oneshot::Receiver<i32>) {
+        tokio::sync::oneshot::channel()
+    }
+}
