@@ -1,0 +1,32 @@
+<?php
+/**
+ * Puts N messages in the broker with ebats's Batch, 500 a round, each round confirmed.
+ *
+ *   php -d extension=ebats.so fill.php events|tasks N
+ *
+ * events: event bench_evt (into <prefix>.events, for the scheduler); tasks: task bench/noop (into
+ * <prefix>.task.bench, for the worker). Parameters pad each document to about 200 bytes.
+ */
+
+declare(strict_types=1);
+require __DIR__ . '/common.php';
+
+[$kind, $n] = [$argv[1] ?? '', (int) ($argv[2] ?? 0)];
+$params = $kind === 'tasks' ? bench_task_params() : bench_params('bench_evt');
+$done = 0;
+while ($done < $n) {
+    $b = new Asynclib\Ebats\Batch();
+    $k = min(500, $n - $done);
+    for ($i = 0; $i < $k; $i++) {
+        if ($kind === 'events') {
+            $b->event('bench_evt', $params);
+        } elseif ($kind === 'tasks') {
+            $b->task('bench', 'noop', $params);
+        } else {
+            bench_fail('usage: fill.php events|tasks N');
+        }
+    }
+    $b->publish(false);
+    $done += $k;
+}
+bench_result(['n' => $done]);

@@ -1,0 +1,57 @@
+<?php
+/**
+ * An ebats Worker for topic "bench" running no-op tasks.
+ *
+ *   php -d extension=ebats.so worker.php PROCESSES PREFETCH PROGRESS_DIR
+ *
+ * Each child keeps, in PROGRESS_DIR/<pid>, "<tasks seen> <failures> <unix time of the last one>",
+ * rewritten in place after every task, so the bench knows when the callback has seen all N and when.
+ * Task "lat" appends now - params.t (seconds) to PROGRESS_DIR/lat.<pid>, one line per task.
+ */
+
+declare(strict_types=1);
+
+use Asynclib\Ebats\Worker;
+
+final class TaskBenchModel
+{
+    private static $lat = null;
+
+    public function noopTask($params): void
+    {
+    }
+
+    public function latTask($params): void
+    {
+        $now = microtime(true);
+        if (self::$lat === null) {
+            self::$lat = fopen($GLOBALS['bench_dir'] . '/lat.' . getmypid(), 'ab');
+        }
+        fwrite(self::$lat, sprintf("%.6f\n", $now - (float) $params['t']));
+    }
+}
+
+[$procs, $prefetch, $dir] = [(int) ($argv[1] ?? 1), (int) ($argv[2] ?? 1), $argv[3] ?? ''];
+if ($dir === '' || !is_dir($dir)) {
+    fwrite(STDERR, "usage: worker.php PROCESSES PREFETCH PROGRESS_DIR\n");
+    exit(2);
+}
+$GLOBALS['bench_dir'] = $dir;
+
+$callback = function ($topic, $taskid, $taskname, $params, $timeuse, $message, $status, $attempt) use ($dir) {
+    static $fh = null, $seen = 0, $failed = 0;
+    if ($fh === null) {
+        $fh = fopen($dir . '/' . getmypid(), 'c');
+    }
+    $seen++;
+    if ($status !== Worker::STATE_SUCC) {
+        $failed++;
+    }
+    fseek($fh, 0);
+    fwrite($fh, sprintf("%12d %12d %.6f\n", $seen, $failed, microtime(true)));
+};
+
+$worker = new Worker($callback, $procs);
+$worker->setQueue('bench');
+$worker->setPrefetch($prefetch);
+$worker->run();
