@@ -38,11 +38,6 @@ pub fn shutdown() {
     }
 }
 
-/// True when a session exists in this process (not inherited from a parent).
-pub fn has_own_session() -> bool {
-    SESSION.lock().as_ref().is_some_and(|s| s.pid() == std::process::id())
-}
-
 /// Deferred publishes of this process still waiting for their confirm (0 without a session).
 pub fn pending_here() -> usize {
     SESSION

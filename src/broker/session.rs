@@ -154,7 +154,6 @@ impl Session {
         if todo.is_empty() {
             return Ok(());
         }
-        let ch = link.publisher.clone();
         let conn = link.connection.clone();
         let result = self.runtime.block_on(async {
             // A failed declare closes the channel it ran on: run them on a throw-away channel.
@@ -169,7 +168,6 @@ impl Session {
             let _ = decl_ch.close(200, "done".into()).await;
             r
         });
-        drop(ch);
         match result {
             Ok(()) => {
                 let link = self.link.as_mut().expect("link set above");

@@ -39,16 +39,8 @@ pub fn take_thrown() -> Option<Thrown> {
     let class = object.get_class_name().unwrap_or_else(|_| "Throwable".into());
     let message = object.try_call_method("getMessage", vec![]).ok().and_then(|z| z.string()).unwrap_or_default();
     // getMessage() of a user subclass may itself throw; drop that one.
-    drop(take_thrown_simple());
+    drop(ExecutorGlobals::take_exception());
     Some(Thrown::Exception { class, message, object })
-}
-
-fn take_thrown_simple() -> Option<Thrown> {
-    ExecutorGlobals::take_exception().map(|o| Thrown::Exception {
-        class: String::new(),
-        message: String::new(),
-        object: o,
-    })
 }
 
 pub fn is_kind(o: &ZendObject, kind: Kind) -> bool {
@@ -58,7 +50,7 @@ pub fn is_kind(o: &ZendObject, kind: Kind) -> bool {
 /// An optional int read through a getter (`getRetry()`, `getInterval()`).
 pub fn int_getter(o: &ZendObject, method: &str) -> Option<i64> {
     let v = o.try_call_method(method, vec![]).ok().and_then(|z| z.long());
-    let _ = take_thrown_simple();
+    drop(ExecutorGlobals::take_exception());
     v
 }
 

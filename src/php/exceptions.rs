@@ -76,19 +76,6 @@ macro_rules! store {
     }};
 }
 
-fn retry_class_register(ce: &'static mut ClassEntry, _: ArgInfoTables) {
-    slot(Kind::Retry).store(ce, Ordering::Release);
-}
-fn task_class_register(ce: &'static mut ClassEntry, _: ArgInfoTables) {
-    slot(Kind::Task).store(ce, Ordering::Release);
-}
-fn service_class_register(ce: &'static mut ClassEntry, _: ArgInfoTables) {
-    slot(Kind::Service).store(ce, Ordering::Release);
-}
-fn connectioned_class_register(ce: &'static mut ClassEntry, _: ArgInfoTables) {
-    slot(Kind::Connectioned).store(ce, Ordering::Release);
-}
-
 /// Registers the interface and the four classes. Called from the module's startup.
 pub fn register() -> ext_php_rs::error::Result<()> {
     ClassBuilder::new(IFACE).flags(ClassFlags::Interface).registration(store!(CE_IFACE)).register()?;
@@ -96,11 +83,12 @@ pub fn register() -> ext_php_rs::error::Result<()> {
     let iface_info: ext_php_rs::class::ClassEntryInfo = (iface, IFACE);
     for (kind, name) in ALL {
         let mut b = ClassBuilder::new(name).extends(parent).implements(iface_info);
+        // Each class entry goes to its slot in CE, in the order of ALL.
         b = match kind {
-            Kind::Retry => retry_methods(b).registration(retry_class_register),
-            Kind::Task => b.registration(task_class_register),
-            Kind::Service => b.registration(service_class_register),
-            Kind::Connectioned => b.registration(connectioned_class_register),
+            Kind::Retry => retry_methods(b).registration(store!(CE[0])),
+            Kind::Task => b.registration(store!(CE[1])),
+            Kind::Service => b.registration(store!(CE[2])),
+            Kind::Connectioned => b.registration(store!(CE[3])),
         };
         b.register()?;
     }

@@ -158,8 +158,10 @@ pub fn run(
             }
             let recycle = if limits.max_requests > 0 && done >= limits.max_requests {
                 Some(format!("{done} tasks done (max requests)"))
-            } else if limits.memory_limit_mb > 0 && resident_mb() > limits.memory_limit_mb as f64 {
-                Some(format!("resident memory {:.1} MB is over {} MB", resident_mb(), limits.memory_limit_mb))
+            } else if limits.memory_limit_mb > 0 {
+                let rss = resident_mb();
+                (rss > limits.memory_limit_mb as f64)
+                    .then(|| format!("resident memory {rss:.1} MB is over {} MB", limits.memory_limit_mb))
             } else {
                 None
             };
