@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod cron;
 pub mod dispatch;
 pub mod log;
 pub mod outcome;
