@@ -1,5 +1,6 @@
 //! Periodic schedules, the pure core (no broker, no PHP).
 
+pub mod catchup;
 pub mod dst;
 pub mod error;
 pub mod expression;
