@@ -18,8 +18,9 @@ require_once __DIR__ . '/../lib/Procs.php';
  * command on the PATH, and `dpkg --purge` takes every file, conf.d link and phpenmod state away again.
  *
  * The package is installed in a private mount namespace when the machine allows one: /etc/php, /usr/bin,
- * /usr/lib/php, /usr/share, /var/lib/dpkg, /var/lib/php and /var/log are overlaid there with throw-away
- * layers, so dpkg and the maintainer scripts run on the real system as usual, but nothing they write is
+ * /usr/lib/php, /usr/sbin, /usr/share, /var/lib/dpkg, /var/lib/php and /var/log are overlaid there with
+ * throw-away layers (and a policy-rc.d there keeps services from being restarted from inside), so dpkg
+ * and the maintainer scripts run on the real system as usual, but nothing they write is
  * seen by other processes (a test run beside this one would otherwise load ebats twice, from php.ini and
  * from its `-d extension=`), and everything is gone when the namespace ends, even after a crash. Where no
  * namespace can be made, or with EBATS_TEST_PACKAGE_ON_HOST=1, the package is installed on the machine
@@ -30,7 +31,7 @@ final class PackageTest extends ProcTestCase
 {
     private const PHP_VERSION = '8.2';
     /** Directories the package or its maintainer scripts write to. */
-    private const OVERLAID = ['/etc/php', '/usr/bin', '/usr/lib/php', '/usr/share', '/var/lib/dpkg', '/var/lib/php', '/var/log'];
+    private const OVERLAID = ['/etc/php', '/usr/bin', '/usr/lib/php', '/usr/sbin', '/usr/share', '/var/lib/dpkg', '/var/lib/php', '/var/log'];
 
     private string $work = '';
     private string $phpApi = '';
@@ -194,6 +195,9 @@ final class PackageTest extends ProcTestCase
                 mkdir "$layers/u$n" "$layers/w$n"
                 mount -t overlay ebats-package-test -o "lowerdir=$dir,upperdir=$layers/u$n,workdir=$layers/w$n" "$dir"
             done
+            # No service is started or restarted from in here (php8.2-fpm's trigger asks for a restart).
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod 0755 /usr/sbin/policy-rc.d
             echo ready
             exec sleep 86400
             SH;
