@@ -79,7 +79,7 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
         uri.vhost = v;
     }
     let prefix = src.layered(INI_PREFIX).unwrap_or_else(|| DEFAULT_PREFIX.to_string());
-    crate::broker::names::check_prefix(&prefix)?;
+    crate::rules::check_prefix(&prefix)?;
     let connect_timeout = match src.layered(INI_CONNECT_TIMEOUT) {
         Some(v) => parse_secs(INI_CONNECT_TIMEOUT, &v)?,
         None => Duration::from_secs(3),

@@ -1,5 +1,6 @@
 //! The PHP bindings: thin classes that convert values and call into the core.
 
+pub mod args;
 pub mod call;
 pub mod consume_loop;
 pub mod consumer;
