@@ -19,10 +19,12 @@ use ext_php_rs::class::RegisteredClass;
 use ext_php_rs::prelude::*;
 use ext_php_rs::zend::ClassEntry;
 
+/// A class entry, read when it is needed (the classes are registered at startup).
+type ClassOf = fn() -> &'static ClassEntry;
+
 /// Second names of classes: `(alias, class)`. The product registers its classes under
 /// `Asynclib\Ebats`; older code knows the consumer as `Asynclib\Core\Consumer`.
-const ALIASES: [(&str, fn() -> &'static ClassEntry); 1] =
-    [("Asynclib\\Ebats\\Consumer", || consumer::Consumer::get_metadata().ce())];
+const ALIASES: [(&str, ClassOf); 1] = [("Asynclib\\Ebats\\Consumer", || consumer::Consumer::get_metadata().ce())];
 
 extern "C" {
     // Exported by the PHP binary (ZEND_API): what PHP's class_alias() does.
