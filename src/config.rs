@@ -77,7 +77,7 @@ fn parse_secs(setting: &Setting, v: &str) -> Result<Duration, String> {
     }
 }
 
-pub fn parse_bool(v: &str) -> bool {
+fn parse_bool(v: &str) -> bool {
     matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "on" | "yes")
 }
 

@@ -3,6 +3,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 
+use ext_php_rs::boxed::ZBox;
 use ext_php_rs::flags::IniEntryPermission;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendHashTable, Zval};
@@ -71,10 +72,6 @@ pub fn current() -> Result<Settings, PhpException> {
         .map_err(|e| exception(Kind::Connectioned, format!("ebats configuration: {e}")))
 }
 
-pub fn debug_enabled() -> bool {
-    current().map(|s| s.debug).unwrap_or(false)
-}
-
 /// The effective configuration, password masked.
 pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let s = current()?;
@@ -96,8 +93,6 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let _ = t.insert("version", env!("CARGO_PKG_VERSION"));
     Ok(t)
 }
-
-use ext_php_rs::boxed::ZBox;
 
 pub extern "C" fn info(_module: *mut ModuleEntry) {
     info_table_start!();
