@@ -2,21 +2,44 @@
 //!
 //! Pure Rust: the PHP side hands in three lookup functions, so precedence is unit-tested here.
 
+use std::ffi::CStr;
 use std::time::Duration;
 
 use lapin::uri::{AMQPScheme, AMQPUri};
 
-pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const DEFAULT_PREFIX: &str = "ebats";
+/// One setting: its php.ini name, its environment variable and its default, written only here.
+/// php.ini registration, `php --ri` and [`resolve`] all read this table.
+pub struct Setting {
+    pub ini: &'static CStr,
+    pub env: &'static str,
+    pub default: &'static CStr,
+}
 
-/// Every setting with its php.ini name and environment variable name.
-pub const INI_URL: &str = "ebats.amqp_url";
-pub const INI_PREFIX: &str = "ebats.prefix";
-pub const INI_CONNECT_TIMEOUT: &str = "ebats.connect_timeout";
-pub const INI_HEARTBEAT: &str = "ebats.heartbeat";
-pub const INI_CONFIRM_TIMEOUT: &str = "ebats.confirm_timeout";
-pub const INI_DEBUG: &str = "ebats.debug";
-pub const INI_DEFERRED: &str = "ebats.deferred_confirms";
+impl Setting {
+    pub fn ini_name(&self) -> &'static str {
+        self.ini.to_str().expect("setting names are ASCII")
+    }
+
+    pub fn default_value(&self) -> &'static str {
+        self.default.to_str().expect("setting defaults are ASCII")
+    }
+}
+
+pub const URL: Setting =
+    Setting { ini: c"ebats.amqp_url", env: "EBATS_AMQP_URL", default: c"amqp://guest:guest@127.0.0.1:5672/%2f" };
+pub const PREFIX: Setting = Setting { ini: c"ebats.prefix", env: "EBATS_PREFIX", default: c"ebats" };
+pub const CONNECT_TIMEOUT: Setting =
+    Setting { ini: c"ebats.connect_timeout", env: "EBATS_CONNECT_TIMEOUT", default: c"3" };
+pub const HEARTBEAT: Setting = Setting { ini: c"ebats.heartbeat", env: "EBATS_HEARTBEAT", default: c"10" };
+pub const CONFIRM_TIMEOUT: Setting =
+    Setting { ini: c"ebats.confirm_timeout", env: "EBATS_CONFIRM_TIMEOUT", default: c"10" };
+/// Also read from the application's constant of the same name as the environment variable.
+pub const DEBUG: Setting = Setting { ini: c"ebats.debug", env: "EBATS_DEBUG", default: c"0" };
+pub const DEFERRED: Setting =
+    Setting { ini: c"ebats.deferred_confirms", env: "EBATS_DEFERRED_CONFIRMS", default: c"0" };
+
+/// Every setting, in the order `php --ri` shows them.
+pub const ALL: [Setting; 7] = [URL, PREFIX, CONNECT_TIMEOUT, HEARTBEAT, CONFIRM_TIMEOUT, DEBUG, DEFERRED];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
@@ -37,32 +60,30 @@ pub struct Sources<'a> {
     pub constant: &'a dyn Fn(&str) -> Option<String>,
 }
 
-fn env_name(ini: &str) -> String {
-    ini.replace('.', "_").to_ascii_uppercase()
-}
-
 impl Sources<'_> {
-    /// php.ini, then the environment: the later wins when set and not empty.
-    fn layered(&self, ini: &str) -> Option<String> {
-        let from_env = (self.env)(&env_name(ini)).filter(|v| !v.is_empty());
-        from_env.or_else(|| (self.ini)(ini).filter(|v| !v.is_empty()))
+    /// The environment, else php.ini (each only when set and not empty), else the default.
+    fn layered(&self, setting: &Setting) -> String {
+        let from_env = (self.env)(setting.env).filter(|v| !v.is_empty());
+        from_env
+            .or_else(|| (self.ini)(setting.ini_name()).filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| setting.default_value().to_string())
     }
 }
 
-fn parse_secs(name: &str, v: &str) -> Result<Duration, String> {
+fn parse_secs(setting: &Setting, v: &str) -> Result<Duration, String> {
     match v.trim().parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!("{name} must be a number of seconds between 0 and 3600, got '{v}'")),
+        _ => Err(format!("{} must be a number of seconds between 0 and 3600, got '{v}'", setting.ini_name())),
     }
 }
 
-pub fn parse_bool(v: &str) -> bool {
+fn parse_bool(v: &str) -> bool {
     matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "on" | "yes")
 }
 
 pub fn resolve(src: &Sources) -> Result<Settings, String> {
-    let url = src.layered(INI_URL).unwrap_or_else(|| DEFAULT_URL.to_string());
-    let mut uri: AMQPUri = url.parse().map_err(|e| format!("invalid broker URL '{}': {e}", mask_url_str(&url)))?;
+    let url = src.layered(&URL);
+    let mut uri = parse_url(&url)?;
     if let Some(h) = (src.constant)("AMQ_HOST") {
         uri.authority.host = h;
     }
@@ -78,25 +99,15 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
     if let Some(v) = (src.constant)("AMQ_VHOST") {
         uri.vhost = v;
     }
-    let prefix = src.layered(INI_PREFIX).unwrap_or_else(|| DEFAULT_PREFIX.to_string());
-    crate::broker::names::check_prefix(&prefix)?;
-    let connect_timeout = match src.layered(INI_CONNECT_TIMEOUT) {
-        Some(v) => parse_secs(INI_CONNECT_TIMEOUT, &v)?,
-        None => Duration::from_secs(3),
-    };
-    let confirm_timeout = match src.layered(INI_CONFIRM_TIMEOUT) {
-        Some(v) => parse_secs(INI_CONFIRM_TIMEOUT, &v)?,
-        None => Duration::from_secs(10),
-    };
-    let heartbeat = match src.layered(INI_HEARTBEAT) {
-        Some(v) => {
-            v.trim().parse::<u16>().map_err(|_| format!("{INI_HEARTBEAT} must be 0..65535 seconds, got '{v}'"))?
-        }
-        None => 10,
-    };
-    let debug =
-        (src.constant)("EBATS_DEBUG").or_else(|| src.layered(INI_DEBUG)).map(|v| parse_bool(&v)).unwrap_or(false);
-    let deferred = src.layered(INI_DEFERRED).map(|v| parse_bool(&v)).unwrap_or(false);
+    let prefix = src.layered(&PREFIX);
+    crate::rules::check_prefix(&prefix)?;
+    let connect_timeout = parse_secs(&CONNECT_TIMEOUT, &src.layered(&CONNECT_TIMEOUT))?;
+    let confirm_timeout = parse_secs(&CONFIRM_TIMEOUT, &src.layered(&CONFIRM_TIMEOUT))?;
+    let v = src.layered(&HEARTBEAT);
+    let heartbeat =
+        v.trim().parse::<u16>().map_err(|_| format!("{} must be 0..65535 seconds, got '{v}'", HEARTBEAT.ini_name()))?;
+    let debug = parse_bool(&(src.constant)(DEBUG.env).unwrap_or_else(|| src.layered(&DEBUG)));
+    let deferred = parse_bool(&src.layered(&DEFERRED));
     Ok(Settings { uri, prefix, connect_timeout, heartbeat, confirm_timeout, debug, deferred })
 }
 
@@ -132,15 +143,47 @@ impl Settings {
     }
 }
 
-/// Masks a password in a URL that may not parse.
-fn mask_url_str(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
-            Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
-            None => url.to_string(),
-        },
-        _ => url.to_string(),
+/// The broker URL. Refused, with the URL masked in the message: a URL not starting with `amqp://` or
+/// `amqps://`, and one with an `@` after the host (user information in the wrong place, which would
+/// otherwise show up as part of the vhost).
+fn parse_url(url: &str) -> Result<AMQPUri, String> {
+    let refuse = |why: &str| format!("invalid broker URL '{}': {why}", mask_unparsable_url(url));
+    let trimmed = url.trim();
+    let lower = trimmed.to_ascii_lowercase();
+    let Some(after_scheme) =
+        ["amqp://", "amqps://"].iter().find(|s| lower.starts_with(**s)).map(|s| &trimmed[s.len()..])
+    else {
+        return Err(refuse("the URL must start with amqp:// or amqps://"));
+    };
+    let authority_end = after_scheme.find(['/', '?', '#']).unwrap_or(after_scheme.len());
+    if after_scheme[authority_end..].contains('@') {
+        return Err(refuse(
+            "'@' after the host: write amqp://user:password@host:port/vhost, with '/', '?', '#' and '@' in the \
+             password or vhost percent-encoded",
+        ));
     }
+    // The parser's message may quote the URL: never with its password.
+    url.parse().map_err(|e: String| refuse(&e.replace(url, &mask_unparsable_url(url))))
+}
+
+/// A URL that did not parse, fit for a message: whatever looks like user information (everything
+/// between `//`, or the start, and the last `@`) becomes `***`. Without an `@`, a `:` after the
+/// host-like part that is not followed by a port number hides the rest.
+pub fn mask_unparsable_url(url: &str) -> String {
+    if let Some(at) = url.rfind('@') {
+        let start = url[..at].find("//").map(|i| i + 2).unwrap_or(0);
+        return format!("{}***{}", &url[..start], &url[at..]);
+    }
+    let start = url.find("//").map(|i| i + 2).unwrap_or(0);
+    let Some(colon) = url[start..].find(':').map(|i| start + i) else {
+        return url.to_string();
+    };
+    let after = &url[colon + 1..];
+    let port = after.split(['/', '?', '#']).next().unwrap_or("");
+    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+        return url.to_string();
+    }
+    format!("{}***", &url[..colon + 1])
 }
 
 #[cfg(test)]
@@ -174,7 +217,7 @@ mod tests {
 
     #[test]
     fn env_beats_ini_and_constants_beat_both() {
-        let ini = [(INI_URL, "amqp://a:pa@ini-host:1111/iv"), (INI_PREFIX, "ini")];
+        let ini = [(URL.ini_name(), "amqp://a:pa@ini-host:1111/iv"), (PREFIX.ini_name(), "ini")];
         let s = run(&ini, &[], &[]).unwrap();
         assert_eq!((s.uri.authority.host.as_str(), s.prefix.as_str()), ("ini-host", "ini"));
         let env = [("EBATS_AMQP_URL", "amqp://b:pb@env-host:2222/ev"), ("EBATS_PREFIX", "env")];
@@ -195,20 +238,20 @@ mod tests {
 
     #[test]
     fn empty_env_falls_back_and_bad_values_are_errors() {
-        let s = run(&[(INI_PREFIX, "ini")], &[("EBATS_PREFIX", "")], &[]).unwrap();
+        let s = run(&[(PREFIX.ini_name(), "ini")], &[("EBATS_PREFIX", "")], &[]).unwrap();
         assert_eq!(s.prefix, "ini");
         assert!(run(&[], &[("EBATS_AMQP_URL", "http://x")], &[]).is_err());
         assert!(run(&[], &[], &[("AMQ_PORT", "port")]).unwrap_err().contains("AMQ_PORT"));
-        assert!(run(&[(INI_CONNECT_TIMEOUT, "-1")], &[], &[]).is_err());
-        assert!(run(&[(INI_PREFIX, "a b")], &[], &[]).is_err());
+        assert!(run(&[(CONNECT_TIMEOUT.ini_name(), "-1")], &[], &[]).is_err());
+        assert!(run(&[(PREFIX.ini_name(), "a b")], &[], &[]).is_err());
         let err = run(&[], &[("EBATS_AMQP_URL", "amqp://u:secret@h:bad/")], &[]).unwrap_err();
         assert!(!err.contains("secret"), "{err}");
     }
 
     #[test]
     fn debug_from_constant_then_env_then_ini() {
-        assert!(run(&[(INI_DEBUG, "1")], &[], &[]).unwrap().debug);
-        assert!(!run(&[(INI_DEBUG, "1")], &[("EBATS_DEBUG", "0")], &[]).unwrap().debug);
+        assert!(run(&[(DEBUG.ini_name(), "1")], &[], &[]).unwrap().debug);
+        assert!(!run(&[(DEBUG.ini_name(), "1")], &[("EBATS_DEBUG", "0")], &[]).unwrap().debug);
         assert!(run(&[], &[("EBATS_DEBUG", "0")], &[("EBATS_DEBUG", "1")]).unwrap().debug);
     }
 
@@ -217,5 +260,80 @@ mod tests {
         let s = run(&[], &[("EBATS_AMQP_URL", "amqps://u:p@h/v")], &[]).unwrap();
         assert!(s.tls());
         assert_eq!(s.uri.authority.port, 5671);
+    }
+
+    #[test]
+    fn the_table_names_every_setting_once() {
+        let mut inis: Vec<&str> = ALL.iter().map(Setting::ini_name).collect();
+        let mut envs: Vec<&str> = ALL.iter().map(|s| s.env).collect();
+        inis.sort();
+        inis.dedup();
+        envs.sort();
+        envs.dedup();
+        assert_eq!((inis.len(), envs.len()), (ALL.len(), ALL.len()));
+        for s in &ALL {
+            assert!(s.ini_name().starts_with("ebats."));
+            assert_eq!(s.env, s.ini_name().replace('.', "_").to_ascii_uppercase());
+        }
+        // the defaults resolve to what the README documents
+        let d = run(&[], &[], &[]).unwrap();
+        assert_eq!(d.uri, URL.default_value().parse::<AMQPUri>().unwrap());
+        assert_eq!((d.confirm_timeout, d.deferred), (Duration::from_secs(10), false));
+    }
+
+    const SECRET: &str = "S3cret";
+
+    #[test]
+    fn unparsable_urls_never_show_the_password() {
+        let shapes = [
+            "amqp//user:S3cret@127.0.0.1/v",
+            "amqp:/user:S3cret@127.0.0.1/v",
+            "amqp:///user:S3cret@127.0.0.1/v",
+            "amqp://user:pa/S3cret@127.0.0.1/v",
+            "amqp://user:pa?S3cret@127.0.0.1/v",
+            "amqp://user:pa#S3cret@127.0.0.1/v",
+            "amqp://127.0.0.1/user:S3cret@x",
+            "amqp:user:S3cret@127.0.0.1/v",
+            "amqp://user:S3cret@127.0.0.1:bad/v",
+            "amqp://user:S3cret@127.0.0.1:99999/v",
+            "amqp://user:S3cret@@127.0.0.1/v",
+            "amqp://user:S3c@ret@127.0.0.1/v",
+            "amqp://user:S3cret@[::1/v",
+            "amqp://user:S3cret",
+            "amqp://user:S3cret/127.0.0.1",
+            "user:S3cret@127.0.0.1",
+            "S3cret:x@127.0.0.1",
+            "S3cret@127.0.0.1",
+            "http://user:S3cret@127.0.0.1/",
+            "AMQP//user:S3cret@host",
+            " amqp//user:S3cret@host ",
+            "amqp://user:S3cret@host/v?auth_mechanism=nope",
+            "amqp://user:S3cret@host/v?heartbeat=x",
+            "//user:S3cret@",
+            "amqp://user:S3cret@",
+            "amqp://:S3cret@/",
+        ];
+        for url in shapes {
+            let masked = mask_unparsable_url(url);
+            assert!(!masked.contains(SECRET), "{url} -> {masked}");
+            if let Err(e) = run(&[], &[("EBATS_AMQP_URL", url)], &[]) {
+                assert!(!e.to_lowercase().contains(&SECRET.to_lowercase()), "{url} -> {e}");
+                assert!(e.starts_with("invalid broker URL"), "{url} -> {e}");
+            } else {
+                let s = run(&[], &[("EBATS_AMQP_URL", url)], &[]).unwrap();
+                assert!(!s.masked_url().contains(SECRET), "{url} -> {}", s.masked_url());
+            }
+            if let Err(e) = run(&[(URL.ini_name(), url)], &[], &[]) {
+                assert!(!e.to_lowercase().contains(&SECRET.to_lowercase()), "{url} -> {e}");
+            }
+        }
+        assert_eq!(mask_unparsable_url("amqp//user:S3cret@127.0.0.1/v"), "amqp//***@127.0.0.1/v");
+        assert_eq!(mask_unparsable_url("user:S3cret@h"), "***@h");
+        assert_eq!(mask_unparsable_url("amqp://user:S3cret"), "amqp://user:***");
+        // nothing that looks like a password: shown as it is
+        assert_eq!(mask_unparsable_url("amqp://host:5672/v"), "amqp://host:5672/v");
+        assert_eq!(mask_unparsable_url("http//x"), "http//x");
+        let e = run(&[], &[("EBATS_AMQP_URL", "amqp//user:S3cret@127.0.0.1/v")], &[]).unwrap_err();
+        assert_eq!(e, "invalid broker URL 'amqp//***@127.0.0.1/v': the URL must start with amqp:// or amqps://");
     }
 }

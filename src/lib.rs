@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod log;
 pub mod outcome;
 pub mod php;
+pub mod rules;
 pub mod wire;
 pub mod worker;
 

@@ -1,6 +1,15 @@
 //! Log lines to stderr: errors always, per-task lines with `EBATS_DEBUG`.
+//!
+//! A line is built whole, then written with one `write(2)`, so the lines of several processes sharing
+//! stderr never mix (a pipe keeps a write of up to 4096 bytes in one piece; a line is kept below that).
+//! Messages carry names, bodies and exception messages that came from outside: every control character
+//! in them is escaped here, so no value can start a line of its own. (Messages are `&str`: bytes from
+//! the broker reach them decoded, invalid UTF-8 replaced.)
 
 use std::io::Write;
+
+/// The longest message written; the rest is cut, saying how much.
+const MAX_MESSAGE: usize = 3800;
 
 fn stamp() -> String {
     let t = crate::wire::now();
@@ -9,8 +18,43 @@ fn stamp() -> String {
     format!("{h:02}:{m:02}:{s:02}.{:03}", ((t - secs as f64) * 1000.0) as u32)
 }
 
+/// `s` with `\n`, `\r` and `\t` written as such, other control characters (C0, DEL, C1) and the
+/// Unicode line and paragraph separators as `\u{..}`. Backslashes stay as they are (class names).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The whole line, newline included.
+fn format_line(level: &str, msg: &str, pid: u32) -> String {
+    let mut msg = escape(msg);
+    if msg.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !msg.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let more = msg.len() - cut;
+        msg.truncate(cut);
+        msg.push_str(&format!("... ({more} more bytes)"));
+    }
+    format!("[ebats {} {level} pid={pid}] {msg}\n", stamp())
+}
+
 fn line(level: &str, msg: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "[ebats {} {level} pid={}] {msg}", stamp(), std::process::id());
+    let line = format_line(level, msg, std::process::id());
+    // Stderr is unbuffered: this is one write(2) (more only if the kernel takes part of it).
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 pub fn error(msg: &str) {
@@ -23,4 +67,31 @@ pub fn info(msg: &str) {
 
 pub fn debug(msg: &str) {
     line("DEBUG", msg);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(escape("x\u{1b}[31m\u{0}\u{7f}\u{85}"), "x\\u{1b}[31m\\u{0}\\u{7f}\\u{85}");
+        assert_eq!(escape("line\u{2028}sep"), "line\\u{2028}sep");
+        assert_eq!(escape("A\\B"), "A\\B");
+        assert_eq!(escape("plain é ✓"), "plain é ✓");
+    }
+
+    #[test]
+    fn a_line_is_one_line_whatever_the_message() {
+        let l = format_line("ERROR", "event 'x\n[ebats 00:00:00.000 ERROR pid=1] forged' failed", 42);
+        assert_eq!(l.matches('\n').count(), 1);
+        assert!(l.ends_with('\n'));
+        assert!(l.starts_with("[ebats "));
+        assert!(l.contains(" ERROR pid=42] event 'x\\n[ebats"), "{l}");
+        let long = format_line("DEBUG", &"é".repeat(5000), 1);
+        assert!(long.len() < 4096, "{}", long.len());
+        assert!(long.ends_with("more bytes)\n"), "{long}");
+        assert_eq!(long.matches('\n').count(), 1);
+    }
 }

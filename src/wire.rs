@@ -1,8 +1,11 @@
-//! The JSON bodies of events and tasks (documented field by field in docs/wire-format.md).
+//! The JSON bodies of events and tasks (documented field by field in docs/wire-format.md). A body
+//! read back is held to the rules of `crate::rules`, as the same values were on the way out.
 
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
 use serde_json::{json, Map, Value};
+
+use crate::rules;
 
 pub const VERSION: u64 = 1;
 
@@ -14,8 +17,9 @@ pub fn now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
-fn round_ms(t: f64) -> Value {
-    json!((t * 1000.0).round() / 1000.0)
+/// A time in seconds rounded to the millisecond, as every time in a body is written.
+pub fn round_ms(t: f64) -> f64 {
+    (t * 1000.0).round() / 1000.0
 }
 
 /// AMQP properties of every ebats message: persistent JSON with its id.
@@ -62,6 +66,7 @@ impl EventMsg {
         let v: Value = serde_json::from_slice(body).map_err(|e| format!("event body is not JSON: {e}"))?;
         let o = v.as_object().ok_or("event body is not a JSON object")?;
         let event = o.get("event").and_then(Value::as_str).ok_or("event body has no string field 'event'")?;
+        rules::check_event_name(event).map_err(|e| format!("event body: {e}"))?;
         Ok(EventMsg {
             id: o.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(new_id),
             event: event.to_string(),
@@ -148,7 +153,7 @@ impl TaskMsg {
         o.insert("params".into(), self.params.clone());
         o.insert("delay".into(), json!(self.delay));
         o.insert("attempt".into(), json!(self.attempt));
-        o.insert("created_at".into(), round_ms(self.created_at));
+        o.insert("created_at".into(), json!(round_ms(self.created_at)));
         o.insert("event".into(), json!(self.event));
         o.insert("event_id".into(), json!(self.event_id));
         if self.service_errors > 0 {
@@ -179,36 +184,60 @@ impl TaskMsg {
         Self::from_value(v)
     }
 
+    /// Reads a decoded task body. The topic and name follow the rules they were sent with; a counter
+    /// is a whole number in its range (absent or null: its default).
     pub fn from_value(v: Value) -> Result<TaskMsg, String> {
         let Value::Object(mut o) = v else {
             return Err("task body is not a JSON object".into());
         };
         let s = |o: &Map<String, Value>, k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
-        let u = |o: &Map<String, Value>, k: &str| o.get(k).and_then(Value::as_u64);
         let topic = s(&o, "topic").ok_or("task body has no string field 'topic'")?;
         let name = s(&o, "name").ok_or("task body has no string field 'name'")?;
-        let retry = o.get("retry").and_then(Value::as_object).map(|r| RetryRule {
-            max: r.get("max").and_then(Value::as_u64).map(|m| m.min(u32::MAX as u64) as u32),
-            interval: r.get("interval").and_then(Value::as_u64),
-        });
+        rules::check_topic(&topic).map_err(|e| format!("task body: {e}"))?;
+        rules::check_task_name(&name).map_err(|e| format!("task body: {e}"))?;
+        let max_delay = rules::MAX_DELAY as u64;
+        let retry = match o.get("retry") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(r)) => Some(RetryRule {
+                max: counter(r, "retry.max", 0, u32::MAX as u64)?.map(|m| m as u32),
+                interval: counter(r, "retry.interval", 0, max_delay)?,
+            }),
+            Some(_) => return Err("task body: 'retry' must be an object".into()),
+        };
         let msg = TaskMsg {
             id: s(&o, "id").unwrap_or_else(new_id),
             topic,
             name,
             params: o.get("params").cloned().unwrap_or(Value::Array(vec![])),
-            delay: u(&o, "delay").unwrap_or(0),
-            attempt: u(&o, "attempt").unwrap_or(1).clamp(1, u32::MAX as u64) as u32,
+            delay: counter(&o, "delay", 0, max_delay)?.unwrap_or(0),
+            attempt: counter(&o, "attempt", 1, u32::MAX as u64)?.unwrap_or(1) as u32,
             created_at: o.get("created_at").and_then(Value::as_f64).unwrap_or_else(now),
             event: s(&o, "event"),
             event_id: s(&o, "event_id"),
-            service_errors: u(&o, "service_errors").unwrap_or(0) as u32,
-            redeliveries: u(&o, "redeliveries").unwrap_or(0) as u32,
+            service_errors: counter(&o, "service_errors", 0, u32::MAX as u64)?.unwrap_or(0) as u32,
+            redeliveries: counter(&o, "redeliveries", 0, u32::MAX as u64)?.unwrap_or(0) as u32,
             retry,
             error: o.get("error").filter(|e| !e.is_null()).cloned(),
             extra: Map::new(),
         };
         o.retain(|k, _| !KNOWN.contains(&k.as_str()));
         Ok(TaskMsg { extra: o, ..msg })
+    }
+}
+
+/// The whole number at `key` (its name in messages is `what`), which must lie in `min..=max`;
+/// None when absent or null.
+fn counter(o: &Map<String, Value>, what: &str, min: u64, max: u64) -> Result<Option<u64>, String> {
+    let key = what.rsplit('.').next().unwrap_or(what);
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(format!(
+                "task body: '{what}' must be a whole number from {min} to {max}, got {}",
+                rules::printable(&v.to_string())
+            )),
+        },
     }
 }
 
@@ -248,5 +277,72 @@ mod tests {
         assert_eq!(back.event, "order_paied");
         assert_eq!(back.params, json!({"order_id": "FB1"}));
         assert_eq!(back.id, e.id);
+    }
+
+    #[test]
+    fn task_topic_and_name_follow_the_outgoing_rules() {
+        for (topic, name) in [("other", "x"), ("demo", "closeOrder"), ("a-b_C9", "_x1")] {
+            let body = json!({"topic": topic, "name": name}).to_string();
+            assert!(TaskMsg::parse(body.as_bytes()).is_ok(), "{body}");
+        }
+        for (topic, name, what) in [
+            ("Foo\\Bar", "x", "topic"),
+            ("a.b#", "x", "topic"),
+            ("../../x", "x", "topic"),
+            ("", "x", "topic"),
+            ("demo", "ok;evil", "task name"),
+            ("demo", "1x", "task name"),
+            ("demo", "", "task name"),
+        ] {
+            let body = json!({"topic": topic, "name": name}).to_string();
+            let err = TaskMsg::parse(body.as_bytes()).unwrap_err();
+            assert!(err.starts_with(&format!("task body: {what}")), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn counters_out_of_range_are_errors() {
+        let parse = |extra: Value| {
+            let mut v = json!({"topic": "demo", "name": "x"});
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            TaskMsg::from_value(v)
+        };
+        assert_eq!(parse(json!({"attempt": 3})).unwrap().attempt, 3);
+        assert_eq!(parse(json!({"attempt": null})).unwrap().attempt, 1);
+        assert_eq!(parse(json!({"attempt": u32::MAX})).unwrap().attempt, u32::MAX);
+        for bad in [
+            json!({"attempt": i64::MAX}),
+            json!({"attempt": 0}),
+            json!({"attempt": -1}),
+            json!({"attempt": 1.5}),
+            json!({"attempt": "2"}),
+            json!({"service_errors": u64::MAX}),
+            json!({"redeliveries": -3}),
+            json!({"delay": rules::MAX_DELAY + 1}),
+            json!({"retry": {"max": 1u64 << 40}}),
+            json!({"retry": {"interval": -5}}),
+            json!({"retry": 3}),
+        ] {
+            let err = parse(bad.clone()).unwrap_err();
+            assert!(err.starts_with("task body: "), "{bad}: {err}");
+        }
+        let err = parse(json!({"attempt": i64::MAX})).unwrap_err();
+        assert!(err.contains("'attempt'") && err.contains(&i64::MAX.to_string()), "{err}");
+        let r = parse(json!({"retry": {"max": 2, "interval": null}})).unwrap().retry;
+        assert_eq!(r, Some(RetryRule { max: Some(2), interval: None }));
+    }
+
+    #[test]
+    fn event_name_follows_the_outgoing_rule() {
+        assert!(EventMsg::parse(br#"{"event":"order.paied"}"#).is_ok());
+        let err = EventMsg::parse(br#"{"event":"x\n[ebats forged"}"#).unwrap_err();
+        assert!(err.starts_with("event body: event name"), "{err}");
+        assert!(EventMsg::parse(br#"{"event":""}"#).is_err());
+    }
+
+    #[test]
+    fn times_are_rounded_to_the_millisecond() {
+        assert_eq!(round_ms(1.23456), 1.235);
+        assert_eq!(round_ms(10.0), 10.0);
     }
 }

@@ -19,7 +19,8 @@ namespace Asynclib\Exception {
      *
      * Without arguments the default intervals apply (5 s, 300 s, 600 s, 3600 s, 7800 s); with $retry and
      * $interval the task runs up to $retry more times, $interval seconds apart. When the runs are used up
-     * the task fails (Worker::STATE_FAIL) and goes to the failed store.
+     * the task fails (Worker::STATE_FAIL) and goes to the failed store. A negative $retry or $interval
+     * (or one above 4294967295 runs or 268435455 seconds) is refused with a \ValueError.
      */
     class RetryException extends \RuntimeException implements ExceptionInterface
     {
@@ -31,8 +32,9 @@ namespace Asynclib\Exception {
 
         /**
          * @param string $message why the task must run again
-         * @param int|null $retry how many more runs at most, null for the worker's default intervals
-         * @param int|null $interval seconds between runs, null for the worker's default intervals
+         * @param int|null $retry how many more runs at most (0 or more), null for the worker's default intervals
+         * @param int|null $interval seconds between runs (0 or more), null for the worker's default intervals
+         * @throws \ValueError when $retry or $interval is negative or out of range
          * @param int $code exception code
          * @param \Throwable|null $previous the exception that caused this one
          */
@@ -100,7 +102,7 @@ namespace Asynclib\Core {
     /**
      * Consumes messages from any exchange and queue and hands each one to a PHP callable, for instance
      * to turn it into tasks with Task::create(). JSON bodies arrive decoded to arrays, other bodies as
-     * strings.
+     * strings. The same class is also named \Asynclib\Ebats\Consumer.
      */
     class Consumer
     {
@@ -600,4 +602,7 @@ namespace {
     function ebats_deferred_errors(): array
     {
     }
+
+    // Asynclib\Ebats\Consumer is a second name of the same class (as class_alias() makes one).
+    class_alias(\Asynclib\Core\Consumer::class, 'Asynclib\\Ebats\\Consumer');
 }

@@ -13,8 +13,8 @@ use crate::broker::session::next_delivery;
 use crate::broker::Decl;
 use crate::config::Settings;
 use crate::log;
+use crate::php::args::broker_err;
 use crate::php::call::{self, Thrown};
-use crate::php::producer::broker_err;
 use crate::worker::signals::{self, StopOnSignals};
 
 /// The open consumer a message came from.

@@ -6,16 +6,17 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 
-use crate::broker::names::{self, Names};
+use crate::broker::names::Names;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
+use crate::php::args::{self, bad_input, checked};
 use crate::php::call::{self, Thrown};
 use crate::php::consume_loop::{self, After};
 use crate::php::convert;
 use crate::php::exceptions::Kind;
-use crate::php::producer::{bad_input, check_exchange};
 use crate::php::settings;
+use crate::rules;
 use crate::wire::{new_id, properties_with_headers};
 
 #[php_class]
@@ -31,7 +32,7 @@ fn keys_of(arr: &ZendHashTable) -> PhpResult<Vec<String>> {
     let mut out = Vec::new();
     for v in arr.values() {
         let k = v.str().ok_or_else(|| bad_input("routing keys must be strings"))?;
-        names::check_amqp_name("routing key", k).map_err(bad_input)?;
+        checked(rules::check_amqp_name("routing key", k))?;
         out.push(k.to_string());
     }
     if out.is_empty() {
@@ -47,13 +48,12 @@ impl Consumer {
     }
 
     #[php(name = "setExchange", defaults(r#type = "\"direct\""))]
-    pub fn set_exchange<'a>(
-        self_: &'a mut ZendClassObject<Consumer>,
+    pub fn set_exchange(
+        self_: &mut ZendClassObject<Consumer>,
         name: String,
         r#type: String,
-    ) -> PhpResult<&'a mut ZendClassObject<Consumer>> {
-        check_exchange(&name, &r#type)?;
-        self_.exchange = Some((name, r#type));
+    ) -> PhpResult<&mut ZendClassObject<Consumer>> {
+        self_.exchange = Some(args::exchange(name, r#type)?);
         Ok(self_)
     }
 
@@ -67,7 +67,7 @@ impl Consumer {
         if name.is_empty() {
             return Err(bad_input("queue name must not be empty"));
         }
-        names::check_amqp_name("queue name", &name).map_err(bad_input)?;
+        checked(rules::check_amqp_name("queue name", &name))?;
         if let Some(k) = routing_keys {
             self_.keys = keys_of(k)?;
         }
@@ -96,22 +96,13 @@ impl Consumer {
         self_: &mut ZendClassObject<Consumer>,
         prefetch: i64,
     ) -> PhpResult<&mut ZendClassObject<Consumer>> {
-        if !(1..=65535).contains(&prefetch) {
-            return Err(bad_input(format!("prefetch must be between 1 and 65535, got {prefetch}")));
-        }
-        self_.prefetch = prefetch as u16;
+        self_.prefetch = args::prefetch(prefetch)?;
         Ok(self_)
     }
 
     /// Calls `$callback($routing_key, $message)` for every message, acking after it returns.
     pub fn run(&self, callback: &Zval) -> PhpResult<()> {
-        if !callback.is_callable() {
-            return Err(PhpException::new(
-                "Asynclib\\Core\\Consumer::run(): Argument #1 ($callback) must be a valid callback".into(),
-                0,
-                ext_php_rs::zend::ce::type_error(),
-            ));
-        }
+        args::callback(callback, "Asynclib\\Core\\Consumer::run()")?;
         let (exchange, kind) = self.exchange.clone().ok_or_else(|| bad_input("call setExchange() before run()"))?;
         let queue = self.queue.clone().ok_or_else(|| bad_input("call setQueue() before run()"))?;
         let settings = settings::current()?;

@@ -10,8 +10,9 @@ use crate::broker::names::Names;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
+use crate::php::args::{bad_input, broker_err, params_json, string_arg};
 use crate::php::exceptions::{exception, Kind};
-use crate::php::producer::{bad_input, broker_err, deliver, int_arg, params_json, string_arg, Event, Task};
+use crate::php::producer::{deliver, Event, Task};
 use crate::php::settings;
 
 /// Failures of deferred publishes found at the end of an earlier request, not yet read.
@@ -40,8 +41,7 @@ impl Batch {
         event_name: &Zval,
         options: Option<&Zval>,
     ) -> PhpResult<&'a mut ZendClassObject<Batch>> {
-        let name = string_arg(event_name, "Argument #1 ($event_name)")?;
-        let mut e = Event::make(&name)?;
+        let mut e = Event::make(string_arg(event_name, "Argument #1 ($event_name)")?)?;
         if let Some(o) = options {
             if !o.is_array() {
                 return Err(bad_input("event options must be an array"));
@@ -60,13 +60,7 @@ impl Batch {
         params: Option<&Zval>,
         delay: Option<&Zval>,
     ) -> PhpResult<&'a mut ZendClassObject<Batch>> {
-        let topic = string_arg(topic, "Argument #1 ($topic)")?;
-        let name = string_arg(name, "Argument #2 ($name)")?;
-        let mut t = Task::make(&topic, &name, int_arg(delay, 0, "Argument #4 ($delay)")?)?;
-        if let Some(p) = params {
-            t.params = params_json(p, "task params")?;
-        }
-        self_.items.push(Item::Task(t));
+        self_.items.push(Item::Task(Task::from_create_args(topic, name, params, delay)?));
         Ok(self_)
     }
 

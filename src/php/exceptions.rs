@@ -124,24 +124,30 @@ fn retry_methods(b: ClassBuilder) -> ClassBuilder {
 }
 
 /// Reads an optional int argument: null or missing gives null, an int or numeric string gives
-/// the int, anything else a TypeError.
-fn int_or_null(zv: Option<&Zval>, name: &str) -> Result<Option<i64>, String> {
+/// the int, anything else a TypeError; an int outside `0..=max` is a ValueError.
+fn int_or_null(zv: Option<&Zval>, position: u32, name: &str, max: i64) -> Result<Option<i64>, PhpException> {
+    let function = "Asynclib\\Exception\\RetryException::__construct()";
     let Some(zv) = zv.map(Zval::dereference) else {
         return Ok(None);
     };
     if zv.is_null() {
         return Ok(None);
     }
-    if let Some(l) = zv.long() {
-        return Ok(Some(l));
+    let Some(n) = zv.long().or_else(|| zv.str().and_then(|s| s.trim().parse::<i64>().ok())) else {
+        return Err(PhpException::new(
+            format!("{function}: Argument #{position} (${name}) must be of type ?int, {} given", zv.get_type()),
+            0,
+            ext_php_rs::zend::ce::type_error(),
+        ));
+    };
+    if !(0..=max).contains(&n) {
+        return Err(PhpException::new(
+            format!("{function}: Argument #{position} (${name}) must be between 0 and {max} (or null), {n} given"),
+            0,
+            ext_php_rs::zend::ce::value_error(),
+        ));
     }
-    if let Some(n) = zv.str().and_then(|s| s.trim().parse::<i64>().ok()) {
-        return Ok(Some(n));
-    }
-    Err(format!(
-        "Asynclib\\Exception\\RetryException::__construct(): Argument ${name} must be of type ?int, {} given",
-        zv.get_type()
-    ))
+    Ok(Some(n))
 }
 
 extern "C" fn retry_construct(ex: &mut ExecuteData, _retval: &mut Zval) {
@@ -151,12 +157,13 @@ extern "C" fn retry_construct(ex: &mut ExecuteData, _retval: &mut Zval) {
     let args: Vec<Zval> =
         (0..n.min(5)).filter_map(|i| unsafe { ex.zend_call_arg(i) }.map(|z| z.shallow_clone())).collect();
     let arg = |i: usize| args.get(i);
-    let retry = int_or_null(arg(1), "retry");
-    let interval = int_or_null(arg(2), "interval");
+    // A negative count or interval would silently mean "no retry" or "now"; refused instead.
+    let retry = int_or_null(arg(1), 2, "retry", u32::MAX as i64);
+    let interval = int_or_null(arg(2), 3, "interval", crate::rules::MAX_DELAY);
     let (retry, interval) = match (retry, interval) {
         (Ok(r), Ok(i)) => (r, i),
         (Err(e), _) | (_, Err(e)) => {
-            let _ = PhpException::new(e, 0, ext_php_rs::zend::ce::type_error()).throw();
+            e.throw();
             return;
         }
     };

@@ -1,5 +1,6 @@
 //! The PHP bindings: thin classes that convert values and call into the core.
 
+pub mod args;
 pub mod call;
 pub mod consume_loop;
 pub mod consumer;
@@ -12,7 +13,42 @@ pub mod settings;
 pub mod store;
 pub mod worker;
 
+use std::ffi::{c_char, c_int};
+
+use ext_php_rs::class::RegisteredClass;
 use ext_php_rs::prelude::*;
+use ext_php_rs::zend::ClassEntry;
+
+/// A class entry, read when it is needed (the classes are registered at startup).
+type ClassOf = fn() -> &'static ClassEntry;
+
+/// Second names of classes: `(alias, class)`. The product registers its classes under
+/// `Asynclib\Ebats`; older code knows the consumer as `Asynclib\Core\Consumer`.
+const ALIASES: [(&str, ClassOf); 1] = [("Asynclib\\Ebats\\Consumer", || consumer::Consumer::get_metadata().ce())];
+
+extern "C" {
+    // Exported by the PHP binary (ZEND_API): what PHP's class_alias() does.
+    fn zend_register_class_alias_ex(
+        name: *const c_char,
+        name_len: usize,
+        ce: *mut ClassEntry,
+        persistent: bool,
+    ) -> c_int;
+}
+
+/// Start of every request: the aliases, as if the script began with `class_alias()` for each. (The
+/// classes of the module are registered after its startup hook runs, so this cannot happen there.)
+extern "C" fn request_startup(_type: i32, _module: i32) -> i32 {
+    for (alias, class) in ALIASES {
+        let ce = class() as *const ClassEntry as *mut ClassEntry;
+        // SAFETY: the name is passed with its length; `ce` is the class entry the engine registered
+        // at startup and keeps for the life of the process; an alias is a non-owning entry of the
+        // class table, removed by the engine at the end of the request. It fails (harmlessly) when
+        // the name is already taken.
+        unsafe { zend_register_class_alias_ex(alias.as_ptr().cast(), alias.len(), ce, false) };
+    }
+    0
+}
 
 pub fn register(module: ModuleBuilder) -> ModuleBuilder {
     module
@@ -29,6 +65,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .function(wrap_function!(ebats_config))
         .function(wrap_function!(ebats_flush))
         .function(wrap_function!(ebats_deferred_errors))
+        .request_startup_function(request_startup)
         .request_shutdown_function(deferred::request_shutdown)
 }
 

@@ -4,76 +4,14 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 use serde_json::Value;
 
-use crate::broker::names::{self, Names};
-use crate::broker::{BrokerError, Decl, Outgoing};
+use crate::broker::names::Names;
+use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
+use crate::php::args::{self, array_json, bad_input, broker_err, checked, int_arg, params_json, string_arg};
 use crate::php::convert;
-use crate::php::exceptions::{exception, Kind};
 use crate::php::settings;
+use crate::rules;
 use crate::wire::{properties, EventMsg, TaskMsg};
-
-pub fn broker_err(e: BrokerError) -> PhpException {
-    exception(Kind::Connectioned, e.to_string())
-}
-
-pub fn bad_input(msg: impl Into<String>) -> PhpException {
-    exception(Kind::Task, msg)
-}
-
-/// An int argument as PHP's coercive mode reads it: ints, integral floats, numeric strings and
-/// bools; anything else is a TypeError naming the argument.
-pub fn int_arg(zv: Option<&Zval>, default: i64, what: &str) -> PhpResult<i64> {
-    let Some(zv) = zv.map(Zval::dereference) else { return Ok(default) };
-    if let Some(l) = zv.long() {
-        return Ok(l);
-    }
-    if let Some(d) = zv.double() {
-        if d.fract() == 0.0 && d.abs() < 9.0e15 {
-            return Ok(d as i64);
-        }
-    }
-    if let Some(s) = zv.str() {
-        if let Ok(l) = s.trim().parse::<i64>() {
-            return Ok(l);
-        }
-    }
-    if let Some(b) = zv.bool() {
-        return Ok(b as i64);
-    }
-    Err(PhpException::new(
-        format!("{what} must be of type int, {} given", zv.get_type()),
-        0,
-        ext_php_rs::zend::ce::type_error(),
-    ))
-}
-
-/// A string argument as PHP's coercive mode reads it: strings, ints, floats and bools.
-pub fn string_arg(zv: &Zval, what: &str) -> PhpResult<String> {
-    let zv = zv.dereference();
-    if let Some(s) = zv.zend_str() {
-        return String::from_utf8(s.as_bytes().to_vec()).map_err(|_| bad_input(format!("{what} is not valid UTF-8")));
-    }
-    if zv.is_long() || zv.is_double() || zv.is_bool() {
-        if let Some(s) = zv.coerce_to_string() {
-            return Ok(s);
-        }
-    }
-    Err(PhpException::new(
-        format!("{what} must be of type string, {} given", zv.get_type()),
-        0,
-        ext_php_rs::zend::ce::type_error(),
-    ))
-}
-
-pub fn params_json(zv: &Zval, what: &str) -> PhpResult<Value> {
-    convert::to_json(zv).map_err(|e| bad_input(format!("{what} cannot be sent as JSON: {e}")))
-}
-
-fn array_json(arr: &ZendHashTable, what: &str) -> PhpResult<Value> {
-    let mut zv = Zval::new();
-    zv.set_hashtable(arr.to_owned());
-    params_json(&zv, what)
-}
 
 #[php_class]
 #[php(name = "Asynclib\\Ebats\\Event")]
@@ -83,9 +21,9 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn make(name: &str) -> PhpResult<Event> {
-        names::check_event_name(name).map_err(bad_input)?;
-        Ok(Event { name: name.to_string(), params: Value::Array(vec![]) })
+    pub fn make(name: String) -> PhpResult<Event> {
+        checked(rules::check_event_name(&name))?;
+        Ok(Event { name, params: Value::Array(vec![]) })
     }
 
     pub fn set_params(&mut self, params: Value) {
@@ -99,16 +37,21 @@ impl Event {
     }
 }
 
+/// Adds the declarations `more` to `decls`, each once.
+pub fn merge_decls(decls: &mut Vec<Decl>, more: Vec<Decl>) {
+    for d in more {
+        if !decls.contains(&d) {
+            decls.push(d);
+        }
+    }
+}
+
 /// Publishes messages, confirmed before returning or (deferred) confirmed at the end of the request.
 pub fn deliver(settings: &crate::config::Settings, parts: Vec<(Vec<Decl>, Outgoing)>, defer: bool) -> PhpResult<()> {
     let mut decls: Vec<Decl> = Vec::new();
     let mut outs = Vec::with_capacity(parts.len());
     for (ds, out) in parts {
-        for d in ds {
-            if !decls.contains(&d) {
-                decls.push(d);
-            }
-        }
+        merge_decls(&mut decls, ds);
         outs.push(out);
     }
     let r =
@@ -119,9 +62,7 @@ pub fn deliver(settings: &crate::config::Settings, parts: Vec<(Vec<Decl>, Outgoi
 #[php_impl]
 impl Event {
     pub fn __construct(event_name: &Zval) -> PhpResult<Self> {
-        let event_name = string_arg(event_name, "Argument #1 ($event_name)")?;
-        names::check_event_name(&event_name).map_err(bad_input)?;
-        Ok(Event { name: event_name, params: Value::Array(vec![]) })
+        Event::make(string_arg(event_name, "Argument #1 ($event_name)")?)
     }
 
     /// Sets the event's parameters (any array JSON can hold) and returns the event.
@@ -172,9 +113,9 @@ pub struct Task {
 
 impl Task {
     pub fn make(topic: &str, name: &str, delay: i64) -> Result<Task, PhpException> {
-        names::check_topic(topic).map_err(bad_input)?;
-        names::check_task_name(name).map_err(bad_input)?;
-        names::check_delay(delay).map_err(bad_input)?;
+        checked(rules::check_topic(topic))?;
+        checked(rules::check_task_name(name))?;
+        checked(rules::check_delay(delay))?;
         Ok(Task {
             id: crate::wire::new_id(),
             topic: topic.to_string(),
@@ -191,6 +132,17 @@ impl Task {
             ..TaskMsg::new(&self.topic, &self.name, self.params.clone(), self.delay as u64)
         };
         dispatch::task(names, &msg, self.delay as u64)
+    }
+
+    /// The arguments of `Task::create()` and `Batch::task()`: topic, name, params, delay.
+    pub fn from_create_args(topic: &Zval, name: &Zval, params: Option<&Zval>, delay: Option<&Zval>) -> PhpResult<Task> {
+        let topic = string_arg(topic, "Argument #1 ($topic)")?;
+        let name = string_arg(name, "Argument #2 ($name)")?;
+        let mut t = Task::make(&topic, &name, int_arg(delay, 0, "Argument #4 ($delay)")?)?;
+        if let Some(p) = params {
+            t.params = params_json(p, "task params")?;
+        }
+        Ok(t)
     }
 
     pub fn send(&self, defer: Option<bool>) -> PhpResult<String> {
@@ -252,13 +204,7 @@ impl Task {
 
     /// Enqueues a task directly and returns its id once the broker confirmed it.
     pub fn create(topic: &Zval, name: &Zval, params: Option<&Zval>, delay: Option<&Zval>) -> PhpResult<String> {
-        let topic = string_arg(topic, "Argument #1 ($topic)")?;
-        let name = string_arg(name, "Argument #2 ($name)")?;
-        let mut t = Task::make(&topic, &name, int_arg(delay, 0, "Argument #4 ($delay)")?)?;
-        if let Some(p) = params {
-            t.params = params_json(p, "task params")?;
-        }
-        t.send(None)
+        Task::from_create_args(topic, name, params, delay)?.send(None)
     }
 }
 
@@ -272,18 +218,6 @@ impl ExchangeTypes {
     pub const DIRECT: &'static str = "direct";
     pub const TOPIC: &'static str = "topic";
     pub const HEADERS: &'static str = "headers";
-}
-
-pub fn check_exchange(name: &str, kind: &str) -> PhpResult<()> {
-    if name.is_empty() {
-        return Err(bad_input("exchange name must not be empty"));
-    }
-    names::check_amqp_name("exchange name", name).map_err(bad_input)?;
-    if name.starts_with("amq.") {
-        return Err(bad_input(format!("exchange '{name}' is reserved by the broker (amq.*)")));
-    }
-    crate::broker::topology::exchange_kind(kind).map_err(|e| bad_input(e.to_string()))?;
-    Ok(())
 }
 
 #[php_class]
@@ -300,13 +234,12 @@ impl Publish {
 
     /// The exchange to send to (declared durable with this type on first send).
     #[php(name = "setExchange", defaults(r#type = "\"direct\""))]
-    pub fn set_exchange<'a>(
-        self_: &'a mut ZendClassObject<Publish>,
+    pub fn set_exchange(
+        self_: &mut ZendClassObject<Publish>,
         name: String,
         r#type: String,
-    ) -> PhpResult<&'a mut ZendClassObject<Publish>> {
-        check_exchange(&name, &r#type)?;
-        self_.exchange = Some((name, r#type));
+    ) -> PhpResult<&mut ZendClassObject<Publish>> {
+        self_.exchange = Some(args::exchange(name, r#type)?);
         Ok(self_)
     }
 
@@ -326,7 +259,7 @@ impl Publish {
                 "Core\\Publish::send() cannot delay a message; use Task::create() with a delay for delayed work",
             ));
         }
-        names::check_amqp_name("routing key", &routing_key).map_err(bad_input)?;
+        checked(rules::check_amqp_name("routing key", &routing_key))?;
         let body = serde_json::to_vec(&params_json(data, "message")?).expect("a Value always serializes");
         let s = settings::current()?;
         let id = crate::wire::new_id();

@@ -7,13 +7,15 @@ use ext_php_rs::types::Zval;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use parking_lot::Mutex;
 
-use crate::broker::names::{self, Names};
+use crate::broker::names::Names;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
+use crate::php::args::{checked, int_arg, string_arg};
 use crate::php::consume_loop::{self, After};
-use crate::php::producer::{bad_input, Task};
+use crate::php::producer::{merge_decls, Task};
 use crate::php::settings;
+use crate::rules;
 use crate::wire::{EventMsg, TaskMsg};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -38,15 +40,14 @@ pub struct EventManager;
 impl EventManager {
     /// Registers task `$task_name` on `$topic` for `$event`, delayed by `$delay` seconds.
     pub fn register(event: &Zval, task_name: &Zval, topic: &Zval, delay: Option<&Zval>) -> PhpResult<()> {
-        use crate::php::producer::string_arg;
         let event = string_arg(event, "Argument #1 ($event)")?;
         let task_name = string_arg(task_name, "Argument #2 ($task_name)")?;
         let topic = string_arg(topic, "Argument #3 ($topic)")?;
-        let delay = crate::php::producer::int_arg(delay, 0, "Argument #4 ($delay)")?;
-        names::check_event_name(&event).map_err(bad_input)?;
-        names::check_task_name(&task_name).map_err(bad_input)?;
-        names::check_topic(&topic).map_err(bad_input)?;
-        names::check_delay(delay).map_err(bad_input)?;
+        let delay = int_arg(delay, 0, "Argument #4 ($delay)")?;
+        checked(rules::check_event_name(&event))?;
+        checked(rules::check_task_name(&task_name))?;
+        checked(rules::check_topic(&topic))?;
+        checked(rules::check_delay(delay))?;
         let def = TaskDef { name: task_name, topic, delay };
         let mut reg = REGISTRY.lock();
         match reg.iter_mut().find(|(e, _)| *e == event) {
@@ -105,11 +106,7 @@ fn plan(
         t.event = Some(event.event.clone());
         t.event_id = Some(event.id.clone());
         let (ds, out) = dispatch::task(names, &t, d.delay as u64);
-        for x in ds {
-            if !decls.contains(&x) {
-                decls.push(x);
-            }
-        }
+        merge_decls(decls, ds);
         msgs.push(out);
         if settings.debug {
             log::debug(&format!(

@@ -3,6 +3,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 
+use ext_php_rs::boxed::ZBox;
 use ext_php_rs::flags::IniEntryPermission;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendHashTable, Zval};
@@ -12,16 +13,21 @@ use ext_php_rs::{info_table_end, info_table_row, info_table_start};
 use crate::config::{self, Settings, Sources};
 use crate::php::exceptions::{exception, Kind};
 
-static INI: IniEntryDefs<8> = IniEntryDefs::new([
-    IniEntryDef::new(c"ebats.amqp_url", c"amqp://guest:guest@127.0.0.1:5672/%2f", IniEntryPermission::All),
-    IniEntryDef::new(c"ebats.prefix", c"ebats", IniEntryPermission::All),
-    IniEntryDef::new(c"ebats.connect_timeout", c"3", IniEntryPermission::All),
-    IniEntryDef::new(c"ebats.heartbeat", c"10", IniEntryPermission::All),
-    IniEntryDef::new(c"ebats.confirm_timeout", c"10", IniEntryPermission::All),
-    IniEntryDef::new(c"ebats.debug", c"0", IniEntryPermission::All),
-    IniEntryDef::new(c"ebats.deferred_confirms", c"0", IniEntryPermission::All),
-    IniEntryDef::end(),
-]);
+const INI_LEN: usize = config::ALL.len() + 1;
+
+/// The php.ini entries of every setting of the table, then the end marker.
+const fn ini_defs() -> [IniEntryDef; INI_LEN] {
+    const END: IniEntryDef = IniEntryDef::end();
+    let mut defs = [END; INI_LEN];
+    let mut i = 0;
+    while i < config::ALL.len() {
+        defs[i] = IniEntryDef::new(config::ALL[i].ini, config::ALL[i].default, IniEntryPermission::All);
+        i += 1;
+    }
+    defs
+}
+
+static INI: IniEntryDefs<INI_LEN> = IniEntryDefs::new(ini_defs());
 
 pub fn register_ini(module_number: i32) {
     IniEntryDef::register(INI.as_slice(), module_number);
@@ -66,10 +72,6 @@ pub fn current() -> Result<Settings, PhpException> {
         .map_err(|e| exception(Kind::Connectioned, format!("ebats configuration: {e}")))
 }
 
-pub fn debug_enabled() -> bool {
-    current().map(|s| s.debug).unwrap_or(false)
-}
-
 /// The effective configuration, password masked.
 pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let s = current()?;
@@ -91,8 +93,6 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let _ = t.insert("version", env!("CARGO_PKG_VERSION"));
     Ok(t)
 }
-
-use ext_php_rs::boxed::ZBox;
 
 pub extern "C" fn info(_module: *mut ModuleEntry) {
     info_table_start!();

@@ -3,9 +3,9 @@
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
 
-use crate::broker::{names, store};
+use crate::broker::store;
+use crate::php::args::{self, bad_input, broker_err};
 use crate::php::convert;
-use crate::php::producer::{bad_input, broker_err};
 use crate::php::settings;
 
 #[php_class]
@@ -18,7 +18,7 @@ impl FailedStore {
     /// with a `failed` entry (message, class, attempts, failed_at, status).
     #[php(defaults(limit = 100))]
     pub fn list(topic: String, limit: i64) -> PhpResult<Vec<Zval>> {
-        names::check_topic(&topic).map_err(bad_input)?;
+        args::topic(&topic)?;
         if !(1..=100_000).contains(&limit) {
             return Err(bad_input("limit must be between 1 and 100000"));
         }
@@ -29,14 +29,14 @@ impl FailedStore {
 
     /// Moves the failed task `$id` (or all when null) back to the ready queue; returns how many.
     pub fn replay(topic: String, id: Option<String>) -> PhpResult<i64> {
-        names::check_topic(&topic).map_err(bad_input)?;
+        args::topic(&topic)?;
         let s = settings::current()?;
         store::replay(&s, &topic, id.as_deref()).map(|n| n as i64).map_err(broker_err)
     }
 
     /// Deletes every failed task of `$topic`; returns how many.
     pub fn purge(topic: String) -> PhpResult<i64> {
-        names::check_topic(&topic).map_err(bad_input)?;
+        args::topic(&topic)?;
         let s = settings::current()?;
         store::purge(&s, &topic).map(|n| n as i64).map_err(broker_err)
     }

@@ -7,18 +7,18 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 use ext_php_rs::zend::ClassEntry;
 
-use crate::broker::names;
 use crate::broker::process;
 use crate::outcome::{Ended, Policy};
+use crate::php::args::{self, bad_input};
 use crate::php::call::{self, Thrown};
 use crate::php::convert;
 use crate::php::exceptions::Kind;
-use crate::php::producer::bad_input;
 use crate::php::settings;
+use crate::rules::MAX_DELAY;
 use crate::wire::{RetryRule, TaskMsg};
 use crate::worker::child::{self, Abort, Handler, Limits, Ran, Stopped};
 use crate::worker::shared::Shared;
-use crate::worker::supervisor::{self, ChildEnd, Role};
+use crate::worker::supervisor::{self, ChildEnd};
 
 #[php_class]
 #[php(name = "Asynclib\\Ebats\\Worker")]
@@ -151,18 +151,12 @@ impl Worker {
 
     #[php(defaults(process_num = 1))]
     pub fn __construct(callback: &Zval, process_num: i64) -> PhpResult<Self> {
-        if !callback.is_callable() {
-            return Err(PhpException::new(
-                "Asynclib\\Ebats\\Worker::__construct(): Argument #1 ($callback) must be a valid callback".into(),
-                0,
-                ext_php_rs::zend::ce::type_error(),
-            ));
-        }
+        let callback = args::callback(callback, "Asynclib\\Ebats\\Worker::__construct()")?;
         if !(1..=256).contains(&process_num) {
             return Err(bad_input(format!("process_num must be between 1 and 256, got {process_num}")));
         }
         Ok(Worker {
-            callback: callback.shallow_clone(),
+            callback,
             processes: process_num,
             topic: None,
             policy: Policy::default(),
@@ -173,35 +167,27 @@ impl Worker {
 
     /// The topic whose tasks this worker runs.
     #[php(name = "setQueue")]
-    pub fn set_queue<'a>(
-        self_: &'a mut ZendClassObject<Worker>,
-        topic: String,
-    ) -> PhpResult<&'a mut ZendClassObject<Worker>> {
-        names::check_topic(&topic).map_err(bad_input)?;
+    pub fn set_queue(self_: &mut ZendClassObject<Worker>, topic: String) -> PhpResult<&mut ZendClassObject<Worker>> {
+        args::topic(&topic)?;
         self_.topic = Some(topic);
         Ok(self_)
     }
 
     /// Same as setQueue(); `$delay` is accepted for compatibility (delayed tasks need no worker of their own).
     #[php(name = "setTopic", defaults(delay = false))]
-    pub fn set_topic<'a>(
-        self_: &'a mut ZendClassObject<Worker>,
+    pub fn set_topic(
+        self_: &mut ZendClassObject<Worker>,
         topic: String,
         delay: bool,
-    ) -> PhpResult<&'a mut ZendClassObject<Worker>> {
+    ) -> PhpResult<&mut ZendClassObject<Worker>> {
         let _ = delay;
-        names::check_topic(&topic).map_err(bad_input)?;
-        self_.topic = Some(topic);
-        Ok(self_)
+        Worker::set_queue(self_, topic)
     }
 
     /// Tasks each child holds at once (default 1).
     #[php(name = "setPrefetch")]
     pub fn set_prefetch(self_: &mut ZendClassObject<Worker>, prefetch: i64) -> PhpResult<&mut ZendClassObject<Worker>> {
-        if !(1..=65535).contains(&prefetch) {
-            return Err(bad_input(format!("prefetch must be between 1 and 65535, got {prefetch}")));
-        }
-        self_.limits.prefetch = prefetch as u16;
+        self_.limits.prefetch = args::prefetch(prefetch)?;
         Ok(self_)
     }
 
@@ -214,7 +200,7 @@ impl Worker {
         let mut out = Vec::with_capacity(intervals.len());
         for v in intervals.values() {
             match v.long() {
-                Some(i) if (0..=names::MAX_DELAY).contains(&i) => out.push(i as u64),
+                Some(i) if (0..=MAX_DELAY).contains(&i) => out.push(i as u64),
                 _ => return Err(bad_input("retry intervals must be whole numbers of seconds, 0 or more")),
             }
         }
@@ -229,7 +215,7 @@ impl Worker {
         max: i64,
         pause: i64,
     ) -> PhpResult<&mut ZendClassObject<Worker>> {
-        if !(0..=1_000_000).contains(&max) || !(0..=names::MAX_DELAY).contains(&pause) {
+        if !(0..=1_000_000).contains(&max) || !(0..=MAX_DELAY).contains(&pause) {
             return Err(bad_input("service retry needs max >= 0 and a pause in seconds >= 0"));
         }
         self_.policy.service_retries = max as u32;
@@ -312,7 +298,9 @@ impl Worker {
         let callback = &self.callback;
         let policy = &self.policy;
         let limits = &self.limits;
-        let role = supervisor::run(&opts, &shared, |slot| {
+        // Both the parent (after its children stopped) and a child leaving for PHP (after `exit()` in
+        // a handler) come back here and return to the script.
+        supervisor::run(&opts, &shared, |slot| {
             let mut handler = PhpHandler { callback };
             let slot_ref = child::Slot { shared: &shared, index: slot };
             let end = match child::run(&settings, &topic, policy, limits, &slot_ref, &mut handler) {
@@ -326,8 +314,6 @@ impl Worker {
             process::shutdown();
             end
         });
-        match role {
-            Role::Parent | Role::Child => Ok(()),
-        }
+        Ok(())
     }
 }

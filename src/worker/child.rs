@@ -245,7 +245,7 @@ impl From<BrokerError> for HandleError {
 fn failure(ran: &Ran, status: i64, attempts: u32) -> serde_json::Value {
     serde_json::json!({
         "message": ran.message, "class": ran.class, "attempts": attempts,
-        "failed_at": (now() * 1000.0).round() / 1000.0, "status": status,
+        "failed_at": crate::wire::round_ms(now()), "status": status,
     })
 }
 
@@ -363,7 +363,7 @@ fn settle(
             }
             again.delay = delay;
             again.error = Some(
-                serde_json::json!({"message": ran.message, "class": ran.class, "at": (now() * 1000.0).round() / 1000.0}),
+                serde_json::json!({"message": ran.message, "class": ran.class, "at": crate::wire::round_ms(now())}),
             );
             dispatch::send_one(settings, dispatch::task(names, &again, delay))?;
             Ok(())

@@ -71,6 +71,24 @@ final class StubsTest extends EbatsTestCase
         $this->assertArrayHasKey('ebats_config', $stub['functions'], 'ebats_config() missing from the stub');
     }
 
+    /** Asynclib\Ebats\Consumer names the class Asynclib\Core\Consumer, in the extension and in the stub alike. */
+    public function testConsumerHasASecondName(): void
+    {
+        $code = '<?php %s $c = new \Asynclib\Ebats\Consumer(); echo json_encode(['
+            . '"class" => get_class($c), "core" => $c instanceof \Asynclib\Core\Consumer, "ebats" => $c instanceof \Asynclib\Ebats\Consumer,'
+            . '"reflected" => (new \ReflectionClass("Asynclib\\Ebats\\Consumer"))->getName(), "exists" => class_exists(strtolower(\Asynclib\Ebats\Consumer::class), false)]), "\n";';
+        $expected = ['class' => 'Asynclib\Core\Consumer', 'core' => true, 'ebats' => true, 'reflected' => 'Asynclib\Core\Consumer', 'exists' => true];
+
+        $ext = ChildProcess::runPhp(sprintf($code, ''), [], 30);
+        $this->assertSame(0, $ext->exitCode, $ext->describe());
+        $this->assertSame($expected, $ext->json(), 'with the extension');
+
+        $stub = TestEnv::repoRoot() . '/stubs/ebats.stub.php';
+        $fromStub = ChildProcess::runPhp(sprintf($code, 'require ' . var_export($stub, true) . ';'), [], 30, false);
+        $this->assertSame(0, $fromStub->exitCode, $fromStub->describe());
+        $this->assertSame($expected, $fromStub->json(), 'from the stub');
+    }
+
     public function testEachClassMatches(): void
     {
         [$stub, $ext] = $this->dumps();
