@@ -204,21 +204,21 @@ abstract class ProcTestCase extends EbatsTestCase
     /** Waits until $queue has at least $n consumers (so the process consuming it is ready). */
     protected function waitConsumers(string $queue, int $n, float $timeout, array $procs = [], bool $exact = false): void
     {
-        $deadline = microtime(true) + $timeout;
-        while (true) {
+        $c = 0;
+        $ready = Process::until(function () use ($queue, $n, $procs, $exact, &$c): bool {
             $c = self::queueStats()[$queue]['consumers'] ?? 0;
             if ($exact ? $c === $n : $c >= $n) {
-                return;
+                return true;
             }
             foreach ($procs as $proc) {
                 if ($proc->hasExited()) {
                     $this->fail("{$proc->name} exited before consuming $queue\n" . $proc->describe());
                 }
             }
-            if (microtime(true) >= $deadline) {
-                $this->fail("$queue has $c consumer(s), not $n, after {$timeout} s\n" . $this->diagnostics());
-            }
-            usleep(200000);
+            return false;
+        }, $timeout, 0.2);
+        if ($ready === null) {
+            $this->fail("$queue has $c consumer(s), not $n, after {$timeout} s\n" . $this->diagnostics());
         }
     }
 
