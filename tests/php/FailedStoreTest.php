@@ -10,7 +10,6 @@ use Asynclib\Ebats\Task;
 use Asynclib\Ebats\Worker;
 use Asynclib\Exception\TaskException;
 use Ebats\Tests\Lib\Process;
-use Ebats\Tests\Lib\ChildResult;
 use Ebats\Tests\Lib\ProcTestCase;
 use Ebats\Tests\Lib\TestEnv;
 
@@ -51,7 +50,7 @@ final class FailedStoreTest extends ProcTestCase
         return $out;
     }
 
-    private function cli(array $args, float $timeout = 30): ChildResult
+    private function cli(array $args, float $timeout = 30): Process
     {
         $bin = TestEnv::repoRoot() . '/php/bin/ebats';
         $this->assertFileExists($bin, 'the command php/bin/ebats is missing');
