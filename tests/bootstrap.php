@@ -5,15 +5,19 @@
  * Needs RabbitMQ on 127.0.0.1:5672 (guest/guest), rabbitmqctl (as root) and the php-amqp extension.
  * Creates a throw-away vhost for the run, exported as EBATS_AMQP_URL, and deletes it at the end.
  * Child processes load the extension from $EBATS_SO, else from the binary this process loaded.
+ *
+ * tests/lib/ holds the PHPUnit-side classes (Process, BrokerProxy, Broker, TestEnv, the base test cases);
+ * tests/fixtures/ holds what the tests load or run as child processes.
  */
 
 declare(strict_types=1);
 
 require_once __DIR__ . '/lib/TestEnv.php';
-require_once __DIR__ . '/lib/ChildProcess.php';
+require_once __DIR__ . '/lib/Process.php';
 require_once __DIR__ . '/lib/Broker.php';
-require_once __DIR__ . '/lib/Proxy.php';
+require_once __DIR__ . '/lib/BrokerProxy.php';
 require_once __DIR__ . '/lib/EbatsTestCase.php';
+require_once __DIR__ . '/lib/ProcTestCase.php';
 
 use Ebats\Tests\Lib\TestEnv;
 

@@ -83,6 +83,17 @@ abstract class EbatsTestCase extends TestCase
         ], $overrides);
     }
 
+    /** What $call throws, or null when it returns. */
+    protected static function thrown(callable $call): ?\Throwable
+    {
+        try {
+            $call();
+        } catch (\Throwable $e) {
+            return $e;
+        }
+        return null;
+    }
+
     protected static function assertId(mixed $id, string $what = 'id'): void
     {
         self::assertIsString($id, "$what is not a string");

@@ -164,13 +164,13 @@ final class TestEnv
     /** Runs rabbitmqctl with the given arguments and returns its stdout; throws when it fails. */
     public static function rabbitmqctl(array $args): string
     {
-        $result = ChildProcess::run(array_merge(['rabbitmqctl'], $args), [], 60.0);
-        if ($result->exitCode !== 0) {
+        $result = Process::run(array_merge(['rabbitmqctl'], $args), [], 60.0);
+        if ($result->exitCode() !== 0) {
             throw new \RuntimeException(
-                'rabbitmqctl ' . implode(' ', $args) . " failed ({$result->exitCode}): " . trim($result->stderr . ' ' . $result->stdout)
+                'rabbitmqctl ' . implode(' ', $args) . " failed ({$result->exitCode()}): " . trim($result->stderr() . ' ' . $result->stdout())
             );
         }
-        return $result->stdout;
+        return $result->stdout();
     }
 
     /** @return array<string,int> queue name => ready messages, for queues of the test vhost whose name starts with $prefix */

@@ -8,9 +8,9 @@ use Asynclib\Ebats\Event;
 use Asynclib\Ebats\Task;
 use Asynclib\Exception\ConnectionedException;
 use Asynclib\Exception\TaskException;
-use Ebats\Tests\Lib\ChildProcess;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\EbatsTestCase;
-use Ebats\Tests\Lib\Proxy;
+use Ebats\Tests\Lib\BrokerProxy;
 use Ebats\Tests\Lib\TestEnv;
 
 /**
@@ -20,16 +20,6 @@ use Ebats\Tests\Lib\TestEnv;
  */
 final class BadInputTest extends EbatsTestCase
 {
-    private static function thrown(callable $call): ?\Throwable
-    {
-        try {
-            $call();
-        } catch (\Throwable $e) {
-            return $e;
-        }
-        return null;
-    }
-
     private function assertNothingLanded(string $context): void
     {
         $this->assertQueueEmpty(static::q('events'), $context);
@@ -166,8 +156,8 @@ foreach (['task' => fn () => Task::create('demo', 'x', \$params), 'event' => fn 
 \$out['after'] = Task::create('demo', 'afterRecursion');
 echo json_encode(\$out), "\\n";
 PHP;
-        $result = ChildProcess::runPhp($code, static::childEnv(), 60);
-        $this->assertSame(0, $result->exitCode, $result->describe());
+        $result = Process::runPhp($code, static::childEnv(), 60);
+        $this->assertSame(0, $result->exitCode(), $result->describe());
         $out = $result->json();
         foreach (['task', 'event'] as $kind) {
             $this->assertSame(TaskException::class, $out[$kind]['class'], "$kind: " . json_encode($out[$kind]));
@@ -194,8 +184,8 @@ try {
 $out['after'] = \Asynclib\Ebats\Task::create('demo', 'afterDeep');
 echo json_encode($out), "\n";
 PHP;
-        $result = ChildProcess::runPhp($code, static::childEnv(), 60);
-        $this->assertSame(0, $result->exitCode, $result->describe());
+        $result = Process::runPhp($code, static::childEnv(), 60);
+        $this->assertSame(0, $result->exitCode(), $result->describe());
         $out = $result->json();
         $expected = 1;
         if ($out['class'] === null) {
@@ -210,15 +200,15 @@ PHP;
 
     // ---- broker and credentials: run in a child process whose environment differs ----
 
-    private function agent(array $env): ChildProcess
+    private function agent(array $env): Process
     {
-        $agent = ChildProcess::php(__DIR__ . '/../lib/agent.php', [], static::childEnv($env));
-        $this->assertNotNull($agent->readLine(15), "agent did not start\n" . $agent->snapshot());
+        $agent = Process::php(__DIR__ . '/../fixtures/agent.php', [], static::childEnv($env));
+        $this->assertNotNull($agent->readLine(15), "agent did not start\n" . $agent->describe());
         return $agent;
     }
 
     /** The failing publishes (event and task), then the same process pointed at the right broker publishes fine. */
-    private function assertConnectionFailure(ChildProcess $agent, string $fragment, float $boundMs, ?string $secret = null): void
+    private function assertConnectionFailure(Process $agent, string $fragment, float $boundMs, ?string $secret = null): void
     {
         foreach ([['op' => 'event', 'name' => 'bad_broker'], ['op' => 'task', 'topic' => 'demo', 'name' => 'badBroker']] as $cmd) {
             $answer = $agent->request($cmd, 30);
@@ -263,7 +253,7 @@ PHP;
     /** A peer that accepts TCP but never speaks AMQP: the connect timeout bounds the wait. */
     public function testSilentServerTimesOut(): void
     {
-        $silent = new Proxy('silent');
+        $silent = new BrokerProxy('silent');
         $port = $silent->start();
         $agent = $this->agent(['EBATS_AMQP_URL' => TestEnv::amqpUrl(null, $port), 'EBATS_CONNECT_TIMEOUT' => '2']);
         $this->assertConnectionFailure($agent, '/time|connect/i', 10000);

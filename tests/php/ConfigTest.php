@@ -4,7 +4,7 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-use Ebats\Tests\Lib\ChildProcess;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\EbatsTestCase;
 use Ebats\Tests\Lib\TestEnv;
 
@@ -23,22 +23,31 @@ final class ConfigTest extends EbatsTestCase
         'EBATS_DEBUG' => null,
     ];
 
+    /** Every php.ini setting, each different from its default (testIniSettings, testEnvironmentOverridesIni). */
+    private const INI = [
+        'ebats.prefix' => 'a',
+        'ebats.amqp_url' => 'amqp://u1:p1secret@h1.example:1111/v1',
+        'ebats.connect_timeout' => '1.5',
+        'ebats.heartbeat' => '7',
+        'ebats.confirm_timeout' => '4',
+        'ebats.debug' => '1',
+    ];
     private const KEYS = ['amqp_url', 'host', 'port', 'user', 'vhost', 'prefix', 'connect_timeout', 'heartbeat', 'confirm_timeout', 'debug', 'tls', 'version'];
 
     /** ebats_config() of a child with the given ini settings, environment and PHP code run first (e.g. define()s). */
     private function config(array $ini = [], array $env = [], string $before = ''): array
     {
         $code = "<?php\n$before\necho json_encode(['config' => ebats_config(), 'phpversion' => phpversion('ebats')]), \"\\n\";\n";
-        $result = ChildProcess::runPhp($code, array_merge(self::NO_ENV, $env), 30, true, $ini);
-        $this->assertSame(0, $result->exitCode, $result->describe());
-        $this->assertSame('', trim($result->stderr), 'no warnings expected: ' . $result->describe());
+        $result = Process::runPhp($code, array_merge(self::NO_ENV, $env), 30, true, $ini);
+        $this->assertSame(0, $result->exitCode(), $result->describe());
+        $this->assertSame('', trim($result->stderr()), 'no warnings expected: ' . $result->describe());
         $out = $result->json();
         $this->assertIsArray($out['config'], $result->describe());
         foreach (self::KEYS as $key) {
             $this->assertArrayHasKey($key, $out['config'], "ebats_config() key $key");
         }
         $this->assertSame($out['phpversion'], $out['config']['version'], "ebats_config()['version'] = phpversion('ebats')");
-        $out['config']['_raw'] = $result->stdout;
+        $out['config']['_raw'] = $result->stdout();
         return $out['config'];
     }
 
@@ -62,14 +71,7 @@ final class ConfigTest extends EbatsTestCase
 
     public function testIniSettings(): void
     {
-        $c = $this->config([
-            'ebats.prefix' => 'a',
-            'ebats.amqp_url' => 'amqp://u1:p1secret@h1.example:1111/v1',
-            'ebats.connect_timeout' => '1.5',
-            'ebats.heartbeat' => '7',
-            'ebats.confirm_timeout' => '4',
-            'ebats.debug' => '1',
-        ]);
+        $c = $this->config(self::INI);
         $this->assertSame('a', $c['prefix']);
         $this->assertSame('amqp://u1:***@h1.example:1111/v1', $c['amqp_url']);
         $this->assertSame('h1.example', $c['host']);
@@ -86,14 +88,7 @@ final class ConfigTest extends EbatsTestCase
     public function testEnvironmentOverridesIni(): void
     {
         $c = $this->config(
-            [
-                'ebats.prefix' => 'a',
-                'ebats.amqp_url' => 'amqp://u1:p1secret@h1.example:1111/v1',
-                'ebats.connect_timeout' => '1.5',
-                'ebats.heartbeat' => '7',
-                'ebats.confirm_timeout' => '4',
-                'ebats.debug' => '1',
-            ],
+            self::INI,
             [
                 'EBATS_PREFIX' => 'b',
                 'EBATS_AMQP_URL' => 'amqp://u2:p2secret@h2.example:2222/v2',
@@ -201,8 +196,8 @@ final class ConfigTest extends EbatsTestCase
             TestEnv::PORT,
             var_export(TestEnv::vhost(), true)
         );
-        $result = ChildProcess::runPhp($code, static::childEnv(['EBATS_AMQP_URL' => TestEnv::amqpUrl('no_such_vhost_x', 1)]), 30);
-        $this->assertSame(0, $result->exitCode, $result->describe());
+        $result = Process::runPhp($code, static::childEnv(['EBATS_AMQP_URL' => TestEnv::amqpUrl('no_such_vhost_x', 1)]), 30);
+        $this->assertSame(0, $result->exitCode(), $result->describe());
         $id = $result->json()['id'];
         $this->assertSame($id, self::body($this->expectMessage(static::q('events'))[0])['id']);
     }
@@ -211,11 +206,11 @@ final class ConfigTest extends EbatsTestCase
     {
         $code = '<?php define("AMQ_PASS", "legacy_wrong_pw"); try { (new \Asynclib\Ebats\Event("x"))->publish(); echo json_encode(["class" => null]); } '
             . 'catch (\Throwable $e) { echo json_encode(["class" => get_class($e), "message" => $e->getMessage()]); } echo "\n";';
-        $result = ChildProcess::runPhp($code, static::childEnv(), 30);
-        $this->assertSame(0, $result->exitCode, $result->describe());
+        $result = Process::runPhp($code, static::childEnv(), 30);
+        $this->assertSame(0, $result->exitCode(), $result->describe());
         $out = $result->json();
         $this->assertSame('Asynclib\Exception\ConnectionedException', $out['class'], $result->describe());
-        $this->assertStringNotContainsString('legacy_wrong_pw', $result->stdout . $result->stderr);
+        $this->assertStringNotContainsString('legacy_wrong_pw', $result->stdout() . $result->stderr());
         $this->assertQueueEmpty(static::q('events'));
     }
 
@@ -225,17 +220,17 @@ final class ConfigTest extends EbatsTestCase
         $this->assertIsString($version);
 
         $cmd = array_merge(TestEnv::phpCommand(true, ['ebats.amqp_url' => 'amqp://guest:ri_ini_secret@127.0.0.1:5672/%2f']), ['--ri', 'ebats']);
-        $result = ChildProcess::run($cmd, self::NO_ENV, 30);
-        $this->assertSame(0, $result->exitCode, $result->describe());
-        $this->assertStringContainsString($version, $result->stdout);
-        $this->assertStringContainsString('***', $result->stdout);
-        $this->assertStringNotContainsString('ri_ini_secret', $result->stdout . $result->stderr, 'php --ri must not show the ini password');
+        $result = Process::run($cmd, self::NO_ENV, 30);
+        $this->assertSame(0, $result->exitCode(), $result->describe());
+        $this->assertStringContainsString($version, $result->stdout());
+        $this->assertStringContainsString('***', $result->stdout());
+        $this->assertStringNotContainsString('ri_ini_secret', $result->stdout() . $result->stderr(), 'php --ri must not show the ini password');
 
-        $result = ChildProcess::run($cmd, array_merge(self::NO_ENV, ['EBATS_AMQP_URL' => 'amqp://guest:ri_env_secret@127.0.0.1:5672/%2f']), 30);
-        $this->assertSame(0, $result->exitCode, $result->describe());
-        $this->assertStringContainsString($version, $result->stdout);
-        $this->assertStringContainsString('***', $result->stdout);
-        $this->assertStringNotContainsString('ri_env_secret', $result->stdout . $result->stderr, 'php --ri must not show the environment password');
-        $this->assertStringNotContainsString('ri_ini_secret', $result->stdout . $result->stderr, 'php --ri must not show the ini password');
+        $result = Process::run($cmd, array_merge(self::NO_ENV, ['EBATS_AMQP_URL' => 'amqp://guest:ri_env_secret@127.0.0.1:5672/%2f']), 30);
+        $this->assertSame(0, $result->exitCode(), $result->describe());
+        $this->assertStringContainsString($version, $result->stdout());
+        $this->assertStringContainsString('***', $result->stdout());
+        $this->assertStringNotContainsString('ri_env_secret', $result->stdout() . $result->stderr(), 'php --ri must not show the environment password');
+        $this->assertStringNotContainsString('ri_ini_secret', $result->stdout() . $result->stderr(), 'php --ri must not show the ini password');
     }
 }

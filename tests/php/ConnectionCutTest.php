@@ -4,9 +4,9 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-use Ebats\Tests\Lib\ChildProcess;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\EbatsTestCase;
-use Ebats\Tests\Lib\Proxy;
+use Ebats\Tests\Lib\BrokerProxy;
 use Ebats\Tests\Lib\TestEnv;
 
 /**
@@ -20,21 +20,21 @@ final class ConnectionCutTest extends EbatsTestCase
     /** Upper bound for a failing publish, in ms (connect timeout 2 s, confirm timeout 4 s in the child). */
     private const BOUND_MS = 8000;
 
-    private Proxy $proxy;
-    private ChildProcess $agent;
+    private BrokerProxy $proxy;
+    private Process $agent;
 
     protected function setUp(): void
     {
         parent::setUp();
-        $this->proxy = new Proxy();
+        $this->proxy = new BrokerProxy();
         $port = $this->proxy->start();
-        $this->agent = ChildProcess::php(__DIR__ . '/../lib/agent.php', [], static::childEnv([
+        $this->agent = Process::php(__DIR__ . '/../fixtures/agent.php', [], static::childEnv([
             'EBATS_AMQP_URL' => TestEnv::amqpUrl(null, $port),
             'EBATS_CONNECT_TIMEOUT' => '2',
             'EBATS_CONFIRM_TIMEOUT' => '4',
         ]));
         $hello = $this->agent->readLine(15);
-        $this->assertNotNull($hello, "agent did not start\n" . $this->agent->snapshot());
+        $this->assertNotNull($hello, "agent did not start\n" . $this->agent->describe());
     }
 
     protected function tearDown(): void

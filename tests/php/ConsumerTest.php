@@ -4,10 +4,9 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-require_once __DIR__ . '/../lib/Procs.php';
 
 use Asynclib\Ebats\Worker;
-use Ebats\Tests\Lib\Proc;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
 
 /**
@@ -34,7 +33,7 @@ final class ConsumerTest extends ProcTestCase
         return static::q('failed.consumer.' . self::queue());
     }
 
-    private function startConsumer(): Proc
+    private function startConsumer(): Process
     {
         $proc = $this->startFixture('consumer', 'consumer.php', [
             'EBATS_T_EXCHANGE' => self::exchange(),

@@ -19,16 +19,6 @@ final class CorePublishTest extends EbatsTestCase
 {
     private const UNROUTABLE = '/rout|NO_ROUTE|unroutable|return|queue/i';
 
-    private static function thrown(callable $call): ?\Throwable
-    {
-        try {
-            $call();
-        } catch (\Throwable $e) {
-            return $e;
-        }
-        return null;
-    }
-
     /** Declares exchange <prefix>_<name> of $type and, unless $bindKey is null, a queue bound to it with $bindKey. */
     private function exchangeWithQueue(string $name, string $type, ?string $bindKey): array
     {

@@ -8,7 +8,7 @@ use Asynclib\Ebats\Batch;
 use Asynclib\Ebats\Event;
 use Asynclib\Ebats\Task;
 use Asynclib\Exception\ConnectionedException;
-use Ebats\Tests\Lib\ChildProcess;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\EbatsTestCase;
 
 /** The fast paths for producers: deferred confirms and batches. */
@@ -29,25 +29,25 @@ final class DeferredBatchTest extends EbatsTestCase
     public function testEndOfRequestWaitsForDeferredConfirms(): void
     {
         // The script never flushes: the end of the request must.
-        $r = ChildProcess::runPhp(
+        $r = Process::runPhp(
             '<?php for ($i = 0; $i < 20; $i++) { (new Asynclib\Ebats\Event("req_end"))->publish(true); } echo "done";',
             static::childEnv()
         );
-        $this->assertSame(0, $r->exitCode, $r->describe());
+        $this->assertSame(0, $r->exitCode(), $r->describe());
         $this->assertSame(20, $this->broker->count(static::q('events')), 'all 20 deferred events were confirmed before the process ended');
     }
 
     public function testIniSettingMakesPublishDeferred(): void
     {
-        $r = ChildProcess::runPhp(
+        $r = Process::runPhp(
             '<?php $t = Asynclib\Ebats\Task::create("demo", "x", [1]); echo json_encode([ebats_config()["deferred_confirms"], ebats_flush()]);',
             static::childEnv(),
             30.0,
             true,
             ['ebats.deferred_confirms' => '1']
         );
-        $this->assertSame(0, $r->exitCode, $r->describe());
-        $this->assertSame([true, 1], json_decode(trim($r->stdout), true), 'Task::create was deferred and flushed by ebats_flush()');
+        $this->assertSame(0, $r->exitCode(), $r->describe());
+        $this->assertSame([true, 1], json_decode(trim($r->stdout()), true), 'Task::create was deferred and flushed by ebats_flush()');
         $this->assertSame(1, $this->broker->count(static::q('task.demo')));
     }
 
@@ -76,11 +76,11 @@ final class DeferredBatchTest extends EbatsTestCase
             . '$c = new AMQPConnection(["host" => "127.0.0.1", "vhost" => getenv("TEST_VHOST")]); $c->connect(); '
             . '$q = new AMQPQueue(new AMQPChannel($c)); $q->setName(getenv("EBATS_PREFIX") . ".events"); $q->delete(); '
             . '(new Asynclib\Ebats\Event("lost"))->publish(true); echo "returned";';
-        $r = ChildProcess::runPhp($code, static::childEnv(['TEST_VHOST' => \Ebats\Tests\Lib\TestEnv::vhost()]));
-        $this->assertSame(0, $r->exitCode, $r->describe());
-        $this->assertSame('returned', trim($r->stdout));
-        $this->assertStringContainsString('deferred publish failed', $r->stderr, 'the failure is logged when the request ends');
-        $this->assertStringContainsString('unroutable', $r->stderr);
+        $r = Process::runPhp($code, static::childEnv(['TEST_VHOST' => \Ebats\Tests\Lib\TestEnv::vhost()]));
+        $this->assertSame(0, $r->exitCode(), $r->describe());
+        $this->assertSame('returned', trim($r->stdout()));
+        $this->assertStringContainsString('deferred publish failed', $r->stderr(), 'the failure is logged when the request ends');
+        $this->assertStringContainsString('unroutable', $r->stderr());
     }
 
     public function testBatchPublishesEventsAndTasksInOrder(): void

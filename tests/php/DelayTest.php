@@ -5,7 +5,7 @@ declare(strict_types=1);
 namespace Ebats\Tests;
 
 use Asynclib\Ebats\Task;
-use Ebats\Tests\Lib\ChildProcess;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\EbatsTestCase;
 
 /**
@@ -112,12 +112,12 @@ final class DelayTest extends EbatsTestCase
     public function testDelayedTaskSurvivesThePublisherExiting(): void
     {
         $t0 = microtime(true);
-        $result = ChildProcess::runPhp(
+        $result = Process::runPhp(
             '<?php echo json_encode(["id" => \Asynclib\Ebats\Task::create("demo", "orphan", ["from" => "child"], 2)]), "\n";',
             static::childEnv(),
             30
         );
-        $this->assertSame(0, $result->exitCode, $result->describe());
+        $this->assertSame(0, $result->exitCode(), $result->describe());
         $id = $result->json()['id'];
         self::assertId($id);
         $this->assertQueueEmpty(static::q('task.demo'));

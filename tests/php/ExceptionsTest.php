@@ -131,7 +131,7 @@ final class ExceptionsTest extends EbatsTestCase
 
     public function testPhpSubclasses(): void
     {
-        require_once __DIR__ . '/../lib/fixtures.php';
+        require_once __DIR__ . '/../fixtures/exceptions.php';
 
         $line = __LINE__ + 1;
         $mine = new MyRetry('m', 3, 10);

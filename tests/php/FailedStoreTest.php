@@ -4,14 +4,12 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-require_once __DIR__ . '/../lib/Procs.php';
 
 use Asynclib\Ebats\FailedStore;
 use Asynclib\Ebats\Task;
 use Asynclib\Ebats\Worker;
 use Asynclib\Exception\TaskException;
-use Ebats\Tests\Lib\ChildProcess;
-use Ebats\Tests\Lib\ChildResult;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
 use Ebats\Tests\Lib\TestEnv;
 
@@ -52,11 +50,11 @@ final class FailedStoreTest extends ProcTestCase
         return $out;
     }
 
-    private function cli(array $args, float $timeout = 30): ChildResult
+    private function cli(array $args, float $timeout = 30): Process
     {
         $bin = TestEnv::repoRoot() . '/php/bin/ebats';
         $this->assertFileExists($bin, 'the command php/bin/ebats is missing');
-        return ChildProcess::run(array_merge(TestEnv::phpCommand(), [$bin], $args), static::childEnv(), $timeout);
+        return Process::run(array_merge(TestEnv::phpCommand(), [$bin], $args), static::childEnv(), $timeout);
     }
 
     public function testListShowsFailedTasksWithTheirErrors(): void
@@ -147,35 +145,35 @@ final class FailedStoreTest extends ProcTestCase
         $ids = $this->failFlaky(['cli1', 'cli2', 'cli3']);
 
         $list = $this->cli(['failed:list', 'demo']);
-        $this->assertSame(0, $list->exitCode, $list->describe());
+        $this->assertSame(0, $list->exitCode(), $list->describe());
         foreach ($ids as $tag => $id) {
-            $this->assertStringContainsString($id, $list->stdout, "failed:list shows the id of $tag\n" . $list->describe());
-            $this->assertStringContainsString("flaky failure $tag", $list->stdout, "failed:list shows the error of $tag\n" . $list->describe());
+            $this->assertStringContainsString($id, $list->stdout(), "failed:list shows the id of $tag\n" . $list->describe());
+            $this->assertStringContainsString("flaky failure $tag", $list->stdout(), "failed:list shows the error of $tag\n" . $list->describe());
         }
 
         touch($this->flag('cli1'));
         $replay = $this->cli(['failed:replay', 'demo', $ids['cli1']]);
-        $this->assertSame(0, $replay->exitCode, $replay->describe());
+        $this->assertSame(0, $replay->exitCode(), $replay->describe());
         $cbs = $this->waitCallbacks($ids['cli1'], 2, 15, 'task replayed from the command line');
         $this->assertSame(Worker::STATE_SUCC, $cbs[1]['status']);
         $this->assertEqualsCanonicalizing([$ids['cli2'], $ids['cli3']], array_keys(self::listById()));
 
         touch($this->flag('cli2'));
         $all = $this->cli(['failed:replay', 'demo', '--all']);
-        $this->assertSame(0, $all->exitCode, $all->describe());
+        $this->assertSame(0, $all->exitCode(), $all->describe());
         $this->waitCallbacks($ids['cli2'], 2, 15, 'cli2 replayed with --all');
         $this->waitCallbacks($ids['cli3'], 2, 15, 'cli3 replayed with --all');
         // cli3's flag is missing: it fails again and is back in the store
         $this->waitFor(fn () => array_keys(self::listById()) === [$ids['cli3']] ? true : null, 10, 'only cli3 in the store');
 
         $purge = $this->cli(['failed:purge', 'demo']);
-        $this->assertSame(0, $purge->exitCode, $purge->describe());
+        $this->assertSame(0, $purge->exitCode(), $purge->describe());
         $this->assertSame([], FailedStore::list('demo'));
 
         $empty = $this->cli(['failed:list', 'demo']);
-        $this->assertSame(0, $empty->exitCode, $empty->describe());
+        $this->assertSame(0, $empty->exitCode(), $empty->describe());
         foreach ($ids as $id) {
-            $this->assertStringNotContainsString($id, $empty->stdout, 'failed:list after purge');
+            $this->assertStringNotContainsString($id, $empty->stdout(), 'failed:list after purge');
         }
     }
 }

@@ -4,7 +4,7 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-use Ebats\Tests\Lib\ChildProcess;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\EbatsTestCase;
 
 /**
@@ -40,6 +40,15 @@ function reap(int $pid, float $seconds): int {
 
 PHP;
 
+    /** Runs a forking script in a child PHP process; asserts that it neither hung nor failed. */
+    private function runForking(string $script, float $timeout): Process
+    {
+        $result = Process::runPhp($script, static::childEnv(), $timeout);
+        $this->assertFalse($result->timedOut(), 'forking script hung: ' . $result->describe());
+        $this->assertSame(0, $result->exitCode(), $result->describe());
+        return $result;
+    }
+
     /** @return array<string,array> who => body, for every task message in the demo queue */
     private function collect(int $expected): array
     {
@@ -73,13 +82,11 @@ $out['child_status'] = reap($pid, 20);
 $out['after'] = publish('parent-after');
 echo json_encode($out), "\n";
 PHP;
-        $result = ChildProcess::runPhp($script, static::childEnv(), 60);
-        $this->assertFalse($result->timedOut, 'forking script hung: ' . $result->describe());
-        $this->assertSame(0, $result->exitCode, $result->describe());
+        $result = $this->runForking($script, 60);
         $out = $result->json();
         $this->assertSame(0, $out['child_status'], 'the forked child could not publish (or hung and was killed): ' . $result->describe());
-        $this->assertMatchesRegularExpression('/^\{"child":"([0-9a-f]{32})"\}$/m', $result->stdout);
-        preg_match('/^\{"child":"([0-9a-f]{32})"\}$/m', $result->stdout, $m);
+        $this->assertMatchesRegularExpression('/^\{"child":"([0-9a-f]{32})"\}$/m', $result->stdout());
+        preg_match('/^\{"child":"([0-9a-f]{32})"\}$/m', $result->stdout(), $m);
         $ids = ['parent-before' => $out['before'], 'child' => $m[1], 'parent-during' => $out['during'], 'parent-after' => $out['after']];
         $this->assertCount(4, array_unique($ids), 'ids must differ: ' . json_encode($ids));
 
@@ -108,9 +115,7 @@ $out['after2'] = publish('parent-after2');
 $out['ms'] = (microtime(true) - $t0) * 1000;
 echo json_encode($out), "\n";
 PHP;
-        $result = ChildProcess::runPhp($script, static::childEnv(), 60);
-        $this->assertFalse($result->timedOut, 'forking script hung: ' . $result->describe());
-        $this->assertSame(0, $result->exitCode, $result->describe());
+        $result = $this->runForking($script, 60);
         $out = $result->json();
         $this->assertSame(0, $out['child_status'], 'the forked child did not exit cleanly: ' . $result->describe());
         $this->assertLessThan(5000, $out['ms'], 'publishing after the child exited took too long');
@@ -145,9 +150,7 @@ $status = array_map(fn ($p) => reap($p, 20), $pids);
 publish('parent-6');
 echo json_encode(['status' => $status]), "\n";
 PHP;
-        $result = ChildProcess::runPhp($script, static::childEnv(), 90);
-        $this->assertFalse($result->timedOut, 'forking script hung: ' . $result->describe());
-        $this->assertSame(0, $result->exitCode, $result->describe());
+        $result = $this->runForking($script, 90);
         $this->assertSame([0, 0, 0], $result->json()['status'], $result->describe());
         $expected = ['parent-0', 'parent-1', 'parent-2', 'parent-3', 'parent-4', 'parent-5', 'parent-6'];
         for ($c = 0; $c < 3; $c++) {

@@ -4,7 +4,6 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-require_once __DIR__ . '/../lib/Procs.php';
 
 use Asynclib\Ebats\FailedStore;
 use Asynclib\Ebats\Task;

@@ -4,12 +4,11 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-require_once __DIR__ . '/../lib/Procs.php';
 
 use Asynclib\Ebats\FailedStore;
 use Asynclib\Ebats\Task;
 use Asynclib\Ebats\Worker;
-use Ebats\Tests\Lib\Proc;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
 
 /**
@@ -28,7 +27,7 @@ final class ProcessModelTest extends ProcTestCase
     // ---- helpers ---------------------------------------------------------------------------------------------
 
     /** Starts tests/fixtures/process/worker.php with the given EBATS_P_* settings and waits for its consumers. */
-    private function startProcessWorker(array $opts = [], string $name = 'worker', bool $waitReady = true): Proc
+    private function startProcessWorker(array $opts = [], string $name = 'worker', bool $waitReady = true): Process
     {
         $procs = $opts['procs'] ?? 1;
         $env = [
@@ -45,24 +44,6 @@ final class ProcessModelTest extends ProcTestCase
             $this->waitConsumers(static::q('task.demo'), $procs, 30, [$proc]);
         }
         return $proc;
-    }
-
-    /** Live (non-zombie) processes whose parent is $proc: the worker's children, like pgrep -P. */
-    private static function children(Proc $proc): array
-    {
-        $pids = [];
-        foreach (glob('/proc/[0-9]*/stat') ?: [] as $statFile) {
-            $stat = @file_get_contents($statFile);
-            if ($stat === false) {
-                continue;
-            }
-            $fields = explode(' ', substr($stat, strrpos($stat, ')') + 2));
-            if ((int) ($fields[1] ?? -1) === $proc->pid() && ($fields[0] ?? 'Z') !== 'Z') {
-                $pids[] = (int) basename(dirname($statFile));
-            }
-        }
-        sort($pids);
-        return $pids;
     }
 
     private static function alive(int $pid): bool
@@ -120,7 +101,7 @@ final class ProcessModelTest extends ProcTestCase
     }
 
     /** Creates an 'ok' task and waits for its successful run; proves the worker still takes work. */
-    private function assertWorkerStillRuns(Proc $worker, float $timeout = 20): void
+    private function assertWorkerStillRuns(Process $worker, float $timeout = 20): void
     {
         $this->assertFalse($worker->hasExited(), "the worker parent exited\n" . $worker->describe());
         $id = Task::create('demo', 'ok', ['n' => 'after']);
@@ -148,7 +129,7 @@ final class ProcessModelTest extends ProcTestCase
         $end = microtime(true) + 5.0;
         while (microtime(true) < $end && count($this->doneIds()) < 500) {
             usleep(500000);
-            $kids = self::children($worker);
+            $kids = $worker->childPids();
             if ($kids === []) {
                 continue;
             }
@@ -199,7 +180,7 @@ final class ProcessModelTest extends ProcTestCase
         foreach (array_keys($kills) as $pid) {
             $this->assertMatchesRegularExpression("/worker child $pid .*SIGKILL/", $stderr, "the parent did not log the death of child $pid");
         }
-        $this->waitFor(fn () => count(self::children($worker)) === 2, 15, 'the worker back at 2 children');
+        $this->waitFor(fn () => count($worker->childPids()) === 2, 15, 'the worker back at 2 children');
     }
 
     /**
@@ -227,7 +208,7 @@ final class ProcessModelTest extends ProcTestCase
         $this->assertCount(1, $cbs, 'callbacks of the task');
         $this->assertSame(Worker::STATE_SUCC, $cbs[0]['status']);
         $this->assertSame('ok.', $cbs[0]['message']);
-        $this->assertSame([], self::children($worker), 'children left behind');
+        $this->assertSame([], $worker->childPids(), 'children left behind');
 
         // Acked: nothing ready or unacked, and a new worker does not run it again.
         $stats = self::queueStats()[static::q('task.demo')] ?? null;
@@ -243,7 +224,7 @@ final class ProcessModelTest extends ProcTestCase
     public function testSighupRecyclesEveryChildWhileTasksFlow(): void
     {
         $worker = $this->startProcessWorker(['procs' => 2]);
-        $original = $this->waitFor(fn () => count($k = self::children($worker)) === 2 ? $k : null, 10, 'two children');
+        $original = $this->waitFor(fn () => count($k = $worker->childPids()) === 2 ? $k : null, 10, 'two children');
         $producer = $this->startFixture('producer', 'process/producer.php', [], ['300', '6', 'work', '20']);
 
         // Both original children have run tasks before the HUP.
@@ -259,7 +240,7 @@ final class ProcessModelTest extends ProcTestCase
         $tGone = null;
         $deadline = microtime(true) + 40;
         while (microtime(true) < $deadline) {
-            $kids = self::children($worker);
+            $kids = $worker->childPids();
             $minChildren = min($minChildren, count($kids));
             if ($tGone === null && array_intersect($original, $kids) === [] && !self::alive($original[0]) && !self::alive($original[1])) {
                 $tGone = microtime(true);
@@ -286,7 +267,7 @@ final class ProcessModelTest extends ProcTestCase
         )));
         $this->assertNotEmpty($after, 'no task ran after the recycling ended (the producer stopped too early for this test)');
         $this->assertSame([], array_values(array_intersect($after, $original)), 'an original child ran tasks after the recycling');
-        $current = self::children($worker);
+        $current = $worker->childPids();
         $this->assertCount(2, $current, 'the worker is not back at 2 children');
         $this->assertSame([], array_values(array_intersect($current, $original)));
         $this->assertLessThan(30, $tGone - $tHup, 'recycling took too long');
@@ -316,7 +297,7 @@ final class ProcessModelTest extends ProcTestCase
         $this->assertCount(10, $perPid, 'distinct child pids: ' . json_encode($perPid) . $detail);
         $this->assertSame(array_fill(0, 10, 10), array_values($perPid), 'tasks per child: ' . json_encode($perPid) . $detail);
         $this->assertFalse($worker->hasExited(), "the parent exited\n" . $worker->describe());
-        $this->waitFor(fn () => count(self::children($worker)) === 1, 15, 'a fresh child waiting for work');
+        $this->waitFor(fn () => count($worker->childPids()) === 1, 15, 'a fresh child waiting for work');
     }
 
     /** setMemoryLimit(40): a child that grew past 40 MB by keeping 60 MB is replaced; a lean one is kept. */
@@ -435,7 +416,7 @@ final class ProcessModelTest extends ProcTestCase
         $worker = $this->startProcessWorker(['grace' => 2]);
         $id = Task::create('demo', 'sleep', ['s' => 30, 'n' => 'grace']);
         $this->waitFor(fn () => $this->recs('start', $id)[0] ?? null, 15, 'the 30 s task started');
-        $kids = self::children($worker);
+        $kids = $worker->childPids();
         $this->assertCount(1, $kids);
 
         $tTerm = microtime(true);
@@ -475,7 +456,7 @@ final class ProcessModelTest extends ProcTestCase
         $this->assertStays(fn () => count($this->recs('start', $id)) > 1 ? $this->recs('start', $id) : null, 3.0, 'the task ran again: the ack was lost');
         $this->assertCount(1, $this->recs('start', $id));
         $this->assertFalse($start['redelivered'], 'the first run was flagged as a redelivery');
-        $this->assertSame(1, $worker->hasExited() ? 0 : count(self::children($worker)), "the worker lost its child\n" . $worker->describe());
+        $this->assertSame(1, $worker->hasExited() ? 0 : count($worker->childPids()), "the worker lost its child\n" . $worker->describe());
         $this->assertQueueEmpty(static::q('task.demo'));
     }
 }

@@ -4,7 +4,7 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-use Ebats\Tests\Lib\ChildProcess;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\EbatsTestCase;
 use Ebats\Tests\Lib\TestEnv;
 
@@ -28,17 +28,17 @@ final class StubsTest extends EbatsTestCase
         }
         $stub = TestEnv::repoRoot() . '/stubs/ebats.stub.php';
         $this->assertFileExists($stub, 'the stubs file is missing');
-        $reflect = \dirname(__DIR__) . '/lib/reflect.php';
+        $reflect = \dirname(__DIR__) . '/fixtures/reflect.php';
 
-        $fromStub = ChildProcess::run(array_merge(TestEnv::phpCommand(false), [$reflect, 'stub', $stub]), [], 30);
-        $this->assertSame(0, $fromStub->exitCode, "the stub must load in a PHP without the extension\n" . $fromStub->describe());
-        $this->assertSame('', trim($fromStub->stderr), $fromStub->describe());
+        $fromStub = Process::run(array_merge(TestEnv::phpCommand(false), [$reflect, 'stub', $stub]), [], 30);
+        $this->assertSame(0, $fromStub->exitCode(), "the stub must load in a PHP without the extension\n" . $fromStub->describe());
+        $this->assertSame('', trim($fromStub->stderr()), $fromStub->describe());
         $stubDump = $fromStub->json();
         $this->assertNotEmpty($stubDump['classes'], 'the stub declares no class');
 
-        $names = ChildProcess::scriptFile(json_encode(['classes' => array_keys($stubDump['classes']), 'functions' => array_keys($stubDump['functions'])]));
-        $fromExt = ChildProcess::run(array_merge(TestEnv::phpCommand(true), [$reflect, 'ext', $names]), [], 30);
-        $this->assertSame(0, $fromExt->exitCode, $fromExt->describe());
+        $names = Process::scriptFile(json_encode(['classes' => array_keys($stubDump['classes']), 'functions' => array_keys($stubDump['functions'])]));
+        $fromExt = Process::run(array_merge(TestEnv::phpCommand(true), [$reflect, 'ext', $names]), [], 30);
+        $this->assertSame(0, $fromExt->exitCode(), $fromExt->describe());
         $extDump = $fromExt->json();
 
         return self::$dumps = [$stubDump, $extDump];

@@ -4,13 +4,14 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-use Ebats\Tests\Lib\ChildProcess;
+use Ebats\Tests\Lib\BrokerProxy;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\EbatsTestCase;
 use Ebats\Tests\Lib\TestEnv;
 
 /**
  * amqps:// end to end. The shared broker has no TLS listener (and must not be reconfigured), so a
- * TLS-terminating proxy (tests/lib/tls_proxy.php) with a self-signed certificate made for this run stands in
+ * TLS-terminating proxy (BrokerProxy in tls mode) with a self-signed certificate made for this run stands in
  * front of it and relays the decrypted AMQP to 127.0.0.1:5672. The extension verifies the server certificate
  * against OpenSSL's default paths, which honour SSL_CERT_FILE: children that set it to the certificate trust
  * the proxy, children that do not must refuse it.
@@ -25,9 +26,9 @@ final class TlsTest extends EbatsTestCase
 
     private static ?string $certDir = null;
 
-    private ?ChildProcess $proxy = null;
+    private ?BrokerProxy $proxy = null;
     private int $proxyPort = 0;
-    /** @var list<ChildProcess> */
+    /** @var list<Process> */
     private array $agents = [];
 
     protected function setUp(): void
@@ -43,7 +44,7 @@ final class TlsTest extends EbatsTestCase
 
     protected function tearDown(): void
     {
-        $this->agents = [];   // ChildProcess::__destruct kills each
+        $this->agents = [];   // Process::__destruct stops each
         $this->proxy = null;
         parent::tearDown();
     }
@@ -159,7 +160,7 @@ final class TlsTest extends EbatsTestCase
                 'failed' => ['message' => 'too big', 'class' => 'RuntimeException', 'attempts' => 1, 'failed_at' => microtime(true), 'status' => 1],
             ], JSON_THROW_ON_ERROR), ['content_type' => 'application/json', 'delivery_mode' => 2]);
         }
-        $result = ChildProcess::runPhp(<<<'PHP'
+        $result = Process::runPhp(<<<'PHP'
 <?php
 $out = [];
 foreach (Asynclib\Ebats\FailedStore::list('demo') as $entry) {
@@ -172,7 +173,7 @@ PHP, static::childEnv([
             'SSL_CERT_FILE' => $this->certFile(),
             'SSL_CERT_DIR' => null,
         ]), 60);
-        $this->assertSame(0, $result->exitCode, $result->describe() . $this->proxyOutput());
+        $this->assertSame(0, $result->exitCode(), $result->describe() . $this->proxyOutput());
         $json = $result->json();
         $this->assertTrue($json['config_tls']);
         ksort($expected);
@@ -240,46 +241,41 @@ PHP, static::childEnv([
         );
     }
 
-    /** A child running tests/lib/agent.php on $url; $certFile null: SSL_CERT_FILE unset (the certificate is not trusted). */
-    private function agent(string $url, ?string $certFile): ChildProcess
+    /** A child running tests/fixtures/agent.php on $url; $certFile null: SSL_CERT_FILE unset (the certificate is not trusted). */
+    private function agent(string $url, ?string $certFile): Process
     {
-        $agent = ChildProcess::php(__DIR__ . '/../lib/agent.php', [], static::childEnv([
+        $agent = Process::php(__DIR__ . '/../fixtures/agent.php', [], static::childEnv([
             'EBATS_AMQP_URL' => $url,
             'EBATS_CONNECT_TIMEOUT' => (string) self::CONNECT_TIMEOUT,
             'SSL_CERT_FILE' => $certFile,
             'SSL_CERT_DIR' => null,
         ]));
         $hello = $agent->readLine(15);
-        $this->assertNotNull($hello, "agent did not start\n" . $agent->snapshot());
+        $this->assertNotNull($hello, "agent did not start\n" . $agent->describe());
         $this->agents[] = $agent;
         return $agent;
     }
 
     private function startProxy(string $cert, string $key): void
     {
-        $proxy = ChildProcess::php(
-            __DIR__ . '/../lib/tls_proxy.php',
-            [$cert, $key, '0', TestEnv::HOST, (string) TestEnv::PORT],
-            [],
-            false
-        );
-        $line = $proxy->readLine(15);
-        if ($line === null || !preg_match('/^READY (\d+)$/', $line, $m)) {
-            $this->fail("the TLS proxy did not start\n" . $proxy->snapshot());
+        $proxy = new BrokerProxy('tls', $cert, $key);
+        try {
+            $this->proxyPort = $proxy->start();
+        } catch (\RuntimeException $e) {
+            $this->fail('the TLS proxy did not start: ' . $e->getMessage());
         }
         $this->proxy = $proxy;
-        $this->proxyPort = (int) $m[1];
     }
 
     /** The proxy's next report line, or null when none comes within $timeout s. */
     private function proxyLine(float $timeout): ?string
     {
-        return $this->proxy->readLine($timeout);
+        return $this->proxy->nextReport($timeout);
     }
 
     private function proxyOutput(): string
     {
-        return "\n--- TLS proxy ---\n" . ($this->proxy?->snapshot() ?? '(not running)');
+        return "\n" . ($this->proxy?->describe() ?? '--- TLS proxy --- (not running)');
     }
 
     private function certFile(): string
@@ -305,14 +301,14 @@ PHP, static::childEnv([
             if (!mkdir($dir, 0700)) {
                 $this->fail("cannot create $dir");
             }
-            $result = ChildProcess::run([
+            $result = Process::run([
                 $openssl, 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
                 '-keyout', "$dir/key.pem", '-out', "$dir/cert.pem",
                 '-subj', '/CN=localhost',
                 '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
                 '-days', '1',
             ], [], 60.0);
-            if ($result->exitCode !== 0 || !is_file("$dir/cert.pem") || !is_file("$dir/key.pem")) {
+            if ($result->exitCode() !== 0 || !is_file("$dir/cert.pem") || !is_file("$dir/key.pem")) {
                 @unlink("$dir/key.pem");
                 @unlink("$dir/cert.pem");
                 @rmdir($dir);

@@ -4,187 +4,10 @@ declare(strict_types=1);
 
 namespace Ebats\Tests\Lib;
 
-/*
- * Long-running child processes (scheduler, worker, consumer) for the end-to-end tests, and a base test case
- * that starts them, reads what they record and stops every one of them in tearDown.
- *
- * Children run the scripts of tests/fixtures/ in a session of their own (setsid), so that the processes a
- * Worker forks can be killed with their parent. Their stdout and stderr go to files, not pipes: a chatty
- * child (EBATS_DEBUG) can never block on a full pipe nobody reads.
- */
-
-/** One long-running child process in its own session (its pid is also its process group id). */
-final class Proc
-{
-    /** @var resource|null */
-    private $process;
-    private int $pid;
-    private ?int $exitCode = null;
-    private bool $exited = false;
-    public readonly float $startedAt;
-
-    /**
-     * @param array<string,string|null> $env changes to this process's environment (null removes a variable)
-     */
-    public function __construct(
-        public readonly string $name,
-        private array $command,
-        array $env,
-        public readonly string $stdoutFile,
-        public readonly string $stderrFile
-    ) {
-        $fullEnv = getenv();
-        foreach ($env as $key => $value) {
-            if ($value === null) {
-                unset($fullEnv[$key]);
-            } else {
-                $fullEnv[$key] = (string) $value;
-            }
-        }
-        $this->startedAt = microtime(true);
-        $process = proc_open(
-            array_merge(['setsid'], $command),
-            [0 => ['file', '/dev/null', 'r'], 1 => ['file', $stdoutFile, 'a'], 2 => ['file', $stderrFile, 'a']],
-            $pipes,
-            null,
-            $fullEnv
-        );
-        if (!is_resource($process)) {
-            throw new \RuntimeException("cannot start $name: " . implode(' ', $command));
-        }
-        $this->process = $process;
-        // setsid(1) execs in place (the child of proc_open is not a group leader), so this pid is the PHP process.
-        $this->pid = (int) proc_get_status($process)['pid'];
-    }
-
-    public function pid(): int
-    {
-        return $this->pid;
-    }
-
-    public function hasExited(): bool
-    {
-        if ($this->exited || $this->process === null) {
-            return true;
-        }
-        $status = proc_get_status($this->process);
-        if (!$status['running']) {
-            $this->exited = true;
-            $this->exitCode = $status['signaled'] ? 128 + $status['termsig'] : $status['exitcode'];
-        }
-        return $this->exited;
-    }
-
-    /** Exit code (128 + signal when killed by a signal), or null while it runs. */
-    public function exitCode(): ?int
-    {
-        $this->hasExited();
-        return $this->exitCode;
-    }
-
-    /** Sends $signal to the process itself (not to its group). */
-    public function signal(int $signal): void
-    {
-        if (!$this->hasExited()) {
-            posix_kill($this->pid, $signal);
-        }
-    }
-
-    /** Waits for the process to exit; returns its exit code, or null when it still runs after $timeout s. */
-    public function waitExit(float $timeout): ?int
-    {
-        $deadline = microtime(true) + $timeout;
-        while (!$this->hasExited()) {
-            if (microtime(true) >= $deadline) {
-                return null;
-            }
-            usleep(20000);
-        }
-        return $this->exitCode;
-    }
-
-    /** Pids of the live processes of this child's process group (the parent and what it forked). */
-    public function groupPids(): array
-    {
-        $pids = [];
-        foreach (glob('/proc/[0-9]*/stat') ?: [] as $statFile) {
-            $stat = @file_get_contents($statFile);
-            if ($stat === false) {
-                continue;
-            }
-            // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses: split after the last ')'
-            $rest = substr($stat, strrpos($stat, ')') + 2);
-            $fields = explode(' ', $rest);
-            if ((int) ($fields[2] ?? -1) === $this->pid && ($fields[0] ?? '') !== 'Z') {
-                $pids[] = (int) basename(dirname($statFile));
-            }
-        }
-        return $pids;
-    }
-
-    /**
-     * SIGTERM to the process, up to $grace s for it to exit, then SIGKILL to its whole process group
-     * (also when the parent exited by itself but left children behind).
-     */
-    public function stop(float $grace = 5.0): ?int
-    {
-        if (!$this->hasExited()) {
-            posix_kill($this->pid, SIGTERM);
-            $this->waitExit($grace);
-        }
-        if ($this->groupPids() !== []) {
-            posix_kill(-$this->pid, SIGKILL);
-            $deadline = microtime(true) + 5;
-            while ($this->groupPids() !== [] && microtime(true) < $deadline) {
-                usleep(20000);
-            }
-        }
-        if (!$this->hasExited()) {
-            $this->waitExit(5);
-        }
-        if ($this->process !== null) {
-            proc_close($this->process);
-            $this->process = null;
-            $this->exited = true;
-        }
-        return $this->exitCode;
-    }
-
-    public function stdout(): string
-    {
-        return (string) @file_get_contents($this->stdoutFile);
-    }
-
-    public function stderr(): string
-    {
-        return (string) @file_get_contents($this->stderrFile);
-    }
-
-    /** The last $bytes of stdout and stderr, for failure messages. */
-    public function describe(int $bytes = 4000): string
-    {
-        $tail = static fn (string $s): string => strlen($s) > $bytes ? '...' . substr($s, -$bytes) : $s;
-        $this->hasExited();
-        return sprintf(
-            "--- %s (pid %d, %s) ---\ncommand: %s\n[stdout]\n%s\n[stderr]\n%s",
-            $this->name,
-            $this->pid,
-            $this->exited ? 'exited ' . var_export($this->exitCode, true) : 'running',
-            implode(' ', $this->command),
-            $tail($this->stdout()),
-            $tail($this->stderr())
-        );
-    }
-
-    public function __destruct()
-    {
-        $this->stop(0.5);
-    }
-}
-
 /**
- * Base class of the end-to-end tests: fixtures as child processes, a JSON-lines record file they append to,
- * polling with deadlines, and clean-up of every child in tearDown.
+ * Base class of the end-to-end tests: long-running fixtures (scheduler, worker, consumer) as child processes
+ * (Process: a session of their own, stdout and stderr in files of this test's directory), a JSON-lines record
+ * file they append to, polling with deadlines, and clean-up of every child in tearDown.
  *
  * Records (one JSON object a line, in $this->logFile) written by tests/fixtures/*.php:
  *   kind=run       a task handler ran: topic, name, params, t (unix time), pid
@@ -198,7 +21,7 @@ abstract class ProcTestCase extends EbatsTestCase
 
     protected string $tmp;
     protected string $logFile;
-    /** @var list<Proc> */
+    /** @var list<Process> */
     private array $procs = [];
 
     protected function setUp(): void
@@ -232,15 +55,14 @@ abstract class ProcTestCase extends EbatsTestCase
     }
 
     /** Starts tests/fixtures/$script with the class's prefix and the record file in its environment. */
-    protected function startFixture(string $name, string $script, array $env = [], array $args = []): Proc
+    protected function startFixture(string $name, string $script, array $env = [], array $args = []): Process
     {
         $n = count($this->procs);
-        $proc = new Proc(
-            $name,
-            array_merge(TestEnv::phpCommand(), [self::FIXTURES . '/' . $script], $args),
+        $proc = Process::php(
+            self::FIXTURES . '/' . $script,
+            $args,
             static::childEnv(array_merge(['EBATS_T_LOG' => $this->logFile], $env)),
-            "{$this->tmp}/$n-$name.out",
-            "{$this->tmp}/$n-$name.err"
+            options: ['name' => $name, 'stdout' => "{$this->tmp}/$n-$name.out", 'stderr' => "{$this->tmp}/$n-$name.err"]
         );
         $this->procs[] = $proc;
         return $proc;
@@ -252,7 +74,7 @@ abstract class ProcTestCase extends EbatsTestCase
      *   service_retry ([max, pause]), prefetch, max_requests, debug (bool), env (more environment)
      * With $waitReady, returns once the broker shows the worker's consumers on the topic's ready queue.
      */
-    protected function startWorker(array $opts = [], bool $waitReady = true): Proc
+    protected function startWorker(array $opts = [], bool $waitReady = true): Process
     {
         $topic = $opts['topic'] ?? 'demo';
         $procs = $opts['procs'] ?? 1;
@@ -274,7 +96,7 @@ abstract class ProcTestCase extends EbatsTestCase
     }
 
     /** Starts tests/fixtures/scheduler.php with the given registrations: list of [event, task, topic, delay]. */
-    protected function startScheduler(array $registrations, bool $waitReady = true, string $name = 'scheduler'): Proc
+    protected function startScheduler(array $registrations, bool $waitReady = true, string $name = 'scheduler'): Process
     {
         $proc = $this->startFixture($name, 'scheduler.php', [
             'EBATS_T_REGISTER' => json_encode($registrations),
@@ -341,17 +163,11 @@ abstract class ProcTestCase extends EbatsTestCase
      */
     protected function waitFor(callable $condition, float $timeout, string $what, float $interval = 0.05): mixed
     {
-        $deadline = microtime(true) + $timeout;
-        while (true) {
-            $value = $condition();
-            if ($value !== null && $value !== false) {
-                return $value;
-            }
-            if (microtime(true) >= $deadline) {
-                $this->fail("timed out after {$timeout} s waiting for: $what\n" . $this->diagnostics());
-            }
-            usleep((int) ($interval * 1e6));
+        $value = Process::until($condition, $timeout, $interval);
+        if ($value === null) {
+            $this->fail("timed out after {$timeout} s waiting for: $what\n" . $this->diagnostics());
         }
+        return $value;
     }
 
     /** Asserts that $condition stays false/null for $seconds (for "nothing more happens" checks). */
@@ -388,21 +204,21 @@ abstract class ProcTestCase extends EbatsTestCase
     /** Waits until $queue has at least $n consumers (so the process consuming it is ready). */
     protected function waitConsumers(string $queue, int $n, float $timeout, array $procs = [], bool $exact = false): void
     {
-        $deadline = microtime(true) + $timeout;
-        while (true) {
+        $c = 0;
+        $ready = Process::until(function () use ($queue, $n, $procs, $exact, &$c): bool {
             $c = self::queueStats()[$queue]['consumers'] ?? 0;
             if ($exact ? $c === $n : $c >= $n) {
-                return;
+                return true;
             }
             foreach ($procs as $proc) {
                 if ($proc->hasExited()) {
                     $this->fail("{$proc->name} exited before consuming $queue\n" . $proc->describe());
                 }
             }
-            if (microtime(true) >= $deadline) {
-                $this->fail("$queue has $c consumer(s), not $n, after {$timeout} s\n" . $this->diagnostics());
-            }
-            usleep(200000);
+            return false;
+        }, $timeout, 0.2);
+        if ($ready === null) {
+            $this->fail("$queue has $c consumer(s), not $n, after {$timeout} s\n" . $this->diagnostics());
         }
     }
 

@@ -1,0 +1,159 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Ebats\Bench\Sections;
+
+use Ebats\Bench\Context;
+use Ebats\Bench\Report;
+use Ebats\Bench\Results;
+use Ebats\Bench\Section;
+use Ebats\Bench\Workers;
+
+/** Worker throughput on N waiting no-op tasks, against bare consume-and-ack loops of the other clients. */
+final class Worker implements Section
+{
+    public function name(): string
+    {
+        return 'worker';
+    }
+
+    /** @return array<string,array{0:string,1:string,2:int,3:int}> key => [label, kind, processes, prefetch] */
+    private static function rows(): array
+    {
+        $rows = [];
+        foreach ([1, 100] as $pf) {
+            foreach ([1, 2] as $procs) {
+                $rows["wk.e2e.p$pf.w$procs"] = ["events → Scheduler → Worker, $procs process" . ($procs > 1 ? 'es' : ''), 'e2e', $procs, $pf];
+            }
+            foreach ([1, 2] as $procs) {
+                $rows["wk.tasks.p$pf.w$procs"] = ["tasks → Worker, $procs process" . ($procs > 1 ? 'es' : ''), 'worker', $procs, $pf];
+            }
+            $rows["wk.bare.p$pf.amqp"] = ['php-amqp consume + ack each', 'amqp', 1, $pf];
+            $rows["wk.bare.p$pf.amqplib"] = ['php-amqplib basic_consume + ack each', 'amqplib', 1, $pf];
+            $rows["wk.bare.p$pf.lapin"] = ['lapin (Rust) consume + pipelined acks', 'lapin', 1, $pf];
+        }
+        return $rows;
+    }
+
+    public function run(Context $ctx): void
+    {
+        $ctx->admin->channel()->queue_declare($ctx->qBare, false, true, false, false);
+        $n = $ctx->settings['worker_n'];
+        for ($rep = 1; $rep <= $ctx->settings['reps']; $rep++) {
+            foreach (self::rows() as $key => [$label, $kind, $procs, $pf]) {
+                $ctx->attempt("worker $label prefetch $pf", function () use ($ctx, $key, $label, $kind, $procs, $pf, $n, $rep) {
+                    $rate = match ($kind) {
+                        'e2e' => $this->endToEnd($ctx, $procs, $pf, $n),
+                        'worker' => $this->workerOnly($ctx, $procs, $pf, $n),
+                        default => $this->bare($ctx, $kind, $pf, $n),
+                    };
+                    $ctx->results->record($key, ['rate' => $rate]);
+                    $ctx->note(sprintf('worker rep %d  prefetch %-3d %-45s %8.0f /s', $rep, $pf, $label, $rate));
+                });
+            }
+        }
+    }
+
+    /** Events waiting -> Scheduler -> Worker; timed from the scheduler's start to the N-th callback. */
+    private function endToEnd(Context $ctx, int $procs, int $prefetch, int $n): float
+    {
+        $ctx->admin->purge($ctx->qEvents);
+        $ctx->admin->purge($ctx->qTasks);
+        $ctx->runJson($ctx->phpCmd('fill.php', ['events', $n]));
+        $ctx->admin->waitMessages($ctx->qEvents, $n);
+        $dir = Workers::progressDir($ctx, 'e2e');
+        $w = Workers::startWorker($ctx, $procs, $prefetch, $dir);
+        $s = null;
+        try {
+            $ctx->admin->waitConsumers($ctx->qTasks, $procs);
+            $t0 = microtime(true);
+            $s = Workers::startScheduler($ctx);
+            return self::rate(Workers::waitProgress($dir, $n, 60 + $n / 100), $n, $t0);
+        } finally {
+            if ($s) {
+                $ctx->stop($s);
+            }
+            $ctx->stop($w);
+        }
+    }
+
+    /** Tasks waiting -> Worker; timed from the worker's start to the N-th callback. */
+    private function workerOnly(Context $ctx, int $procs, int $prefetch, int $n): float
+    {
+        $ctx->admin->purge($ctx->qTasks);
+        $ctx->runJson($ctx->phpCmd('fill.php', ['tasks', $n]));
+        $ctx->admin->waitMessages($ctx->qTasks, $n);
+        $dir = Workers::progressDir($ctx, 'worker');
+        $t0 = microtime(true);
+        $w = Workers::startWorker($ctx, $procs, $prefetch, $dir);
+        try {
+            return self::rate(Workers::waitProgress($dir, $n, 60 + $n / 100), $n, $t0);
+        } finally {
+            $ctx->stop($w);
+        }
+    }
+
+    /** Raw messages waiting -> a bare consume-and-ack loop; timed from its start to the N-th delivery. */
+    private function bare(Context $ctx, string $client, int $prefetch, int $n): float
+    {
+        $ctx->admin->purge($ctx->qBare);
+        $ctx->runJson([$ctx->lapin, 'fill', $n, '--routing-key', $ctx->qBare]);
+        $ctx->admin->waitMessages($ctx->qBare, $n);
+        $t0 = sprintf('%.6f', microtime(true));
+        $r = $client === 'lapin'
+            ? $ctx->runJson([$ctx->lapin, 'consume', $n, $prefetch, '--queue', $ctx->qBare, '--t0', $t0])
+            : $ctx->runJson($ctx->phpCmd('consume.php', [$client, $ctx->qBare, $n, $prefetch, $t0], false));
+        return (float) $r['rate'];
+    }
+
+    /** Tasks per second from $t0 to the last of them, from a progress reading [seen, failed, last]. */
+    private static function rate(array $progress, int $n, float $t0): float
+    {
+        [, $failed, $last] = $progress;
+        if ($failed) {
+            throw new \RuntimeException("$failed tasks failed");
+        }
+        return $n / ($last - $t0);
+    }
+
+    public function report(Context $ctx, Report $report): void
+    {
+        $res = $ctx->results;
+        if (!$res->has('wk.bare.p1.lapin') && !$res->has('wk.tasks.p1.w1')) {
+            return;
+        }
+        $report->line(sprintf('3. Worker throughput, no-op tasks, N=%s waiting in the broker, from process start to the N-th callback / ack (per s)', number_format($ctx->settings['worker_n'])));
+        $pfLast = null;
+        foreach (self::rows() as $key => [$label, , , $pf]) {
+            if ($pf !== $pfLast) {
+                $report->line("   prefetch $pf");
+                $pfLast = $pf;
+            }
+            $report->row($label, $res->cell($key, 'rate'));
+        }
+        $report->line();
+    }
+
+    public function targets(Context $ctx, Report $report): void
+    {
+        $res = $ctx->results;
+        $fmt = [Results::class, 'fmt'];
+        $ratio = [Results::class, 'ratio'];
+        foreach ([1, 100] as $pf) {
+            if (!$res->has("wk.tasks.p$pf.w1")) {
+                continue;
+            }
+            $amqp = $res->med("wk.bare.p$pf.amqp", 'rate');
+            $lapin = $res->med("wk.bare.p$pf.lapin", 'rate');
+            $ceil = max(is_nan($amqp) ? 0 : $amqp, is_nan($lapin) ? 0 : $lapin);
+            $ceilName = (!is_nan($lapin) && $lapin >= $amqp) ? 'lapin' : 'php-amqp';
+            $w = $res->med("wk.tasks.p$pf.w1", 'rate');
+            $report->target("worker, prefetch $pf: tasks → Worker (1 proc) / $ceilName", $ratio($w, $ceil), 0.70, '>=',
+                sprintf('%s / %s = %.2f', $fmt($w), $fmt($ceil), $ratio($w, $ceil)));
+            $e = $res->med("wk.e2e.p$pf.w1", 'rate');
+            $report->target('  the same through the Scheduler (events → 1 proc)', $ratio($e, $ceil), 0.70, '>=',
+                sprintf('%s / %s = %.2f', $fmt($e), $fmt($ceil), $ratio($e, $ceil)));
+        }
+    }
+}
