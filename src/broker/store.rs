@@ -5,15 +5,15 @@
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
 
+use super::current::with_session;
+use super::error::{BrokerError, ErrorKind};
 use super::names::Names;
-use super::process::with_session;
-use super::session::{with_timeout, BrokerError};
 use super::topology::Decl;
 use crate::config::Settings;
 use crate::wire::{properties, TaskMsg};
 
 fn err(what: &'static str) -> impl Fn(lapin::Error) -> BrokerError {
-    move |e| BrokerError::Refused(format!("{what}: {e}"))
+    move |e| BrokerError::lapin(what, &e)
 }
 
 pub fn list(settings: &Settings, topic: &str, limit: usize) -> Result<Vec<TaskMsg>, BrokerError> {
@@ -22,7 +22,7 @@ pub fn list(settings: &Settings, topic: &str, limit: usize) -> Result<Vec<TaskMs
     with_session(|s| {
         s.declare(settings, &[Decl::Failed(topic.to_string())])?;
         let ch = s.channel(settings)?;
-        s.block_on(with_timeout(settings.confirm_timeout * 3, "listing the failed store", async {
+        s.wait(settings.confirm_timeout * 3, "listing the failed store", async {
             let mut out = Vec::new();
             while out.len() < limit {
                 match ch
@@ -39,7 +39,7 @@ pub fn list(settings: &Settings, topic: &str, limit: usize) -> Result<Vec<TaskMs
             }
             let _ = ch.close(200, "listed".into()).await;
             Ok(out)
-        }))
+        })
     })
 }
 
@@ -52,7 +52,7 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<usiz
         // Only what is there now: a replayed task that fails again must not be replayed again.
         let present = s.queue_depth(settings, &queue)?;
         let ch = s.channel(settings)?;
-        s.block_on(with_timeout(settings.confirm_timeout * 30, "replaying the failed store", async {
+        s.wait(settings.confirm_timeout * 30, "replaying the failed store", async {
             let mut moved = 0;
             for _ in 0..present {
                 let Some(m) = ch
@@ -86,7 +86,7 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<usiz
                     .await
                     .map_err(err("publish"))?;
                 if !matches!(confirm, lapin::Confirmation::Ack(None)) {
-                    return Err(BrokerError::Refused(format!("replaying task {} was not confirmed", t.id)));
+                    return Err(BrokerError::new(ErrorKind::Nacked, format!("replaying task {} was not confirmed", t.id)));
                 }
                 m.delivery.acker.ack(BasicAckOptions::default()).await.map_err(err("ack"))?;
                 moved += 1;
@@ -96,7 +96,7 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<usiz
             }
             let _ = ch.close(200, "replayed".into()).await;
             Ok(moved)
-        }))
+        })
     })
 }
 
@@ -105,7 +105,7 @@ pub fn purge(settings: &Settings, topic: &str) -> Result<u32, BrokerError> {
     with_session(|s| {
         s.declare(settings, &[Decl::Failed(topic.to_string())])?;
         let ch = s.channel(settings)?;
-        s.block_on(async {
+        s.wait(settings.confirm_timeout, "purging the failed store", async {
             let n = ch
                 .queue_purge(names.failed_queue(topic).as_str().into(), QueuePurgeOptions::default())
                 .await

@@ -1,7 +1,7 @@
 //! The PHP bindings: thin classes that convert values and call into the core.
 
 pub mod call;
-pub mod consume_loop;
+pub mod subscriber;
 pub mod consumer;
 pub mod convert;
 pub mod deferred;

@@ -8,7 +8,7 @@ use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 use ext_php_rs::zend::ClassEntry;
 
 use crate::broker::names;
-use crate::broker::process;
+use crate::broker::current;
 use crate::outcome::{Ended, Policy};
 use crate::php::call::{self, Thrown};
 use crate::php::convert;
@@ -18,7 +18,7 @@ use crate::php::settings;
 use crate::wire::{RetryRule, TaskMsg};
 use crate::worker::child::{self, Abort, Handler, Limits, Ran, Stopped};
 use crate::worker::shared::Shared;
-use crate::worker::supervisor::{self, ChildEnd, Role};
+use crate::worker::supervisor::{self, ChildEnd};
 
 #[php_class]
 #[php(name = "Asynclib\\Ebats\\Worker")]
@@ -302,7 +302,7 @@ impl Worker {
         let topic = self.topic.clone().ok_or_else(|| bad_input("call setQueue() (or setTopic()) before run()"))?;
         let settings = settings::current()?;
         // The parent must hold no connection and no runtime threads when it forks.
-        process::shutdown();
+        current::shutdown();
         let opts = supervisor::Options {
             processes: self.processes as usize,
             grace: self.grace,
@@ -312,10 +312,10 @@ impl Worker {
         let callback = &self.callback;
         let policy = &self.policy;
         let limits = &self.limits;
-        let role = supervisor::run(&opts, &shared, |slot| {
+        supervisor::run(&opts, &shared, |slot| {
             let mut handler = PhpHandler { callback };
-            let slot_ref = child::Slot { shared: &shared, index: slot };
-            let end = match child::run(&settings, &topic, policy, limits, &slot_ref, &mut handler) {
+            let tracking = child::Tracking { shared: &shared, index: slot };
+            let end = match child::run(&settings, &topic, policy, limits, &tracking, &mut handler) {
                 Stopped::Asked => ChildEnd::Exit(0),
                 Stopped::Recycle(why) => {
                     crate::log::info(&format!("worker child (slot {slot}) recycling: {why}"));
@@ -323,11 +323,9 @@ impl Worker {
                 }
                 Stopped::Aborted => return ChildEnd::ReturnToPhp,
             };
-            process::shutdown();
+            current::shutdown();
             end
         });
-        match role {
-            Role::Parent | Role::Child => Ok(()),
-        }
+        Ok(())
     }
 }
