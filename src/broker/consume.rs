@@ -58,7 +58,9 @@ pub struct Spec<'a> {
     /// "worker", "scheduler" or "consumer", for the log.
     pub what: &'a str,
     pub subscription: subscription::Spec<'a>,
-    /// A failure to open the first time ends the loop (the caller's setup is wrong).
+    /// A declaration the broker refuses the first time (the caller's setup is wrong: it clashes
+    /// with what exists, or this user may not use it) ends the loop instead of being retried.
+    /// Connection failures and refused logins are always retried.
     pub first_open_fails: bool,
 }
 
@@ -142,7 +144,7 @@ pub fn run<H: Host>(spec: &Spec, host: &mut H) -> Finished<H::Left> {
         let mut sub = match opened {
             Ok(sub) => sub,
             Err(e) if e.kind() == ErrorKind::Stopped => continue,
-            Err(e) if first && spec.first_open_fails => return Finished::Failed(e),
+            Err(e) if first && spec.first_open_fails && e.kind().is_bad_setup() => return Finished::Failed(e),
             Err(e) => {
                 let d = backoff.after(&e);
                 log::error(&format!(

@@ -59,6 +59,12 @@ impl ErrorKind {
         )
     }
 
+    /// True when the broker refused what the caller declared or asked for: retrying will not
+    /// help until the code or the broker's permissions change.
+    pub fn is_bad_setup(self) -> bool {
+        matches!(self, ErrorKind::PreconditionFailed | ErrorKind::AccessRefused | ErrorKind::Invalid)
+    }
+
     /// True when the connection the error was met on can no longer be trusted (or never was
     /// made): the session drops it and connects anew on the next call.
     pub fn breaks_connection(self) -> bool {

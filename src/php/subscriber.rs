@@ -37,7 +37,7 @@ impl<F: FnMut(&mut Subscription, Delivery) -> After<()>> Host for PhpHost<F> {
 }
 
 /// Consumes until stopped. `what` names the process in the log ("scheduler", "consumer"); with
-/// `first_open_fails`, a failure to open the first time is the caller's exception (bad setup).
+/// `first_open_fails`, a declaration refused the first time is the caller's exception (bad setup).
 pub fn run(
     what: &str,
     subscription: subscription::Spec,
