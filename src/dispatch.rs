@@ -1,7 +1,7 @@
 //! Where events and tasks go on the broker, and sending them there confirmed.
 
-use crate::broker::names::{delay_routing_key, Names};
 use crate::broker::current::with_session;
+use crate::broker::names::{delay_routing_key, Names};
 use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing, Session};
 use crate::config::Settings;
 use crate::wire::{properties, properties_with_headers, EventMsg, TaskMsg};

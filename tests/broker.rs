@@ -8,7 +8,9 @@ use ebats::broker::{Decl, ErrorKind, Session};
 use ebats::config::{resolve, Settings, Sources};
 use ebats::dispatch;
 use ebats::wire::TaskMsg;
-use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 
 fn settings(prefix: &str, url: Option<&str>) -> Settings {
@@ -206,8 +208,7 @@ fn a_full_queue_that_rejects_publishes_is_a_nack() {
     let mut args = FieldTable::default();
     args.insert("x-max-length".into(), AMQPValue::LongInt(0));
     args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-    s.block_on(async { ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args).await })
-        .unwrap();
+    s.block_on(async { ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args).await }).unwrap();
     let out = ebats::broker::Outgoing {
         exchange: String::new(),
         routing_key: queue.clone(),
@@ -254,7 +255,8 @@ impl Relay {
                 let Ok(client) = client else { return };
                 let Ok(broker) = std::net::TcpStream::connect("127.0.0.1:5672") else { return };
                 kept.lock().unwrap().extend([client.try_clone().unwrap(), broker.try_clone().unwrap()]);
-                for (mut from, mut to) in [(client.try_clone().unwrap(), broker.try_clone().unwrap()), (broker, client)] {
+                for (mut from, mut to) in [(client.try_clone().unwrap(), broker.try_clone().unwrap()), (broker, client)]
+                {
                     std::thread::spawn(move || {
                         let _ = std::io::copy(&mut from, &mut to);
                         let _ = to.shutdown(std::net::Shutdown::Both);

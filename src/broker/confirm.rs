@@ -1,4 +1,8 @@
-//! Settling a publisher confirm: acked, returned as unroutable, or refused.
+//! Settling a publisher confirm: acked, returned as unroutable, or refused; and the deferred
+//! publishes that wait for theirs.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use lapin::Confirmation;
 
@@ -8,6 +12,15 @@ use super::error::{BrokerError, ErrorKind};
 pub struct Sent {
     pub exchange: String,
     pub routing_key: String,
+}
+
+/// A publish in flight: resolves to its confirm once its frames are written.
+pub type Publishing<'a> = Pin<Box<dyn Future<Output = Result<lapin::PublisherConfirm, BrokerError>> + Send + 'a>>;
+
+/// A deferred publish waiting for its confirm to be settled.
+pub struct Pending {
+    pub sent: Sent,
+    pub publishing: Publishing<'static>,
 }
 
 /// Waits for the broker's confirm of one publish.

@@ -147,11 +147,7 @@ pub fn run<H: Host>(spec: &Spec, host: &mut H) -> Finished<H::Left> {
             Err(e) if first && spec.first_open_fails && e.kind().is_bad_setup() => return Finished::Failed(e),
             Err(e) => {
                 let d = backoff.after(&e);
-                log::error(&format!(
-                    "{} cannot consume '{queue}': {e}; retrying in {} s",
-                    spec.what,
-                    d.as_secs_f64()
-                ));
+                log::error(&format!("{} cannot consume '{queue}': {e}; retrying in {} s", spec.what, d.as_secs_f64()));
                 if let Err(end) = pause(d, host) {
                     return end;
                 }

@@ -240,7 +240,9 @@ mod tests {
 
     #[test]
     fn connection_reset_is_a_lost_connection() {
-        for k in [std::io::ErrorKind::ConnectionReset, std::io::ErrorKind::BrokenPipe, std::io::ErrorKind::UnexpectedEof] {
+        for k in
+            [std::io::ErrorKind::ConnectionReset, std::io::ErrorKind::BrokenPipe, std::io::ErrorKind::UnexpectedEof]
+        {
             let e = BrokerError::lapin("publish failed", &io(k));
             assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{k:?}");
             assert!(e.is_recoverable());
@@ -267,7 +269,10 @@ mod tests {
     #[test]
     fn timeout_nack_and_refusals_are_kinds_of_their_own() {
         let e = BrokerError::timeout(Duration::from_millis(1500), "waiting for the broker to confirm a publish");
-        assert_eq!((e.kind(), e.message()), (ErrorKind::Timeout, "timed out after 1.5 s waiting for the broker to confirm a publish"));
+        assert_eq!(
+            (e.kind(), e.message()),
+            (ErrorKind::Timeout, "timed out after 1.5 s waiting for the broker to confirm a publish")
+        );
         assert!(e.is_recoverable());
         let nack = BrokerError::new(ErrorKind::Nacked, "negative confirm");
         assert!(!nack.is_recoverable());

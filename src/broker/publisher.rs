@@ -1,13 +1,10 @@
 //! Publishing on the session's confirm channel: confirmed (one message or many, with one round of
 //! confirms), and deferred (handed to the connection now, confirms awaited by `flush`).
 
-use std::future::Future;
-use std::pin::Pin;
-
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
 
-use super::confirm::{settle, Sent};
+use super::confirm::{settle, Pending, Publishing, Sent};
 use super::error::{BrokerError, ErrorKind};
 use super::session::Session;
 use crate::config::Settings;
@@ -27,15 +24,6 @@ impl Outgoing {
     fn sent(&self) -> Sent {
         Sent { exchange: self.exchange.clone(), routing_key: self.routing_key.clone() }
     }
-}
-
-/// A publish in flight: resolves to its confirm once its frames are written.
-type Publishing<'a> = Pin<Box<dyn Future<Output = Result<lapin::PublisherConfirm, BrokerError>> + Send + 'a>>;
-
-/// A deferred publish waiting for `flush`.
-pub struct Pending {
-    sent: Sent,
-    publishing: Publishing<'static>,
 }
 
 impl Session {
@@ -112,9 +100,10 @@ impl Session {
         let total = pending.len();
         let mut failures = Vec::new();
         for p in pending {
-            let r = self.wait(settings.confirm_timeout, "waiting for the broker to confirm a deferred publish", async {
-                settle(&p.sent, p.publishing.await?).await
-            });
+            let r =
+                self.wait(settings.confirm_timeout, "waiting for the broker to confirm a deferred publish", async {
+                    settle(&p.sent, p.publishing.await?).await
+                });
             if let Err(e) = r {
                 failures.push(e.to_string());
             }

@@ -10,10 +10,11 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
+use super::confirm::Pending;
 use super::connection;
 use super::error::{BrokerError, ErrorKind};
 use super::park::{self, Cut};
-use super::publisher::Pending;
+use super::stop::CutWaitsShort;
 use super::topology::Decl;
 use crate::config::Settings;
 
@@ -114,6 +115,7 @@ impl Session {
             self.disconnect();
             let t = settings.connect_timeout;
             let where_ = settings.masked_url();
+            let _cut = CutWaitsShort::begin();
             let (connection, publisher) = self
                 .wait(t, "connecting", async {
                     let conn = connection::connect(settings).await?;

@@ -5,14 +5,15 @@
 //! (processes that let SIGTERM/SIGINT arrive: the Scheduler and the Consumer), or a stop signal is
 //! pending while blocked (worker processes, which block them so no handler cuts PHP code short).
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The signals that ask a process to stop (SIGHUP asks a worker child to finish and be replaced).
 pub const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
 static FLAG: AtomicI32 = AtomicI32::new(0);
-static CUT_WAITS: AtomicBool = AtomicBool::new(false);
+/// How many [`CutWaitsShort`] guards are alive (they nest).
+static CUT_WAITS: AtomicUsize = AtomicUsize::new(0);
 
 /// Records that `sig` asked for a stop. Only an atomic store: safe inside a signal handler.
 pub fn request(sig: i32) {
@@ -75,26 +76,27 @@ pub fn pause(d: Duration, slice: Duration, mut between: impl FnMut() -> bool) ->
 }
 
 /// While alive, waits for the broker on this process's session end early, with an error of kind
-/// `Stopped`, when a stop is asked: for opening a subscription (connecting, declaring), never for
-/// settling a task, which must finish.
+/// `Stopped`, when a stop is asked: for opening a subscription (connecting, declaring) and for any
+/// connect (nothing was sent on a connection not yet made), never for a publish's confirm, whose
+/// message may already be stored.
 pub struct CutWaitsShort(());
 
 impl CutWaitsShort {
     pub fn begin() -> CutWaitsShort {
-        CUT_WAITS.store(true, Ordering::SeqCst);
+        CUT_WAITS.fetch_add(1, Ordering::SeqCst);
         CutWaitsShort(())
     }
 }
 
 impl Drop for CutWaitsShort {
     fn drop(&mut self) {
-        CUT_WAITS.store(false, Ordering::SeqCst);
+        CUT_WAITS.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// True when a wait for the broker should end now.
 pub fn cuts_wait() -> bool {
-    CUT_WAITS.load(Ordering::SeqCst) && requested().is_some()
+    CUT_WAITS.load(Ordering::SeqCst) > 0 && requested().is_some()
 }
 
 #[cfg(test)]
@@ -115,9 +117,14 @@ mod tests {
         request(libc::SIGTERM);
         assert!(!cuts_wait(), "outside a subscription's opening, waits are not cut");
         {
-            let _g = CutWaitsShort::begin();
-            assert!(cuts_wait());
+            let _outer = CutWaitsShort::begin();
+            {
+                let _inner = CutWaitsShort::begin();
+                assert!(cuts_wait());
+            }
+            assert!(cuts_wait(), "guards nest");
         }
+        assert!(!cuts_wait());
         let start = Instant::now();
         assert!(pause(Duration::from_secs(5), Duration::from_millis(10), || false));
         assert!(start.elapsed() < Duration::from_secs(1));

@@ -5,8 +5,9 @@
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
 
+use super::confirm::{settle, Sent};
 use super::current::with_session;
-use super::error::{BrokerError, ErrorKind};
+use super::error::BrokerError;
 use super::names::Names;
 use super::topology::Decl;
 use crate::config::Settings;
@@ -73,21 +74,18 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<usiz
                 t.redeliveries = 0;
                 t.retry = None;
                 t.extra.remove("failed");
+                let sent = Sent { exchange: names.task_exchange(), routing_key: t.topic.clone() };
                 let confirm = ch
                     .basic_publish(
-                        names.task_exchange().as_str().into(),
-                        t.topic.as_str().into(),
+                        sent.exchange.as_str().into(),
+                        sent.routing_key.as_str().into(),
                         lapin::options::BasicPublishOptions { mandatory: true, immediate: false },
                         &t.to_json(),
                         properties(&t.id, "ebats.task"),
                     )
                     .await
-                    .map_err(err("publish"))?
-                    .await
                     .map_err(err("publish"))?;
-                if !matches!(confirm, lapin::Confirmation::Ack(None)) {
-                    return Err(BrokerError::new(ErrorKind::Nacked, format!("replaying task {} was not confirmed", t.id)));
-                }
+                settle(&sent, confirm).await.map_err(|e| e.context(&format!("replaying task {}", t.id)))?;
                 m.delivery.acker.ack(BasicAckOptions::default()).await.map_err(err("ack"))?;
                 moved += 1;
                 if id.is_some() {

@@ -65,10 +65,9 @@ impl Subscription {
     pub fn next(&mut self, tick: Duration) -> Result<Option<Delivery>, BrokerError> {
         match park::wait(self.consumer.next(), tick) {
             Err(_) => Ok(None),
-            Ok(None) => Err(BrokerError::new(
-                ErrorKind::ConnectionLost,
-                "the consumer was cancelled or its connection closed",
-            )),
+            Ok(None) => {
+                Err(BrokerError::new(ErrorKind::ConnectionLost, "the consumer was cancelled or its connection closed"))
+            }
             Ok(Some(Err(e))) => Err(BrokerError::lapin("consumer failed", &e)),
             Ok(Some(Ok(d))) => Ok(Some(d)),
         }

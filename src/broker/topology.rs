@@ -5,8 +5,8 @@ use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptio
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
-use super::names::{delay_level_pattern, Names, DELAY_LEVELS};
 use super::error::{BrokerError, ErrorKind};
+use super::names::{delay_level_pattern, Names, DELAY_LEVELS};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decl {

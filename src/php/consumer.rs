@@ -12,11 +12,11 @@ use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
 use crate::php::call::{self, Thrown};
-use crate::php::subscriber;
 use crate::php::convert;
 use crate::php::exceptions::Kind;
 use crate::php::producer::{bad_input, check_exchange};
 use crate::php::settings;
+use crate::php::subscriber;
 use crate::wire::{new_id, properties_with_headers};
 
 #[php_class]
@@ -123,8 +123,13 @@ impl Consumer {
             Decl::ConsumerFailed(queue.clone()),
         ];
         let tag = format!("ebats-consumer-{}", std::process::id());
-        let subscription =
-            subscription::Spec { settings: &settings, decls: &decls, queue: &queue, prefetch: self.prefetch, tag: &tag };
+        let subscription = subscription::Spec {
+            settings: &settings,
+            decls: &decls,
+            queue: &queue,
+            prefetch: self.prefetch,
+            tag: &tag,
+        };
         subscriber::run("consumer", subscription, true, |sub, d| {
             let message = match serde_json::from_slice::<serde_json::Value>(&d.data) {
                 Ok(v) => convert::to_zval(&v),

@@ -1,7 +1,6 @@
 //! The PHP bindings: thin classes that convert values and call into the core.
 
 pub mod call;
-pub mod subscriber;
 pub mod consumer;
 pub mod convert;
 pub mod deferred;
@@ -10,6 +9,7 @@ pub mod producer;
 pub mod scheduler;
 pub mod settings;
 pub mod store;
+pub mod subscriber;
 pub mod worker;
 
 use ext_php_rs::prelude::*;

@@ -12,9 +12,9 @@ use crate::broker::subscription;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
-use crate::php::subscriber;
 use crate::php::producer::{bad_input, Task};
 use crate::php::settings;
+use crate::php::subscriber;
 use crate::wire::{EventMsg, TaskMsg};
 
 #[derive(Clone, Debug, PartialEq)]

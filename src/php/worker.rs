@@ -7,8 +7,8 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 use ext_php_rs::zend::ClassEntry;
 
-use crate::broker::names;
 use crate::broker::current;
+use crate::broker::names;
 use crate::outcome::{Ended, Policy};
 use crate::php::call::{self, Thrown};
 use crate::php::convert;

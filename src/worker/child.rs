@@ -171,19 +171,16 @@ pub fn run(
     let decls = [Decl::Topic(topic.to_string())];
     let spec = consume::Spec {
         what: "worker",
-        subscription: subscription::Spec { settings, decls: &decls, queue: &queue, prefetch: limits.prefetch, tag: &tag },
+        subscription: subscription::Spec {
+            settings,
+            decls: &decls,
+            queue: &queue,
+            prefetch: limits.prefetch,
+            tag: &tag,
+        },
         first_open_fails: false,
     };
-    let mut host = TaskHost {
-        settings,
-        names,
-        policy,
-        limits,
-        tracking,
-        handler,
-        acks: Acks::default(),
-        done: 0,
-    };
+    let mut host = TaskHost { settings, names, policy, limits, tracking, handler, acks: Acks::default(), done: 0 };
     match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
         Finished::Left(why) => why,

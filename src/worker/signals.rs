@@ -100,5 +100,7 @@ impl Drop for StopOnSignals {
             // SAFETY: restoring the action read in `install`.
             unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
         }
+        // The loop is over: code that runs after it (publishing, say) is not cut short.
+        stop::reset();
     }
 }
