@@ -49,9 +49,9 @@ pub fn failed(names: &Names, t: &TaskMsg, reason: &str) -> (Vec<Decl>, Outgoing)
 }
 
 /// Declares what the messages need and publishes them, returning once all are confirmed.
-/// A connection found dead (it broke while idle) is replaced and the send tried once more. Messages that come back
-/// unroutable although their queues were declared on this connection (someone deleted a queue)
-/// are sent again, alone, after declaring anew.
+/// A connection or channel found dead (it broke while idle) is replaced and the send tried once
+/// more. Messages that come back unroutable although their queues were declared on this
+/// connection (someone deleted a queue) are sent again, alone, after declaring anew.
 pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), BrokerError> {
     with_session(|s| {
         let attempt = |s: &mut Session| {

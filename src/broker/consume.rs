@@ -23,7 +23,7 @@ pub enum After<L> {
     Next,
     /// The channel or connection failed: open the subscription anew.
     Reopen,
-    /// Leave the loop with this.
+    /// Leave the loop with this, the subscription left as it is.
     Leave(L),
 }
 
@@ -159,7 +159,6 @@ pub fn run<H: Host>(spec: &Spec, host: &mut H) -> Finished<H::Left> {
         host.opened(&sub);
         loop {
             if let Some(l) = host.tick() {
-                sub.close("leaving");
                 return Finished::Left(l);
             }
             if let Some(sig) = stop::requested() {
@@ -188,10 +187,10 @@ pub fn run<H: Host>(spec: &Spec, host: &mut H) -> Finished<H::Left> {
             match host.deliver(&mut sub, d) {
                 After::Next => {}
                 After::Reopen => break,
-                After::Leave(l) => {
-                    sub.close("leaving");
-                    return Finished::Left(l);
-                }
+                // Left open: the process is on its way out (PHP unwinding, a recycled child closing
+                // its session), and a task whose handler called exit() must stay with this process
+                // until it dies, so that its parent sees which task it held.
+                After::Leave(l) => return Finished::Left(l),
             }
         }
         drop(sub);
