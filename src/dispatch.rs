@@ -1,8 +1,8 @@
 //! Where events and tasks go on the broker, and sending them there confirmed.
 
+use crate::broker::current::with_session;
 use crate::broker::names::{delay_routing_key, Names};
-use crate::broker::process::with_session;
-use crate::broker::{BrokerError, Decl, Outgoing};
+use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing, Session};
 use crate::config::Settings;
 use crate::wire::{properties, properties_with_headers, EventMsg, TaskMsg};
 
@@ -49,17 +49,21 @@ pub fn failed(names: &Names, t: &TaskMsg, reason: &str) -> (Vec<Decl>, Outgoing)
 }
 
 /// Declares what the messages need and publishes them, returning once all are confirmed.
-/// A connection found dead is replaced and the send tried once more. Messages that come back
-/// unroutable although their queues were declared on this connection (someone deleted a queue)
-/// are sent again, alone, after declaring anew.
+/// A connection or channel found dead (it broke while idle) is replaced and the send tried once
+/// more. Messages that come back unroutable although their queues were declared on this
+/// connection (someone deleted a queue) are sent again, alone, after declaring anew.
 pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), BrokerError> {
     with_session(|s| {
-        let attempt = |s: &mut crate::broker::Session| {
+        let attempt = |s: &mut Session| {
             s.declare(settings, decls)?;
             s.publish_routed(settings, messages)
         };
         let unroutable = match attempt(s) {
-            Err(BrokerError::Refused(m)) if !s.is_connected() && m.contains("state") => attempt(s)?,
+            // Not after a timeout: the message may have been stored, and a second wait would
+            // double the time the caller waits.
+            Err(e) if e.kind() == ErrorKind::ConnectionLost || matches!(e.kind(), ErrorKind::ChannelClosed { .. }) => {
+                attempt(s)?
+            }
             r => r?,
         };
         if unroutable.is_empty() {

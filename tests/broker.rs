@@ -4,11 +4,14 @@
 use std::time::{Duration, Instant};
 
 use ebats::broker::names::{Names, DELAY_LEVELS};
-use ebats::broker::{BrokerError, Decl, Session};
+use ebats::broker::{Decl, ErrorKind, Session};
 use ebats::config::{resolve, Settings, Sources};
 use ebats::dispatch;
 use ebats::wire::TaskMsg;
-use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
 
 fn settings(prefix: &str, url: Option<&str>) -> Settings {
     let url = url.map(str::to_string).or_else(|| std::env::var("EBATS_AMQP_URL").ok());
@@ -119,10 +122,8 @@ fn unroutable_publish_is_an_error() {
         properties: Default::default(),
         mandatory: true,
     };
-    match s.publish(&st, &[out]) {
-        Err(BrokerError::Unroutable(m)) => assert!(m.contains("unroutable"), "{m}"),
-        other => panic!("expected an unroutable error, got {other:?}"),
-    }
+    let e = s.publish(&st, &[out]).expect_err("an unroutable message is an error");
+    assert_eq!(e.kind(), ErrorKind::Unroutable, "{e}");
     let ch = s.channel(&st).unwrap();
     s.block_on(async { ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()).await }).unwrap();
 }
@@ -132,9 +133,186 @@ fn closed_port_fails_fast_with_a_connect_error() {
     let st = settings(&prefix("down"), Some("amqp://guest:guest@127.0.0.1:1/%2f"));
     let mut s = Session::new().unwrap();
     let start = Instant::now();
-    match s.declare(&st, &[Decl::Events]) {
-        Err(BrokerError::Connect(m)) => assert!(m.contains("127.0.0.1:1"), "{m}"),
-        other => panic!("expected a connect error, got {other:?}"),
-    }
+    let e = s.declare(&st, &[Decl::Events]).expect_err("nothing listens on port 1");
+    assert_eq!(e.kind(), ErrorKind::ConnectRefused, "{e}");
+    assert!(e.is_recoverable());
+    assert!(e.message().contains("127.0.0.1:1"), "{e}");
+    assert!(e.message().contains("is RabbitMQ running on that host and port?"), "{e}");
     assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+// ---- error kinds, each produced by the real broker ------------------------------------------------
+
+fn url_with(user_pass: &str, port: u16, vhost: &str) -> String {
+    format!("amqp://{user_pass}@127.0.0.1:{port}/{vhost}")
+}
+
+#[test]
+fn wrong_password_is_credentials_refused_with_its_hint() {
+    let st = settings(&prefix("pw"), Some(&url_with("guest:not_the_password", 5672, "%2f")));
+    let mut s = Session::new().unwrap();
+    let e = s.declare(&st, &[Decl::Events]).expect_err("a wrong password is refused");
+    assert_eq!(e.kind(), ErrorKind::CredentialsRefused, "{e}");
+    assert!(!e.is_recoverable());
+    assert!(e.message().contains("wrong user name or password?"), "{e}");
+    assert!(!e.message().contains("not_the_password"), "the password must not show: {e}");
+}
+
+#[test]
+fn unknown_vhost_is_vhost_refused_with_its_hint() {
+    let st = settings(&prefix("vhost"), Some(&url_with("guest:guest", 5672, "ebats_no_such_vhost_rt")));
+    let mut s = Session::new().unwrap();
+    let e = s.declare(&st, &[Decl::Events]).expect_err("an unknown vhost is refused");
+    assert_eq!(e.kind(), ErrorKind::VhostRefused, "{e}");
+    assert!(!e.is_recoverable());
+    assert!(e.message().contains("does the vhost exist, and may this user use it?"), "{e}");
+}
+
+#[test]
+fn missing_queue_is_not_found() {
+    let st = settings(&prefix("missing"), None);
+    let mut s = Session::new().unwrap();
+    let e = s.queue_depth(&st, &format!("{}.no_such_queue", st.prefix)).expect_err("the queue does not exist");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    // The session's connection survives a closed channel.
+    let n = Names::new(&st.prefix);
+    s.declare(&st, &[Decl::Failed("demo".into())]).unwrap();
+    assert_eq!(s.queue_depth(&st, &n.failed_queue("demo")).unwrap(), 0);
+    cleanup(&mut s, &st, &["demo"]);
+}
+
+#[test]
+fn redeclare_with_other_arguments_is_precondition_failed() {
+    let st = settings(&prefix("clash"), None);
+    let n = Names::new(&st.prefix);
+    let mut s = Session::new().unwrap();
+    let queue = n.failed_queue("demo");
+    // The same name, not durable: ebats's durable declaration clashes with it.
+    let ch = s.channel(&st).unwrap();
+    s.block_on(async {
+        ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()).await
+    })
+    .unwrap();
+    let e = s.declare(&st, &[Decl::Failed("demo".into())]).expect_err("the declarations clash");
+    assert_eq!(e.kind(), ErrorKind::PreconditionFailed, "{e}");
+    assert!(!e.is_recoverable());
+    cleanup(&mut s, &st, &["demo"]);
+}
+
+#[test]
+fn a_full_queue_that_rejects_publishes_is_a_nack() {
+    let st = settings(&prefix("nack"), None);
+    let mut s = Session::new().unwrap();
+    let queue = format!("{}.full", st.prefix);
+    let ch = s.channel(&st).unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(0));
+    args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    s.block_on(async { ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args).await }).unwrap();
+    let out = ebats::broker::Outgoing {
+        exchange: String::new(),
+        routing_key: queue.clone(),
+        body: b"{}".to_vec(),
+        properties: Default::default(),
+        mandatory: true,
+    };
+    let e = s.publish(&st, &[out]).expect_err("the queue rejects the message");
+    assert_eq!(e.kind(), ErrorKind::Nacked, "{e}");
+    let ch = s.channel(&st).unwrap();
+    s.block_on(async { ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await }).unwrap();
+}
+
+/// A listener that accepts connections and never answers: the connect timeout bounds the wait.
+#[test]
+fn silent_peer_is_a_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || listener.accept().map(|(sock, _)| sock));
+    let st = settings(&prefix("silent"), Some(&url_with("guest:guest", port, "%2f")));
+    let mut s = Session::new().unwrap();
+    let start = Instant::now();
+    let e = s.declare(&st, &[Decl::Events]).expect_err("nobody answers");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.is_recoverable());
+    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+    drop(held.join());
+}
+
+/// A TCP relay to the broker whose connections the test can reset.
+struct Relay {
+    port: u16,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn start() -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = conns.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(broker) = std::net::TcpStream::connect("127.0.0.1:5672") else { return };
+                kept.lock().unwrap().extend([client.try_clone().unwrap(), broker.try_clone().unwrap()]);
+                for (mut from, mut to) in [(client.try_clone().unwrap(), broker.try_clone().unwrap()), (broker, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, conns }
+    }
+
+    /// Cuts every relayed connection at once.
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn connection_reset_is_connection_lost_and_the_next_send_reconnects() {
+    let relay = Relay::start();
+    let st = settings(&prefix("reset"), Some(&url_with("guest:guest", relay.port, "%2f")));
+    let n = Names::new(&st.prefix);
+    let mut s = Session::new().unwrap();
+    s.declare(&st, &[Decl::Failed("demo".into())]).unwrap();
+    let ch = s.channel(&st).unwrap();
+    relay.cut();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.is_connected() {
+        assert!(Instant::now() < deadline, "the session did not see the cut");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let e = s
+        .block_on(ch.queue_declare(
+            n.failed_queue("demo").as_str().into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        ))
+        .expect_err("the connection is gone");
+    let e = ebats::broker::BrokerError::lapin("queue.declare", &e);
+    assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{e}");
+    assert!(e.is_recoverable());
+    // dispatch sends again on a connection that broke while idle.
+    let t = TaskMsg::new("demo", "afterCut", serde_json::Value::Null, 0);
+    let (decls, out) = dispatch::task(&n, &t, 0);
+    dispatch::send(&st, &decls, &[out]).expect("sent after the cut");
+    let mut main = Session::new().unwrap();
+    let st_main = settings(&st.prefix, None);
+    let body = get_body(&mut main, &st_main, &n.ready_queue("demo")).expect("the task arrived");
+    assert_eq!(TaskMsg::parse(&body).unwrap().id, t.id);
+    cleanup(&mut main, &st_main, &["demo"]);
+}
+
+#[test]
+fn calling_back_into_a_busy_session_is_busy() {
+    let e = ebats::broker::current::with_session(|_| ebats::broker::current::with_session(|_| Ok(())))
+        .expect_err("re-entrant use");
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
 }

@@ -1,11 +1,25 @@
-//! The broker layer: connections, topology, confirmed publishing and consuming. Pure Rust, no PHP.
+//! The broker layer, no PHP. From the ground up: `names` (pure), `error` (the one error type),
+//! `stop` (the stop token), `park` (waiting on this thread), `connection` (connect, channel in
+//! confirm mode), `session` (runtime, connection reuse, declare cache) and `current` (this
+//! process's session), `confirm` and `publisher` (confirmed, batched, deferred publishing),
+//! `subscription` and `consume` (consuming, and the loop every long-running process shares),
+//! `topology` (what is declared) and `store` (the failed store).
 
+pub mod confirm;
+pub mod connection;
+pub mod consume;
+pub mod current;
+pub mod error;
 pub mod names;
 pub mod park;
-pub mod process;
+pub mod publisher;
 pub mod session;
+pub mod stop;
 pub mod store;
+pub mod subscription;
 pub mod topology;
 
-pub use session::{BrokerError, Outgoing, Session};
+pub use error::{BrokerError, ErrorKind};
+pub use publisher::Outgoing;
+pub use session::Session;
 pub use topology::Decl;

@@ -23,22 +23,36 @@ impl Wake for Unpark {
     }
 }
 
-/// Polls `f` on this thread until it is ready, or `timeout` has passed (`None`).
-pub fn wait<F: Future>(f: F, timeout: Duration) -> Option<F::Output> {
+/// Why a wait ended without the future's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    TimedOut,
+    /// A stop was asked while waits are cut short (see [`super::stop::CutWaitsShort`]).
+    Stopped,
+}
+
+/// How often a sleeping wait looks at the stop token.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// Polls `f` on this thread until it is ready, `timeout` has passed, or a stop cuts it short.
+pub fn wait<F: Future>(f: F, timeout: Duration) -> Result<F::Output, Cut> {
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut f = pin!(f);
     let deadline = Instant::now() + timeout;
     loop {
         if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return Some(v);
+            return Ok(v);
         }
         let now = Instant::now();
         if now >= deadline {
-            return None;
+            return Err(Cut::TimedOut);
+        }
+        if super::stop::cuts_wait() {
+            return Err(Cut::Stopped);
         }
         // A wake-up between the poll and here leaves the token set: park returns at once.
-        thread::park_timeout(deadline - now);
+        thread::park_timeout((deadline - now).min(STOP_CHECK));
     }
 }
 
@@ -48,10 +62,10 @@ mod tests {
 
     #[test]
     fn ready_future_and_timeout() {
-        assert_eq!(wait(async { 7 }, Duration::from_millis(10)), Some(7));
+        assert_eq!(wait(async { 7 }, Duration::from_millis(10)), Ok(7));
         let start = Instant::now();
-        assert_eq!(wait(std::future::pending::<()>(), Duration::from_millis(50)), None);
-        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert_eq!(wait(std::future::pending::<()>(), Duration::from_millis(120)), Err(Cut::TimedOut));
+        assert!(start.elapsed() >= Duration::from_millis(120));
     }
 
     #[test]
@@ -61,7 +75,7 @@ mod tests {
             thread::sleep(Duration::from_millis(20));
             tx.send(5).unwrap();
         });
-        assert_eq!(wait(async move { rx.await.unwrap() }, Duration::from_secs(5)), Some(5));
+        assert_eq!(wait(async move { rx.await.unwrap() }, Duration::from_secs(5)), Ok(5));
         h.join().unwrap();
     }
 

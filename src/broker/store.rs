@@ -5,15 +5,16 @@
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
 
+use super::confirm::{settle, Sent};
+use super::current::with_session;
+use super::error::BrokerError;
 use super::names::Names;
-use super::process::with_session;
-use super::session::{with_timeout, BrokerError};
 use super::topology::Decl;
 use crate::config::Settings;
 use crate::wire::{properties, TaskMsg};
 
 fn err(what: &'static str) -> impl Fn(lapin::Error) -> BrokerError {
-    move |e| BrokerError::Refused(format!("{what}: {e}"))
+    move |e| BrokerError::lapin(what, &e)
 }
 
 pub fn list(settings: &Settings, topic: &str, limit: usize) -> Result<Vec<TaskMsg>, BrokerError> {
@@ -22,7 +23,7 @@ pub fn list(settings: &Settings, topic: &str, limit: usize) -> Result<Vec<TaskMs
     with_session(|s| {
         s.declare(settings, &[Decl::Failed(topic.to_string())])?;
         let ch = s.channel(settings)?;
-        s.block_on(with_timeout(settings.confirm_timeout * 3, "listing the failed store", async {
+        s.wait(settings.confirm_timeout * 3, "listing the failed store", async {
             let mut out = Vec::new();
             while out.len() < limit {
                 match ch
@@ -39,7 +40,7 @@ pub fn list(settings: &Settings, topic: &str, limit: usize) -> Result<Vec<TaskMs
             }
             let _ = ch.close(200, "listed".into()).await;
             Ok(out)
-        }))
+        })
     })
 }
 
@@ -52,7 +53,7 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<usiz
         // Only what is there now: a replayed task that fails again must not be replayed again.
         let present = s.queue_depth(settings, &queue)?;
         let ch = s.channel(settings)?;
-        s.block_on(with_timeout(settings.confirm_timeout * 30, "replaying the failed store", async {
+        s.wait(settings.confirm_timeout * 30, "replaying the failed store", async {
             let mut moved = 0;
             for _ in 0..present {
                 let Some(m) = ch
@@ -73,21 +74,18 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<usiz
                 t.redeliveries = 0;
                 t.retry = None;
                 t.extra.remove("failed");
+                let sent = Sent { exchange: names.task_exchange(), routing_key: t.topic.clone() };
                 let confirm = ch
                     .basic_publish(
-                        names.task_exchange().as_str().into(),
-                        t.topic.as_str().into(),
+                        sent.exchange.as_str().into(),
+                        sent.routing_key.as_str().into(),
                         lapin::options::BasicPublishOptions { mandatory: true, immediate: false },
                         &t.to_json(),
                         properties(&t.id, "ebats.task"),
                     )
                     .await
-                    .map_err(err("publish"))?
-                    .await
                     .map_err(err("publish"))?;
-                if !matches!(confirm, lapin::Confirmation::Ack(None)) {
-                    return Err(BrokerError::Refused(format!("replaying task {} was not confirmed", t.id)));
-                }
+                settle(&sent, confirm).await.map_err(|e| e.context(&format!("replaying task {}", t.id)))?;
                 m.delivery.acker.ack(BasicAckOptions::default()).await.map_err(err("ack"))?;
                 moved += 1;
                 if id.is_some() {
@@ -96,7 +94,7 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<usiz
             }
             let _ = ch.close(200, "replayed".into()).await;
             Ok(moved)
-        }))
+        })
     })
 }
 
@@ -105,7 +103,7 @@ pub fn purge(settings: &Settings, topic: &str) -> Result<u32, BrokerError> {
     with_session(|s| {
         s.declare(settings, &[Decl::Failed(topic.to_string())])?;
         let ch = s.channel(settings)?;
-        s.block_on(async {
+        s.wait(settings.confirm_timeout, "purging the failed store", async {
             let n = ch
                 .queue_purge(names.failed_queue(topic).as_str().into(), QueuePurgeOptions::default())
                 .await

@@ -5,8 +5,8 @@ use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptio
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
+use super::error::{BrokerError, ErrorKind};
 use super::names::{delay_level_pattern, Names, DELAY_LEVELS};
-use super::session::BrokerError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decl {
@@ -90,9 +90,10 @@ pub fn exchange_kind(kind: &str) -> Result<ExchangeKind, BrokerError> {
         "topic" => ExchangeKind::Topic,
         "headers" => ExchangeKind::Headers,
         other => {
-            return Err(BrokerError::Refused(format!(
-                "unknown exchange type '{other}': use direct, fanout, topic or headers"
-            )))
+            return Err(BrokerError::new(
+                ErrorKind::Invalid,
+                format!("unknown exchange type '{other}': use direct, fanout, topic or headers"),
+            ))
         }
     })
 }
@@ -108,7 +109,7 @@ async fn due_exchange(ch: &Channel, n: &Names) -> Result<(), BrokerError> {
 }
 
 fn err(what: String) -> impl FnOnce(lapin::Error) -> BrokerError {
-    move |e| BrokerError::Refused(format!("{what}: {e}"))
+    move |e| BrokerError::lapin(&what, &e)
 }
 
 async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind, args: FieldTable) -> Result<(), BrokerError> {

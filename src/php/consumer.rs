@@ -4,18 +4,19 @@ use std::time::Duration;
 
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 
+use crate::broker::consume::After;
 use crate::broker::names::Names;
+use crate::broker::subscription;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
 use crate::php::args::{self, bad_input, checked};
 use crate::php::call::{self, Thrown};
-use crate::php::consume_loop::{self, After};
 use crate::php::convert;
 use crate::php::exceptions::Kind;
 use crate::php::settings;
+use crate::php::subscriber;
 use crate::rules;
 use crate::wire::{new_id, properties_with_headers};
 
@@ -112,15 +113,15 @@ impl Consumer {
             Decl::BoundQueue { queue: queue.clone(), exchange: exchange.clone(), keys: self.keys.clone() },
             Decl::ConsumerFailed(queue.clone()),
         ];
-        let spec = consume_loop::Spec {
-            what: "consumer",
+        let tag = format!("ebats-consumer-{}", std::process::id());
+        let subscription = subscription::Spec {
             settings: &settings,
             decls: &decls,
             queue: &queue,
             prefetch: self.prefetch,
-            first_open_throws: true,
+            tag: &tag,
         };
-        consume_loop::run(&spec, |open, d| {
+        subscriber::run("consumer", subscription, true, |sub, d| {
             let message = match serde_json::from_slice::<serde_json::Value>(&d.data) {
                 Ok(v) => convert::to_zval(&v),
                 Err(_) => {
@@ -131,13 +132,13 @@ impl Consumer {
             };
             let key = d.routing_key.as_str().to_string();
             let settled = match call::call(callback, vec![&key.as_str(), &message]) {
-                Ok(_) => open.rt.block_on(d.acker.ack(BasicAckOptions::default())).map(|_| ()),
-                Err(Thrown::Exit) => return After::Leave,
+                Ok(_) => sub.ack(d.delivery_tag, false),
+                Err(Thrown::Exit) => return After::Leave(()),
                 Err(Thrown::Exception { class, message, object }) => {
                     if call::is_kind(&object, Kind::Service) {
                         log::error(&format!("consumer callback: {class}: {message}; message requeued after a pause"));
                         std::thread::sleep(Duration::from_secs(1));
-                        open.rt.block_on(d.acker.nack(BasicNackOptions { multiple: false, requeue: true })).map(|_| ())
+                        sub.requeue(d.delivery_tag, false)
                     } else {
                         log::error(&format!(
                             "consumer callback threw {class}: {message}; message moved to '{}'",
@@ -160,12 +161,10 @@ impl Consumer {
                             mandatory: true,
                         };
                         match dispatch::send(&settings, &[Decl::ConsumerFailed(queue.clone())], &[out]) {
-                            Ok(()) => open.rt.block_on(d.acker.ack(BasicAckOptions::default())).map(|_| ()),
+                            Ok(()) => sub.ack(d.delivery_tag, false),
                             Err(e) => {
                                 log::error(&format!("could not store the failed message ({e}); it goes back"));
-                                open.rt
-                                    .block_on(d.acker.nack(BasicNackOptions { multiple: false, requeue: true }))
-                                    .map(|_| ())
+                                sub.requeue(d.delivery_tag, false)
                             }
                         }
                     }
@@ -175,7 +174,7 @@ impl Consumer {
                 Ok(()) => After::Next,
                 Err(e) => {
                     log::error(&format!("consumer could not settle a message: {e}"));
-                    After::Reconnect
+                    After::Reopen
                 }
             }
         })

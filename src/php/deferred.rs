@@ -118,7 +118,7 @@ pub fn take_errors() -> Vec<String> {
 
 /// End of every request: wait for the confirms of its deferred publishes, log and keep failures.
 pub extern "C" fn request_shutdown(_type: i32, _module: i32) -> i32 {
-    let pending = crate::broker::process::pending_here();
+    let pending = crate::broker::current::pending_here();
     if pending == 0 {
         return 0;
     }

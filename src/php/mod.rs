@@ -2,7 +2,6 @@
 
 pub mod args;
 pub mod call;
-pub mod consume_loop;
 pub mod consumer;
 pub mod convert;
 pub mod deferred;
@@ -11,6 +10,7 @@ pub mod producer;
 pub mod scheduler;
 pub mod settings;
 pub mod store;
+pub mod subscriber;
 pub mod worker;
 
 use std::ffi::{c_char, c_int};

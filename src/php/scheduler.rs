@@ -4,17 +4,18 @@ use std::time::Duration;
 
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use parking_lot::Mutex;
 
+use crate::broker::consume::After;
 use crate::broker::names::Names;
+use crate::broker::subscription;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
 use crate::php::args::{checked, int_arg, string_arg};
-use crate::php::consume_loop::{self, After};
 use crate::php::producer::{merge_decls, Task};
 use crate::php::settings;
+use crate::php::subscriber;
 use crate::rules;
 use crate::wire::{EventMsg, TaskMsg};
 
@@ -134,20 +135,20 @@ impl Scheduler {
         let names = Names::new(&settings.prefix);
         let queue = names.events_queue();
         log::info(&format!("scheduler consuming '{queue}' ({} event(s) registered)", REGISTRY.lock().len()));
-        let spec = consume_loop::Spec {
-            what: "scheduler",
+        let tag = format!("ebats-scheduler-{}", std::process::id());
+        let subscription = subscription::Spec {
             settings: &settings,
             decls: &[Decl::Events],
             queue: &queue,
             prefetch: self.prefetch,
-            first_open_throws: false,
+            tag: &tag,
         };
-        consume_loop::run(&spec, |open, first| {
+        subscriber::run("scheduler", subscription, false, |sub, first| {
             // Route every event already here in one go: publish all their tasks, wait once for
             // the confirms, then ack the events.
             let mut batch = vec![first];
             while batch.len() < self.prefetch as usize {
-                match crate::broker::session::ready_delivery(open.consumer) {
+                match sub.ready() {
                     Some(d) => batch.push(d),
                     None => break,
                 }
@@ -159,11 +160,11 @@ impl Scheduler {
             let last = batch.last().expect("at least one").delivery_tag;
             let sent = if msgs.is_empty() { Ok(()) } else { dispatch::send(&settings, &decls, &msgs) };
             match sent {
-                Ok(()) => match open.rt.block_on(open.ch.basic_ack(last, BasicAckOptions { multiple: true })) {
+                Ok(()) => match sub.ack(last, true) {
                     Ok(()) => After::Next,
                     Err(e) => {
                         log::error(&format!("event ack failed: {e}"));
-                        After::Reconnect
+                        After::Reopen
                     }
                 },
                 Err(e) => {
@@ -171,8 +172,7 @@ impl Scheduler {
                         "scheduler could not publish the tasks of {} event(s): {e}; they go back",
                         batch.len()
                     ));
-                    let _ =
-                        open.rt.block_on(open.ch.basic_nack(last, BasicNackOptions { multiple: true, requeue: true }));
+                    let _ = sub.requeue(last, true);
                     std::thread::sleep(Duration::from_millis(500));
                     After::Next
                 }

@@ -7,7 +7,7 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 use ext_php_rs::zend::ClassEntry;
 
-use crate::broker::process;
+use crate::broker::current;
 use crate::outcome::{Ended, Policy};
 use crate::php::args::{self, bad_input};
 use crate::php::call::{self, Thrown};
@@ -288,7 +288,7 @@ impl Worker {
         let topic = self.topic.clone().ok_or_else(|| bad_input("call setQueue() (or setTopic()) before run()"))?;
         let settings = settings::current()?;
         // The parent must hold no connection and no runtime threads when it forks.
-        process::shutdown();
+        current::shutdown();
         let opts = supervisor::Options {
             processes: self.processes as usize,
             grace: self.grace,
@@ -302,8 +302,8 @@ impl Worker {
         // a handler) come back here and return to the script.
         supervisor::run(&opts, &shared, |slot| {
             let mut handler = PhpHandler { callback };
-            let slot_ref = child::Slot { shared: &shared, index: slot };
-            let end = match child::run(&settings, &topic, policy, limits, &slot_ref, &mut handler) {
+            let tracking = child::Tracking { shared: &shared, index: slot };
+            let end = match child::run(&settings, &topic, policy, limits, &tracking, &mut handler) {
                 Stopped::Asked => ChildEnd::Exit(0),
                 Stopped::Recycle(why) => {
                     crate::log::info(&format!("worker child (slot {slot}) recycling: {why}"));
@@ -311,7 +311,7 @@ impl Worker {
                 }
                 Stopped::Aborted => return ChildEnd::ReturnToPhp,
             };
-            process::shutdown();
+            current::shutdown();
             end
         });
         Ok(())

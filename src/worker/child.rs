@@ -1,14 +1,16 @@
 //! A worker child's loop: take a task, run it through the handler, report it, then ack, retry,
-//! delay or fail it, confirmed before the ack. Stops between tasks when asked.
+//! delay or fail it, confirmed before the ack, on the consume loop every long-running process
+//! shares. Stops between tasks when asked.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use lapin::options::{BasicAckOptions, BasicCancelOptions};
+use lapin::message::Delivery;
 
-use super::shared::{Returned, Shared};
-use super::signals;
+use super::shared::{GivenBack, Shared};
+use crate::broker::consume::{self, After, Finished, Host};
 use crate::broker::names::Names;
-use crate::broker::process::with_session;
+use crate::broker::stop;
+use crate::broker::subscription::{self, Subscription};
 use crate::broker::{BrokerError, Decl};
 use crate::config::Settings;
 use crate::dispatch;
@@ -66,19 +68,93 @@ pub fn resident_mb() -> f64 {
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64 / 1_048_576.0
 }
 
-fn stop_requested() -> bool {
-    signals::take(&signals::STOP_SIGNALS, Duration::ZERO).is_some()
-}
-
-/// Sleeps `d` in short ticks, returning early (true) when a stop is asked.
-fn pause(d: Duration) -> bool {
-    signals::take(&signals::STOP_SIGNALS, d).is_some()
-}
-
 /// Where this child records what it runs, for the parent's time limits.
-pub struct Slot<'a> {
+pub struct Tracking<'a> {
     pub shared: &'a Shared,
     pub index: usize,
+}
+
+/// The worker child's part of the consume loop: run each task, settle it, ack it.
+struct TaskHost<'a> {
+    settings: &'a Settings,
+    names: Names,
+    policy: &'a Policy,
+    limits: &'a Limits,
+    tracking: &'a Tracking<'a>,
+    handler: &'a mut dyn Handler,
+    acks: Acks,
+    done: u64,
+}
+
+impl Host for TaskHost<'_> {
+    type Left = Stopped;
+
+    fn opened(&mut self, _sub: &Subscription) {
+        self.acks = Acks { batch: if self.limits.prefetch > 1 { ACK_BATCH } else { 1 }, ..Acks::default() };
+    }
+
+    fn idle(&mut self, sub: &Subscription) -> bool {
+        // Ack what is done before waiting for more.
+        self.acks.flush(sub)
+    }
+
+    fn stopping(&mut self, sub: &Subscription) {
+        self.acks.flush(sub);
+    }
+
+    fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Stopped> {
+        let handled = handle(
+            self.settings,
+            &self.names,
+            self.policy,
+            self.limits,
+            self.tracking,
+            &mut *self.handler,
+            &d.data,
+            d.redelivered,
+        );
+        let settled = match handled {
+            Ok(s) => s,
+            Err(HandleError::Abort) => {
+                // exit() in PHP: the tasks done before still get their acks.
+                self.acks.flush(sub);
+                return After::Leave(Stopped::Aborted);
+            }
+            Err(HandleError::Broker(e)) => {
+                // Not acked: the broker gives the task again. Reconnect and go on.
+                log::error(&format!("worker could not settle a task: {e}; it will be delivered again"));
+                self.acks.flush(sub);
+                return After::Reopen;
+            }
+        };
+        if matches!(settled, Settled::Ran) {
+            self.done += 1;
+        }
+        let limits = self.limits;
+        let recycle = if limits.max_requests > 0 && self.done >= limits.max_requests {
+            Some(format!("{} tasks done (max requests)", self.done))
+        } else if limits.memory_limit_mb > 0 {
+            let rss = resident_mb();
+            (rss > limits.memory_limit_mb as f64)
+                .then(|| format!("resident memory {rss:.1} MB is over {} MB", limits.memory_limit_mb))
+        } else {
+            None
+        };
+        // Leaving after this task: cancel the consumer before the ack, so the broker does not
+        // push the next task to a child that will not run it.
+        let leaving = recycle.is_some() || stop::requested().is_some();
+        if leaving {
+            sub.cancel();
+        }
+        self.acks.done(d.delivery_tag);
+        if (leaving || self.acks.full()) && !self.acks.flush(sub) {
+            return After::Reopen;
+        }
+        match recycle {
+            Some(why) => After::Leave(Stopped::Recycle(why)),
+            None => After::Next,
+        }
+    }
 }
 
 pub fn run(
@@ -86,107 +162,31 @@ pub fn run(
     topic: &str,
     policy: &Policy,
     limits: &Limits,
-    slot: &Slot,
+    tracking: &Tracking,
     handler: &mut dyn Handler,
 ) -> Stopped {
     let names = Names::new(&settings.prefix);
     let queue = names.ready_queue(topic);
-    let mut done: u64 = 0;
     let tag = format!("ebats-worker-{}", std::process::id());
-    // Broker handles dropped below (consumers, channels) need the runtime's context.
-    let Ok(runtime) = with_session(|s| Ok(s.handle())) else {
-        return Stopped::Asked;
+    let decls = [Decl::Topic(topic.to_string())];
+    let spec = consume::Spec {
+        what: "worker",
+        subscription: subscription::Spec {
+            settings,
+            decls: &decls,
+            queue: &queue,
+            prefetch: limits.prefetch,
+            tag: &tag,
+        },
+        first_open_fails: false,
     };
-    let _ctx = runtime.enter();
-    loop {
-        let opened = with_session(|s| {
-            s.declare(settings, &[Decl::Topic(topic.to_string())])?;
-            let (ch, consumer) = s.consume(settings, &queue, limits.prefetch, &tag)?;
-            Ok((s.handle(), ch, consumer))
-        });
-        let (rt, ch, mut consumer) = match opened {
-            Ok(x) => x,
-            Err(e) => {
-                log::error(&format!("worker cannot consume '{queue}': {e}; retrying in 1 s"));
-                if pause(Duration::from_secs(1)) {
-                    return Stopped::Asked;
-                }
-                continue;
-            }
-        };
-        let mut acks = Acks { batch: if limits.prefetch > 1 { ACK_BATCH } else { 1 }, ..Acks::default() };
-        loop {
-            if stop_requested() {
-                acks.flush(&rt, &ch);
-                let _ = rt.block_on(ch.close(200, "worker stopping".into()));
-                return Stopped::Asked;
-            }
-            // A task already delivered is taken at once; only an idle worker waits (in ticks, to
-            // see stop signals), after acking what it has done.
-            let d = match crate::broker::session::ready_delivery(&mut consumer) {
-                Some(d) => d,
-                None => {
-                    if !acks.flush(&rt, &ch) {
-                        break;
-                    }
-                    match crate::broker::session::next_delivery(&mut consumer, Duration::from_millis(100)) {
-                        Ok(Some(d)) => d,
-                        Ok(None) => continue,
-                        Err(e) => {
-                            log::error(&format!("worker lost its consumer on '{queue}': {e}; reconnecting"));
-                            break;
-                        }
-                    }
-                }
-            };
-            let settled = match handle(settings, &names, policy, limits, slot, handler, &d.data, d.redelivered) {
-                Ok(s) => s,
-                Err(HandleError::Abort) => {
-                    // exit() in PHP: the tasks done before still get their acks.
-                    acks.flush(&rt, &ch);
-                    return Stopped::Aborted;
-                }
-                Err(HandleError::Broker(e)) => {
-                    // Not acked: the broker gives the task again. Reconnect and go on.
-                    log::error(&format!("worker could not settle a task: {e}; it will be delivered again"));
-                    acks.flush(&rt, &ch);
-                    break;
-                }
-            };
-            if matches!(settled, Settled::Ran) {
-                done += 1;
-            }
-            let recycle = if limits.max_requests > 0 && done >= limits.max_requests {
-                Some(format!("{done} tasks done (max requests)"))
-            } else if limits.memory_limit_mb > 0 {
-                let rss = resident_mb();
-                (rss > limits.memory_limit_mb as f64)
-                    .then(|| format!("resident memory {rss:.1} MB is over {} MB", limits.memory_limit_mb))
-            } else {
-                None
-            };
-            // Leaving after this task: cancel the consumer before the ack, so the broker does not
-            // push the next task to a child that will not run it.
-            let leaving = recycle.is_some() || signals::stop_pending();
-            if leaving {
-                let _ = rt.block_on(ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()));
-            }
-            acks.done(d.delivery_tag);
-            if (leaving || acks.full()) && !acks.flush(&rt, &ch) {
-                break;
-            }
-            if let Some(why) = recycle {
-                let _ = rt.block_on(ch.close(200, "worker recycling".into()));
-                return Stopped::Recycle(why);
-            }
-        }
-        with_session(|s| {
-            s.disconnect();
-            Ok(())
-        })
-        .ok();
-        if pause(Duration::from_millis(500)) {
-            return Stopped::Asked;
+    let mut host = TaskHost { settings, names, policy, limits, tracking, handler, acks: Acks::default(), done: 0 };
+    match consume::run(&spec, &mut host) {
+        Finished::Stopped(_) => Stopped::Asked,
+        Finished::Left(why) => why,
+        Finished::Failed(e) => {
+            log::error(&format!("worker cannot run: {e}"));
+            Stopped::Asked
         }
     }
 }
@@ -215,15 +215,13 @@ impl Acks {
     }
 
     /// Acks what is done; false (logged) when the ack failed: those tasks will run again.
-    fn flush(&mut self, rt: &tokio::runtime::Handle, ch: &lapin::Channel) -> bool {
+    fn flush(&mut self, sub: &Subscription) -> bool {
         let Some(tag) = self.last.take() else { return true };
         let n = std::mem::take(&mut self.count);
-        // The first poll queues the ack frame, ahead of anything sent on this channel later; not
-        // waiting for the I/O thread to write it saves a thread hand-off per ack. A failed write
-        // closes the channel, and the consumer sees it.
-        match rt.block_on(futures_lite::future::poll_once(ch.basic_ack(tag, BasicAckOptions { multiple: true }))) {
-            None | Some(Ok(())) => true,
-            Some(Err(e)) => {
+        // Not waiting for the I/O thread to write the ack saves a thread hand-off per ack.
+        match sub.ack_up_to_queued(tag) {
+            Ok(()) => true,
+            Err(e) => {
                 log::error(&format!("ack of {n} task(s) failed ({e}); they will be delivered again"));
                 false
             }
@@ -256,7 +254,7 @@ fn handle(
     names: &Names,
     policy: &Policy,
     limits: &Limits,
-    slot: &Slot,
+    tracking: &Tracking,
     handler: &mut dyn Handler,
     body: &[u8],
     redelivered: bool,
@@ -272,8 +270,8 @@ fn handle(
             return Ok(Settled::Moved);
         }
     };
-    match redelivered.then(|| slot.shared.take_returned(&task.id)).flatten() {
-        Some(Returned::TimedOut) => {
+    match redelivered.then(|| tracking.shared.take_given_back(&task.id)).flatten() {
+        Some(GivenBack::TimedOut) => {
             // The parent killed the child running it at its time limit: that run was a failed attempt.
             let limit = limits.time_limit_secs;
             let ran = Ran {
@@ -284,7 +282,7 @@ fn handle(
             };
             return settle(settings, names, policy, handler, task, ran).map(|()| Settled::Ran);
         }
-        Some(Returned::Crashed) => {
+        Some(GivenBack::Crashed) => {
             // Its child died running it (fatal error, exit(), signal, out of memory). Count that,
             // and stop a task that kills every child that runs it.
             task.redeliveries += 1;
@@ -312,12 +310,12 @@ fn handle(
     if settings.debug {
         log::debug(&format!("task start {}/{} id={} attempt={}", task.topic, task.name, task.id, task.attempt));
     }
-    slot.shared.begin(slot.index, &task.id, limits.time_limit_secs * 1000);
+    tracking.shared.begin(tracking.index, &task.id, limits.time_limit_secs * 1000);
     // Seen again after a death (counted in the message) or given back by the broker.
     let ran = handler.run(&task, redelivered || task.redeliveries > 0);
     // After exit() the slot stays marked: the parent sees this process die holding the task.
     let ran = ran.map_err(|_| HandleError::Abort)?;
-    slot.shared.end(slot.index);
+    tracking.shared.end(tracking.index);
     settle(settings, names, policy, handler, task, ran).map(|()| Settled::Ran)
 }
 

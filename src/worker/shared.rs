@@ -11,7 +11,7 @@ const ID_LEN: usize = 32;
 const RING: usize = 256;
 
 #[repr(C)]
-pub struct Slot {
+pub struct ChildEntry {
     pub pid: AtomicI32,
     /// Unix time in ms when the current task started; 0 when idle.
     pub started_ms: AtomicU64,
@@ -20,9 +20,9 @@ pub struct Slot {
     task_id: [AtomicU8; ID_LEN],
 }
 
-/// Why a task came back from the broker, as the parent saw it.
+/// Why the broker gave a task back, as the parent saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Returned {
+pub enum GivenBack {
     TimedOut,
     Crashed,
 }
@@ -37,7 +37,7 @@ struct Ring {
 struct Table {
     timed_out: Ring,
     crashed: Ring,
-    slots: [Slot; 0],
+    entries: [ChildEntry; 0],
 }
 
 impl Ring {
@@ -86,7 +86,7 @@ fn read_id(src: &[AtomicU8; ID_LEN]) -> String {
 
 impl Shared {
     pub fn new(slots: usize) -> std::io::Result<Shared> {
-        let len = std::mem::size_of::<Table>() + slots * std::mem::size_of::<Slot>();
+        let len = std::mem::size_of::<Table>() + slots * std::mem::size_of::<ChildEntry>();
         // SAFETY: a fresh anonymous shared mapping; zeroed memory is a valid state for atomics.
         let p = unsafe {
             libc::mmap(
@@ -104,10 +104,11 @@ impl Shared {
         Ok(Shared { table: p.cast(), slots, len })
     }
 
-    pub fn slot(&self, i: usize) -> &Slot {
+    fn entry(&self, i: usize) -> &ChildEntry {
         assert!(i < self.slots);
-        // SAFETY: the mapping holds `slots` Slot values right after the Table header.
-        unsafe { &*((*self.table).slots.as_ptr().add(i)) }
+        // SAFETY: the mapping holds `slots` ChildEntry values right after the Table header, and
+        // `i` is below `slots` (asserted above).
+        unsafe { &*((*self.table).entries.as_ptr().add(i)) }
     }
 
     fn table(&self) -> &Table {
@@ -116,19 +117,19 @@ impl Shared {
     }
 
     pub fn begin(&self, i: usize, task_id: &str, limit_ms: u64) {
-        let s = self.slot(i);
+        let s = self.entry(i);
         write_id(&s.task_id, task_id);
         s.limit_ms.store(limit_ms, Ordering::Relaxed);
         s.started_ms.store(now_ms(), Ordering::Release);
     }
 
     pub fn end(&self, i: usize) {
-        self.slot(i).started_ms.store(0, Ordering::Release);
+        self.entry(i).started_ms.store(0, Ordering::Release);
     }
 
     /// The task id a slot is running and for how long, when it is over its limit.
     pub fn overdue(&self, i: usize) -> Option<(String, u64)> {
-        let s = self.slot(i);
+        let s = self.entry(i);
         let started = s.started_ms.load(Ordering::Acquire);
         let limit = s.limit_ms.load(Ordering::Relaxed);
         if started == 0 || limit == 0 {
@@ -140,24 +141,24 @@ impl Shared {
 
     /// The task a slot is running, if any.
     pub fn running(&self, i: usize) -> Option<String> {
-        let s = self.slot(i);
+        let s = self.entry(i);
         (s.started_ms.load(Ordering::Acquire) != 0).then(|| read_id(&s.task_id))
     }
 
-    pub fn mark(&self, task_id: &str, why: Returned) {
+    pub fn mark(&self, task_id: &str, why: GivenBack) {
         match why {
-            Returned::TimedOut => self.table().timed_out.push(task_id),
-            Returned::Crashed => self.table().crashed.push(task_id),
+            GivenBack::TimedOut => self.table().timed_out.push(task_id),
+            GivenBack::Crashed => self.table().crashed.push(task_id),
         }
     }
 
     /// Why `task_id` came back, if its child was killed at its time limit or died running it
     /// (each mark is taken once).
-    pub fn take_returned(&self, task_id: &str) -> Option<Returned> {
+    pub fn take_given_back(&self, task_id: &str) -> Option<GivenBack> {
         if self.table().timed_out.take(task_id) {
-            Some(Returned::TimedOut)
+            Some(GivenBack::TimedOut)
         } else if self.table().crashed.take(task_id) {
-            Some(Returned::Crashed)
+            Some(GivenBack::Crashed)
         } else {
             None
         }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-pub const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+use crate::broker::stop;
+
+pub use crate::broker::stop::{signal_name as name, STOP_SIGNALS};
 
 fn set_of(signals: &[i32]) -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the set before sigaddset writes to it.
@@ -53,50 +55,21 @@ pub fn take(signals: &[i32], wait: Duration) -> Option<i32> {
     (s > 0).then_some(s)
 }
 
-/// True when a stop signal is pending (blocked and not yet taken), without taking it.
-pub fn stop_pending() -> bool {
-    // SAFETY: sigpending fills a valid set; sigismember only reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        if libc::sigpending(&mut set) != 0 {
-            return false;
-        }
-        STOP_SIGNALS.iter().any(|s| libc::sigismember(&set, *s) == 1)
-    }
-}
-
-pub fn name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGCHLD => "SIGCHLD",
-        _ => "signal",
-    }
-}
-
-static STOP_FLAG: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-extern "C" fn set_stop_flag(sig: libc::c_int) {
+extern "C" fn raise_stop(sig: libc::c_int) {
     // Only an atomic store: async-signal-safe.
-    STOP_FLAG.store(sig, std::sync::atomic::Ordering::SeqCst);
+    stop::request(sig);
 }
 
-/// While alive, the given signals only raise a flag, so a long-running loop (scheduler,
-/// consumer) can stop between messages; dropping it restores what was there. The caller leaves
-/// out signals the application handles itself.
+/// While alive, the given signals only raise the stop token's flag, so a long-running loop
+/// (scheduler, consumer) stops at its next tick; dropping it restores what was there. The caller
+/// leaves out signals the application handles itself.
 pub struct StopOnSignals {
     saved: Vec<(i32, libc::sigaction)>,
 }
 
 impl StopOnSignals {
     pub fn install(signals: &[i32]) -> StopOnSignals {
-        STOP_FLAG.store(0, std::sync::atomic::Ordering::SeqCst);
+        stop::reset();
         let mut saved = Vec::new();
         for &sig in signals {
             // SAFETY: sigaction with valid pointers; the handler only stores an atomic.
@@ -109,7 +82,7 @@ impl StopOnSignals {
                     continue;
                 }
                 let mut new: libc::sigaction = std::mem::zeroed();
-                new.sa_sigaction = set_stop_flag as *const () as usize;
+                new.sa_sigaction = raise_stop as *const () as usize;
                 libc::sigemptyset(&mut new.sa_mask);
                 new.sa_flags = libc::SA_RESTART;
                 if libc::sigaction(sig, &new, std::ptr::null_mut()) == 0 {
@@ -119,14 +92,6 @@ impl StopOnSignals {
         }
         StopOnSignals { saved }
     }
-
-    /// The stop signal received, if any.
-    pub fn requested(&self) -> Option<i32> {
-        match STOP_FLAG.load(std::sync::atomic::Ordering::SeqCst) {
-            0 => None,
-            s => Some(s),
-        }
-    }
 }
 
 impl Drop for StopOnSignals {
@@ -135,5 +100,7 @@ impl Drop for StopOnSignals {
             // SAFETY: restoring the action read in `install`.
             unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
         }
+        // The loop is over: code that runs after it (publishing, say) is not cut short.
+        stop::reset();
     }
 }

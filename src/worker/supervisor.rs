@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::shared::{Returned, Shared};
+use super::shared::{GivenBack, Shared};
 use super::signals;
 use crate::log;
 
@@ -26,12 +26,6 @@ pub enum ChildEnd {
     ReturnToPhp,
 }
 
-/// Who returns from `run`.
-pub enum Role {
-    Parent,
-    Child,
-}
-
 struct Child {
     slot: usize,
     started: Instant,
@@ -49,8 +43,9 @@ fn describe(status: i32) -> (String, bool) {
     }
 }
 
-/// Forks and supervises; `child` runs in each child with its slot number.
-pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> ChildEnd) -> Role {
+/// Forks and supervises; `child` runs in each child with its slot number. Returns in the parent
+/// once every child ended, and in a child that must go back to PHP.
+pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> ChildEnd) {
     let watched = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD];
     let old_mask = signals::block(&watched);
     let mut children: HashMap<libc::pid_t, Child> = HashMap::new();
@@ -79,7 +74,7 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
                                 // handlers or PHP's shutdown a second time.
                                 unsafe { libc::_exit(code) }
                             }
-                            ChildEnd::ReturnToPhp => Role::Child,
+                            ChildEnd::ReturnToPhp => {}
                         };
                     }
                     -1 => {
@@ -110,7 +105,7 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
             // child that receives it counts this death against it.
             let held = shared.running(c.slot);
             if let Some(task_id) = &held {
-                shared.mark(&task_id, Returned::Crashed);
+                shared.mark(task_id, GivenBack::Crashed);
                 shared.end(c.slot);
                 why = format!("{why} while running task {task_id}");
             }
@@ -164,7 +159,7 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
                         "worker child {pid} ran task {task_id} past its time limit of {} s: killing it",
                         limit / 1000
                     ));
-                    shared.mark(&task_id, Returned::TimedOut);
+                    shared.mark(&task_id, GivenBack::TimedOut);
                     shared.end(c.slot);
                     // SAFETY: signalling our own child.
                     unsafe { libc::kill(*pid, libc::SIGKILL) };
@@ -207,7 +202,6 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
     }
     signals::restore(&old_mask);
     log::info("all worker children ended");
-    Role::Parent
 }
 
 fn kill_all(children: &HashMap<libc::pid_t, Child>, sig: i32) {

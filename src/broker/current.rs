@@ -2,7 +2,8 @@
 
 use parking_lot::Mutex;
 
-use super::session::{BrokerError, Session};
+use super::error::{BrokerError, ErrorKind};
+use super::session::Session;
 
 static SESSION: Mutex<Option<Session>> = Mutex::new(None);
 
@@ -13,14 +14,14 @@ static SESSION: Mutex<Option<Session>> = Mutex::new(None);
 /// Re-entrant calls (a PHP callback run from inside `f` calling back in) get an error, not a deadlock.
 pub fn with_session<R>(f: impl FnOnce(&mut Session) -> Result<R, BrokerError>) -> Result<R, BrokerError> {
     let mut guard = SESSION.try_lock().ok_or_else(|| {
-        BrokerError::Refused("the broker session is busy (called from inside a running broker call)".into())
+        BrokerError::new(ErrorKind::Busy, "the broker session is busy (called from inside a running broker call)")
     })?;
     let pid = std::process::id();
     if guard.as_ref().is_some_and(|s| s.pid() != pid) {
         std::mem::forget(guard.take());
     }
     if guard.is_none() {
-        *guard = Some(Session::new().map_err(|e| BrokerError::Connect(format!("cannot start the I/O runtime: {e}")))?);
+        *guard = Some(Session::new()?);
     }
     f(guard.as_mut().expect("session set above"))
 }

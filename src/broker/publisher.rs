@@ -1,0 +1,157 @@
+//! Publishing on the session's confirm channel: confirmed (one message or many, with one round of
+//! confirms), and deferred (handed to the connection now, confirms awaited by `flush`).
+
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Channel};
+
+use super::confirm::{settle, Pending, Publishing, Sent};
+use super::error::{BrokerError, ErrorKind};
+use super::session::Session;
+use crate::config::Settings;
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+    /// Unroutable messages come back and the publish fails instead of vanishing.
+    pub mandatory: bool,
+}
+
+impl Outgoing {
+    fn sent(&self) -> Sent {
+        Sent { exchange: self.exchange.clone(), routing_key: self.routing_key.clone() }
+    }
+}
+
+impl Session {
+    /// Publishes every message and returns once the broker confirmed all of them.
+    pub fn publish(&mut self, settings: &Settings, messages: &[Outgoing]) -> Result<(), BrokerError> {
+        match self.publish_routed(settings, messages)?.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes every message and waits for all confirms. Messages the broker returned as
+    /// unroutable are listed (index and error); any other failure is the error.
+    pub fn publish_routed(
+        &mut self,
+        settings: &Settings,
+        messages: &[Outgoing],
+    ) -> Result<Vec<(usize, BrokerError)>, BrokerError> {
+        let ch = self.link(settings)?.publisher.clone();
+        let r = self.wait(settings.confirm_timeout, "waiting for the broker to confirm a publish", async {
+            let confirms = send_all(&ch, messages).await?;
+            let mut unroutable = Vec::new();
+            for (i, (m, c)) in messages.iter().zip(confirms).enumerate() {
+                match settle(&m.sent(), c).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::Unroutable => unroutable.push((i, e)),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(unroutable)
+        });
+        self.after_error(&r);
+        r
+    }
+
+    /// Hands the messages to the connection and returns at once; their confirms are awaited by
+    /// [`Session::flush`] (at the latest when the PHP request ends).
+    pub fn publish_deferred(&mut self, settings: &Settings, messages: &[Outgoing]) -> Result<(), BrokerError> {
+        let ch = self.link(settings)?.publisher.clone();
+        let mut queued = Vec::with_capacity(messages.len());
+        let r = self.wait(settings.confirm_timeout, "handing a message to the connection", async {
+            // Only the first poll of each publish, which queues its frames: waiting until the I/O
+            // thread has written them is left to `flush`, with the confirm.
+            for m in messages {
+                let (ch, owned) = (ch.clone(), m.clone());
+                let mut publishing: Publishing<'static> = Box::pin(async move { send(&ch, &owned).await });
+                let state: Publishing<'static> = match futures_lite::future::poll_once(publishing.as_mut()).await {
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(confirm)) => Box::pin(async move { Ok(confirm) }),
+                    None => publishing,
+                };
+                queued.push(Pending { sent: m.sent(), publishing: state });
+            }
+            Ok(())
+        });
+        // What was handed over before a failure is in flight: flush still awaits it.
+        self.pending.append(&mut queued);
+        self.after_error(&r);
+        r
+    }
+
+    /// Messages published deferred whose confirm has not been awaited yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Awaits the confirms of every deferred publish; returns how many were confirmed and the
+    /// failures (one line each).
+    pub fn flush(&mut self, settings: &Settings) -> (usize, Vec<String>) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return (0, Vec::new());
+        }
+        let total = pending.len();
+        let mut failures = Vec::new();
+        for p in pending {
+            let r =
+                self.wait(settings.confirm_timeout, "waiting for the broker to confirm a deferred publish", async {
+                    settle(&p.sent, p.publishing.await?).await
+                });
+            if let Err(e) = r {
+                failures.push(e.to_string());
+            }
+        }
+        if !failures.is_empty() && !self.is_connected() {
+            self.disconnect();
+        }
+        (total - failures.len(), failures)
+    }
+
+    /// After a failed publish: a connection that broke, timed out or is gone is dropped, so the
+    /// next call connects anew.
+    fn after_error<T>(&mut self, r: &Result<T, BrokerError>) {
+        if let Err(e) = r {
+            if e.kind().breaks_connection() || !self.is_connected() {
+                self.disconnect();
+            }
+        }
+    }
+}
+
+async fn send(ch: &Channel, m: &Outgoing) -> Result<lapin::PublisherConfirm, BrokerError> {
+    ch.basic_publish(
+        m.exchange.as_str().into(),
+        m.routing_key.as_str().into(),
+        BasicPublishOptions { mandatory: m.mandatory, immediate: false },
+        &m.body,
+        m.properties.clone(),
+    )
+    .await
+    .map_err(|e| BrokerError::lapin("publish failed", &e))
+}
+
+/// Publishes all messages, in order. The first poll of a publish queues its frames (so the
+/// delivery tags follow the messages); awaiting each publish before starting the next would wait
+/// for the I/O thread to write every message in turn.
+async fn send_all(ch: &Channel, messages: &[Outgoing]) -> Result<Vec<lapin::PublisherConfirm>, BrokerError> {
+    let mut sending: Vec<Publishing> = messages.iter().map(|m| Box::pin(send(ch, m)) as Publishing).collect();
+    let mut first = Vec::with_capacity(sending.len());
+    for f in sending.iter_mut() {
+        first.push(futures_lite::future::poll_once(f.as_mut()).await);
+    }
+    let mut confirms = Vec::with_capacity(sending.len());
+    for (f, ready) in sending.iter_mut().zip(first) {
+        confirms.push(match ready {
+            Some(r) => r?,
+            None => f.await?,
+        });
+    }
+    Ok(confirms)
+}

@@ -1,0 +1,115 @@
+//! A subscription: a consumer on a queue with a prefetch, on a channel of its own, opened (and
+//! opened again after a cut) on the process's session; its deliveries and their acks.
+
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Consumer};
+use tokio::runtime::Handle;
+
+use super::current::with_session;
+use super::error::{BrokerError, ErrorKind};
+use super::park;
+use super::topology::Decl;
+use crate::config::Settings;
+
+/// What to consume.
+pub struct Spec<'a> {
+    pub settings: &'a Settings,
+    /// Declared (once per connection) before consuming.
+    pub decls: &'a [Decl],
+    pub queue: &'a str,
+    pub prefetch: u16,
+    pub tag: &'a str,
+}
+
+pub struct Subscription {
+    rt: Handle,
+    ch: Channel,
+    consumer: Consumer,
+    tag: String,
+}
+
+impl Subscription {
+    /// Declares what the spec needs and starts consuming, on the process's session.
+    pub fn open(spec: &Spec) -> Result<Subscription, BrokerError> {
+        with_session(|s| {
+            s.declare(spec.settings, spec.decls)?;
+            let ch = s.channel(spec.settings)?;
+            let t = spec.settings.connect_timeout.max(spec.settings.confirm_timeout);
+            let (prefetch, queue, tag) = (spec.prefetch, spec.queue, spec.tag);
+            let consumer = s.wait(t, "opening a consumer", async {
+                ch.basic_qos(prefetch, BasicQosOptions::default())
+                    .await
+                    .map_err(|e| BrokerError::lapin("basic.qos failed", &e))?;
+                ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+                    .await
+                    .map_err(|e| BrokerError::lapin(&format!("cannot consume from queue '{queue}'"), &e))
+            })?;
+            Ok(Subscription { rt: s.handle(), ch, consumer, tag: tag.to_string() })
+        })
+    }
+
+    /// A delivery that has already arrived, without waiting for one.
+    pub fn ready(&mut self) -> Option<Delivery> {
+        match park::wait(self.consumer.next(), Duration::ZERO) {
+            Ok(Some(Ok(d))) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Waits for the next delivery at most `tick`; `Ok(None)` when the tick passed with nothing.
+    pub fn next(&mut self, tick: Duration) -> Result<Option<Delivery>, BrokerError> {
+        match park::wait(self.consumer.next(), tick) {
+            Err(_) => Ok(None),
+            Ok(None) => {
+                Err(BrokerError::new(ErrorKind::ConnectionLost, "the consumer was cancelled or its connection closed"))
+            }
+            Ok(Some(Err(e))) => Err(BrokerError::lapin("consumer failed", &e)),
+            Ok(Some(Ok(d))) => Ok(Some(d)),
+        }
+    }
+
+    /// Acks `tag` (and every earlier delivery with `multiple`), waiting for the write.
+    pub fn ack(&self, tag: u64, multiple: bool) -> Result<(), BrokerError> {
+        self.rt
+            .block_on(self.ch.basic_ack(tag, BasicAckOptions { multiple }))
+            .map_err(|e| BrokerError::lapin("ack failed", &e))
+    }
+
+    /// Acks every delivery up to `tag`, only queueing the frame (ahead of anything sent on this
+    /// channel later) without waiting for the I/O thread to write it. A failed write closes the
+    /// channel, and the consumer sees it.
+    pub fn ack_up_to_queued(&self, tag: u64) -> Result<(), BrokerError> {
+        let ack = self.ch.basic_ack(tag, BasicAckOptions { multiple: true });
+        match self.rt.block_on(futures_lite::future::poll_once(ack)) {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(BrokerError::lapin("ack failed", &e)),
+        }
+    }
+
+    /// Gives `tag` (and every earlier delivery with `multiple`) back to the queue.
+    pub fn requeue(&self, tag: u64, multiple: bool) -> Result<(), BrokerError> {
+        self.rt
+            .block_on(self.ch.basic_nack(tag, BasicNackOptions { multiple, requeue: true }))
+            .map_err(|e| BrokerError::lapin("nack failed", &e))
+    }
+
+    /// Asks the broker to send no more deliveries (those already sent stay ours to settle).
+    pub fn cancel(&self) {
+        let _ = self.rt.block_on(self.ch.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()));
+    }
+
+    /// Closes the channel: unacked deliveries go back to the queue.
+    pub fn close(self, why: &str) {
+        let _ = self.rt.block_on(self.ch.close(200, why.into()));
+        // Consumers and channels dropped outside the runtime's context would look for a runtime
+        // of their own.
+        let rt = self.rt.clone();
+        let _ctx = rt.enter();
+        drop(self);
+    }
+}
