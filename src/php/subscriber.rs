@@ -7,8 +7,8 @@ use lapin::message::Delivery;
 
 use crate::broker::consume::{self, After, Finished, Host};
 use crate::broker::subscription::{self, Subscription};
-use crate::php::call::{self, Thrown};
 use crate::php::args::broker_err;
+use crate::php::call::{self, Thrown};
 use crate::worker::signals::StopOnSignals;
 
 struct PhpHost<F> {
