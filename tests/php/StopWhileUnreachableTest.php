@@ -4,9 +4,9 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-use Ebats\Tests\Lib\Proc;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
-use Ebats\Tests\Lib\Proxy;
+use Ebats\Tests\Lib\BrokerProxy;
 use Ebats\Tests\Lib\TestEnv;
 
 /**
@@ -44,7 +44,7 @@ final class StopWhileUnreachableTest extends ProcTestCase
         ];
     }
 
-    private function assertStopsAtOnce(Proc $proc, int $signal = SIGTERM): void
+    private function assertStopsAtOnce(Process $proc, int $signal = SIGTERM): void
     {
         $this->assertFalse($proc->hasExited(), "{$proc->name} ended before it was signalled\n" . $proc->describe());
         $sent = microtime(true);
@@ -87,7 +87,7 @@ final class StopWhileUnreachableTest extends ProcTestCase
 
     public function testStopsInTheMiddleOfAConnectThatHangs(): void
     {
-        $silent = new Proxy('silent');
+        $silent = new BrokerProxy('silent');
         $port = $silent->start();
         // The connect would wait 20 s for an answer that never comes.
         $procs = $this->startAll(TestEnv::amqpUrl(null, $port), ['EBATS_CONNECT_TIMEOUT' => '20']);
@@ -96,7 +96,7 @@ final class StopWhileUnreachableTest extends ProcTestCase
             $this->assertStopsAtOnce($proc);
         }
         $this->assertSame('', implode('', array_map(
-            static fn (Proc $p): string => str_contains($p->stderr(), 'cannot consume') ? $p->name . ' ' : '',
+            static fn (Process $p): string => str_contains($p->stderr(), 'cannot consume') ? $p->name . ' ' : '',
             $procs
         )), 'no connect ran to its timeout');
     }
