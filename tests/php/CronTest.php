@@ -239,4 +239,26 @@ final class CronTest extends ProcTestCase
         $this->assertInstanceOf(TaskException::class, $e);
         $this->assertSame([], Schedules::list(), 'nothing was stored');
     }
+
+    /** The two examples of the README's "Periodic tasks" section run as written. */
+    public function testReadmeExamplesRunAsWritten(): void
+    {
+        $readme = (string) file_get_contents(TestEnv::repoRoot() . '/README.md');
+        $section = explode('## Periodic tasks', $readme, 2)[1] ?? '';
+        $section = explode("\n## ", $section, 2)[0];
+        preg_match_all('/```php\n(.*?)```/s', $section, $m);
+        $this->assertCount(2, $m[1], 'two PHP examples');
+        [$scheduler, $management] = $m[1];
+
+        $file = $this->tmp . '/readme_scheduler.php';
+        file_put_contents($file, "<?php\n" . $scheduler);
+        $proc = Process::php($file, [], static::childEnv(), options: ['name' => 'readme scheduler']);
+        $this->waitFor(fn () => self::leads($proc) ?: null, 20, 'the README scheduler leads' . "\n" . $proc->describe());
+
+        $run = Process::runPhp("<?php\n" . $management, static::childEnv(), 30);
+        $this->assertSame(0, $run->exitCode(), $run->describe());
+        $this->assertMatchesRegularExpression('/^cache\.warm-[0-9a-f]{12} \*\/10 \* \* \* \* stored next: \S+, \S+, \S+$/m', $run->stdout());
+        $this->assertMatchesRegularExpression('/^daily-report 0 7 \* \* \* code next: \S+T07:00:00\+0[12]:00, /m', $run->stdout());
+        $this->assertSame(0, $proc->stop(5.0), $proc->describe());
+    }
 }
