@@ -261,4 +261,41 @@ final class CronTest extends ProcTestCase
         $this->assertMatchesRegularExpression('/^daily-report 0 7 \* \* \* code next: \S+T07:00:00\+0[12]:00, /m', $run->stdout());
         $this->assertSame(0, $proc->stop(5.0), $proc->describe());
     }
+
+    /**
+     * Stops and starts the broker's application (every connection drops, the stream and the token queue are
+     * recovered from disk): stored schedules and their last fired ticks survive, and firing goes on without a
+     * tick fired twice. It stops the shared broker, so it runs only with EBATS_TEST_BROKER_RESTART=1, alone.
+     */
+    public function testSchedulesSurviveABrokerRestart(): void
+    {
+        if (getenv('EBATS_TEST_BROKER_RESTART') !== '1') {
+            $this->markTestSkipped('stops the shared broker: run alone with EBATS_TEST_BROKER_RESTART=1');
+        }
+        $proc = $this->startCron('cron', []);
+        $this->waitFor(fn () => self::leads($proc) ?: null, 20, 'the scheduler leads');
+        Schedules::add('* * * * * *', 'survivor.tick', [], ['name' => 'survivor', 'timezone' => 'UTC', 'catchup' => 30]);
+        $this->waitFor(fn () => count($this->firingsOf('survivor')) >= 3 ?: null, 5, 'firings before the restart');
+
+        TestEnv::rabbitmqctl(['stop_app']);
+        try {
+            usleep(500000);
+        } finally {
+            TestEnv::rabbitmqctl(['start_app']);
+            TestEnv::rabbitmqctl(['await_startup']);
+        }
+        try {
+            $this->broker->close();
+        } catch (\AMQPException $e) {
+            // the connection died with the broker
+        }
+
+        $list = $this->waitFor(fn () => self::thrown(fn () => Schedules::list()) === null ? self::list() : null, 30, 'list() after the restart');
+        $this->assertArrayHasKey('survivor', $list, 'the stored schedule survived');
+        $this->assertNotNull($list['survivor']['last_tick'], 'its last fired tick survived');
+        $n = count($this->firingsOf('survivor'));
+        $this->waitFor(fn () => count($this->firingsOf('survivor')) >= $n + 3 ?: null, 30, 'firings after the restart');
+        $ticks = array_map(static fn (array $f): int => $f['tick'], $this->firingsOf('survivor'));
+        $this->assertSame(count($ticks), count(array_unique($ticks)), 'no tick fired twice across the restart');
+    }
 }
