@@ -8,7 +8,7 @@ export EBATS_ROOT EBATS_SO
 # Debian 12 packages needed to build the extension, run it and run its tests.
 EBATS_PACKAGES=(
     php8.2-dev php8.2-cli libclang-dev build-essential libssl-dev pkg-config openssl
-    php8.2-fpm php-amqp php-amqplib phpunit git
+    php8.2-fpm php-amqp php-amqplib phpunit git prometheus
 )
 
 say() { printf '==> %s\n' "$*"; }
