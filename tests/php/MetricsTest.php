@@ -202,8 +202,13 @@ final class MetricsTest extends ProcTestCase
         // Queue depths equal what rabbitmqctl reports.
         $text = $this->waitMetrics($addr, static function (string $m): bool {
             foreach (self::queueStats() as $queue => $s) {
-                $role = str_contains($queue, '.delay.') ? 'delay' : (str_contains($queue, '.failed.') ? 'failed' : 'ready');
-                if (!str_contains($queue, '.delay.L') && $role === 'delay') {
+                $role = match (true) {
+                    $queue === static::q('task.demo') => 'ready',
+                    $queue === static::q('failed.demo') => 'failed',
+                    str_starts_with($queue, static::q('delay.L')) => 'delay',
+                    default => null,
+                };
+                if ($role === null) {
                     continue;
                 }
                 if (self::sample($m, 'ebats_queue_messages_ready', ['queue' => $queue, 'role' => $role]) !== (float) $s['ready']) {
