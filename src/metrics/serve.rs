@@ -6,8 +6,9 @@
 //! use threads freely since it never forks. It dies with the parent (PR_SET_PDEATHSIG), and the
 //! parent kills it when it returns.
 //!
-//! Scheduler: it never forks, so a thread of its own serves; that thread shares no lock with the
-//! scheduler's consume loop (it reads relaxed atomics and opens its own broker session).
+//! Scheduler and Consumer: they never fork, so a thread of their own serves; that thread shares no
+//! lock with the consume loop (it reads relaxed atomics and opens its own broker session); the one
+//! lock it takes, the periodic schedules' counter table, it holds only to copy that table.
 
 use std::net::TcpListener;
 use std::os::fd::{FromRawFd, RawFd};
@@ -203,28 +204,40 @@ pub fn fork_worker_process(
     }
 }
 
-/// The scheduler's metrics server, on a thread of its own; stopped when dropped.
-pub struct SchedulerServer {
+/// The families of a consumer, from this process's counters.
+pub fn consumer_families() -> Vec<Family> {
+    vec![Family::new("ebats_consumer_messages", "Messages handled by the consumer, by outcome.", Kind::Counter)
+        .with(&[("outcome", "handled")], Value::Int(get(&c::CONSUMER_HANDLED)))
+        .with(&[("outcome", "failed")], Value::Int(get(&c::CONSUMER_FAILED)))]
+}
+
+/// The metrics server of a scheduler or a consumer, on a thread of its own; stopped when dropped.
+pub struct ThreadServer {
     stop: Arc<AtomicBool>,
     addr: std::net::SocketAddr,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl SchedulerServer {
-    pub fn start(listener: TcpListener, settings: Settings) -> std::io::Result<SchedulerServer> {
+impl ThreadServer {
+    /// Serves `families` with this process's CPU and memory (as `role`) and the depths of `queues`.
+    pub fn start(
+        listener: TcpListener,
+        settings: Settings,
+        role: &'static str,
+        families: fn() -> Vec<Family>,
+        queues: Vec<(String, &'static str)>,
+    ) -> std::io::Result<ThreadServer> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new().name("ebats-metrics".into()).spawn(move || {
-            let names = Names::new(&settings.prefix);
-            let queues = vec![(names.events_queue(), "events")];
             let mut reader = Reader::new(settings);
             // SAFETY: getpid has no preconditions.
             let me = unsafe { libc::getpid() };
             http::serve(&listener, &|| !flag.load(Ordering::Relaxed), &mut |path| match path {
                 "/metrics" => {
-                    let mut f = scheduler_families();
-                    f.extend(process_families(&[("scheduler".into(), String::new(), me)]));
+                    let mut f = families();
+                    f.extend(process_families(&[(role.into(), String::new(), me)]));
                     f.extend(queue_families(&reader.read(&queues)));
                     Response { status: 200, content_type: super::expo::CONTENT_TYPE, body: render(f) }
                 }
@@ -238,11 +251,11 @@ impl SchedulerServer {
                 _ => Response::text(404, "not found: try /metrics or /healthz\n"),
             });
         })?;
-        Ok(SchedulerServer { stop, addr, thread: Some(thread) })
+        Ok(ThreadServer { stop, addr, thread: Some(thread) })
     }
 }
 
-impl Drop for SchedulerServer {
+impl Drop for ThreadServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         // Wake the accept() so the thread sees the flag.

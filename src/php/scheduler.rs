@@ -155,8 +155,14 @@ impl Scheduler {
         let _metrics = match crate::metrics::address(self.metrics, &settings.metrics_address).map_err(bad_input)? {
             Some(addr) => {
                 let listener = crate::metrics::bind(addr).map_err(bad_input)?;
-                let server = crate::metrics::serve::SchedulerServer::start(listener, settings.clone())
-                    .map_err(|e| bad_input(format!("cannot start the metrics server: {e}")))?;
+                let server = crate::metrics::serve::ThreadServer::start(
+                    listener,
+                    settings.clone(),
+                    "scheduler",
+                    crate::metrics::serve::scheduler_families,
+                    vec![(queue.clone(), "events")],
+                )
+                .map_err(|e| bad_input(format!("cannot start the metrics server: {e}")))?;
                 log::info(&format!("metrics on http://{addr}/metrics"));
                 Some(server)
             }

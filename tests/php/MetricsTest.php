@@ -309,6 +309,28 @@ final class MetricsTest extends ProcTestCase
         $this->assertPromtoolAccepts($text);
     }
 
+    public function testConsumerCounts(): void
+    {
+        $addr = '127.0.0.1:' . self::freePort();
+        $queue = static::prefix() . '_orders';
+        $exchange = static::prefix() . '_orders_x';
+        $proc = $this->startFixture('consumer', 'consumer.php', [
+            'EBATS_T_EXCHANGE' => $exchange,
+            'EBATS_T_QUEUE' => $queue,
+            'EBATS_T_KEYS' => json_encode(['#']),
+            'EBATS_METRICS_ADDRESS' => $addr,
+        ]);
+        $this->waitConsumers($queue, 1, 20, [$proc], true);
+        for ($i = 0; $i < 3; $i++) {
+            $this->broker->publish($exchange, 'a.b', json_encode(['i' => $i]));
+        }
+        $this->broker->publish($exchange, 'a.b', json_encode(['throw' => 'no']));
+        $text = $this->waitMetrics($addr, static fn (string $m): bool => self::sample($m, 'ebats_consumer_messages_total', ['outcome' => 'handled']) === 3.0
+            && self::sample($m, 'ebats_consumer_messages_total', ['outcome' => 'failed']) === 1.0, 20, 'the consumer counts');
+        $this->assertSame(1.0, self::sample($text, 'ebats_queue_consumers', ['queue' => $queue, 'role' => 'consumer']));
+        $this->assertPromtoolAccepts($text);
+    }
+
     public function testAlertRulesAndScrapeConfig(): void
     {
         $dir = TestEnv::repoRoot() . '/docs/monitoring';
