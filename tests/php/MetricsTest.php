@@ -9,6 +9,7 @@ use Asynclib\Ebats\Scheduler;
 use Asynclib\Ebats\Task;
 use Asynclib\Ebats\Worker;
 use Asynclib\Exception\TaskException;
+use Ebats\Tests\Lib\BrokerProxy;
 use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
 use Ebats\Tests\Lib\TestEnv;
@@ -287,6 +288,34 @@ final class MetricsTest extends ProcTestCase
             return preg_match('/^ebats_process_resident_memory_bytes\{role="child",slot="\d+",pid="' . $pid . '"\} (\d+)$/m', $m, $mm) === 1
                 && (int) $mm[1] >= $before[$pid] + 60 * 1048576;
         }, 20, "child $pid's resident memory to grow by 64 MB");
+    }
+
+    public function testDeathsExitsAndHealth(): void
+    {
+        $proxy = new BrokerProxy();
+        $port = $proxy->start();
+        $addr = '127.0.0.1:' . self::freePort();
+        $this->startWorker(['debug' => false, 'env' => ['EBATS_T_METRICS' => $addr, 'EBATS_AMQP_URL' => TestEnv::amqpUrl(null, $port)]]);
+        $this->assertSame(200, self::get($addr, '/healthz')[0]);
+
+        // A handler that kills its process: the run counts as died, the child's exit as a signal, and the
+        // task's next run (in the replacement child) as succeeded.
+        Task::create('demo', 'dieOnce', ['flag' => "{$this->tmp}/died"]);
+        $t = ['topic' => 'demo'];
+        $text = $this->waitMetrics($addr, static fn (string $m): bool => self::sample($m, 'ebats_tasks_total', $t + ['task' => 'dieOnce', 'outcome' => 'succeeded']) === 1.0, 30, 'the task to succeed after its death');
+        $this->assertSame(1.0, self::sample($text, 'ebats_tasks_total', $t + ['task' => 'dieOnce', 'outcome' => 'died']));
+        $this->assertSame(1.0, self::sample($text, 'ebats_worker_child_exits_total', $t + ['reason' => 'signal']));
+        $this->assertSame(0.0, self::sample($text, 'ebats_worker_child_exits_total', $t + ['reason' => 'exit']));
+        $this->assertSame(2.0, self::sample($text, 'ebats_worker_child_starts_total', $t));
+        $this->assertPromtoolAccepts($text);
+
+        // The broker out of reach: /healthz says 503, and 200 again once it is back.
+        $proxy->cut();
+        $this->assertNotNull(Process::until(static fn () => self::get($addr, '/healthz')[0] === 503, 20, 0.2), 'healthz 503 while the broker is unreachable');
+        $this->assertSame(0.0, self::sample(self::get($addr, '/metrics')[1], 'ebats_broker_up'));
+        $proxy->start();
+        $this->assertNotNull(Process::until(static fn () => self::get($addr, '/healthz')[0] === 200, 30, 0.2), 'healthz 200 once the broker is back');
+        $proxy->cut();
     }
 
     public function testSchedulerCounts(): void
