@@ -294,6 +294,16 @@ final class MetricsTest extends ProcTestCase
     {
         $proxy = new BrokerProxy();
         $port = $proxy->start();
+        try {
+            $this->deathsExitsAndHealth($proxy, $port);
+        } finally {
+            $this->stopAll();
+            $proxy->cut();
+        }
+    }
+
+    private function deathsExitsAndHealth(BrokerProxy $proxy, int $port): void
+    {
         $addr = '127.0.0.1:' . self::freePort();
         $this->startWorker(['debug' => false, 'env' => ['EBATS_T_METRICS' => $addr, 'EBATS_AMQP_URL' => TestEnv::amqpUrl(null, $port)]]);
         $this->assertSame(200, self::get($addr, '/healthz')[0]);
@@ -315,7 +325,6 @@ final class MetricsTest extends ProcTestCase
         $this->assertSame(0.0, self::sample(self::get($addr, '/metrics')[1], 'ebats_broker_up'));
         $proxy->start();
         $this->assertNotNull(Process::until(static fn () => self::get($addr, '/healthz')[0] === 200, 30, 0.2), 'healthz 200 once the broker is back');
-        $proxy->cut();
     }
 
     public function testSchedulerCounts(): void
