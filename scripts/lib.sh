@@ -6,11 +6,12 @@ EBATS_SO="$EBATS_ROOT/build/ebats.so"
 export EBATS_ROOT EBATS_SO
 
 # Debian 12 packages needed to build the extension, run it and run its tests (systemd for systemd-analyze and
-# supervisor for supervisord: tests/php/DeployTest.php checks deploy/ with them).
+# supervisor for supervisord: tests/php/DeployTest.php checks deploy/ with them; prometheus for promtool and
+# a real Prometheus server: tests/php/MetricsTest.php).
 EBATS_PACKAGES=(
     php8.2-dev php8.2-cli libclang-dev build-essential libssl-dev pkg-config openssl
     php8.2-fpm php-amqp php-amqplib phpunit git
-    systemd supervisor
+    systemd supervisor prometheus
 )
 
 say() { printf '==> %s\n' "$*"; }

@@ -38,8 +38,11 @@ pub const DEBUG: Setting = Setting { ini: c"ebats.debug", env: "EBATS_DEBUG", de
 pub const DEFERRED: Setting =
     Setting { ini: c"ebats.deferred_confirms", env: "EBATS_DEFERRED_CONFIRMS", default: c"0" };
 
+/// Where workers and schedulers serve `/metrics` and `/healthz` (`ip:port`); empty: nowhere.
+pub const METRICS: Setting = Setting { ini: c"ebats.metrics_address", env: "EBATS_METRICS_ADDRESS", default: c"" };
+
 /// Every setting, in the order `php --ri` shows them.
-pub const ALL: [Setting; 7] = [URL, PREFIX, CONNECT_TIMEOUT, HEARTBEAT, CONFIRM_TIMEOUT, DEBUG, DEFERRED];
+pub const ALL: [Setting; 8] = [URL, PREFIX, CONNECT_TIMEOUT, HEARTBEAT, CONFIRM_TIMEOUT, DEBUG, DEFERRED, METRICS];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
@@ -51,6 +54,9 @@ pub struct Settings {
     pub debug: bool,
     /// Publishes return before their confirm; confirms are awaited at the end of the request.
     pub deferred: bool,
+    /// Where workers and schedulers serve metrics, unless they are given an address of their own;
+    /// empty: nowhere. Checked when a worker or scheduler starts (a bad one must not stop publishing).
+    pub metrics_address: String,
 }
 
 /// Where a value may come from. Each returns `None` when the source does not set it.
@@ -108,7 +114,8 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
         v.trim().parse::<u16>().map_err(|_| format!("{} must be 0..65535 seconds, got '{v}'", HEARTBEAT.ini_name()))?;
     let debug = parse_bool(&(src.constant)(DEBUG.env).unwrap_or_else(|| src.layered(&DEBUG)));
     let deferred = parse_bool(&src.layered(&DEFERRED));
-    Ok(Settings { uri, prefix, connect_timeout, heartbeat, confirm_timeout, debug, deferred })
+    let metrics_address = src.layered(&METRICS).trim().to_string();
+    Ok(Settings { uri, prefix, connect_timeout, heartbeat, confirm_timeout, debug, deferred, metrics_address })
 }
 
 /// Percent-encodes a vhost for a URL (`/` becomes `%2f`).

@@ -9,6 +9,7 @@ pub mod config;
 pub mod cron;
 pub mod dispatch;
 pub mod log;
+pub mod metrics;
 pub mod outcome;
 pub mod php;
 pub mod rules;

@@ -460,6 +460,17 @@ namespace Asynclib\Ebats {
         }
 
         /**
+         * Serves Prometheus metrics at http://$address/metrics and a health check at /healthz while run() runs
+         * (default: the ebats.metrics_address setting; off when neither is set).
+         *
+         * @param string $address ip:port, such as 127.0.0.1:9465
+         * @throws \Asynclib\Exception\TaskException when the address is not ip:port
+         */
+        public function setMetricsAddress(string $address): static
+        {
+        }
+
+        /**
          * Consumes events until the process is stopped; acks an event only after all its tasks are confirmed.
          *
          * @throws \Asynclib\Exception\ConnectionedException
@@ -631,6 +642,19 @@ namespace Asynclib\Ebats {
          * back to the broker unacked; 0 (the default) waits for every task in hand.
          */
         public function setGracePeriod(int $seconds): static
+        {
+        }
+
+        /**
+         * Serves Prometheus metrics at http://$address/metrics and a health check at /healthz (200 while every
+         * process runs and the broker answers, 503 otherwise) while run() runs, from a process of its own
+         * (default: the ebats.metrics_address setting; off when neither is set). run() throws TaskException
+         * when it cannot listen there.
+         *
+         * @param string $address ip:port, such as 127.0.0.1:9464
+         * @throws \Asynclib\Exception\TaskException when the address is not ip:port
+         */
+        public function setMetricsAddress(string $address): static
         {
         }
 

@@ -2,7 +2,7 @@
 /**
  * An ebats Worker for topic "bench" running no-op tasks.
  *
- *   php -d extension=ebats.so worker.php PROCESSES PREFETCH PROGRESS_DIR
+ *   php -d extension=ebats.so worker.php PROCESSES PREFETCH PROGRESS_DIR [METRICS_ADDRESS]
  *
  * Each child keeps, in PROGRESS_DIR/<pid>, "<tasks seen> <failures> <unix time of the last one>",
  * rewritten in place after every task, so the bench knows when the callback has seen all N and when.
@@ -31,7 +31,7 @@ final class TaskBenchModel
     }
 }
 
-[$procs, $prefetch, $dir] = [(int) ($argv[1] ?? 1), (int) ($argv[2] ?? 1), $argv[3] ?? ''];
+[$procs, $prefetch, $dir, $metrics] = [(int) ($argv[1] ?? 1), (int) ($argv[2] ?? 1), $argv[3] ?? '', $argv[4] ?? ''];
 if ($dir === '' || !is_dir($dir)) {
     fwrite(STDERR, "usage: worker.php PROCESSES PREFETCH PROGRESS_DIR\n");
     exit(2);
@@ -54,4 +54,7 @@ $callback = function ($topic, $taskid, $taskname, $params, $timeuse, $message, $
 $worker = new Worker($callback, $procs);
 $worker->setQueue('bench');
 $worker->setPrefetch($prefetch);
+if ($metrics !== '') {
+    $worker->setMetricsAddress($metrics);
+}
 $worker->run();

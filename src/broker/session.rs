@@ -198,6 +198,25 @@ impl Session {
         })
     }
 
+    /// Ready messages and consumers of a queue (passive declare); `NotFound` if it does not exist.
+    /// (AMQP tells nothing of the messages delivered and not yet acked.)
+    pub fn queue_counts(&mut self, settings: &Settings, queue: &str) -> Result<(u32, u32), BrokerError> {
+        let conn = self.link(settings)?.connection.clone();
+        self.wait(settings.confirm_timeout, "reading a queue's depth", async {
+            let ch = connection::channel(&conn).await?;
+            let q = ch
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions { passive: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| BrokerError::lapin(&format!("queue '{queue}'"), &e))?;
+            let _ = ch.close(200, "done".into()).await;
+            Ok((q.message_count(), q.consumer_count()))
+        })
+    }
+
     /// A new channel in confirm mode on the live connection (for subscriptions and stores).
     pub fn channel(&mut self, settings: &Settings) -> Result<Channel, BrokerError> {
         let conn = self.link(settings)?.connection.clone();

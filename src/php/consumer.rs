@@ -11,6 +11,7 @@ use crate::broker::subscription;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
+use crate::metrics::counters;
 use crate::php::args::{self, bad_input, checked};
 use crate::php::call::{self, Thrown};
 use crate::php::convert;
@@ -113,6 +114,22 @@ impl Consumer {
             Decl::BoundQueue { queue: queue.clone(), exchange: exchange.clone(), keys: self.keys.clone() },
             Decl::ConsumerFailed(queue.clone()),
         ];
+        let _metrics = match crate::metrics::address(None, &settings.metrics_address).map_err(bad_input)? {
+            Some(addr) => {
+                let listener = crate::metrics::bind(addr).map_err(bad_input)?;
+                let server = crate::metrics::serve::ThreadServer::start(
+                    listener,
+                    settings.clone(),
+                    "consumer",
+                    crate::metrics::serve::consumer_families,
+                    vec![(queue.clone(), "consumer"), (names.consumer_failed_queue(&queue), "failed")],
+                )
+                .map_err(|e| bad_input(format!("cannot start the metrics server: {e}")))?;
+                log::info(&format!("metrics on http://{addr}/metrics"));
+                Some(server)
+            }
+            None => None,
+        };
         let tag = format!("ebats-consumer-{}", std::process::id());
         let subscription = subscription::Spec {
             settings: &settings,
@@ -132,9 +149,13 @@ impl Consumer {
             };
             let key = d.routing_key.as_str().to_string();
             let settled = match call::call(callback, vec![&key.as_str(), &message]) {
-                Ok(_) => sub.ack(d.delivery_tag, false),
+                Ok(_) => {
+                    counters::add(&counters::CONSUMER_HANDLED, 1);
+                    sub.ack(d.delivery_tag, false)
+                }
                 Err(Thrown::Exit) => return After::Leave(()),
                 Err(Thrown::Exception { class, message, object }) => {
+                    counters::add(&counters::CONSUMER_FAILED, 1);
                     if call::is_kind(&object, Kind::Service) {
                         log::error(&format!("consumer callback: {class}: {message}; message requeued after a pause"));
                         std::thread::sleep(Duration::from_secs(1));

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ext_php_rs::prelude::*;
-use ext_php_rs::types::Zval;
+use ext_php_rs::types::{ZendClassObject, Zval};
 use parking_lot::Mutex;
 
 use crate::broker::consume::After;
@@ -12,6 +12,8 @@ use crate::broker::subscription;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
+use crate::metrics::counters;
+use crate::php::args::bad_input;
 use crate::php::args::{checked, int_arg, string_arg};
 use crate::php::producer::{merge_decls, Task};
 use crate::php::settings;
@@ -85,6 +87,7 @@ impl EventManager {
 #[php(name = "Asynclib\\Ebats\\Scheduler")]
 pub struct Scheduler {
     prefetch: u16,
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// The task messages one event makes (none for an unreadable event or one without tasks), added
@@ -100,14 +103,18 @@ fn plan(
         Ok(e) => e,
         Err(e) => {
             log::error(&format!("scheduler dropped an unreadable event: {e}"));
+            counters::add(&counters::EVENTS_UNREADABLE, 1);
             return;
         }
     };
     let defs = tasks_for(&event.event);
     if defs.is_empty() {
+        counters::add(&counters::EVENTS_UNKNOWN, 1);
         log::info(&format!("event '{}' id={} has no registered task; acked", event.event, event.id));
         return;
     }
+    counters::add(&counters::EVENTS_ROUTED, 1);
+    counters::add(&counters::TASKS_MADE, defs.len() as u64);
     for d in &defs {
         let mut t = TaskMsg::new(&d.topic, &d.name, event.params.clone(), d.delay as u64);
         t.event = Some(event.event.clone());
@@ -132,7 +139,18 @@ impl Scheduler {
     pub const QUEUE_EVENT: &'static str = "ebats.events";
 
     pub fn __construct() -> Self {
-        Scheduler { prefetch: 256 }
+        Scheduler { prefetch: 256, metrics: None }
+    }
+
+    /// Serve `/metrics` (Prometheus) and `/healthz` on `ip:port` while running (default: the
+    /// setting `ebats.metrics_address`; off when neither is set).
+    #[php(name = "setMetricsAddress")]
+    pub fn set_metrics_address(
+        self_: &mut ZendClassObject<Scheduler>,
+        address: String,
+    ) -> PhpResult<&mut ZendClassObject<Scheduler>> {
+        self_.metrics = Some(crate::metrics::parse_address(&address).map_err(bad_input)?);
+        Ok(self_)
     }
 
     /// Consumes events and routes each to its tasks, until the process is stopped.
@@ -140,6 +158,22 @@ impl Scheduler {
         let settings = settings::current()?;
         let names = Names::new(&settings.prefix);
         let queue = names.events_queue();
+        let _metrics = match crate::metrics::address(self.metrics, &settings.metrics_address).map_err(bad_input)? {
+            Some(addr) => {
+                let listener = crate::metrics::bind(addr).map_err(bad_input)?;
+                let server = crate::metrics::serve::ThreadServer::start(
+                    listener,
+                    settings.clone(),
+                    "scheduler",
+                    crate::metrics::serve::scheduler_families,
+                    vec![(queue.clone(), "events")],
+                )
+                .map_err(|e| bad_input(format!("cannot start the metrics server: {e}")))?;
+                log::info(&format!("metrics on http://{addr}/metrics"));
+                Some(server)
+            }
+            None => None,
+        };
         log::info(&format!("scheduler consuming '{queue}' ({} event(s) registered)", REGISTRY.lock().len()));
         let tag = format!("ebats-scheduler-{}", std::process::id());
         let subscription = subscription::Spec {

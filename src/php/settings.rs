@@ -88,6 +88,7 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let _ = t.insert("confirm_timeout", s.confirm_timeout.as_secs_f64());
     let _ = t.insert("debug", s.debug);
     let _ = t.insert("deferred_confirms", s.deferred);
+    let _ = t.insert("metrics_address", s.metrics_address.clone());
     let _ = t.insert("tls", s.tls());
     let _ = t.insert("tls_available", cfg!(feature = "tls"));
     let _ = t.insert("version", env!("CARGO_PKG_VERSION"));

@@ -29,6 +29,7 @@ pub struct Worker {
     policy: Policy,
     limits: Limits,
     grace: Option<Duration>,
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// The task class for a topic: "Task" . ucfirst($topic) . "Model".
@@ -162,6 +163,7 @@ impl Worker {
             policy: Policy::default(),
             limits: Limits::default(),
             grace: None,
+            metrics: None,
         })
     }
 
@@ -283,6 +285,17 @@ impl Worker {
         Ok(self_)
     }
 
+    /// Serve `/metrics` (Prometheus) and `/healthz` on `ip:port` while running (default: the
+    /// setting `ebats.metrics_address`; off when neither is set).
+    #[php(name = "setMetricsAddress")]
+    pub fn set_metrics_address(
+        self_: &mut ZendClassObject<Worker>,
+        address: String,
+    ) -> PhpResult<&mut ZendClassObject<Worker>> {
+        self_.metrics = Some(crate::metrics::parse_address(&address).map_err(bad_input)?);
+        Ok(self_)
+    }
+
     /// Forks the children and supervises them until SIGTERM or SIGINT.
     pub fn run(&mut self) -> PhpResult<()> {
         let topic = self.topic.clone().ok_or_else(|| bad_input("call setQueue() (or setTopic()) before run()"))?;
@@ -295,12 +308,35 @@ impl Worker {
             watch_time_limits: self.limits.time_limit_secs > 0,
         };
         let shared = Shared::new(opts.processes).map_err(|e| bad_input(format!("cannot map shared memory: {e}")))?;
+        let metrics = match crate::metrics::address(self.metrics, &settings.metrics_address).map_err(bad_input)? {
+            Some(addr) => {
+                let listener = crate::metrics::bind(addr).map_err(bad_input)?;
+                let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
+                let pid =
+                    crate::metrics::serve::fork_worker_process(fd, shared.stats(), &settings, &topic, opts.processes)
+                        .map_err(|e| {
+                        // SAFETY: closing the listening socket this process owns.
+                        unsafe { libc::close(fd) };
+                        bad_input(format!("cannot start the metrics process: {e}"))
+                    })?;
+                crate::log::info(&format!("metrics on http://{addr}/metrics (process {pid})"));
+                Some((fd, pid))
+            }
+            None => None,
+        };
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
         let callback = &self.callback;
         let policy = &self.policy;
         let limits = &self.limits;
         // Both the parent (after its children stopped) and a child leaving for PHP (after `exit()` in
         // a handler) come back here and return to the script.
         supervisor::run(&opts, &shared, |slot| {
+            if let Some((fd, _)) = metrics {
+                // SAFETY: the listening socket belongs to the metrics process; this child's copy
+                // of the descriptor is closed once, here, and never used.
+                unsafe { libc::close(fd) };
+            }
             let mut handler = PhpHandler { callback };
             let tracking = child::Tracking { shared: &shared, index: slot };
             let end = match child::run(&settings, &topic, policy, limits, &tracking, &mut handler) {
@@ -314,6 +350,15 @@ impl Worker {
             current::shutdown();
             end
         });
+        // SAFETY: getpid has no preconditions.
+        if let Some((fd, pid)) = metrics.filter(|_| unsafe { libc::getpid() } == parent) {
+            // SAFETY: the parent ends its own metrics process, reaps it, and closes its socket.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+                libc::close(fd);
+            }
+        }
         Ok(())
     }
 }

@@ -280,7 +280,7 @@ fn handle(
                 class: None,
                 millis: (limit * 1000) as f64,
             };
-            return settle(settings, names, policy, handler, task, ran).map(|()| Settled::Ran);
+            return settle(settings, names, policy, handler, task, ran).map(|_| Settled::Ran);
         }
         Some(GivenBack::Crashed) => {
             // Its child died running it (fatal error, exit(), signal, out of memory). Count that,
@@ -311,12 +311,16 @@ fn handle(
         log::debug(&format!("task start {}/{} id={} attempt={}", task.topic, task.name, task.id, task.attempt));
     }
     tracking.shared.begin(tracking.index, &task.id, limits.time_limit_secs * 1000);
+    tracking.shared.stats().task_begin(tracking.index, &task.name, now() - task.created_at);
     // Seen again after a death (counted in the message) or given back by the broker.
     let ran = handler.run(&task, redelivered || task.redeliveries > 0);
     // After exit() the slot stays marked: the parent sees this process die holding the task.
     let ran = ran.map_err(|_| HandleError::Abort)?;
     tracking.shared.end(tracking.index);
-    settle(settings, names, policy, handler, task, ran).map(|()| Settled::Ran)
+    let secs = ran.millis / 1000.0;
+    let status = settle(settings, names, policy, handler, task, ran)?;
+    tracking.shared.stats().task_end(tracking.index, status, secs);
+    Ok(Settled::Ran)
 }
 
 /// What happened to a delivery.
@@ -328,6 +332,7 @@ enum Settled {
 }
 
 /// Reports a run and does what its outcome asks: nothing, publish again (delayed), or fail it.
+/// Returns the status reported.
 fn settle(
     settings: &Settings,
     names: &Names,
@@ -335,7 +340,7 @@ fn settle(
     handler: &mut dyn Handler,
     task: TaskMsg,
     ran: Ran,
-) -> Result<(), HandleError> {
+) -> Result<i64, HandleError> {
     let (status, next) = policy.decide(&ran.ended, task.attempt, task.retry, task.service_errors);
     if settings.debug {
         log::debug(&format!(
@@ -345,7 +350,7 @@ fn settle(
     }
     handler.report(&task, &ran, status).map_err(|_| HandleError::Abort)?;
     match next {
-        Next::Ack => Ok(()),
+        Next::Ack => Ok(status),
         Next::Again { delay } => {
             let mut again = task.clone();
             again.redeliveries = 0;
@@ -364,7 +369,7 @@ fn settle(
                 serde_json::json!({"message": ran.message, "class": ran.class, "at": crate::wire::round_ms(now())}),
             );
             dispatch::send_one(settings, dispatch::task(names, &again, delay))?;
-            Ok(())
+            Ok(status)
         }
         Next::Fail => {
             let mut failed = task.clone();
@@ -376,7 +381,7 @@ fn settle(
                 ));
             }
             dispatch::send_one(settings, dispatch::failed(names, &failed, &ran.message))?;
-            Ok(())
+            Ok(status)
         }
     }
 }

@@ -61,6 +61,7 @@ pub struct Shared {
     table: *mut Table,
     slots: usize,
     len: usize,
+    stats: crate::metrics::stats::Stats,
 }
 
 // SAFETY: everything in the mapping is an atomic, so shared access from any thread or process is
@@ -101,7 +102,13 @@ impl Shared {
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Shared { table: p.cast(), slots, len })
+        let stats = crate::metrics::stats::Stats::new()?;
+        Ok(Shared { table: p.cast(), slots, len, stats })
+    }
+
+    /// The counters for metrics, in a mapping of their own.
+    pub fn stats(&self) -> &crate::metrics::stats::Stats {
+        &self.stats
     }
 
     fn entry(&self, i: usize) -> &ChildEntry {

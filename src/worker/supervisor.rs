@@ -83,6 +83,7 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
                     }
                     pid => {
                         log::info(&format!("worker child {pid} started (slot {slot})"));
+                        shared.stats().child_started(slot, pid);
                         children.insert(pid, Child { slot, started: now });
                     }
                 }
@@ -100,6 +101,7 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
             let Some(c) = children.remove(&pid) else {
                 continue;
             };
+            shared.stats().child_exited(c.slot, status);
             let (mut why, clean) = describe(status);
             // Died holding a task (whatever the exit code): the broker gives it back, and the
             // child that receives it counts this death against it.
@@ -159,6 +161,7 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
                         "worker child {pid} ran task {task_id} past its time limit of {} s: killing it",
                         limit / 1000
                     ));
+                    shared.stats().child_timed_out(c.slot);
                     shared.mark(&task_id, GivenBack::TimedOut);
                     shared.end(c.slot);
                     // SAFETY: signalling our own child.

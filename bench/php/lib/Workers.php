@@ -59,9 +59,10 @@ final class Workers
         return $done;
     }
 
-    public static function startWorker(Context $ctx, int $procs, int $prefetch, string $dir): Process
+    /** $metrics: an address to serve metrics on ('' for none). */
+    public static function startWorker(Context $ctx, int $procs, int $prefetch, string $dir, string $metrics = ''): Process
     {
-        return $ctx->spawn($ctx->phpCmd('worker.php', [$procs, $prefetch, $dir]), "{$ctx->tmp}/worker.log");
+        return $ctx->spawn($ctx->phpCmd('worker.php', [$procs, $prefetch, $dir, $metrics]), "{$ctx->tmp}/worker.log");
     }
 
     public static function startScheduler(Context $ctx): Process

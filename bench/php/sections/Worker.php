@@ -29,6 +29,7 @@ final class Worker implements Section
             foreach ([1, 2] as $procs) {
                 $rows["wk.tasks.p$pf.w$procs"] = ["tasks → Worker, $procs process" . ($procs > 1 ? 'es' : ''), 'worker', $procs, $pf];
             }
+            $rows["wk.tasks.p$pf.w1.metrics"] = ['tasks → Worker, 1 process, metrics scraped', 'metrics', 1, $pf];
             $rows["wk.bare.p$pf.amqp"] = ['php-amqp consume + ack each', 'amqp', 1, $pf];
             $rows["wk.bare.p$pf.amqplib"] = ['php-amqplib basic_consume + ack each', 'amqplib', 1, $pf];
             $rows["wk.bare.p$pf.lapin"] = ['lapin (Rust) consume + pipelined acks', 'lapin', 1, $pf];
@@ -46,6 +47,7 @@ final class Worker implements Section
                     $rate = match ($kind) {
                         'e2e' => $this->endToEnd($ctx, $procs, $pf, $n),
                         'worker' => $this->workerOnly($ctx, $procs, $pf, $n),
+                        'metrics' => $this->workerOnly($ctx, $procs, $pf, $n, true),
                         default => $this->bare($ctx, $kind, $pf, $n),
                     };
                     $ctx->results->record($key, ['rate' => $rate]);
@@ -78,18 +80,32 @@ final class Worker implements Section
         }
     }
 
-    /** Tasks waiting -> Worker; timed from the worker's start to the N-th callback. */
-    private function workerOnly(Context $ctx, int $procs, int $prefetch, int $n): float
+    /**
+     * Tasks waiting -> Worker; timed from the worker's start to the N-th callback. With $metrics, the worker
+     * serves metrics and a scraper reads /metrics every 0.5 s meanwhile.
+     */
+    private function workerOnly(Context $ctx, int $procs, int $prefetch, int $n, bool $metrics = false): float
     {
         $ctx->admin->purge($ctx->qTasks);
         $ctx->runJson($ctx->phpCmd('fill.php', ['tasks', $n]));
         $ctx->admin->waitMessages($ctx->qTasks, $n);
         $dir = Workers::progressDir($ctx, 'worker');
+        $addr = '';
+        $scraper = null;
+        if ($metrics) {
+            $s = stream_socket_server('tcp://127.0.0.1:0');
+            $addr = stream_socket_get_name($s, false);
+            fclose($s);
+            $scraper = $ctx->spawn(['sh', '-c', "while :; do php -r 'echo @file_get_contents(\"http://$addr/metrics\");' > /dev/null; sleep 0.5; done"], "{$ctx->tmp}/scraper.log");
+        }
         $t0 = microtime(true);
-        $w = Workers::startWorker($ctx, $procs, $prefetch, $dir);
+        $w = Workers::startWorker($ctx, $procs, $prefetch, $dir, $addr);
         try {
             return self::rate(Workers::waitProgress($dir, $n, 60 + $n / 100), $n, $t0);
         } finally {
+            if ($scraper) {
+                $ctx->stop($scraper);
+            }
             $ctx->stop($w);
         }
     }
@@ -151,6 +167,11 @@ final class Worker implements Section
             $w = $res->med("wk.tasks.p$pf.w1", 'rate');
             $report->target("worker, prefetch $pf: tasks → Worker (1 proc) / $ceilName", $ratio($w, $ceil), 0.70, '>=',
                 sprintf('%s / %s = %.2f', $fmt($w), $fmt($ceil), $ratio($w, $ceil)));
+            $m = $res->med("wk.tasks.p$pf.w1.metrics", 'rate');
+            if (!is_nan($m)) {
+                $report->target('  the same with metrics on and scraped / metrics off', $ratio($m, $w), 0.97, '>=',
+                    sprintf('%s / %s = %.2f', $fmt($m), $fmt($w), $ratio($m, $w)));
+            }
             $e = $res->med("wk.e2e.p$pf.w1", 'rate');
             $report->target('  the same through the Scheduler (events → 1 proc)', $ratio($e, $ceil), 0.70, '>=',
                 sprintf('%s / %s = %.2f', $fmt($e), $fmt($ceil), $ratio($e, $ceil)));

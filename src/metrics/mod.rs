@@ -1,0 +1,34 @@
+//! Metrics in the Prometheus text format: what the worker's children count in shared memory
+//! (`stats`), what the scheduler counts in its own process (`counters`), histograms (`hist`), CPU
+//! and memory read from /proc (`procfs`), queue depths read from the broker (`depth`), the
+//! exposition itself (`expo`, through the prometheus-client crate) and a small HTTP server for
+//! `/metrics` and `/healthz` (`http`, `serve`).
+
+pub mod counters;
+pub mod depth;
+pub mod expo;
+pub mod hist;
+pub mod http;
+pub mod procfs;
+pub mod serve;
+pub mod stats;
+
+/// A metrics address: `ip:port` (`[ipv6]:port` for IPv6).
+pub fn parse_address(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.trim().parse().map_err(|_| format!("invalid metrics address '{s}': expected ip:port, such as 127.0.0.1:9464"))
+}
+
+/// The address to serve metrics on: the one given to the worker or scheduler, else the setting
+/// `ebats.metrics_address`; None when neither is set.
+pub fn address(given: Option<std::net::SocketAddr>, setting: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    match given {
+        Some(a) => Ok(Some(a)),
+        None if setting.is_empty() => Ok(None),
+        None => parse_address(setting).map(Some).map_err(|e| format!("ebats.metrics_address: {e}")),
+    }
+}
+
+/// Binds the metrics listener, with a message that names the address.
+pub fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
+    std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))
+}

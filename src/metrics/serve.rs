@@ -1,0 +1,299 @@
+//! What `/metrics` and `/healthz` show for a worker and for a scheduler, and where they are served.
+//!
+//! Worker: the parent forks children and must stay single-threaded to fork safely, so it serves
+//! nothing itself. Before its first child it forks a metrics process, which owns the listening
+//! socket, reads the shared counters, /proc, and the broker (on a connection of its own), and may
+//! use threads freely since it never forks. It dies with the parent (PR_SET_PDEATHSIG), and the
+//! parent kills it when it returns.
+//!
+//! Scheduler and Consumer: they never fork, so a thread of their own serves; that thread shares no
+//! lock with the consume loop (it reads relaxed atomics and opens its own broker session); the one
+//! lock it takes, the periodic schedules' counter table, it holds only to copy that table.
+
+use std::net::TcpListener;
+use std::os::fd::{FromRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::counters::{self as c, get};
+use super::depth::{Depths, Reader};
+use super::expo::{render, Family, Kind, Value};
+use super::http::{self, Response};
+use super::stats::{Snap, Stats, OUTCOMES, REASONS};
+use super::{hist, procfs};
+use crate::broker::names::{Names, DELAY_LEVELS};
+use crate::config::Settings;
+
+fn process_families(procs: &[(String, String, i32)]) -> Vec<Family> {
+    let mut cpu =
+        Family::new("ebats_process_cpu_seconds", "CPU time (user + system) used by the process.", Kind::Counter);
+    let mut rss = Family::new("ebats_process_resident_memory_bytes", "Resident memory of the process.", Kind::Gauge);
+    for (role, slot, pid) in procs {
+        let p = pid.to_string();
+        let l = [("role", role.as_str()), ("slot", slot.as_str()), ("pid", p.as_str())];
+        if let Some(s) = procfs::cpu_seconds(*pid) {
+            cpu.add(&l, Value::Float(s));
+        }
+        if let Some(b) = procfs::resident_bytes(*pid) {
+            rss.add(&l, Value::Int(b));
+        }
+    }
+    vec![cpu, rss]
+}
+
+fn queue_families(d: &Depths) -> Vec<Family> {
+    let mut up = Family::new("ebats_broker_up", "1 when the broker answered the last depth read.", Kind::Gauge);
+    up.add(&[], Value::Int(d.up as u64));
+    let mut ready = Family::new(
+        "ebats_queue_messages_ready",
+        "Messages ready in the queue (from a passive declare; unacked messages are not included).",
+        Kind::Gauge,
+    );
+    let mut consumers = Family::new("ebats_queue_consumers", "Consumers of the queue.", Kind::Gauge);
+    for q in &d.queues {
+        let l = [("queue", q.queue.as_str()), ("role", q.role)];
+        ready.add(&l, Value::Int(q.ready as u64));
+        consumers.add(&l, Value::Int(q.consumers as u64));
+    }
+    vec![up, ready, consumers]
+}
+
+/// The queues a worker of `topic` reports: its ready queue, the delay levels, its failed store.
+pub fn worker_queues(names: &Names, topic: &str) -> Vec<(String, &'static str)> {
+    let mut q = vec![(names.ready_queue(topic), "ready")];
+    q.extend((0..DELAY_LEVELS).map(|l| (names.delay_level(l), "delay")));
+    q.push((names.failed_queue(topic), "failed"));
+    q
+}
+
+/// The families of a worker, from what its processes counted.
+pub fn worker_families(topic: &str, expected: usize, s: &Snap) -> Vec<Family> {
+    let t = [("topic", topic)];
+    let mut tasks = Family::new("ebats_tasks", "Task runs by task name and outcome.", Kind::Counter);
+    let mut run = Family::new("ebats_task_run_seconds", "Run time of tasks.", Kind::Histogram);
+    for (name, outcomes, h) in &s.tasks {
+        for (o, n) in OUTCOMES.iter().zip(outcomes) {
+            tasks.add(&[("topic", topic), ("task", name), ("outcome", o)], Value::Int(*n));
+        }
+        run.add(&[("topic", topic), ("task", name)], Value::Hist(h.clone()));
+    }
+    let mut wait = s.wait.clone();
+    if wait.counts.is_empty() {
+        wait.counts = vec![0; hist::BOUNDS.len() + 1];
+    }
+    let mut exits = Family::new("ebats_worker_child_exits", "Worker children that ended, by reason.", Kind::Counter);
+    for (r, n) in REASONS.iter().zip(s.exits) {
+        exits.add(&[("topic", topic), ("reason", r)], Value::Int(n));
+    }
+    vec![
+        tasks,
+        run,
+        Family::new("ebats_task_wait_seconds", "Time from a task's creation to its start.", Kind::Histogram)
+            .with(&t, Value::Hist(wait)),
+        Family::new("ebats_tasks_in_flight", "Tasks being run now.", Kind::Gauge).with(&t, Value::Int(s.in_flight)),
+        Family::new("ebats_worker_children", "Worker children running.", Kind::Gauge)
+            .with(&t, Value::Int(s.children.len() as u64)),
+        Family::new("ebats_worker_children_expected", "Worker children the worker keeps running.", Kind::Gauge)
+            .with(&t, Value::Int(expected as u64)),
+        Family::new("ebats_worker_child_starts", "Worker children started.", Kind::Counter)
+            .with(&t, Value::Int(s.starts)),
+        exits,
+    ]
+}
+
+/// The families of a scheduler, from this process's counters.
+pub fn scheduler_families() -> Vec<Family> {
+    let mut events = Family::new("ebats_scheduler_events", "Events taken by the scheduler, by outcome.", Kind::Counter);
+    events.add(&[("outcome", "routed")], Value::Int(get(&c::EVENTS_ROUTED)));
+    events.add(&[("outcome", "unknown")], Value::Int(get(&c::EVENTS_UNKNOWN)));
+    events.add(&[("outcome", "unreadable")], Value::Int(get(&c::EVENTS_UNREADABLE)));
+    let mut fired = Family::new("ebats_cron_firings", "Periodic schedule firings.", Kind::Counter);
+    let mut late = Family::new("ebats_cron_late", "Periodic schedule firings later than their time.", Kind::Counter);
+    let mut skipped = Family::new("ebats_cron_skipped", "Periodic schedule ticks skipped.", Kind::Counter);
+    for (name, t) in c::cron() {
+        let l = [("schedule", name.as_str())];
+        fired.add(&l, Value::Int(t.fired));
+        late.add(&l, Value::Int(t.late));
+        skipped.add(&l, Value::Int(t.skipped));
+    }
+    let mut out = vec![
+        events,
+        Family::new("ebats_scheduler_tasks_made", "Tasks made from events.", Kind::Counter)
+            .with(&[], Value::Int(get(&c::TASKS_MADE))),
+        fired,
+        late,
+        skipped,
+    ];
+    if let Some(l) = c::leader() {
+        out.push(
+            Family::new("ebats_scheduler_leader", "1 while this scheduler leads the periodic schedules.", Kind::Gauge)
+                .with(&[], Value::Int(l as u64)),
+        );
+    }
+    out
+}
+
+/// Forks the worker's metrics process, serving on the listening socket `fd` until the parent
+/// ends. Call it in the parent while it is single-threaded, before the first worker child.
+pub fn fork_worker_process(
+    fd: RawFd,
+    stats: &Stats,
+    settings: &Settings,
+    topic: &str,
+    expected: usize,
+) -> std::io::Result<libc::pid_t> {
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the caller forks from a single-threaded process (no runtime, no connection), so the
+    // child starts from a consistent copy; it never returns to PHP and leaves with _exit.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => {
+            // SAFETY: plain syscalls on this process: die with the parent, reset signal handling
+            // inherited from PHP (this process runs no PHP code), and check the parent still lives.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != parent {
+                    libc::_exit(0);
+                }
+                libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut all);
+                libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+            }
+            // SAFETY: `fd` is the listening socket the parent bound; this process owns its copy.
+            let listener = unsafe { TcpListener::from_raw_fd(fd) };
+            let names = Names::new(&settings.prefix);
+            let queues = worker_queues(&names, topic);
+            let mut reader = Reader::new(settings.clone());
+            http::serve(&listener, &|| true, &mut |path| match path {
+                "/metrics" => {
+                    let snap = stats.snap();
+                    let depths = reader.read(&queues);
+                    let mut procs = vec![("parent".to_string(), String::new(), parent)];
+                    procs.extend(snap.children.iter().map(|(slot, pid)| ("child".to_string(), slot.to_string(), *pid)));
+                    let mut f = worker_families(topic, expected, &snap);
+                    f.extend(process_families(&procs));
+                    f.extend(queue_families(&depths));
+                    Response { status: 200, content_type: super::expo::CONTENT_TYPE, body: render(f) }
+                }
+                "/healthz" => {
+                    let running = stats.snap().children.len();
+                    let up = reader.read(&queues).up;
+                    if running >= expected && up {
+                        Response::text(200, format!("ok: {running} of {expected} children running, broker reachable\n"))
+                    } else {
+                        Response::text(
+                            503,
+                            format!(
+                                "unhealthy: {running} of {expected} children running, broker {}\n",
+                                if up { "reachable" } else { "unreachable" }
+                            ),
+                        )
+                    }
+                }
+                _ => Response::text(404, "not found: try /metrics or /healthz\n"),
+            });
+            // SAFETY: leaves this process without running the parent's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        pid => Ok(pid),
+    }
+}
+
+/// The families of a consumer, from this process's counters.
+pub fn consumer_families() -> Vec<Family> {
+    vec![Family::new("ebats_consumer_messages", "Messages handled by the consumer, by outcome.", Kind::Counter)
+        .with(&[("outcome", "handled")], Value::Int(get(&c::CONSUMER_HANDLED)))
+        .with(&[("outcome", "failed")], Value::Int(get(&c::CONSUMER_FAILED)))]
+}
+
+/// The metrics server of a scheduler or a consumer, on a thread of its own; stopped when dropped.
+pub struct ThreadServer {
+    stop: Arc<AtomicBool>,
+    addr: std::net::SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ThreadServer {
+    /// Serves `families` with this process's CPU and memory (as `role`) and the depths of `queues`.
+    pub fn start(
+        listener: TcpListener,
+        settings: Settings,
+        role: &'static str,
+        families: fn() -> Vec<Family>,
+        queues: Vec<(String, &'static str)>,
+    ) -> std::io::Result<ThreadServer> {
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new().name("ebats-metrics".into()).spawn(move || {
+            let mut reader = Reader::new(settings);
+            // SAFETY: getpid has no preconditions.
+            let me = unsafe { libc::getpid() };
+            http::serve(&listener, &|| !flag.load(Ordering::Relaxed), &mut |path| match path {
+                "/metrics" => {
+                    let mut f = families();
+                    f.extend(process_families(&[(role.into(), String::new(), me)]));
+                    f.extend(queue_families(&reader.read(&queues)));
+                    Response { status: 200, content_type: super::expo::CONTENT_TYPE, body: render(f) }
+                }
+                "/healthz" => {
+                    if reader.read(&queues).up {
+                        Response::text(200, "ok: broker reachable\n")
+                    } else {
+                        Response::text(503, "unhealthy: broker unreachable\n")
+                    }
+                }
+                _ => Response::text(404, "not found: try /metrics or /healthz\n"),
+            });
+        })?;
+        Ok(ThreadServer { stop, addr, thread: Some(thread) })
+    }
+}
+
+impl Drop for ThreadServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept() so the thread sees the flag.
+        let _ = std::net::TcpStream::connect_timeout(&self.addr, std::time::Duration::from_millis(500));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_exposition_has_every_outcome() {
+        let stats = Stats::new().unwrap();
+        stats.child_started(0, 42);
+        stats.task_begin(0, "ship", 0.2);
+        stats.task_end(0, crate::outcome::STATE_SUCC, 0.003);
+        let text = render(worker_families("demo", 2, &stats.snap()));
+        for o in OUTCOMES {
+            assert!(
+                text.contains(&format!("ebats_tasks_total{{topic=\"demo\",task=\"ship\",outcome=\"{o}\"}}")),
+                "{text}"
+            );
+        }
+        assert!(text.contains("ebats_tasks_total{topic=\"demo\",task=\"ship\",outcome=\"succeeded\"} 1\n"), "{text}");
+        assert!(text.contains("ebats_task_wait_seconds_count{topic=\"demo\"} 1\n"), "{text}");
+        assert!(text.contains("ebats_worker_children{topic=\"demo\"} 1\n"), "{text}");
+        assert!(text.contains("ebats_worker_child_starts_total{topic=\"demo\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn queues_of_a_worker() {
+        let q = worker_queues(&Names::new("p"), "t");
+        assert_eq!(q.first().unwrap(), &("p.task.t".to_string(), "ready"));
+        assert_eq!(q.last().unwrap(), &("p.failed.t".to_string(), "failed"));
+        assert_eq!(q.len(), DELAY_LEVELS as usize + 2);
+    }
+}

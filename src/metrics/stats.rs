@@ -1,0 +1,356 @@
+//! What a worker's processes count, in an anonymous shared mapping made before the first fork.
+//! Children write it on their task path with relaxed atomic adds only (no lock, no broker round
+//! trip); the parent writes child starts and exits; the metrics process reads it all at scrape time.
+//!
+//! Task names get a label slot each, claimed once by whichever child sees the name first (a
+//! compare-and-swap on the slot's state). The table is bounded: names beyond it, or longer than a
+//! slot holds, are counted under the task name `_other`.
+
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use super::hist::{Hist, HistSnap};
+
+pub const LABELS: usize = 128;
+const NAME_LEN: usize = 120;
+pub const MAX_CHILDREN: usize = 256;
+pub const OTHER: &str = "_other";
+
+/// Outcomes of one run, as the `outcome` label says them.
+pub const OUTCOMES: [&str; 6] = ["succeeded", "failed", "retried", "put_back", "died", "timed_out"];
+const DIED: usize = 4;
+const TIMED_OUT: usize = 5;
+/// Why a child ended, as the `reason` label says it.
+pub const REASONS: [&str; 4] = ["exit", "error", "signal", "time_limit"];
+
+const FREE: u32 = 0;
+const CLAIMING: u32 = 1;
+const READY: u32 = 2;
+
+#[repr(C)]
+struct Label {
+    state: AtomicU32,
+    len: AtomicU32,
+    name: [AtomicU8; NAME_LEN],
+}
+
+#[repr(C)]
+struct PerTask {
+    outcomes: [AtomicU64; OUTCOMES.len()],
+    run: Hist,
+}
+
+#[repr(C)]
+struct PerChild {
+    pid: AtomicI32,
+    /// Label slot + 1 of the task running; 0 when idle.
+    running: AtomicU32,
+    /// Set by the parent when it killed this child at a task's time limit.
+    timed_out: AtomicU32,
+}
+
+#[repr(C)]
+struct Table {
+    labels: [Label; LABELS],
+    tasks: [PerTask; LABELS],
+    wait: Hist,
+    children: [PerChild; MAX_CHILDREN],
+    starts: AtomicU64,
+    exits: [AtomicU64; REASONS.len()],
+}
+
+/// The outcome index of a reported status (see `crate::outcome`).
+pub fn outcome_of(status: i64) -> usize {
+    match status {
+        crate::outcome::STATE_SUCC => 0,
+        crate::outcome::STATE_RETRY => 2,
+        crate::outcome::STATE_ERR => 3,
+        _ => 1,
+    }
+}
+
+/// What a worker's processes counted, as read at one moment.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Snap {
+    /// Per task name: outcome counts (in the order of OUTCOMES) and the run-time histogram.
+    pub tasks: Vec<(String, [u64; OUTCOMES.len()], HistSnap)>,
+    pub wait: HistSnap,
+    /// (slot, pid) of the children alive.
+    pub children: Vec<(usize, i32)>,
+    pub in_flight: u64,
+    pub starts: u64,
+    pub exits: [u64; REASONS.len()],
+}
+
+pub struct Stats {
+    table: *mut Table,
+}
+
+// SAFETY: everything in the mapping is an atomic, so access from any thread or process is
+// race-free field by field; the mapping lives until `Drop`.
+unsafe impl Send for Stats {}
+unsafe impl Sync for Stats {}
+
+impl Stats {
+    pub fn new() -> std::io::Result<Stats> {
+        // SAFETY: a fresh anonymous shared mapping; zeroed memory is a valid state for atomics.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                std::mem::size_of::<Table>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Stats { table: p.cast() })
+    }
+
+    fn t(&self) -> &Table {
+        // SAFETY: the mapping made in `new` holds one Table and lives as long as self.
+        unsafe { &*self.table }
+    }
+
+    fn child(&self, slot: usize) -> Option<&PerChild> {
+        self.t().children.get(slot)
+    }
+
+    /// The label slot of a task name, claimed if new; the last slot is `_other`.
+    fn label(&self, name: &str) -> usize {
+        let other = LABELS - 1;
+        let b = name.as_bytes();
+        if b.is_empty() || b.len() > NAME_LEN || name == OTHER {
+            return other;
+        }
+        for (i, l) in self.t().labels[..other].iter().enumerate() {
+            // A slot being claimed by another process is ready after a few stores.
+            let mut spins = 0;
+            loop {
+                match l.state.load(Ordering::Acquire) {
+                    READY => break,
+                    FREE => {
+                        if l.state.compare_exchange(FREE, CLAIMING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                            for (cell, byte) in l.name.iter().zip(b) {
+                                cell.store(*byte, Ordering::Relaxed);
+                            }
+                            l.len.store(b.len() as u32, Ordering::Relaxed);
+                            l.state.store(READY, Ordering::Release);
+                            return i;
+                        }
+                    }
+                    _ => {
+                        spins += 1;
+                        if spins > 10_000 {
+                            // Its claimer died halfway: leave the slot.
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+            if l.state.load(Ordering::Acquire) == READY && self.name_at(i) == b {
+                return i;
+            }
+        }
+        other
+    }
+
+    fn name_at(&self, i: usize) -> Vec<u8> {
+        let l = &self.t().labels[i];
+        let len = (l.len.load(Ordering::Relaxed) as usize).min(NAME_LEN);
+        l.name[..len].iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
+    /// A child starts running task `name`, `wait_secs` after it was made.
+    pub fn task_begin(&self, slot: usize, name: &str, wait_secs: f64) {
+        let i = self.label(name);
+        self.t().wait.observe(wait_secs);
+        if let Some(c) = self.child(slot) {
+            c.running.store(i as u32 + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// The child's task ended with `status` after `run_secs`.
+    pub fn task_end(&self, slot: usize, status: i64, run_secs: f64) {
+        let Some(c) = self.child(slot) else { return };
+        let i = c.running.swap(0, Ordering::Relaxed);
+        if i == 0 {
+            return;
+        }
+        let task = &self.t().tasks[i as usize - 1];
+        task.outcomes[outcome_of(status)].fetch_add(1, Ordering::Relaxed);
+        task.run.observe(run_secs);
+    }
+
+    /// The parent forked `pid` for `slot`.
+    pub fn child_started(&self, slot: usize, pid: i32) {
+        self.t().starts.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.child(slot) {
+            c.running.store(0, Ordering::Relaxed);
+            c.timed_out.store(0, Ordering::Relaxed);
+            c.pid.store(pid, Ordering::Release);
+        }
+    }
+
+    /// The parent killed the child of `slot` at its task's time limit.
+    pub fn child_timed_out(&self, slot: usize) {
+        let Some(c) = self.child(slot) else { return };
+        c.timed_out.store(1, Ordering::Relaxed);
+        let i = c.running.swap(0, Ordering::Relaxed);
+        if i > 0 {
+            self.t().tasks[i as usize - 1].outcomes[TIMED_OUT].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The child of `slot` ended with wait status `status`; a task it still held died with it.
+    pub fn child_exited(&self, slot: usize, status: i32) {
+        let Some(c) = self.child(slot) else { return };
+        let reason = if c.timed_out.load(Ordering::Relaxed) == 1 {
+            3
+        } else if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            0
+        } else if libc::WIFEXITED(status) {
+            1
+        } else {
+            2
+        };
+        self.t().exits[reason].fetch_add(1, Ordering::Relaxed);
+        let i = c.running.swap(0, Ordering::Relaxed);
+        if i > 0 {
+            self.t().tasks[i as usize - 1].outcomes[DIED].fetch_add(1, Ordering::Relaxed);
+        }
+        c.pid.store(0, Ordering::Release);
+    }
+
+    /// Everything counted so far; task names seen twice (two slots claimed at once) are summed.
+    pub fn snap(&self) -> Snap {
+        let t = self.t();
+        let mut tasks: Vec<(String, [u64; OUTCOMES.len()], HistSnap)> = Vec::new();
+        for i in 0..LABELS {
+            let name = if i == LABELS - 1 {
+                OTHER.to_string()
+            } else if t.labels[i].state.load(Ordering::Acquire) == READY {
+                String::from_utf8_lossy(&self.name_at(i)).into_owned()
+            } else {
+                continue;
+            };
+            let outcomes: [u64; OUTCOMES.len()] =
+                std::array::from_fn(|o| t.tasks[i].outcomes[o].load(Ordering::Relaxed));
+            let run = t.tasks[i].run.snap();
+            if i == LABELS - 1 && outcomes.iter().all(|n| *n == 0) && run.count() == 0 {
+                continue;
+            }
+            match tasks.iter_mut().find(|(n, _, _)| *n == name) {
+                Some((_, o, h)) => {
+                    for (a, b) in o.iter_mut().zip(outcomes) {
+                        *a += b;
+                    }
+                    h.add(&run);
+                }
+                None => tasks.push((name, outcomes, run)),
+            }
+        }
+        let mut children = Vec::new();
+        let mut in_flight = 0;
+        for (slot, c) in t.children.iter().enumerate() {
+            let pid = c.pid.load(Ordering::Acquire);
+            if pid > 0 {
+                children.push((slot, pid));
+                if c.running.load(Ordering::Relaxed) > 0 {
+                    in_flight += 1;
+                }
+            }
+        }
+        Snap {
+            tasks,
+            wait: t.wait.snap(),
+            children,
+            in_flight,
+            starts: t.starts.load(Ordering::Relaxed),
+            exits: std::array::from_fn(|r| t.exits[r].load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl Drop for Stats {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in `new`, with its length.
+        unsafe { libc::munmap(self.table.cast(), std::mem::size_of::<Table>()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcomes(s: &Snap, name: &str) -> [u64; 6] {
+        s.tasks.iter().find(|(n, _, _)| n == name).map(|(_, o, _)| *o).unwrap_or_default()
+    }
+
+    #[test]
+    fn counts_by_name_and_outcome() {
+        let s = Stats::new().unwrap();
+        s.child_started(0, 100);
+        s.child_started(1, 101);
+        s.task_begin(0, "send", 0.5);
+        assert_eq!(s.snap().in_flight, 1);
+        s.task_end(0, crate::outcome::STATE_SUCC, 0.01);
+        s.task_begin(1, "send", 0.5);
+        s.task_end(1, crate::outcome::STATE_RETRY, 0.02);
+        s.task_begin(1, "bill", 0.5);
+        s.task_end(1, crate::outcome::STATE_ERR, 0.02);
+        s.task_begin(0, "bill", 0.5);
+        s.child_timed_out(0);
+        s.child_exited(0, 9); // killed by SIGKILL
+        s.task_begin(1, "bill", 0.5);
+        s.child_exited(1, 255 << 8); // exit(255) while running
+        let snap = s.snap();
+        assert_eq!(outcomes(&snap, "send"), [1, 0, 1, 0, 0, 0]);
+        assert_eq!(outcomes(&snap, "bill"), [0, 0, 0, 1, 1, 1]);
+        assert_eq!(snap.wait.count(), 5);
+        assert_eq!(snap.starts, 2);
+        assert_eq!(snap.exits, [0, 1, 0, 1]);
+        assert!(snap.children.is_empty());
+        assert_eq!(snap.in_flight, 0);
+        // a task that did not begin is not counted at its end
+        s.task_end(0, crate::outcome::STATE_SUCC, 1.0);
+        assert_eq!(outcomes(&s.snap(), "send")[0], 1);
+    }
+
+    #[test]
+    fn bounded_label_table() {
+        let s = Stats::new().unwrap();
+        for i in 0..LABELS + 10 {
+            s.task_begin(0, &format!("t{i}"), 0.0);
+            s.task_end(0, crate::outcome::STATE_FAIL, 0.0);
+        }
+        s.task_begin(0, &"x".repeat(NAME_LEN + 1), 0.0);
+        s.task_end(0, crate::outcome::STATE_FAIL, 0.0);
+        let snap = s.snap();
+        assert_eq!(snap.tasks.len(), LABELS);
+        assert_eq!(outcomes(&snap, "t0")[1], 1);
+        assert_eq!(outcomes(&snap, OTHER)[1], 12);
+    }
+
+    #[test]
+    fn shared_across_fork() {
+        let s = Stats::new().unwrap();
+        // SAFETY: the test's child only touches the shared mapping and leaves with _exit.
+        match unsafe { libc::fork() } {
+            0 => {
+                s.task_begin(3, "forked", 0.0);
+                s.task_end(3, crate::outcome::STATE_SUCC, 0.0);
+                unsafe { libc::_exit(0) };
+            }
+            pid => {
+                let mut st = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+                assert_eq!(outcomes(&s.snap(), "forked")[0], 1);
+            }
+        }
+    }
+}
