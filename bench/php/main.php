@@ -47,6 +47,7 @@ $settings = [
     'lat_secs' => $quick ? 2 : 10,
     'mem_warm' => 1000,
     'mem_n' => $quick ? 10000 : 100000,
+    'cron_secs' => $quick ? 3 : 30,
 ];
 
 /** @var array<string,Section> in the order of the table */

@@ -25,7 +25,7 @@ final class Cron implements Section
     public function run(Context $ctx): void
     {
         $c = $ctx->settings;
-        $secs = (int) $c['lat_secs'];
+        $secs = (int) $c['cron_secs'];
         for ($rep = 1; $rep <= $c['reps']; $rep++) {
             $ctx->attempt('cron', function () use ($ctx, $secs, $rep) {
                 $probe = "{$ctx->prefix}.cron_probe";
@@ -98,7 +98,7 @@ final class Cron implements Section
         if (!$res->has('cron')) {
             return;
         }
-        $report->line('6. Periodic firings: a schedule every second, two Schedulers; lateness = publish time minus tick (ms precision)');
+        $report->line(sprintf('6. Periodic firings: a schedule every second for %d s, two Schedulers, then a kill -9 of the leader; lateness = publish time minus tick (ms)', $ctx->settings['cron_secs']));
         $report->row('', 'p50 ms', 'p99 ms', 'max ms');
         $report->row('tick → event published', $res->cell('cron', 'p50'), $res->cell('cron', 'p99'), $res->cell('cron', 'max'));
         $report->row('kill -9 of the leader → the other leads', $res->cell('cron', 'takeover'), '', '');
