@@ -4,14 +4,17 @@ use crate::broker::current::with_session;
 use crate::broker::names::{delay_routing_key, Names};
 use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing, Session};
 use crate::config::Settings;
-use crate::wire::{properties, properties_with_headers, EventMsg, TaskMsg};
+use crate::wire::{
+    now, properties, properties_with_headers, round_ms, EventMsg, TaskMsg, HEADER_ERROR, HEADER_FAILED_AT, KIND_EVENT,
+    KIND_FAILED_TASK, KIND_TASK, KIND_UNREADABLE,
+};
 
 pub fn event(names: &Names, e: &EventMsg) -> (Vec<Decl>, Outgoing) {
     let out = Outgoing {
         exchange: names.event_exchange(),
         routing_key: e.event.clone(),
         body: e.to_json(),
-        properties: properties(&e.id, "ebats.event"),
+        properties: properties(&e.id, KIND_EVENT),
         mandatory: true,
     };
     (vec![Decl::Events], out)
@@ -30,7 +33,7 @@ pub fn task(names: &Names, t: &TaskMsg, delay_secs: u64) -> (Vec<Decl>, Outgoing
         exchange,
         routing_key,
         body: t.to_json(),
-        properties: properties(&t.id, "ebats.task"),
+        properties: properties(&t.id, KIND_TASK),
         mandatory: true,
     };
     (decls, out)
@@ -42,10 +45,40 @@ pub fn failed(names: &Names, t: &TaskMsg, reason: &str) -> (Vec<Decl>, Outgoing)
         exchange: String::new(),
         routing_key: names.failed_queue(&t.topic),
         body: t.to_json(),
-        properties: properties_with_headers(&t.id, "ebats.task.failed", &[("x-ebats-error", reason.to_string())]),
+        properties: properties_with_headers(
+            &t.id,
+            KIND_FAILED_TASK,
+            &[(HEADER_ERROR, reason.to_string()), (HEADER_FAILED_AT, round_ms(now()).to_string())],
+        ),
         mandatory: true,
     };
     (vec![Decl::Failed(t.topic.clone())], out)
+}
+
+/// A body that is not a task of `topic` (not JSON, a bad name, another topic), kept as it came in
+/// `topic`'s failed store under the id `id`, with the reason; the store lists it and never replays it.
+pub fn unreadable_task(names: &Names, topic: &str, id: &str, body: &[u8], reason: &str) -> (Vec<Decl>, Outgoing) {
+    let out = unreadable(names.failed_queue(topic), id, body, reason);
+    (vec![Decl::Failed(topic.to_string())], out)
+}
+
+/// An event body the scheduler cannot read, kept as it came in the store of unreadable events.
+pub fn unreadable_event(names: &Names, id: &str, body: &[u8], reason: &str) -> (Vec<Decl>, Outgoing) {
+    (vec![Decl::UnreadableEvents], unreadable(names.unreadable_events(), id, body, reason))
+}
+
+fn unreadable(queue: String, id: &str, body: &[u8], reason: &str) -> Outgoing {
+    Outgoing {
+        exchange: String::new(),
+        routing_key: queue,
+        body: body.to_vec(),
+        properties: properties_with_headers(
+            id,
+            KIND_UNREADABLE,
+            &[(HEADER_ERROR, reason.to_string()), (HEADER_FAILED_AT, round_ms(now()).to_string())],
+        ),
+        mandatory: true,
+    }
 }
 
 /// Declares what the messages need and publishes them, returning once all are confirmed.
@@ -93,6 +126,6 @@ pub fn send_deferred(settings: &Settings, decls: &[Decl], messages: &[Outgoing])
 }
 
 /// Awaits every deferred publish of this process: (confirmed, failures).
-pub fn flush(settings: &Settings) -> Result<(usize, Vec<String>), BrokerError> {
+pub fn flush(settings: &Settings) -> Result<(usize, Vec<crate::broker::confirm::Failed>), BrokerError> {
     with_session(|s| Ok(s.flush(settings)))
 }

@@ -8,10 +8,46 @@ use lapin::Confirmation;
 
 use super::error::{BrokerError, ErrorKind};
 
-/// What a confirm failure message needs to name the message.
+/// What a confirm failure message needs to name the message, and what a caller needs to know
+/// which publish failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
     pub exchange: String,
     pub routing_key: String,
+    /// The message's id (its `message_id` property).
+    pub id: Option<String>,
+    /// The message's `type` property: `ebats.event`, `ebats.task`, ...
+    pub kind: Option<String>,
+}
+
+impl Sent {
+    /// The event's name (the routing key of an event).
+    pub fn event(&self) -> Option<&str> {
+        (self.kind.as_deref() == Some(crate::wire::KIND_EVENT)).then_some(self.routing_key.as_str())
+    }
+
+    /// The task's topic: the routing key of a ready task, its last word for a delayed one.
+    pub fn topic(&self) -> Option<&str> {
+        (self.kind.as_deref() == Some(crate::wire::KIND_TASK))
+            .then(|| self.routing_key.rsplit('.').next().unwrap_or(&self.routing_key))
+    }
+
+    /// "event 'order_paied' id=...", "task of topic 'demo' id=...", "message to exchange 'x' id=...".
+    pub fn describe(&self) -> String {
+        let id = self.id.as_deref().unwrap_or("?");
+        match (self.event(), self.topic()) {
+            (Some(e), _) => format!("event '{}' id={id}", crate::rules::printable(e)),
+            (_, Some(t)) => format!("task of topic '{t}' id={id}"),
+            _ => format!("message to exchange '{}' id={id}", crate::rules::printable(&self.exchange)),
+        }
+    }
+}
+
+/// A publish that failed, and why.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub sent: Sent,
+    pub error: BrokerError,
 }
 
 /// A publish in flight: resolves to its confirm once its frames are written.

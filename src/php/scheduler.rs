@@ -81,8 +81,8 @@ pub struct Scheduler {
     prefetch: u16,
 }
 
-/// The task messages one event makes (none for an unreadable event or one without tasks), added
-/// to `decls` and `msgs`.
+/// The task messages one event makes (none for an event without tasks; an unreadable event goes to
+/// the store of unreadable events, as it came), added to `decls` and `msgs`.
 fn plan(
     settings: &crate::config::Settings,
     names: &Names,
@@ -93,7 +93,14 @@ fn plan(
     let event = match EventMsg::parse(body) {
         Ok(e) => e,
         Err(e) => {
-            log::error(&format!("scheduler dropped an unreadable event: {e}"));
+            let id = crate::wire::new_id();
+            log::error(&format!(
+                "scheduler moved an unreadable event to '{}' (id={id}): {e}",
+                names.unreadable_events()
+            ));
+            let (ds, out) = dispatch::unreadable_event(names, &id, body, &e);
+            merge_decls(decls, ds);
+            msgs.push(out);
             return;
         }
     };
