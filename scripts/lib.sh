@@ -5,10 +5,12 @@ EBATS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EBATS_SO="$EBATS_ROOT/build/ebats.so"
 export EBATS_ROOT EBATS_SO
 
-# Debian 12 packages needed to build the extension, run it and run its tests.
+# Debian 12 packages needed to build the extension, run it and run its tests (systemd for systemd-analyze and
+# supervisor for supervisord: tests/php/DeployTest.php checks deploy/ with them).
 EBATS_PACKAGES=(
     php8.2-dev php8.2-cli libclang-dev build-essential libssl-dev pkg-config openssl
     php8.2-fpm php-amqp php-amqplib phpunit git
+    systemd supervisor
 )
 
 say() { printf '==> %s\n' "$*"; }

@@ -318,6 +318,74 @@ namespace Asynclib\Ebats {
     }
 
     /**
+     * Periodic schedules stored on the broker (the stream <prefix>.cron), fired by the leading Scheduler and
+     * managed at run time: every change takes effect on the running leader within a second. Also on the
+     * command line: php php/bin/ebats schedules:list|add|update|remove|pause|resume|trigger.
+     */
+    class Schedules
+    {
+        public function __construct()
+        {
+        }
+
+        /**
+         * Stores a schedule; same arguments as EventManager::cron().
+         *
+         * @return string its name
+         * @throws \Asynclib\Exception\TaskException when the expression, zone or a setting is invalid, or the
+         *     name is taken
+         * @throws \Asynclib\Exception\ConnectionedException when the broker cannot be reached
+         */
+        public static function add(string $expression, string $event, array $options = [], array $settings = []): string
+        {
+        }
+
+        /**
+         * Changes a stored schedule.
+         *
+         * @param array{expression?: string, event?: string, options?: array, timezone?: string, catchup?: int} $changes
+         */
+        public static function update(string $name, array $changes): void
+        {
+        }
+
+        /** Deletes a stored schedule (one declared in code is removed from the code). */
+        public static function remove(string $name): void
+        {
+        }
+
+        /** Stops firing a schedule, stored or declared in code. */
+        public static function pause(string $name): void
+        {
+        }
+
+        /** Fires again from now on; ticks that fell while it was paused are not caught up. */
+        public static function resume(string $name): void
+        {
+        }
+
+        /**
+         * Has the leader publish the schedule's event once, now.
+         *
+         * @return string the id of the event
+         */
+        public static function trigger(string $name): string
+        {
+        }
+
+        /**
+         * @return array<int, array{name: string, expression: string, event: string, options: mixed,
+         *     timezone: string, catchup: int, paused: bool, source: string, next: string[],
+         *     last_tick: ?string, last_fired_at: ?string, last_event_id: ?string, last_late: ?bool,
+         *     late: int, skipped: int, last_trigger_id: ?string}> every schedule, by name; times are
+         *     ISO 8601 in the schedule's zone
+         */
+        public static function list(): array
+        {
+        }
+    }
+
+    /**
      * Maps events to tasks, per process. The scheduler uses the registrations of its own process.
      */
     class EventManager
@@ -336,6 +404,25 @@ namespace Asynclib\Ebats {
          * @throws \Asynclib\Exception\TaskException when a name or the delay is invalid
          */
         public static function register(string $event, string $task_name, string $topic, int $delay = 0): void
+        {
+        }
+
+        /**
+         * Publishes $event with $options as its parameters at every tick of $expression, from the Scheduler
+         * that leads (one at a time among all the Schedulers of the prefix). The schedule appears in
+         * Schedules::list() once a leader has published it, and can be paused there.
+         *
+         * @param string $expression 5 fields, a leading seconds field (6), or @yearly, @monthly, @weekly,
+         *     @daily, @hourly; L, W and # as croner reads them
+         * @param string $event the event published at each tick
+         * @param array $options the event's parameters
+         * @param array{name?: string, timezone?: string, catchup?: int} $settings name (default derived from
+         *     the expression and the event), timezone (IANA name, default the process's), catchup (seconds,
+         *     default 60: a tick missed by at most this much is fired late, once)
+         * @return string the schedule's name
+         * @throws \Asynclib\Exception\TaskException naming what is wrong with the expression, zone or settings
+         */
+        public static function cron(string $expression, string $event, array $options = [], array $settings = []): string
         {
         }
 

@@ -3,7 +3,10 @@
  * Worker: runs the tasks of topic "demo". A task named virtualShipping of topic demo runs
  * TaskDemoModel::virtualShippingTask($params).
  *
- *     php -d extension=/path/to/ebats.so worker.php
+ *     php -d extension=/path/to/ebats.so worker.php [topic]
+ *
+ * The topic may be given as the first argument (the deploy/ units and Supervisor configuration pass it); it
+ * defaults to demo, the only topic whose handlers (task/TaskDemoModel.php) this example has.
  *
  * SIGTERM or SIGINT (Ctrl-C) stops it gracefully: the task in hand is finished first.
  */
@@ -36,5 +39,5 @@ $callback = function ($topic, $taskid, $taskname, $params, $timeuse, $message, $
 };
 
 $worker = new Worker($callback);  // optional second argument: number of processes, default 1
-$worker->setQueue('demo');  // the topic: one queue per topic
+$worker->setQueue($argv[1] ?? 'demo');  // the topic: one queue per topic
 $worker->run();

@@ -53,6 +53,18 @@ impl Names {
     pub fn consumer_failed_queue(&self, queue: &str) -> String {
         format!("{}.failed.consumer.{queue}", self.prefix)
     }
+    /// The stream of schedule changes and firings.
+    pub fn cron_stream(&self) -> String {
+        format!("{}.cron", self.prefix)
+    }
+    /// The single-active-consumer queue holding the leadership token.
+    pub fn cron_leader(&self) -> String {
+        format!("{}.cron.leader", self.prefix)
+    }
+    /// Fanout exchange of firings, bound to the stream and to the event exchange.
+    pub fn cron_fire(&self) -> String {
+        format!("{}.cron.fire", self.prefix)
+    }
 }
 
 /// Routing key of a delayed message: DELAY_LEVELS binary digits, most significant first, then the topic.

@@ -26,7 +26,16 @@ pub enum Decl {
     Exchange { name: String, kind: String },
     /// A user's queue bound to a user's exchange with these keys.
     BoundQueue { queue: String, exchange: String, keys: Vec<String> },
+    /// The periodic schedules: their stream, the leadership queue and the firing exchange (bound to
+    /// the stream and to the event exchange, so a firing reaches both or neither).
+    Cron,
 }
+
+/// Stream retention: segments whose every record is older than this are deleted (the leader appends
+/// a snapshot of the whole state every minute, so the newest segment always holds one).
+pub const CRON_MAX_AGE: &str = "7D";
+/// Segment size of the stream: retention deletes whole segments.
+pub const CRON_SEGMENT_BYTES: i64 = 16 * 1024 * 1024;
 
 impl Decl {
     /// Identifies a declaration made under a prefix, for the once-per-connection cache.
@@ -36,11 +45,7 @@ impl Decl {
 
     pub async fn declare(&self, ch: &Channel, n: &Names) -> Result<(), BrokerError> {
         match self {
-            Decl::Events => {
-                exchange(ch, &n.event_exchange(), ExchangeKind::Fanout, FieldTable::default()).await?;
-                queue(ch, &n.events_queue(), FieldTable::default()).await?;
-                bind(ch, &n.events_queue(), &n.event_exchange(), "").await
-            }
+            Decl::Events => events(ch, n).await,
             Decl::Topic(topic) => {
                 exchange(ch, &n.task_exchange(), ExchangeKind::Direct, FieldTable::default()).await?;
                 queue(ch, &n.ready_queue(topic), FieldTable::default()).await?;
@@ -75,6 +80,20 @@ impl Decl {
             Decl::UnreadableEvents => queue(ch, &n.unreadable_events(), FieldTable::default()).await,
             Decl::ConsumerFailed(q) => queue(ch, &n.consumer_failed_queue(q), FieldTable::default()).await,
             Decl::Exchange { name, kind } => exchange(ch, name, exchange_kind(kind)?, FieldTable::default()).await,
+            Decl::Cron => {
+                events(ch, n).await?;
+                let mut stream = FieldTable::default();
+                stream.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("stream")));
+                stream.insert("x-max-age".into(), AMQPValue::LongString(LongString::from(CRON_MAX_AGE)));
+                stream.insert("x-stream-max-segment-size-bytes".into(), AMQPValue::LongLongInt(CRON_SEGMENT_BYTES));
+                queue(ch, &n.cron_stream(), stream).await?;
+                let mut leader = FieldTable::default();
+                leader.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+                queue(ch, &n.cron_leader(), leader).await?;
+                exchange(ch, &n.cron_fire(), ExchangeKind::Fanout, FieldTable::default()).await?;
+                bind(ch, &n.cron_stream(), &n.cron_fire(), "").await?;
+                exchange_bind(ch, &n.event_exchange(), &n.cron_fire(), "").await
+            }
             Decl::BoundQueue { queue: q, exchange: x, keys } => {
                 queue(ch, q, FieldTable::default()).await?;
                 for k in keys {
@@ -99,6 +118,12 @@ pub fn exchange_kind(kind: &str) -> Result<ExchangeKind, BrokerError> {
             ))
         }
     })
+}
+
+async fn events(ch: &Channel, n: &Names) -> Result<(), BrokerError> {
+    exchange(ch, &n.event_exchange(), ExchangeKind::Fanout, FieldTable::default()).await?;
+    queue(ch, &n.events_queue(), FieldTable::default()).await?;
+    bind(ch, &n.events_queue(), &n.event_exchange(), "").await
 }
 
 async fn due_exchange(ch: &Channel, n: &Names) -> Result<(), BrokerError> {

@@ -37,9 +37,12 @@ pub mod dst;
 pub mod error;
 pub mod expression;
 pub mod firing;
+pub mod leader;
 pub mod name;
 pub mod schedule;
 pub mod settings;
+pub mod state;
+pub mod stream;
 pub mod ticks;
 pub mod zone;
 

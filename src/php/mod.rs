@@ -8,6 +8,7 @@ pub mod deferred;
 pub mod exceptions;
 pub mod producer;
 pub mod scheduler;
+pub mod schedules;
 pub mod settings;
 pub mod store;
 pub mod subscriber;
@@ -61,6 +62,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .class::<worker::Worker>()
         .class::<consumer::Consumer>()
         .class::<store::FailedStore>()
+        .class::<schedules::Schedules>()
         .class::<deferred::Batch>()
         .function(wrap_function!(ebats_config))
         .function(wrap_function!(ebats_flush))

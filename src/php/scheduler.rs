@@ -62,6 +62,12 @@ impl EventManager {
         Ok(())
     }
 
+    /// Publishes `$event` with `$options` as its parameters at every tick of `$expression`; settings `name`,
+    /// `timezone`, `catchup`. Returns the schedule's name.
+    pub fn cron(expression: &Zval, event: &Zval, options: Option<&Zval>, settings: Option<&Zval>) -> PhpResult<String> {
+        crate::php::schedules::declare_in_code(expression, event, options, settings)
+    }
+
     /// The tasks registered for `$event` (each a Task with an empty params array).
     #[php(name = "getTasks")]
     pub fn get_tasks(event: String) -> PhpResult<Vec<Task>> {
@@ -150,7 +156,11 @@ impl Scheduler {
             prefetch: self.prefetch,
             tag: &tag,
         };
-        subscriber::run("scheduler", subscription, false, |sub, first| {
+        // Leadership of the periodic schedules, on a thread and a connection of its own.
+        let rt = crate::broker::current::with_session(|s| Ok(s.handle())).map_err(crate::php::args::broker_err)?;
+        let cron =
+            crate::cron::leader::Participant::start(settings.clone(), crate::php::schedules::code_schedules(), rt);
+        let r = subscriber::run("scheduler", subscription, false, |sub, first| {
             // Route every event already here in one go: publish all their tasks, wait once for
             // the confirms, then ack the events.
             let mut batch = vec![first];
@@ -184,6 +194,8 @@ impl Scheduler {
                     After::Next
                 }
             }
-        })
+        });
+        cron.stop();
+        r
     }
 }

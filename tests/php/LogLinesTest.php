@@ -4,12 +4,11 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-require_once __DIR__ . '/../lib/Procs.php';
-
 use Asynclib\Ebats\Event;
 use Asynclib\Ebats\Task;
-use Ebats\Tests\Lib\ChildProcess;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
+use Ebats\Tests\Lib\TestEnv;
 
 /**
  * Log lines: one line per message whatever the values in it (control characters from outside are
@@ -84,11 +83,18 @@ final class LogLinesTest extends ProcTestCase
         }
         echo json_encode(['failed' => \$failed]), "\\n";
         PHP;
-        $result = ChildProcess::runPhp($code, static::childEnv(['EBATS_DEBUG' => '1']), 120);
-        $this->assertSame(0, $result->exitCode, $result->describe());
+        // The children's stderr is a pipe (copied by cat to the file Process reads), their stdout stays apart;
+        // with pipefail the exit code is PHP's when it failed.
+        $command = array_merge(
+            ['bash', '-o', 'pipefail', '-c', '{ "$@" 2>&1 1>&3 3>&- | cat >&2; } 3>&1', 'bash'],
+            TestEnv::phpCommand(true),
+            [Process::scriptFile($code)]
+        );
+        $result = Process::run($command, static::childEnv(['EBATS_DEBUG' => '1']), 120);
+        $this->assertSame(0, $result->exitCode(), $result->describe());
         $this->assertSame(['failed' => 0], $result->json(), $result->describe());
 
-        $lines = $this->assertWellFormed($result->stderr, 'output of the forked processes');
+        $lines = $this->assertWellFormed($result->stderr(), 'output of the forked processes');
         $published = preg_grep('~\] event concurrent_line_\d published id=[0-9a-f]{32}$~', $lines);
         $this->assertCount($children * $perChild, $published, 'one whole line per publish');
         $this->assertCount($children * $perChild, $lines, 'and nothing else');

@@ -4,13 +4,9 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-use Ebats\Tests\Lib\ChildProcess;
-use Ebats\Tests\Lib\ChildResult;
-use Ebats\Tests\Lib\Proc;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
 use Ebats\Tests\Lib\TestEnv;
-
-require_once __DIR__ . '/../lib/Procs.php';
 
 /**
  * The Debian package of scripts/package: it installs with dpkg, enables the module for the CLI and FPM
@@ -37,10 +33,10 @@ final class PackageTest extends ProcTestCase
     private string $phpApi = '';
     private string $extDir = '';
     /** Holder of the private mount namespace, when there is one. */
-    private ?Proc $namespace = null;
+    private ?Process $namespace = null;
     /** True once dpkg was asked to install the package outside a namespace (tearDown then purges it). */
     private bool $installedOnHost = false;
-    /** @var list<Proc> */
+    /** @var list<Process> */
     private array $demo = [];
 
     protected function setUp(): void
@@ -61,8 +57,8 @@ final class PackageTest extends ProcTestCase
         if ($status !== 'not-installed') {
             $this->markTestSkipped("the package ebats is already on this machine (dpkg status '$status'): not disturbing it");
         }
-        $this->phpApi = trim($this->mustRun(['php-config' . self::PHP_VERSION, '--phpapi'])->stdout);
-        $this->extDir = trim($this->mustRun(['php-config' . self::PHP_VERSION, '--extension-dir'])->stdout);
+        $this->phpApi = trim($this->mustRun(['php-config' . self::PHP_VERSION, '--phpapi'])->stdout());
+        $this->extDir = trim($this->mustRun(['php-config' . self::PHP_VERSION, '--extension-dir'])->stdout());
         foreach ([$this->extDir . '/ebats.so', '/etc/php/' . self::PHP_VERSION . '/mods-available/ebats.ini'] as $path) {
             if (file_exists($path)) {
                 $this->markTestSkipped("$path already exists (an ebats installed by hand): not disturbing it");
@@ -83,13 +79,13 @@ final class PackageTest extends ProcTestCase
             $this->namespace->stop(1.0);
             $this->namespace = null;
         } elseif ($this->installedOnHost && $this->packageStatus([]) !== 'not-installed') {
-            $purge = ChildProcess::run(['dpkg', '--purge', 'ebats'], [], 120);
-            if ($purge->exitCode !== 0) {
+            $purge = Process::run(['dpkg', '--purge', 'ebats'], [], 120);
+            if ($purge->exitCode() !== 0) {
                 fwrite(STDERR, "warning: could not purge the package ebats after the test\n" . $purge->describe() . "\n");
             }
         }
         if ($this->work !== '' && is_dir($this->work)) {
-            ChildProcess::run(['rm', '-rf', '--one-file-system', $this->work], [], 60);
+            Process::run(['rm', '-rf', '--one-file-system', $this->work], [], 60);
         }
         parent::tearDown();
     }
@@ -118,17 +114,17 @@ final class PackageTest extends ProcTestCase
 
         // CLI and FPM load it from their ini files.
         $cli = $this->mustRun([PHP_BINARY, '--ri', 'ebats']);
-        $this->assertStringContainsString('ebats support => enabled', $cli->stdout);
-        $this->assertStringContainsString("version => $version", $cli->stdout);
-        $this->assertSame('', trim($cli->stderr), 'php --ri ebats warned');
+        $this->assertStringContainsString('ebats support => enabled', $cli->stdout());
+        $this->assertStringContainsString("version => $version", $cli->stdout());
+        $this->assertSame('', trim($cli->stderr()), 'php --ri ebats warned');
         $fpm = $this->mustRun(['php-fpm' . self::PHP_VERSION, '-i']);
-        $this->assertStringContainsString('Server API => FPM/FastCGI', $fpm->stdout);
-        $this->assertStringContainsString('ebats support => enabled', $fpm->stdout, 'php-fpm does not load ebats');
-        $this->assertMatchesRegularExpression('/^ebats$/m', $this->mustRun(['php-fpm' . self::PHP_VERSION, '-m'])->stdout);
+        $this->assertStringContainsString('Server API => FPM/FastCGI', $fpm->stdout());
+        $this->assertStringContainsString('ebats support => enabled', $fpm->stdout(), 'php-fpm does not load ebats');
+        $this->assertMatchesRegularExpression('/^ebats$/m', $this->mustRun(['php-fpm' . self::PHP_VERSION, '-m'])->stdout());
 
         // The command line, from the PATH.
         $cmd = $this->mustRun(['ebats', 'config'], static::childEnv());
-        $this->assertStringContainsString(static::prefix(), $cmd->stdout, 'ebats config does not show the prefix in force');
+        $this->assertStringContainsString(static::prefix(), $cmd->stdout(), 'ebats config does not show the prefix in force');
 
         $this->runDemo('/usr/share/doc/ebats/examples');
 
@@ -142,8 +138,8 @@ final class PackageTest extends ProcTestCase
             'left behind after dpkg --purge: ' . json_encode($facts)
         );
         $modules = $this->mustRun([PHP_BINARY, '-m']);
-        $this->assertDoesNotMatchRegularExpression('/^ebats$/m', $modules->stdout);
-        $this->assertSame('', trim($modules->stderr), 'php warns after the purge');
+        $this->assertDoesNotMatchRegularExpression('/^ebats$/m', $modules->stdout());
+        $this->assertSame('', trim($modules->stderr()), 'php warns after the purge');
 
         if ($isolated) {
             // Nothing of it reached the machine outside the namespace.
@@ -157,19 +153,19 @@ final class PackageTest extends ProcTestCase
     private function buildPackage(): string
     {
         $result = $this->mustRun([TestEnv::repoRoot() . '/scripts/package'], ['EBATS_PACKAGE_DIR' => $this->work . '/dist'], 900);
-        $lines = array_values(array_filter(explode("\n", trim($result->stdout))));
+        $lines = array_values(array_filter(explode("\n", trim($result->stdout()))));
         $deb = (string) end($lines);
-        $arch = trim($this->mustRun(['dpkg', '--print-architecture'])->stdout);
+        $arch = trim($this->mustRun(['dpkg', '--print-architecture'])->stdout());
         $version = str_replace('-', '~', self::cargoVersion());
         $this->assertSame($this->work . "/dist/ebats_{$version}_$arch.deb", $deb, "scripts/package did not print the package's path\n" . $result->describe());
         $this->assertFileExists($deb);
 
-        $fields = $this->mustRun(['dpkg-deb', '-f', $deb, 'Package', 'Version', 'Architecture', 'Depends'])->stdout;
+        $fields = $this->mustRun(['dpkg-deb', '-f', $deb, 'Package', 'Version', 'Architecture', 'Depends'])->stdout();
         $this->assertStringContainsString("Version: $version\n", $fields);
         $depends = preg_match('/^Depends: (.*)$/m', $fields, $m) ? array_map('trim', explode(',', $m[1])) : [];
         $this->assertContains('phpapi-' . $this->phpApi, $depends, $fields);
         $this->assertNotEmpty(preg_grep('/^libssl3\b/', $depends), $fields);
-        $files = $this->mustRun(['dpkg-deb', '-c', $deb])->stdout;
+        $files = $this->mustRun(['dpkg-deb', '-c', $deb])->stdout();
         foreach (['.' . $this->extDir . '/ebats.so', './etc/php/' . self::PHP_VERSION . '/mods-available/ebats.ini', './usr/bin/ebats'] as $path) {
             $this->assertStringContainsString(" $path\n", $files);
         }
@@ -204,20 +200,15 @@ final class PackageTest extends ProcTestCase
         if (getenv('EBATS_TEST_PACKAGE_ON_HOST') === '1' || !is_executable('/usr/bin/unshare') || !is_executable('/usr/bin/nsenter')) {
             return false;
         }
-        $holder = new Proc(
-            'namespace',
+        $holder = Process::start(
             array_merge(['unshare', '--mount', '--propagation', 'private', 'sh', '-c', $script, 'sh', $layers], self::OVERLAID),
             [],
-            $this->work . '/namespace.out',
-            $this->work . '/namespace.err'
+            ['name' => 'namespace', 'stdout' => $this->work . '/namespace.out', 'stderr' => $this->work . '/namespace.err']
         );
-        $deadline = microtime(true) + 20;
-        while (!str_contains($holder->stdout(), 'ready')) {
-            if ($holder->hasExited() || microtime(true) > $deadline) {
-                $holder->stop(1.0);
-                return false;
-            }
-            usleep(20000);
+        $ready = Process::until(static fn () => str_contains($holder->stdout(), 'ready') ?: ($holder->hasExited() ? 'exited' : false), 20, 0.02);
+        if ($ready !== true) {
+            $holder->stop(1.0);
+            return false;
         }
         $this->namespace = $holder;
         return true;
@@ -230,18 +221,18 @@ final class PackageTest extends ProcTestCase
     }
 
     /** Runs a command where the package is installed and fails the test when it does not exit with 0. */
-    private function mustRun(array $command, array $env = [], float $timeout = 60): ChildResult
+    private function mustRun(array $command, array $env = [], float $timeout = 60): Process
     {
-        $result = ChildProcess::run(array_merge($this->nsPrefix(), $command), $env, $timeout);
-        $this->assertSame(0, $result->exitCode, $result->describe());
+        $result = Process::run(array_merge($this->nsPrefix(), $command), $env, $timeout);
+        $this->assertSame(0, $result->exitCode(), $result->describe());
         return $result;
     }
 
     /** dpkg's status of the package ebats ('not-installed' when dpkg does not know it), run with $prefix. */
     private function packageStatus(array $prefix): string
     {
-        $result = ChildProcess::run(array_merge($prefix, ['dpkg-query', '-W', '-f=${db:Status-Status}', 'ebats']), [], 60);
-        return $result->exitCode === 0 && trim($result->stdout) !== '' ? trim($result->stdout) : 'not-installed';
+        $result = Process::run(array_merge($prefix, ['dpkg-query', '-W', '-f=${db:Status-Status}', 'ebats']), [], 60);
+        return $result->exitCode() === 0 && trim($result->stdout()) !== '' ? trim($result->stdout()) : 'not-installed';
     }
 
     /** Which of the package's files, conf.d links and phpenmod states exist where it is installed. */
@@ -283,15 +274,19 @@ final class PackageTest extends ProcTestCase
         $php = array_merge($this->nsPrefix(), [PHP_BINARY, '-d', 'auto_prepend_file=' . $prepend]);
         $env = static::childEnv();
         foreach (['scheduler', 'worker'] as $name) {
-            $this->demo[] = new Proc($name, array_merge($php, ["$examples/$name.php"]), $env, "{$this->work}/$name.out", "{$this->work}/$name.err");
+            $this->demo[] = Process::start(
+                array_merge($php, ["$examples/$name.php"]),
+                $env,
+                ['name' => $name, 'stdout' => "{$this->work}/$name.out", 'stderr' => "{$this->work}/$name.err"]
+            );
         }
         [$scheduler, $worker] = $this->demo;
         $this->waitConsumers(static::q('events'), 1, 30, [$scheduler]);
         $this->waitConsumers(static::q('task.demo'), 1, 30, [$worker]);
 
-        $producer = ChildProcess::run(array_merge($php, ["$examples/producer.php"]), $env, 60);
-        $this->assertSame(0, $producer->exitCode, $producer->describe());
-        $this->assertStringContainsString('published order_paied', $producer->stdout);
+        $producer = Process::run(array_merge($php, ["$examples/producer.php"]), $env, 60);
+        $this->assertSame(0, $producer->exitCode(), $producer->describe());
+        $this->assertStringContainsString('published order_paied', $producer->stdout());
 
         $line = $this->waitFor(
             static fn () => preg_match('/^.*taskname=virtualShipping .*$/m', $worker->stdout(), $m) ? $m[0] : null,

@@ -4,9 +4,8 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-use Ebats\Tests\Lib\ChildProcess;
-use Ebats\Tests\Lib\ChildResult;
 use Ebats\Tests\Lib\EbatsTestCase;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\TestEnv;
 
 /**
@@ -40,7 +39,7 @@ final class PhpizeBuildTest extends EbatsTestCase
     protected function tearDown(): void
     {
         if ($this->work !== '' && is_dir($this->work)) {
-            ChildProcess::run(['rm', '-rf', '--one-file-system', $this->work], [], 120);
+            Process::run(['rm', '-rf', '--one-file-system', $this->work], [], 120);
         }
         parent::tearDown();
     }
@@ -51,7 +50,7 @@ final class PhpizeBuildTest extends EbatsTestCase
         $src = $this->work . '/src';
         mkdir($src);
         $files = $this->mustRun(['git', '-C', $root, 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], $root);
-        $list = array_values(array_filter(explode("\0", $files->stdout), static fn (string $f): bool => $f !== '' && is_file("$root/$f")));
+        $list = array_values(array_filter(explode("\0", $files->stdout()), static fn (string $f): bool => $f !== '' && is_file("$root/$f")));
         $this->assertContains('config.m4', $list);
         foreach ($list as $file) {
             @mkdir(\dirname("$src/$file"), 0755, true);
@@ -76,10 +75,10 @@ final class PhpizeBuildTest extends EbatsTestCase
         $phpConfig = trim((string) shell_exec('command -v php-config'));
         $this->mustRun(['phpize'], $src, $env);
         $help = $this->mustRun(['./configure', '--help'], $src, $env);
-        $this->assertMatchesRegularExpression('/^\s*--enable-ebats\b/m', $help->stdout, 'configure --help does not offer --enable-ebats');
+        $this->assertMatchesRegularExpression('/^\s*--enable-ebats\b/m', $help->stdout(), 'configure --help does not offer --enable-ebats');
         $configure = $this->mustRun(['./configure', '--enable-ebats', "--with-php-config=$phpConfig"], $src, $env, 300);
-        $this->assertMatchesRegularExpression('/whether to enable ebats\.\.\. yes/', $configure->stdout);
-        $extDir = trim($this->mustRun([$phpConfig, '--extension-dir'], $src)->stdout);
+        $this->assertMatchesRegularExpression('/whether to enable ebats\.\.\. yes/', $configure->stdout());
+        $extDir = trim($this->mustRun([$phpConfig, '--extension-dir'], $src)->stdout());
         $makefile = (string) file_get_contents("$src/Makefile");
         $this->assertMatchesRegularExpression('/^EXTENSION_DIR = ' . preg_quote($extDir, '/') . '$/m', $makefile, 'Makefile installs elsewhere than php-config --extension-dir');
 
@@ -87,33 +86,33 @@ final class PhpizeBuildTest extends EbatsTestCase
         $this->assertFileExists("$src/modules/ebats.so");
 
         $test = $this->mustRun(['make', 'test'], $src, $env + ['NO_INTERACTION' => '1'], 300);
-        $this->assertMatchesRegularExpression('/Tests passed\s*:\s*[1-9]/', $test->stdout, $test->describe());
-        $this->assertDoesNotMatchRegularExpression('/Tests failed\s*:\s*[1-9]/', $test->stdout, $test->describe());
+        $this->assertMatchesRegularExpression('/Tests passed\s*:\s*[1-9]/', $test->stdout(), $test->describe());
+        $this->assertDoesNotMatchRegularExpression('/Tests failed\s*:\s*[1-9]/', $test->stdout(), $test->describe());
 
         $stage = $this->work . '/stage';
         $this->mustRun(['make', 'install', "INSTALL_ROOT=$stage"], $src, $env, 300);
         $installed = $stage . $extDir . '/ebats.so';
         $this->assertFileExists($installed, 'make install did not put ebats.so in the extension directory');
-        $ri = ChildProcess::run([PHP_BINARY, '-n', '-d', "extension=$installed", '--ri', 'ebats'], [], 30);
-        $this->assertSame(0, $ri->exitCode, $ri->describe());
-        $this->assertStringContainsString('ebats support => enabled', $ri->stdout);
-        $this->assertStringContainsString('version => ' . phpversion('ebats'), $ri->stdout);
-        $this->assertSame('', trim($ri->stderr), $ri->describe());
+        $ri = Process::run([PHP_BINARY, '-n', '-d', "extension=$installed", '--ri', 'ebats'], [], 30);
+        $this->assertSame(0, $ri->exitCode(), $ri->describe());
+        $this->assertStringContainsString('ebats support => enabled', $ri->stdout());
+        $this->assertStringContainsString('version => ' . phpversion('ebats'), $ri->stdout());
+        $this->assertSame('', trim($ri->stderr()), $ri->describe());
 
         // The build's files are all ignored, and cargo still builds the tree as it is.
         $status = $this->mustRun(['git', 'status', '--porcelain'], $src);
-        $this->assertSame('', $status->stdout, "the phpize build leaves files git does not ignore:\n" . $status->stdout);
+        $this->assertSame('', $status->stdout(), "the phpize build leaves files git does not ignore:\n" . $status->stdout());
         $this->assertMatchesRegularExpression('/^CARGO = (\S+)$/m', $makefile);
         preg_match('/^CARGO = (\S+)$/m', $makefile, $m);
         $this->mustRun([$m[1], 'build', '--release'], $src, $env, 600);
     }
 
     /** Runs $command in $cwd and fails the test when it does not exit with 0. */
-    private function mustRun(array $command, string $cwd, array $env = [], float $timeout = 60): ChildResult
+    private function mustRun(array $command, string $cwd, array $env = [], float $timeout = 60): Process
     {
         $cd = array_merge(['env', '-C', $cwd], array_map(static fn ($k, $v) => "$k=$v", array_keys($env), $env), $command);
-        $result = ChildProcess::run($cd, [], $timeout);
-        $this->assertSame(0, $result->exitCode, $result->describe());
+        $result = Process::run($cd, [], $timeout);
+        $this->assertSame(0, $result->exitCode(), $result->describe());
         return $result;
     }
 }

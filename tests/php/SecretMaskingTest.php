@@ -4,8 +4,8 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-use Ebats\Tests\Lib\ChildProcess;
 use Ebats\Tests\Lib\EbatsTestCase;
+use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\TestEnv;
 
 /**
@@ -62,14 +62,14 @@ final class SecretMaskingTest extends EbatsTestCase
         echo json_encode($out), "\n";
         PHP;
         foreach (['environment' => [['EBATS_AMQP_URL' => $url], []], 'php.ini' => [[], ['ebats.amqp_url' => $url]]] as $source => [$env, $ini]) {
-            $result = ChildProcess::runPhp($code, array_merge(self::NO_ENV, $env), 30, true, $ini);
-            $this->assertSame(0, $result->exitCode, $result->describe());
+            $result = Process::runPhp($code, array_merge(self::NO_ENV, $env), 30, true, $ini);
+            $this->assertSame(0, $result->exitCode(), $result->describe());
             foreach ($result->json() as $what => $thrown) {
                 $this->assertNotNull($thrown, "$what with the URL from the $source must fail\n" . $result->describe());
                 $this->assertSame('Asynclib\Exception\ConnectionedException', $thrown[0], "$what ($source)");
                 $this->assertStringContainsString('invalid broker URL', $thrown[1], "$what ($source)");
             }
-            $this->assertStringNotContainsStringIgnoringCase(self::SECRET, $result->stdout . $result->stderr, "from the $source");
+            $this->assertStringNotContainsStringIgnoringCase(self::SECRET, $result->stdout() . $result->stderr(), "from the $source");
         }
     }
 
@@ -77,21 +77,21 @@ final class SecretMaskingTest extends EbatsTestCase
     public function testPhpRiNeverShowsThePassword(string $url): void
     {
         $cmd = array_merge(TestEnv::phpCommand(true), ['--ri', 'ebats']);
-        $result = ChildProcess::run($cmd, array_merge(self::NO_ENV, ['EBATS_AMQP_URL' => $url]), 30);
-        $this->assertSame(0, $result->exitCode, $result->describe());
-        $this->assertStringContainsString('configuration error', $result->stdout, $result->describe());
-        $this->assertStringNotContainsStringIgnoringCase(self::SECRET, $result->stdout . $result->stderr);
+        $result = Process::run($cmd, array_merge(self::NO_ENV, ['EBATS_AMQP_URL' => $url]), 30);
+        $this->assertSame(0, $result->exitCode(), $result->describe());
+        $this->assertStringContainsString('configuration error', $result->stdout(), $result->describe());
+        $this->assertStringNotContainsStringIgnoringCase(self::SECRET, $result->stdout() . $result->stderr());
 
         $cmd = array_merge(TestEnv::phpCommand(true, ['ebats.amqp_url' => $url]), ['--ri', 'ebats']);
-        $result = ChildProcess::run($cmd, self::NO_ENV, 30);
-        $this->assertSame(0, $result->exitCode, $result->describe());
-        $this->assertStringContainsString('configuration error', $result->stdout, $result->describe());
-        $this->assertStringNotContainsStringIgnoringCase(self::SECRET, $result->stdout . $result->stderr);
+        $result = Process::run($cmd, self::NO_ENV, 30);
+        $this->assertSame(0, $result->exitCode(), $result->describe());
+        $this->assertStringContainsString('configuration error', $result->stdout(), $result->describe());
+        $this->assertStringNotContainsStringIgnoringCase(self::SECRET, $result->stdout() . $result->stderr());
     }
 
     public function testTheMessageStillSaysWhatIsWrong(): void
     {
-        $result = ChildProcess::runPhp(
+        $result = Process::runPhp(
             '<?php try { ebats_config(); } catch (\Throwable $e) { echo json_encode($e->getMessage()), "\n"; }',
             array_merge(self::NO_ENV, ['EBATS_AMQP_URL' => 'amqp//user:' . self::SECRET . '@127.0.0.1/v']),
             30

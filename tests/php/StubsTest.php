@@ -79,13 +79,13 @@ final class StubsTest extends EbatsTestCase
             . '"reflected" => (new \ReflectionClass("Asynclib\\Ebats\\Consumer"))->getName(), "exists" => class_exists(strtolower(\Asynclib\Ebats\Consumer::class), false)]), "\n";';
         $expected = ['class' => 'Asynclib\Core\Consumer', 'core' => true, 'ebats' => true, 'reflected' => 'Asynclib\Core\Consumer', 'exists' => true];
 
-        $ext = ChildProcess::runPhp(sprintf($code, ''), [], 30);
-        $this->assertSame(0, $ext->exitCode, $ext->describe());
+        $ext = Process::runPhp(sprintf($code, ''), [], 30);
+        $this->assertSame(0, $ext->exitCode(), $ext->describe());
         $this->assertSame($expected, $ext->json(), 'with the extension');
 
         $stub = TestEnv::repoRoot() . '/stubs/ebats.stub.php';
-        $fromStub = ChildProcess::runPhp(sprintf($code, 'require ' . var_export($stub, true) . ';'), [], 30, false);
-        $this->assertSame(0, $fromStub->exitCode, $fromStub->describe());
+        $fromStub = Process::runPhp(sprintf($code, 'require ' . var_export($stub, true) . ';'), [], 30, false);
+        $this->assertSame(0, $fromStub->exitCode(), $fromStub->describe());
         $this->assertSame($expected, $fromStub->json(), 'from the stub');
     }
 

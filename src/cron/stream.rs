@@ -1,0 +1,207 @@
+//! The stream on the broker: the messages written to it (records, firings, the token) and reading it to a
+//! marker. Used by the leader (on its own connection) and by `Schedules` (on the process's session).
+
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Consumer};
+use serde_json::json;
+
+use super::error::Error;
+use super::firing::Firing;
+use super::state::{Def, Folder, Item, Record, FIRING_HEADER, TRIGGER_HEADER};
+use crate::broker::current::with_session;
+use crate::broker::names::Names;
+use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing};
+use crate::config::Settings;
+use crate::wire::{properties, properties_with_headers, EventMsg};
+
+/// Messages a stream reader takes ahead; acked in runs of half of it.
+pub const READ_PREFETCH: u16 = 500;
+/// A reader starts this far back, where the leader's last snapshot (written every minute) is.
+pub const READ_BACK_SECS: u64 = 180;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A record, to the stream.
+pub fn record_message(names: &Names, record: &Record, at: i64) -> Outgoing {
+    Outgoing {
+        exchange: String::new(),
+        routing_key: names.cron_stream(),
+        body: record.to_json(at).into_bytes(),
+        properties: properties(&crate::wire::new_id(), &format!("ebats.cron.{}", record.kind())),
+        mandatory: true,
+    }
+}
+
+/// A firing: the event, with its record in a header, to the firing exchange (the stream and the events).
+pub fn firing_message(names: &Names, def: &Def, firing: &Firing) -> Outgoing {
+    let mut e = EventMsg::new(&def.event, def.options.clone());
+    e.id = firing.event_id.clone();
+    e.created_at = firing.fired_at as f64 / 1000.0;
+    Outgoing {
+        exchange: names.cron_fire(),
+        routing_key: def.event.clone(),
+        body: e.to_json(),
+        properties: properties_with_headers(&e.id, "ebats.event", &[(FIRING_HEADER, firing.to_json())]),
+        mandatory: true,
+    }
+}
+
+/// A triggered firing: the event, id the trigger's.
+pub fn trigger_message(names: &Names, def: &Def, id: &str, fired_at: i64) -> Outgoing {
+    let mut e = EventMsg::new(&def.event, def.options.clone());
+    e.id = id.to_string();
+    let header = json!({"schedule": def.name, "id": id, "fired_at": fired_at}).to_string();
+    Outgoing {
+        exchange: names.cron_fire(),
+        routing_key: def.event.clone(),
+        body: e.to_json(),
+        properties: properties_with_headers(id, "ebats.event", &[(TRIGGER_HEADER, header)]),
+        mandatory: true,
+    }
+}
+
+/// The leadership token.
+pub fn token_message(names: &Names) -> Outgoing {
+    Outgoing {
+        exchange: String::new(),
+        routing_key: names.cron_leader(),
+        body: b"{\"token\":true}".to_vec(),
+        properties: properties(&crate::wire::new_id(), "ebats.cron.token"),
+        mandatory: true,
+    }
+}
+
+fn header_str<'a>(p: &'a BasicProperties, key: &str) -> Option<&'a [u8]> {
+    match p.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// The stream offset of a delivery.
+pub fn offset_of(d: &Delivery) -> Option<u64> {
+    match d.properties.headers().as_ref()?.inner().get("x-stream-offset")? {
+        AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::LongUInt(v) => Some(u64::from(*v)),
+        AMQPValue::LongInt(v) => u64::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+/// What a message of the stream is.
+pub fn item_of(d: &Delivery) -> Result<Item, Error> {
+    if let Some(h) = header_str(&d.properties, FIRING_HEADER) {
+        return Firing::from_json(&String::from_utf8_lossy(h)).map(Item::Fired);
+    }
+    if let Some(h) = header_str(&d.properties, TRIGGER_HEADER) {
+        let v: serde_json::Value = serde_json::from_slice(h).unwrap_or_default();
+        return Ok(Item::Triggered {
+            schedule: v["schedule"].as_str().unwrap_or_default().to_string(),
+            id: v["id"].as_str().unwrap_or_default().to_string(),
+            fired_at: v["fired_at"].as_i64().unwrap_or(0),
+        });
+    }
+    Record::from_json(&d.data).map(|(r, at)| Item::Record(r, at))
+}
+
+/// Where a reader starts.
+#[derive(Clone, Copy, Debug)]
+pub enum From {
+    First,
+    /// Epoch seconds.
+    Time(u64),
+}
+
+/// Starts consuming the stream (manual acks, a prefetch: what streams need over AMQP).
+pub async fn open_reader(ch: &Channel, names: &Names, from: From, tag: &str) -> Result<Consumer, BrokerError> {
+    ch.basic_qos(READ_PREFETCH, BasicQosOptions::default())
+        .await
+        .map_err(|e| BrokerError::lapin("basic.qos failed", &e))?;
+    let mut args = FieldTable::default();
+    let offset = match from {
+        From::First => AMQPValue::LongString(LongString::from("first")),
+        From::Time(secs) => AMQPValue::Timestamp(secs),
+    };
+    args.insert("x-stream-offset".into(), offset);
+    let stream = names.cron_stream();
+    ch.basic_consume(stream.as_str().into(), tag.into(), BasicConsumeOptions::default(), args)
+        .await
+        .map_err(|e| BrokerError::lapin(&format!("cannot read the stream '{stream}'"), &e))
+}
+
+/// Reads `consumer` into `folder` until the marker `marker` has been read; returns the last offset read.
+pub async fn read_to_marker(
+    ch: &Channel,
+    consumer: &mut Consumer,
+    folder: &mut Folder,
+    marker: &str,
+) -> Result<Option<u64>, BrokerError> {
+    let mut unacked = 0u16;
+    loop {
+        let d = match consumer.next().await {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return Err(BrokerError::lapin("reading the stream failed", &e)),
+            None => return Err(BrokerError::new(ErrorKind::ConnectionLost, "the stream reader was closed")),
+        };
+        let offset = offset_of(&d).unwrap_or(0);
+        unacked += 1;
+        let item = item_of(&d);
+        let done = matches!(&item, Ok(Item::Record(Record::Marker { id }, _)) if id == marker);
+        if unacked >= READ_PREFETCH / 2 || done {
+            ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
+                .await
+                .map_err(|e| BrokerError::lapin("ack failed", &e))?;
+            unacked = 0;
+        }
+        match item {
+            Ok(item) => folder.push(offset, item),
+            Err(e) => crate::log::error(&format!("skipping a message of the schedule stream at offset {offset}: {e}")),
+        }
+        if done {
+            return Ok(Some(offset));
+        }
+    }
+}
+
+/// Appends records to the stream, confirmed, on the process's session.
+pub fn append(settings: &Settings, records: &[Record]) -> Result<(), BrokerError> {
+    let names = Names::new(&settings.prefix);
+    let at = now_ms();
+    let msgs: Vec<Outgoing> = records.iter().map(|r| record_message(&names, r, at)).collect();
+    crate::dispatch::send(settings, &[Decl::Cron], &msgs)
+}
+
+/// The current state, on the process's session: appends a marker and folds the stream up to it (from a
+/// few minutes back when a snapshot is there, else from the start).
+pub fn read_state(settings: &Settings) -> Result<Folder, BrokerError> {
+    let marker = crate::wire::new_id();
+    append(settings, &[Record::Marker { id: marker.clone() }])?;
+    let names = Names::new(&settings.prefix);
+    let back = (now_ms() / 1000) as u64 - READ_BACK_SECS;
+    for from in [From::Time(back), From::First] {
+        let folder = with_session(|s| {
+            let ch = s.channel(settings)?;
+            let tag = format!("ebats-cron-read-{}", std::process::id());
+            let t = settings.confirm_timeout.max(Duration::from_secs(10));
+            let r = s.wait(t, "reading the schedule stream", async {
+                let mut consumer = open_reader(&ch, &names, from, &tag).await?;
+                let mut folder = Folder::default();
+                read_to_marker(&ch, &mut consumer, &mut folder, &marker).await?;
+                Ok(folder)
+            });
+            let _ = s.block_on(ch.close(200, "read".into()));
+            r
+        })?;
+        if folder.complete {
+            return Ok(folder);
+        }
+    }
+    Err(BrokerError::new(ErrorKind::Runtime, "the schedule stream has no start and no snapshot"))
+}
