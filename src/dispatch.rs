@@ -1,5 +1,7 @@
 //! Where events and tasks go on the broker, and sending them there confirmed.
 
+use std::cell::Cell;
+
 use crate::broker::current::with_session;
 use crate::broker::names::{delay_routing_key, Names};
 use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing, Session};
@@ -86,9 +88,55 @@ fn unreadable(queue: String, id: &str, body: &[u8], reason: &str) -> Outgoing {
 /// more. Messages that come back unroutable although their queues were declared on this
 /// connection (someone deleted a queue) are sent again, alone, after declaring anew.
 pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), BrokerError> {
+    send_marking(settings, decls, messages, &Cell::new(false))
+}
+
+/// A send that failed, and whether the broker may have stored messages all the same: they were
+/// handed to the connection, then neither a confirm nor a refusal came back (a timeout, or the
+/// connection or channel lost while waiting).
+#[derive(Debug)]
+pub struct SendFailed {
+    pub error: BrokerError,
+    pub maybe_stored: bool,
+}
+
+fn failed_after(handed: &Cell<bool>) -> impl Fn(BrokerError) -> SendFailed + '_ {
+    move |error| {
+        let unanswered =
+            matches!(error.kind(), ErrorKind::Timeout | ErrorKind::ConnectionLost | ErrorKind::ChannelClosed { .. });
+        SendFailed { maybe_stored: handed.get() && unanswered, error }
+    }
+}
+
+/// [`send`], telling whether a failure may have left messages stored.
+pub fn send_telling(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), SendFailed> {
+    let handed = Cell::new(false);
+    send_marking(settings, decls, messages, &handed).map_err(failed_after(&handed))
+}
+
+/// Like [`send`], but returns once the messages are handed to the connection; [`flush`] (or the
+/// end of the PHP request) awaits their confirms.
+pub fn send_deferred(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), SendFailed> {
+    let handed = Cell::new(false);
+    with_session(|s| {
+        s.declare(settings, decls)?;
+        handed.set(true);
+        s.publish_deferred(settings, messages)
+    })
+    .map_err(failed_after(&handed))
+}
+
+/// [`send`], setting `handed` once messages start to be handed to the connection.
+fn send_marking(
+    settings: &Settings,
+    decls: &[Decl],
+    messages: &[Outgoing],
+    handed: &Cell<bool>,
+) -> Result<(), BrokerError> {
     with_session(|s| {
         let attempt = |s: &mut Session| {
             s.declare(settings, decls)?;
+            handed.set(true);
             s.publish_routed(settings, messages)
         };
         let unroutable = match attempt(s) {
@@ -108,21 +156,13 @@ pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Resul
         s.forget_declarations();
         s.declare(settings, decls)?;
         let again: Vec<Outgoing> = unroutable.iter().map(|(i, _)| messages[*i].clone()).collect();
+        handed.set(true);
         s.publish(settings, &again)
     })
 }
 
 pub fn send_one(settings: &Settings, (decls, out): (Vec<Decl>, Outgoing)) -> Result<(), BrokerError> {
     send(settings, &decls, std::slice::from_ref(&out))
-}
-
-/// Like [`send`], but returns once the messages are handed to the connection; [`flush`] (or the
-/// end of the PHP request) awaits their confirms.
-pub fn send_deferred(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), BrokerError> {
-    with_session(|s| {
-        s.declare(settings, decls)?;
-        s.publish_deferred(settings, messages)
-    })
 }
 
 /// Awaits every deferred publish of this process: (confirmed, failures).

@@ -79,3 +79,32 @@ pub async fn settle(m: &Sent, c: lapin::PublisherConfirm) -> Result<(), BrokerEr
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(kind: &str, routing_key: &str) -> Sent {
+        Sent {
+            exchange: "p.x".into(),
+            routing_key: routing_key.into(),
+            id: Some("abc".into()),
+            kind: Some(kind.into()),
+        }
+    }
+
+    #[test]
+    fn a_failed_publish_says_what_it_was() {
+        let e = sent(crate::wire::KIND_EVENT, "order.paied");
+        assert_eq!((e.event(), e.topic()), (Some("order.paied"), None));
+        assert_eq!(e.describe(), "event 'order.paied' id=abc");
+        let t = sent(crate::wire::KIND_TASK, "demo");
+        assert_eq!((t.event(), t.topic()), (None, Some("demo")));
+        assert_eq!(t.describe(), "task of topic 'demo' id=abc");
+        let delayed = sent(crate::wire::KIND_TASK, &crate::broker::names::delay_routing_key(10, "demo"));
+        assert_eq!(delayed.topic(), Some("demo"), "a delayed task's topic is the last word of its key");
+        let m = Sent { id: None, ..sent("ebats.message", "k") };
+        assert_eq!((m.event(), m.topic()), (None, None));
+        assert_eq!(m.describe(), "message to exchange 'p.x' id=?");
+    }
+}

@@ -58,7 +58,7 @@ fn header(m: &BasicGetMessage, key: &str) -> Option<String> {
 
 /// One stored message read back: a task of the store's topic, or a body kept as it came.
 enum Entry {
-    Task(TaskMsg),
+    Task(Box<TaskMsg>),
     Unreadable { id: String, reason: String },
 }
 
@@ -67,7 +67,7 @@ fn read(store: &Store, m: &BasicGetMessage) -> Entry {
     let kept = m.delivery.properties.kind().as_ref().is_some_and(|k| k.as_str() == KIND_UNREADABLE);
     let reason = match store {
         Store::Topic(topic) if !kept => match TaskMsg::parse(&m.delivery.data) {
-            Ok(t) if &t.topic == topic => return Entry::Task(t),
+            Ok(t) if &t.topic == topic => return Entry::Task(Box::new(t)),
             Ok(t) => format!("task body names the topic '{}', not '{topic}'", t.topic),
             Err(e) => e,
         },
@@ -158,7 +158,7 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<Repl
                 };
                 // Not acked: what is left unacked goes back to the store when the channel closes.
                 let mut t = match read(&store, &m) {
-                    Entry::Task(t) => t,
+                    Entry::Task(t) => *t,
                     Entry::Unreadable { id: kept, reason } => {
                         let wanted = id == Some(kept.as_str());
                         if id.is_none() || wanted {

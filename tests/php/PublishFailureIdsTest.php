@@ -97,6 +97,7 @@ final class PublishFailureIdsTest extends EbatsTestCase
     {
         // One deferred event and one deferred (delayed) task lost with the connection.
         (new Event('warm'))->publish();
+        Task::create('demo', 'warm', [], 5);  // the queues and delay levels are declared
         $this->proxy->hold('up');
         $event = (new Event('late'))->publish(true);
         $task = (new Task('demo', 'closeOrder', 5))->publish(true);
@@ -110,6 +111,14 @@ final class PublishFailureIdsTest extends EbatsTestCase
         $this->assertSame([null, 'demo'], array_column($failures, 'topic'), 'a delayed task names its topic too');
         $this->assertStringContainsString("task of topic 'demo' id=$task", $e->getMessage());
         $this->assertSame([], ebats_deferred_errors(), 'failures thrown by ebats_flush() are not kept again');
+
+        // Nothing was handed over when the connection cannot even be made: no "may still have been stored".
+        $this->proxy->cut();
+        $e = self::thrown(static fn () => (new Event('never'))->publish());
+        $this->assertInstanceOf(ConnectionedException::class, $e);
+        $this->assertStringNotContainsString('may still have been stored', $e->getMessage());
+        [$f] = $e->getFailures();
+        $this->assertStringContainsString("event 'never' id={$f['id']}", $e->getMessage());
     }
 
     public function testLateConfirmNamesTheIdThatMayHaveBeenStored(): void
@@ -130,7 +139,7 @@ final class PublishFailureIdsTest extends EbatsTestCase
 
         // Task::create and a Batch name every id they carried.
         $this->proxy->release('down');
-        (new Event('warm'))->publish();
+        Task::create('demo', 'warm');
         $this->proxy->hold('down');
         $e = self::thrown(static fn () => Task::create('demo', 'closeOrder', ['n' => 1]));
         $this->assertInstanceOf(ConnectionedException::class, $e);
@@ -139,7 +148,7 @@ final class PublishFailureIdsTest extends EbatsTestCase
         $this->assertStringContainsString("task of topic 'demo' id={$f['id']}; it may still have been stored", $e->getMessage());
 
         $this->proxy->release('down');
-        (new Event('warm'))->publish();
+        (new Batch())->event('warm')->task('demo', 'warm')->publish();  // a new connection declares again
         $this->proxy->hold('down');
         $batch = (new Batch())->event('b1')->task('demo', 'x')->event('b2');
         $e = self::thrown(static fn () => $batch->publish());
