@@ -101,11 +101,7 @@ pub struct SendFailed {
 }
 
 fn failed_after(handed: &Cell<bool>) -> impl Fn(BrokerError) -> SendFailed + '_ {
-    move |error| {
-        let unanswered =
-            matches!(error.kind(), ErrorKind::Timeout | ErrorKind::ConnectionLost | ErrorKind::ChannelClosed { .. });
-        SendFailed { maybe_stored: handed.get() && unanswered, error }
-    }
+    move |error| SendFailed { maybe_stored: handed.get() && error.kind().leaves_publish_unanswered(), error }
 }
 
 /// [`send`], telling whether a failure may have left messages stored.

@@ -88,9 +88,10 @@ namespace Asynclib\Exception {
         /**
          * The publishes this exception is about (empty when it is not about publishes), in the order they were
          * made, each: 'id' (string), 'kind' ('event', 'task' or 'message'), 'event' (the event's name, or
-         * null), 'topic' (the task's topic, or null), 'exchange' (string), 'error' (string).
+         * null), 'topic' (the task's topic, or null), 'exchange' (string), 'error' (string), 'maybe_stored'
+         * (bool: it was handed to the broker and no answer came, so the broker may hold it).
          *
-         * @return array<int, array{id: ?string, kind: string, event: ?string, topic: ?string, exchange: string, error: string}>
+         * @return array<int, array{id: ?string, kind: string, event: ?string, topic: ?string, exchange: string, error: string, maybe_stored: bool}>
          */
         public function getFailures(): array
         {
@@ -718,7 +719,7 @@ namespace {
      * Failures of deferred publishes found when earlier requests ended (each was logged then), one entry per
      * failed publish, shaped as ConnectionedException::getFailures() gives them. Reading them clears them.
      *
-     * @return array<int, array{id: ?string, kind: string, event: ?string, topic: ?string, exchange: string, error: string}>
+     * @return array<int, array{id: ?string, kind: string, event: ?string, topic: ?string, exchange: string, error: string, maybe_stored: bool}>
      */
     function ebats_deferred_errors(): array
     {

@@ -48,6 +48,17 @@ impl Sent {
 pub struct Failed {
     pub sent: Sent,
     pub error: BrokerError,
+    /// It was handed to the broker and no answer came (a timeout, the connection or channel lost
+    /// while waiting): the broker may have stored it all the same.
+    pub maybe_stored: bool,
+}
+
+impl Failed {
+    /// A publish whose message was handed over and then failed with `error`.
+    pub fn after_handing_over(sent: Sent, error: BrokerError) -> Failed {
+        let maybe_stored = error.kind().leaves_publish_unanswered();
+        Failed { sent, error, maybe_stored }
+    }
 }
 
 /// A publish in flight: resolves to its confirm once its frames are written.

@@ -110,7 +110,7 @@ impl Session {
                     settle(&sent, publishing.await?).await
                 });
             if let Err(error) = r {
-                failures.push(Failed { sent, error });
+                failures.push(Failed::after_handing_over(sent, error));
             }
         }
         if !failures.is_empty() && !self.is_connected() {

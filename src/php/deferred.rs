@@ -21,7 +21,8 @@ use crate::php::settings;
 static DEFERRED_ERRORS: Mutex<Vec<Failed>> = Mutex::new(Vec::new());
 
 /// A failed publish as PHP sees it: `id`, `kind` (event, task or message), `event` (the event's
-/// name), `topic` (the task's topic), `exchange`, `error`.
+/// name), `topic` (the task's topic), `exchange`, `error`, `maybe_stored` (it was handed to the
+/// broker and no answer came: the broker may hold it).
 pub fn failure_entry(f: &Failed) -> serde_json::Value {
     let kind = match (f.sent.event(), f.sent.topic()) {
         (Some(_), _) => "event",
@@ -30,7 +31,7 @@ pub fn failure_entry(f: &Failed) -> serde_json::Value {
     };
     serde_json::json!({
         "id": f.sent.id, "kind": kind, "event": f.sent.event(), "topic": f.sent.topic(),
-        "exchange": f.sent.exchange, "error": f.error.to_string(),
+        "exchange": f.sent.exchange, "error": f.error.to_string(), "maybe_stored": f.maybe_stored,
     })
 }
 
@@ -143,8 +144,14 @@ pub fn flush() -> PhpResult<i64> {
             errors.push(e);
         }
     }
-    let message =
+    let mut message =
         format!("{} deferred publish(es) failed: {}: {}", failures.len(), describe_all(&failures), errors.join("; "));
+    let unanswered = failures.iter().filter(|f| f.maybe_stored).count();
+    if unanswered > 0 {
+        message.push_str(&format!(
+            " ({unanswered} of them got no answer and may still have been stored: look for their ids before publishing again)"
+        ));
+    }
     Err(failures_exception(message, &failures))
 }
 

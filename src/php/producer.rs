@@ -69,7 +69,8 @@ pub fn deliver(settings: &crate::config::Settings, parts: Vec<(Vec<Decl>, Outgoi
 /// caller can look for those ids before publishing again.
 fn publish_failed(f: SendFailed, outs: &[Outgoing]) -> PhpException {
     let (e, uncertain) = (f.error, f.maybe_stored);
-    let failed: Vec<Failed> = outs.iter().map(|o| Failed { sent: o.sent(), error: e.clone() }).collect();
+    let failed: Vec<Failed> =
+        outs.iter().map(|o| Failed { sent: o.sent(), error: e.clone(), maybe_stored: uncertain }).collect();
     let names = describe_all(&failed);
     let message = if uncertain {
         let verb = if failed.len() == 1 { "it" } else { "they" };

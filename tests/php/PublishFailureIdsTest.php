@@ -83,6 +83,7 @@ final class PublishFailureIdsTest extends EbatsTestCase
             $this->assertSame(static::q('core.event'), $f['exchange']);
             $this->assertIsString($f['error']);
             $this->assertNotSame('', $f['error']);
+            $this->assertTrue($f['maybe_stored'], 'handed over, no answer: the client cannot know');
         }
         $this->assertSame(0, ebats_flush(), 'nothing is left to flush');
 
@@ -119,6 +120,7 @@ final class PublishFailureIdsTest extends EbatsTestCase
         $this->assertStringNotContainsString('may still have been stored', $e->getMessage());
         [$f] = $e->getFailures();
         $this->assertStringContainsString("event 'never' id={$f['id']}", $e->getMessage());
+        $this->assertFalse($f['maybe_stored']);
     }
 
     public function testLateConfirmNamesTheIdThatMayHaveBeenStored(): void
@@ -131,7 +133,7 @@ final class PublishFailureIdsTest extends EbatsTestCase
         $this->assertStringContainsString('timed out', $e->getMessage());
         $this->assertStringContainsString('may still have been stored', $e->getMessage());
         [$f] = $e->getFailures();
-        $this->assertSame(['event', 'late_confirm'], [$f['kind'], $f['event']]);
+        $this->assertSame(['event', 'late_confirm', true], [$f['kind'], $f['event'], $f['maybe_stored']]);
         self::assertId($f['id']);
         $this->assertStringContainsString("event 'late_confirm' id={$f['id']}", $e->getMessage());
         $arrived = $this->eventIdsInQueue(2);

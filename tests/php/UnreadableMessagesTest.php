@@ -31,16 +31,6 @@ final class UnreadableMessagesTest extends ProcTestCase
         '[1,2]' => 'task body is not a JSON object',
     ];
 
-    protected function tearDown(): void
-    {
-        $this->stopAll();
-        // the scheduler's schedule stream and leader queue cannot be purged, only deleted
-        foreach ([static::q('cron'), static::q('cron.leader')] as $q) {
-            $this->broker->deleteQueue($q);
-        }
-        parent::tearDown();
-    }
-
     private function cli(array $args): Process
     {
         return Process::run(array_merge(TestEnv::phpCommand(), [TestEnv::repoRoot() . '/php/bin/ebats'], $args), static::childEnv(), 30);
