@@ -316,3 +316,65 @@ fn calling_back_into_a_busy_session_is_busy() {
         .expect_err("re-entrant use");
     assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
 }
+
+/// `f` again while the process's session is in use by another test of this binary.
+fn unbusy<T>(f: impl Fn() -> Result<T, ebats::broker::BrokerError>) -> Result<T, ebats::broker::BrokerError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match f() {
+            Err(e) if e.kind() == ErrorKind::Busy && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The schedule stream: records appended (confirmed) and a firing published to the firing exchange are folded
+/// back in order by a reader that stops at its marker; the firing also reaches the events queue.
+#[test]
+fn schedule_stream_appends_and_folds_and_a_firing_reaches_the_events() {
+    use ebats::cron::firing::Firing;
+    use ebats::cron::state::{Def, Record};
+    use ebats::cron::stream;
+
+    let st = settings(&prefix("cron"), None);
+    let n = Names::new(&st.prefix);
+    let settings_of = |name: &str| serde_json::json!({"name": name, "timezone": "UTC"}).as_object().unwrap().clone();
+    let (a, _) =
+        Def::declare("* * * * * *", "tick", serde_json::json!([]), &settings_of("a"), || unreachable!()).unwrap();
+    let (b, _) =
+        Def::declare("@daily", "daily", serde_json::json!({"x": 1}), &settings_of("b"), || unreachable!()).unwrap();
+    unbusy(|| {
+        stream::append(
+            &st,
+            &[Record::Add { def: a.clone() }, Record::Add { def: b.clone() }, Record::Pause { name: "b".into() }],
+        )
+    })
+    .unwrap();
+    let firing = Firing::new("a", 1_782_000_000_000, 1_782_000_000_003, true);
+    unbusy(|| dispatch::send(&st, &[Decl::Cron], &[stream::firing_message(&n, &a, &firing)])).unwrap();
+    unbusy(|| stream::append(&st, &[Record::Remove { name: "a".into() }])).unwrap();
+
+    let folder = unbusy(|| stream::read_state(&st)).unwrap();
+    assert!(folder.complete);
+    let fold = folder.fold;
+    assert_eq!(fold.schedules.keys().collect::<Vec<_>>(), ["b"]);
+    assert!(fold.schedules["b"].paused);
+    assert_eq!(fold.schedules["b"].def, b);
+    assert_eq!(fold.last_tick["a"], firing.tick, "the removed schedule's last tick is kept");
+
+    let mut s = Session::new().unwrap();
+    let body = get_body(&mut s, &st, &n.events_queue()).expect("the firing is an event");
+    let event = ebats::wire::EventMsg::parse(&body).unwrap();
+    assert_eq!((event.event.as_str(), event.id.as_str()), ("tick", firing.event_id.as_str()));
+
+    let ch = s.channel(&st).unwrap();
+    s.block_on(async {
+        for q in [n.cron_stream(), n.cron_leader()] {
+            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+        let _ = ch.exchange_delete(n.cron_fire().as_str().into(), ExchangeDeleteOptions::default()).await;
+    });
+    cleanup(&mut s, &st, &[]);
+}

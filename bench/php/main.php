@@ -3,7 +3,7 @@
  * The benchmark driver, started by bench/run (which sets everything up). It runs every measurement
  * several times, interleaving the clients of a section within each repetition, and prints one table.
  *
- *   php main.php [--quick] [--reps N] [--only publish,fpm,worker,latency,memory]
+ *   php main.php [--quick] [--reps N] [--only publish,fpm,worker,latency,memory,cron]
  *
  * Environment (set by bench/run): EBATS_SO (the extension to load), EBATS_PREFIX (this run's name
  * prefix), BENCH_TMP (a scratch directory), BENCH_LAPIN (the lapin-bench binary), BENCH_ROOT.
@@ -28,7 +28,7 @@ foreach (glob(__DIR__ . '/sections/*.php') ?: [] as $file) {
 
 $opts = getopt('', ['quick', 'reps:', 'only:', 'help']);
 if (isset($opts['help'])) {
-    echo "usage: bench/run [--quick] [--reps N] [--only publish,fpm,worker,latency,memory]\n";
+    echo "usage: bench/run [--quick] [--reps N] [--only publish,fpm,worker,latency,memory,cron]\n";
     exit(0);
 }
 $quick = isset($opts['quick']);
@@ -51,7 +51,7 @@ $settings = [
 
 /** @var array<string,Section> in the order of the table */
 $sections = [];
-foreach ([new Sections\Publish(), new Sections\Fpm(), new Sections\Worker(), new Sections\Latency(), new Sections\Memory()] as $section) {
+foreach ([new Sections\Publish(), new Sections\Fpm(), new Sections\Worker(), new Sections\Latency(), new Sections\Memory(), new Sections\Cron()] as $section) {
     $sections[$section->name()] = $section;
 }
 $only = isset($opts['only']) ? explode(',', (string) $opts['only']) : array_keys($sections);
