@@ -1,6 +1,8 @@
 //! Periodic schedules, the pure core: expressions and settings ([`expression`], [`settings`], [`name`],
 //! [`zone`], [`schedule`]), fire times ([`ticks`], with the daylight-saving rules in [`dst`]), what to fire
-//! after a gap ([`catchup`]) and the identity and record of a firing ([`firing`]). No broker, no PHP.
+//! after a gap ([`catchup`]), the identity and record of a firing ([`firing`]) and the stream's records and
+//! their fold ([`state`]): no broker, no PHP. On the broker: reading and writing the stream ([`stream`]) and
+//! leadership and firing ([`leader`], a thread with a connection of its own in every Scheduler).
 //!
 //! # How the broker side is meant to work
 //!
@@ -13,8 +15,12 @@
 //!
 //! **Storage.** One RabbitMQ stream `<prefix>.cron` is the log: schedule changes (add, update, remove, pause,
 //! resume, trigger; with their time, so `active_since` is known) and firings. Folding it gives the current set
-//! and [`firing::LastFired`]. The leader appends a snapshot of both now and then; the stream's retention keeps
-//! more than one snapshot interval, and a reader folds from the first snapshot it meets.
+//! and the last fired ticks ([`state::Fold`]). The leader appends a snapshot of the fold every minute, with the
+//! offset it covers (`through`): a record appended by a client while the leader was writing can land before
+//! the snapshot in the stream without being in it. A reader that starts at offset 0 folds everything and
+//! ignores snapshots; one that starts later (a few minutes back, by timestamp) takes the first snapshot it meets
+//! and applies again what it read before it past `through` ([`state::Folder`]); with no snapshot there it reads
+//! from the start. Retention (`x-max-age`) deletes whole segments, never the newest.
 //!
 //! **Firing.** A firing is a single publish, on the very channel that holds the token, with publisher confirms,
 //! to a fanout exchange bound both to the stream and (exchange to exchange) to the event exchange: the event

@@ -39,8 +39,14 @@ abstract class EbatsTestCase extends TestCase
     protected function tearDown(): void
     {
         if (static::USES_BROKER) {
+            // A stream cannot be purged: it is deleted (the schedules of one test are not the next one's).
+            $streams = TestEnv::listStreams(static::prefix());
             foreach (array_keys(TestEnv::listQueues(static::prefix())) as $queue) {
-                TestEnv::broker()->purgeQueue($queue);
+                if (in_array($queue, $streams, true)) {
+                    TestEnv::broker()->deleteQueue($queue);
+                } else {
+                    TestEnv::broker()->purgeQueue($queue);
+                }
             }
         }
         parent::tearDown();

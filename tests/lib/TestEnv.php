@@ -190,6 +190,20 @@ final class TestEnv
         return $queues;
     }
 
+    /** @return list<string> the streams (queues of type stream) of the test vhost whose name starts with $prefix */
+    public static function listStreams(string $prefix): array
+    {
+        $out = self::rabbitmqctl(['list_queues', '-q', '--no-table-headers', '-p', self::vhost(), 'name', 'type']);
+        $streams = [];
+        foreach (explode("\n", $out) as $line) {
+            [$name, $type] = array_pad(explode("\t", trim($line)), 2, '');
+            if ($type === 'stream' && str_starts_with($name, $prefix)) {
+                $streams[] = $name;
+            }
+        }
+        return $streams;
+    }
+
     /** @return array<string,array{type:string,durable:bool}> exchanges of the test vhost whose name starts with $prefix */
     public static function listExchanges(string $prefix): array
     {

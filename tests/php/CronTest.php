@@ -148,6 +148,28 @@ final class CronTest extends ProcTestCase
         fwrite(STDERR, sprintf("\n[cron] %d ticks in %d s, each fired once; late: %d\n", count($ticks), count($window), count(array_filter($fired, static fn ($f) => $f['late']))));
     }
 
+    public function testSigtermStopsTheLeaderWithinASecondAndGivesTheLeadershipBack(): void
+    {
+        $every = ['* * * * * *', 'cron.tick', [], ['name' => 'term', 'timezone' => 'UTC']];
+        $a = $this->startCron('a', [$every]);
+        $this->waitFor(fn () => self::leads($a) ?: null, 20, 'the first scheduler leads');
+        $b = $this->startCron('b', [$every]);
+        $this->waitFor(fn () => str_contains($b->stderr(), 'cron: taking part in leadership') ?: null, 20, 'the second scheduler follows');
+        $this->waitFor(fn () => count($this->firingsOf('term')) >= 2 ?: null, 5, 'firings');
+        $this->assertFalse(self::leads($b), 'only one leads');
+
+        $a->signal(SIGTERM);
+        $termAt = microtime(true);
+        $this->assertSame(0, $a->waitExit(5.0), $a->describe());
+        $this->assertLessThan(1.0, microtime(true) - $termAt, 'stopped within a second');
+        $this->assertStringContainsString('cron: stopping; giving the leadership back', $a->stderr());
+        $this->waitFor(fn () => self::leads($b) ?: null, 2, 'the second scheduler takes over');
+        $n = count($this->firingsOf('term'));
+        $this->waitFor(fn () => count($this->firingsOf('term')) >= $n + 2 ?: null, 5, 'the second scheduler fires');
+        $ticks = array_map(static fn (array $f): int => $f['tick'], $this->firingsOf('term'));
+        $this->assertSame(count($ticks), count(array_unique($ticks)), 'no tick fired twice');
+    }
+
     public function testRunTimeChangesReachTheRunningLeaderWithinASecond(): void
     {
         $proc = $this->startCron('cron', []);
