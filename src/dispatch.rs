@@ -1,17 +1,22 @@
 //! Where events and tasks go on the broker, and sending them there confirmed.
 
+use std::cell::Cell;
+
 use crate::broker::current::with_session;
 use crate::broker::names::{delay_routing_key, Names};
 use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing, Session};
 use crate::config::Settings;
-use crate::wire::{properties, properties_with_headers, EventMsg, TaskMsg};
+use crate::wire::{
+    now, properties, properties_with_headers, round_ms, EventMsg, TaskMsg, HEADER_ERROR, HEADER_FAILED_AT, KIND_EVENT,
+    KIND_FAILED_TASK, KIND_TASK, KIND_UNREADABLE,
+};
 
 pub fn event(names: &Names, e: &EventMsg) -> (Vec<Decl>, Outgoing) {
     let out = Outgoing {
         exchange: names.event_exchange(),
         routing_key: e.event.clone(),
         body: e.to_json(),
-        properties: properties(&e.id, "ebats.event"),
+        properties: properties(&e.id, KIND_EVENT),
         mandatory: true,
     };
     (vec![Decl::Events], out)
@@ -30,7 +35,7 @@ pub fn task(names: &Names, t: &TaskMsg, delay_secs: u64) -> (Vec<Decl>, Outgoing
         exchange,
         routing_key,
         body: t.to_json(),
-        properties: properties(&t.id, "ebats.task"),
+        properties: properties(&t.id, KIND_TASK),
         mandatory: true,
     };
     (decls, out)
@@ -42,10 +47,40 @@ pub fn failed(names: &Names, t: &TaskMsg, reason: &str) -> (Vec<Decl>, Outgoing)
         exchange: String::new(),
         routing_key: names.failed_queue(&t.topic),
         body: t.to_json(),
-        properties: properties_with_headers(&t.id, "ebats.task.failed", &[("x-ebats-error", reason.to_string())]),
+        properties: properties_with_headers(
+            &t.id,
+            KIND_FAILED_TASK,
+            &[(HEADER_ERROR, reason.to_string()), (HEADER_FAILED_AT, round_ms(now()).to_string())],
+        ),
         mandatory: true,
     };
     (vec![Decl::Failed(t.topic.clone())], out)
+}
+
+/// A body that is not a task of `topic` (not JSON, a bad name, another topic), kept as it came in
+/// `topic`'s failed store under the id `id`, with the reason; the store lists it and never replays it.
+pub fn unreadable_task(names: &Names, topic: &str, id: &str, body: &[u8], reason: &str) -> (Vec<Decl>, Outgoing) {
+    let out = unreadable(names.failed_queue(topic), id, body, reason);
+    (vec![Decl::Failed(topic.to_string())], out)
+}
+
+/// An event body the scheduler cannot read, kept as it came in the store of unreadable events.
+pub fn unreadable_event(names: &Names, id: &str, body: &[u8], reason: &str) -> (Vec<Decl>, Outgoing) {
+    (vec![Decl::UnreadableEvents], unreadable(names.unreadable_events(), id, body, reason))
+}
+
+fn unreadable(queue: String, id: &str, body: &[u8], reason: &str) -> Outgoing {
+    Outgoing {
+        exchange: String::new(),
+        routing_key: queue,
+        body: body.to_vec(),
+        properties: properties_with_headers(
+            id,
+            KIND_UNREADABLE,
+            &[(HEADER_ERROR, reason.to_string()), (HEADER_FAILED_AT, round_ms(now()).to_string())],
+        ),
+        mandatory: true,
+    }
 }
 
 /// Declares what the messages need and publishes them, returning once all are confirmed.
@@ -53,9 +88,51 @@ pub fn failed(names: &Names, t: &TaskMsg, reason: &str) -> (Vec<Decl>, Outgoing)
 /// more. Messages that come back unroutable although their queues were declared on this
 /// connection (someone deleted a queue) are sent again, alone, after declaring anew.
 pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), BrokerError> {
+    send_marking(settings, decls, messages, &Cell::new(false))
+}
+
+/// A send that failed, and whether the broker may have stored messages all the same: they were
+/// handed to the connection, then neither a confirm nor a refusal came back (a timeout, or the
+/// connection or channel lost while waiting).
+#[derive(Debug)]
+pub struct SendFailed {
+    pub error: BrokerError,
+    pub maybe_stored: bool,
+}
+
+fn failed_after(handed: &Cell<bool>) -> impl Fn(BrokerError) -> SendFailed + '_ {
+    move |error| SendFailed { maybe_stored: handed.get() && error.kind().leaves_publish_unanswered(), error }
+}
+
+/// [`send`], telling whether a failure may have left messages stored.
+pub fn send_telling(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), SendFailed> {
+    let handed = Cell::new(false);
+    send_marking(settings, decls, messages, &handed).map_err(failed_after(&handed))
+}
+
+/// Like [`send`], but returns once the messages are handed to the connection; [`flush`] (or the
+/// end of the PHP request) awaits their confirms.
+pub fn send_deferred(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), SendFailed> {
+    let handed = Cell::new(false);
+    with_session(|s| {
+        s.declare(settings, decls)?;
+        handed.set(true);
+        s.publish_deferred(settings, messages)
+    })
+    .map_err(failed_after(&handed))
+}
+
+/// [`send`], setting `handed` once messages start to be handed to the connection.
+fn send_marking(
+    settings: &Settings,
+    decls: &[Decl],
+    messages: &[Outgoing],
+    handed: &Cell<bool>,
+) -> Result<(), BrokerError> {
     with_session(|s| {
         let attempt = |s: &mut Session| {
             s.declare(settings, decls)?;
+            handed.set(true);
             s.publish_routed(settings, messages)
         };
         let unroutable = match attempt(s) {
@@ -75,6 +152,7 @@ pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Resul
         s.forget_declarations();
         s.declare(settings, decls)?;
         let again: Vec<Outgoing> = unroutable.iter().map(|(i, _)| messages[*i].clone()).collect();
+        handed.set(true);
         s.publish(settings, &again)
     })
 }
@@ -83,16 +161,7 @@ pub fn send_one(settings: &Settings, (decls, out): (Vec<Decl>, Outgoing)) -> Res
     send(settings, &decls, std::slice::from_ref(&out))
 }
 
-/// Like [`send`], but returns once the messages are handed to the connection; [`flush`] (or the
-/// end of the PHP request) awaits their confirms.
-pub fn send_deferred(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), BrokerError> {
-    with_session(|s| {
-        s.declare(settings, decls)?;
-        s.publish_deferred(settings, messages)
-    })
-}
-
 /// Awaits every deferred publish of this process: (confirmed, failures).
-pub fn flush(settings: &Settings) -> Result<(usize, Vec<String>), BrokerError> {
+pub fn flush(settings: &Settings) -> Result<(usize, Vec<crate::broker::confirm::Failed>), BrokerError> {
     with_session(|s| Ok(s.flush(settings)))
 }

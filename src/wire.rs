@@ -9,6 +9,18 @@ use crate::rules;
 
 pub const VERSION: u64 = 1;
 
+/// The `type` property of each kind of message ebats publishes.
+pub const KIND_EVENT: &str = "ebats.event";
+pub const KIND_TASK: &str = "ebats.task";
+pub const KIND_FAILED_TASK: &str = "ebats.task.failed";
+/// A body kept in a failed store as it came, because it is not a task of that store's topic (or
+/// not an event at all): listed, never replayed.
+pub const KIND_UNREADABLE: &str = "ebats.unreadable";
+
+/// Headers of a message in a failed store: why it is there, and since when (unix time, seconds).
+pub const HEADER_ERROR: &str = "x-ebats-error";
+pub const HEADER_FAILED_AT: &str = "x-ebats-failed-at";
+
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }

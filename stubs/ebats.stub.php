@@ -73,9 +73,29 @@ namespace Asynclib\Exception {
     /**
      * Thrown by ebats when the broker is unreachable, refuses the credentials or vhost, refuses or cannot
      * route a publish, or does not confirm it in time.
+     *
+     * A failed publish (publish(), Task::create(), Batch::publish(), ebats_flush()) names its messages in
+     * the message ("event 'order_paied' id=…", "task of topic 'demo' id=…") and gives them as data through
+     * getFailures(). When they were handed to the broker but no answer came (a confirm timed out, the
+     * connection broke while waiting), the message adds "may still have been stored": the broker may hold
+     * them, so look for those ids before publishing again.
      */
     class ConnectionedException extends \RuntimeException implements ExceptionInterface
     {
+        /** @var array<int, array<string, mixed>>|null */
+        protected $failures = null;
+
+        /**
+         * The publishes this exception is about (empty when it is not about publishes), in the order they were
+         * made, each: 'id' (string), 'kind' ('event', 'task' or 'message'), 'event' (the event's name, or
+         * null), 'topic' (the task's topic, or null), 'exchange' (string), 'error' (string), 'maybe_stored'
+         * (bool: it was handed to the broker and no answer came, so the broker may hold it).
+         *
+         * @return array<int, array{id: ?string, kind: string, event: ?string, topic: ?string, exchange: string, error: string, maybe_stored: bool}>
+         */
+        public function getFailures(): array
+        {
+        }
     }
 }
 
@@ -283,18 +303,28 @@ namespace Asynclib\Ebats {
     }
 
     /**
-     * The failed store: tasks that failed for good, per topic, with their error. Also on the command line:
-     * php php/bin/ebats failed:list|failed:replay|failed:purge <topic>.
+     * The failed stores: tasks that failed for good, per topic, with their error, and the events the scheduler
+     * could not read (the store named FailedStore::EVENTS). Also on the command line:
+     * php php/bin/ebats failed:list|failed:replay|failed:purge <topic>, failed:list|failed:purge --events.
+     *
+     * A body a worker could not run as a task of its topic (not JSON, an invalid name, another topic) is kept
+     * as it came in the store of the worker's topic, listed with 'unreadable' => true and its 'body', and
+     * never replayed; unreadable events likewise.
      */
     class FailedStore
     {
+        /** The store of the event bodies the scheduler could not read (the queue <prefix>.events.unreadable). */
+        public const EVENTS = '@events';
+
         public function __construct()
         {
         }
 
         /**
-         * @return array<int, array<string, mixed>> the failed tasks, oldest first, each in the wire format with
-         *     a 'failed' entry: message, class, attempts, failed_at, status
+         * @param string $topic a topic, or FailedStore::EVENTS
+         * @return array<int, array<string, mixed>> the entries, oldest first: tasks in the wire format, bodies
+         *     kept as they came with 'unreadable' => true and 'body'; each with a 'failed' entry: message, class,
+         *     attempts (the runs it had), failed_at, status
          */
         public static function list(string $topic, int $limit = 100): array
         {
@@ -302,15 +332,19 @@ namespace Asynclib\Ebats {
 
         /**
          * Moves the failed task $id, or all of them when $id is null, back to the ready queue as first attempts.
+         * Unreadable entries stay in the store.
          *
          * @return int how many were moved
+         * @throws \Asynclib\Exception\TaskException when $id is an unreadable entry, or $topic is FailedStore::EVENTS
+         *     (neither can be replayed)
          */
         public static function replay(string $topic, ?string $id = null): int
         {
         }
 
         /**
-         * @return int how many failed tasks were deleted
+         * @param string $topic a topic, or FailedStore::EVENTS
+         * @return int how many entries were deleted
          */
         public static function purge(string $topic): int
         {
@@ -698,17 +732,18 @@ namespace {
      * Waits for the confirms of every deferred publish of this process (see ebats.deferred_confirms).
      *
      * @return int how many were confirmed
-     * @throws \Asynclib\Exception\ConnectionedException naming the publishes that failed
+     * @throws \Asynclib\Exception\ConnectionedException naming exactly the publishes that failed, in its message
+     *     and as data through getFailures()
      */
     function ebats_flush(): int
     {
     }
 
     /**
-     * Failures of deferred publishes found when earlier requests ended (each was logged then). Reading
-     * them clears them.
+     * Failures of deferred publishes found when earlier requests ended (each was logged then), one entry per
+     * failed publish, shaped as ConnectionedException::getFailures() gives them. Reading them clears them.
      *
-     * @return string[]
+     * @return array<int, array{id: ?string, kind: string, event: ?string, topic: ?string, exchange: string, error: string, maybe_stored: bool}>
      */
     function ebats_deferred_errors(): array
     {

@@ -8,10 +8,57 @@ use lapin::Confirmation;
 
 use super::error::{BrokerError, ErrorKind};
 
-/// What a confirm failure message needs to name the message.
+/// What a confirm failure message needs to name the message, and what a caller needs to know
+/// which publish failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
     pub exchange: String,
     pub routing_key: String,
+    /// The message's id (its `message_id` property).
+    pub id: Option<String>,
+    /// The message's `type` property: `ebats.event`, `ebats.task`, ...
+    pub kind: Option<String>,
+}
+
+impl Sent {
+    /// The event's name (the routing key of an event).
+    pub fn event(&self) -> Option<&str> {
+        (self.kind.as_deref() == Some(crate::wire::KIND_EVENT)).then_some(self.routing_key.as_str())
+    }
+
+    /// The task's topic: the routing key of a ready task, its last word for a delayed one.
+    pub fn topic(&self) -> Option<&str> {
+        (self.kind.as_deref() == Some(crate::wire::KIND_TASK))
+            .then(|| self.routing_key.rsplit('.').next().unwrap_or(&self.routing_key))
+    }
+
+    /// "event 'order_paied' id=...", "task of topic 'demo' id=...", "message to exchange 'x' id=...".
+    pub fn describe(&self) -> String {
+        let id = self.id.as_deref().unwrap_or("?");
+        match (self.event(), self.topic()) {
+            (Some(e), _) => format!("event '{}' id={id}", crate::rules::printable(e)),
+            (_, Some(t)) => format!("task of topic '{t}' id={id}"),
+            _ => format!("message to exchange '{}' id={id}", crate::rules::printable(&self.exchange)),
+        }
+    }
+}
+
+/// A publish that failed, and why.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub sent: Sent,
+    pub error: BrokerError,
+    /// It was handed to the broker and no answer came (a timeout, the connection or channel lost
+    /// while waiting): the broker may have stored it all the same.
+    pub maybe_stored: bool,
+}
+
+impl Failed {
+    /// A publish whose message was handed over and then failed with `error`.
+    pub fn after_handing_over(sent: Sent, error: BrokerError) -> Failed {
+        let maybe_stored = error.kind().leaves_publish_unanswered();
+        Failed { sent, error, maybe_stored }
+    }
 }
 
 /// A publish in flight: resolves to its confirm once its frames are written.
@@ -41,5 +88,34 @@ pub async fn settle(m: &Sent, c: lapin::PublisherConfirm) -> Result<(), BrokerEr
         Confirmation::NotRequested => {
             Err(BrokerError::new(ErrorKind::Runtime, "publisher confirms are not enabled on this channel"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(kind: &str, routing_key: &str) -> Sent {
+        Sent {
+            exchange: "p.x".into(),
+            routing_key: routing_key.into(),
+            id: Some("abc".into()),
+            kind: Some(kind.into()),
+        }
+    }
+
+    #[test]
+    fn a_failed_publish_says_what_it_was() {
+        let e = sent(crate::wire::KIND_EVENT, "order.paied");
+        assert_eq!((e.event(), e.topic()), (Some("order.paied"), None));
+        assert_eq!(e.describe(), "event 'order.paied' id=abc");
+        let t = sent(crate::wire::KIND_TASK, "demo");
+        assert_eq!((t.event(), t.topic()), (None, Some("demo")));
+        assert_eq!(t.describe(), "task of topic 'demo' id=abc");
+        let delayed = sent(crate::wire::KIND_TASK, &crate::broker::names::delay_routing_key(10, "demo"));
+        assert_eq!(delayed.topic(), Some("demo"), "a delayed task's topic is the last word of its key");
+        let m = Sent { id: None, ..sent("ebats.message", "k") };
+        assert_eq!((m.event(), m.topic()), (None, None));
+        assert_eq!(m.describe(), "message to exchange 'p.x' id=?");
     }
 }

@@ -78,6 +78,12 @@ impl ErrorKind {
         )
     }
 
+    /// True when a publish already handed to the broker ended without an answer (no confirm and
+    /// no refusal came): the broker may have stored the message all the same.
+    pub fn leaves_publish_unanswered(self) -> bool {
+        matches!(self, ErrorKind::Timeout | ErrorKind::ConnectionLost | ErrorKind::ChannelClosed { .. })
+    }
+
     /// The likely cause, for the errors users meet most.
     fn hint(self) -> Option<&'static str> {
         match self {

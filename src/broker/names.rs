@@ -46,6 +46,10 @@ impl Names {
     pub fn failed_queue(&self, topic: &str) -> String {
         format!("{}.failed.{topic}", self.prefix)
     }
+    /// Event bodies the scheduler could not read, kept as they came.
+    pub fn unreadable_events(&self) -> String {
+        format!("{}.events.unreadable", self.prefix)
+    }
     pub fn consumer_failed_queue(&self, queue: &str) -> String {
         format!("{}.failed.consumer.{queue}", self.prefix)
     }

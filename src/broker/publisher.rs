@@ -4,7 +4,7 @@
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
 
-use super::confirm::{settle, Pending, Publishing, Sent};
+use super::confirm::{settle, Failed, Pending, Publishing, Sent};
 use super::error::{BrokerError, ErrorKind};
 use super::session::Session;
 use crate::config::Settings;
@@ -21,8 +21,13 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    fn sent(&self) -> Sent {
-        Sent { exchange: self.exchange.clone(), routing_key: self.routing_key.clone() }
+    pub fn sent(&self) -> Sent {
+        Sent {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            id: self.properties.message_id().as_ref().map(|s| s.to_string()),
+            kind: self.properties.kind().as_ref().map(|s| s.to_string()),
+        }
     }
 }
 
@@ -91,21 +96,21 @@ impl Session {
     }
 
     /// Awaits the confirms of every deferred publish; returns how many were confirmed and the
-    /// failures (one line each).
-    pub fn flush(&mut self, settings: &Settings) -> (usize, Vec<String>) {
+    /// publishes that failed, each with its error.
+    pub fn flush(&mut self, settings: &Settings) -> (usize, Vec<Failed>) {
         let pending = std::mem::take(&mut self.pending);
         if pending.is_empty() {
             return (0, Vec::new());
         }
         let total = pending.len();
         let mut failures = Vec::new();
-        for p in pending {
+        for Pending { sent, publishing } in pending {
             let r =
                 self.wait(settings.confirm_timeout, "waiting for the broker to confirm a deferred publish", async {
-                    settle(&p.sent, p.publishing.await?).await
+                    settle(&sent, publishing.await?).await
                 });
-            if let Err(e) = r {
-                failures.push(e.to_string());
+            if let Err(error) = r {
+                failures.push(Failed::after_handing_over(sent, error));
             }
         }
         if !failures.is_empty() && !self.is_connected() {

@@ -18,6 +18,8 @@ pub enum Decl {
     Delay,
     /// One topic's failed store.
     Failed(String),
+    /// The store of event bodies the scheduler could not read.
+    UnreadableEvents,
     /// A queue holding what a generic consumer could not handle.
     ConsumerFailed(String),
     /// A user's exchange (for `Core\Publish` and `Core\Consumer`).
@@ -75,6 +77,7 @@ impl Decl {
                 exchange_bind(ch, &n.delay_level(DELAY_LEVELS - 1), &n.delay_exchange(), "#").await
             }
             Decl::Failed(topic) => queue(ch, &n.failed_queue(topic), FieldTable::default()).await,
+            Decl::UnreadableEvents => queue(ch, &n.unreadable_events(), FieldTable::default()).await,
             Decl::ConsumerFailed(q) => queue(ch, &n.consumer_failed_queue(q), FieldTable::default()).await,
             Decl::Exchange { name, kind } => exchange(ch, name, exchange_kind(kind)?, FieldTable::default()).await,
             Decl::Cron => {

@@ -23,7 +23,7 @@ use super::schedule::Schedule;
 use super::state::{Def, Folder, Item, Record};
 use super::stream::{self, now_ms, From, READ_BACK_SECS};
 use super::ticks::{next_after, zoned};
-use crate::broker::confirm::{settle, Sent};
+use crate::broker::confirm::settle;
 use crate::broker::names::Names;
 use crate::broker::{connection, stop, BrokerError, Decl, ErrorKind, Outgoing};
 use crate::config::Settings;
@@ -110,7 +110,7 @@ async fn publish(ch: &Channel, m: &Outgoing) -> Result<(), BrokerError> {
         )
         .await
         .map_err(|e| BrokerError::lapin("publish failed", &e))?;
-    settle(&Sent { exchange: m.exchange.clone(), routing_key: m.routing_key.clone() }, c).await
+    settle(&m.sent(), c).await
 }
 
 /// One connection's life: follow, lead when the token comes, until a stop (Ok) or a failure (Err).

@@ -6,17 +6,50 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, Zval};
 use parking_lot::Mutex;
 
+use crate::broker::confirm::Failed;
 use crate::broker::names::Names;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
 use crate::php::args::{bad_input, broker_err, params_json, string_arg};
-use crate::php::exceptions::{exception, Kind};
+use crate::php::convert;
+use crate::php::exceptions::connectioned_with;
 use crate::php::producer::{deliver, Event, Task};
 use crate::php::settings;
 
 /// Failures of deferred publishes found at the end of an earlier request, not yet read.
-static DEFERRED_ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static DEFERRED_ERRORS: Mutex<Vec<Failed>> = Mutex::new(Vec::new());
+
+/// A failed publish as PHP sees it: `id`, `kind` (event, task or message), `event` (the event's
+/// name), `topic` (the task's topic), `exchange`, `error`, `maybe_stored` (it was handed to the
+/// broker and no answer came: the broker may hold it).
+pub fn failure_entry(f: &Failed) -> serde_json::Value {
+    let kind = match (f.sent.event(), f.sent.topic()) {
+        (Some(_), _) => "event",
+        (_, Some(_)) => "task",
+        _ => "message",
+    };
+    serde_json::json!({
+        "id": f.sent.id, "kind": kind, "event": f.sent.event(), "topic": f.sent.topic(),
+        "exchange": f.sent.exchange, "error": f.error.to_string(), "maybe_stored": f.maybe_stored,
+    })
+}
+
+/// "event 'x' id=…, task of topic 'demo' id=…", the first 20 of them.
+pub fn describe_all(failures: &[Failed]) -> String {
+    const SHOWN: usize = 20;
+    let mut names: Vec<String> = failures.iter().take(SHOWN).map(|f| f.sent.describe()).collect();
+    if failures.len() > SHOWN {
+        names.push(format!("and {} more (see getFailures())", failures.len() - SHOWN));
+    }
+    names.join(", ")
+}
+
+/// The exception for publishes that failed: `message`, and `getFailures()` giving them as data.
+pub fn failures_exception(message: String, failures: &[Failed]) -> PhpException {
+    let entries = serde_json::Value::Array(failures.iter().map(failure_entry).collect());
+    connectioned_with(message, convert::to_zval(&entries))
+}
 
 enum Item {
     Event(Event),
@@ -104,16 +137,28 @@ pub fn flush() -> PhpResult<i64> {
     if failures.is_empty() {
         return Ok(ok as i64);
     }
-    Err(exception(
-        Kind::Connectioned,
-        format!("{} deferred publish(es) failed: {}", failures.len(), failures.join("; ")),
-    ))
+    let mut errors: Vec<String> = Vec::new();
+    for f in &failures {
+        let e = f.error.to_string();
+        if !errors.contains(&e) {
+            errors.push(e);
+        }
+    }
+    let mut message =
+        format!("{} deferred publish(es) failed: {}: {}", failures.len(), describe_all(&failures), errors.join("; "));
+    let unanswered = failures.iter().filter(|f| f.maybe_stored).count();
+    if unanswered > 0 {
+        message.push_str(&format!(
+            " ({unanswered} of them got no answer and may still have been stored: look for their ids before publishing again)"
+        ));
+    }
+    Err(failures_exception(message, &failures))
 }
 
 /// Failures of deferred publishes that were found when an earlier request ended (they were logged
-/// then); reading them clears them.
-pub fn take_errors() -> Vec<String> {
-    std::mem::take(&mut *DEFERRED_ERRORS.lock())
+/// then), each an array as `failure_entry` makes it; reading them clears them.
+pub fn take_errors() -> Vec<Zval> {
+    std::mem::take(&mut *DEFERRED_ERRORS.lock()).iter().map(|f| convert::to_zval(&failure_entry(f))).collect()
 }
 
 /// End of every request: wait for the confirms of its deferred publishes, log and keep failures.
@@ -126,7 +171,7 @@ pub extern "C" fn request_shutdown(_type: i32, _module: i32) -> i32 {
     match dispatch::flush(&s) {
         Ok((_, failures)) if !failures.is_empty() => {
             for f in &failures {
-                log::error(&format!("deferred publish failed: {f}"));
+                log::error(&format!("deferred publish failed: {}: {}", f.sent.describe(), f.error));
             }
             let mut kept = DEFERRED_ERRORS.lock();
             kept.extend(failures);

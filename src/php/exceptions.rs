@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use ext_php_rs::args::{Arg, ArgInfoTables};
 use ext_php_rs::builders::{ClassBuilder, ClassProperty, FunctionBuilder};
+use ext_php_rs::convert::IntoZval;
 use ext_php_rs::exception::PhpException;
 use ext_php_rs::ffi;
 use ext_php_rs::flags::{ClassFlags, DataType, MethodFlags, PropertyFlags};
@@ -88,7 +89,7 @@ pub fn register() -> ext_php_rs::error::Result<()> {
             Kind::Retry => retry_methods(b).registration(store!(CE[0])),
             Kind::Task => b.registration(store!(CE[1])),
             Kind::Service => b.registration(store!(CE[2])),
-            Kind::Connectioned => b.registration(store!(CE[3])),
+            Kind::Connectioned => connectioned_methods(b).registration(store!(CE[3])),
         };
         b.register()?;
     }
@@ -121,6 +122,71 @@ fn retry_methods(b: ClassBuilder) -> ClassBuilder {
             FunctionBuilder::new("getInterval", get_interval).returns(DataType::Long, false, true),
             MethodFlags::Public,
         )
+}
+
+fn connectioned_methods(b: ClassBuilder) -> ClassBuilder {
+    let failures = ClassProperty {
+        name: "failures".into(),
+        flags: PropertyFlags::Protected,
+        default: Some(Box::new(|| Ok(Zval::null()))),
+        docs: &[],
+        ty: None,
+        nullable: true,
+        readonly: false,
+        default_stub: Some("null".into()),
+    };
+    b.property(failures).method(
+        FunctionBuilder::new("getFailures", get_failures).returns(DataType::Array, false, false),
+        MethodFlags::Public,
+    )
+}
+
+extern "C" fn get_failures(ex: &mut ExecuteData, retval: &mut Zval) {
+    let failures = ex.This.object().and_then(|o| o.get_property::<&Zval>("failures").ok()).filter(|z| z.is_array());
+    match failures {
+        Some(z) => *retval = z.shallow_clone(),
+        None => {
+            let _ = retval.set_array(Vec::<Zval>::new());
+        }
+    }
+}
+
+extern "C" {
+    // The engine's own property update, with the class as scope (so a protected property can be set).
+    fn zend_update_property(
+        scope: *mut ffi::zend_class_entry,
+        object: *mut ffi::zend_object,
+        name: *const std::os::raw::c_char,
+        name_length: usize,
+        value: *mut ffi::zval,
+    );
+}
+
+/// A `ConnectionedException` whose `getFailures()` returns `failures` (an array).
+pub fn connectioned_with(message: impl Into<String>, failures: Zval) -> PhpException {
+    let message = message.into().replace('\0', "\\0");
+    let ce = class(Kind::Connectioned);
+    let obj = ce.new();
+    if crate::php::call::call_method(&obj, "__construct", vec![&message.as_str()]).is_err() {
+        return exception(Kind::Connectioned, message);
+    }
+    let mut value = failures;
+    let name = "failures";
+    // SAFETY: `obj` is a live object of `ce`, which declares the property `failures`; the name is
+    // `name_length` bytes long; `value` is a valid zval the engine copies (adding a reference).
+    unsafe {
+        zend_update_property(
+            ce as *const ClassEntry as *mut ffi::zend_class_entry,
+            &*obj as *const _ as *mut ffi::zend_object,
+            name.as_ptr().cast(),
+            name.len(),
+            &mut value as *mut Zval as *mut ffi::zval,
+        );
+    }
+    match obj.into_zval(false) {
+        Ok(zv) => PhpException::new(message, 0, ce).with_object(zv),
+        Err(_) => exception(Kind::Connectioned, message),
+    }
 }
 
 /// Reads an optional int argument: null or missing gives null, an int or numeric string gives

@@ -85,6 +85,6 @@ pub fn ebats_flush() -> PhpResult<i64> {
 
 /// Deferred-publish failures found when earlier requests ended: `ebats_deferred_errors(): array`.
 #[php_function]
-pub fn ebats_deferred_errors() -> Vec<String> {
+pub fn ebats_deferred_errors() -> Vec<ext_php_rs::types::Zval> {
     deferred::take_errors()
 }

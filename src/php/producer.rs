@@ -4,11 +4,13 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 use serde_json::Value;
 
+use crate::broker::confirm::Failed;
 use crate::broker::names::Names;
 use crate::broker::{Decl, Outgoing};
-use crate::dispatch;
+use crate::dispatch::{self, SendFailed};
 use crate::php::args::{self, array_json, bad_input, broker_err, checked, int_arg, params_json, string_arg};
 use crate::php::convert;
+use crate::php::deferred::{describe_all, failures_exception};
 use crate::php::settings;
 use crate::rules;
 use crate::wire::{properties, EventMsg, TaskMsg};
@@ -54,9 +56,29 @@ pub fn deliver(settings: &crate::config::Settings, parts: Vec<(Vec<Decl>, Outgoi
         merge_decls(&mut decls, ds);
         outs.push(out);
     }
-    let r =
-        if defer { dispatch::send_deferred(settings, &decls, &outs) } else { dispatch::send(settings, &decls, &outs) };
-    r.map_err(broker_err)
+    let r = if defer {
+        dispatch::send_deferred(settings, &decls, &outs)
+    } else {
+        dispatch::send_telling(settings, &decls, &outs)
+    };
+    r.map_err(|f| publish_failed(f, &outs))
+}
+
+/// A failed publish names its messages. When the broker may have stored them although the
+/// confirm never came (a timeout, a connection or channel lost on the way), it says so, so the
+/// caller can look for those ids before publishing again.
+fn publish_failed(f: SendFailed, outs: &[Outgoing]) -> PhpException {
+    let (e, uncertain) = (f.error, f.maybe_stored);
+    let failed: Vec<Failed> =
+        outs.iter().map(|o| Failed { sent: o.sent(), error: e.clone(), maybe_stored: uncertain }).collect();
+    let names = describe_all(&failed);
+    let message = if uncertain {
+        let verb = if failed.len() == 1 { "it" } else { "they" };
+        format!("{e}: {names}; {verb} may still have been stored: look for the id before publishing again")
+    } else {
+        format!("{e}: {names}")
+    };
+    failures_exception(message, &failed)
 }
 
 #[php_impl]

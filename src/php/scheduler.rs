@@ -90,8 +90,8 @@ pub struct Scheduler {
     metrics: Option<std::net::SocketAddr>,
 }
 
-/// The task messages one event makes (none for an unreadable event or one without tasks), added
-/// to `decls` and `msgs`.
+/// The task messages one event makes (none for an event without tasks; an unreadable event goes to
+/// the store of unreadable events, as it came), added to `decls` and `msgs`.
 fn plan(
     settings: &crate::config::Settings,
     names: &Names,
@@ -102,7 +102,14 @@ fn plan(
     let event = match EventMsg::parse(body) {
         Ok(e) => e,
         Err(e) => {
-            log::error(&format!("scheduler dropped an unreadable event: {e}"));
+            let id = crate::wire::new_id();
+            log::error(&format!(
+                "scheduler moved an unreadable event to '{}' (id={id}): {e}",
+                names.unreadable_events()
+            ));
+            let (ds, out) = dispatch::unreadable_event(names, &id, body, &e);
+            merge_decls(decls, ds);
+            msgs.push(out);
             counters::add(&counters::EVENTS_UNREADABLE, 1);
             return;
         }

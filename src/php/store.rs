@@ -1,12 +1,25 @@
-//! `Asynclib\Ebats\FailedStore`: list, replay and purge failed tasks from PHP.
+//! `Asynclib\Ebats\FailedStore`: list, replay and purge failed tasks from PHP, and list and purge
+//! the events the scheduler could not read (the store named `FailedStore::EVENTS`).
 
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
 
-use crate::broker::store;
+use crate::broker::store::{self, Store};
 use crate::php::args::{self, bad_input, broker_err};
 use crate::php::convert;
 use crate::php::settings;
+use crate::rules;
+
+/// The name of the store of unreadable events: it cannot be a topic (no `@` in topics).
+const EVENTS: &str = "@events";
+
+fn store_of(name: &str) -> PhpResult<Store> {
+    if name == EVENTS {
+        return Ok(Store::Events);
+    }
+    args::topic(name)?;
+    Ok(Store::Topic(name.to_string()))
+}
 
 #[php_class]
 #[php(name = "Asynclib\\Ebats\\FailedStore")]
@@ -14,30 +27,50 @@ pub struct FailedStore;
 
 #[php_impl]
 impl FailedStore {
-    /// Up to `$limit` failed tasks of `$topic`, oldest first, each an array of the wire format
-    /// with a `failed` entry (message, class, attempts, failed_at, status).
+    /// The store of event bodies the scheduler could not read: `FailedStore::list(FailedStore::EVENTS)`.
+    pub const EVENTS: &'static str = EVENTS;
+
+    /// Up to `$limit` entries of the store of `$topic` (or of `FailedStore::EVENTS`), oldest
+    /// first: tasks in the wire format, bodies kept as they came with `unreadable: true` and the
+    /// `body`, each with a `failed` entry (message, class, attempts, failed_at, status).
     #[php(defaults(limit = 100))]
     pub fn list(topic: String, limit: i64) -> PhpResult<Vec<Zval>> {
-        args::topic(&topic)?;
+        let store = store_of(&topic)?;
         if !(1..=100_000).contains(&limit) {
             return Err(bad_input("limit must be between 1 and 100000"));
         }
         let s = settings::current()?;
-        let tasks = store::list(&s, &topic, limit as usize).map_err(broker_err)?;
-        Ok(tasks.iter().map(|t| convert::to_zval(&t.to_value())).collect())
+        let entries = store::list(&s, &store, limit as usize).map_err(broker_err)?;
+        Ok(entries.iter().map(convert::to_zval).collect())
     }
 
     /// Moves the failed task `$id` (or all when null) back to the ready queue; returns how many.
+    /// Unreadable entries stay in the store: asked for by id, they are refused with a TaskException.
     pub fn replay(topic: String, id: Option<String>) -> PhpResult<i64> {
+        if topic == EVENTS {
+            return Err(bad_input(
+                "unreadable events cannot be replayed: they could not be read as events, so no task can be made \
+                 from them; list them to see what came, then purge them",
+            ));
+        }
         args::topic(&topic)?;
         let s = settings::current()?;
-        store::replay(&s, &topic, id.as_deref()).map(|n| n as i64).map_err(broker_err)
+        let done = store::replay(&s, &topic, id.as_deref()).map_err(broker_err)?;
+        if let (Some(id), Some((_, reason))) = (&id, done.kept.first()) {
+            return Err(bad_input(format!(
+                "failed task {} of topic '{topic}' cannot be replayed: its body is not a task of this topic ({}); \
+                 it stays in the store until purged",
+                rules::printable(id),
+                reason
+            )));
+        }
+        Ok(done.moved as i64)
     }
 
-    /// Deletes every failed task of `$topic`; returns how many.
+    /// Deletes every entry of the store of `$topic` (or of `FailedStore::EVENTS`); returns how many.
     pub fn purge(topic: String) -> PhpResult<i64> {
-        args::topic(&topic)?;
+        let store = store_of(&topic)?;
         let s = settings::current()?;
-        store::purge(&s, &topic).map(|n| n as i64).map_err(broker_err)
+        store::purge(&s, &store).map(|n| n as i64).map_err(broker_err)
     }
 }

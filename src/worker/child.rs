@@ -77,6 +77,8 @@ pub struct Tracking<'a> {
 /// The worker child's part of the consume loop: run each task, settle it, ack it.
 struct TaskHost<'a> {
     settings: &'a Settings,
+    /// The topic this worker runs: the only one whose tasks it runs.
+    topic: &'a str,
     names: Names,
     policy: &'a Policy,
     limits: &'a Limits,
@@ -105,12 +107,14 @@ impl Host for TaskHost<'_> {
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Stopped> {
         let handled = handle(
             self.settings,
+            self.topic,
             &self.names,
             self.policy,
             self.limits,
             self.tracking,
             &mut *self.handler,
             &d.data,
+            d.properties.message_id().as_ref().map(|id| id.as_str()),
             d.redelivered,
         );
         let settled = match handled {
@@ -180,7 +184,8 @@ pub fn run(
         },
         first_open_fails: false,
     };
-    let mut host = TaskHost { settings, names, policy, limits, tracking, handler, acks: Acks::default(), done: 0 };
+    let mut host =
+        TaskHost { settings, topic, names, policy, limits, tracking, handler, acks: Acks::default(), done: 0 };
     match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
         Finished::Left(why) => why,
@@ -251,22 +256,32 @@ fn failure(ran: &Ran, status: i64, attempts: u32) -> serde_json::Value {
 #[allow(clippy::too_many_arguments)]
 fn handle(
     settings: &Settings,
+    topic: &str,
     names: &Names,
     policy: &Policy,
     limits: &Limits,
     tracking: &Tracking,
     handler: &mut dyn Handler,
     body: &[u8],
+    message_id: Option<&str>,
     redelivered: bool,
 ) -> Result<Settled, HandleError> {
-    let mut task = match TaskMsg::parse(body) {
+    // Only a task of this worker's topic runs: the queue decides, never the body.
+    let refused = match TaskMsg::parse(body) {
+        Ok(t) if t.topic == topic => Ok(t),
+        Ok(t) => Err(format!("task body names the topic '{}', not this worker's topic '{topic}'", t.topic)),
+        Err(e) => Err(e),
+    };
+    let mut task = match refused {
         Ok(t) => t,
-        Err(e) => {
-            log::error(&format!("unreadable task moved to the failed store: {e}"));
-            let mut t =
-                TaskMsg::new("unknown", "unknown", serde_json::Value::String(String::from_utf8_lossy(body).into()), 0);
-            t.extra.insert("failed".into(), serde_json::json!({"message": e, "status": crate::outcome::STATE_FAIL}));
-            dispatch::send_one(settings, dispatch::failed(names, &t, &e))?;
+        Err(reason) => {
+            // Kept as it came, under the id it came with (a new one if it had none or a strange one).
+            let id = message_id
+                .filter(|id| !id.is_empty() && id.len() <= 128 && !id.chars().any(char::is_control))
+                .map(str::to_string)
+                .unwrap_or_else(crate::wire::new_id);
+            log::error(&format!("unreadable task id={id} moved to the failed store of '{topic}': {reason}"));
+            dispatch::send_one(settings, dispatch::unreadable_task(names, topic, &id, body, &reason))?;
             return Ok(Settled::Moved);
         }
     };
@@ -288,7 +303,7 @@ fn handle(
             task.redeliveries += 1;
             if task.redeliveries >= limits.max_redeliveries {
                 let msg = format!(
-                    "delivered {} times and its worker process died running it each time (fatal error, exit(), signal or out of memory)",
+                    "its worker process died running it {} times (fatal error, exit(), signal or out of memory)",
                     task.redeliveries
                 );
                 log::error(&format!(
@@ -296,7 +311,9 @@ fn handle(
                     task.topic, task.name, task.id
                 ));
                 let ran = Ran { ended: Ended::Failed, message: msg.clone(), class: None, millis: 0.0 };
-                task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, task.attempt));
+                // Each death was a run: the earlier attempts, then this attempt's deaths.
+                let runs = task.attempt.saturating_sub(1).saturating_add(task.redeliveries);
+                task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, runs));
                 dispatch::send_one(settings, dispatch::failed(names, &task, &msg))?;
                 return Ok(Settled::Moved);
             }

@@ -12,6 +12,8 @@ namespace Ebats\Tests\Lib;
  *   $proxy = new BrokerProxy('silent');                // accepts and never answers
  *   $proxy = new BrokerProxy('tls', $cert, $key);      // TLS-terminating, relays plain AMQP to the broker
  *   $port = $proxy->start(); $proxy->cut(); $proxy->start();
+ *   $proxy->hold('down'); $proxy->release('down')   stop / resume relaying one direction of every connection
+ *                                  (up: client -> broker, down: broker -> client: the broker's answers are late)
  *   $proxy->nextReport($timeout)   the relay's next report line (TLS ..., HANDSHAKE_FAILED ..., UPSTREAM_FAILED ...)
  *   $proxy->describe()             its output, for failure messages
  */
@@ -72,6 +74,29 @@ final class BrokerProxy
             fclose($s);
             return false;
         }, 5.0, 0.02);
+    }
+
+    /** Stops relaying one direction ('up': client -> broker, 'down': broker -> client) until release(). */
+    public function hold(string $direction): void
+    {
+        $this->command("hold $direction", "HELD $direction");
+    }
+
+    public function release(string $direction): void
+    {
+        $this->command("release $direction", "RELEASED $direction");
+    }
+
+    private function command(string $command, string $expect): void
+    {
+        if ($this->relay === null || $this->mode === 'silent') {
+            throw new \LogicException("the proxy cannot '$command' now (not running, or silent)");
+        }
+        $this->relay->writeLine($command);
+        $line = $this->relay->readLine(10);
+        if ($line !== $expect) {
+            throw new \RuntimeException("proxy answered " . json_encode($line) . " to '$command'\n" . $this->relay->describe());
+        }
     }
 
     public function port(): int

@@ -391,7 +391,8 @@ final class ProcessModelTest extends ProcTestCase
         $worker = $this->startProcessWorker();
         $id = Task::create('demo', $name, ['n' => $name]);
         $entry = $this->failedEntry($id, 40);
-        $this->assertStringContainsString('delivered 5 times', $entry['failed']['message']);
+        $this->assertStringContainsString('died running it 5 times', $entry['failed']['message']);
+        $this->assertSame(5, $entry['failed']['attempts'], 'each death was a run');
         $this->assertCount(1, FailedStore::list('demo'));
         $this->waitQueueDrained(static::q('task.demo'), 10);
 
