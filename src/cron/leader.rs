@@ -28,6 +28,7 @@ use crate::broker::names::Names;
 use crate::broker::{connection, stop, BrokerError, Decl, ErrorKind, Outgoing};
 use crate::config::Settings;
 use crate::log;
+use crate::metrics::counters;
 
 /// How often the leader looks at the stop token while nothing else happens.
 const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -163,6 +164,7 @@ async fn participate(settings: &Settings, code: &[Def], quit: &AtomicBool) -> Re
                     }
                     Some(Ok(_held)) => {
                         leading = Some(bounded(quit, t.max(Duration::from_secs(30)), "taking over", Leading::take_over(&conn, &token_ch, &names, code)).await?);
+                        counters::set_leader(true);
                     }
                     Some(Err(e)) => return Err(BrokerError::lapin("the leadership consumer failed", &e)),
                     None => return Err(BrokerError::new(ErrorKind::ConnectionLost, "the leadership consumer was closed")),
@@ -183,6 +185,8 @@ async fn participate(settings: &Settings, code: &[Def], quit: &AtomicBool) -> Re
         }
     }
     .await;
+    // Whatever ended the loop, this process holds no token any more.
+    counters::set_leader(false);
     let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "bye".into())).await;
     if let Err(e) = &r {
         if e.kind() == ErrorKind::Stopped {
@@ -330,6 +334,10 @@ impl Leading {
                 let firing = Firing::new(&name, tick, now_ms(), late);
                 publish(token_ch, &stream::firing_message(names, &entry.def, &firing)).await?;
                 self.folder.fold.fired(&firing);
+                counters::cron_fired(&name);
+                if late {
+                    counters::cron_late(&name);
+                }
                 let when = zoned(&s, tick).map(|t| t.to_rfc3339()).unwrap_or_default();
                 if late {
                     log::info(&format!(
@@ -348,6 +356,7 @@ impl Leading {
                 }
             }
             if d.skipped.count > 0 {
+                counters::cron_skipped(&name, d.skipped.count as u64);
                 let at_least = if d.skipped.at_least { "at least " } else { "" };
                 log::info(&format!(
                     "cron: skipped {at_least}{} missed tick(s) of '{name}' (older than its catch-up of {} s)",

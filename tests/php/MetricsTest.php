@@ -347,6 +347,20 @@ final class MetricsTest extends ProcTestCase
         $this->assertPromtoolAccepts($text);
     }
 
+    public function testCronFiringsAndLeadership(): void
+    {
+        $addr = '127.0.0.1:' . self::freePort();
+        $proc = $this->startFixture('scheduler', 'cron_scheduler.php', [
+            'EBATS_T_CRON' => json_encode([['* * * * * *', 'metrics_tick', [], ['name' => 'every-second']]]),
+            'EBATS_METRICS_ADDRESS' => $addr,
+        ]);
+        $text = $this->waitMetrics($addr, static fn (string $m): bool => self::sample($m, 'ebats_scheduler_leader') === 1.0
+            && (self::sample($m, 'ebats_cron_firings_total', ['schedule' => 'every-second']) ?? 0.0) >= 3.0, 20, 'the leader counting its firings');
+        $this->assertPromtoolAccepts($text);
+        $proc->signal(SIGTERM);
+        $this->assertSame(0, $proc->waitExit(5), $proc->describe());
+    }
+
     public function testConsumerCounts(): void
     {
         $addr = '127.0.0.1:' . self::freePort();
