@@ -1,44 +1,20 @@
 //! The broker layer against the real broker: confirmed publishing, the delay levels, errors.
 //! Each test uses its own prefix and deletes what it declared.
 
+mod common;
+use common::{get_body, settings};
 use std::time::{Duration, Instant};
 
 use ebats::broker::names::{Names, DELAY_LEVELS};
 use ebats::broker::{Decl, ErrorKind, Session};
-use ebats::config::{resolve, Settings, Sources};
+use ebats::config::Settings;
 use ebats::dispatch;
 use ebats::wire::TaskMsg;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
-
-fn settings(prefix: &str, url: Option<&str>) -> Settings {
-    let url = url.map(str::to_string).or_else(|| std::env::var("EBATS_AMQP_URL").ok());
-    resolve(&Sources {
-        ini: &|_| None,
-        env: &|k| match k {
-            "EBATS_PREFIX" => Some(prefix.to_string()),
-            "EBATS_AMQP_URL" => url.clone(),
-            "EBATS_CONNECT_TIMEOUT" => Some("2".into()),
-            _ => None,
-        },
-        constant: &|_| None,
-    })
-    .unwrap()
-}
 
 fn prefix(name: &str) -> String {
     format!("rt_{name}_{}", std::process::id())
-}
-
-fn get_body(s: &mut Session, st: &Settings, queue: &str) -> Option<Vec<u8>> {
-    let ch = s.channel(st).unwrap();
-    s.block_on(async {
-        let m = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await.unwrap()?;
-        m.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
-        Some(m.delivery.data)
-    })
 }
 
 fn cleanup(s: &mut Session, st: &Settings, topics: &[&str]) {

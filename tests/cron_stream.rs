@@ -1,35 +1,13 @@
 //! The schedule stream against the real broker. A binary of its own: it uses the process's session, which
 //! the broker layer's tests in tests/broker.rs also use (a test holding it makes another's call Busy).
 
+mod common;
+use common::{get_body, settings};
 use ebats::broker::names::Names;
 use ebats::broker::{Decl, Session};
-use ebats::config::{resolve, Settings, Sources};
+
 use ebats::dispatch;
-use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
-
-fn settings(prefix: &str) -> Settings {
-    let url = std::env::var("EBATS_AMQP_URL").ok();
-    resolve(&Sources {
-        ini: &|_| None,
-        env: &|k| match k {
-            "EBATS_PREFIX" => Some(prefix.to_string()),
-            "EBATS_AMQP_URL" => url.clone(),
-            "EBATS_CONNECT_TIMEOUT" => Some("2".into()),
-            _ => None,
-        },
-        constant: &|_| None,
-    })
-    .unwrap()
-}
-
-fn get_body(s: &mut Session, st: &Settings, queue: &str) -> Option<Vec<u8>> {
-    let ch = s.channel(st).unwrap();
-    s.block_on(async {
-        let m = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await.unwrap()?;
-        m.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
-        Some(m.delivery.data)
-    })
-}
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 
 /// The schedule stream: records appended (confirmed) and a firing published to the firing exchange are folded
 /// back in order by a reader that stops at its marker; the firing also reaches the events queue.
@@ -39,7 +17,7 @@ fn schedule_stream_appends_and_folds_and_a_firing_reaches_the_events() {
     use ebats::cron::state::{Def, Record};
     use ebats::cron::stream;
 
-    let st = settings(&format!("rt_cron_{}", std::process::id()));
+    let st = settings(&format!("rt_cron_{}", std::process::id()), None);
     let n = Names::new(&st.prefix);
     let settings_of = |name: &str| serde_json::json!({"name": name, "timezone": "UTC"}).as_object().unwrap().clone();
     let (a, _) =

@@ -130,7 +130,8 @@ impl Session {
     }
 }
 
-async fn send(ch: &Channel, m: &Outgoing) -> Result<lapin::PublisherConfirm, BrokerError> {
+/// Publishes one message on `ch` and returns its confirm, not awaited.
+pub(crate) async fn send(ch: &Channel, m: &Outgoing) -> Result<lapin::PublisherConfirm, BrokerError> {
     ch.basic_publish(
         m.exchange.as_str().into(),
         m.routing_key.as_str().into(),

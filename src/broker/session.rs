@@ -182,20 +182,7 @@ impl Session {
 
     /// Messages waiting in a queue (passive declare); `NotFound` if it does not exist.
     pub fn queue_depth(&mut self, settings: &Settings, queue: &str) -> Result<u32, BrokerError> {
-        let conn = self.link(settings)?.connection.clone();
-        self.wait(settings.confirm_timeout, "reading a queue's depth", async {
-            let ch = connection::channel(&conn).await?;
-            let q = ch
-                .queue_declare(
-                    queue.into(),
-                    QueueDeclareOptions { passive: true, ..Default::default() },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| BrokerError::lapin(&format!("queue '{queue}'"), &e))?;
-            let _ = ch.close(200, "done".into()).await;
-            Ok(q.message_count())
-        })
+        self.queue_counts(settings, queue).map(|(ready, _)| ready)
     }
 
     /// Ready messages and consumers of a queue (passive declare); `NotFound` if it does not exist.

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 
@@ -25,6 +25,7 @@ use super::stream::{self, now_ms, From, READ_BACK_SECS};
 use super::ticks::{next_after, zoned};
 use crate::broker::confirm::settle;
 use crate::broker::names::Names;
+use crate::broker::publisher;
 use crate::broker::{connection, stop, BrokerError, Decl, ErrorKind, Outgoing};
 use crate::config::Settings;
 use crate::log;
@@ -101,17 +102,7 @@ async fn bounded<T>(
 }
 
 async fn publish(ch: &Channel, m: &Outgoing) -> Result<(), BrokerError> {
-    let c = ch
-        .basic_publish(
-            m.exchange.as_str().into(),
-            m.routing_key.as_str().into(),
-            BasicPublishOptions { mandatory: m.mandatory, immediate: false },
-            &m.body,
-            m.properties.clone(),
-        )
-        .await
-        .map_err(|e| BrokerError::lapin("publish failed", &e))?;
-    settle(&m.sent(), c).await
+    settle(&m.sent(), publisher::send(ch, m).await?).await
 }
 
 /// One connection's life: follow, lead when the token comes, until a stop (Ok) or a failure (Err).

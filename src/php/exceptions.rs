@@ -96,8 +96,9 @@ pub fn register() -> ext_php_rs::error::Result<()> {
     Ok(())
 }
 
-fn retry_methods(b: ClassBuilder) -> ClassBuilder {
-    let nullable_int = |name: &str| ClassProperty {
+/// A protected property, null until set.
+fn null_property(name: &str) -> ClassProperty {
+    ClassProperty {
         name: name.into(),
         flags: PropertyFlags::Protected,
         default: Some(Box::new(|| Ok(Zval::null()))),
@@ -106,7 +107,10 @@ fn retry_methods(b: ClassBuilder) -> ClassBuilder {
         nullable: true,
         readonly: false,
         default_stub: Some("null".into()),
-    };
+    }
+}
+
+fn retry_methods(b: ClassBuilder) -> ClassBuilder {
     let ctor = FunctionBuilder::constructor(retry_construct)
         .not_required()
         .arg(Arg::new("message", DataType::String).default("\"\""))
@@ -114,8 +118,8 @@ fn retry_methods(b: ClassBuilder) -> ClassBuilder {
         .arg(Arg::new("interval", DataType::Long).allow_null().default("null"))
         .arg(Arg::new("code", DataType::Long).default("0"))
         .arg(Arg::new("previous", DataType::ANY_OBJECT).allow_null().default("null"));
-    b.property(nullable_int("retry"))
-        .property(nullable_int("interval"))
+    b.property(null_property("retry"))
+        .property(null_property("interval"))
         .method(ctor, MethodFlags::Public)
         .method(FunctionBuilder::new("getRetry", get_retry).returns(DataType::Long, false, true), MethodFlags::Public)
         .method(
@@ -125,17 +129,7 @@ fn retry_methods(b: ClassBuilder) -> ClassBuilder {
 }
 
 fn connectioned_methods(b: ClassBuilder) -> ClassBuilder {
-    let failures = ClassProperty {
-        name: "failures".into(),
-        flags: PropertyFlags::Protected,
-        default: Some(Box::new(|| Ok(Zval::null()))),
-        docs: &[],
-        ty: None,
-        nullable: true,
-        readonly: false,
-        default_stub: Some("null".into()),
-    };
-    b.property(failures).method(
+    b.property(null_property("failures")).method(
         FunctionBuilder::new("getFailures", get_failures).returns(DataType::Array, false, false),
         MethodFlags::Public,
     )

@@ -427,10 +427,10 @@ final class Process
 
     /**
      * Live (not zombie) pids whose /proc/<pid>/stat fields after the command name match $filter, which gets
-     * [state, ppid, pgrp, ...]. The name may hold spaces and parentheses: the fields start after the last ')'.
+     * [state, ppid, pgrp, session, ...]. The name may hold spaces and parentheses: the fields start after the last ')'.
      * @return list<int>
      */
-    private static function scanProc(callable $filter): array
+    public static function scanProc(callable $filter): array
     {
         $pids = [];
         foreach (glob('/proc/[0-9]*/stat') ?: [] as $statFile) {

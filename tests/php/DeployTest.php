@@ -365,19 +365,6 @@ final class DeployTest extends ProcTestCase
     /** Live pids of the session $sid (supervisord and the programs, which lead process groups of their own). */
     private static function sessionPids(int $sid): array
     {
-        $pids = [];
-        foreach (glob('/proc/[0-9]*/stat') ?: [] as $statFile) {
-            $stat = @file_get_contents($statFile);
-            if ($stat === false) {
-                continue;
-            }
-            // After "pid (comm) ": state, ppid, pgrp, session.
-            $fields = explode(' ', substr($stat, strrpos($stat, ')') + 2));
-            if (count($fields) > 3 && $fields[0] !== 'Z' && (int) $fields[3] === $sid) {
-                $pids[] = (int) basename(dirname($statFile));
-            }
-        }
-        sort($pids);
-        return $pids;
+        return Process::scanProc(static fn (array $f): bool => count($f) > 3 && (int) $f[3] === $sid);
     }
 }
