@@ -219,6 +219,23 @@ pub struct ThreadServer {
 }
 
 impl ThreadServer {
+    /// Starts serving on `given`, else on the address of the setting `ebats.metrics_address`; `None`
+    /// when neither is set. The error says what is wrong with the address or why it cannot be served.
+    pub fn start_if_asked(
+        given: Option<std::net::SocketAddr>,
+        settings: &Settings,
+        role: &'static str,
+        families: fn() -> Vec<Family>,
+        queues: Vec<(String, &'static str)>,
+    ) -> Result<Option<ThreadServer>, String> {
+        let Some(addr) = super::address(given, &settings.metrics_address)? else { return Ok(None) };
+        let listener = super::bind(addr)?;
+        let server = ThreadServer::start(listener, settings.clone(), role, families, queues)
+            .map_err(|e| format!("cannot start the metrics server: {e}"))?;
+        crate::log::info(&format!("metrics on http://{addr}/metrics"));
+        Ok(Some(server))
+    }
+
     /// Serves `families` with this process's CPU and memory (as `role`) and the depths of `queues`.
     pub fn start(
         listener: TcpListener,

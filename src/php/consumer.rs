@@ -114,22 +114,14 @@ impl Consumer {
             Decl::BoundQueue { queue: queue.clone(), exchange: exchange.clone(), keys: self.keys.clone() },
             Decl::ConsumerFailed(queue.clone()),
         ];
-        let _metrics = match crate::metrics::address(None, &settings.metrics_address).map_err(bad_input)? {
-            Some(addr) => {
-                let listener = crate::metrics::bind(addr).map_err(bad_input)?;
-                let server = crate::metrics::serve::ThreadServer::start(
-                    listener,
-                    settings.clone(),
-                    "consumer",
-                    crate::metrics::serve::consumer_families,
-                    vec![(queue.clone(), "consumer"), (names.consumer_failed_queue(&queue), "failed")],
-                )
-                .map_err(|e| bad_input(format!("cannot start the metrics server: {e}")))?;
-                log::info(&format!("metrics on http://{addr}/metrics"));
-                Some(server)
-            }
-            None => None,
-        };
+        let _metrics = crate::metrics::serve::ThreadServer::start_if_asked(
+            None,
+            &settings,
+            "consumer",
+            crate::metrics::serve::consumer_families,
+            vec![(queue.clone(), "consumer"), (names.consumer_failed_queue(&queue), "failed")],
+        )
+        .map_err(bad_input)?;
         let tag = format!("ebats-consumer-{}", std::process::id());
         let subscription = subscription::Spec {
             settings: &settings,

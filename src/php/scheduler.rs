@@ -165,22 +165,14 @@ impl Scheduler {
         let settings = settings::current()?;
         let names = Names::new(&settings.prefix);
         let queue = names.events_queue();
-        let _metrics = match crate::metrics::address(self.metrics, &settings.metrics_address).map_err(bad_input)? {
-            Some(addr) => {
-                let listener = crate::metrics::bind(addr).map_err(bad_input)?;
-                let server = crate::metrics::serve::ThreadServer::start(
-                    listener,
-                    settings.clone(),
-                    "scheduler",
-                    crate::metrics::serve::scheduler_families,
-                    vec![(queue.clone(), "events")],
-                )
-                .map_err(|e| bad_input(format!("cannot start the metrics server: {e}")))?;
-                log::info(&format!("metrics on http://{addr}/metrics"));
-                Some(server)
-            }
-            None => None,
-        };
+        let _metrics = crate::metrics::serve::ThreadServer::start_if_asked(
+            self.metrics,
+            &settings,
+            "scheduler",
+            crate::metrics::serve::scheduler_families,
+            vec![(queue.clone(), "events")],
+        )
+        .map_err(bad_input)?;
         log::info(&format!("scheduler consuming '{queue}' ({} event(s) registered)", REGISTRY.lock().len()));
         let tag = format!("ebats-scheduler-{}", std::process::id());
         let subscription = subscription::Spec {
