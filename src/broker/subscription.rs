@@ -103,9 +103,16 @@ impl Subscription {
         let _ = self.rt.block_on(self.ch.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()));
     }
 
-    /// Closes the channel: unacked deliveries go back to the queue.
-    pub fn close(self, why: &str) {
+    /// Closes the channel and waits for the broker's close-ok, so every frame queued before (acks
+    /// included) has been written; unacked deliveries go back to the queue. The subscription stays
+    /// (closed) for its owner to drop.
+    pub fn close_channel(&self, why: &str) {
         let _ = self.rt.block_on(self.ch.close(200, why.into()));
+    }
+
+    /// Closes the channel (see [`Subscription::close_channel`]) and drops the subscription.
+    pub fn close(self, why: &str) {
+        self.close_channel(why);
         // Consumers and channels dropped outside the runtime's context would look for a runtime
         // of their own.
         let rt = self.rt.clone();

@@ -155,7 +155,12 @@ impl Host for TaskHost<'_> {
             return After::Reopen;
         }
         match recycle {
-            Some(why) => After::Leave(Stopped::Recycle(why)),
+            Some(why) => {
+                // The ack above is only queued: close the channel, which waits until it is written,
+                // or the process could exit first and the task would run again.
+                sub.close_channel("worker recycling");
+                After::Leave(Stopped::Recycle(why))
+            }
             None => After::Next,
         }
     }
