@@ -29,6 +29,11 @@ pub fn now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
+/// Now, in whole milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 /// A time in seconds rounded to the millisecond, as every time in a body is written.
 pub fn round_ms(t: f64) -> f64 {
     (t * 1000.0).round() / 1000.0

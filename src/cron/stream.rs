@@ -24,9 +24,7 @@ pub const READ_PREFETCH: u16 = 500;
 /// A reader starts this far back, where the leader's last snapshot (written every minute) is.
 pub const READ_BACK_SECS: u64 = 180;
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use crate::wire::now_ms;
 
 /// A record, to the stream.
 pub fn record_message(names: &Names, record: &Record, at: i64) -> Outgoing {

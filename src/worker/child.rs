@@ -61,11 +61,9 @@ pub enum Stopped {
     Aborted,
 }
 
+/// This process's resident memory in MB (0 when /proc cannot be read).
 pub fn resident_mb() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64 / 1_048_576.0
+    crate::metrics::procfs::resident_bytes(std::process::id() as i32).unwrap_or(0) as f64 / 1_048_576.0
 }
 
 /// Where this child records what it runs, for the parent's time limits.

@@ -70,7 +70,7 @@ unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 pub fn now_ms() -> u64 {
-    (crate::wire::now() * 1000.0) as u64
+    crate::wire::now_ms().max(0) as u64
 }
 
 fn write_id(dst: &[AtomicU8; ID_LEN], id: &str) {
