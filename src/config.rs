@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use lapin::uri::{AMQPScheme, AMQPUri};
 
+use crate::nodes::NodeOrder;
+
 /// One setting: its php.ini name, its environment variable and its default, written only here.
 /// php.ini registration, `php --ri` and [`resolve`] all read this table.
 pub struct Setting {
@@ -41,12 +43,47 @@ pub const DEFERRED: Setting =
 /// Where workers and schedulers serve `/metrics` and `/healthz` (`ip:port`); empty: nowhere.
 pub const METRICS: Setting = Setting { ini: c"ebats.metrics_address", env: "EBATS_METRICS_ADDRESS", default: c"" };
 
+/// How a list of broker URLs is walked: `ordered` or `shuffle` (see `nodes.rs`).
+pub const URL_ORDER: Setting =
+    Setting { ini: c"ebats.amqp_url_order", env: "EBATS_AMQP_URL_ORDER", default: c"ordered" };
+/// The type of the ready, event, failed and delay queues: `classic` or `quorum`.
+pub const QUEUE_TYPE: Setting = Setting { ini: c"ebats.queue_type", env: "EBATS_QUEUE_TYPE", default: c"classic" };
+
 /// Every setting, in the order `php --ri` shows them.
-pub const ALL: [Setting; 8] = [URL, PREFIX, CONNECT_TIMEOUT, HEARTBEAT, CONFIRM_TIMEOUT, DEBUG, DEFERRED, METRICS];
+pub const ALL: [Setting; 10] =
+    [URL, URL_ORDER, PREFIX, CONNECT_TIMEOUT, HEARTBEAT, CONFIRM_TIMEOUT, DEBUG, DEFERRED, METRICS, QUEUE_TYPE];
+
+/// The type of the queues ebats declares for tasks and events (`ebats.queue_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    Classic,
+    /// Replicated by Raft on a cluster; deliveries counted by the broker (`x-delivery-count`).
+    Quorum,
+}
+
+impl QueueType {
+    pub fn parse(v: &str) -> Result<QueueType, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "classic" => Ok(QueueType::Classic),
+            "quorum" => Ok(QueueType::Quorum),
+            _ => Err(format!("ebats.queue_type must be 'classic' or 'quorum', got '{v}'")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
-    pub uri: AMQPUri,
+    /// The broker nodes, in the order written (never empty); `node_order` says how they are tried.
+    pub nodes: Vec<AMQPUri>,
+    pub node_order: NodeOrder,
+    pub queue_type: QueueType,
     pub prefix: String,
     pub connect_timeout: Duration,
     pub heartbeat: u16,
@@ -88,23 +125,38 @@ fn parse_bool(v: &str) -> bool {
 }
 
 pub fn resolve(src: &Sources) -> Result<Settings, String> {
-    let url = src.layered(&URL);
-    let mut uri = parse_url(&url)?;
+    let mut nodes = parse_urls(&src.layered(&URL))?;
+    // AMQ_HOST may list several hosts (comma-separated): one node each, the rest of the first URL kept.
     if let Some(h) = (src.constant)("AMQ_HOST") {
-        uri.authority.host = h;
+        let hosts: Vec<&str> = h.split(',').map(str::trim).collect();
+        if hosts.iter().any(|h| h.is_empty()) {
+            return Err(format!("AMQ_HOST must be a host name or a comma-separated list of them, got '{h}'"));
+        }
+        let base = nodes[0].clone();
+        nodes = hosts
+            .iter()
+            .map(|h| AMQPUri {
+                authority: lapin::uri::AMQPAuthority { host: h.to_string(), ..base.authority.clone() },
+                ..base.clone()
+            })
+            .collect();
     }
-    if let Some(p) = (src.constant)("AMQ_PORT") {
-        uri.authority.port = p.trim().parse().map_err(|_| format!("AMQ_PORT must be a port number, got '{p}'"))?;
+    for uri in &mut nodes {
+        if let Some(p) = (src.constant)("AMQ_PORT") {
+            uri.authority.port = p.trim().parse().map_err(|_| format!("AMQ_PORT must be a port number, got '{p}'"))?;
+        }
+        if let Some(u) = (src.constant)("AMQ_USER") {
+            uri.authority.userinfo.username = u;
+        }
+        if let Some(p) = (src.constant)("AMQ_PASS") {
+            uri.authority.userinfo.password = p;
+        }
+        if let Some(v) = (src.constant)("AMQ_VHOST") {
+            uri.vhost = v;
+        }
     }
-    if let Some(u) = (src.constant)("AMQ_USER") {
-        uri.authority.userinfo.username = u;
-    }
-    if let Some(p) = (src.constant)("AMQ_PASS") {
-        uri.authority.userinfo.password = p;
-    }
-    if let Some(v) = (src.constant)("AMQ_VHOST") {
-        uri.vhost = v;
-    }
+    let node_order = NodeOrder::parse(&src.layered(&URL_ORDER))?;
+    let queue_type = QueueType::parse(&src.layered(&QUEUE_TYPE))?;
     let prefix = src.layered(&PREFIX);
     crate::rules::check_prefix(&prefix)?;
     let connect_timeout = parse_secs(&CONNECT_TIMEOUT, &src.layered(&CONNECT_TIMEOUT))?;
@@ -115,7 +167,18 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
     let debug = parse_bool(&(src.constant)(DEBUG.env).unwrap_or_else(|| src.layered(&DEBUG)));
     let deferred = parse_bool(&src.layered(&DEFERRED));
     let metrics_address = src.layered(&METRICS).trim().to_string();
-    Ok(Settings { uri, prefix, connect_timeout, heartbeat, confirm_timeout, debug, deferred, metrics_address })
+    Ok(Settings {
+        nodes,
+        node_order,
+        queue_type,
+        prefix,
+        connect_timeout,
+        heartbeat,
+        confirm_timeout,
+        debug,
+        deferred,
+        metrics_address,
+    })
 }
 
 /// Percent-encodes a vhost for a URL (`/` becomes `%2f`).
@@ -129,25 +192,57 @@ fn encode_vhost(v: &str) -> String {
 }
 
 impl Settings {
+    /// The first node: what `ebats_config()` shows as host, port, user and vhost.
+    pub fn uri(&self) -> &AMQPUri {
+        &self.nodes[0]
+    }
+
+    /// True when any node is reached over TLS.
     pub fn tls(&self) -> bool {
-        self.uri.scheme == AMQPScheme::AMQPS
+        self.nodes.iter().any(|u| u.scheme == AMQPScheme::AMQPS)
     }
 
-    /// The broker URL with the password replaced by `***`, for logs and `php --ri`.
+    /// Every broker URL, comma-separated, passwords replaced by `***`, for logs and `php --ri`.
     pub fn masked_url(&self) -> String {
-        let scheme = if self.tls() { "amqps" } else { "amqp" };
-        let a = &self.uri.authority;
-        format!("{scheme}://{}:***@{}:{}/{}", a.userinfo.username, a.host, a.port, encode_vhost(&self.uri.vhost))
+        self.nodes.iter().map(masked).collect::<Vec<_>>().join(",")
     }
 
-    /// Identifies the broker endpoint: a connection is reused only while this stays the same.
-    pub fn endpoint_key(&self) -> String {
-        let a = &self.uri.authority;
-        format!(
-            "{:?}|{}|{}|{}|{}|{}|{}",
-            self.uri.scheme, a.userinfo.username, a.userinfo.password, a.host, a.port, self.uri.vhost, self.heartbeat
-        )
+    /// One node's URL, password replaced by `***`.
+    pub fn masked_node(&self, i: usize) -> String {
+        masked(&self.nodes[i])
     }
+
+    /// Identifies the broker endpoints: a connection is reused only while this stays the same.
+    pub fn endpoint_key(&self) -> String {
+        let key = |u: &AMQPUri| {
+            let a = &u.authority;
+            format!("{:?}|{}|{}|{}|{}|{}", u.scheme, a.userinfo.username, a.userinfo.password, a.host, a.port, u.vhost)
+        };
+        let nodes: Vec<String> = self.nodes.iter().map(key).collect();
+        format!("{}|{}|{}", nodes.join(","), self.node_order.name(), self.heartbeat)
+    }
+}
+
+fn masked(u: &AMQPUri) -> String {
+    let scheme = if u.scheme == AMQPScheme::AMQPS { "amqps" } else { "amqp" };
+    let a = &u.authority;
+    format!("{scheme}://{}:***@{}:{}/{}", a.userinfo.username, a.host, a.port, encode_vhost(&u.vhost))
+}
+
+/// A comma-separated list of broker URLs (one URL is a list of one). Each is checked; an error names
+/// the entry (its place and, masked, its text).
+fn parse_urls(list: &str) -> Result<Vec<AMQPUri>, String> {
+    let entries: Vec<&str> = list.split(',').collect();
+    let n = entries.len();
+    let mut nodes = Vec::with_capacity(n);
+    for (i, entry) in entries.iter().enumerate() {
+        let place = if n > 1 { format!("entry {} of {n} in ebats.amqp_url: ", i + 1) } else { String::new() };
+        if entry.trim().is_empty() {
+            return Err(format!("{place}invalid broker URL '': empty (a stray comma?)"));
+        }
+        nodes.push(parse_url(entry.trim()).map_err(|e| format!("{place}{e}"))?);
+    }
+    Ok(nodes)
 }
 
 /// The broker URL. Refused, with the URL masked in the message: a URL not starting with `amqp://` or
@@ -212,9 +307,9 @@ mod tests {
     #[test]
     fn defaults() {
         let s = run(&[], &[], &[]).unwrap();
-        assert_eq!(s.uri.authority.host, "127.0.0.1");
-        assert_eq!(s.uri.authority.port, 5672);
-        assert_eq!(s.uri.vhost, "/");
+        assert_eq!(s.uri().authority.host, "127.0.0.1");
+        assert_eq!(s.uri().authority.port, 5672);
+        assert_eq!(s.uri().vhost, "/");
         assert_eq!(s.prefix, "ebats");
         assert_eq!(s.heartbeat, 10);
         assert_eq!(s.connect_timeout, Duration::from_secs(3));
@@ -226,21 +321,24 @@ mod tests {
     fn env_beats_ini_and_constants_beat_both() {
         let ini = [(URL.ini_name(), "amqp://a:pa@ini-host:1111/iv"), (PREFIX.ini_name(), "ini")];
         let s = run(&ini, &[], &[]).unwrap();
-        assert_eq!((s.uri.authority.host.as_str(), s.prefix.as_str()), ("ini-host", "ini"));
+        assert_eq!((s.uri().authority.host.as_str(), s.prefix.as_str()), ("ini-host", "ini"));
         let env = [("EBATS_AMQP_URL", "amqp://b:pb@env-host:2222/ev"), ("EBATS_PREFIX", "env")];
         let s = run(&ini, &env, &[]).unwrap();
-        assert_eq!((s.uri.authority.host.as_str(), s.uri.vhost.as_str(), s.prefix.as_str()), ("env-host", "ev", "env"));
+        assert_eq!(
+            (s.uri().authority.host.as_str(), s.uri().vhost.as_str(), s.prefix.as_str()),
+            ("env-host", "ev", "env")
+        );
         let consts =
             [("AMQ_HOST", "c-host"), ("AMQ_PORT", "3333"), ("AMQ_USER", "cu"), ("AMQ_PASS", "cp"), ("AMQ_VHOST", "/")];
         let s = run(&ini, &env, &consts).unwrap();
-        assert_eq!(s.uri.authority.host, "c-host");
-        assert_eq!(s.uri.authority.port, 3333);
-        assert_eq!(s.uri.authority.userinfo.username, "cu");
-        assert_eq!(s.uri.authority.userinfo.password, "cp");
+        assert_eq!(s.uri().authority.host, "c-host");
+        assert_eq!(s.uri().authority.port, 3333);
+        assert_eq!(s.uri().authority.userinfo.username, "cu");
+        assert_eq!(s.uri().authority.userinfo.password, "cp");
         assert_eq!(s.masked_url(), "amqp://cu:***@c-host:3333/%2f");
         // a constant overrides only its own part
         let s = run(&ini, &env, &[("AMQ_PORT", "4444")]).unwrap();
-        assert_eq!((s.uri.authority.host.as_str(), s.uri.authority.port), ("env-host", 4444));
+        assert_eq!((s.uri().authority.host.as_str(), s.uri().authority.port), ("env-host", 4444));
     }
 
     #[test]
@@ -266,7 +364,7 @@ mod tests {
     fn tls_scheme() {
         let s = run(&[], &[("EBATS_AMQP_URL", "amqps://u:p@h/v")], &[]).unwrap();
         assert!(s.tls());
-        assert_eq!(s.uri.authority.port, 5671);
+        assert_eq!(s.uri().authority.port, 5671);
     }
 
     #[test]
@@ -284,8 +382,56 @@ mod tests {
         }
         // the defaults resolve to what the README documents
         let d = run(&[], &[], &[]).unwrap();
-        assert_eq!(d.uri, URL.default_value().parse::<AMQPUri>().unwrap());
+        assert_eq!(*d.uri(), URL.default_value().parse::<AMQPUri>().unwrap());
         assert_eq!((d.confirm_timeout, d.deferred), (Duration::from_secs(10), false));
+    }
+
+    #[test]
+    fn a_list_of_urls_is_one_node_each_and_a_bad_entry_is_named() {
+        let list = "amqp://u:pw@h1:5681/v, amqps://u:pw@h2:5682/v ,amqp://u:pw@h3/v";
+        let s = run(&[], &[("EBATS_AMQP_URL", list)], &[]).unwrap();
+        let hosts: Vec<(&str, u16)> = s.nodes.iter().map(|u| (u.authority.host.as_str(), u.authority.port)).collect();
+        assert_eq!(hosts, [("h1", 5681), ("h2", 5682), ("h3", 5672)]);
+        assert!(s.tls());
+        assert_eq!(s.masked_node(1), "amqps://u:***@h2:5682/v");
+        assert_eq!(s.masked_url(), "amqp://u:***@h1:5681/v,amqps://u:***@h2:5682/v,amqp://u:***@h3:5672/v");
+        assert_ne!(
+            s.endpoint_key(),
+            run(&[], &[("EBATS_AMQP_URL", "amqp://u:pw@h1:5681/v")], &[]).unwrap().endpoint_key()
+        );
+        let table = [
+            (
+                "amqp://h1/v,http://u:S3cret@h2/v",
+                "entry 2 of 2 in ebats.amqp_url: invalid broker URL 'http://***@h2/v'",
+            ),
+            ("amqp://h1/v,,amqp://h3/v", "entry 2 of 3 in ebats.amqp_url: invalid broker URL '': empty"),
+            ("amqp://h1/v,", "entry 2 of 2 in ebats.amqp_url: invalid broker URL '': empty"),
+            (
+                "amqp://u:S3cret@h1:x/v,amqp://h2",
+                "entry 1 of 2 in ebats.amqp_url: invalid broker URL 'amqp://***@h1:x/v'",
+            ),
+        ];
+        for (list, want) in table {
+            let e = run(&[], &[("EBATS_AMQP_URL", list)], &[]).unwrap_err();
+            assert!(e.starts_with(want), "{list} -> {e}");
+            assert!(!e.contains(SECRET), "{e}");
+        }
+        // the constants: AMQ_HOST may list hosts; the others apply to every node
+        let consts = [("AMQ_HOST", "a, b"), ("AMQ_PORT", "5699"), ("AMQ_PASS", "cp")];
+        let s = run(&[], &[("EBATS_AMQP_URL", "amqp://u:pw@h1:1/v,amqp://u:pw@h2:2/w")], &consts).unwrap();
+        assert_eq!(s.masked_url(), "amqp://u:***@a:5699/v,amqp://u:***@b:5699/v");
+        assert!(s.nodes.iter().all(|u| u.authority.userinfo.password == "cp"));
+        assert!(run(&[], &[], &[("AMQ_HOST", "a,")]).unwrap_err().contains("AMQ_HOST"));
+    }
+
+    #[test]
+    fn order_and_queue_type() {
+        let d = run(&[], &[], &[]).unwrap();
+        assert_eq!((d.node_order, d.queue_type), (NodeOrder::Ordered, QueueType::Classic));
+        let s = run(&[(QUEUE_TYPE.ini_name(), "Quorum")], &[("EBATS_AMQP_URL_ORDER", "shuffle")], &[]).unwrap();
+        assert_eq!((s.node_order, s.queue_type), (NodeOrder::Shuffle, QueueType::Quorum));
+        assert!(run(&[], &[("EBATS_QUEUE_TYPE", "stream")], &[]).unwrap_err().contains("ebats.queue_type"));
+        assert!(run(&[], &[("EBATS_AMQP_URL_ORDER", "x")], &[]).unwrap_err().contains("ebats.amqp_url_order"));
     }
 
     const SECRET: &str = "S3cret";

@@ -10,6 +10,7 @@ pub mod cron;
 pub mod dispatch;
 pub mod log;
 pub mod metrics;
+pub mod nodes;
 pub mod outcome;
 pub mod php;
 pub mod rules;

@@ -1,20 +1,73 @@
 //! Opening a connection and a channel in confirm mode: written once, used by the session, the
 //! subscriptions and the stores.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 
-use super::error::BrokerError;
+use super::error::{BrokerError, ErrorKind};
 use crate::config::Settings;
+use crate::log;
+use crate::nodes::attempt_order;
 
-/// Connects with the settings' heartbeat and connect timeout; refusals carry their hint.
+/// The node this process's last connection went to (`usize::MAX`: none yet). The next connection
+/// starts after it, so one that dies moves to the next node.
+static LAST_NODE: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// How long connecting may take in all: every node within the connect timeout.
+pub fn connect_budget(settings: &Settings) -> Duration {
+    settings.connect_timeout * settings.nodes.len() as u32
+}
+
+/// Connects to the first node that answers, in the order `ebats.amqp_url_order` gives, each
+/// within the connect timeout; with several nodes the log names the one connected to. Fails with
+/// every node's error (refusals carry their hint).
 pub async fn connect(settings: &Settings) -> Result<Connection, BrokerError> {
-    let mut uri = settings.uri.clone();
+    let n = settings.nodes.len();
+    let last = Some(LAST_NODE.load(Ordering::Relaxed)).filter(|&l| l < n);
+    let mut errors: Vec<BrokerError> = Vec::new();
+    for i in attempt_order(n, settings.node_order, u64::from(std::process::id()), last) {
+        match connect_node(settings, i).await {
+            Ok(conn) => {
+                LAST_NODE.store(i, Ordering::Relaxed);
+                if n > 1 {
+                    log::info(&format!("connected to broker node {} ({} of {n})", settings.masked_node(i), i + 1));
+                }
+                return Ok(conn);
+            }
+            Err(e) if n > 1 => {
+                log::info(&format!("{e}; trying the next broker node"));
+                errors.push(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // A refusal that needs a person wins over a node that was merely away.
+    let kind = errors.iter().map(BrokerError::kind).find(|k| !k.is_recoverable()).unwrap_or(errors[n - 1].kind());
+    let all: Vec<&str> = errors.iter().map(BrokerError::message).collect();
+    Err(BrokerError::new(kind, format!("cannot connect to any of the {n} broker nodes: {}", all.join("; "))))
+}
+
+async fn connect_node(settings: &Settings, i: usize) -> Result<Connection, BrokerError> {
+    let mut uri = settings.nodes[i].clone();
     uri.query.heartbeat = Some(settings.heartbeat);
     uri.query.connection_timeout = Some(settings.connect_timeout.as_millis() as u64);
     let props =
         ConnectionProperties::default().with_connection_name(format!("ebats pid {}", std::process::id()).into());
-    Connection::connect_uri(uri, props).await.map_err(|e| BrokerError::connecting(&settings.masked_url(), &e))
+    let t = settings.connect_timeout;
+    match tokio::time::timeout(t, Connection::connect_uri(uri, props)).await {
+        Ok(r) => r.map_err(|e| BrokerError::connecting(&settings.masked_node(i), &e)),
+        Err(_) => Err(BrokerError::new(
+            ErrorKind::Timeout,
+            format!(
+                "cannot connect to the broker at {}: no answer within {:.1} s",
+                settings.masked_node(i),
+                t.as_secs_f64()
+            ),
+        )),
+    }
 }
 
 /// A new channel on `conn`.

@@ -113,7 +113,8 @@ impl Session {
         let reuse = self.link.as_ref().is_some_and(|l| l.key == key && l.usable());
         if !reuse {
             self.disconnect();
-            let t = settings.connect_timeout;
+            // Every node within the connect timeout, and the channel after.
+            let t = connection::connect_budget(settings) + settings.connect_timeout;
             let where_ = settings.masked_url();
             let _cut = CutWaitsShort::begin();
             let (connection, publisher) = self

@@ -109,7 +109,7 @@ async fn publish(ch: &Channel, m: &Outgoing) -> Result<(), BrokerError> {
 async fn participate(settings: &Settings, code: &[Def], quit: &AtomicBool) -> Result<(), BrokerError> {
     let names = Names::new(&settings.prefix);
     let t = settings.connect_timeout.max(settings.confirm_timeout);
-    let conn = bounded(quit, settings.connect_timeout, "connecting", connection::connect(settings)).await;
+    let conn = bounded(quit, connection::connect_budget(settings), "connecting", connection::connect(settings)).await;
     let conn = match conn {
         Err(e) if e.kind() == ErrorKind::Stopped => return Ok(()),
         r => r?,

@@ -76,12 +76,12 @@ pub fn current() -> Result<Settings, PhpException> {
 pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let s = current()?;
     let mut t = ZendHashTable::new();
-    let a = &s.uri.authority;
+    let a = &s.uri().authority;
     let _ = t.insert("amqp_url", s.masked_url());
     let _ = t.insert("host", a.host.clone());
     let _ = t.insert("port", a.port as i64);
     let _ = t.insert("user", a.userinfo.username.clone());
-    let _ = t.insert("vhost", s.uri.vhost.clone());
+    let _ = t.insert("vhost", s.uri().vhost.clone());
     let _ = t.insert("prefix", s.prefix.clone());
     let _ = t.insert("connect_timeout", s.connect_timeout.as_secs_f64());
     let _ = t.insert("heartbeat", s.heartbeat as i64);
