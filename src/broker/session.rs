@@ -146,29 +146,20 @@ impl Session {
     pub fn declare(&mut self, settings: &Settings, decls: &[Decl]) -> Result<(), BrokerError> {
         let names = super::names::Names::new(&settings.prefix);
         let link = self.link(settings)?;
-        let todo: Vec<&Decl> = decls.iter().filter(|d| !link.declared.contains(&d.key(&names))).collect();
+        let qt = settings.queue_type;
+        let todo: Vec<&Decl> = decls.iter().filter(|d| !link.declared.contains(&d.key(&names, qt))).collect();
         if todo.is_empty() {
             return Ok(());
         }
         let conn = link.connection.clone();
         let result = self.wait(settings.confirm_timeout, "declaring broker topology", async {
-            // A failed declare closes the channel it ran on: run them on a throw-away channel.
-            let decl_ch = connection::channel(&conn).await?;
-            let mut r = Ok(());
-            for d in &todo {
-                r = d.declare(&decl_ch, &names).await;
-                if r.is_err() {
-                    break;
-                }
-            }
-            let _ = decl_ch.close(200, "done".into()).await;
-            r
+            Decl::declare_all(&conn, &todo, &names, qt).await
         });
         match result {
             Ok(()) => {
                 let link = self.link.as_mut().expect("link set above");
                 for d in todo {
-                    link.declared.insert(d.key(&names));
+                    link.declared.insert(d.key(&names, qt));
                 }
                 Ok(())
             }

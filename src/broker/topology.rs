@@ -3,10 +3,11 @@
 
 use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use super::error::{BrokerError, ErrorKind};
 use super::names::{delay_level_pattern, Names, DELAY_LEVELS};
+use crate::config::QueueType;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decl {
@@ -38,23 +39,40 @@ pub const CRON_MAX_AGE: &str = "7D";
 pub const CRON_SEGMENT_BYTES: i64 = 16 * 1024 * 1024;
 
 impl Decl {
-    /// Identifies a declaration made under a prefix, for the once-per-connection cache.
-    pub fn key(&self, names: &Names) -> String {
-        format!("{}|{self:?}", names.prefix())
+    /// Identifies a declaration made under a prefix with a queue type, for the once-per-connection cache.
+    pub fn key(&self, names: &Names, qt: QueueType) -> String {
+        format!("{}|{}|{self:?}", names.prefix(), qt.name())
     }
 
-    pub async fn declare(&self, ch: &Channel, n: &Names) -> Result<(), BrokerError> {
+    /// Declares `decls` in turn on a channel of their own (a failed declaration closes its channel),
+    /// queues of type `qt` (streams stay streams).
+    pub async fn declare_all(conn: &Connection, decls: &[&Decl], n: &Names, qt: QueueType) -> Result<(), BrokerError> {
+        let ch = conn.create_channel().await.map_err(|e| BrokerError::lapin("cannot open a channel", &e))?;
+        let q = Queues { conn, ch: &ch, qt };
+        let mut r = Ok(());
+        for d in decls {
+            r = d.declare(&q, n).await;
+            if r.is_err() {
+                break;
+            }
+        }
+        let _ = ch.close(200, "done".into()).await;
+        r
+    }
+
+    async fn declare(&self, q: &Queues<'_>, n: &Names) -> Result<(), BrokerError> {
+        let ch = q.ch;
         match self {
-            Decl::Events => events(ch, n).await,
+            Decl::Events => events(q, n).await,
             Decl::Topic(topic) => {
                 exchange(ch, &n.task_exchange(), ExchangeKind::Direct, FieldTable::default()).await?;
-                queue(ch, &n.ready_queue(topic), FieldTable::default()).await?;
+                q.declare(&n.ready_queue(topic), FieldTable::default()).await?;
                 bind(ch, &n.ready_queue(topic), &n.task_exchange(), topic).await?;
-                due_exchange(ch, n).await?;
+                due_exchange(q, n).await?;
                 bind(ch, &n.ready_queue(topic), &n.delay_due(), &format!("#.{topic}")).await
             }
             Decl::Delay => {
-                due_exchange(ch, n).await?;
+                due_exchange(q, n).await?;
                 // Level n's queue holds messages 2^n s, then dead-letters them (routing key kept) to
                 // the next lower level's exchange; every message in a level queue has the same TTL,
                 // so the queue expires in order and a short delay never waits behind a long one. Lower levels
@@ -69,19 +87,24 @@ impl Decl {
                         "x-dead-letter-exchange".into(),
                         AMQPValue::LongString(LongString::from(next.as_str())),
                     );
-                    queue(ch, &name, args).await?;
+                    if q.qt == QueueType::Quorum {
+                        // Dead-lettering that keeps a message until the next level has it.
+                        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+                        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+                    }
+                    q.declare(&name, args).await?;
                     bind(ch, &name, &name, &delay_level_pattern(level, '1')).await?;
                     exchange_bind(ch, &next, &name, &delay_level_pattern(level, '0')).await?;
                 }
                 exchange(ch, &n.delay_exchange(), ExchangeKind::Topic, FieldTable::default()).await?;
                 exchange_bind(ch, &n.delay_level(DELAY_LEVELS - 1), &n.delay_exchange(), "#").await
             }
-            Decl::Failed(topic) => queue(ch, &n.failed_queue(topic), FieldTable::default()).await,
-            Decl::UnreadableEvents => queue(ch, &n.unreadable_events(), FieldTable::default()).await,
-            Decl::ConsumerFailed(q) => queue(ch, &n.consumer_failed_queue(q), FieldTable::default()).await,
+            Decl::Failed(topic) => q.declare(&n.failed_queue(topic), FieldTable::default()).await,
+            Decl::UnreadableEvents => q.declare(&n.unreadable_events(), FieldTable::default()).await,
+            Decl::ConsumerFailed(queue) => q.declare(&n.consumer_failed_queue(queue), FieldTable::default()).await,
             Decl::Exchange { name, kind } => exchange(ch, name, exchange_kind(kind)?, FieldTable::default()).await,
             Decl::Cron => {
-                events(ch, n).await?;
+                events(q, n).await?;
                 let mut stream = FieldTable::default();
                 stream.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("stream")));
                 stream.insert("x-max-age".into(), AMQPValue::LongString(LongString::from(CRON_MAX_AGE)));
@@ -89,15 +112,15 @@ impl Decl {
                 queue(ch, &n.cron_stream(), stream).await?;
                 let mut leader = FieldTable::default();
                 leader.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-                queue(ch, &n.cron_leader(), leader).await?;
+                q.declare(&n.cron_leader(), leader).await?;
                 exchange(ch, &n.cron_fire(), ExchangeKind::Fanout, FieldTable::default()).await?;
                 bind(ch, &n.cron_stream(), &n.cron_fire(), "").await?;
                 exchange_bind(ch, &n.event_exchange(), &n.cron_fire(), "").await
             }
-            Decl::BoundQueue { queue: q, exchange: x, keys } => {
-                queue(ch, q, FieldTable::default()).await?;
+            Decl::BoundQueue { queue, exchange: x, keys } => {
+                q.declare(queue, FieldTable::default()).await?;
                 for k in keys {
-                    bind(ch, q, x, k).await?;
+                    bind(ch, queue, x, k).await?;
                 }
                 Ok(())
             }
@@ -120,16 +143,17 @@ pub fn exchange_kind(kind: &str) -> Result<ExchangeKind, BrokerError> {
     })
 }
 
-async fn events(ch: &Channel, n: &Names) -> Result<(), BrokerError> {
-    exchange(ch, &n.event_exchange(), ExchangeKind::Fanout, FieldTable::default()).await?;
-    queue(ch, &n.events_queue(), FieldTable::default()).await?;
-    bind(ch, &n.events_queue(), &n.event_exchange(), "").await
+async fn events(q: &Queues<'_>, n: &Names) -> Result<(), BrokerError> {
+    exchange(q.ch, &n.event_exchange(), ExchangeKind::Fanout, FieldTable::default()).await?;
+    q.declare(&n.events_queue(), FieldTable::default()).await?;
+    bind(q.ch, &n.events_queue(), &n.event_exchange(), "").await
 }
 
-async fn due_exchange(ch: &Channel, n: &Names) -> Result<(), BrokerError> {
+async fn due_exchange(q: &Queues<'_>, n: &Names) -> Result<(), BrokerError> {
+    let ch = q.ch;
     // Anything the exit of the delay levels cannot route lands in the unroutable queue, not nowhere.
     exchange(ch, &n.unroutable(), ExchangeKind::Fanout, FieldTable::default()).await?;
-    queue(ch, &n.unroutable(), FieldTable::default()).await?;
+    q.declare(&n.unroutable(), FieldTable::default()).await?;
     bind(ch, &n.unroutable(), &n.unroutable(), "").await?;
     let mut args = FieldTable::default();
     args.insert("alternate-exchange".into(), AMQPValue::LongString(LongString::from(n.unroutable().as_str())));
@@ -149,6 +173,68 @@ async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind, args: FieldTable
     )
     .await
     .map_err(err(format!("cannot declare exchange '{name}'")))
+}
+
+/// Where queues are declared, and with which type.
+struct Queues<'a> {
+    conn: &'a Connection,
+    ch: &'a Channel,
+    qt: QueueType,
+}
+
+impl Queues<'_> {
+    /// Declares a durable queue of this type with `args`. A queue that exists with the other type
+    /// is an error naming it and saying how to migrate, never a silent mix.
+    async fn declare(&self, name: &str, args: FieldTable) -> Result<(), BrokerError> {
+        let e = match queue(self.ch, name, typed(args.clone(), self.qt)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if e.kind() != ErrorKind::PreconditionFailed {
+            return Err(e);
+        }
+        // 406: the queue exists with other arguments. Declaring it as the other type succeeds
+        // (changing nothing) exactly when only its type differs.
+        let other = match self.qt {
+            QueueType::Classic => QueueType::Quorum,
+            QueueType::Quorum => QueueType::Classic,
+        };
+        let probe = async {
+            let ch = self.conn.create_channel().await.map_err(|e| BrokerError::lapin("cannot open a channel", &e))?;
+            let r = queue(&ch, name, typed(args, other)).await;
+            if r.is_ok() {
+                let _ = ch.close(200, "probed".into()).await;
+            }
+            r
+        };
+        match probe.await {
+            Ok(()) => Err(type_mismatch(name, other, self.qt)),
+            Err(_) => Err(e),
+        }
+    }
+}
+
+/// The error for a queue that exists as `found` while `ebats.queue_type` asks for `wanted`.
+pub fn type_mismatch(name: &str, found: QueueType, wanted: QueueType) -> BrokerError {
+    BrokerError::new(
+        ErrorKind::PreconditionFailed,
+        format!(
+            "queue '{name}' exists as a {} queue but ebats.queue_type is {}: stop its workers and consumers, then \
+             move it with `php php/bin/ebats queues:migrate {name} --to={}` (or set ebats.queue_type={})",
+            found.name(),
+            wanted.name(),
+            wanted.name(),
+            found.name()
+        ),
+    )
+}
+
+/// `args` with what a queue of type `qt` needs.
+fn typed(mut args: FieldTable, qt: QueueType) -> FieldTable {
+    if qt == QueueType::Quorum {
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    }
+    args
 }
 
 async fn queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), BrokerError> {

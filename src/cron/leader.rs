@@ -116,9 +116,7 @@ async fn participate(settings: &Settings, code: &[Def], quit: &AtomicBool) -> Re
     };
     let r = async {
         let token_ch = bounded(quit, t, "opening the leadership channel", async {
-            let ch = connection::channel(&conn).await?;
-            Decl::Cron.declare(&ch, &names).await?;
-            let _ = ch.close(200, "declared".into()).await;
+            Decl::declare_all(&conn, &[&Decl::Cron], &names, settings.queue_type).await?;
             let token_ch = connection::confirmed_channel(&conn).await?;
             publish(&token_ch, &stream::token_message(&names)).await?;
             token_ch.basic_qos(2, BasicQosOptions::default()).await.map_err(|e| BrokerError::lapin("basic.qos failed", &e))?;
