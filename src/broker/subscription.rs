@@ -120,3 +120,22 @@ impl Subscription {
         drop(self);
     }
 }
+
+/// How many times a quorum queue delivered this message before without its being acked (the
+/// broker's `x-delivery-count` header); 0 from a classic queue, which does not count.
+pub fn delivery_count(properties: &lapin::BasicProperties) -> u32 {
+    use lapin::types::AMQPValue as V;
+    let count = properties.headers().as_ref().and_then(|h| h.inner().get("x-delivery-count").cloned());
+    let n: i128 = match count {
+        Some(V::LongLongInt(n)) => n.into(),
+        Some(V::LongInt(n)) => n.into(),
+        Some(V::LongUInt(n)) => n.into(),
+        Some(V::ShortInt(n)) => n.into(),
+        Some(V::ShortUInt(n)) => n.into(),
+        Some(V::ShortShortInt(n)) => n.into(),
+        Some(V::ShortShortUInt(n)) => n.into(),
+        Some(V::Timestamp(n)) => n.into(),
+        _ => 0,
+    };
+    n.clamp(0, u32::MAX as i128) as u32
+}

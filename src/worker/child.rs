@@ -12,7 +12,7 @@ use crate::broker::names::Names;
 use crate::broker::stop;
 use crate::broker::subscription::{self, Subscription};
 use crate::broker::{BrokerError, Decl};
-use crate::config::Settings;
+use crate::config::{QueueType, Settings};
 use crate::dispatch;
 use crate::log;
 use crate::outcome::{Ended, Next, Policy};
@@ -114,6 +114,7 @@ impl Host for TaskHost<'_> {
             &d.data,
             d.properties.message_id().as_ref().map(|id| id.as_str()),
             d.redelivered,
+            subscription::delivery_count(&d.properties),
         );
         let settled = match handled {
             Ok(s) => s,
@@ -268,6 +269,7 @@ fn handle(
     body: &[u8],
     message_id: Option<&str>,
     redelivered: bool,
+    delivery_count: u32,
 ) -> Result<Settled, HandleError> {
     // Only a task of this worker's topic runs: the queue decides, never the body.
     let refused = match TaskMsg::parse(body) {
@@ -288,7 +290,22 @@ fn handle(
             return Ok(Settled::Moved);
         }
     };
-    match redelivered.then(|| tracking.shared.take_given_back(&task.id)).flatten() {
+    let given_back = redelivered.then(|| tracking.shared.take_given_back(&task.id)).flatten();
+    if settings.queue_type == QueueType::Quorum && given_back != Some(GivenBack::TimedOut) {
+        // The broker counts the deliveries that were not acked, for every worker of the cluster:
+        // each was a process that died holding the task (or lost its connection).
+        let deaths = task.redeliveries.saturating_add(delivery_count);
+        if deaths >= limits.max_redeliveries {
+            let msg = format!(
+                "delivered {deaths} times without being acked: the worker processes running it died (fatal \
+                 error, exit(), signal, out of memory) or lost their connection"
+            );
+            return fail_poison(settings, names, task, deaths, msg);
+        }
+    }
+    // With quorum queues the broker's count above replaces this process's count of deaths.
+    let counted_here = settings.queue_type == QueueType::Classic || given_back == Some(GivenBack::TimedOut);
+    match given_back.filter(|_| counted_here) {
         Some(GivenBack::TimedOut) => {
             // The parent killed the child running it at its time limit: that run was a failed attempt.
             let limit = limits.time_limit_secs;
@@ -309,16 +326,8 @@ fn handle(
                     "its worker process died running it {} times (fatal error, exit(), signal or out of memory)",
                     task.redeliveries
                 );
-                log::error(&format!(
-                    "task {}/{} id={} {msg}; moved to the failed store",
-                    task.topic, task.name, task.id
-                ));
-                let ran = Ran { ended: Ended::Failed, message: msg.clone(), class: None, millis: 0.0 };
-                // Each death was a run: the earlier attempts, then this attempt's deaths.
-                let runs = task.attempt.saturating_sub(1).saturating_add(task.redeliveries);
-                task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, runs));
-                dispatch::send_one(settings, dispatch::failed(names, &task, &msg))?;
-                return Ok(Settled::Moved);
+                let deaths = task.redeliveries;
+                return fail_poison(settings, names, task, deaths, msg);
             }
             // Publish the counted copy; it runs when its turn comes again.
             dispatch::send_one(settings, dispatch::task(names, &task, 0))?;
@@ -341,6 +350,23 @@ fn handle(
     let status = settle(settings, names, policy, handler, task, ran)?;
     tracking.shared.stats().task_end(tracking.index, status, secs);
     Ok(Settled::Ran)
+}
+
+/// Moves a task that killed the processes running it `deaths` times to the failed store.
+fn fail_poison(
+    settings: &Settings,
+    names: &Names,
+    mut task: TaskMsg,
+    deaths: u32,
+    msg: String,
+) -> Result<Settled, HandleError> {
+    log::error(&format!("task {}/{} id={} {msg}; moved to the failed store", task.topic, task.name, task.id));
+    let ran = Ran { ended: Ended::Failed, message: msg.clone(), class: None, millis: 0.0 };
+    // Each death was a run: the earlier attempts, then this attempt's deaths.
+    let runs = task.attempt.saturating_sub(1).saturating_add(deaths);
+    task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, runs));
+    dispatch::send_one(settings, dispatch::failed(names, &task, &msg))?;
+    Ok(Settled::Moved)
 }
 
 /// What happened to a delivery.
