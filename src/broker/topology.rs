@@ -219,10 +219,10 @@ pub fn type_mismatch(name: &str, found: QueueType, wanted: QueueType) -> BrokerE
     BrokerError::new(
         ErrorKind::PreconditionFailed,
         format!(
-            "queue '{name}' exists as a {} queue but ebats.queue_type is {}: stop its workers and consumers, then \
-             move it with `php php/bin/ebats queues:migrate {name} --to={}` (or set ebats.queue_type={})",
+            "queue '{name}' exists as a {} queue but ebats.queue_type is {}: set ebats.queue_type={} again, or, to \
+             migrate: stop the workers and consumers of that queue, let it drain (or move its messages, see the \
+             README, \"Running on a cluster\"), delete it, and start them again with the new setting",
             found.name(),
-            wanted.name(),
             wanted.name(),
             found.name()
         ),
