@@ -78,6 +78,8 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let mut t = ZendHashTable::new();
     let a = &s.uri().authority;
     let _ = t.insert("amqp_url", s.masked_url());
+    let _ = t.insert("amqp_url_order", s.node_order.name());
+    let _ = t.insert("queue_type", s.queue_type.name());
     let _ = t.insert("host", a.host.clone());
     let _ = t.insert("port", a.port as i64);
     let _ = t.insert("user", a.userinfo.username.clone());
@@ -103,6 +105,8 @@ pub extern "C" fn info(_module: *mut ModuleEntry) {
     match config::resolve(&Sources { ini: &ini, env: &env, constant: &|_| None }) {
         Ok(s) => {
             info_table_row!("broker", s.masked_url());
+            info_table_row!("broker URL order", s.node_order.name());
+            info_table_row!("queue type", s.queue_type.name());
             info_table_row!("prefix", s.prefix.clone());
             info_table_row!("connect timeout (s)", format!("{}", s.connect_timeout.as_secs_f64()));
             info_table_row!("heartbeat (s)", format!("{}", s.heartbeat));
