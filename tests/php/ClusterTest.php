@@ -52,14 +52,30 @@ final class ClusterTest extends ProcTestCase
         );
     }
 
-    /** Publishes $n tasks demo/ping tagged $tag in one process; returns [exit code, ids, stderr]. */
+    /**
+     * Publishes $n tasks demo/ping tagged $tag in one process; returns [exit code, ids, stderr]. A publish
+     * that throws (a queue whose leader node was just killed refuses messages until a new leader is elected)
+     * is published again, within 30 s: publish() either returned or threw, nothing in between.
+     */
     private function publish(int $n, string $tag, array $env = []): array
     {
         $code = <<<'PHP'
             <?php
             $ids = [];
+            $deadline = microtime(true) + 30;
             for ($i = 0; $i < (int) $argv[1]; $i++) {
-                $ids[] = \Asynclib\Ebats\Task::create('demo', 'ping', ['tag' => $argv[2], 'n' => $i]);
+                for (;;) {
+                    try {
+                        $ids[] = \Asynclib\Ebats\Task::create('demo', 'ping', ['tag' => $argv[2], 'n' => $i]);
+                        break;
+                    } catch (\Asynclib\Exception\ConnectionedException $e) {
+                        if (microtime(true) > $deadline) {
+                            throw $e;
+                        }
+                        fwrite(STDERR, 'publish threw, again: ' . $e->getMessage() . "\n");
+                        usleep(200000);
+                    }
+                }
             }
             echo json_encode($ids);
             PHP;
