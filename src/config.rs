@@ -41,8 +41,13 @@ pub const DEFERRED: Setting =
 /// Where workers and schedulers serve `/metrics` and `/healthz` (`ip:port`); empty: nowhere.
 pub const METRICS: Setting = Setting { ini: c"ebats.metrics_address", env: "EBATS_METRICS_ADDRESS", default: c"" };
 
+/// The token the dashboard asks for (required when it listens on anything but loopback); empty: none.
+pub const DASHBOARD_TOKEN: Setting =
+    Setting { ini: c"ebats.dashboard_token", env: "EBATS_DASHBOARD_TOKEN", default: c"" };
+
 /// Every setting, in the order `php --ri` shows them.
-pub const ALL: [Setting; 8] = [URL, PREFIX, CONNECT_TIMEOUT, HEARTBEAT, CONFIRM_TIMEOUT, DEBUG, DEFERRED, METRICS];
+pub const ALL: [Setting; 9] =
+    [URL, PREFIX, CONNECT_TIMEOUT, HEARTBEAT, CONFIRM_TIMEOUT, DEBUG, DEFERRED, METRICS, DASHBOARD_TOKEN];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
@@ -68,7 +73,7 @@ pub struct Sources<'a> {
 
 impl Sources<'_> {
     /// The environment, else php.ini (each only when set and not empty), else the default.
-    fn layered(&self, setting: &Setting) -> String {
+    pub fn layered(&self, setting: &Setting) -> String {
         let from_env = (self.env)(setting.env).filter(|v| !v.is_empty());
         from_env
             .or_else(|| (self.ini)(setting.ini_name()).filter(|v| !v.is_empty()))
