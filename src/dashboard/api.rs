@@ -93,7 +93,7 @@ fn state_json(state: &State) -> Value {
             "failed_7d": failed_7d,
             "longest_wait": longest.map(|(topic, seconds)| json!({"topic": topic, "seconds": seconds})),
             "processes": view.processes.len(),
-            "in_flight": view.topics.iter().filter_map(|t| t.in_flight).sum::<f64>(),
+            "in_flight": view.topics.iter().filter_map(|t| t.in_flight).fold(0.0, |a, b| a + b),
             "delayed": view.delayed,
         },
         "topics": view.topics,
