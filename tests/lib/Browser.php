@@ -10,7 +10,7 @@ namespace Ebats\Tests\Lib;
  */
 final class Browser
 {
-    private const ELEMENT = 'element-6066-11e4-a52e-4f735a6f0000';
+    private const ELEMENT = 'element-6066-11e4-a52e-4f735466cecf';
 
     private Process $driver;
     private string $base;
@@ -50,7 +50,7 @@ final class Browser
      *
      * @return array<string,mixed>
      */
-    private function call(string $method, string $path, ?array $body = null, bool $strict = true): array
+    private function call(string $method, string $path, array|object|null $body = null, bool $strict = true): array
     {
         $payload = $body === null ? '' : json_encode($body, JSON_UNESCAPED_SLASHES);
         $raw = null;
@@ -107,8 +107,9 @@ final class Browser
     /** Clicks the first element matching $css, as a person would. */
     public function click(string $css): void
     {
-        $e = $this->call('POST', $this->s('/element'), ['using' => 'css selector', 'value' => $css])['value'][self::ELEMENT];
-        $this->call('POST', $this->s("/element/$e/click"), []);
+        $found = $this->call('POST', $this->s('/element'), ['using' => 'css selector', 'value' => $css]);
+        $e = $found['value'][self::ELEMENT] ?? throw new \RuntimeException("no element $css: " . json_encode($found));
+        $this->call('POST', $this->s("/element/$e/click"), new \stdClass());
     }
 
     /** Waits until $condition() returns something other than null/false; returns it. */

@@ -150,7 +150,8 @@ async function loadFailed() {
   const topic = $('failed-topic').value;
   if (!topic) return;
   const r = await api('/api/failed?topic=' + encodeURIComponent(topic));
-  $('failed-detail').hidden = true;
+  // The detail shown stays while its task is still listed.
+  if (!r.entries.some((t) => t.id === $('fd-id').textContent)) $('failed-detail').hidden = true;
   fill($('failed').tBodies[0], r.entries.map((t) => {
     const f = t.failed || {};
     const replay = el('button', { type: 'button', class: 'replay' }, 'Replay');
