@@ -37,9 +37,7 @@ pub fn state(settings: &Settings) -> Result<Fold, BrokerError> {
 }
 
 pub fn existing<'a>(fold: &'a Fold, name: &str) -> Result<&'a Entry, Refused> {
-    fold.schedules
-        .get(name)
-        .ok_or_else(|| Refused::Bad(format!("no schedule is named '{}'", crate::log::escape(name))))
+    fold.schedules.get(name).ok_or_else(|| Refused::Bad(format!("no schedule is named '{}'", crate::log::escape(name))))
 }
 
 /// A stored schedule (not one declared in code), for changes only stored ones allow.

@@ -73,11 +73,8 @@ fn state_json(state: &State) -> Value {
     let now = now_ms();
     let failed_hist_1h = sources::failures_since(&state.settings, now - 3_600_000);
     let failed_7d = sources::failures_since(&state.settings, now - 7 * 86_400_000);
-    let longest = view
-        .topics
-        .iter()
-        .filter_map(|t| t.wait_s.map(|w| (t.topic.clone(), w)))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
+    let longest =
+        view.topics.iter().filter_map(|t| t.wait_s.map(|w| (t.topic.clone(), w))).max_by(|a, b| a.1.total_cmp(&b.1));
     json!({
         "now_ms": now,
         "prefix": state.settings.prefix,
@@ -122,10 +119,9 @@ pub fn get(state: &State, req: &Request) -> Response {
                 },
             };
             match sources::executions(&state.settings, &q) {
-                Ok(list) => json_response(
-                    200,
-                    &json!({ "history": sources::history_on(&state.settings), "executions": list }),
-                ),
+                Ok(list) => {
+                    json_response(200, &json!({ "history": sources::history_on(&state.settings), "executions": list }))
+                }
                 Err(e) => error(502, e),
             }
         }

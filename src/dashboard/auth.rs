@@ -121,7 +121,7 @@ pub fn post_allowed(req: &Request, csrf: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A new random secret: 32 bytes from the system's generator, as hex.
+/// A new random secret: two version-4 UUIDs (244 bits from the system's generator), as 64 hex digits.
 pub fn random_secret() -> String {
     let a = uuid::Uuid::new_v4();
     let b = uuid::Uuid::new_v4();

@@ -41,9 +41,7 @@ pub fn route(state: &State, req: &Request) -> Response {
     }
     match req.method.as_str() {
         "GET" | "HEAD" if req.path.starts_with("/api/") => api::get(state, req),
-        "GET" | "HEAD" => {
-            assets::asset(&req.path, &state.csrf).unwrap_or_else(|| Response::text(404, "not found\n"))
-        }
+        "GET" | "HEAD" => assets::asset(&req.path, &state.csrf).unwrap_or_else(|| Response::text(404, "not found\n")),
         "POST" if req.path.starts_with("/api/") => match auth::post_allowed(req, &state.csrf) {
             Ok(()) => api::post(state, req),
             Err(why) => Response::text(403, why),

@@ -222,8 +222,12 @@ pub fn read_exposition(address: &str, text: &str) -> Scrape {
                     c.failed += m.value;
                 }
             }
-            "ebats_task_run_seconds_sum" | "ebats_task_run_seconds_count" | "ebats_task_wait_seconds_sum"
-            | "ebats_task_wait_seconds_count" | "ebats_tasks_in_flight" | "ebats_worker_children"
+            "ebats_task_run_seconds_sum"
+            | "ebats_task_run_seconds_count"
+            | "ebats_task_wait_seconds_sum"
+            | "ebats_task_wait_seconds_count"
+            | "ebats_tasks_in_flight"
+            | "ebats_worker_children"
                 if topic.is_some() =>
             {
                 let c = s.topics.entry(topic.clone().unwrap_or_default()).or_default();

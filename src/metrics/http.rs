@@ -67,7 +67,8 @@ pub fn decode(v: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex =
+            b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
         match (b[i], hex) {
             (b'+', _) => out.push(b' '),
             (b'%', Some(x)) => {
@@ -283,7 +284,8 @@ mod tests {
 
     #[test]
     fn whole_requests() {
-        let r = parse_head(b"POST /api/x?topic=a%20b&n=1+2 HTTP/1.1\r\nHost: h:1\r\nX-Csrf-Token:  t \r\n\r\n").unwrap();
+        let r =
+            parse_head(b"POST /api/x?topic=a%20b&n=1+2 HTTP/1.1\r\nHost: h:1\r\nX-Csrf-Token:  t \r\n\r\n").unwrap();
         assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/api/x"));
         assert_eq!(r.header("host"), Some("h:1"));
         assert_eq!(r.header("x-csrf-token"), Some("t"));
