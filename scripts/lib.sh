@@ -7,11 +7,12 @@ export EBATS_ROOT EBATS_SO
 
 # Debian 12 packages needed to build the extension, run it and run its tests (systemd for systemd-analyze and
 # supervisor for supervisord: tests/php/DeployTest.php checks deploy/ with them; prometheus for promtool and
-# a real Prometheus server: tests/php/MetricsTest.php).
+# a real Prometheus server: tests/php/MetricsTest.php; chromium and chromium-driver for the dashboard's
+# browser tests: tests/php/DashboardTest.php drives a headless Chromium through WebDriver).
 EBATS_PACKAGES=(
     php8.2-dev php8.2-cli libclang-dev build-essential libssl-dev pkg-config openssl
     php8.2-fpm php-amqp php-amqplib phpunit git
-    systemd supervisor prometheus
+    systemd supervisor prometheus chromium chromium-driver fonts-dejavu-core
 )
 
 say() { printf '==> %s\n' "$*"; }

@@ -43,6 +43,9 @@ pub const DEFERRED: Setting =
 /// Where workers and schedulers serve `/metrics` and `/healthz` (`ip:port`); empty: nowhere.
 pub const METRICS: Setting = Setting { ini: c"ebats.metrics_address", env: "EBATS_METRICS_ADDRESS", default: c"" };
 
+/// The token the dashboard asks for (required when it listens on anything but loopback); empty: none.
+pub const DASHBOARD_TOKEN: Setting =
+    Setting { ini: c"ebats.dashboard_token", env: "EBATS_DASHBOARD_TOKEN", default: c"" };
 /// How a list of broker URLs is walked: `ordered` or `shuffle` (see `nodes.rs`).
 pub const URL_ORDER: Setting =
     Setting { ini: c"ebats.amqp_url_order", env: "EBATS_AMQP_URL_ORDER", default: c"ordered" };
@@ -50,8 +53,19 @@ pub const URL_ORDER: Setting =
 pub const QUEUE_TYPE: Setting = Setting { ini: c"ebats.queue_type", env: "EBATS_QUEUE_TYPE", default: c"classic" };
 
 /// Every setting, in the order `php --ri` shows them.
-pub const ALL: [Setting; 10] =
-    [URL, URL_ORDER, PREFIX, CONNECT_TIMEOUT, HEARTBEAT, CONFIRM_TIMEOUT, DEBUG, DEFERRED, METRICS, QUEUE_TYPE];
+pub const ALL: [Setting; 11] = [
+    URL,
+    URL_ORDER,
+    PREFIX,
+    CONNECT_TIMEOUT,
+    HEARTBEAT,
+    CONFIRM_TIMEOUT,
+    DEBUG,
+    DEFERRED,
+    METRICS,
+    QUEUE_TYPE,
+    DASHBOARD_TOKEN,
+];
 
 /// The type of the queues ebats declares for tasks and events (`ebats.queue_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +119,7 @@ pub struct Sources<'a> {
 
 impl Sources<'_> {
     /// The environment, else php.ini (each only when set and not empty), else the default.
-    fn layered(&self, setting: &Setting) -> String {
+    pub fn layered(&self, setting: &Setting) -> String {
         let from_env = (self.env)(setting.env).filter(|v| !v.is_empty());
         from_env
             .or_else(|| (self.ini)(setting.ini_name()).filter(|v| !v.is_empty()))

@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod config;
 pub mod cron;
+pub mod dashboard;
 pub mod dispatch;
 pub mod log;
 pub mod metrics;

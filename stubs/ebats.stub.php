@@ -352,6 +352,27 @@ namespace Asynclib\Ebats {
     }
 
     /**
+     * The dashboard in the browser: overview, topics, processes, executions, failed stores, schedules and
+     * live charts, served by this process until SIGTERM/SIGINT. Bound to 127.0.0.1 unless told otherwise;
+     * a token (option or ebats.dashboard_token) is required on any other address. Also on the command line:
+     * php php/bin/ebats dashboard --listen=127.0.0.1:8080 [--token=T] [--topics=a,b] [--metrics=host:port,...].
+     */
+    class Dashboard
+    {
+        /**
+         * @param array{listen?:string,token?:?string,topics?:list<string>|string,metrics?:list<string>|string,sample_every?:float|int}|null $options
+         * @throws \Asynclib\Exception\ExceptionInterface on a bad option or an unsafe setup
+         */
+        public function __construct(?array $options = null) {}
+
+        /** Binds the listening socket (once); returns the dashboard's URL. */
+        public function listen(): string {}
+
+        /** Serves until SIGTERM or SIGINT. */
+        public function run(): void {}
+    }
+
+    /**
      * Periodic schedules stored on the broker (the stream <prefix>.cron), fired by the leading Scheduler and
      * managed at run time: every change takes effect on the running leader within a second. Also on the
      * command line: php php/bin/ebats schedules:list|add|update|remove|pause|resume|trigger.

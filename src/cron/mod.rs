@@ -44,6 +44,7 @@ pub mod error;
 pub mod expression;
 pub mod firing;
 pub mod leader;
+pub mod manage;
 pub mod name;
 pub mod schedule;
 pub mod settings;

@@ -178,7 +178,7 @@ pub fn fork_worker_process(
                     let mut f = worker_families(topic, expected, &snap);
                     f.extend(process_families(&procs));
                     f.extend(queue_families(&depths));
-                    Response { status: 200, content_type: super::expo::CONTENT_TYPE, body: render(f) }
+                    Response::new(200, super::expo::CONTENT_TYPE, render(f))
                 }
                 "/healthz" => {
                     let running = stats.snap().children.len();
@@ -256,7 +256,7 @@ impl ThreadServer {
                     let mut f = families();
                     f.extend(process_families(&[(role.into(), String::new(), me)]));
                     f.extend(queue_families(&reader.read(&queues)));
-                    Response { status: 200, content_type: super::expo::CONTENT_TYPE, body: render(f) }
+                    Response::new(200, super::expo::CONTENT_TYPE, render(f))
                 }
                 "/healthz" => {
                     if reader.read(&queues).up {

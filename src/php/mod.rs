@@ -4,6 +4,7 @@ pub mod args;
 pub mod call;
 pub mod consumer;
 pub mod convert;
+pub mod dashboard;
 pub mod deferred;
 pub mod exceptions;
 pub mod producer;
@@ -63,6 +64,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .class::<consumer::Consumer>()
         .class::<store::FailedStore>()
         .class::<schedules::Schedules>()
+        .class::<dashboard::Dashboard>()
         .class::<deferred::Batch>()
         .function(wrap_function!(ebats_config))
         .function(wrap_function!(ebats_flush))

@@ -6,9 +6,9 @@ use ext_php_rs::types::Zval;
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
-use crate::cron::state::{Def, Entry, Fold, Record};
-use crate::cron::stream::{self, now_ms};
-use crate::cron::ticks::{next_n, zoned};
+use crate::cron::manage::{self, Refused};
+use crate::cron::state::{Def, Fold, Record};
+use crate::cron::stream;
 use crate::cron::zone::process_zone;
 use crate::cron::Error as CronError;
 use crate::php::args::{bad_input, broker_err, string_arg};
@@ -75,8 +75,7 @@ pub fn declare_in_code(
 }
 
 fn state() -> PhpResult<Fold> {
-    let s = settings::current()?;
-    stream::read_state(&s).map(|f| f.fold).map_err(broker_err)
+    manage::state(&settings::current()?).map_err(broker_err)
 }
 
 fn append(record: Record) -> PhpResult<()> {
@@ -84,48 +83,11 @@ fn append(record: Record) -> PhpResult<()> {
     stream::append(&s, &[record]).map_err(broker_err)
 }
 
-fn existing<'a>(fold: &'a Fold, name: &str) -> PhpResult<&'a Entry> {
-    fold.schedules.get(name).ok_or_else(|| bad_input(format!("no schedule is named '{}'", crate::log::escape(name))))
-}
-
-fn stored<'a>(fold: &'a Fold, name: &str, what: &str) -> PhpResult<&'a Entry> {
-    let e = existing(fold, name)?;
-    if e.source != crate::cron::state::Source::Stored {
-        return Err(bad_input(format!("schedule '{name}' is declared in code: {what} it there (it can be paused)")));
+fn refused(e: Refused) -> PhpException {
+    match e {
+        Refused::Broker(e) => broker_err(e),
+        Refused::Bad(m) => bad_input(m),
     }
-    Ok(e)
-}
-
-fn iso(def: &Def, ms: i64) -> Value {
-    match def.schedule().and_then(|s| zoned(&s, ms)) {
-        Ok(t) => json!(t.to_rfc3339()),
-        Err(_) => Value::Null,
-    }
-}
-
-fn describe(e: &Entry, now: i64) -> Value {
-    let next: Vec<Value> = match (e.paused, e.def.schedule()) {
-        (false, Ok(s)) => next_n(&s, now, 3).unwrap_or_default().into_iter().map(|t| iso(&e.def, t)).collect(),
-        _ => vec![],
-    };
-    json!({
-        "name": e.def.name,
-        "expression": e.def.expression,
-        "event": e.def.event,
-        "options": e.def.options,
-        "timezone": e.def.timezone,
-        "catchup": e.def.catchup,
-        "paused": e.paused,
-        "source": e.source.as_str(),
-        "next": next,
-        "last_tick": e.last.as_ref().map(|l| iso(&e.def, l.tick)),
-        "last_fired_at": e.last.as_ref().map(|l| iso(&e.def, l.fired_at)),
-        "last_event_id": e.last.as_ref().map(|l| l.event_id.clone()),
-        "last_late": e.last.as_ref().map(|l| l.late),
-        "late": e.late,
-        "skipped": e.skipped,
-        "last_trigger_id": e.last_trigger.as_ref().map(|t| t.0.clone()),
-    })
 }
 
 #[php_class]
@@ -150,7 +112,7 @@ impl Schedules {
     pub fn update(name: String, changes: &Zval) -> PhpResult<()> {
         let changes = settings_map(Some(changes), "Argument #2 ($changes)")?;
         let fold = state()?;
-        let old = stored(&fold, &name, "change")?.def.clone();
+        let old = manage::stored(&fold, &name, "change").map_err(refused)?.def.clone();
         let mut expression = old.expression.clone();
         let mut event = old.event.clone();
         let mut options = old.options.clone();
@@ -183,37 +145,28 @@ impl Schedules {
     /// Deletes a stored schedule.
     pub fn remove(name: String) -> PhpResult<()> {
         let fold = state()?;
-        stored(&fold, &name, "remove")?;
+        manage::stored(&fold, &name, "remove").map_err(refused)?;
         append(Record::Remove { name })
     }
 
     /// Stops firing a schedule (stored or declared in code) until it is resumed.
     pub fn pause(name: String) -> PhpResult<()> {
-        let fold = state()?;
-        existing(&fold, &name)?;
-        append(Record::Pause { name })
+        manage::pause(&settings::current()?, &name).map_err(refused)
     }
 
     /// Fires again from now on; ticks that fell while it was paused are not caught up.
     pub fn resume(name: String) -> PhpResult<()> {
-        let fold = state()?;
-        existing(&fold, &name)?;
-        append(Record::Resume { name })
+        manage::resume(&settings::current()?, &name).map_err(refused)
     }
 
     /// Fires the schedule's event once, now (the leader publishes it); returns the event's id.
     pub fn trigger(name: String) -> PhpResult<String> {
-        let fold = state()?;
-        existing(&fold, &name)?;
-        let id = crate::wire::new_id();
-        append(Record::Trigger { name, id: id.clone() })?;
-        Ok(id)
+        manage::trigger(&settings::current()?, &name).map_err(refused)
     }
 
     /// Every schedule, by name: its definition, state, next 3 fire times and last firing.
     pub fn list() -> PhpResult<Vec<Zval>> {
-        let fold = state()?;
-        let now = now_ms();
-        Ok(fold.schedules.values().map(|e| convert::to_zval(&describe(e, now))).collect())
+        let list = manage::list(&settings::current()?).map_err(broker_err)?;
+        Ok(list.iter().map(convert::to_zval).collect())
     }
 }

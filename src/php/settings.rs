@@ -72,6 +72,12 @@ pub fn current() -> Result<Settings, PhpException> {
         .map_err(|e| exception(Kind::Connectioned, format!("ebats configuration: {e}")))
 }
 
+/// The dashboard's token from `ebats.dashboard_token` / `EBATS_DASHBOARD_TOKEN`, if set.
+pub fn dashboard_token() -> Option<String> {
+    let t = Sources { ini: &ini, env: &env, constant: &constant }.layered(&config::DASHBOARD_TOKEN);
+    Some(t).filter(|t| !t.is_empty())
+}
+
 /// The effective configuration, password masked.
 pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let s = current()?;
@@ -91,6 +97,7 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let _ = t.insert("debug", s.debug);
     let _ = t.insert("deferred_confirms", s.deferred);
     let _ = t.insert("metrics_address", s.metrics_address.clone());
+    let _ = t.insert("dashboard_token", if dashboard_token().is_some() { "***" } else { "" });
     let _ = t.insert("tls", s.tls());
     let _ = t.insert("tls_available", cfg!(feature = "tls"));
     let _ = t.insert("version", env!("CARGO_PKG_VERSION"));

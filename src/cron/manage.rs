@@ -1,0 +1,110 @@
+//! Managing the schedules of the stream at run time, for every caller (the PHP `Schedules` class, the
+//! dashboard): listing with next and last runs, pause, resume, trigger. On the process's session.
+
+use serde_json::{json, Value};
+
+use super::state::{Entry, Fold, Record, Source};
+use super::stream;
+use super::ticks::{next_n, zoned};
+use crate::broker::BrokerError;
+use crate::config::Settings;
+use crate::wire::now_ms;
+
+/// Why a management call failed: the broker, or a request that cannot be done (message for people).
+#[derive(Debug)]
+pub enum Refused {
+    Broker(BrokerError),
+    Bad(String),
+}
+
+impl From<BrokerError> for Refused {
+    fn from(e: BrokerError) -> Self {
+        Refused::Broker(e)
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Broker(e) => write!(f, "{e}"),
+            Refused::Bad(m) => f.write_str(m),
+        }
+    }
+}
+
+pub fn state(settings: &Settings) -> Result<Fold, BrokerError> {
+    stream::read_state(settings).map(|f| f.fold)
+}
+
+pub fn existing<'a>(fold: &'a Fold, name: &str) -> Result<&'a Entry, Refused> {
+    fold.schedules.get(name).ok_or_else(|| Refused::Bad(format!("no schedule is named '{}'", crate::log::escape(name))))
+}
+
+/// A stored schedule (not one declared in code), for changes only stored ones allow.
+pub fn stored<'a>(fold: &'a Fold, name: &str, what: &str) -> Result<&'a Entry, Refused> {
+    let e = existing(fold, name)?;
+    if e.source != Source::Stored {
+        return Err(Refused::Bad(format!("schedule '{name}' is declared in code: {what} it there (it can be paused)")));
+    }
+    Ok(e)
+}
+
+fn iso(e: &Entry, ms: i64) -> Value {
+    match e.def.schedule().and_then(|s| zoned(&s, ms)) {
+        Ok(t) => json!(t.to_rfc3339()),
+        Err(_) => Value::Null,
+    }
+}
+
+/// A schedule as shown: definition, state, next 3 fire times, last firing.
+pub fn describe(e: &Entry, now: i64) -> Value {
+    let next: Vec<Value> = match (e.paused, e.def.schedule()) {
+        (false, Ok(s)) => next_n(&s, now, 3).unwrap_or_default().into_iter().map(|t| iso(e, t)).collect(),
+        _ => vec![],
+    };
+    json!({
+        "name": e.def.name,
+        "expression": e.def.expression,
+        "event": e.def.event,
+        "options": e.def.options,
+        "timezone": e.def.timezone,
+        "catchup": e.def.catchup,
+        "paused": e.paused,
+        "source": e.source.as_str(),
+        "next": next,
+        "last_tick": e.last.as_ref().map(|l| iso(e, l.tick)),
+        "last_fired_at": e.last.as_ref().map(|l| iso(e, l.fired_at)),
+        "last_event_id": e.last.as_ref().map(|l| l.event_id.clone()),
+        "last_late": e.last.as_ref().map(|l| l.late),
+        "late": e.late,
+        "skipped": e.skipped,
+        "last_trigger_id": e.last_trigger.as_ref().map(|t| t.0.clone()),
+    })
+}
+
+/// Every schedule, described.
+pub fn list(settings: &Settings) -> Result<Vec<Value>, BrokerError> {
+    let fold = state(settings)?;
+    let now = now_ms();
+    Ok(fold.schedules.values().map(|e| describe(e, now)).collect())
+}
+
+/// Stops firing a schedule (stored or declared in code) until resumed.
+pub fn pause(settings: &Settings, name: &str) -> Result<(), Refused> {
+    existing(&state(settings)?, name)?;
+    Ok(stream::append(settings, &[Record::Pause { name: name.to_string() }])?)
+}
+
+/// Fires again from now on; ticks that fell while it was paused are not caught up.
+pub fn resume(settings: &Settings, name: &str) -> Result<(), Refused> {
+    existing(&state(settings)?, name)?;
+    Ok(stream::append(settings, &[Record::Resume { name: name.to_string() }])?)
+}
+
+/// Fires the schedule's event once, now (the leader publishes it); the event's id.
+pub fn trigger(settings: &Settings, name: &str) -> Result<String, Refused> {
+    existing(&state(settings)?, name)?;
+    let id = crate::wire::new_id();
+    stream::append(settings, &[Record::Trigger { name: name.to_string(), id: id.clone() }])?;
+    Ok(id)
+}

@@ -1,0 +1,231 @@
+// The dashboard's page: polls the JSON API, draws tables and charts. Every text from the broker
+// (task params, error messages, names) is set with textContent, never parsed as HTML.
+'use strict';
+
+const CSRF = document.querySelector('meta[name="csrf-token"]').getAttribute('content');
+const SVG = 'http://www.w3.org/2000/svg';
+const $ = (id) => document.getElementById(id);
+let state = null;
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === 'class') e.className = v; else if (k.startsWith('on')) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c == null ? '' : String(c)));
+  return e;
+}
+
+async function api(path) {
+  const r = await fetch(path, { credentials: 'same-origin' });
+  const body = await r.json().catch(() => ({ error: 'HTTP ' + r.status }));
+  if (!r.ok) throw new Error(body.error || ('HTTP ' + r.status));
+  return body;
+}
+
+async function post(path, data) {
+  const r = await fetch(path, {
+    method: 'POST', credentials: 'same-origin',
+    headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': CSRF },
+    body: JSON.stringify(data),
+  });
+  const text = await r.text();
+  let body; try { body = JSON.parse(text); } catch (e) { body = { error: text }; }
+  if (!r.ok) throw new Error(body.error || ('HTTP ' + r.status));
+  return body;
+}
+
+function confirmed(text) {
+  return new Promise((resolve) => {
+    $('confirm-text').textContent = text;
+    $('confirm').hidden = false;
+    const done = (v) => { $('confirm').hidden = true; $('confirm-yes').onclick = null; $('confirm-no').onclick = null; resolve(v); };
+    $('confirm-yes').onclick = () => done(true);
+    $('confirm-no').onclick = () => done(false);
+  });
+}
+
+const num = (v) => (v == null ? '–' : (Math.round(v * 10) / 10).toLocaleString('en'));
+const secs = (s) => (s == null ? '–' : s < 1 ? Math.round(s * 1000) + ' ms' : s < 120 ? s.toFixed(1) + ' s' : Math.round(s / 60) + ' min');
+const bytes = (b) => (b == null ? '–' : (b / 1048576).toFixed(1) + ' MB');
+const time = (ms) => (ms ? new Date(ms).toLocaleTimeString('en-GB') : '–');
+const duration = (ms) => (ms == null ? '–' : secs(ms / 1000));
+
+function fill(tbody, rows) {
+  tbody.replaceChildren(...rows);
+}
+
+function topicRows(topics) {
+  return topics.map((t) => el('tr', { 'data-topic': t.topic },
+    el('td', {}, t.topic),
+    el('td', { class: 'num ready' }, num(t.ready)),
+    el('td', { class: 'num in-flight' }, num(t.in_flight)),
+    el('td', { class: 'num failed' }, num(t.failed)),
+    el('td', { class: 'num consumers' }, num(t.consumers)),
+    el('td', { class: 'num wait' }, secs(t.wait_s))));
+}
+
+function renderState(s) {
+  state = s;
+  const o = s.overview;
+  $('prefix').textContent = 'prefix ' + s.prefix;
+  $('status').textContent = (s.broker_up ? 'broker up' : 'broker unreachable') + ' · sampled ' + time(s.sampled_at_ms);
+  $('ov-per-min').textContent = num(o.tasks_per_min);
+  $('ov-failed-1h').textContent = num(o.failed_1h);
+  $('ov-failed-1h-note').textContent = o.failed_1h_from === 'history' ? 'from the execution history'
+    : 'from the workers\' metrics over the last ' + duration(Math.min(o.failed_1h_covers_ms, 3600000));
+  $('ov-failed-7d').textContent = num(o.failed_7d);
+  $('ov-failed-7d-note').textContent = s.history ? 'from the execution history' : 'execution history is off';
+  $('ov-wait').textContent = o.longest_wait ? secs(o.longest_wait.seconds) : '–';
+  $('ov-wait-topic').textContent = o.longest_wait ? 'topic ' + o.longest_wait.topic : 'no task started in the last minute';
+  $('ov-procs').textContent = String(o.processes);
+  $('ov-in-flight').textContent = num(o.in_flight);
+  $('ov-delayed').textContent = num(o.delayed);
+  $('topics-delayed').textContent = num(o.delayed);
+  fill($('ov-topics').tBodies[0], topicRows(s.topics));
+  fill($('topics').tBodies[0], topicRows(s.topics));
+  fill($('processes').tBodies[0], s.processes.map((p) => el('tr', { 'data-pid': p.pid },
+    el('td', {}, p.source), el('td', {}, p.topic || ''), el('td', {}, p.role + (p.slot !== '' ? ' ' + p.slot : '')),
+    el('td', { class: 'num' }, p.pid), el('td', { class: 'num' }, secs(p.uptime_s)),
+    el('td', { class: 'num' }, p.cpu_percent == null ? '–' : p.cpu_percent.toFixed(1) + ' %'),
+    el('td', { class: 'num' }, bytes(p.rss_bytes)), el('td', {}, p.task || '–'), el('td', { class: 'num' }, duration(p.task_for_ms)))));
+  $('processes-note').textContent = s.metrics.length ? 'From the metrics of ' + s.metrics.join(', ') + '.'
+    : 'No metrics addresses given (--metrics=host:port,...): no processes to show.';
+  const errors = s.errors.length ? 'Not answering: ' + s.errors.join('; ') : '';
+  $('errors').textContent = errors;
+  $('errors').hidden = !errors;
+  for (const id of ['exec-topic', 'failed-topic']) {
+    const sel = $(id);
+    const have = Array.from(sel.options).map((x) => x.value);
+    for (const t of s.topics) if (!have.includes(t.topic)) sel.append(el('option', { value: t.topic }, t.topic));
+  }
+}
+
+function chart(svg, points, key, cls) {
+  const w = 600, h = 180, pad = 30;
+  const vals = points.map((p) => p[key]).filter((v) => v != null);
+  const max = Math.max(1, ...vals);
+  const now = Date.now(), from = now - 3600000;
+  const x = (t) => pad + ((t - from) / 3600000) * (w - pad - 5);
+  const y = (v) => h - 18 - (v / max) * (h - 30);
+  const kids = [];
+  const line = (x1, y1, x2, y2) => { const l = document.createElementNS(SVG, 'line'); for (const [k, v] of Object.entries({ x1, y1, x2, y2 })) l.setAttribute(k, v); l.setAttribute('class', 'axis'); return l; };
+  const text = (tx, ty, s) => { const t = document.createElementNS(SVG, 'text'); t.setAttribute('x', tx); t.setAttribute('y', ty); t.textContent = s; return t; };
+  kids.push(line(pad, h - 18, w - 5, h - 18), line(pad, 8, pad, h - 18));
+  kids.push(text(2, 14, num(max)), text(2, h - 20, '0'), text(pad, h - 4, '-60 min'), text(w - 40, h - 4, 'now'));
+  const d = points.filter((p) => p[key] != null).map((p, i) => (i ? 'L' : 'M') + x(p.at_ms).toFixed(1) + ' ' + y(p[key]).toFixed(1)).join(' ');
+  if (d) { const path = document.createElementNS(SVG, 'path'); path.setAttribute('d', d); path.setAttribute('class', 'line ' + (cls || '')); kids.push(path); }
+  svg.setAttribute('data-points', String(vals.length));
+  svg.replaceChildren(...kids);
+}
+
+async function refreshState() {
+  try { renderState(await api('/api/state')); } catch (e) { $('status').textContent = 'error: ' + e.message; }
+}
+
+async function refreshCharts() {
+  try {
+    const s = await api('/api/series');
+    chart($('chart-throughput'), s.points, 'per_min');
+    chart($('chart-runtime'), s.points, 'avg_run_ms');
+  } catch (e) { /* shown by the state poll */ }
+}
+
+async function loadExecutions() {
+  const q = new URLSearchParams({ topic: $('exec-topic').value, task: $('exec-task').value, status: $('exec-status').value });
+  const r = await api('/api/executions?' + q);
+  $('history-off').hidden = r.history;
+  fill($('executions').tBodies[0], r.executions.map((x) => el('tr', {},
+    el('td', {}, time(x.ended_ms)), el('td', {}, x.topic), el('td', {}, x.task),
+    el('td', { class: 'status-' + x.status }, x.status), el('td', { class: 'num' }, num(x.ms)), el('td', { class: 'num' }, x.attempt),
+    el('td', {}, x.host + ' / ' + x.pid), el('td', { class: 'msg' }, x.message), el('td', { class: 'msg' }, JSON.stringify(x.params)))));
+}
+
+function failedError(t) {
+  const f = t.failed || {};
+  return (f.class ? f.class + ': ' : '') + (f.message || '');
+}
+
+async function loadFailed() {
+  const topic = $('failed-topic').value;
+  if (!topic) return;
+  const r = await api('/api/failed?topic=' + encodeURIComponent(topic));
+  // The detail shown stays while its task is still listed.
+  if (!r.entries.some((t) => t.id === $('fd-id').textContent)) $('failed-detail').hidden = true;
+  fill($('failed').tBodies[0], r.entries.map((t) => {
+    const f = t.failed || {};
+    const replay = el('button', { type: 'button', class: 'replay' }, 'Replay');
+    replay.addEventListener('click', async (ev) => {
+      ev.stopPropagation();
+      if (!(await confirmed('Replay task ' + t.id + ' of topic ' + topic + '?'))) return;
+      act($('failed-result'), () => post('/api/failed/replay', { topic, id: t.id }), (x) => x.moved + ' task(s) moved back to the ready queue', loadFailed);
+    });
+    const row = el('tr', { class: 'clickable', 'data-id': t.id },
+      el('td', {}, t.id), el('td', {}, t.unreadable ? '(unreadable)' : t.name), el('td', { class: 'num' }, f.attempts == null ? t.attempt : f.attempts),
+      el('td', {}, f.failed_at ? new Date(f.failed_at * 1000).toLocaleString('en-GB') : '–'), el('td', { class: 'msg error' }, failedError(t)),
+      el('td', {}, t.unreadable ? '' : replay));
+    row.addEventListener('click', () => {
+      $('fd-id').textContent = t.id;
+      $('fd-error').textContent = failedError(t);
+      $('fd-params').textContent = JSON.stringify(t.unreadable ? t.body : t.params, null, 2);
+      $('failed-detail').hidden = false;
+    });
+    return row;
+  }));
+}
+
+async function act(out, call, say, then) {
+  out.textContent = 'working…';
+  try { out.textContent = say(await call()); } catch (e) { out.textContent = 'refused: ' + e.message; }
+  if (then) then().catch((e) => { out.textContent = e.message; });
+}
+
+async function loadSchedules() {
+  const r = await api('/api/schedules');
+  const out = $('schedules-result');
+  fill($('schedules').tBodies[0], r.schedules.map((s) => {
+    const button = (what, label) => {
+      const b = el('button', { type: 'button', class: what }, label);
+      b.addEventListener('click', async () => {
+        if (!(await confirmed(label + ' schedule ' + s.name + '?'))) return;
+        act(out, () => post('/api/schedules/' + what, { name: s.name }), (x) => label + ': done' + (x.event_id ? ' (event ' + x.event_id + ')' : ''), loadSchedules);
+      });
+      return b;
+    };
+    return el('tr', { 'data-schedule': s.name },
+      el('td', {}, s.name), el('td', {}, s.expression), el('td', {}, s.event), el('td', {}, s.timezone),
+      el('td', { class: s.paused ? 'state paused' : 'state' }, s.paused ? 'paused' : 'active'),
+      el('td', {}, s.next[0] || '–'), el('td', {}, s.last_fired_at || '–'),
+      el('td', {}, s.paused ? button('resume', 'Resume') : button('pause', 'Pause'), ' ', button('trigger', 'Trigger now')));
+  }));
+}
+
+function show() {
+  const view = (location.hash || '#overview').slice(1);
+  for (const s of document.querySelectorAll('.view')) s.hidden = s.id !== 'view-' + view;
+  for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.view === view);
+  const load = { executions: loadExecutions, failed: loadFailed, schedules: loadSchedules }[view];
+  if (load) load().catch((e) => { $('status').textContent = 'error: ' + e.message; });
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  window.addEventListener('hashchange', show);
+  $('exec-filter').addEventListener('submit', (e) => { e.preventDefault(); loadExecutions().catch(() => {}); });
+  $('failed-topic').addEventListener('change', () => loadFailed().catch(() => {}));
+  $('failed-reload').addEventListener('click', () => loadFailed().catch(() => {}));
+  $('failed-replay-all').addEventListener('click', async () => {
+    const topic = $('failed-topic').value;
+    if (!topic || !(await confirmed('Replay every failed task of topic ' + topic + '?'))) return;
+    act($('failed-result'), () => post('/api/failed/replay', { topic }), (x) => x.moved + ' task(s) moved back to the ready queue', loadFailed);
+  });
+  $('failed-purge').addEventListener('click', async () => {
+    const topic = $('failed-topic').value;
+    if (!topic || !(await confirmed('Delete every failed task of topic ' + topic + '? This cannot be undone.'))) return;
+    act($('failed-result'), () => post('/api/failed/purge', { topic }), (x) => x.purged + ' failed task(s) deleted', loadFailed);
+  });
+  refreshState().then(show);
+  refreshCharts();
+  setInterval(refreshState, 3000);
+  setInterval(refreshCharts, 5000);
+  setInterval(() => { if (location.hash === '#schedules') loadSchedules().catch(() => {}); }, 5000);
+});

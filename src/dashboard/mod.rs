@@ -1,0 +1,127 @@
+//! The dashboard: a small web application served by the extension, for a person to see and act on
+//! the task system (topics, processes, executions, the failed stores, schedules, live charts).
+//!
+//! One concept per file: `sources` (where executions and processes come from, as plain data),
+//! `series` (sampled counters and the figures they give), `sampler` (the thread that samples every
+//! few seconds), `auth` (token, Host, CSRF), `api` (the JSON API), `assets` (the page, its script
+//! and style, built into the extension) and `server` (listening, routing, security headers).
+//!
+//! The process never forks, so it uses threads freely: one accepts, one per connection (bounded),
+//! one samples. Calls on the process's broker session are made one at a time (`State::broker`).
+
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod sampler;
+pub mod series;
+pub mod server;
+pub mod sources;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::config::Settings;
+
+/// How a dashboard is set up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+    /// Topics to show; more are found in the metrics of the addresses below.
+    pub topics: Vec<String>,
+    /// Metrics addresses (host:port) of the workers and schedulers to show.
+    pub metrics: Vec<String>,
+    pub sample_every: Duration,
+}
+
+impl Options {
+    /// Checks the options as a whole.
+    pub fn check(&self) -> Result<(), String> {
+        auth::check_start(&self.listen, self.token.as_deref())?;
+        if self.topics.is_empty() && self.metrics.is_empty() {
+            return Err("give the topics to show (--topics=a,b or 'topics' => [...]) or the metrics addresses of \
+                        the workers (--metrics=host:port,...): without the management plugin the broker cannot \
+                        list its queues"
+                .into());
+        }
+        for t in &self.topics {
+            crate::rules::check_topic(t)?;
+        }
+        Ok(())
+    }
+}
+
+/// One topic as shown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TopicRow {
+    pub topic: String,
+    /// Ready in the topic's queue (none when the queue does not exist or the broker did not answer).
+    pub ready: Option<u32>,
+    pub consumers: Option<u32>,
+    pub failed: Option<u32>,
+    /// Being run now, as the workers' metrics say.
+    pub in_flight: Option<f64>,
+    /// Mean wait of the tasks started in the last minute, in seconds.
+    pub wait_s: Option<f64>,
+}
+
+/// What the last sample saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct View {
+    pub at_ms: i64,
+    pub broker_up: bool,
+    pub topics: Vec<TopicRow>,
+    /// Delayed tasks of every topic (the delay levels are shared by the topics).
+    pub delayed: u64,
+    pub processes: Vec<sources::ProcessRow>,
+    /// Addresses that did not answer, and why.
+    pub errors: Vec<String>,
+}
+
+/// Shared by the threads of one dashboard.
+pub struct State {
+    pub settings: Settings,
+    pub opts: Options,
+    /// The CSRF token of this process, put in the page.
+    pub csrf: String,
+    pub view: Mutex<View>,
+    pub series: Mutex<series::Series>,
+    /// Held around every call on the process's broker session (which refuses concurrent use).
+    pub broker: Mutex<()>,
+}
+
+impl State {
+    pub fn new(settings: Settings, opts: Options) -> State {
+        State {
+            settings,
+            opts,
+            csrf: auth::random_secret(),
+            view: Mutex::new(View::default()),
+            series: Mutex::new(series::Series::default()),
+            broker: Mutex::new(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let o = Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+            topics: vec!["mail".into()],
+            metrics: vec![],
+            sample_every: Duration::from_secs(1),
+        };
+        assert!(o.check().is_ok());
+        assert!(Options { topics: vec![], ..o.clone() }.check().unwrap_err().contains("--topics"));
+        assert!(Options { topics: vec!["a b".into()], ..o.clone() }.check().is_err());
+        assert!(Options { listen: "0.0.0.0:1".parse().unwrap(), ..o }.check().unwrap_err().contains("token"));
+    }
+}

@@ -1,0 +1,245 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Ebats\Tests;
+
+use Asynclib\Ebats\Dashboard;
+use Asynclib\Ebats\Task;
+use Asynclib\Ebats\Worker;
+use Asynclib\Exception\ExceptionInterface;
+use Ebats\Tests\Lib\Browser;
+use Ebats\Tests\Lib\Process;
+use Ebats\Tests\Lib\ProcTestCase;
+use Ebats\Tests\Lib\TestEnv;
+
+/**
+ * The dashboard in a real headless Chromium (WebDriver), against a running worker, a cron scheduler and the
+ * broker. Screenshots go to target/screenshots/dashboard-*.png.
+ */
+final class DashboardTest extends ProcTestCase
+{
+    private const TOKEN = 'test-token-0123456789';
+    private ?Browser $browser = null;
+
+    protected function tearDown(): void
+    {
+        $this->browser?->close();
+        $this->browser = null;
+        parent::tearDown();
+        $this->broker->deleteQueue(static::q('cron'));
+        $this->broker->deleteQueue(static::q('cron.leader'));
+    }
+
+    private static function freePort(): int
+    {
+        $s = stream_socket_server('tcp://127.0.0.1:0');
+        $name = (string) stream_socket_get_name($s, false);
+        fclose($s);
+        return (int) substr($name, strrpos($name, ':') + 1);
+    }
+
+    private static function shot(string $name): string
+    {
+        return TestEnv::repoRoot() . "/target/screenshots/dashboard-$name.png";
+    }
+
+    /** Starts `ebats dashboard` with $args; returns its base URL. */
+    private function startDashboard(array $args, string $name = 'dashboard'): string
+    {
+        $bin = TestEnv::repoRoot() . '/php/bin/ebats';
+        $proc = $this->startFixture($name, '../../php/bin/ebats', [], array_merge(['dashboard', '--listen', '127.0.0.1:0'], $args));
+        $url = $this->waitFor(
+            fn () => preg_match('~listening on (http://\S+/)~', $proc->stdout(), $m) ? $m[1] : null,
+            15,
+            "the dashboard starts\n" . $proc->describe()
+        );
+        $this->assertFileExists($bin);
+        return $url;
+    }
+
+    /** @return array{0:int,1:array<string,string>,2:string} status, headers (lower-case names), body */
+    private static function http(string $method, string $url, array $headers = [], string $body = ''): array
+    {
+        $h = '';
+        foreach ($headers as $k => $v) {
+            $h .= "$k: $v\r\n";
+        }
+        $ctx = stream_context_create(['http' => ['method' => $method, 'header' => $h, 'content' => $body, 'ignore_errors' => true, 'timeout' => 20]]);
+        $out = (string) @file_get_contents($url, false, $ctx);
+        $status = 0;
+        $hs = [];
+        foreach ($http_response_header ?? [] as $line) {
+            if (preg_match('~^HTTP/\S+ (\d+)~', $line, $m)) {
+                $status = (int) $m[1];
+            } elseif (str_contains($line, ':')) {
+                [$k, $v] = explode(':', $line, 2);
+                $hs[strtolower($k)] = trim($v);
+            }
+        }
+        return [$status, $hs, $out];
+    }
+
+    private function browser(): Browser
+    {
+        return $this->browser ??= new Browser($this->tmp);
+    }
+
+    public function testRefusesToStartUnsafelyOrWithBadOptions(): void
+    {
+        foreach ([
+            [['listen' => '0.0.0.0:0', 'topics' => ['demo']], 'not a loopback address'],
+            [['listen' => '127.0.0.1:0'], '--topics'],
+            [['listen' => 'nowhere', 'topics' => ['demo']], 'invalid dashboard address'],
+            [['topics' => ['demo'], 'token' => 'short'], 'at least 16'],
+            [['topics' => ['bad topic']], 'topic'],
+            [['topics' => ['demo'], 'metrics' => ['x']], 'invalid metrics address'],
+            [['topics' => ['demo'], 'colour' => 'red'], "unknown dashboard option 'colour'"],
+        ] as [$options, $message]) {
+            $e = self::thrown(fn () => new Dashboard($options));
+            $this->assertInstanceOf(ExceptionInterface::class, $e, json_encode($options));
+            $this->assertStringContainsString($message, $e->getMessage());
+        }
+        $ok = new Dashboard(['listen' => '0.0.0.0:0', 'topics' => ['demo'], 'token' => self::TOKEN]);
+        $this->assertMatchesRegularExpression('~^http://0\.0\.0\.0:\d+/$~', $ok->listen(), 'with a token, any address');
+
+        $cli = Process::run(array_merge(TestEnv::phpCommand(), [TestEnv::repoRoot() . '/php/bin/ebats', 'dashboard', '--listen', '0.0.0.0:0', '--topics=demo']), static::childEnv(), 20);
+        $this->assertSame(2, $cli->exitCode());
+        $this->assertStringContainsString('not a loopback address: give a token', $cli->stderr());
+    }
+
+    public function testRequestsAreCheckedAndAnswersSecured(): void
+    {
+        $url = $this->startDashboard(['--topics=demo']);
+        [$status, $h, $page] = self::http('GET', $url);
+        $this->assertSame(200, $status);
+        $this->assertStringContainsString("script-src 'self'", $h['content-security-policy']);
+        $this->assertStringContainsString("frame-ancestors 'none'", $h['content-security-policy']);
+        $this->assertSame('DENY', $h['x-frame-options']);
+        $this->assertMatchesRegularExpression('~name="csrf-token" content="([0-9a-f]{64})"~', $page);
+        preg_match('~name="csrf-token" content="([0-9a-f]{64})"~', $page, $m);
+        $csrf = $m[1];
+
+        $purge = $url . 'api/failed/purge';
+        $json = ['Content-Type' => 'application/json'];
+        $this->assertSame(403, self::http('POST', $purge, $json, '{"topic":"demo"}')[0], 'no CSRF token');
+        $this->assertSame(403, self::http('POST', $purge, $json + ['X-CSRF-Token' => str_repeat('0', 64)], '{"topic":"demo"}')[0], 'wrong CSRF token');
+        $this->assertSame(403, self::http('POST', $purge, $json + ['X-CSRF-Token' => $csrf, 'Origin' => 'http://evil.example'], '{"topic":"demo"}')[0], 'another origin');
+        $this->assertSame(403, self::http('GET', $url . 'api/state', ['Host' => 'rebound.example'])[0], 'a Host that is not loopback');
+        [$status, , $body] = self::http('POST', $purge, $json + ['X-CSRF-Token' => $csrf], '{"topic":"other"}');
+        $this->assertSame(404, $status, 'only topics the dashboard shows: ' . $body);
+        [$status, , $body] = self::http('POST', $purge, $json + ['X-CSRF-Token' => $csrf], '{"topic":"demo"}');
+        $this->assertSame(200, $status, $body);
+        $this->assertSame(['purged' => 0], json_decode($body, true));
+        $this->assertSame(405, self::http('PUT', $url . 'api/state')[0]);
+        $this->assertSame(413, self::http('POST', $purge, $json + ['X-CSRF-Token' => $csrf], str_repeat('x', 70000))[0]);
+
+        $this->stopAll();
+        $url = $this->startDashboard(['--topics=demo', '--token=' . self::TOKEN], 'dashboard-token');
+        $this->assertSame(401, self::http('GET', $url . 'api/state')[0], 'no token');
+        $this->assertSame(200, self::http('GET', $url . 'api/state', ['Authorization' => 'Bearer ' . self::TOKEN])[0]);
+        $b = $this->browser();
+        $b->open($url . '?token=' . self::TOKEN);
+        $b->waitFor(fn () => $b->text('#ov-topics tbody tr td'), 15, 'the page loads after the token cookie is set');
+        $this->assertSame('demo', $b->text('#ov-topics tbody tr td'));
+        $this->assertStringNotContainsString('token', (string) $b->js('return location.href'), 'the token leaves the address bar');
+    }
+
+    public function testBrowserShowsTheFiguresAndReplaysAFailedTaskShowingItsParamsAsText(): void
+    {
+        $metrics = '127.0.0.1:' . self::freePort();
+        $this->startWorker(['env' => ['EBATS_T_METRICS' => $metrics]]);
+        $xss = '<img src=x onerror="window.__xss=1">';
+        $ids = [];
+        foreach (['a', $xss] as $tag) {
+            $ids[$tag] = Task::create('demo', 'flaky', ['tag' => $tag, 'flag' => "{$this->tmp}/flag-" . md5($tag)]);
+        }
+        foreach ($ids as $id) {
+            $this->waitCallbacks($id, 1, 15, 'first run');
+        }
+        for ($i = 0; $i < 4; $i++) {
+            Task::create('idle', 'ping', ['n' => $i]);
+        }
+        $url = $this->startDashboard(['--topics=idle', '--metrics=' . $metrics]);
+
+        $b = $this->browser();
+        $b->open($url);
+        $ready = TestEnv::listQueues(static::q('task.idle'))[static::q('task.idle')];
+        $this->assertSame(4, $ready);
+        $b->waitFor(fn () => $b->text('#ov-topics tr[data-topic="idle"] .ready') === (string) $ready, 15, 'the ready figure of topic idle equals the broker\'s');
+        $failedQ = TestEnv::listQueues(static::q('failed.demo'))[static::q('failed.demo')];
+        $b->waitFor(fn () => $b->text('#ov-topics tr[data-topic="demo"] .failed') === (string) $failedQ, 15, 'topic demo (from the metrics) and its failed figure');
+        $this->assertSame('1', $b->text('#ov-topics tr[data-topic="demo"] .consumers'), 'one worker child consumes');
+        $b->waitFor(fn () => (int) $b->text('#ov-procs') >= 2, 15, 'the worker parent and its child');
+        $b->waitFor(fn () => (int) $b->js('return document.getElementById("chart-throughput").getAttribute("data-points")') >= 1, 20, 'a throughput point');
+        $b->screenshot(self::shot('overview'));
+        $b->open($url . '#processes');
+        $b->waitFor(fn () => $b->js('return document.querySelectorAll("#processes tbody tr").length') >= 2, 10, 'process rows');
+        $b->screenshot(self::shot('processes'));
+        $b->open($url . '#executions');
+        $b->waitFor(fn () => $b->js('return !document.getElementById("history-off").hidden'), 10, 'the history-off note');
+
+        $b->open($url . '#failed');
+        $b->waitFor(fn () => $b->js('return document.querySelectorAll("#failed-topic option").length') >= 2, 10, 'topics in the select');
+        $b->js('const s = document.getElementById("failed-topic"); s.value = "demo"; s.dispatchEvent(new Event("change"));');
+        $b->waitFor(fn () => $b->js('return document.querySelectorAll("#failed tbody tr").length') === 2, 10, 'two failed tasks listed');
+        $row = sprintf('#failed tr[data-id="%s"]', $ids[$xss]);
+        $this->assertSame("flaky failure $xss", $b->text("$row .error") === null ? null : explode(': ', $b->text("$row .error"), 2)[1]);
+        $b->click("$row td");
+        $b->waitFor(fn () => $b->js('return !document.getElementById("failed-detail").hidden'), 5, 'the detail of one');
+        $this->assertSame(['tag' => $xss, 'flag' => "{$this->tmp}/flag-" . md5($xss)], json_decode((string) $b->text('#fd-params'), true));
+        $this->assertSame(0, $b->js('return document.querySelectorAll("main img").length'), 'the params were not parsed as HTML');
+        $this->assertNull($b->js('return window.__xss === undefined ? null : window.__xss'), 'no script of the params ran');
+        $b->screenshot(self::shot('failed'));
+
+        touch("{$this->tmp}/flag-" . md5('a'));
+        $b->click(sprintf('#failed tr[data-id="%s"] button.replay', $ids['a']));
+        $b->waitFor(fn () => $b->js('return !document.getElementById("confirm").hidden'), 5, 'the confirmation');
+        $this->assertCount(1, $this->callbacks($ids['a']), 'nothing happens before the confirmation');
+        $b->click('#confirm-yes');
+        $cbs = $this->waitCallbacks($ids['a'], 2, 15, 'the replayed task runs');
+        $this->assertSame(Worker::STATE_SUCC, $cbs[1]['status']);
+        $b->waitFor(fn () => $b->js('return document.querySelectorAll("#failed tbody tr").length') === 1, 10, 'one failed task left');
+        $this->assertStringContainsString('1 task(s) moved back', (string) $b->text('#failed-result'));
+    }
+
+    public function testPausingAScheduleInTheBrowserStopsItsFirings(): void
+    {
+        $probe = static::prefix() . '_probe_' . bin2hex(random_bytes(2));
+        $this->broker->declareQueue($probe);
+        $this->broker->declareExchange(static::q('core.event'), 'fanout');
+        $this->broker->bindQueue($probe, static::q('core.event'));
+        $count = 0;
+        $fired = function () use ($probe, &$count): int {
+            while ($this->broker->get($probe) !== null) {
+                $count++;
+            }
+            return $count;
+        };
+        try {
+            $this->startFixture('cron', 'cron_scheduler.php', [
+                'EBATS_T_CRON' => json_encode([['* * * * * *', 'dash.tick', [], ['name' => 'every', 'timezone' => 'UTC']]]),
+                'EBATS_HEARTBEAT' => '2',
+            ]);
+            $this->waitFor(fn () => $fired() >= 2 ?: null, 20, 'the schedule fires');
+            $url = $this->startDashboard(['--topics=demo']);
+            $b = $this->browser();
+            $b->open($url . '#schedules');
+            $row = '#schedules tr[data-schedule="every"]';
+            $b->waitFor(fn () => $b->text("$row .state") === 'active', 15, 'the schedule listed as active');
+            $b->screenshot(self::shot('schedules'));
+            $b->click("$row button.pause");
+            $b->click('#confirm-yes');
+            $b->waitFor(fn () => $b->text("$row .state") === 'paused', 15, 'the schedule shown paused');
+            usleep(1100000); // one tick may be in flight when the pause is read
+            $n = $fired();
+            $this->assertStays(fn () => $fired() > $n ? 'fired while paused' : null, 2.5, 'a schedule paused in the browser fires nothing');
+            $b->screenshot(self::shot('schedules-paused'));
+            $b->click("$row button.resume");
+            $b->click('#confirm-yes');
+            $this->waitFor(fn () => $fired() > $n ?: null, 5, 'resumed in the browser, it fires again');
+        } finally {
+            $this->broker->deleteQueue($probe);
+        }
+    }
+}
