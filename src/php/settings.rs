@@ -89,6 +89,7 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let _ = t.insert("debug", s.debug);
     let _ = t.insert("deferred_confirms", s.deferred);
     let _ = t.insert("metrics_address", s.metrics_address.clone());
+    let _ = t.insert("monitor_interval", s.monitor_interval.clone());
     let _ = t.insert("tls", s.tls());
     let _ = t.insert("tls_available", cfg!(feature = "tls"));
     let _ = t.insert("version", env!("CARGO_PKG_VERSION"));
