@@ -104,10 +104,15 @@ pub fn announce(session: &mut Session, settings: &Settings, a: &Announced) -> Re
 
 /// The processes announced lately under the settings' prefix, on this process's session.
 pub fn discover(settings: &Settings) -> Result<Vec<Announced>, BrokerError> {
+    with_session(|s| discover_on(s, settings))
+}
+
+/// [`discover`], on the session `s`.
+pub fn discover_on(s: &mut Session, settings: &Settings) -> Result<Vec<Announced>, BrokerError> {
     let names = Names::new(&settings.prefix);
     let marker = new_id();
     let now = now_ms();
-    let records = with_session(|s| {
+    let records = {
         s.declare(settings, &[Decl::Processes])?;
         s.publish(settings, &[message(&names, marker.clone().into_bytes(), KIND_MARKER)])?;
         let ch = s.channel(settings)?;
@@ -155,8 +160,8 @@ pub fn discover(settings: &Settings) -> Result<Vec<Announced>, BrokerError> {
             }
         });
         let _ = s.block_on(ch.close(200, "read".into()));
-        r
-    })?;
+        r?
+    };
     Ok(latest(records, now_ms(), FORGET_AFTER_MS))
 }
 

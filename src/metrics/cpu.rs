@@ -63,7 +63,8 @@ mod tests {
         let p =
             |w: &mut CpuWindow, now: u64, secs: f64| w.percent(7, now, secs, 100_000).map(|p| (p.percent, p.over_secs));
         // (now ms, cpu seconds, expected (percent, over seconds))
-        let rows: [(u64, f64, Option<(f64, f64)>); 6] = [
+        type Row = (u64, f64, Option<(f64, f64)>);
+        let rows: [Row; 6] = [
             (110_000, 5.0, Some((50.0, 10.0))),                // first reading: lifetime average
             (110_500, 5.25, Some((50.0, 10.5))),               // window too short yet: lifetime again
             (112_000, 6.0, Some((50.0, 2.0))),                 // 1 s of CPU over 2 s
