@@ -144,7 +144,7 @@ final class StatusTest extends ProcTestCase
         }
         $this->assertMatchesRegularExpression("/^  {$worker->pid()}\\s+parent\\s/m", $out);
         $this->assertStringContainsString('total: 5 done, 4 succeeded, 1 failed, 0 retried, 5 in the last minute, 2 in flight', $out);
-        $this->assertMatchesRegularExpression('/queues: ready 3  unacked -  delayed 1  failed 1  consumers 2  oldest wait <= \d+s/', $out);
+        $this->assertMatchesRegularExpression('/queues: ready 3  unacked -  delayed 1  failed 1  consumers 2  oldest wait <= [\d.]+[smhd]/', $out);
 
         $p = $this->cli(["--metrics=$addr", '--json']);
         $this->assertSame(0, $p->exitCode(), $p->describe());
