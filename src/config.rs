@@ -43,6 +43,10 @@ pub const DEFERRED: Setting =
 /// Where workers and schedulers serve `/metrics` and `/healthz` (`ip:port`); empty: nowhere.
 pub const METRICS: Setting = Setting { ini: c"ebats.metrics_address", env: "EBATS_METRICS_ADDRESS", default: c"" };
 
+/// Seconds between a worker parent's monitor lines (one per child: CPU %, memory, tasks done); 0: off.
+pub const MONITOR: Setting = Setting { ini: c"ebats.monitor_interval", env: "EBATS_MONITOR_INTERVAL", default: c"0" };
+/// The longest monitor interval, in seconds.
+pub const MAX_MONITOR_INTERVAL: u64 = 86_400;
 /// The token the dashboard asks for (required when it listens on anything but loopback); empty: none.
 pub const DASHBOARD_TOKEN: Setting =
     Setting { ini: c"ebats.dashboard_token", env: "EBATS_DASHBOARD_TOKEN", default: c"" };
@@ -53,7 +57,7 @@ pub const URL_ORDER: Setting =
 pub const QUEUE_TYPE: Setting = Setting { ini: c"ebats.queue_type", env: "EBATS_QUEUE_TYPE", default: c"classic" };
 
 /// Every setting, in the order `php --ri` shows them.
-pub const ALL: [Setting; 11] = [
+pub const ALL: &[Setting] = &[
     URL,
     URL_ORDER,
     PREFIX,
@@ -65,6 +69,7 @@ pub const ALL: [Setting; 11] = [
     METRICS,
     QUEUE_TYPE,
     DASHBOARD_TOKEN,
+    MONITOR,
 ];
 
 /// The type of the queues ebats declares for tasks and events (`ebats.queue_type`).
@@ -108,6 +113,9 @@ pub struct Settings {
     /// Where workers and schedulers serve metrics, unless they are given an address of their own;
     /// empty: nowhere. Checked when a worker or scheduler starts (a bad one must not stop publishing).
     pub metrics_address: String,
+    /// Seconds between a worker parent's monitor lines, as set ([`monitor_interval`] reads it);
+    /// checked when a worker starts, like `metrics_address`.
+    pub monitor_interval: String,
 }
 
 /// Where a value may come from. Each returns `None` when the source does not set it.
@@ -181,6 +189,7 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
     let debug = parse_bool(&(src.constant)(DEBUG.env).unwrap_or_else(|| src.layered(&DEBUG)));
     let deferred = parse_bool(&src.layered(&DEFERRED));
     let metrics_address = src.layered(&METRICS).trim().to_string();
+    let monitor_interval = src.layered(&MONITOR).trim().to_string();
     Ok(Settings {
         nodes,
         node_order,
@@ -192,6 +201,14 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
         debug,
         deferred,
         metrics_address,
+        monitor_interval,
+    })
+}
+
+/// Seconds between monitor lines (0: none), from the setting's text.
+pub fn monitor_interval(v: &str) -> Result<u64, String> {
+    v.trim().parse::<u64>().ok().filter(|s| *s <= MAX_MONITOR_INTERVAL).ok_or_else(|| {
+        format!("{} must be a whole number of seconds from 0 to {MAX_MONITOR_INTERVAL}, got '{v}'", MONITOR.ini_name())
     })
 }
 
@@ -372,6 +389,24 @@ mod tests {
         assert!(run(&[(DEBUG.ini_name(), "1")], &[], &[]).unwrap().debug);
         assert!(!run(&[(DEBUG.ini_name(), "1")], &[("EBATS_DEBUG", "0")], &[]).unwrap().debug);
         assert!(run(&[], &[("EBATS_DEBUG", "0")], &[("EBATS_DEBUG", "1")]).unwrap().debug);
+    }
+
+    #[test]
+    fn monitor_intervals() {
+        assert_eq!(run(&[], &[], &[]).unwrap().monitor_interval, "0");
+        // (text, seconds or None for an error)
+        for (v, want) in [
+            ("0", Some(0)),
+            (" 5 ", Some(5)),
+            ("86400", Some(86_400)),
+            ("86401", None),
+            ("-1", None),
+            ("1.5", None),
+            ("x", None),
+        ] {
+            assert_eq!(monitor_interval(v).ok(), want, "{v}");
+        }
+        assert!(monitor_interval("x").unwrap_err().contains("ebats.monitor_interval"));
     }
 
     #[test]

@@ -303,6 +303,39 @@ namespace Asynclib\Ebats {
     }
 
     /**
+     * What the workers, schedulers and consumers serving metrics are doing (see docs/monitoring/status.md):
+     * each announces itself on the stream "<prefix>.processes", and serves its status at /status.json.
+     */
+    class Status
+    {
+        public function __construct()
+        {
+        }
+
+        /**
+         * The processes announced in the last minute under the prefix, the newest announcement per address:
+         * each role, topics, address (as bound), probe (where to reach it), pid, host, started_ms, at_ms.
+         *
+         * @return list<array<string, mixed>>
+         * @throws \Asynclib\Exception\ConnectionedException
+         */
+        public static function discover(): array
+        {
+        }
+
+        /**
+         * The status document served at $address (host:port).
+         *
+         * @return array<string, mixed>
+         * @throws \Asynclib\Exception\TaskException when the address is not host:port or the timeout not in (0, 60]
+         * @throws \Asynclib\Exception\ConnectionedException when nothing answers within $timeout seconds
+         */
+        public static function fetch(string $address, float $timeout = 3.0): array
+        {
+        }
+    }
+
+    /**
      * The failed stores: tasks that failed for good, per topic, with their error, and the events the scheduler
      * could not read (the store named FailedStore::EVENTS). Also on the command line:
      * php php/bin/ebats failed:list|failed:replay|failed:purge <topic>, failed:list|failed:purge --events.
@@ -710,6 +743,17 @@ namespace Asynclib\Ebats {
          * @throws \Asynclib\Exception\TaskException when the address is not ip:port
          */
         public function setMetricsAddress(string $address): static
+        {
+        }
+
+        /**
+         * Logs one line per child every $seconds from the parent: its CPU % over the interval, resident memory
+         * and tasks done ("monitor: child <pid> (slot <n>) cpu 3.2% rss 24.1 MB tasks 120 done"); 0 turns it
+         * off (the default, or the ebats.monitor_interval setting).
+         *
+         * @throws \Asynclib\Exception\TaskException when $seconds is not between 0 and 86400
+         */
+        public function setMonitorInterval(int $seconds): static
         {
         }
 

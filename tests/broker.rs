@@ -292,3 +292,31 @@ fn calling_back_into_a_busy_session_is_busy() {
         .expect_err("re-entrant use");
     assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
 }
+
+#[test]
+fn announced_processes_are_discovered_newest_per_address() {
+    use ebats::broker::processes::{announce, discover_on, Announced};
+    let st = settings(&prefix("processes"), None);
+    let mut s = Session::new().unwrap();
+    let now = ebats::wire::now_ms();
+    let rec = |address: &str, pid: i32, at_ms: i64| Announced {
+        role: "worker".into(),
+        topics: vec!["demo".into()],
+        address: address.into(),
+        pid,
+        host: "h".into(),
+        started_ms: now - 5_000,
+        at_ms,
+    };
+    assert_eq!(discover_on(&mut s, &st).unwrap(), [], "nothing announced yet");
+    for r in
+        [rec("127.0.0.1:9001", 1, now - 2_000), rec("127.0.0.1:9001", 2, now), rec("127.0.0.1:9002", 3, now - 120_000)]
+    {
+        announce(&mut s, &st, &r).unwrap();
+    }
+    // The newest of 9001; 9002 has been silent too long.
+    assert_eq!(discover_on(&mut s, &st).unwrap(), [rec("127.0.0.1:9001", 2, now)]);
+    let ch = s.channel(&st).unwrap();
+    let stream = Names::new(&st.prefix).processes_stream();
+    s.block_on(async { ch.queue_delete(stream.as_str().into(), QueueDeleteOptions::default()).await }).unwrap();
+}

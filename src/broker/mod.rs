@@ -3,7 +3,8 @@
 //! confirm mode), `session` (runtime, connection reuse, declare cache) and `current` (this
 //! process's session), `confirm` and `publisher` (confirmed, batched, deferred publishing),
 //! `subscription` and `consume` (consuming, and the loop every long-running process shares),
-//! `topology` (what is declared) and `store` (the failed store).
+//! `topology` (what is declared), `store` (the failed store) and `processes` (announcing and
+//! discovering the processes that serve metrics).
 
 pub mod confirm;
 pub mod connection;
@@ -12,6 +13,7 @@ pub mod current;
 pub mod error;
 pub mod names;
 pub mod park;
+pub mod processes;
 pub mod publisher;
 pub mod session;
 pub mod stop;

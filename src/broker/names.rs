@@ -65,6 +65,10 @@ impl Names {
     pub fn cron_fire(&self) -> String {
         format!("{}.cron.fire", self.prefix)
     }
+    /// The stream where processes serving metrics announce themselves.
+    pub fn processes_stream(&self) -> String {
+        format!("{}.processes", self.prefix)
+    }
 }
 
 /// Routing key of a delayed message: DELAY_LEVELS binary digits, most significant first, then the topic.

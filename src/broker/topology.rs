@@ -30,6 +30,8 @@ pub enum Decl {
     /// The periodic schedules: their stream, the leadership queue and the firing exchange (bound to
     /// the stream and to the event exchange, so a firing reaches both or neither).
     Cron,
+    /// The stream where processes serving metrics announce themselves.
+    Processes,
 }
 
 /// Stream retention: segments whose every record is older than this are deleted (the leader appends
@@ -37,6 +39,21 @@ pub enum Decl {
 pub const CRON_MAX_AGE: &str = "7D";
 /// Segment size of the stream: retention deletes whole segments.
 pub const CRON_SEGMENT_BYTES: i64 = 16 * 1024 * 1024;
+/// Retention of the processes stream: announcements are read a minute back at most.
+pub const PROCESSES_MAX_AGE: &str = "1h";
+pub const PROCESSES_SEGMENT_BYTES: i64 = 1024 * 1024;
+pub const PROCESSES_MAX_BYTES: i64 = 8 * 1024 * 1024;
+
+fn stream_args(max_age: &str, segment: i64, max_bytes: Option<i64>) -> FieldTable {
+    let mut a = FieldTable::default();
+    a.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("stream")));
+    a.insert("x-max-age".into(), AMQPValue::LongString(LongString::from(max_age)));
+    a.insert("x-stream-max-segment-size-bytes".into(), AMQPValue::LongLongInt(segment));
+    if let Some(b) = max_bytes {
+        a.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(b));
+    }
+    a
+}
 
 impl Decl {
     /// Identifies a declaration made under a prefix with a queue type, for the once-per-connection cache.
@@ -105,17 +122,17 @@ impl Decl {
             Decl::Exchange { name, kind } => exchange(ch, name, exchange_kind(kind)?, FieldTable::default()).await,
             Decl::Cron => {
                 events(q, n).await?;
-                let mut stream = FieldTable::default();
-                stream.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("stream")));
-                stream.insert("x-max-age".into(), AMQPValue::LongString(LongString::from(CRON_MAX_AGE)));
-                stream.insert("x-stream-max-segment-size-bytes".into(), AMQPValue::LongLongInt(CRON_SEGMENT_BYTES));
-                queue(ch, &n.cron_stream(), stream).await?;
+                queue(ch, &n.cron_stream(), stream_args(CRON_MAX_AGE, CRON_SEGMENT_BYTES, None)).await?;
                 let mut leader = FieldTable::default();
                 leader.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
                 q.declare(&n.cron_leader(), leader).await?;
                 exchange(ch, &n.cron_fire(), ExchangeKind::Fanout, FieldTable::default()).await?;
                 bind(ch, &n.cron_stream(), &n.cron_fire(), "").await?;
                 exchange_bind(ch, &n.event_exchange(), &n.cron_fire(), "").await
+            }
+            Decl::Processes => {
+                let args = stream_args(PROCESSES_MAX_AGE, PROCESSES_SEGMENT_BYTES, Some(PROCESSES_MAX_BYTES));
+                queue(ch, &n.processes_stream(), args).await
             }
             Decl::BoundQueue { queue, exchange: x, keys } => {
                 q.declare(queue, FieldTable::default()).await?;

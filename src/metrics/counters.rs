@@ -12,6 +12,8 @@ pub static EVENTS_UNREADABLE: AtomicU64 = AtomicU64::new(0);
 pub static TASKS_MADE: AtomicU64 = AtomicU64::new(0);
 pub static CONSUMER_HANDLED: AtomicU64 = AtomicU64::new(0);
 pub static CONSUMER_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Events (scheduler) or messages (consumer) taken in the last minute, whatever their outcome.
+pub static LAST_MINUTE: super::rate::MinuteRing = super::rate::MinuteRing::new();
 /// 1 while this scheduler leads the periodic schedules, 0 while it does not, -1 when unknown.
 static LEADER: AtomicI64 = AtomicI64::new(-1);
 
@@ -27,6 +29,11 @@ static CRON: Mutex<BTreeMap<String, Ticks>> = Mutex::new(BTreeMap::new());
 
 pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// One more event or message taken, for the rate over the last minute.
+pub fn taken() {
+    LAST_MINUTE.add((crate::wire::now_ms().max(0) / 1000) as u64);
 }
 
 pub fn get(c: &AtomicU64) -> u64 {

@@ -2,16 +2,26 @@
 //! (`stats`), what the scheduler counts in its own process (`counters`), histograms (`hist`), CPU
 //! and memory read from /proc (`procfs`), queue depths read from the broker (`depth`), the
 //! exposition itself (`expo`, through the prometheus-client crate) and a small HTTP server for
-//! `/metrics` and `/healthz` (`http`, `serve`).
+//! `/metrics`, `/healthz` and `/status.json` (`http`, `serve`). For people and dashboards: the status
+//! document (`status`, gathered by `readings`, with CPU % from `cpu` and rates from `rate`), the
+//! announcements that let `ebats status` find the processes (`announce`), fetching a status
+//! (`fetch`), and the worker parent's monitor line (`monitor`).
 
+pub mod announce;
 pub mod counters;
+pub mod cpu;
 pub mod depth;
 pub mod expo;
+pub mod fetch;
 pub mod hist;
 pub mod http;
+pub mod monitor;
 pub mod procfs;
+pub mod rate;
+pub mod readings;
 pub mod serve;
 pub mod stats;
+pub mod status;
 
 /// A metrics address: `ip:port` (`[ipv6]:port` for IPv6).
 pub fn parse_address(s: &str) -> Result<std::net::SocketAddr, String> {

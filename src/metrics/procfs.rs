@@ -30,6 +30,11 @@ pub fn resident_bytes(pid: i32) -> Option<u64> {
     Some(pages * page as u64)
 }
 
+/// This machine's host name (empty when unknown).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

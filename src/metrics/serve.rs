@@ -15,14 +15,54 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::announce::Announcer;
 use super::counters::{self as c, get};
+use super::cpu::CpuWindow;
 use super::depth::{Depths, Reader};
 use super::expo::{render, Family, Kind, Value};
 use super::http::{self, Response};
+use super::readings::{self, ThreadPlace, WorkerPlace};
 use super::stats::{Snap, Stats, OUTCOMES, REASONS};
+use super::status::{self, Totals};
 use super::{hist, procfs};
 use crate::broker::names::{Names, DELAY_LEVELS};
+use crate::broker::processes::Announced;
 use crate::config::Settings;
+
+const NOT_FOUND: &str = "not found: try /metrics, /healthz or /status.json\n";
+
+fn json_response(v: &serde_json::Value) -> Response {
+    Response::new(200, "application/json", format!("{v}\n"))
+}
+
+/// Announces the process serving on `listener` (see `broker::processes`); a failure to start the
+/// thread is logged, and the process serves anyway.
+fn announce(
+    settings: &Settings,
+    listener: &TcpListener,
+    role: &str,
+    topics: Vec<String>,
+    pid: i32,
+    started_ms: u64,
+) -> Option<Announcer> {
+    let address = listener.local_addr().ok()?.to_string();
+    let record = Announced {
+        role: role.into(),
+        topics,
+        address,
+        pid,
+        host: procfs::hostname(),
+        started_ms: started_ms as i64,
+        at_ms: 0,
+    };
+    Announcer::start(settings.clone(), record)
+        .map_err(|e| crate::log::error(&format!("cannot start announcing this process: {e}")))
+        .ok()
+}
+
+fn now_ms() -> u64 {
+    crate::wire::now_ms().max(0) as u64
+}
 
 fn process_families(procs: &[(String, String, i32)]) -> Vec<Family> {
     let mut cpu =
@@ -135,15 +175,18 @@ pub fn scheduler_families() -> Vec<Family> {
 
 /// Forks the worker's metrics process, serving on the listening socket `fd` until the parent
 /// ends. Call it in the parent while it is single-threaded, before the first worker child.
+/// `in_hand` says the id and start (Unix ms) of the task a child slot runs.
 pub fn fork_worker_process(
     fd: RawFd,
     stats: &Stats,
+    in_hand: &dyn Fn(usize) -> Option<(String, u64)>,
     settings: &Settings,
     topic: &str,
     expected: usize,
 ) -> std::io::Result<libc::pid_t> {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
+    let parent_started = now_ms();
     // SAFETY: the caller forks from a single-threaded process (no runtime, no connection), so the
     // child starts from a consistent copy; it never returns to PHP and leaves with _exit.
     match unsafe { libc::fork() } {
@@ -169,7 +212,25 @@ pub fn fork_worker_process(
             let names = Names::new(&settings.prefix);
             let queues = worker_queues(&names, topic);
             let mut reader = Reader::new(settings.clone());
+            // SAFETY: getpid has no preconditions.
+            let me = unsafe { libc::getpid() };
+            let _announcer = announce(settings, &listener, "worker", vec![topic.to_string()], parent, parent_started);
+            let (host, address) =
+                (procfs::hostname(), listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+            let place = WorkerPlace {
+                topic,
+                host: &host,
+                address: &address,
+                expected,
+                parent: (parent, parent_started),
+                metrics: (me, now_ms()),
+            };
+            let mut cpu = CpuWindow::default();
             http::serve(&listener, &|| true, &mut |path| match path {
+                "/status.json" => {
+                    let input = readings::worker_input(&place, &stats.snap(), reader.read(&queues), &mut cpu, in_hand);
+                    json_response(&status::document(&input))
+                }
                 "/metrics" => {
                     let snap = stats.snap();
                     let depths = reader.read(&queues);
@@ -195,7 +256,7 @@ pub fn fork_worker_process(
                         )
                     }
                 }
-                _ => Response::text(404, "not found: try /metrics or /healthz\n"),
+                _ => Response::text(404, NOT_FOUND),
             });
             // SAFETY: leaves this process without running the parent's exit handlers.
             unsafe { libc::_exit(0) }
@@ -211,11 +272,24 @@ pub fn consumer_families() -> Vec<Family> {
         .with(&[("outcome", "failed")], Value::Int(get(&c::CONSUMER_FAILED)))]
 }
 
-/// The metrics server of a scheduler or a consumer, on a thread of its own; stopped when dropped.
+/// What a scheduler or a consumer serves: its families for `/metrics`, its sums for `/status.json`.
+pub struct Role {
+    pub name: &'static str,
+    pub families: fn() -> Vec<Family>,
+    pub figures: fn() -> (Totals, serde_json::Map<String, serde_json::Value>),
+}
+
+pub const SCHEDULER: Role =
+    Role { name: "scheduler", families: scheduler_families, figures: readings::scheduler_figures };
+pub const CONSUMER: Role = Role { name: "consumer", families: consumer_families, figures: readings::consumer_figures };
+
+/// The metrics server of a scheduler or a consumer, on a thread of its own (and its announcer, on
+/// another); stopped when dropped.
 pub struct ThreadServer {
     stop: Arc<AtomicBool>,
     addr: std::net::SocketAddr,
     thread: Option<std::thread::JoinHandle<()>>,
+    _announcer: Option<Announcer>,
 }
 
 impl ThreadServer {
@@ -224,37 +298,54 @@ impl ThreadServer {
     pub fn start_if_asked(
         given: Option<std::net::SocketAddr>,
         settings: &Settings,
-        role: &'static str,
-        families: fn() -> Vec<Family>,
+        role: &'static Role,
+        topics: Vec<String>,
         queues: Vec<(String, &'static str)>,
     ) -> Result<Option<ThreadServer>, String> {
         let Some(addr) = super::address(given, &settings.metrics_address)? else { return Ok(None) };
         let listener = super::bind(addr)?;
-        let server = ThreadServer::start(listener, settings.clone(), role, families, queues)
+        let server = ThreadServer::start(listener, settings.clone(), role, topics, queues)
             .map_err(|e| format!("cannot start the metrics server: {e}"))?;
         crate::log::info(&format!("metrics on http://{addr}/metrics"));
         Ok(Some(server))
     }
 
-    /// Serves `families` with this process's CPU and memory (as `role`) and the depths of `queues`.
+    /// Serves the role's families with this process's CPU and memory and the depths of `queues`,
+    /// and its status; announces it on the processes stream.
     pub fn start(
         listener: TcpListener,
         settings: Settings,
-        role: &'static str,
-        families: fn() -> Vec<Family>,
+        role: &'static Role,
+        topics: Vec<String>,
         queues: Vec<(String, &'static str)>,
     ) -> std::io::Result<ThreadServer> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let started = now_ms();
+        let announcer = announce(&settings, &listener, role.name, topics.clone(), me, started);
         let thread = std::thread::Builder::new().name("ebats-metrics".into()).spawn(move || {
             let mut reader = Reader::new(settings);
-            // SAFETY: getpid has no preconditions.
-            let me = unsafe { libc::getpid() };
+            let (host, address) = (procfs::hostname(), addr.to_string());
+            let mut cpu = CpuWindow::default();
             http::serve(&listener, &|| !flag.load(Ordering::Relaxed), &mut |path| match path {
+                "/status.json" => {
+                    let place = ThreadPlace {
+                        role: role.name,
+                        topics: &topics,
+                        host: &host,
+                        address: &address,
+                        pid: me,
+                        started_ms: started,
+                    };
+                    let input = readings::thread_input(&place, role.figures, reader.read(&queues), &mut cpu);
+                    json_response(&status::document(&input))
+                }
                 "/metrics" => {
-                    let mut f = families();
-                    f.extend(process_families(&[(role.into(), String::new(), me)]));
+                    let mut f = (role.families)();
+                    f.extend(process_families(&[(role.name.into(), String::new(), me)]));
                     f.extend(queue_families(&reader.read(&queues)));
                     Response::new(200, super::expo::CONTENT_TYPE, render(f))
                 }
@@ -265,10 +356,10 @@ impl ThreadServer {
                         Response::text(503, "unhealthy: broker unreachable\n")
                     }
                 }
-                _ => Response::text(404, "not found: try /metrics or /healthz\n"),
+                _ => Response::text(404, NOT_FOUND),
             });
         })?;
-        Ok(ThreadServer { stop, addr, thread: Some(thread) })
+        Ok(ThreadServer { stop, addr, thread: Some(thread), _announcer: announcer })
     }
 }
 

@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::hist::{Hist, HistSnap};
+use super::rate::MinuteRing;
 
 pub const LABELS: usize = 128;
 const NAME_LEN: usize = 120;
@@ -46,6 +47,14 @@ struct PerChild {
     running: AtomicU32,
     /// Set by the parent when it killed this child at a task's time limit.
     timed_out: AtomicU32,
+    /// Unix time in ms when the parent forked it.
+    started_ms: AtomicU64,
+    /// Tasks this process ended (any outcome), failed, retried or put back.
+    done: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    /// Tasks this process ended in the last minute.
+    minute: MinuteRing,
 }
 
 #[repr(C)]
@@ -56,6 +65,11 @@ struct Table {
     children: [PerChild; MAX_CHILDREN],
     starts: AtomicU64,
     exits: [AtomicU64; REASONS.len()],
+    /// Tasks ended in the last minute, by every child.
+    minute: MinuteRing,
+    /// When the last task began (Unix ms) and how long it had waited (ms).
+    last_begin_ms: AtomicU64,
+    last_wait_ms: AtomicU64,
 }
 
 /// The outcome index of a reported status (see `crate::outcome`).
@@ -66,6 +80,21 @@ pub fn outcome_of(status: i64) -> usize {
         crate::outcome::STATE_ERR => 3,
         _ => 1,
     }
+}
+
+/// One live child, as read at one moment.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ChildSnap {
+    pub slot: usize,
+    pub pid: i32,
+    pub started_ms: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub retried: u64,
+    /// Tasks ended in the last minute.
+    pub last_minute: u64,
+    /// The name of the task it runs now.
+    pub running: Option<String>,
 }
 
 /// What a worker's processes counted, as read at one moment.
@@ -79,6 +108,17 @@ pub struct Snap {
     pub in_flight: u64,
     pub starts: u64,
     pub exits: [u64; REASONS.len()],
+    /// The live children, in slot order.
+    pub per_child: Vec<ChildSnap>,
+    /// Tasks ended in the last minute, by every child.
+    pub last_minute: u64,
+    /// When the last task began (Unix ms; 0: none yet) and how long it had waited (ms).
+    pub last_begin_ms: u64,
+    pub last_wait_ms: u64,
+}
+
+fn now_s() -> u64 {
+    (crate::wire::now_ms().max(0) / 1000) as u64
 }
 
 pub struct Stats {
@@ -168,6 +208,8 @@ impl Stats {
     pub fn task_begin(&self, slot: usize, name: &str, wait_secs: f64) {
         let i = self.label(name);
         self.t().wait.observe(wait_secs);
+        self.t().last_wait_ms.store((wait_secs.max(0.0) * 1000.0) as u64, Ordering::Relaxed);
+        self.t().last_begin_ms.store(crate::wire::now_ms().max(0) as u64, Ordering::Relaxed);
         if let Some(c) = self.child(slot) {
             c.running.store(i as u32 + 1, Ordering::Relaxed);
         }
@@ -181,8 +223,18 @@ impl Stats {
             return;
         }
         let task = &self.t().tasks[i as usize - 1];
-        task.outcomes[outcome_of(status)].fetch_add(1, Ordering::Relaxed);
+        let outcome = outcome_of(status);
+        task.outcomes[outcome].fetch_add(1, Ordering::Relaxed);
         task.run.observe(run_secs);
+        c.done.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            1 => c.failed.fetch_add(1, Ordering::Relaxed),
+            2 | 3 => c.retried.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        let now = now_s();
+        c.minute.add(now);
+        self.t().minute.add(now);
     }
 
     /// The parent forked `pid` for `slot`.
@@ -191,6 +243,11 @@ impl Stats {
         if let Some(c) = self.child(slot) {
             c.running.store(0, Ordering::Relaxed);
             c.timed_out.store(0, Ordering::Relaxed);
+            c.started_ms.store(crate::wire::now_ms().max(0) as u64, Ordering::Relaxed);
+            for n in [&c.done, &c.failed, &c.retried] {
+                n.store(0, Ordering::Relaxed);
+            }
+            c.minute.clear();
             c.pid.store(pid, Ordering::Release);
         }
     }
@@ -254,14 +311,31 @@ impl Stats {
             }
         }
         let mut children = Vec::new();
+        let mut per_child = Vec::new();
         let mut in_flight = 0;
+        let now = now_s();
         for (slot, c) in t.children.iter().enumerate() {
             let pid = c.pid.load(Ordering::Acquire);
             if pid > 0 {
                 children.push((slot, pid));
-                if c.running.load(Ordering::Relaxed) > 0 {
+                let label = c.running.load(Ordering::Relaxed) as usize;
+                if label > 0 {
                     in_flight += 1;
                 }
+                let running = (label > 0).then(|| match label - 1 {
+                    i if i == LABELS - 1 => OTHER.to_string(),
+                    i => String::from_utf8_lossy(&self.name_at(i)).into_owned(),
+                });
+                per_child.push(ChildSnap {
+                    slot,
+                    pid,
+                    started_ms: c.started_ms.load(Ordering::Relaxed),
+                    done: c.done.load(Ordering::Relaxed),
+                    failed: c.failed.load(Ordering::Relaxed),
+                    retried: c.retried.load(Ordering::Relaxed),
+                    last_minute: c.minute.count(now),
+                    running,
+                });
             }
         }
         Snap {
@@ -271,6 +345,10 @@ impl Stats {
             in_flight,
             starts: t.starts.load(Ordering::Relaxed),
             exits: std::array::from_fn(|r| t.exits[r].load(Ordering::Relaxed)),
+            per_child,
+            last_minute: t.minute.count(now),
+            last_begin_ms: t.last_begin_ms.load(Ordering::Relaxed),
+            last_wait_ms: t.last_wait_ms.load(Ordering::Relaxed),
         }
     }
 }
@@ -309,6 +387,8 @@ mod tests {
         s.child_exited(1, 255 << 8); // exit(255) while running
         let snap = s.snap();
         assert_eq!(outcomes(&snap, "send"), [1, 0, 1, 0, 0, 0]);
+        assert_eq!(snap.last_minute, 3, "three runs ended in this minute");
+        assert_eq!(snap.last_wait_ms, 500);
         assert_eq!(outcomes(&snap, "bill"), [0, 0, 0, 1, 1, 1]);
         assert_eq!(snap.wait.count(), 5);
         assert_eq!(snap.starts, 2);
@@ -318,6 +398,35 @@ mod tests {
         // a task that did not begin is not counted at its end
         s.task_end(0, crate::outcome::STATE_SUCC, 1.0);
         assert_eq!(outcomes(&s.snap(), "send")[0], 1);
+    }
+
+    #[test]
+    fn per_child_figures() {
+        let s = Stats::new().unwrap();
+        s.child_started(2, 300);
+        // (status, done, failed, retried) after each run
+        let rows = [
+            (crate::outcome::STATE_SUCC, 1, 0, 0),
+            (crate::outcome::STATE_FAIL, 2, 1, 0),
+            (crate::outcome::STATE_RETRY, 3, 1, 1),
+            (crate::outcome::STATE_ERR, 4, 1, 2),
+        ];
+        for (status, done, failed, retried) in rows {
+            s.task_begin(2, "job", 0.0);
+            let c = s.snap().per_child[0].clone();
+            assert_eq!(c.running.as_deref(), Some("job"));
+            s.task_end(2, status, 0.0);
+            let c = s.snap().per_child[0].clone();
+            assert_eq!((c.slot, c.pid, c.done, c.failed, c.retried, c.running), (2, 300, done, failed, retried, None));
+        }
+        assert_eq!(s.snap().per_child[0].last_minute, 4);
+        assert!(s.snap().per_child[0].started_ms > 0);
+        // a new process in the slot starts from nothing
+        s.child_exited(2, 0);
+        s.child_started(2, 301);
+        let c = s.snap().per_child[0].clone();
+        assert_eq!((c.pid, c.done, c.last_minute), (301, 0, 0));
+        assert_eq!(s.snap().last_minute, 4, "the worker's minute keeps the runs of ended children");
     }
 
     #[test]

@@ -117,8 +117,8 @@ impl Consumer {
         let _metrics = crate::metrics::serve::ThreadServer::start_if_asked(
             None,
             &settings,
-            "consumer",
-            crate::metrics::serve::consumer_families,
+            &crate::metrics::serve::CONSUMER,
+            vec![queue.clone()],
             vec![(queue.clone(), "consumer"), (names.consumer_failed_queue(&queue), "failed")],
         )
         .map_err(bad_input)?;
@@ -140,6 +140,7 @@ impl Consumer {
                 }
             };
             let key = d.routing_key.as_str().to_string();
+            counters::taken();
             let settled = match call::call(callback, vec![&key.as_str(), &message]) {
                 Ok(_) => {
                     counters::add(&counters::CONSUMER_HANDLED, 1);

@@ -11,6 +11,7 @@ pub mod producer;
 pub mod scheduler;
 pub mod schedules;
 pub mod settings;
+pub mod status;
 pub mod store;
 pub mod subscriber;
 pub mod worker;
@@ -63,6 +64,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .class::<worker::Worker>()
         .class::<consumer::Consumer>()
         .class::<store::FailedStore>()
+        .class::<status::Status>()
         .class::<schedules::Schedules>()
         .class::<dashboard::Dashboard>()
         .class::<deferred::Batch>()

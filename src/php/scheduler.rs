@@ -99,6 +99,7 @@ fn plan(
     decls: &mut Vec<Decl>,
     msgs: &mut Vec<Outgoing>,
 ) {
+    counters::taken();
     let event = match EventMsg::parse(body) {
         Ok(e) => e,
         Err(e) => {
@@ -168,8 +169,8 @@ impl Scheduler {
         let _metrics = crate::metrics::serve::ThreadServer::start_if_asked(
             self.metrics,
             &settings,
-            "scheduler",
-            crate::metrics::serve::scheduler_families,
+            &crate::metrics::serve::SCHEDULER,
+            Vec::new(),
             vec![(queue.clone(), "events")],
         )
         .map_err(bad_input)?;

@@ -98,6 +98,7 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let _ = t.insert("deferred_confirms", s.deferred);
     let _ = t.insert("metrics_address", s.metrics_address.clone());
     let _ = t.insert("dashboard_token", if dashboard_token().is_some() { "***" } else { "" });
+    let _ = t.insert("monitor_interval", s.monitor_interval.clone());
     let _ = t.insert("tls", s.tls());
     let _ = t.insert("tls_available", cfg!(feature = "tls"));
     let _ = t.insert("version", env!("CARGO_PKG_VERSION"));

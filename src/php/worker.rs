@@ -30,6 +30,8 @@ pub struct Worker {
     limits: Limits,
     grace: Option<Duration>,
     metrics: Option<std::net::SocketAddr>,
+    /// Seconds between monitor lines; None: the setting `ebats.monitor_interval`.
+    monitor: Option<u64>,
 }
 
 /// The task class for a topic: "Task" . ucfirst($topic) . "Model".
@@ -164,6 +166,7 @@ impl Worker {
             limits: Limits::default(),
             grace: None,
             metrics: None,
+            monitor: None,
         })
     }
 
@@ -296,29 +299,56 @@ impl Worker {
         Ok(self_)
     }
 
+    /// Log one line per child every `$seconds` (CPU %, resident memory, tasks done); 0: off (the
+    /// default, or the setting `ebats.monitor_interval`).
+    #[php(name = "setMonitorInterval")]
+    pub fn set_monitor_interval(
+        self_: &mut ZendClassObject<Worker>,
+        seconds: i64,
+    ) -> PhpResult<&mut ZendClassObject<Worker>> {
+        let max = crate::config::MAX_MONITOR_INTERVAL;
+        if !(0..=max as i64).contains(&seconds) {
+            return Err(bad_input(format!("monitor interval must be between 0 and {max} seconds, got {seconds}")));
+        }
+        self_.monitor = Some(seconds as u64);
+        Ok(self_)
+    }
+
     /// Forks the children and supervises them until SIGTERM or SIGINT.
     pub fn run(&mut self) -> PhpResult<()> {
         let topic = self.topic.clone().ok_or_else(|| bad_input("call setQueue() (or setTopic()) before run()"))?;
         let settings = settings::current()?;
+        let monitor = match self.monitor {
+            Some(s) => s,
+            None => crate::config::monitor_interval(&settings.monitor_interval).map_err(bad_input)?,
+        };
         // The parent must hold no connection and no runtime threads when it forks.
         current::shutdown();
         let opts = supervisor::Options {
             processes: self.processes as usize,
             grace: self.grace,
             watch_time_limits: self.limits.time_limit_secs > 0,
+            monitor: (monitor > 0).then(|| Duration::from_secs(monitor)),
         };
         let shared = Shared::new(opts.processes).map_err(|e| bad_input(format!("cannot map shared memory: {e}")))?;
         let metrics = match crate::metrics::address(self.metrics, &settings.metrics_address).map_err(bad_input)? {
             Some(addr) => {
                 let listener = crate::metrics::bind(addr).map_err(bad_input)?;
                 let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
-                let pid =
-                    crate::metrics::serve::fork_worker_process(fd, shared.stats(), &settings, &topic, opts.processes)
-                        .map_err(|e| {
-                        // SAFETY: closing the listening socket this process owns.
-                        unsafe { libc::close(fd) };
-                        bad_input(format!("cannot start the metrics process: {e}"))
-                    })?;
+                let in_hand = |slot: usize| shared.in_hand(slot);
+                let pid = crate::metrics::serve::fork_worker_process(
+                    fd,
+                    shared.stats(),
+                    &in_hand,
+                    &settings,
+                    &topic,
+                    opts.processes,
+                )
+                .map_err(|e| {
+                    // SAFETY: closing the listening socket this process owns.
+                    unsafe { libc::close(fd) };
+                    bad_input(format!("cannot start the metrics process: {e}"))
+                })?;
                 crate::log::info(&format!("metrics on http://{addr}/metrics (process {pid})"));
                 Some((fd, pid))
             }

@@ -152,6 +152,18 @@ impl Shared {
         (s.started_ms.load(Ordering::Acquire) != 0).then(|| read_id(&s.task_id))
     }
 
+    /// The task a slot is running and when it started (Unix ms), if any.
+    pub fn in_hand(&self, i: usize) -> Option<(String, u64)> {
+        if i >= self.slots {
+            return None;
+        }
+        let s = self.entry(i);
+        match s.started_ms.load(Ordering::Acquire) {
+            0 => None,
+            started => Some((read_id(&s.task_id), started)),
+        }
+    }
+
     pub fn mark(&self, task_id: &str, why: GivenBack) {
         match why {
             GivenBack::TimedOut => self.table().timed_out.push(task_id),

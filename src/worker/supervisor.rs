@@ -16,6 +16,8 @@ pub struct Options {
     pub grace: Option<Duration>,
     /// Set when tasks have a time limit: the parent checks the children's tasks against it.
     pub watch_time_limits: bool,
+    /// Log a monitor line per child this often (None: never).
+    pub monitor: Option<Duration>,
 }
 
 /// What the code run in a child asks for when it is done.
@@ -54,6 +56,7 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
     let mut stopping: Option<Instant> = None;
     let mut recycle: VecDeque<libc::pid_t> = VecDeque::new();
     let mut recycling: Option<libc::pid_t> = None;
+    let mut monitor = opts.monitor.map(crate::metrics::monitor::Monitor::new);
 
     loop {
         // Start the children that are due.
@@ -179,7 +182,14 @@ pub fn run(opts: &Options, shared: &Shared, mut child: impl FnMut(usize) -> Chil
             }
         }
 
-        let wait = if due.is_empty() { Duration::from_millis(500) } else { Duration::from_millis(50) };
+        if let Some(m) = monitor.as_mut().filter(|_| stopping.is_none()) {
+            m.tick(shared.stats());
+        }
+
+        let mut wait = if due.is_empty() { Duration::from_millis(500) } else { Duration::from_millis(50) };
+        if let Some(m) = &monitor {
+            wait = wait.min(m.due_in().max(Duration::from_millis(1)));
+        }
         match signals::take(&watched, wait) {
             Some(s) if s == libc::SIGTERM || s == libc::SIGINT => {
                 if stopping.is_none() {

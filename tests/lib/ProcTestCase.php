@@ -108,6 +108,32 @@ abstract class ProcTestCase extends EbatsTestCase
         return $proc;
     }
 
+    // ---- HTTP (metrics, status) ---------------------------------------------------------------------------
+
+    /** A TCP port free on 127.0.0.1 right now. */
+    protected static function freePort(): int
+    {
+        $s = stream_socket_server('tcp://127.0.0.1:0');
+        $name = stream_socket_get_name($s, false);
+        fclose($s);
+        return (int) substr($name, strrpos($name, ':') + 1);
+    }
+
+    /** @return array{0:int,1:string} status and body of GET $path at $addr, or [0, ''] when nothing answers */
+    protected static function httpGet(string $addr, string $path): array
+    {
+        $s = @stream_socket_client("tcp://$addr", $errno, $err, 2);
+        if ($s === false) {
+            return [0, ''];
+        }
+        stream_set_timeout($s, 10);
+        fwrite($s, "GET $path HTTP/1.1\r\nHost: $addr\r\n\r\n");
+        $raw = stream_get_contents($s);
+        fclose($s);
+        [$head, $body] = explode("\r\n\r\n", (string) $raw, 2) + [1 => ''];
+        return [(int) (explode(' ', $head)[1] ?? 0), $body];
+    }
+
     // ---- records -----------------------------------------------------------------------------------------
 
     /** @return list<array<string,mixed>> the records of the given kind (all when null), in file order */

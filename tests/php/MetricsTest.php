@@ -20,29 +20,6 @@ use Ebats\Tests\Lib\TestEnv;
  */
 final class MetricsTest extends ProcTestCase
 {
-    private static function freePort(): int
-    {
-        $s = stream_socket_server('tcp://127.0.0.1:0');
-        $name = stream_socket_get_name($s, false);
-        fclose($s);
-        return (int) substr($name, strrpos($name, ':') + 1);
-    }
-
-    /** @return array{0:int,1:string} status and body, or [0, ''] when nothing answers */
-    private static function get(string $addr, string $path): array
-    {
-        $s = @stream_socket_client("tcp://$addr", $errno, $err, 2);
-        if ($s === false) {
-            return [0, ''];
-        }
-        stream_set_timeout($s, 10);
-        fwrite($s, "GET $path HTTP/1.1\r\nHost: $addr\r\n\r\n");
-        $raw = stream_get_contents($s);
-        fclose($s);
-        [$head, $body] = explode("\r\n\r\n", (string) $raw, 2) + [1 => ''];
-        return [(int) (explode(' ', $head)[1] ?? 0), $body];
-    }
-
     /** The value of the sample $name with exactly $labels, from exposition $text; null when absent. */
     private static function sample(string $text, string $name, array $labels = []): ?float
     {
@@ -66,7 +43,7 @@ final class MetricsTest extends ProcTestCase
     {
         $last = '';
         $r = Process::until(function () use ($addr, $ok, &$last) {
-            [$status, $body] = self::get($addr, '/metrics');
+            [$status, $body] = self::httpGet($addr, '/metrics');
             $last = $body;
             return $status === 200 && $ok($body) ? $body : null;
         }, $timeout, 0.2);
@@ -119,7 +96,7 @@ final class MetricsTest extends ProcTestCase
         $this->assertGreaterThanOrEqual(3, count($pids), 'parent and two children');
         $listening = array_intersect(self::socketInodes($pids), self::listeningInodes());
         $this->assertSame([], array_values($listening), 'the worker listens on no socket');
-        $this->assertSame([0, ''], self::get('127.0.0.1:9464', '/metrics'));
+        $this->assertSame([0, ''], self::httpGet('127.0.0.1:9464', '/metrics'));
     }
 
     public function testBadAddresses(): void
@@ -157,9 +134,9 @@ final class MetricsTest extends ProcTestCase
     {
         $addr = '127.0.0.1:' . self::freePort();
         $this->startWorker(['procs' => 2, 'debug' => false, 'env' => ['EBATS_T_METRICS' => $addr]]);
-        [$status, $body] = self::get($addr, '/healthz');
+        [$status, $body] = self::httpGet($addr, '/healthz');
         $this->assertSame(200, $status, $body);
-        $this->assertSame(404, self::get($addr, '/nope')[0]);
+        $this->assertSame(404, self::httpGet($addr, '/nope')[0]);
 
         // 200 tasks: 120 succeed, 50 fail, 30 are retried once (interval 0) and then fail.
         $ids = [];
@@ -274,7 +251,7 @@ final class MetricsTest extends ProcTestCase
     private function childMemory(string $addr): void
     {
         $before = [];
-        foreach (explode("\n", self::get($addr, '/metrics')[1]) as $line) {
+        foreach (explode("\n", self::httpGet($addr, '/metrics')[1]) as $line) {
             if (preg_match('/^ebats_process_resident_memory_bytes\{role="child",slot="\d+",pid="(\d+)"\} (\d+)/', $line, $m)) {
                 $before[(int) $m[1]] = (int) $m[2];
             }
@@ -306,7 +283,7 @@ final class MetricsTest extends ProcTestCase
     {
         $addr = '127.0.0.1:' . self::freePort();
         $this->startWorker(['debug' => false, 'env' => ['EBATS_T_METRICS' => $addr, 'EBATS_AMQP_URL' => TestEnv::amqpUrl(null, $port)]]);
-        $this->assertSame(200, self::get($addr, '/healthz')[0]);
+        $this->assertSame(200, self::httpGet($addr, '/healthz')[0]);
 
         // A handler that kills its process: the run counts as died, the child's exit as a signal, and the
         // task's next run (in the replacement child) as succeeded.
@@ -321,10 +298,10 @@ final class MetricsTest extends ProcTestCase
 
         // The broker out of reach: /healthz says 503, and 200 again once it is back.
         $proxy->cut();
-        $this->assertNotNull(Process::until(static fn () => self::get($addr, '/healthz')[0] === 503, 20, 0.2), 'healthz 503 while the broker is unreachable');
-        $this->assertSame(0.0, self::sample(self::get($addr, '/metrics')[1], 'ebats_broker_up'));
+        $this->assertNotNull(Process::until(static fn () => self::httpGet($addr, '/healthz')[0] === 503, 20, 0.2), 'healthz 503 while the broker is unreachable');
+        $this->assertSame(0.0, self::sample(self::httpGet($addr, '/metrics')[1], 'ebats_broker_up'));
         $proxy->start();
-        $this->assertNotNull(Process::until(static fn () => self::get($addr, '/healthz')[0] === 200, 30, 0.2), 'healthz 200 once the broker is back');
+        $this->assertNotNull(Process::until(static fn () => self::httpGet($addr, '/healthz')[0] === 200, 30, 0.2), 'healthz 200 once the broker is back');
     }
 
     public function testSchedulerCounts(): void
@@ -343,7 +320,7 @@ final class MetricsTest extends ProcTestCase
             && self::sample($m, 'ebats_scheduler_events_total', ['outcome' => 'routed']) === 3.0, 20, 'the scheduler counts');
         $this->assertSame(6.0, self::sample($text, 'ebats_scheduler_tasks_made_total'));
         $this->assertSame(1.0, self::sample($text, 'ebats_queue_consumers', ['queue' => static::q('events'), 'role' => 'events']));
-        $this->assertSame(200, self::get($addr, '/healthz')[0]);
+        $this->assertSame(200, self::httpGet($addr, '/healthz')[0]);
         $this->assertPromtoolAccepts($text);
     }
 
