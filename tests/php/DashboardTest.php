@@ -31,14 +31,6 @@ final class DashboardTest extends ProcTestCase
         $this->broker->deleteQueue(static::q('cron.leader'));
     }
 
-    private static function freePort(): int
-    {
-        $s = stream_socket_server('tcp://127.0.0.1:0');
-        $name = (string) stream_socket_get_name($s, false);
-        fclose($s);
-        return (int) substr($name, strrpos($name, ':') + 1);
-    }
-
     private static function shot(string $name): string
     {
         return TestEnv::repoRoot() . "/target/screenshots/dashboard-$name.png";
