@@ -29,6 +29,9 @@ pub enum Decl {
     /// The periodic schedules: their stream, the leadership queue and the firing exchange (bound to
     /// the stream and to the event exchange, so a firing reaches both or neither).
     Cron,
+    /// The stream of execution records, with its retention (`x-max-age`, `x-max-length-bytes` when
+    /// not 0). One that exists with other arguments is refused by the broker: an error naming it.
+    History { max_age: String, max_bytes: u64 },
 }
 
 /// Stream retention: segments whose every record is older than this are deleted (the leader appends
@@ -36,6 +39,10 @@ pub enum Decl {
 pub const CRON_MAX_AGE: &str = "7D";
 /// Segment size of the stream: retention deletes whole segments.
 pub const CRON_SEGMENT_BYTES: i64 = 16 * 1024 * 1024;
+
+/// Segment size of the history stream: retention deletes whole segments, so a size limit should be
+/// several times this.
+pub const HISTORY_SEGMENT_BYTES: i64 = 8 * 1024 * 1024;
 
 impl Decl {
     /// Identifies a declaration made under a prefix, for the once-per-connection cache.
@@ -93,6 +100,28 @@ impl Decl {
                 exchange(ch, &n.cron_fire(), ExchangeKind::Fanout, FieldTable::default()).await?;
                 bind(ch, &n.cron_stream(), &n.cron_fire(), "").await?;
                 exchange_bind(ch, &n.event_exchange(), &n.cron_fire(), "").await
+            }
+            Decl::History { max_age, max_bytes } => {
+                let name = n.history_stream();
+                let mut args = FieldTable::default();
+                args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("stream")));
+                args.insert("x-max-age".into(), AMQPValue::LongString(LongString::from(max_age.as_str())));
+                if *max_bytes > 0 {
+                    args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(*max_bytes as i64));
+                }
+                args.insert("x-stream-max-segment-size-bytes".into(), AMQPValue::LongLongInt(HISTORY_SEGMENT_BYTES));
+                queue(ch, &name, args).await.map_err(|e| match e.kind() {
+                    ErrorKind::PreconditionFailed => BrokerError::new(
+                        ErrorKind::PreconditionFailed,
+                        format!(
+                            "the history stream '{name}' exists with other arguments than x-max-age={max_age}, \
+                             x-max-length-bytes={} (ebats.history_max_age, ebats.history_max_bytes): set those to \
+                             what it was made with, or delete the stream to make it anew ({e})",
+                            if *max_bytes > 0 { max_bytes.to_string() } else { "(none)".into() }
+                        ),
+                    ),
+                    _ => e,
+                })
             }
             Decl::BoundQueue { queue: q, exchange: x, keys } => {
                 queue(ch, q, FieldTable::default()).await?;

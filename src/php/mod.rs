@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod convert;
 pub mod deferred;
 pub mod exceptions;
+pub mod history;
 pub mod producer;
 pub mod scheduler;
 pub mod schedules;
@@ -63,6 +64,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .class::<consumer::Consumer>()
         .class::<store::FailedStore>()
         .class::<schedules::Schedules>()
+        .class::<history::History>()
         .class::<deferred::Batch>()
         .function(wrap_function!(ebats_config))
         .function(wrap_function!(ebats_flush))

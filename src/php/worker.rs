@@ -300,6 +300,10 @@ impl Worker {
     pub fn run(&mut self) -> PhpResult<()> {
         let topic = self.topic.clone().ok_or_else(|| bad_input("call setQueue() (or setTopic()) before run()"))?;
         let settings = settings::current()?;
+        if settings.history.enabled {
+            // A stream that exists with other retention is refused here, before any child starts.
+            crate::history::writer::declare(&settings).map_err(crate::php::args::broker_err)?;
+        }
         // The parent must hold no connection and no runtime threads when it forks.
         current::shutdown();
         let opts = supervisor::Options {

@@ -14,6 +14,8 @@ use crate::broker::subscription::{self, Subscription};
 use crate::broker::{BrokerError, Decl};
 use crate::config::Settings;
 use crate::dispatch;
+use crate::history::record::Run;
+use crate::history::Writer;
 use crate::log;
 use crate::outcome::{Ended, Next, Policy};
 use crate::wire::{now, TaskMsg};
@@ -82,6 +84,7 @@ struct TaskHost<'a> {
     limits: &'a Limits,
     tracking: &'a Tracking<'a>,
     handler: &'a mut dyn Handler,
+    history: Option<Writer>,
     acks: Acks,
     done: u64,
 }
@@ -111,6 +114,7 @@ impl Host for TaskHost<'_> {
             self.limits,
             self.tracking,
             &mut *self.handler,
+            self.history.as_mut(),
             &d.data,
             d.properties.message_id().as_ref().map(|id| id.as_str()),
             d.redelivered,
@@ -187,16 +191,22 @@ pub fn run(
         },
         first_open_fails: false,
     };
+    let history = Writer::new(settings);
     let mut host =
-        TaskHost { settings, topic, names, policy, limits, tracking, handler, acks: Acks::default(), done: 0 };
-    match consume::run(&spec, &mut host) {
+        TaskHost { settings, topic, names, policy, limits, tracking, handler, history, acks: Acks::default(), done: 0 };
+    let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
         Finished::Left(why) => why,
         Finished::Failed(e) => {
             log::error(&format!("worker cannot run: {e}"));
             Stopped::Asked
         }
+    };
+    // Records still waiting for their confirm are written before the child goes.
+    if let Some(w) = &host.history {
+        w.flush(settings.confirm_timeout);
     }
+    stopped
 }
 
 /// Tasks done but not yet acked, acked together with one `basic.ack multiple` (every delivery
@@ -265,6 +275,7 @@ fn handle(
     limits: &Limits,
     tracking: &Tracking,
     handler: &mut dyn Handler,
+    mut history: Option<&mut Writer>,
     body: &[u8],
     message_id: Option<&str>,
     redelivered: bool,
@@ -298,7 +309,7 @@ fn handle(
                 class: None,
                 millis: (limit * 1000) as f64,
             };
-            return settle(settings, names, policy, handler, task, ran).map(|_| Settled::Ran);
+            return settle(settings, names, policy, handler, history, task, ran).map(|_| Settled::Ran);
         }
         Some(GivenBack::Crashed) => {
             // Its child died running it (fatal error, exit(), signal, out of memory). Count that,
@@ -318,6 +329,9 @@ fn handle(
                 let runs = task.attempt.saturating_sub(1).saturating_add(task.redeliveries);
                 task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, runs));
                 dispatch::send_one(settings, dispatch::failed(names, &task, &msg))?;
+                if let Some(w) = history.as_deref_mut() {
+                    w.write(&task, &run_of(&ran, crate::outcome::STATE_FAIL));
+                }
                 return Ok(Settled::Moved);
             }
             // Publish the counted copy; it runs when its turn comes again.
@@ -338,7 +352,7 @@ fn handle(
     let ran = ran.map_err(|_| HandleError::Abort)?;
     tracking.shared.end(tracking.index);
     let secs = ran.millis / 1000.0;
-    let status = settle(settings, names, policy, handler, task, ran)?;
+    let status = settle(settings, names, policy, handler, history, task, ran)?;
     tracking.shared.stats().task_end(tracking.index, status, secs);
     Ok(Settled::Ran)
 }
@@ -351,13 +365,19 @@ enum Settled {
     Moved,
 }
 
-/// Reports a run and does what its outcome asks: nothing, publish again (delayed), or fail it.
-/// Returns the status reported.
+/// What the history records of a run.
+fn run_of(ran: &Ran, status: i64) -> Run<'_> {
+    Run { millis: ran.millis, message: &ran.message, class: ran.class.as_deref(), status, end_ms: crate::wire::now_ms() }
+}
+
+/// Reports a run (to the callback and the history) and does what its outcome asks: nothing,
+/// publish again (delayed), or fail it. Returns the status reported.
 fn settle(
     settings: &Settings,
     names: &Names,
     policy: &Policy,
     handler: &mut dyn Handler,
+    history: Option<&mut Writer>,
     task: TaskMsg,
     ran: Ran,
 ) -> Result<i64, HandleError> {
@@ -367,6 +387,9 @@ fn settle(
             "task end {}/{} id={} time={:.2}ms status={status} {}",
             task.topic, task.name, task.id, ran.millis, ran.message
         ));
+    }
+    if let Some(w) = history {
+        w.write(&task, &run_of(&ran, status));
     }
     handler.report(&task, &ran, status).map_err(|_| HandleError::Abort)?;
     match next {
