@@ -166,15 +166,13 @@ fn history(src: &Sources) -> Result<HistorySettings, String> {
         _ => return Err(format!("{} must be 0 or 1 (on or off), got '{v}'", HISTORY.ini_name())),
     };
     let max_age = src.layered(&HISTORY_MAX_AGE).trim().to_string();
-    check_max_age(&max_age)
-        .map_err(|why| format!("{} must be like 7D, 12h or 30m ({why}), got '{max_age}'", HISTORY_MAX_AGE.ini_name()))?;
+    check_max_age(&max_age).map_err(|why| {
+        format!("{} must be like 7D, 12h or 30m ({why}), got '{max_age}'", HISTORY_MAX_AGE.ini_name())
+    })?;
     let v = src.layered(&HISTORY_MAX_BYTES);
-    let max_bytes = v
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|b| *b <= 1 << 50)
-        .ok_or_else(|| format!("{} must be a number of bytes (0: no limit), got '{v}'", HISTORY_MAX_BYTES.ini_name()))?;
+    let max_bytes = v.trim().parse::<u64>().ok().filter(|b| *b <= 1 << 50).ok_or_else(|| {
+        format!("{} must be a number of bytes (0: no limit), got '{v}'", HISTORY_MAX_BYTES.ini_name())
+    })?;
     let v = src.layered(&HISTORY_PARAMS_BYTES);
     let params_bytes = v.trim().parse::<usize>().ok().filter(|b| *b <= 1 << 20).ok_or_else(|| {
         format!("{} must be a number of bytes between 0 and 1048576, got '{v}'", HISTORY_PARAMS_BYTES.ini_name())

@@ -47,13 +47,12 @@ impl Query {
                 "status" => q.status = Some(status_named(&v)?),
                 "since" => q.since_ms = Some(now_ms - since_ms(&v)?),
                 "limit" => {
-                    q.limit = Some(
-                        v.trim()
-                            .parse::<usize>()
-                            .ok()
-                            .filter(|n| (1..=MAX_LIMIT).contains(n))
-                            .ok_or_else(|| format!("limit must be a whole number from 1 to {MAX_LIMIT}, got '{v}'"))?,
-                    )
+                    q.limit =
+                        Some(
+                            v.trim().parse::<usize>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(
+                                || format!("limit must be a whole number from 1 to {MAX_LIMIT}, got '{v}'"),
+                            )?,
+                        )
                 }
                 other => {
                     return Err(format!(
@@ -118,9 +117,8 @@ mod tests {
     #[test]
     fn filters() {
         let r = record("demo", "ping", 1, 5000);
-        let pairs = |p: &[(&'static str, &str)]| {
-            Query::from_pairs(p.iter().map(|(k, v)| (*k, v.to_string())), 10_000).unwrap()
-        };
+        let pairs =
+            |p: &[(&'static str, &str)]| Query::from_pairs(p.iter().map(|(k, v)| (*k, v.to_string())), 10_000).unwrap();
         let table: [(&[(&str, &str)], bool); 10] = [
             (&[], true),
             (&[("topic", "demo")], true),

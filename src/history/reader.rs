@@ -167,11 +167,13 @@ pub fn follow(
         check_exists(s, settings, &stream)?;
         let ch = s.channel(settings)?;
         let t = settings.confirm_timeout.max(Duration::from_secs(10));
-        let consumer = s.wait(t, "opening the history stream", open(&ch, &stream, start_of(q.since_ms, Start::Next), &tag()))?;
+        let consumer =
+            s.wait(t, "opening the history stream", open(&ch, &stream, start_of(q.since_ms, Start::Next), &tag()))?;
         Ok((s.handle(), ch, consumer))
     })?;
     let ack = |tag: u64| {
-        rt.block_on(ch.basic_ack(tag, BasicAckOptions { multiple: true })).map_err(|e| BrokerError::lapin("ack failed", &e))
+        rt.block_on(ch.basic_ack(tag, BasicAckOptions { multiple: true }))
+            .map_err(|e| BrokerError::lapin("ack failed", &e))
     };
     let mut unacked: Option<(u64, u16)> = None;
     let r = loop {

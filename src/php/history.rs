@@ -68,7 +68,9 @@ impl History {
     pub fn follow(filter: &Zval, callback: &Zval) -> PhpResult<()> {
         let q = query(Some(filter))?;
         if !callback.is_callable() {
-            return Err(args::type_error("Asynclib\\Ebats\\History::follow(): Argument #2 ($fn) must be a valid callback"));
+            return Err(args::type_error(
+                "Asynclib\\Ebats\\History::follow(): Argument #2 ($fn) must be a valid callback",
+            ));
         }
         let s = settings::current()?;
         let _stop = StopOnSignals::install(&call::unhandled_stop_signals());

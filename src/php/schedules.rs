@@ -11,6 +11,7 @@ use crate::cron::stream::{self, now_ms};
 use crate::cron::ticks::{next_n, zoned};
 use crate::cron::zone::process_zone;
 use crate::cron::Error as CronError;
+use crate::history::event_tasks::EventTasks;
 use crate::php::args::{bad_input, broker_err, string_arg};
 use crate::php::convert;
 use crate::php::settings;
@@ -128,6 +129,35 @@ fn describe(e: &Entry, now: i64) -> Value {
     })
 }
 
+/// Last firings older than this are not looked up in the history (the read stays short).
+const LAST_TASKS_BACK_MS: i64 = 24 * 3600 * 1000;
+
+/// With the history on, the tasks of each schedule's last firing, from one read of the stream's
+/// recent part (from the oldest of those firings, at most a day back). None with the history off.
+fn last_firing_tasks(fold: &Fold, now: i64) -> PhpResult<Option<EventTasks>> {
+    let s = settings::current()?;
+    if !s.history.enabled {
+        return Ok(None);
+    }
+    let lasts: Vec<_> = fold.schedules.values().filter_map(|e| e.last.as_ref()).collect();
+    let mut tasks = EventTasks::new(lasts.iter().map(|l| l.event_id.as_str()));
+    let Some(since) = lasts.iter().map(|l| l.fired_at).min() else { return Ok(Some(tasks)) };
+    let since = since.max(now - LAST_TASKS_BACK_MS);
+    match crate::history::scan(&s, Some(since), |r| tasks.push(r)) {
+        Ok(()) => Ok(Some(tasks)),
+        // No stream yet: no task of a firing has run with the history on.
+        Err(e) if e.kind() == crate::broker::ErrorKind::NotFound => Ok(Some(tasks)),
+        Err(e) => Err(broker_err(e)),
+    }
+}
+
+fn task_outcome(r: &crate::history::Record) -> Value {
+    json!({
+        "id": r.id, "topic": r.topic, "task": r.task, "status": r.status, "outcome": r.outcome,
+        "attempt": r.attempt, "message": r.message, "end_ms": r.end_ms,
+    })
+}
+
 #[php_class]
 #[php(name = "Asynclib\\Ebats\\Schedules")]
 pub struct Schedules;
@@ -210,10 +240,24 @@ impl Schedules {
         Ok(id)
     }
 
-    /// Every schedule, by name: its definition, state, next 3 fire times and last firing.
+    /// Every schedule, by name: its definition, state, next 3 fire times and last firing; with the
+    /// history on, `last_tasks`: how each task of the last firing ended (its latest record).
     pub fn list() -> PhpResult<Vec<Zval>> {
         let fold = state()?;
         let now = now_ms();
-        Ok(fold.schedules.values().map(|e| convert::to_zval(&describe(e, now))).collect())
+        let outcomes = last_firing_tasks(&fold, now)?;
+        Ok(fold
+            .schedules
+            .values()
+            .map(|e| {
+                let mut v = describe(e, now);
+                v["last_tasks"] = match (&outcomes, &e.last) {
+                    (None, _) => Value::Null,
+                    (Some(_), None) => json!([]),
+                    (Some(o), Some(l)) => o.of(&l.event_id).into_iter().map(task_outcome).collect(),
+                };
+                convert::to_zval(&v)
+            })
+            .collect())
     }
 }

@@ -367,7 +367,13 @@ enum Settled {
 
 /// What the history records of a run.
 fn run_of(ran: &Ran, status: i64) -> Run<'_> {
-    Run { millis: ran.millis, message: &ran.message, class: ran.class.as_deref(), status, end_ms: crate::wire::now_ms() }
+    Run {
+        millis: ran.millis,
+        message: &ran.message,
+        class: ran.class.as_deref(),
+        status,
+        end_ms: crate::wire::now_ms(),
+    }
 }
 
 /// Reports a run (to the callback and the history) and does what its outcome asks: nothing,
