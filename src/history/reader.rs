@@ -33,8 +33,15 @@ enum Start {
     Since(i64),
 }
 
+/// A reader from `since_ms` starts this much earlier (records before it are filtered out): the broker
+/// stamps chunks with its own clock, and a reader started after its own marker would never see it.
+const CLOCK_MARGIN_MS: i64 = 60_000;
+
 fn start_of(since_ms: Option<i64>, otherwise: Start) -> Start {
-    since_ms.map(Start::Since).unwrap_or(otherwise)
+    match since_ms {
+        Some(ms) => Start::Since(ms.min(crate::wire::now_ms()) - CLOCK_MARGIN_MS),
+        None => otherwise,
+    }
 }
 
 async fn open(ch: &Channel, stream: &str, start: Start, tag: &str) -> Result<Consumer, BrokerError> {
