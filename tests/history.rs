@@ -45,6 +45,7 @@ fn records_are_written_flushed_read_and_followed() {
         w.write(t, &Run { millis: 2.5, message: "m", class: None, status, end_ms: now_ms() });
     }
     assert_eq!(w.flush(Duration::from_secs(10)), 0, "every record confirmed");
+    assert!(history::read(&st, &Query::default()).unwrap().len() == 3, "three records in one batch");
 
     let all = history::read(&st, &Query::default()).unwrap();
     assert_eq!(
@@ -73,6 +74,7 @@ fn records_are_written_flushed_read_and_followed() {
             if seen.len() == 3 && !written {
                 written = true;
                 w.write(&late, &Run { millis: 1.0, message: "ok.", class: None, status: 0, end_ms: now_ms() });
+                w.flush(Duration::from_secs(10));
             }
             r.id != late.id
         },

@@ -76,9 +76,9 @@ fn check_exists(s: &mut Session, settings: &Settings, stream: &str) -> Result<()
     })
 }
 
-/// A record, or a marker's id, or something else (skipped).
+/// Records (a writer's batch), or a marker's id, or something else (skipped).
 enum Item {
-    Record(Box<Record>),
+    Records(Vec<Record>),
     Marker(String),
     Other,
 }
@@ -87,8 +87,8 @@ fn item(d: &Delivery) -> Item {
     if d.properties.kind().as_ref().is_some_and(|k| k.as_str() == KIND_MARKER) {
         return Item::Marker(d.properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default());
     }
-    match Record::parse(&d.data) {
-        Ok(r) => Item::Record(Box::new(r)),
+    match Record::parse_many(&d.data) {
+        Ok(r) => Item::Records(r),
         Err(_) => Item::Other,
     }
 }
@@ -130,9 +130,8 @@ pub fn scan(settings: &Settings, since_ms: Option<i64>, mut each: impl FnMut(Rec
                     })?;
                     unacked = 0;
                 }
-                match item {
-                    Item::Record(r) if since_ms.is_none_or(|s| r.end_ms >= s) => each(*r),
-                    _ => {}
+                if let Item::Records(records) = item {
+                    records.into_iter().filter(|r| since_ms.is_none_or(|s| r.end_ms >= s)).for_each(&mut each);
                 }
                 if done {
                     return Ok(());
@@ -209,8 +208,8 @@ pub fn follow(
                 break Err(e);
             }
         }
-        if let Item::Record(r) = item(&d) {
-            if q.matches(&r) && !each(*r) {
+        if let Item::Records(records) = item(&d) {
+            if !records.into_iter().filter(|r| q.matches(r)).all(&mut each) {
                 break Ok(());
             }
         }

@@ -124,6 +124,16 @@ impl Record {
         serde_json::to_vec(self).expect("a record always serializes")
     }
 
+    /// The records of a message of the stream: a JSON list of records (a writer's batch), or one record.
+    pub fn parse_many(body: &[u8]) -> Result<Vec<Record>, String> {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+            return Record::parse(body).map(|r| vec![r]);
+        }
+        let list: Vec<serde_json::Value> =
+            serde_json::from_slice(body).map_err(|e| format!("not a list of history records: {e}"))?;
+        list.iter().map(|v| Record::parse(v.to_string().as_bytes())).collect()
+    }
+
     pub fn parse(body: &[u8]) -> Result<Record, String> {
         let r: Record = serde_json::from_slice(body).map_err(|e| format!("not a history record: {e}"))?;
         if r.v != VERSION {
@@ -193,6 +203,17 @@ mod tests {
         let cut = Record::of(&task(json!({"big": "x".repeat(100)})), &run, 10, 42, "h1");
         assert!(cut.params_truncated);
         assert_eq!(cut.params, json!("{\"big\":\"xx"));
+    }
+
+    #[test]
+    fn a_batch_is_a_list_of_records() {
+        let run = Run { millis: 1.0, message: "ok.", class: None, status: 0, end_ms: 5 };
+        let (a, b) = (Record::of(&task(json!([])), &run, 10, 1, "h"), Record::of(&task(json!([1])), &run, 10, 1, "h"));
+        let body = serde_json::to_vec(&[&a, &b]).unwrap();
+        assert_eq!(Record::parse_many(&body), Ok(vec![a.clone(), b]));
+        assert_eq!(Record::parse_many(&a.to_json()), Ok(vec![a.clone()]));
+        assert_eq!(Record::parse_many(b" []"), Ok(vec![]));
+        assert!(Record::parse_many(b"[{\"marker\":1}]").is_err());
     }
 
     #[test]

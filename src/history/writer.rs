@@ -1,7 +1,9 @@
-//! Writing execution records from a worker child, off the task path: a record is handed to the
-//! connection and the child goes on; its confirm is awaited on the session's runtime. Records
-//! still unconfirmed are awaited (bounded) when the child leaves. A failure never reaches the
-//! task: it is logged once when records start being lost and once when they are written again.
+//! Writing execution records from a worker child, off the task path: records are gathered into a
+//! batch (one message), sent when it holds [`BATCH_RECORDS`] or its oldest is [`BATCH_AGE`] old
+//! (checked after each task and at least every 100 ms while the child waits), handed to the
+//! connection without waiting; its confirm is awaited on the session's runtime. When the child
+//! leaves, the batch is sent and every confirm awaited (bounded). A failure never reaches the task:
+//! it is logged once when records start being lost and once when they are written again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +21,10 @@ use crate::wire::{properties, TaskMsg};
 /// After a record could not even be handed over, the next tries wait this long (so a broker that
 /// refuses costs no round trip per task).
 const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// Records in one message at most.
+pub const BATCH_RECORDS: usize = 100;
+/// A batch is sent once its oldest record waited this long.
+pub const BATCH_AGE: Duration = Duration::from_millis(100);
 
 /// The stream's declaration, with the retention the settings give.
 pub fn decl(settings: &Settings) -> Decl {
@@ -32,7 +38,7 @@ pub fn declare(settings: &Settings) -> Result<(), BrokerError> {
 
 #[derive(Default)]
 struct Tally {
-    /// Handed over, confirm not yet settled.
+    /// Records handed over, confirm not yet settled.
     inflight: usize,
     /// Records are being lost (logged once, when it started).
     failing: bool,
@@ -48,9 +54,9 @@ struct Shared {
 }
 
 impl Shared {
-    fn failed(&self, stream: &str, e: &BrokerError) {
+    fn failed(&self, stream: &str, records: usize, e: &BrokerError) {
         let mut t = self.tally.lock();
-        t.lost += 1;
+        t.lost += records as u64;
         t.redeclare |= e.kind() == ErrorKind::Unroutable;
         if !t.failing {
             t.failing = true;
@@ -79,6 +85,9 @@ pub struct Writer {
     pid: u32,
     shared: Arc<Shared>,
     paused_until: Option<Instant>,
+    /// Records not sent yet, and since when the first of them waits.
+    batch: Vec<Record>,
+    since: Option<Instant>,
 }
 
 /// This machine's name (empty when it cannot be read).
@@ -102,27 +111,52 @@ impl Writer {
             pid: std::process::id(),
             shared: Arc::default(),
             paused_until: None,
+            batch: Vec::with_capacity(BATCH_RECORDS),
+            since: None,
         })
     }
 
-    /// Appends the record of a run without waiting for the broker.
+    /// Adds the record of a run to the batch; sends the batch when it is full or old enough.
     pub fn write(&mut self, task: &TaskMsg, run: &Run) {
+        self.batch.push(Record::of(task, run, self.settings.history.params_bytes, self.pid, &self.host));
+        self.since.get_or_insert_with(Instant::now);
+        if self.batch.len() >= BATCH_RECORDS {
+            self.send();
+        } else {
+            self.send_due();
+        }
+    }
+
+    /// Sends the batch if its oldest record waited [`BATCH_AGE`].
+    pub fn send_due(&mut self) {
+        if self.since.is_some_and(|t| t.elapsed() >= BATCH_AGE) {
+            self.send();
+        }
+    }
+
+    /// Hands the batch to the connection without waiting for the broker.
+    fn send(&mut self) {
+        self.since = None;
+        if self.batch.is_empty() {
+            return;
+        }
+        let records = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_RECORDS));
+        let n = records.len();
         if self.paused_until.is_some_and(|t| Instant::now() < t) {
-            self.shared.tally.lock().lost += 1;
+            self.shared.tally.lock().lost += n as u64;
             return;
         }
         self.paused_until = None;
-        let record = Record::of(task, run, self.settings.history.params_bytes, self.pid, &self.host);
         let out = Outgoing {
             exchange: String::new(),
             routing_key: self.stream.clone(),
-            body: record.to_json(),
+            body: serde_json::to_vec(&records).expect("records always serialize"),
             properties: properties(&crate::wire::new_id(), KIND_RECORD),
             mandatory: true,
         };
         let redeclare = std::mem::take(&mut self.shared.tally.lock().redeclare);
         let (shared, stream) = (self.shared.clone(), self.stream.clone());
-        self.shared.tally.lock().inflight += 1;
+        self.shared.tally.lock().inflight += n;
         let r = with_session(|s| {
             if redeclare {
                 s.forget_declarations();
@@ -131,21 +165,23 @@ impl Writer {
             s.publish_detached(&self.settings, &out, move |r| {
                 match r {
                     Ok(()) => shared.written(&stream),
-                    Err(e) => shared.failed(&stream, &e),
+                    Err(e) => shared.failed(&stream, n, &e),
                 }
-                shared.tally.lock().inflight -= 1;
+                shared.tally.lock().inflight -= n;
                 shared.settled.notify_all();
             })
         });
         if let Err(e) = r {
-            self.shared.tally.lock().inflight -= 1;
-            self.shared.failed(&self.stream, &e);
+            self.shared.tally.lock().inflight -= n;
+            self.shared.failed(&self.stream, n, &e);
             self.paused_until = Some(Instant::now() + PAUSE_AFTER_FAILURE);
         }
     }
 
-    /// Waits (at most `within`) until every record handed over is confirmed; returns how many were not.
-    pub fn flush(&self, within: Duration) -> usize {
+    /// Sends the batch and waits (at most `within`) until every record handed over is confirmed;
+    /// returns how many were not.
+    pub fn flush(&mut self, within: Duration) -> usize {
+        self.send();
         let deadline = Instant::now() + within;
         let mut t = self.shared.tally.lock();
         while t.inflight > 0 {

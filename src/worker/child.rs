@@ -92,6 +92,13 @@ struct TaskHost<'a> {
 impl Host for TaskHost<'_> {
     type Left = Stopped;
 
+    fn tick(&mut self) -> Option<Stopped> {
+        if let Some(w) = &mut self.history {
+            w.send_due();
+        }
+        None
+    }
+
     fn opened(&mut self, _sub: &Subscription) {
         self.acks = Acks { batch: if self.limits.prefetch > 1 { ACK_BATCH } else { 1 }, ..Acks::default() };
     }
@@ -203,7 +210,7 @@ pub fn run(
         }
     };
     // Records still waiting for their confirm are written before the child goes.
-    if let Some(w) = &host.history {
+    if let Some(w) = &mut host.history {
         w.flush(settings.confirm_timeout);
     }
     stopped
