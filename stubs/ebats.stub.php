@@ -384,14 +384,14 @@ namespace Asynclib\Ebats {
         }
 
         /**
-         * Calls $fn($record) for each record that matches the filter as it is written (from 'since' when given,
-         * else from now on) until $fn returns false, or SIGTERM or SIGINT arrives (unless the application
+         * Calls $callback($record) for each record that matches the filter as it is written (from 'since' when
+         * given, else from now on) until $callback returns false, or SIGTERM or SIGINT arrives (unless the application
          * handles them). 'limit' does not apply.
          *
          * @param array<string, string|int> $filter
-         * @param callable(array<string, mixed>): (bool|void) $fn
+         * @param callable(array<string, mixed>): (bool|void) $callback
          */
-        public static function follow(array $filter, callable $fn): void
+        public static function follow(array $filter, callable $callback): void
         {
         }
     }

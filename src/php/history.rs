@@ -63,13 +63,13 @@ impl History {
         Ok(records.iter().map(to_zval).collect())
     }
 
-    /// Calls `$fn($record)` for each record matching the filter as it is written (from `since`
-    /// when given, else from now on), until `$fn` returns false, SIGTERM or SIGINT.
+    /// Calls `$callback($record)` for each record matching the filter as it is written (from
+    /// `since` when given, else from now on), until it returns false, SIGTERM or SIGINT.
     pub fn follow(filter: &Zval, callback: &Zval) -> PhpResult<()> {
         let q = query(Some(filter))?;
         if !callback.is_callable() {
             return Err(args::type_error(
-                "Asynclib\\Ebats\\History::follow(): Argument #2 ($fn) must be a valid callback",
+                "Asynclib\\Ebats\\History::follow(): Argument #2 ($callback) must be a valid callback",
             ));
         }
         let s = settings::current()?;
