@@ -43,6 +43,18 @@ pub const DEFERRED: Setting =
 /// Where workers and schedulers serve `/metrics` and `/healthz` (`ip:port`); empty: nowhere.
 pub const METRICS: Setting = Setting { ini: c"ebats.metrics_address", env: "EBATS_METRICS_ADDRESS", default: c"" };
 
+/// Workers append a record of every execution to the stream `<prefix>.history`.
+pub const HISTORY: Setting = Setting { ini: c"ebats.history", env: "EBATS_HISTORY", default: c"0" };
+/// Retention of the history stream by age, in RabbitMQ's `x-max-age` form (`7D`, `12h`, `1Y`...).
+pub const HISTORY_MAX_AGE: Setting =
+    Setting { ini: c"ebats.history_max_age", env: "EBATS_HISTORY_MAX_AGE", default: c"7D" };
+/// Retention of the history stream by size in bytes (`x-max-length-bytes`); 0: by age only.
+pub const HISTORY_MAX_BYTES: Setting =
+    Setting { ini: c"ebats.history_max_bytes", env: "EBATS_HISTORY_MAX_BYTES", default: c"0" };
+/// A record keeps at most this many bytes of the task's params (as JSON); longer ones are cut and marked.
+pub const HISTORY_PARAMS_BYTES: Setting =
+    Setting { ini: c"ebats.history_params_bytes", env: "EBATS_HISTORY_PARAMS_BYTES", default: c"4096" };
+
 /// Seconds between a worker parent's monitor lines (one per child: CPU %, memory, tasks done); 0: off.
 pub const MONITOR: Setting = Setting { ini: c"ebats.monitor_interval", env: "EBATS_MONITOR_INTERVAL", default: c"0" };
 /// The longest monitor interval, in seconds.
@@ -70,6 +82,10 @@ pub const ALL: &[Setting] = &[
     QUEUE_TYPE,
     DASHBOARD_TOKEN,
     MONITOR,
+    HISTORY,
+    HISTORY_MAX_AGE,
+    HISTORY_MAX_BYTES,
+    HISTORY_PARAMS_BYTES,
 ];
 
 /// The type of the queues ebats declares for tasks and events (`ebats.queue_type`).
@@ -97,6 +113,19 @@ impl QueueType {
     }
 }
 
+/// The execution history's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistorySettings {
+    /// Workers write a record of every execution.
+    pub enabled: bool,
+    /// `x-max-age` of the stream, checked: digits then one of Y M D h m s.
+    pub max_age: String,
+    /// `x-max-length-bytes` of the stream; 0: not set.
+    pub max_bytes: u64,
+    /// Bytes of params (as JSON) a record keeps.
+    pub params_bytes: usize,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     /// The broker nodes, in the order written (never empty); `node_order` says how they are tried.
@@ -116,6 +145,7 @@ pub struct Settings {
     /// Seconds between a worker parent's monitor lines, as set ([`monitor_interval`] reads it);
     /// checked when a worker starts, like `metrics_address`.
     pub monitor_interval: String,
+    pub history: HistorySettings,
 }
 
 /// Where a value may come from. Each returns `None` when the source does not set it.
@@ -189,6 +219,7 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
     let debug = parse_bool(&(src.constant)(DEBUG.env).unwrap_or_else(|| src.layered(&DEBUG)));
     let deferred = parse_bool(&src.layered(&DEFERRED));
     let metrics_address = src.layered(&METRICS).trim().to_string();
+    let history = history(src)?;
     let monitor_interval = src.layered(&MONITOR).trim().to_string();
     Ok(Settings {
         nodes,
@@ -202,6 +233,7 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
         deferred,
         metrics_address,
         monitor_interval,
+        history,
     })
 }
 
@@ -210,6 +242,40 @@ pub fn monitor_interval(v: &str) -> Result<u64, String> {
     v.trim().parse::<u64>().ok().filter(|s| *s <= MAX_MONITOR_INTERVAL).ok_or_else(|| {
         format!("{} must be a whole number of seconds from 0 to {MAX_MONITOR_INTERVAL}, got '{v}'", MONITOR.ini_name())
     })
+}
+
+fn history(src: &Sources) -> Result<HistorySettings, String> {
+    let v = src.layered(&HISTORY);
+    let enabled = match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => true,
+        "0" | "false" | "off" | "no" => false,
+        _ => return Err(format!("{} must be 0 or 1 (on or off), got '{v}'", HISTORY.ini_name())),
+    };
+    let max_age = src.layered(&HISTORY_MAX_AGE).trim().to_string();
+    check_max_age(&max_age).map_err(|why| {
+        format!("{} must be like 7D, 12h or 30m ({why}), got '{max_age}'", HISTORY_MAX_AGE.ini_name())
+    })?;
+    let v = src.layered(&HISTORY_MAX_BYTES);
+    let max_bytes = v.trim().parse::<u64>().ok().filter(|b| *b <= 1 << 50).ok_or_else(|| {
+        format!("{} must be a number of bytes (0: no limit), got '{v}'", HISTORY_MAX_BYTES.ini_name())
+    })?;
+    let v = src.layered(&HISTORY_PARAMS_BYTES);
+    let params_bytes = v.trim().parse::<usize>().ok().filter(|b| *b <= 1 << 20).ok_or_else(|| {
+        format!("{} must be a number of bytes between 0 and 1048576, got '{v}'", HISTORY_PARAMS_BYTES.ini_name())
+    })?;
+    Ok(HistorySettings { enabled, max_age, max_bytes, params_bytes })
+}
+
+/// RabbitMQ's `x-max-age`: a whole number above 0 and one unit of Y, M, D, h, m, s.
+fn check_max_age(v: &str) -> Result<(), &'static str> {
+    let Some(unit) = v.chars().last() else { return Err("empty") };
+    if !matches!(unit, 'Y' | 'M' | 'D' | 'h' | 'm' | 's') {
+        return Err("the unit is one of Y, M, D, h, m, s");
+    }
+    match v[..v.len() - 1].parse::<u64>() {
+        Ok(n) if n > 0 && v[..v.len() - 1].bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        _ => Err("a whole number above 0, then the unit"),
+    }
 }
 
 /// Percent-encodes a vhost for a URL (`/` becomes `%2f`).
@@ -407,6 +473,35 @@ mod tests {
             assert_eq!(monitor_interval(v).ok(), want, "{v}");
         }
         assert!(monitor_interval("x").unwrap_err().contains("ebats.monitor_interval"));
+    }
+
+    #[test]
+    fn history_settings() {
+        let d = run(&[], &[], &[]).unwrap().history;
+        assert_eq!(d, HistorySettings { enabled: false, max_age: "7D".into(), max_bytes: 0, params_bytes: 4096 });
+        let env = [
+            ("EBATS_HISTORY", "on"),
+            ("EBATS_HISTORY_MAX_AGE", "12h"),
+            ("EBATS_HISTORY_MAX_BYTES", "1000000"),
+            ("EBATS_HISTORY_PARAMS_BYTES", "0"),
+        ];
+        let h = run(&[], &env, &[]).unwrap().history;
+        assert_eq!(h, HistorySettings { enabled: true, max_age: "12h".into(), max_bytes: 1_000_000, params_bytes: 0 });
+        let bad = [
+            ("EBATS_HISTORY", "maybe", "ebats.history "),
+            ("EBATS_HISTORY_MAX_AGE", "7", "ebats.history_max_age"),
+            ("EBATS_HISTORY_MAX_AGE", "0D", "ebats.history_max_age"),
+            ("EBATS_HISTORY_MAX_AGE", "7d", "ebats.history_max_age"),
+            ("EBATS_HISTORY_MAX_AGE", "-1D", "ebats.history_max_age"),
+            ("EBATS_HISTORY_MAX_AGE", "+1D", "ebats.history_max_age"),
+            ("EBATS_HISTORY_MAX_BYTES", "-5", "ebats.history_max_bytes"),
+            ("EBATS_HISTORY_MAX_BYTES", "1G", "ebats.history_max_bytes"),
+            ("EBATS_HISTORY_PARAMS_BYTES", "2000000", "ebats.history_params_bytes"),
+        ];
+        for (k, v, name) in bad {
+            let e = run(&[], &[(k, v)], &[]).unwrap_err();
+            assert!(e.contains(name) && e.contains(v), "{k}={v}: {e}");
+        }
     }
 
     #[test]

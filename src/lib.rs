@@ -2,13 +2,14 @@
 //!
 //! Layers: `config` and `wire` (pure data), `broker` (connections, topology, confirmed publishing,
 //! consuming), `dispatch` (where events and tasks go), `outcome` (what a task's result means),
-//! `worker` (the process model), and `php` (the bindings, the only code that touches zvals).
+//! `history` (the execution records), `worker` (the process model), and `php` (the bindings, the only code that touches zvals).
 
 pub mod broker;
 pub mod config;
 pub mod cron;
 pub mod dashboard;
 pub mod dispatch;
+pub mod history;
 pub mod log;
 pub mod metrics;
 pub mod nodes;

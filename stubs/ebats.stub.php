@@ -406,6 +406,51 @@ namespace Asynclib\Ebats {
     }
 
     /**
+     * The execution history: with the setting ebats.history on, every worker child appends a record of each run
+     * it settles to the stream <prefix>.history (retention ebats.history_max_age, ebats.history_max_bytes).
+     * Also on the command line: php php/bin/ebats history [--topic T] [--task N] [--status S] [--since 10m]
+     * [--limit N] [--id ID] [--follow] [--json].
+     *
+     * A record: id (the task's id, the same in its retries and in the failed store), topic, task, status
+     * (Worker::STATE_*), outcome ('succ', 'fail', 'retry', 'err'), attempt, ms (time used), message, class (of
+     * what the handler threw, or null), params (or, when longer than ebats.history_params_bytes as JSON, the start
+     * of their JSON text as a string), params_truncated, pid, host, start_ms, end_ms (milliseconds since the
+     * epoch), event and event_id (the event that made the task, or null), v.
+     *
+     * Filter keys: topic, task, status ('succ', 'fail', 'retry', 'err' or Worker::STATE_*), since (seconds back
+     * from now, or '10m', '2h', '7d'), limit (1 to 1000000, default 1000), id (a task id).
+     */
+    class History
+    {
+        public function __construct()
+        {
+        }
+
+        /**
+         * @param array<string, string|int> $filter
+         * @return array<int, array<string, mixed>> the newest records that match (at most limit), oldest first
+         * @throws \Asynclib\Exception\TaskException for an unknown filter key or a bad value
+         * @throws \Asynclib\Exception\ConnectionedException when the broker cannot be reached or the stream does
+         *     not exist (no worker ran with ebats.history on)
+         */
+        public static function read(?array $filter = null): array
+        {
+        }
+
+        /**
+         * Calls $callback($record) for each record that matches the filter as it is written (from 'since' when
+         * given, else from now on) until $callback returns false, or SIGTERM or SIGINT arrives (unless the application
+         * handles them). 'limit' does not apply.
+         *
+         * @param array<string, string|int> $filter
+         * @param callable(array<string, mixed>): (bool|void) $callback
+         */
+        public static function follow(array $filter, callable $callback): void
+        {
+        }
+    }
+
+    /**
      * Periodic schedules stored on the broker (the stream <prefix>.cron), fired by the leading Scheduler and
      * managed at run time: every change takes effect on the running leader within a second. Also on the
      * command line: php php/bin/ebats schedules:list|add|update|remove|pause|resume|trigger.
@@ -465,8 +510,10 @@ namespace Asynclib\Ebats {
          * @return array<int, array{name: string, expression: string, event: string, options: mixed,
          *     timezone: string, catchup: int, paused: bool, source: string, next: string[],
          *     last_tick: ?string, last_fired_at: ?string, last_event_id: ?string, last_late: ?bool,
-         *     late: int, skipped: int, last_trigger_id: ?string}> every schedule, by name; times are
-         *     ISO 8601 in the schedule's zone
+         *     late: int, skipped: int, last_trigger_id: ?string, last_tasks: ?array}> every schedule, by name;
+         *     times are ISO 8601 in the schedule's zone. last_tasks (null with ebats.history off): each task of
+         *     the last firing, as its latest history record tells (id, topic, task, status, outcome, attempt,
+         *     message, end_ms); firings more than a day old are not looked up
          */
         public static function list(): array
         {

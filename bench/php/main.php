@@ -3,7 +3,10 @@
  * The benchmark driver, started by bench/run (which sets everything up). It runs every measurement
  * several times, interleaving the clients of a section within each repetition, and prints one table.
  *
- *   php main.php [--quick] [--reps N] [--only publish,fpm,worker,latency,memory,cron]
+ *   php main.php [--quick] [--reps N] [--only publish,fpm,worker,latency,memory,cron] [--rows PREFIX,...]
+ *
+ * --rows keeps the rows whose key starts with one of the prefixes (keys as in results.json: wk.tasks.p1.w1
+ * is the worker section's 1-process rows at prefetch 1, with metrics, with metrics and history).
  *
  * Environment (set by bench/run): EBATS_SO (the extension to load), EBATS_PREFIX (this run's name
  * prefix), BENCH_TMP (a scratch directory), BENCH_LAPIN (the lapin-bench binary), BENCH_ROOT.
@@ -26,14 +29,15 @@ foreach (glob(__DIR__ . '/sections/*.php') ?: [] as $file) {
     require $file;
 }
 
-$opts = getopt('', ['quick', 'reps:', 'only:', 'help']);
+$opts = getopt('', ['quick', 'reps:', 'only:', 'rows:', 'help']);
 if (isset($opts['help'])) {
-    echo "usage: bench/run [--quick] [--reps N] [--only publish,fpm,worker,latency,memory,cron]\n";
+    echo "usage: bench/run [--quick] [--reps N] [--only publish,fpm,worker,latency,memory,cron] [--rows PREFIX,...]\n";
     exit(0);
 }
 $quick = isset($opts['quick']);
 $settings = [
     'reps' => (int) ($opts['reps'] ?? ($quick ? 1 : 5)),
+    'rows' => isset($opts['rows']) ? explode(',', (string) $opts['rows']) : [],
     'pub_each_n' => $quick ? 300 : 2000,
     'pub_batch_n' => $quick ? 2000 : 20000,
     'batch' => 100,

@@ -57,6 +57,10 @@ impl Names {
     pub fn cron_stream(&self) -> String {
         format!("{}.cron", self.prefix)
     }
+    /// The stream of execution records (the history).
+    pub fn history_stream(&self) -> String {
+        format!("{}.history", self.prefix)
+    }
     /// The single-active-consumer queue holding the leadership token.
     pub fn cron_leader(&self) -> String {
         format!("{}.cron.leader", self.prefix)

@@ -90,6 +90,41 @@ impl Session {
         r
     }
 
+    /// Hands one message to the connection and returns at once; its confirm is awaited on the
+    /// session's runtime, and `done` is called there with the outcome. For what must not wait for
+    /// the broker and must not fail the caller (the execution history).
+    pub fn publish_detached(
+        &mut self,
+        settings: &Settings,
+        m: &Outgoing,
+        done: impl FnOnce(Result<(), BrokerError>) + Send + 'static,
+    ) -> Result<(), BrokerError> {
+        let ch = self.link(settings)?.publisher.clone();
+        let rt = self.handle();
+        let (sent, owned) = (m.sent(), m.clone());
+        let r = self.wait(settings.confirm_timeout, "handing a message to the connection", async move {
+            let mut publishing: Publishing<'static> = Box::pin(async move { send(&ch, &owned).await });
+            // The first poll queues the frames, in order with what this thread publishes next.
+            let first = futures_lite::future::poll_once(publishing.as_mut()).await;
+            if let Some(Err(e)) = first {
+                return Err(e);
+            }
+            rt.spawn(async move {
+                let confirm = match first {
+                    Some(r) => r,
+                    None => publishing.await,
+                };
+                done(match confirm {
+                    Ok(c) => settle(&sent, c).await,
+                    Err(e) => Err(e),
+                })
+            });
+            Ok(())
+        });
+        self.after_error(&r);
+        r
+    }
+
     /// Messages published deferred whose confirm has not been awaited yet.
     pub fn pending(&self) -> usize {
         self.pending.len()

@@ -32,6 +32,9 @@ pub enum Decl {
     Cron,
     /// The stream where processes serving metrics announce themselves.
     Processes,
+    /// The stream of execution records, with its retention (`x-max-age`, `x-max-length-bytes` when
+    /// not 0). One that exists with other arguments is refused by the broker: an error naming it.
+    History { max_age: String, max_bytes: u64 },
 }
 
 /// Stream retention: segments whose every record is older than this are deleted (the leader appends
@@ -54,6 +57,10 @@ fn stream_args(max_age: &str, segment: i64, max_bytes: Option<i64>) -> FieldTabl
     }
     a
 }
+
+/// Segment size of the history stream: retention deletes whole segments, so a size limit should be
+/// several times this.
+pub const HISTORY_SEGMENT_BYTES: i64 = 8 * 1024 * 1024;
 
 impl Decl {
     /// Identifies a declaration made under a prefix with a queue type, for the once-per-connection cache.
@@ -129,6 +136,28 @@ impl Decl {
                 exchange(ch, &n.cron_fire(), ExchangeKind::Fanout, FieldTable::default()).await?;
                 bind(ch, &n.cron_stream(), &n.cron_fire(), "").await?;
                 exchange_bind(ch, &n.event_exchange(), &n.cron_fire(), "").await
+            }
+            Decl::History { max_age, max_bytes } => {
+                let name = n.history_stream();
+                let mut args = FieldTable::default();
+                args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("stream")));
+                args.insert("x-max-age".into(), AMQPValue::LongString(LongString::from(max_age.as_str())));
+                if *max_bytes > 0 {
+                    args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(*max_bytes as i64));
+                }
+                args.insert("x-stream-max-segment-size-bytes".into(), AMQPValue::LongLongInt(HISTORY_SEGMENT_BYTES));
+                queue(ch, &name, args).await.map_err(|e| match e.kind() {
+                    ErrorKind::PreconditionFailed => BrokerError::new(
+                        ErrorKind::PreconditionFailed,
+                        format!(
+                            "the history stream '{name}' exists with other arguments than x-max-age={max_age}, \
+                             x-max-length-bytes={} (ebats.history_max_age, ebats.history_max_bytes): set those to \
+                             what it was made with, or delete the stream to make it anew ({e})",
+                            if *max_bytes > 0 { max_bytes.to_string() } else { "(none)".into() }
+                        ),
+                    ),
+                    _ => e,
+                })
             }
             Decl::Processes => {
                 let args = stream_args(PROCESSES_MAX_AGE, PROCESSES_SEGMENT_BYTES, Some(PROCESSES_MAX_BYTES));

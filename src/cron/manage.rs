@@ -6,8 +6,9 @@ use serde_json::{json, Value};
 use super::state::{Entry, Fold, Record, Source};
 use super::stream;
 use super::ticks::{next_n, zoned};
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, ErrorKind};
 use crate::config::Settings;
+use crate::history::event_tasks::EventTasks;
 use crate::wire::now_ms;
 
 /// Why a management call failed: the broker, or a request that cannot be done (message for people).
@@ -83,10 +84,53 @@ pub fn describe(e: &Entry, now: i64) -> Value {
 }
 
 /// Every schedule, described.
+/// Every schedule, described; with the history on, each also says how the tasks of its last firing
+/// ended (`last_tasks`: the latest record of each task made from the firing's event).
 pub fn list(settings: &Settings) -> Result<Vec<Value>, BrokerError> {
     let fold = state(settings)?;
     let now = now_ms();
-    Ok(fold.schedules.values().map(|e| describe(e, now)).collect())
+    let outcomes = last_firing_tasks(settings, &fold, now)?;
+    Ok(fold
+        .schedules
+        .values()
+        .map(|e| {
+            let mut v = describe(e, now);
+            v["last_tasks"] = match (&outcomes, &e.last) {
+                (None, _) => Value::Null,
+                (Some(_), None) => json!([]),
+                (Some(o), Some(l)) => o.of(&l.event_id).into_iter().map(task_outcome).collect(),
+            };
+            v
+        })
+        .collect())
+}
+
+/// Last firings older than this are not looked up in the history (the read stays short).
+const LAST_TASKS_BACK_MS: i64 = 24 * 3600 * 1000;
+
+/// With the history on, the tasks of each schedule's last firing, from one read of the stream's
+/// recent part (from the oldest of those firings, at most a day back). None with the history off.
+fn last_firing_tasks(settings: &Settings, fold: &Fold, now: i64) -> Result<Option<EventTasks>, BrokerError> {
+    if !settings.history.enabled {
+        return Ok(None);
+    }
+    let lasts: Vec<_> = fold.schedules.values().filter_map(|e| e.last.as_ref()).collect();
+    let mut tasks = EventTasks::new(lasts.iter().map(|l| l.event_id.as_str()));
+    let Some(since) = lasts.iter().map(|l| l.fired_at).min() else { return Ok(Some(tasks)) };
+    let since = since.max(now - LAST_TASKS_BACK_MS);
+    match crate::history::scan(settings, Some(since), |r| tasks.push(r)) {
+        Ok(()) => Ok(Some(tasks)),
+        // No stream yet: no task of a firing has run with the history on.
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(tasks)),
+        Err(e) => Err(e),
+    }
+}
+
+fn task_outcome(r: &crate::history::Record) -> Value {
+    json!({
+        "id": r.id, "topic": r.topic, "task": r.task, "status": r.status, "outcome": r.outcome,
+        "attempt": r.attempt, "message": r.message, "end_ms": r.end_ms,
+    })
 }
 
 /// Stops firing a schedule (stored or declared in code) until resumed.

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod dashboard;
 pub mod deferred;
 pub mod exceptions;
+pub mod history;
 pub mod producer;
 pub mod scheduler;
 pub mod schedules;
@@ -67,6 +68,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .class::<status::Status>()
         .class::<schedules::Schedules>()
         .class::<dashboard::Dashboard>()
+        .class::<history::History>()
         .class::<deferred::Batch>()
         .function(wrap_function!(ebats_config))
         .function(wrap_function!(ebats_flush))

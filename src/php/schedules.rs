@@ -164,7 +164,8 @@ impl Schedules {
         manage::trigger(&settings::current()?, &name).map_err(refused)
     }
 
-    /// Every schedule, by name: its definition, state, next 3 fire times and last firing.
+    /// Every schedule, by name: its definition, state, next 3 fire times and last firing; with the
+    /// history on, `last_tasks`: how each task of the last firing ended (its latest record).
     pub fn list() -> PhpResult<Vec<Zval>> {
         let list = manage::list(&settings::current()?).map_err(broker_err)?;
         Ok(list.iter().map(convert::to_zval).collect())

@@ -99,6 +99,10 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let _ = t.insert("metrics_address", s.metrics_address.clone());
     let _ = t.insert("dashboard_token", if dashboard_token().is_some() { "***" } else { "" });
     let _ = t.insert("monitor_interval", s.monitor_interval.clone());
+    let _ = t.insert("history", s.history.enabled);
+    let _ = t.insert("history_max_age", s.history.max_age.clone());
+    let _ = t.insert("history_max_bytes", s.history.max_bytes as i64);
+    let _ = t.insert("history_params_bytes", s.history.params_bytes as i64);
     let _ = t.insert("tls", s.tls());
     let _ = t.insert("tls_available", cfg!(feature = "tls"));
     let _ = t.insert("version", env!("CARGO_PKG_VERSION"));
@@ -121,6 +125,7 @@ pub extern "C" fn info(_module: *mut ModuleEntry) {
             info_table_row!("confirm timeout (s)", format!("{}", s.confirm_timeout.as_secs_f64()));
             info_table_row!("debug", if s.debug { "on" } else { "off" });
             info_table_row!("deferred confirms", if s.deferred { "on" } else { "off" });
+            info_table_row!("execution history", if s.history.enabled { "on" } else { "off" });
         }
         Err(e) => info_table_row!("configuration error", e),
     }

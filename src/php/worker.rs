@@ -322,6 +322,15 @@ impl Worker {
             Some(s) => s,
             None => crate::config::monitor_interval(&settings.monitor_interval).map_err(bad_input)?,
         };
+        if settings.history.enabled {
+            // A stream that exists with other retention is refused here, before any child starts; a
+            // broker away now does not stop the worker (its children declare the stream when they can).
+            match crate::history::writer::declare(&settings) {
+                Err(e) if e.kind().is_bad_setup() => return Err(crate::php::args::broker_err(e)),
+                Err(e) => crate::log::error(&format!("execution history: cannot declare the stream now: {e}")),
+                Ok(()) => {}
+            }
+        }
         // The parent must hold no connection and no runtime threads when it forks.
         current::shutdown();
         let opts = supervisor::Options {

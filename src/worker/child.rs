@@ -14,6 +14,8 @@ use crate::broker::subscription::{self, Subscription};
 use crate::broker::{BrokerError, Decl};
 use crate::config::{QueueType, Settings};
 use crate::dispatch;
+use crate::history::record::Run;
+use crate::history::Writer;
 use crate::log;
 use crate::outcome::{Ended, Next, Policy};
 use crate::wire::{now, TaskMsg};
@@ -82,12 +84,20 @@ struct TaskHost<'a> {
     limits: &'a Limits,
     tracking: &'a Tracking<'a>,
     handler: &'a mut dyn Handler,
+    history: Option<Writer>,
     acks: Acks,
     done: u64,
 }
 
 impl Host for TaskHost<'_> {
     type Left = Stopped;
+
+    fn tick(&mut self) -> Option<Stopped> {
+        if let Some(w) = &mut self.history {
+            w.send_due();
+        }
+        None
+    }
 
     fn opened(&mut self, _sub: &Subscription) {
         self.acks = Acks { batch: if self.limits.prefetch > 1 { ACK_BATCH } else { 1 }, ..Acks::default() };
@@ -111,6 +121,7 @@ impl Host for TaskHost<'_> {
             self.limits,
             self.tracking,
             &mut *self.handler,
+            self.history.as_mut(),
             &d.data,
             d.properties.message_id().as_ref().map(|id| id.as_str()),
             d.redelivered,
@@ -188,16 +199,22 @@ pub fn run(
         },
         first_open_fails: false,
     };
+    let history = Writer::new(settings);
     let mut host =
-        TaskHost { settings, topic, names, policy, limits, tracking, handler, acks: Acks::default(), done: 0 };
-    match consume::run(&spec, &mut host) {
+        TaskHost { settings, topic, names, policy, limits, tracking, handler, history, acks: Acks::default(), done: 0 };
+    let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
         Finished::Left(why) => why,
         Finished::Failed(e) => {
             log::error(&format!("worker cannot run: {e}"));
             Stopped::Asked
         }
+    };
+    // Records still waiting for their confirm are written before the child goes.
+    if let Some(w) = &mut host.history {
+        w.flush(settings.confirm_timeout);
     }
+    stopped
 }
 
 /// Tasks done but not yet acked, acked together with one `basic.ack multiple` (every delivery
@@ -266,6 +283,7 @@ fn handle(
     limits: &Limits,
     tracking: &Tracking,
     handler: &mut dyn Handler,
+    history: Option<&mut Writer>,
     body: &[u8],
     message_id: Option<&str>,
     redelivered: bool,
@@ -300,7 +318,7 @@ fn handle(
                 "delivered {deaths} times without being acked: the worker processes running it died (fatal \
                  error, exit(), signal, out of memory) or lost their connection"
             );
-            return fail_poison(settings, names, task, deaths, msg);
+            return fail_poison(settings, names, history, task, deaths, msg);
         }
     }
     // With quorum queues the broker's count above replaces this process's count of deaths.
@@ -315,7 +333,7 @@ fn handle(
                 class: None,
                 millis: (limit * 1000) as f64,
             };
-            return settle(settings, names, policy, handler, task, ran).map(|_| Settled::Ran);
+            return settle(settings, names, policy, handler, history, task, ran).map(|_| Settled::Ran);
         }
         Some(GivenBack::Crashed) => {
             // Its child died running it (fatal error, exit(), signal, out of memory). Count that,
@@ -327,7 +345,7 @@ fn handle(
                     task.redeliveries
                 );
                 let deaths = task.redeliveries;
-                return fail_poison(settings, names, task, deaths, msg);
+                return fail_poison(settings, names, history, task, deaths, msg);
             }
             // Publish the counted copy; it runs when its turn comes again.
             dispatch::send_one(settings, dispatch::task(names, &task, 0))?;
@@ -347,7 +365,7 @@ fn handle(
     let ran = ran.map_err(|_| HandleError::Abort)?;
     tracking.shared.end(tracking.index);
     let secs = ran.millis / 1000.0;
-    let status = settle(settings, names, policy, handler, task, ran)?;
+    let status = settle(settings, names, policy, handler, history, task, ran)?;
     tracking.shared.stats().task_end(tracking.index, status, secs);
     Ok(Settled::Ran)
 }
@@ -356,6 +374,7 @@ fn handle(
 fn fail_poison(
     settings: &Settings,
     names: &Names,
+    history: Option<&mut Writer>,
     mut task: TaskMsg,
     deaths: u32,
     msg: String,
@@ -366,6 +385,9 @@ fn fail_poison(
     let runs = task.attempt.saturating_sub(1).saturating_add(deaths);
     task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, runs));
     dispatch::send_one(settings, dispatch::failed(names, &task, &msg))?;
+    if let Some(w) = history {
+        w.write(&task, &run_of(&ran, crate::outcome::STATE_FAIL));
+    }
     Ok(Settled::Moved)
 }
 
@@ -377,13 +399,25 @@ enum Settled {
     Moved,
 }
 
-/// Reports a run and does what its outcome asks: nothing, publish again (delayed), or fail it.
-/// Returns the status reported.
+/// What the history records of a run.
+fn run_of(ran: &Ran, status: i64) -> Run<'_> {
+    Run {
+        millis: ran.millis,
+        message: &ran.message,
+        class: ran.class.as_deref(),
+        status,
+        end_ms: crate::wire::now_ms(),
+    }
+}
+
+/// Reports a run (to the callback and the history) and does what its outcome asks: nothing,
+/// publish again (delayed), or fail it. Returns the status reported.
 fn settle(
     settings: &Settings,
     names: &Names,
     policy: &Policy,
     handler: &mut dyn Handler,
+    history: Option<&mut Writer>,
     task: TaskMsg,
     ran: Ran,
 ) -> Result<i64, HandleError> {
@@ -393,6 +427,9 @@ fn settle(
             "task end {}/{} id={} time={:.2}ms status={status} {}",
             task.topic, task.name, task.id, ran.millis, ran.message
         ));
+    }
+    if let Some(w) = history {
+        w.write(&task, &run_of(&ran, status));
     }
     handler.report(&task, &ran, status).map_err(|_| HandleError::Abort)?;
     match next {

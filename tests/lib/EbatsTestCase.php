@@ -86,6 +86,10 @@ abstract class EbatsTestCase extends TestCase
             'EBATS_HEARTBEAT' => null,
             'EBATS_CONFIRM_TIMEOUT' => null,
             'EBATS_DEBUG' => null,
+            'EBATS_HISTORY' => null,
+            'EBATS_HISTORY_MAX_AGE' => null,
+            'EBATS_HISTORY_MAX_BYTES' => null,
+            'EBATS_HISTORY_PARAMS_BYTES' => null,
         ], $overrides);
     }
 

@@ -86,9 +86,9 @@ final class Context
     }
 
     /** Starts a long-running process, its stdout and stderr appended to $log; stopAll() stops it at the latest. */
-    public function spawn(array $cmd, string $log): Process
+    public function spawn(array $cmd, string $log, array $env = []): Process
     {
-        $p = Process::start($cmd, [], ['stdout' => $log, 'stderr' => $log]);
+        $p = Process::start($cmd, $env, ['stdout' => $log, 'stderr' => $log]);
         $this->running[$p->pid()] = $p;
         return $p;
     }

@@ -60,9 +60,10 @@ final class Workers
     }
 
     /** $metrics: an address to serve metrics on ('' for none). */
-    public static function startWorker(Context $ctx, int $procs, int $prefetch, string $dir, string $metrics = ''): Process
+    /** $env: more environment (EBATS_HISTORY=1 turns the execution history on). */
+    public static function startWorker(Context $ctx, int $procs, int $prefetch, string $dir, string $metrics = '', array $env = []): Process
     {
-        return $ctx->spawn($ctx->phpCmd('worker.php', [$procs, $prefetch, $dir, $metrics]), "{$ctx->tmp}/worker.log");
+        return $ctx->spawn($ctx->phpCmd('worker.php', [$procs, $prefetch, $dir, $metrics]), "{$ctx->tmp}/worker.log", $env);
     }
 
     public static function startScheduler(Context $ctx): Process

@@ -30,6 +30,7 @@ final class Worker implements Section
                 $rows["wk.tasks.p$pf.w$procs"] = ["tasks → Worker, $procs process" . ($procs > 1 ? 'es' : ''), 'worker', $procs, $pf];
             }
             $rows["wk.tasks.p$pf.w1.metrics"] = ['tasks → Worker, 1 process, metrics scraped', 'metrics', 1, $pf];
+            $rows["wk.tasks.p$pf.w1.history"] = ['tasks → Worker, 1 process, metrics scraped + history on', 'history', 1, $pf];
             $rows["wk.bare.p$pf.amqp"] = ['php-amqp consume + ack each', 'amqp', 1, $pf];
             $rows["wk.bare.p$pf.amqplib"] = ['php-amqplib basic_consume + ack each', 'amqplib', 1, $pf];
             $rows["wk.bare.p$pf.lapin"] = ['lapin (Rust) consume + pipelined acks', 'lapin', 1, $pf];
@@ -43,11 +44,16 @@ final class Worker implements Section
         $n = $ctx->settings['worker_n'];
         for ($rep = 1; $rep <= $ctx->settings['reps']; $rep++) {
             foreach (self::rows() as $key => [$label, $kind, $procs, $pf]) {
+                $wanted = $ctx->settings['rows'] ?? [];
+                if ($wanted && !array_filter($wanted, static fn (string $p): bool => str_starts_with($key, $p))) {
+                    continue;
+                }
                 $ctx->attempt("worker $label prefetch $pf", function () use ($ctx, $key, $label, $kind, $procs, $pf, $n, $rep) {
                     $rate = match ($kind) {
                         'e2e' => $this->endToEnd($ctx, $procs, $pf, $n),
                         'worker' => $this->workerOnly($ctx, $procs, $pf, $n),
                         'metrics' => $this->workerOnly($ctx, $procs, $pf, $n, true),
+                        'history' => $this->workerOnly($ctx, $procs, $pf, $n, true, true),
                         default => $this->bare($ctx, $kind, $pf, $n),
                     };
                     $ctx->results->record($key, ['rate' => $rate]);
@@ -82,9 +88,10 @@ final class Worker implements Section
 
     /**
      * Tasks waiting -> Worker; timed from the worker's start to the N-th callback. With $metrics, the worker
-     * serves metrics and a scraper reads /metrics every 0.5 s meanwhile.
+     * serves metrics and a scraper reads /metrics every 0.5 s meanwhile; with $history, the worker writes
+     * the execution history (ebats.history) too.
      */
-    private function workerOnly(Context $ctx, int $procs, int $prefetch, int $n, bool $metrics = false): float
+    private function workerOnly(Context $ctx, int $procs, int $prefetch, int $n, bool $metrics = false, bool $history = false): float
     {
         $ctx->admin->purge($ctx->qTasks);
         $ctx->runJson($ctx->phpCmd('fill.php', ['tasks', $n]));
@@ -99,7 +106,7 @@ final class Worker implements Section
             $scraper = $ctx->spawn(['sh', '-c', "while :; do php -r 'echo @file_get_contents(\"http://$addr/metrics\");' > /dev/null; sleep 0.5; done"], "{$ctx->tmp}/scraper.log");
         }
         $t0 = microtime(true);
-        $w = Workers::startWorker($ctx, $procs, $prefetch, $dir, $addr);
+        $w = Workers::startWorker($ctx, $procs, $prefetch, $dir, $addr, $history ? ['EBATS_HISTORY' => '1'] : []);
         try {
             return self::rate(Workers::waitProgress($dir, $n, 60 + $n / 100), $n, $t0);
         } finally {
@@ -171,6 +178,11 @@ final class Worker implements Section
             if (!is_nan($m)) {
                 $report->target('  the same with metrics on and scraped / metrics off', $ratio($m, $w), 0.97, '>=',
                     sprintf('%s / %s = %.2f', $fmt($m), $fmt($w), $ratio($m, $w)));
+            }
+            $h = $res->med("wk.tasks.p$pf.w1.history", 'rate');
+            if (!is_nan($h)) {
+                $report->target('  the same with metrics and history on / both off', $ratio($h, $w), 0.97, '>=',
+                    sprintf('%s / %s = %.3f', $fmt($h), $fmt($w), $ratio($h, $w)));
             }
             $e = $res->med("wk.e2e.p$pf.w1", 'rate');
             $report->target('  the same through the Scheduler (events → 1 proc)', $ratio($e, $ceil), 0.70, '>=',

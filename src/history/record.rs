@@ -1,0 +1,228 @@
+//! One execution record of the history: what the worker callback is told about a run (topic, id,
+//! task, params, time used, message, status, attempt), plus where and when it ran, the failure's
+//! class, and the event that made the task. Built and read back here; pure.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::outcome::{STATE_ERR, STATE_FAIL, STATE_RETRY, STATE_SUCC};
+use crate::wire::TaskMsg;
+
+pub const VERSION: u64 = 1;
+/// The `type` property of a record on the stream.
+pub const KIND_RECORD: &str = "ebats.history";
+/// The `type` property of a reader's marker (not a record; readers skip it).
+pub const KIND_MARKER: &str = "ebats.history.marker";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub v: u64,
+    /// The task's id: the same in its retries and in the failed store.
+    pub id: String,
+    pub topic: String,
+    /// The task's name.
+    pub task: String,
+    /// The status the callback got: `Worker::STATE_*` (-1 err, 0 succ, 1 fail, 2 retry).
+    pub status: i64,
+    /// The status's name: err, succ, fail, retry.
+    pub outcome: String,
+    /// The run this was: 1 for the first.
+    pub attempt: u32,
+    /// Time used by the handler, in milliseconds.
+    pub ms: f64,
+    pub message: String,
+    /// The class of what the handler threw, if it threw.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// The params, or (when longer than the limit as JSON) the start of their JSON text.
+    pub params: Value,
+    #[serde(default)]
+    pub params_truncated: bool,
+    pub pid: u32,
+    pub host: String,
+    /// When the handler started and ended, in milliseconds since the epoch.
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// The event that made the task and its id (a periodic schedule's firing has its own id).
+    #[serde(default)]
+    pub event: Option<String>,
+    #[serde(default)]
+    pub event_id: Option<String>,
+}
+
+/// The name of a status, as records and filters write it.
+pub fn outcome_name(status: i64) -> &'static str {
+    match status {
+        STATE_SUCC => "succ",
+        STATE_FAIL => "fail",
+        STATE_RETRY => "retry",
+        STATE_ERR => "err",
+        _ => "unknown",
+    }
+}
+
+/// A status given by name or number (`fail`, `failed`, `1`...).
+pub fn status_named(name: &str) -> Result<i64, String> {
+    Ok(match name.trim().to_ascii_lowercase().as_str() {
+        "succ" | "success" | "succeeded" | "ok" | "0" => STATE_SUCC,
+        "fail" | "failed" | "1" => STATE_FAIL,
+        "retry" | "retried" | "2" => STATE_RETRY,
+        "err" | "error" | "service" | "-1" => STATE_ERR,
+        _ => return Err(format!("unknown status '{}': use succ, fail, retry or err", crate::rules::printable(name))),
+    })
+}
+
+/// The params as a record keeps them: as they are when their JSON fits in `limit` bytes, else the
+/// first `limit` bytes of the JSON text (cut at a character boundary) as a string, marked truncated.
+pub fn kept_params(params: &Value, limit: usize) -> (Value, bool) {
+    let text = params.to_string();
+    if text.len() <= limit {
+        return (params.clone(), false);
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (Value::String(text[..end].to_string()), true)
+}
+
+/// What ran, for [`Record::of`].
+pub struct Run<'a> {
+    pub millis: f64,
+    pub message: &'a str,
+    pub class: Option<&'a str>,
+    pub status: i64,
+    pub end_ms: i64,
+}
+
+impl Record {
+    pub fn of(task: &TaskMsg, run: &Run, params_limit: usize, pid: u32, host: &str) -> Record {
+        let (params, params_truncated) = kept_params(&task.params, params_limit);
+        Record {
+            v: VERSION,
+            id: task.id.clone(),
+            topic: task.topic.clone(),
+            task: task.name.clone(),
+            status: run.status,
+            outcome: outcome_name(run.status).to_string(),
+            attempt: task.attempt,
+            ms: (run.millis * 1000.0).round() / 1000.0,
+            message: run.message.to_string(),
+            class: run.class.map(str::to_string),
+            params,
+            params_truncated,
+            pid,
+            host: host.to_string(),
+            start_ms: run.end_ms - run.millis.round() as i64,
+            end_ms: run.end_ms,
+            event: task.event.clone(),
+            event_id: task.event_id.clone(),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a record always serializes")
+    }
+
+    /// The records of a message of the stream: a JSON list of records (a writer's batch), or one record.
+    pub fn parse_many(body: &[u8]) -> Result<Vec<Record>, String> {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+            return Record::parse(body).map(|r| vec![r]);
+        }
+        let list: Vec<serde_json::Value> =
+            serde_json::from_slice(body).map_err(|e| format!("not a list of history records: {e}"))?;
+        list.iter().map(|v| Record::parse(v.to_string().as_bytes())).collect()
+    }
+
+    pub fn parse(body: &[u8]) -> Result<Record, String> {
+        let r: Record = serde_json::from_slice(body).map_err(|e| format!("not a history record: {e}"))?;
+        if r.v != VERSION {
+            return Err(format!("history record of version {} (this reader knows {VERSION})", r.v));
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task(params: Value) -> TaskMsg {
+        let mut t = TaskMsg::new("demo", "ping", params, 0);
+        t.attempt = 2;
+        t.event = Some("order_paid".into());
+        t.event_id = Some("e1".into());
+        t
+    }
+
+    #[test]
+    fn statuses_by_name_and_back() {
+        let table = [("succ", STATE_SUCC), ("fail", STATE_FAIL), ("retry", STATE_RETRY), ("err", STATE_ERR)];
+        for (name, status) in table {
+            assert_eq!(status_named(name), Ok(status));
+            assert_eq!(status_named(&name.to_uppercase()), Ok(status));
+            assert_eq!(outcome_name(status), name);
+        }
+        assert_eq!(status_named("failed"), Ok(STATE_FAIL));
+        assert_eq!(status_named("1"), Ok(STATE_FAIL));
+        assert!(status_named("nope").unwrap_err().contains("'nope'"));
+        assert_eq!(outcome_name(7), "unknown");
+    }
+
+    #[test]
+    fn params_kept_or_cut() {
+        let table: [(Value, usize, Value, bool); 6] = [
+            (json!({"a": 1}), 4096, json!({"a": 1}), false),
+            (json!({"a": 1}), 7, json!({"a": 1}), false),
+            (json!({"a": 1}), 6, json!("{\"a\":1"), true),
+            (json!({"a": 1}), 0, json!(""), true),
+            (json!([]), 0, json!(""), true),
+            // never cut inside a character: "é" is two bytes
+            (json!("é"), 2, json!("\""), true),
+        ];
+        for (params, limit, kept, cut) in table {
+            assert_eq!(kept_params(&params, limit), (kept, cut), "{params} at {limit}");
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips() {
+        let run = Run { millis: 12.3456, message: "boom", class: Some("TaskException"), status: 1, end_ms: 1_000_000 };
+        let r = Record::of(&task(json!({"tag": "x"})), &run, 4096, 42, "h1");
+        assert_eq!((r.outcome.as_str(), r.attempt, r.ms, r.start_ms), ("fail", 2, 12.346, 1_000_000 - 12));
+        assert_eq!((r.event.as_deref(), r.event_id.as_deref()), (Some("order_paid"), Some("e1")));
+        assert_eq!(Record::parse(&r.to_json()), Ok(r.clone()));
+        let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
+        for key in ["id", "topic", "task", "status", "outcome", "attempt", "ms", "message", "class", "params"] {
+            assert!(v.get(key).is_some(), "{key} in {v}");
+        }
+        for key in ["params_truncated", "pid", "host", "start_ms", "end_ms", "event", "event_id"] {
+            assert!(v.get(key).is_some(), "{key} in {v}");
+        }
+        let cut = Record::of(&task(json!({"big": "x".repeat(100)})), &run, 10, 42, "h1");
+        assert!(cut.params_truncated);
+        assert_eq!(cut.params, json!("{\"big\":\"xx"));
+    }
+
+    #[test]
+    fn a_batch_is_a_list_of_records() {
+        let run = Run { millis: 1.0, message: "ok.", class: None, status: 0, end_ms: 5 };
+        let (a, b) = (Record::of(&task(json!([])), &run, 10, 1, "h"), Record::of(&task(json!([1])), &run, 10, 1, "h"));
+        let body = serde_json::to_vec(&[&a, &b]).unwrap();
+        assert_eq!(Record::parse_many(&body), Ok(vec![a.clone(), b]));
+        assert_eq!(Record::parse_many(&a.to_json()), Ok(vec![a.clone()]));
+        assert_eq!(Record::parse_many(b" []"), Ok(vec![]));
+        assert!(Record::parse_many(b"[{\"marker\":1}]").is_err());
+    }
+
+    #[test]
+    fn what_is_not_a_record() {
+        assert!(Record::parse(b"{\"marker\":\"m\"}").is_err());
+        assert!(Record::parse(b"nope").is_err());
+        let run = Run { millis: 1.0, message: "ok.", class: None, status: 0, end_ms: 5 };
+        let mut v: Value = serde_json::from_slice(&Record::of(&task(json!([])), &run, 10, 1, "h").to_json()).unwrap();
+        v["v"] = json!(2);
+        assert!(Record::parse(v.to_string().as_bytes()).unwrap_err().contains("version 2"));
+    }
+}
