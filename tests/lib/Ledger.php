@@ -30,6 +30,7 @@ namespace Ebats\Tests\Lib;
  *   worker_procs  processes of the one Worker (default 3)
  *   events        list of [event, task, delay] registered in every Scheduler; producers use the events in turn
  *                 (default one plain event: [['ledger.plain', 'record', 0]]). Tasks: record, retryOnce.
+ *   work_ms       milliseconds each handler works before it records (default 5), so kills land mid-task
  *   env           more environment for every child
  *
  * A fault is anything a callable does (cut a proxy, stop the broker, kill -9 a node or a process): fault()
@@ -65,6 +66,7 @@ final class Ledger
             'schedulers' => 1,
             'worker_procs' => 3,
             'events' => [['ledger.plain', 'record', 0]],
+            'work_ms' => 5,
             'env' => [],
         ];
         $this->opts['urls'] += ['producer' => $url, 'scheduler' => $url, 'worker' => $url];
@@ -336,6 +338,7 @@ final class Ledger
             'EBATS_T_LEDGER_OUT' => $this->producerFile(),
             'EBATS_T_LEDGER_EXEC' => $this->execFile(),
             'EBATS_T_LEDGER_FLAGS' => $this->dir . '/flags',
+            'EBATS_T_LEDGER_WORK_MS' => (string) $this->opts['work_ms'],
         ], $this->opts['env'], $env), options: [
             'name' => $name,
             'stdout' => "{$this->dir}/$n-$name.out",
