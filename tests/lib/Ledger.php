@@ -174,6 +174,15 @@ final class Ledger
         return $this->worker()->childPids();
     }
 
+    /** Pids of the producers still running. @return list<int> */
+    public function producerPids(): array
+    {
+        return array_values(array_map(
+            static fn (Process $p): int => $p->pid(),
+            array_filter($this->producers, static fn (Process $p): bool => !$p->hasExited())
+        ));
+    }
+
     /** Times a supervised process was started again. */
     public function restarts(): int
     {
