@@ -1,11 +1,17 @@
 //! Property tests of everything that decodes what comes from the broker: task and event bodies
 //! (`wire`), the schedule stream's records and firings (`cron::state`, `cron::firing`, which
-//! `cron::stream::item_of` reads from bodies and headers). Whatever the bytes: no panic, an error
-//! that says what is wrong; what ebats writes reads back the same.
+//! `cron::stream::item_of` reads from bodies and headers) and the failed store's headers. Whatever
+//! the bytes: no panic, an error that says what is wrong; what ebats writes reads back the same.
+//! (ebats reads no `x-death` header: a dead-lettered delay message is read as the task body it is.)
+//! The PHP value conversion needs PHP: tests/php/ConvertFuzzTest.php.
 
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::BasicProperties;
+
+use ebats::broker::store;
 use ebats::cron::firing::Firing;
 use ebats::cron::state::Record;
 use ebats::rules::MAX_DELAY;
@@ -83,6 +89,45 @@ fn valid_task() -> impl Strategy<Value = TaskMsg> {
             m.created_at = round_ms(t);
             m
         })
+}
+
+/// Any header value the broker could hand over, strings sometimes holding JSON.
+fn amqp_value() -> impl Strategy<Value = AMQPValue> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..80).prop_map(|b| AMQPValue::LongString(LongString::from(b))),
+        json_value().prop_map(|v| AMQPValue::LongString(LongString::from(v.to_string()))),
+        "[ -~]{0,40}".prop_map(|s| AMQPValue::ShortString(ShortString::from(s))),
+        any::<i32>().prop_map(AMQPValue::LongInt),
+        any::<u32>().prop_map(AMQPValue::LongUInt),
+        any::<i64>().prop_map(AMQPValue::LongLongInt),
+        any::<u64>().prop_map(AMQPValue::Timestamp),
+        any::<f64>().prop_map(AMQPValue::Double),
+        any::<bool>().prop_map(AMQPValue::Boolean),
+        Just(AMQPValue::Void),
+    ]
+}
+
+/// Properties whose headers hold any values under the keys ebats reads (and others).
+fn properties() -> impl Strategy<Value = BasicProperties> {
+    let key = prop_oneof![
+        Just("x-stream-offset"),
+        Just(ebats::cron::state::FIRING_HEADER),
+        Just(ebats::cron::state::TRIGGER_HEADER),
+        Just(ebats::wire::HEADER_ERROR),
+        Just(ebats::wire::HEADER_FAILED_AT),
+        Just("x-death"),
+    ];
+    (prop::collection::vec((key, amqp_value()), 0..5), prop::option::of(any::<u64>())).prop_map(|(kv, ts)| {
+        let mut t = FieldTable::default();
+        for (k, v) in kv {
+            t.insert(k.into(), v);
+        }
+        let p = BasicProperties::default().with_headers(t);
+        match ts {
+            Some(ts) => p.with_timestamp(ts),
+            None => p,
+        }
+    })
 }
 
 proptest! {
@@ -193,5 +238,42 @@ proptest! {
     fn firings_round_trip(name in "[a-z_][a-z0-9_.-]{0,30}", tick in any::<i64>(), fired_at in any::<i64>(), late in any::<bool>()) {
         let f = Firing::new(&name, tick, fired_at, late);
         prop_assert_eq!(Firing::from_json(&f.to_json()).unwrap(), f);
+    }
+
+    #[test]
+    fn stream_messages_with_any_headers_decode_or_say_why(p in properties(), body in prop::collection::vec(any::<u8>(), 0..80)) {
+        let _ = ebats::cron::stream::offset_in(&p);
+        if let Err(e) = ebats::cron::stream::item_from(&p, &body) {
+            prop_assert!(e.to_string().contains("is invalid"), "{e}");
+        }
+    }
+
+    #[test]
+    fn stream_offsets_read_every_integer_type(n in 0..i32::MAX) {
+        for v in [AMQPValue::LongInt(n), AMQPValue::LongUInt(n as u32), AMQPValue::LongLongInt(n as i64)] {
+            let mut t = FieldTable::default();
+            t.insert("x-stream-offset".into(), v);
+            prop_assert_eq!(ebats::cron::stream::offset_in(&BasicProperties::default().with_headers(t)), Some(n as u64));
+        }
+    }
+
+    #[test]
+    fn failed_store_headers_of_any_type_are_read_or_ignored(p in properties()) {
+        let _ = store::header_in(&p, ebats::wire::HEADER_ERROR);
+        let at = store::failed_at(&p);
+        match store::header_in(&p, ebats::wire::HEADER_FAILED_AT).and_then(|t| t.parse::<f64>().ok()) {
+            Some(h) => prop_assert!(at == Some(h) || h.is_nan()),
+            None => prop_assert_eq!(at, p.timestamp().map(|t| t as f64), "no usable header: the timestamp"),
+        }
+    }
+
+    #[test]
+    fn failed_store_headers_round_trip(reason in ".{0,80}", at in 0.0f64..4e9) {
+        let mut t = FieldTable::default();
+        t.insert(ebats::wire::HEADER_ERROR.into(), AMQPValue::LongString(LongString::from(reason.clone())));
+        t.insert(ebats::wire::HEADER_FAILED_AT.into(), AMQPValue::LongString(LongString::from(at.to_string())));
+        let p = BasicProperties::default().with_headers(t);
+        prop_assert_eq!(store::header_in(&p, ebats::wire::HEADER_ERROR), Some(reason));
+        prop_assert_eq!(store::failed_at(&p), Some(at));
     }
 }
