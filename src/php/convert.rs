@@ -122,7 +122,7 @@ fn map(arr: &ZendHashTable, depth: usize, path: &str) -> Result<Map<String, Valu
                 String::from_utf8(bytes).map_err(|_| format!("an array key{} is not valid UTF-8", at(path)))?
             }
         };
-        let sub = format!("{path}[{key}]");
+        let sub = format!("{path}[{}]", crate::rules::printable(&key));
         out.insert(key, convert(v, depth + 1, &sub)?);
     }
     Ok(out)
