@@ -52,9 +52,14 @@ fn task_like() -> impl Strategy<Value = Value> {
     )
         .prop_map(|(topic, name, delay, attempt, retry, params)| {
             let mut o = Map::new();
-            for (k, v) in
-                [("topic", topic), ("name", name), ("delay", delay), ("attempt", attempt), ("retry", retry), ("params", params)]
-            {
+            for (k, v) in [
+                ("topic", topic),
+                ("name", name),
+                ("delay", delay),
+                ("attempt", attempt),
+                ("retry", retry),
+                ("params", params),
+            ] {
                 if let Some(v) = v {
                     o.insert(k.to_string(), v);
                 }

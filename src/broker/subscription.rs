@@ -82,10 +82,7 @@ impl Subscription {
         }
         match park::wait(self.consumer.next(), tick) {
             Err(_) => Ok(None),
-            Ok(item) => Self::item(item).map(Some).map_err(|e| {
-                self.ended = Some(e.clone());
-                e
-            }),
+            Ok(item) => Self::item(item).map(Some).inspect_err(|e| self.ended = Some(e.clone())),
         }
     }
 
