@@ -19,6 +19,8 @@ require_once __DIR__ . '/lib/BrokerProxy.php';
 require_once __DIR__ . '/lib/EbatsTestCase.php';
 require_once __DIR__ . '/lib/ProcTestCase.php';
 require_once __DIR__ . '/lib/Browser.php';
+require_once __DIR__ . '/lib/Ledger.php';
+require_once __DIR__ . '/lib/LedgerTestCase.php';
 
 use Ebats\Tests\Lib\TestEnv;
 

@@ -2,7 +2,7 @@
 //! Each test uses its own prefix and deletes what it declared.
 
 mod common;
-use common::{get_body, settings};
+use common::{get_body, settings, Relay};
 use std::time::{Duration, Instant};
 
 use ebats::broker::names::{Names, DELAY_LEVELS};
@@ -212,43 +212,6 @@ fn silent_peer_is_a_timeout() {
     assert!(e.is_recoverable());
     assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
     drop(held.join());
-}
-
-/// A TCP relay to the broker whose connections the test can reset.
-struct Relay {
-    port: u16,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Relay {
-    fn start() -> Relay {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let kept = conns.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(broker) = std::net::TcpStream::connect("127.0.0.1:5672") else { return };
-                kept.lock().unwrap().extend([client.try_clone().unwrap(), broker.try_clone().unwrap()]);
-                for (mut from, mut to) in [(client.try_clone().unwrap(), broker.try_clone().unwrap()), (broker, client)]
-                {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Relay { port, conns }
-    }
-
-    /// Cuts every relayed connection at once.
-    fn cut(&self) {
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-        }
-    }
 }
 
 #[test]

@@ -9,6 +9,7 @@
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
 use lapin::types::AMQPValue;
+use lapin::BasicProperties;
 use serde_json::{json, Value};
 
 use super::confirm::{settle, Sent};
@@ -49,7 +50,12 @@ fn err(what: &'static str) -> impl Fn(lapin::Error) -> BrokerError {
 }
 
 fn header(m: &BasicGetMessage, key: &str) -> Option<String> {
-    match m.delivery.properties.headers().as_ref()?.inner().get(key)? {
+    header_in(&m.delivery.properties, key)
+}
+
+/// A string header (long or short string) of a stored message; none when missing or of another type.
+pub fn header_in(p: &BasicProperties, key: &str) -> Option<String> {
+    match p.headers().as_ref()?.inner().get(key)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
         _ => None,
@@ -78,11 +84,15 @@ fn read(store: &Store, m: &BasicGetMessage) -> Entry {
     Entry::Unreadable { id, reason }
 }
 
+/// When a stored message failed: its header, else its timestamp (a header that is no number is
+/// ignored).
+pub fn failed_at(p: &BasicProperties) -> Option<f64> {
+    header_in(p, HEADER_FAILED_AT).and_then(|t| t.parse::<f64>().ok()).or_else(|| p.timestamp().map(|t| t as f64))
+}
+
 /// The listing of a body kept as it came.
 fn unreadable_entry(store: &Store, m: &BasicGetMessage, id: String, reason: String) -> Value {
-    let failed_at = header(m, HEADER_FAILED_AT)
-        .and_then(|t| t.parse::<f64>().ok())
-        .or_else(|| m.delivery.properties.timestamp().map(|t| t as f64));
+    let failed_at = failed_at(&m.delivery.properties);
     let mut o = json!({
         "v": VERSION, "id": id, "unreadable": true,
         "body": String::from_utf8_lossy(&m.delivery.data),

@@ -31,6 +31,9 @@ pub struct Subscription {
     ch: Channel,
     consumer: Consumer,
     tag: String,
+    /// How the consumer's stream ended, when `ready()` was the one to see it: the stream gives its
+    /// end once, and after it nothing (it never yields again), so it is kept for `next()`.
+    ended: Option<BrokerError>,
 }
 
 impl Subscription {
@@ -49,27 +52,48 @@ impl Subscription {
                     .await
                     .map_err(|e| BrokerError::lapin(&format!("cannot consume from queue '{queue}'"), &e))
             })?;
-            Ok(Subscription { rt: s.handle(), ch, consumer, tag: tag.to_string() })
+            Ok(Subscription { rt: s.handle(), ch, consumer, tag: tag.to_string(), ended: None })
         })
     }
 
-    /// A delivery that has already arrived, without waiting for one.
+    /// A delivery that has already arrived, without waiting for one. `None` also when the
+    /// consumer ended: the next `next()` says how.
     pub fn ready(&mut self) -> Option<Delivery> {
+        if self.ended.is_some() {
+            return None;
+        }
         match park::wait(self.consumer.next(), Duration::ZERO) {
-            Ok(Some(Ok(d))) => Some(d),
-            _ => None,
+            Err(_) => None,
+            Ok(item) => match Self::item(item) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.ended = Some(e);
+                    None
+                }
+            },
         }
     }
 
-    /// Waits for the next delivery at most `tick`; `Ok(None)` when the tick passed with nothing.
+    /// Waits for the next delivery at most `tick`; `Ok(None)` when the tick passed with nothing,
+    /// `Err` once the consumer ended (its channel or connection closed), and from then on.
     pub fn next(&mut self, tick: Duration) -> Result<Option<Delivery>, BrokerError> {
+        if let Some(e) = &self.ended {
+            return Err(e.clone());
+        }
         match park::wait(self.consumer.next(), tick) {
             Err(_) => Ok(None),
-            Ok(None) => {
+            Ok(item) => Self::item(item).map(Some).inspect_err(|e| self.ended = Some(e.clone())),
+        }
+    }
+
+    /// One item of the consumer's stream: a delivery, or how the consumer ended.
+    fn item(item: Option<Result<Delivery, lapin::Error>>) -> Result<Delivery, BrokerError> {
+        match item {
+            None => {
                 Err(BrokerError::new(ErrorKind::ConnectionLost, "the consumer was cancelled or its connection closed"))
             }
-            Ok(Some(Err(e))) => Err(BrokerError::lapin("consumer failed", &e)),
-            Ok(Some(Ok(d))) => Ok(Some(d)),
+            Some(Err(e)) => Err(BrokerError::lapin("consumer failed", &e)),
+            Some(Ok(d)) => Ok(d),
         }
     }
 

@@ -85,7 +85,12 @@ fn header_str<'a>(p: &'a BasicProperties, key: &str) -> Option<&'a [u8]> {
 
 /// The stream offset of a delivery.
 pub fn offset_of(d: &Delivery) -> Option<u64> {
-    match d.properties.headers().as_ref()?.inner().get("x-stream-offset")? {
+    offset_in(&d.properties)
+}
+
+/// The stream offset in a message's headers (any integer type the broker may use; none when negative).
+pub fn offset_in(p: &BasicProperties) -> Option<u64> {
+    match p.headers().as_ref()?.inner().get("x-stream-offset")? {
         AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
         AMQPValue::LongUInt(v) => Some(u64::from(*v)),
         AMQPValue::LongInt(v) => u64::try_from(*v).ok(),
@@ -95,10 +100,16 @@ pub fn offset_of(d: &Delivery) -> Option<u64> {
 
 /// What a message of the stream is.
 pub fn item_of(d: &Delivery) -> Result<Item, Error> {
-    if let Some(h) = header_str(&d.properties, FIRING_HEADER) {
+    item_from(&d.properties, &d.data)
+}
+
+/// What a message of the stream is, from its properties and body: a firing or a trigger (told by a
+/// header), else a record (the body).
+pub fn item_from(p: &BasicProperties, body: &[u8]) -> Result<Item, Error> {
+    if let Some(h) = header_str(p, FIRING_HEADER) {
         return Firing::from_json(&String::from_utf8_lossy(h)).map(Item::Fired);
     }
-    if let Some(h) = header_str(&d.properties, TRIGGER_HEADER) {
+    if let Some(h) = header_str(p, TRIGGER_HEADER) {
         let v: serde_json::Value = serde_json::from_slice(h).unwrap_or_default();
         return Ok(Item::Triggered {
             schedule: v["schedule"].as_str().unwrap_or_default().to_string(),
@@ -106,7 +117,7 @@ pub fn item_of(d: &Delivery) -> Result<Item, Error> {
             fired_at: v["fired_at"].as_i64().unwrap_or(0),
         });
     }
-    Record::from_json(&d.data).map(|(r, at)| Item::Record(r, at))
+    Record::from_json(body).map(|(r, at)| Item::Record(r, at))
 }
 
 /// Where a reader starts.

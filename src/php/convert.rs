@@ -12,10 +12,15 @@ pub fn to_json(zv: &Zval) -> Result<Value, String> {
     convert(zv, 0, "")
 }
 
+/// Where in the value, for an error: the path, or its last 40 or so bytes when it is long (cut on
+/// a character boundary: keys may hold any UTF-8).
 fn at(path: &str) -> String {
     match path.len() {
         0 => String::new(),
-        n if n > 60 => format!(" at ...{}", &path[n - 40..]),
+        n if n > 60 => {
+            let cut = (n - 40..n).find(|&i| path.is_char_boundary(i)).unwrap_or(n);
+            format!(" at ...{}", &path[cut..])
+        }
         _ => format!(" at {path}"),
     }
 }
@@ -117,7 +122,7 @@ fn map(arr: &ZendHashTable, depth: usize, path: &str) -> Result<Map<String, Valu
                 String::from_utf8(bytes).map_err(|_| format!("an array key{} is not valid UTF-8", at(path)))?
             }
         };
-        let sub = format!("{path}[{key}]");
+        let sub = format!("{path}[{}]", crate::rules::printable(&key));
         out.insert(key, convert(v, depth + 1, &sub)?);
     }
     Ok(out)
@@ -152,4 +157,28 @@ pub fn to_zval(v: &Value) -> Zval {
         }
     }
     zv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::at;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Any path (keys are any UTF-8) gives a short location, never a panic.
+        #[test]
+        fn a_location_is_cut_on_a_character_boundary(path in "(\\[.{0,30}\\]){0,8}") {
+            let shown = at(&path);
+            prop_assert!(shown.len() <= 70 + 4, "{shown}");
+            prop_assert!(path.ends_with(shown.trim_start_matches(" at ").trim_start_matches("...")));
+        }
+    }
+
+    #[test]
+    fn a_long_path_of_wide_characters() {
+        let path = format!("[{}]", "é".repeat(30));
+        assert_eq!(at(&path), format!(" at ...{}]", "é".repeat(19)));
+    }
 }
