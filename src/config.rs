@@ -520,7 +520,7 @@ mod tests {
         envs.sort();
         envs.dedup();
         assert_eq!((inis.len(), envs.len()), (ALL.len(), ALL.len()));
-        for s in &ALL {
+        for s in ALL {
             assert!(s.ini_name().starts_with("ebats."));
             assert_eq!(s.env, s.ini_name().replace('.', "_").to_ascii_uppercase());
         }
