@@ -12,7 +12,7 @@
 
 use serde_json::{json, Value};
 
-use super::sources::ExecQuery;
+use super::sources::{self, ExecQuery};
 use super::State;
 use crate::broker::store::{self, Store};
 use crate::broker::BrokerError;
@@ -108,8 +108,16 @@ pub fn get(state: &State, req: &Request) -> Response {
     match req.path.as_str() {
         "/api/state" => json_response(200, &state_json(state)),
         "/api/series" => {
-            let points = state.series.lock().chart(30_000);
-            json_response(200, &json!({ "step_ms": 30_000, "points": points }))
+            // With the history on, the whole last hour comes from it; else from the sampled counters.
+            let from_history = {
+                let h = state.history.lock();
+                h.on.then(|| h.chart())
+            };
+            let (points, from) = match from_history {
+                Some(p) => (p, "history"),
+                None => (state.series.lock().chart(sources::STEP_MS), "metrics"),
+            };
+            json_response(200, &json!({ "step_ms": sources::STEP_MS, "from": from, "points": points }))
         }
         "/api/executions" => {
             let q = ExecQuery {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::series::ChartPoint;
 use crate::broker::ErrorKind;
 use crate::config::Settings;
 use crate::history::record::{outcome_name, status_named};
@@ -70,7 +71,12 @@ pub struct HistoryView {
     pub failed_7d: u64,
     /// Why the last read failed, if it did (other than the stream missing).
     pub error: Option<String>,
+    /// Runs of the last hour per [`STEP_MS`] interval (by its start): runs, failed, run ms summed.
+    pub hour: BTreeMap<i64, (u64, u64, f64)>,
 }
+
+/// The interval of the charts drawn from the history.
+pub const STEP_MS: i64 = 30_000;
 
 impl Execution {
     pub fn of(r: &Record) -> Execution {
@@ -103,10 +109,35 @@ impl HistoryView {
             self.failed_7d += u64::from(r.end_ms >= self.at_ms - WEEK_MS);
             self.failed_1h += u64::from(r.end_ms >= self.at_ms - HOUR_MS);
         }
+        if r.end_ms >= self.at_ms - HOUR_MS {
+            let b = self.hour.entry(r.end_ms.div_euclid(STEP_MS) * STEP_MS).or_default();
+            b.0 += 1;
+            b.1 += u64::from(r.status == STATE_FAIL);
+            b.2 += r.ms;
+        }
         if self.recent.len() == KEPT {
             self.recent.pop_back();
         }
         self.recent.push_front(Execution::of(r));
+    }
+
+    /// Throughput and run time of the last hour, one point per [`STEP_MS`] (empty ones included),
+    /// oldest first, each at the end of its interval.
+    pub fn chart(&self) -> Vec<ChartPoint> {
+        let last = (self.at_ms - 1).div_euclid(STEP_MS) * STEP_MS;
+        let first = (self.at_ms - HOUR_MS).div_euclid(STEP_MS) * STEP_MS;
+        (first..=last)
+            .step_by(STEP_MS as usize)
+            .map(|start| {
+                let (n, failed, ms) = self.hour.get(&start).copied().unwrap_or_default();
+                ChartPoint {
+                    at_ms: (start + STEP_MS).min(self.at_ms),
+                    per_min: n as f64 * 60_000.0 / STEP_MS as f64,
+                    failed: failed as f64,
+                    avg_run_ms: (n > 0).then(|| ms / n as f64),
+                }
+            })
+            .collect()
     }
 
     /// The kept executions matching `q`, newest first. A status is given by name or number
@@ -441,6 +472,14 @@ mod tests {
             v.add(&record(task, status, end));
         }
         assert_eq!((v.failed_1h, v.failed_7d), (1, 2));
+        let chart = v.chart();
+        assert_eq!(chart.len(), 120, "an hour of 30 s intervals");
+        assert_eq!(chart.last().unwrap().at_ms, now);
+        let last = chart.last().unwrap();
+        assert_eq!((last.per_min, last.failed, last.avg_run_ms), (4.0, 0.0, Some(2.0)), "ok and again");
+        let hour = chart.iter().find(|p| p.failed > 0.0).unwrap();
+        assert_eq!((hour.at_ms, hour.per_min), (now - HOUR_MS + STEP_MS, 2.0), "the run of an hour ago");
+        assert!(chart.iter().filter(|p| p.per_min == 0.0).all(|p| p.avg_run_ms.is_none()));
         let q = |status: Option<&str>, task: Option<&str>, limit| ExecQuery {
             topic: Some("mail".into()),
             task: task.map(String::from),

@@ -177,7 +177,8 @@ final class DashboardTest extends ProcTestCase
         $b->waitFor(fn () => $b->js('return document.querySelectorAll("#failed tbody tr").length') === 2, 10, 'two failed tasks listed');
         $row = sprintf('#failed tr[data-id="%s"]', $ids[$xss]);
         $this->assertSame("flaky failure $xss", $b->text("$row .error") === null ? null : explode(': ', $b->text("$row .error"), 2)[1]);
-        $b->click("$row td");
+        // Clicked from the page's script: the list may be redrawn by a load still in flight (a stale element).
+        $b->js('document.querySelector(arguments[0]).click()', ["$row td"]);
         $b->waitFor(fn () => $b->js('return !document.getElementById("failed-detail").hidden'), 5, 'the detail of one');
         $this->assertSame(['tag' => $xss, 'flag' => "{$this->tmp}/flag-" . md5($xss)], json_decode((string) $b->text('#fd-params'), true));
         $this->assertSame(0, $b->js('return document.querySelectorAll("main img").length'), 'the params were not parsed as HTML');
@@ -185,7 +186,7 @@ final class DashboardTest extends ProcTestCase
         $b->screenshot(self::shot('failed'));
 
         touch("{$this->tmp}/flag-" . md5('a'));
-        $b->click(sprintf('#failed tr[data-id="%s"] button.replay', $ids['a']));
+        $b->js('document.querySelector(arguments[0]).click()', [sprintf('#failed tr[data-id="%s"] button.replay', $ids['a'])]);
         $b->waitFor(fn () => $b->js('return !document.getElementById("confirm").hidden'), 5, 'the confirmation');
         $this->assertCount(1, $this->callbacks($ids['a']), 'nothing happens before the confirmation');
         $b->click('#confirm-yes');
@@ -228,6 +229,13 @@ final class DashboardTest extends ProcTestCase
         $this->assertSame('from the execution history', $b->text('#ov-failed-1h-note'));
         $b->waitFor(fn () => $b->text('#ov-topics tr[data-topic="demo"] td') === 'demo', 15, 'topic demo found through the broker');
         $b->screenshot(self::shot('discovery'));
+        [$status, , $body] = self::http('GET', $url . 'api/series');
+        $series = json_decode($body, true);
+        $this->assertSame(200, $status, $body);
+        $this->assertSame('history', $series['from'], 'the charts of the hour come from the history');
+        $runs = array_sum(array_map(fn (array $p) => $p['per_min'] * $series['step_ms'] / 60000, $series['points']));
+        $this->assertEqualsWithDelta(5.0, $runs, 1e-9, 'the five runs in the throughput chart');
+        $this->assertSame(2.0, (float) array_sum(array_column($series['points'], 'failed')));
 
         $b->open($url . '#processes');
         $inHand = fn () => $b->js('return [...document.querySelectorAll("#processes tbody tr")].map((r) => [r.cells[0].textContent, r.cells[2].textContent, r.cells[7].textContent, r.cells[8].textContent])');
