@@ -389,6 +389,8 @@ namespace Asynclib\Ebats {
      * live charts, served by this process until SIGTERM/SIGINT. Bound to 127.0.0.1 unless told otherwise;
      * a token (option or ebats.dashboard_token) is required on any other address. Also on the command line:
      * php php/bin/ebats dashboard --listen=127.0.0.1:8080 [--token=T] [--topics=a,b] [--metrics=host:port,...].
+     * With neither topics nor metrics, the processes serving metrics are found through the broker.
+     * Executions and failures come from the execution history (ebats.history) when its stream exists.
      */
     class Dashboard
     {

@@ -69,10 +69,11 @@ fn state_json(state: &State) -> Value {
         let s = state.series.lock();
         (s.per_minute(60_000), s.failed(3_600_000), s.covered_ms())
     };
-    let history = sources::history_on(&state.settings);
+    let (history, failed_hist_1h, failed_7d, history_error) = {
+        let h = state.history.lock();
+        (h.on, h.on.then_some(h.failed_1h), h.on.then_some(h.failed_7d), h.error.clone())
+    };
     let now = now_ms();
-    let failed_hist_1h = sources::failures_since(&state.settings, now - 3_600_000);
-    let failed_7d = sources::failures_since(&state.settings, now - 7 * 86_400_000);
     let longest =
         view.topics.iter().filter_map(|t| t.wait_s.map(|w| (t.topic.clone(), w))).max_by(|a, b| a.1.total_cmp(&b.1));
     json!({
@@ -95,7 +96,9 @@ fn state_json(state: &State) -> Value {
         },
         "topics": view.topics,
         "processes": view.processes,
-        "metrics": state.opts.metrics,
+        "metrics": view.metrics,
+        "discovers": state.opts.discovers(),
+        "history_error": history_error,
         "errors": view.errors,
     })
 }
@@ -105,8 +108,16 @@ pub fn get(state: &State, req: &Request) -> Response {
     match req.path.as_str() {
         "/api/state" => json_response(200, &state_json(state)),
         "/api/series" => {
-            let points = state.series.lock().chart(30_000);
-            json_response(200, &json!({ "step_ms": 30_000, "points": points }))
+            // With the history on, the whole last hour comes from it; else from the sampled counters.
+            let from_history = {
+                let h = state.history.lock();
+                h.on.then(|| h.chart())
+            };
+            let (points, from) = match from_history {
+                Some(p) => (p, "history"),
+                None => (state.series.lock().chart(sources::STEP_MS), "metrics"),
+            };
+            json_response(200, &json!({ "step_ms": sources::STEP_MS, "from": from, "points": points }))
         }
         "/api/executions" => {
             let q = ExecQuery {
@@ -118,11 +129,10 @@ pub fn get(state: &State, req: &Request) -> Response {
                     Err(r) => return r,
                 },
             };
-            match sources::executions(&state.settings, &q) {
-                Ok(list) => {
-                    json_response(200, &json!({ "history": sources::history_on(&state.settings), "executions": list }))
-                }
-                Err(e) => error(502, e),
+            let h = state.history.lock();
+            match h.executions(&q) {
+                Ok(list) => json_response(200, &json!({ "history": h.on, "read_at_ms": h.at_ms, "executions": list })),
+                Err(e) => error(400, e),
             }
         }
         "/api/failed" => {

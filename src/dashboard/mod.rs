@@ -32,21 +32,21 @@ pub struct Options {
     pub token: Option<String>,
     /// Topics to show; more are found in the metrics of the addresses below.
     pub topics: Vec<String>,
-    /// Metrics addresses (host:port) of the workers and schedulers to show.
+    /// Metrics addresses (host:port) of the workers and schedulers to show. With neither these nor
+    /// topics, the processes (and their topics) are found through the broker (`broker::processes`).
     pub metrics: Vec<String>,
     pub sample_every: Duration,
 }
 
 impl Options {
+    /// Whether the processes are found through the broker rather than given.
+    pub fn discovers(&self) -> bool {
+        self.topics.is_empty() && self.metrics.is_empty()
+    }
+
     /// Checks the options as a whole.
     pub fn check(&self) -> Result<(), String> {
         auth::check_start(&self.listen, self.token.as_deref())?;
-        if self.topics.is_empty() && self.metrics.is_empty() {
-            return Err("give the topics to show (--topics=a,b or 'topics' => [...]) or the metrics addresses of \
-                        the workers (--metrics=host:port,...): without the management plugin the broker cannot \
-                        list its queues"
-                .into());
-        }
         for t in &self.topics {
             crate::rules::check_topic(t)?;
         }
@@ -77,6 +77,8 @@ pub struct View {
     /// Delayed tasks of every topic (the delay levels are shared by the topics).
     pub delayed: u64,
     pub processes: Vec<sources::ProcessRow>,
+    /// The metrics addresses sampled (given, or found through the broker).
+    pub metrics: Vec<String>,
     /// Addresses that did not answer, and why.
     pub errors: Vec<String>,
 }
@@ -89,6 +91,8 @@ pub struct State {
     pub csrf: String,
     pub view: Mutex<View>,
     pub series: Mutex<series::Series>,
+    /// The last read of the execution history.
+    pub history: Mutex<sources::HistoryView>,
     /// Held around every call on the process's broker session (which refuses concurrent use).
     pub broker: Mutex<()>,
 }
@@ -101,6 +105,7 @@ impl State {
             csrf: auth::random_secret(),
             view: Mutex::new(View::default()),
             series: Mutex::new(series::Series::default()),
+            history: Mutex::new(sources::HistoryView::default()),
             broker: Mutex::new(()),
         }
     }
@@ -120,7 +125,8 @@ mod tests {
             sample_every: Duration::from_secs(1),
         };
         assert!(o.check().is_ok());
-        assert!(Options { topics: vec![], ..o.clone() }.check().unwrap_err().contains("--topics"));
+        assert!(!o.discovers());
+        assert!(Options { topics: vec![], ..o.clone() }.discovers());
         assert!(Options { topics: vec!["a b".into()], ..o.clone() }.check().is_err());
         assert!(Options { listen: "0.0.0.0:1".parse().unwrap(), ..o }.check().unwrap_err().contains("token"));
     }

@@ -1,6 +1,7 @@
-//! The thread that samples, every few seconds: the metrics of every address given, and the depths
-//! of every topic's queues (on a broker session of its own). It writes the dashboard's `View` and
-//! adds a point to its series.
+//! The thread that samples, every few seconds: the metrics and `/status.json` of every address
+//! (given, or found through the broker when neither addresses nor topics are given), the depths of
+//! every topic's queues (on a broker session of its own), and, at most every [`HISTORY_EVERY`], the
+//! execution history. It writes the dashboard's `View` and `HistoryView` and adds a point to its series.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,12 +25,66 @@ fn queues(names: &Names, topics: &BTreeSet<String>) -> Vec<(String, &'static str
     q
 }
 
+/// How often the history is read (each read appends a marker to its stream) and processes are
+/// looked for through the broker.
+pub const HISTORY_EVERY: Duration = Duration::from_secs(5);
+
+/// What the sampler keeps between samples.
+#[derive(Default)]
+pub struct Memory {
+    /// Addresses found through the broker, and the topics they announced.
+    found: Vec<String>,
+    found_topics: BTreeSet<String>,
+    found_error: Option<String>,
+    last_slow: Option<Instant>,
+}
+
+/// The reads made at most every [`HISTORY_EVERY`]: the history, and discovery when it is on. Both
+/// use this process's broker session, so they hold `State::broker`.
+fn slow_reads(state: &State, mem: &mut Memory) {
+    if mem.last_slow.is_some_and(|t| t.elapsed() < HISTORY_EVERY) {
+        return;
+    }
+    mem.last_slow = Some(Instant::now());
+    if state.opts.discovers() {
+        let found = {
+            let _one = state.broker.lock();
+            crate::broker::processes::discover(&state.settings)
+        };
+        match found {
+            Ok(list) => {
+                mem.found = list.iter().map(|a| a.probe_address()).collect();
+                mem.found.dedup();
+                mem.found_topics =
+                    list.iter().filter(|a| a.role == "worker").flat_map(|a| a.topics.iter().cloned()).collect();
+                mem.found_error = None;
+            }
+            Err(e) => mem.found_error = Some(format!("finding the processes through the broker: {e}")),
+        }
+    }
+    let fresh = {
+        let _one = state.broker.lock();
+        sources::read_history(&state.settings, now_ms())
+    };
+    let mut h = state.history.lock();
+    if fresh.error.is_some() && h.on {
+        // A broker away: keep showing the last records read.
+        h.error = fresh.error;
+    } else {
+        *h = fresh;
+    }
+}
+
 /// Takes one sample.
-pub fn sample(state: &State, reader: &mut Reader) {
-    let scrapes: Vec<sources::Scrape> = state.opts.metrics.iter().map(|a| sources::scrape(a)).collect();
+pub fn sample(state: &State, reader: &mut Reader, mem: &mut Memory) {
+    slow_reads(state, mem);
+    let addresses = if state.opts.discovers() { &mem.found } else { &state.opts.metrics };
+    let scrapes: Vec<sources::Scrape> = addresses.iter().map(|a| sources::scrape(a)).collect();
     let mut topics: BTreeSet<String> = state.opts.topics.iter().cloned().collect();
+    topics.extend(mem.found_topics.iter().cloned());
     let mut point = Point { at_ms: now_ms(), ..Default::default() };
-    let mut view = View { at_ms: point.at_ms, ..Default::default() };
+    let mut view = View { at_ms: point.at_ms, metrics: addresses.clone(), ..Default::default() };
+    view.errors.extend(mem.found_error.clone());
     for s in &scrapes {
         if let Some(e) = &s.error {
             view.errors.push(e.clone());
@@ -71,7 +126,9 @@ pub fn sample(state: &State, reader: &mut Reader) {
         });
     }
     for p in &mut view.processes {
-        p.cpu_percent = cpu.get(&(p.source.clone(), p.pid)).copied();
+        if p.cpu_percent.is_none() {
+            p.cpu_percent = cpu.get(&(p.source.clone(), p.pid)).copied();
+        }
     }
     *state.view.lock() = view;
 }
@@ -79,9 +136,10 @@ pub fn sample(state: &State, reader: &mut Reader) {
 /// Samples every `state.opts.sample_every` until `stop` is raised.
 pub fn run(state: Arc<State>, stop: Arc<AtomicBool>) {
     let mut reader = Reader::new(state.settings.clone());
+    let mut mem = Memory::default();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        sample(&state, &mut reader);
+        sample(&state, &mut reader, &mut mem);
         while started.elapsed() < state.opts.sample_every && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -1,23 +1,29 @@
 //! Where the dashboard's figures of executions and processes come from, as plain data.
 //!
-//! - Executions: the execution history (`<prefix>.history`), when there is one. Until it is wired,
-//!   [`history_on`] says no, [`executions`] gives nothing and [`failures_since`] knows nothing; the
-//!   page then says "execution history is off".
-//! - Processes: the `/metrics` of the addresses given (`--metrics=host:port,...`), parsed from the
-//!   Prometheus text the workers and schedulers serve. A `/status.json` per process, when there is
-//!   one, fills the fields that `/metrics` cannot give (uptime, the task in hand and for how long).
+//! - Executions: the execution history (`<prefix>.history`), when there is one, read by the
+//!   sampler at most every few seconds into a [`HistoryView`] (the newest records and the failures
+//!   of the last hour and week); without the stream the page says "execution history is off".
+//! - Processes: the `/status.json` of each address (given with `--metrics=host:port,...`, or found
+//!   through the broker's processes stream); topic counters: the Prometheus text of its `/metrics`.
 //!
 //! Everything above this file (series, API, pages) uses only the types here.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
+use super::series::ChartPoint;
+use crate::broker::ErrorKind;
 use crate::config::Settings;
+use crate::history::record::{outcome_name, status_named};
+use crate::history::Record;
+use crate::metrics::fetch;
+use crate::outcome::STATE_FAIL;
+
+/// How long one address may take to answer.
+const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One execution of a task, as the history records it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,7 +31,7 @@ pub struct Execution {
     pub topic: String,
     pub id: String,
     pub task: String,
-    /// succeeded, failed, retried, ...
+    /// The history's outcome: succ, fail, retry, err.
     pub status: String,
     pub message: String,
     pub ms: f64,
@@ -46,19 +52,122 @@ pub struct ExecQuery {
     pub limit: usize,
 }
 
-/// True when executions are recorded (the history stream is on).
-pub fn history_on(_settings: &Settings) -> bool {
-    false
+/// The most recent records the dashboard keeps in memory (newest), for the executions panel.
+pub const KEPT: usize = 2000;
+/// How far back the failures are counted.
+pub const WEEK_MS: i64 = 7 * 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// What the last read of the history gave: the newest records (newest first) and the failures
+/// counted over the last hour and week. Refreshed by the sampler at most every few seconds, since
+/// each read appends a marker to the stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistoryView {
+    /// The stream exists (a worker records executions under this prefix).
+    pub on: bool,
+    pub at_ms: i64,
+    pub recent: VecDeque<Execution>,
+    pub failed_1h: u64,
+    pub failed_7d: u64,
+    /// Why the last read failed, if it did (other than the stream missing).
+    pub error: Option<String>,
+    /// Runs of the last hour per [`STEP_MS`] interval (by its start): runs, failed, run ms summed.
+    pub hour: BTreeMap<i64, (u64, u64, f64)>,
 }
 
-/// Recent executions matching `q`, newest first.
-pub fn executions(_settings: &Settings, _q: &ExecQuery) -> Result<Vec<Execution>, String> {
-    Ok(Vec::new())
+/// The interval of the charts drawn from the history.
+pub const STEP_MS: i64 = 30_000;
+
+impl Execution {
+    pub fn of(r: &Record) -> Execution {
+        Execution {
+            topic: r.topic.clone(),
+            id: r.id.clone(),
+            task: r.task.clone(),
+            status: outcome_name(r.status).to_string(),
+            message: r.message.clone(),
+            ms: r.ms,
+            attempt: r.attempt,
+            pid: r.pid as i64,
+            host: r.host.clone(),
+            started_ms: r.start_ms,
+            ended_ms: r.end_ms,
+            params: r.params.clone(),
+        }
+    }
 }
 
-/// Failed executions since `since_ms` (all topics); `None` when the history cannot say.
-pub fn failures_since(_settings: &Settings, _since_ms: i64) -> Option<u64> {
-    None
+impl HistoryView {
+    /// An empty view of a history that is on, read at `now_ms`; records are added with [`Self::add`].
+    pub fn new(now_ms: i64) -> HistoryView {
+        HistoryView { on: true, at_ms: now_ms, ..HistoryView::default() }
+    }
+
+    /// Counts `r` (given in stream order, oldest first) and keeps it among the newest [`KEPT`].
+    pub fn add(&mut self, r: &Record) {
+        if r.status == STATE_FAIL {
+            self.failed_7d += u64::from(r.end_ms >= self.at_ms - WEEK_MS);
+            self.failed_1h += u64::from(r.end_ms >= self.at_ms - HOUR_MS);
+        }
+        if r.end_ms >= self.at_ms - HOUR_MS {
+            let b = self.hour.entry(r.end_ms.div_euclid(STEP_MS) * STEP_MS).or_default();
+            b.0 += 1;
+            b.1 += u64::from(r.status == STATE_FAIL);
+            b.2 += r.ms;
+        }
+        if self.recent.len() == KEPT {
+            self.recent.pop_back();
+        }
+        self.recent.push_front(Execution::of(r));
+    }
+
+    /// Throughput and run time of the last hour, one point per [`STEP_MS`] (empty ones included),
+    /// oldest first, each at the end of its interval.
+    pub fn chart(&self) -> Vec<ChartPoint> {
+        let last = (self.at_ms - 1).div_euclid(STEP_MS) * STEP_MS;
+        let first = (self.at_ms - HOUR_MS).div_euclid(STEP_MS) * STEP_MS;
+        (first..=last)
+            .step_by(STEP_MS as usize)
+            .map(|start| {
+                let (n, failed, ms) = self.hour.get(&start).copied().unwrap_or_default();
+                ChartPoint {
+                    at_ms: (start + STEP_MS).min(self.at_ms),
+                    per_min: n as f64 * 60_000.0 / STEP_MS as f64,
+                    failed: failed as f64,
+                    avg_run_ms: (n > 0).then(|| ms / n as f64),
+                }
+            })
+            .collect()
+    }
+
+    /// The kept executions matching `q`, newest first. A status is given by name or number
+    /// (`fail`, `failed`, `1`); a bad one is an error.
+    pub fn executions(&self, q: &ExecQuery) -> Result<Vec<Execution>, String> {
+        let status = match q.status.as_deref() {
+            Some(s) => Some(outcome_name(status_named(s)?)),
+            None => None,
+        };
+        Ok(self
+            .recent
+            .iter()
+            .filter(|e| q.topic.as_ref().is_none_or(|t| *t == e.topic))
+            .filter(|e| q.task.as_ref().is_none_or(|t| *t == e.task))
+            .filter(|e| status.is_none_or(|s| s == e.status))
+            .take(q.limit)
+            .cloned()
+            .collect())
+    }
+}
+
+/// Reads the history of the last week (on this process's broker session: hold `State::broker`).
+/// No stream: the history is off.
+pub fn read_history(settings: &Settings, now_ms: i64) -> HistoryView {
+    let mut view = HistoryView::new(now_ms);
+    match crate::history::scan(settings, Some(now_ms - WEEK_MS), |r| view.add(&r)) {
+        Ok(()) => view,
+        Err(e) if e.kind() == ErrorKind::NotFound => HistoryView { at_ms: now_ms, ..HistoryView::default() },
+        Err(e) => HistoryView { at_ms: now_ms, error: Some(e.to_string()), ..HistoryView::default() },
+    }
 }
 
 /// One process of a worker or a scheduler.
@@ -182,39 +291,13 @@ pub fn parse_exposition(text: &str) -> Vec<Sample> {
     out
 }
 
-/// The processes and topic counters in the exposition served at `address`.
+/// The topic counters in the exposition served at `address` (its processes come from `/status.json`).
 pub fn read_exposition(address: &str, text: &str) -> Scrape {
     let mut s = Scrape { address: address.to_string(), ..Default::default() };
-    let mut procs: BTreeMap<i64, ProcessRow> = BTreeMap::new();
-    let mut worker_topic = None;
     for m in parse_exposition(text) {
         let label = |k: &str| m.labels.get(k).cloned();
         let topic = label("topic");
-        if let Some(t) = &topic {
-            worker_topic.get_or_insert_with(|| t.clone());
-        }
         match m.name.as_str() {
-            "ebats_process_cpu_seconds_total" | "ebats_process_resident_memory_bytes" => {
-                let Some(pid) = label("pid").and_then(|p| p.parse::<i64>().ok()) else { continue };
-                let row = procs.entry(pid).or_insert_with(|| ProcessRow {
-                    source: address.to_string(),
-                    role: label("role").unwrap_or_default(),
-                    slot: label("slot").unwrap_or_default(),
-                    pid,
-                    topic: None,
-                    uptime_s: None,
-                    cpu_seconds: None,
-                    cpu_percent: None,
-                    rss_bytes: None,
-                    task: None,
-                    task_for_ms: None,
-                });
-                if m.name.ends_with("_total") {
-                    row.cpu_seconds = Some(m.value);
-                } else {
-                    row.rss_bytes = Some(m.value as u64);
-                }
-            }
             "ebats_tasks_total" if topic.is_some() => {
                 let c = s.topics.entry(topic.clone().unwrap_or_default()).or_default();
                 c.done += m.value;
@@ -244,44 +327,61 @@ pub fn read_exposition(address: &str, text: &str) -> Scrape {
             _ => {}
         }
     }
-    for mut p in procs.into_values() {
-        p.topic = worker_topic.clone();
-        s.processes.push(p);
-    }
     s
 }
 
-/// The largest exposition read from an address.
-const MAX_EXPOSITION: u64 = 8 << 20;
-
-/// GETs `path` of `address` (host:port), plain HTTP, with short timeouts.
-pub fn http_get(address: &str, path: &str) -> Result<String, String> {
-    let addr: SocketAddr = address
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {address}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve {address}"))?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| format!("{address}: {e}"))?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
-        .map_err(|e| format!("{address}: {e}"))?;
-    let mut raw = Vec::new();
-    s.take(MAX_EXPOSITION).read_to_end(&mut raw).map_err(|e| format!("{address}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("{address}: not an HTTP answer"))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!("{address}{path}: {}", head.lines().next().unwrap_or("")));
-    }
-    Ok(body.to_string())
+/// The process rows of a `/status.json` document served at `address` (docs/monitoring/status.md).
+pub fn processes_of_status(address: &str, doc: &Value) -> Vec<ProcessRow> {
+    let topic = doc["topics"].get(0).and_then(Value::as_str).map(str::to_string);
+    let Some(list) = doc["processes"].as_array() else { return Vec::new() };
+    let now = doc["now_ms"].as_i64();
+    list.iter()
+        .filter_map(|p| {
+            let task = &p["task"];
+            let task_started = task["started_ms"].as_i64();
+            Some(ProcessRow {
+                source: address.to_string(),
+                role: p["role"].as_str().unwrap_or_default().to_string(),
+                slot: match &p["slot"] {
+                    Value::Null => String::new(),
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                },
+                pid: p["pid"].as_i64()?,
+                topic: topic.clone(),
+                uptime_s: p["uptime_seconds"].as_f64(),
+                cpu_seconds: p["cpu_seconds"].as_f64(),
+                cpu_percent: p["cpu_percent"].as_f64(),
+                rss_bytes: p["rss_bytes"].as_u64(),
+                task: task["name"].as_str().map(str::to_string),
+                task_for_ms: task["running_seconds"]
+                    .as_f64()
+                    .map(|s| (s * 1000.0) as u64)
+                    .or_else(|| Some(now?.saturating_sub(task_started?).max(0) as u64)),
+            })
+        })
+        .collect()
 }
 
-/// Reads the processes and counters served at `address`.
+/// Reads the counters (`/metrics`) and the processes (`/status.json`) served at `address`.
 pub fn scrape(address: &str) -> Scrape {
-    match http_get(address, "/metrics") {
-        Ok(text) => read_exposition(address, &text),
+    let mut s = match fetch::get(address, "/metrics", TIMEOUT) {
+        Ok((200, body)) => read_exposition(address, &String::from_utf8_lossy(&body)),
+        Ok((code, _)) => Scrape {
+            address: address.to_string(),
+            error: Some(format!("{address} answered {code} to /metrics")),
+            ..Default::default()
+        },
         Err(e) => Scrape { address: address.to_string(), error: Some(e), ..Default::default() },
+    };
+    if s.error.is_some() {
+        return s;
     }
+    match fetch::status(address, TIMEOUT) {
+        Ok(doc) => s.processes = processes_of_status(address, &doc),
+        Err(e) => s.error = Some(e),
+    }
+    s
 }
 
 #[cfg(test)]
@@ -316,15 +416,93 @@ mod tests {
     }
 
     #[test]
-    fn processes_and_topics() {
+    fn topics() {
         let s = read_exposition("127.0.0.1:9", TEXT);
         let c = &s.topics["mail"];
         assert_eq!((c.done, c.failed, c.run_count, c.wait_sum, c.in_flight), (10.0, 3.0, 9.0, 3.0, 1.0));
-        assert_eq!(s.processes.len(), 2);
-        let p = &s.processes[0];
-        assert_eq!((p.pid, p.role.as_str(), p.cpu_seconds, p.rss_bytes), (10, "parent", Some(1.25), Some(4096)));
-        assert_eq!(p.topic.as_deref(), Some("mail"));
-        assert_eq!(s.processes[1].slot, "0");
+        assert!(s.processes.is_empty());
+    }
+
+    #[test]
+    fn processes_from_status() {
+        let doc = serde_json::json!({
+            "topics": ["mail"], "now_ms": 10_000,
+            "processes": [
+                {"pid": 10, "role": "parent", "slot": null, "uptime_seconds": 5.5, "cpu_seconds": 1.25,
+                 "cpu_percent": 3.0, "rss_bytes": 4096, "task": null},
+                {"pid": 11, "role": "child", "slot": 0, "uptime_seconds": 5.0, "rss_bytes": null,
+                 "task": {"id": "a", "name": "slow", "started_ms": 8_500, "running_seconds": 1.5}},
+                {"pid": 12, "role": "child", "slot": 1, "task": {"name": "x", "started_ms": 9_000}},
+                {"role": "child"}
+            ]
+        });
+        let p = processes_of_status("h:1", &doc);
+        assert_eq!(p.len(), 3, "a row without a pid is skipped");
+        assert_eq!((p[0].pid, p[0].role.as_str(), p[0].slot.as_str()), (10, "parent", ""));
+        assert_eq!(
+            (p[0].uptime_s, p[0].cpu_percent, p[0].rss_bytes, p[0].task.as_deref()),
+            (Some(5.5), Some(3.0), Some(4096), None)
+        );
+        assert_eq!(
+            (p[1].slot.as_str(), p[1].task.as_deref(), p[1].task_for_ms, p[1].rss_bytes),
+            ("0", Some("slow"), Some(1500), None)
+        );
+        assert_eq!(p[2].task_for_ms, Some(1000), "from now_ms and started_ms when running_seconds is missing");
+        assert!(p.iter().all(|r| r.topic.as_deref() == Some("mail") && r.source == "h:1"));
+        assert!(processes_of_status("h:1", &serde_json::json!({})).is_empty());
+    }
+
+    fn record(task: &str, status: i64, end_ms: i64) -> Record {
+        let run = crate::history::record::Run { millis: 2.0, message: "m", class: None, status, end_ms };
+        Record::of(&crate::wire::TaskMsg::new("mail", task, serde_json::json!({"n": 1}), 0), &run, 100, 7, "h")
+    }
+
+    #[test]
+    fn history_view() {
+        let now = 10 * 86_400_000;
+        let mut v = HistoryView::new(now);
+        let table = [
+            ("old", STATE_FAIL, now - WEEK_MS - 1),
+            ("week", STATE_FAIL, now - WEEK_MS),
+            ("hour", STATE_FAIL, now - HOUR_MS),
+            ("ok", crate::outcome::STATE_SUCC, now - 10),
+            ("again", crate::outcome::STATE_RETRY, now - 5),
+        ];
+        for (task, status, end) in table {
+            v.add(&record(task, status, end));
+        }
+        assert_eq!((v.failed_1h, v.failed_7d), (1, 2));
+        let chart = v.chart();
+        assert_eq!(chart.len(), 120, "an hour of 30 s intervals");
+        assert_eq!(chart.last().unwrap().at_ms, now);
+        let last = chart.last().unwrap();
+        assert_eq!((last.per_min, last.failed, last.avg_run_ms), (4.0, 0.0, Some(2.0)), "ok and again");
+        let hour = chart.iter().find(|p| p.failed > 0.0).unwrap();
+        assert_eq!((hour.at_ms, hour.per_min), (now - HOUR_MS + STEP_MS, 2.0), "the run of an hour ago");
+        assert!(chart.iter().filter(|p| p.per_min == 0.0).all(|p| p.avg_run_ms.is_none()));
+        let q = |status: Option<&str>, task: Option<&str>, limit| ExecQuery {
+            topic: Some("mail".into()),
+            task: task.map(String::from),
+            status: status.map(String::from),
+            limit,
+        };
+        let names = |l: Vec<Execution>| l.into_iter().map(|e| e.task).collect::<Vec<_>>();
+        assert_eq!(names(v.executions(&q(None, None, 10)).unwrap()), ["again", "ok", "hour", "week", "old"]);
+        assert_eq!(names(v.executions(&q(Some("failed"), None, 2)).unwrap()), ["hour", "week"]);
+        assert_eq!(names(v.executions(&q(Some("succ"), None, 9)).unwrap()), ["ok"]);
+        assert_eq!(names(v.executions(&q(None, Some("ok"), 9)).unwrap()), ["ok"]);
+        assert!(v
+            .executions(&ExecQuery { topic: Some("other".into()), limit: 9, ..Default::default() })
+            .unwrap()
+            .is_empty());
+        assert!(v.executions(&q(Some("weird"), None, 1)).unwrap_err().contains("unknown status"));
+        let e = &v.recent[0];
+        assert_eq!((e.status.as_str(), e.pid, e.host.as_str(), e.ms, e.ended_ms), ("retry", 7, "h", 2.0, now - 5));
+        for i in 0..KEPT {
+            v.add(&record(&format!("t{i}"), crate::outcome::STATE_SUCC, now));
+        }
+        assert_eq!(v.recent.len(), KEPT);
+        assert_eq!(v.recent[0].task, format!("t{}", KEPT - 1));
     }
 
     #[test]

@@ -104,7 +104,8 @@ pub struct Dashboard {
 impl Dashboard {
     /// Options: `listen` (host:port, default 127.0.0.1:8080), `token` (default: the setting
     /// `ebats.dashboard_token`; required unless listening on loopback), `topics`, `metrics`
-    /// (host:port of workers' and schedulers' metrics), `sample_every` (seconds, default 3).
+    /// (host:port of workers' and schedulers' metrics; with neither topics nor metrics, they are found
+    /// through the broker), `sample_every` (seconds, default 3).
     pub fn __construct(options: Option<&ZendHashTable>) -> PhpResult<Self> {
         let options = match options {
             Some(a) => self::options(a)?,

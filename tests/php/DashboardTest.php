@@ -5,6 +5,7 @@ declare(strict_types=1);
 namespace Ebats\Tests;
 
 use Asynclib\Ebats\Dashboard;
+use Asynclib\Ebats\History;
 use Asynclib\Ebats\Task;
 use Asynclib\Ebats\Worker;
 use Asynclib\Exception\ExceptionInterface;
@@ -81,7 +82,6 @@ final class DashboardTest extends ProcTestCase
     {
         foreach ([
             [['listen' => '0.0.0.0:0', 'topics' => ['demo']], 'not a loopback address'],
-            [['listen' => '127.0.0.1:0'], '--topics'],
             [['listen' => 'nowhere', 'topics' => ['demo']], 'invalid dashboard address'],
             [['topics' => ['demo'], 'token' => 'short'], 'at least 16'],
             [['topics' => ['bad topic']], 'topic'],
@@ -177,7 +177,8 @@ final class DashboardTest extends ProcTestCase
         $b->waitFor(fn () => $b->js('return document.querySelectorAll("#failed tbody tr").length') === 2, 10, 'two failed tasks listed');
         $row = sprintf('#failed tr[data-id="%s"]', $ids[$xss]);
         $this->assertSame("flaky failure $xss", $b->text("$row .error") === null ? null : explode(': ', $b->text("$row .error"), 2)[1]);
-        $b->click("$row td");
+        // Clicked from the page's script: the list may be redrawn by a load still in flight (a stale element).
+        $b->js('document.querySelector(arguments[0]).click()', ["$row td"]);
         $b->waitFor(fn () => $b->js('return !document.getElementById("failed-detail").hidden'), 5, 'the detail of one');
         $this->assertSame(['tag' => $xss, 'flag' => "{$this->tmp}/flag-" . md5($xss)], json_decode((string) $b->text('#fd-params'), true));
         $this->assertSame(0, $b->js('return document.querySelectorAll("main img").length'), 'the params were not parsed as HTML');
@@ -185,7 +186,7 @@ final class DashboardTest extends ProcTestCase
         $b->screenshot(self::shot('failed'));
 
         touch("{$this->tmp}/flag-" . md5('a'));
-        $b->click(sprintf('#failed tr[data-id="%s"] button.replay', $ids['a']));
+        $b->js('document.querySelector(arguments[0]).click()', [sprintf('#failed tr[data-id="%s"] button.replay', $ids['a'])]);
         $b->waitFor(fn () => $b->js('return !document.getElementById("confirm").hidden'), 5, 'the confirmation');
         $this->assertCount(1, $this->callbacks($ids['a']), 'nothing happens before the confirmation');
         $b->click('#confirm-yes');
@@ -193,6 +194,75 @@ final class DashboardTest extends ProcTestCase
         $this->assertSame(Worker::STATE_SUCC, $cbs[1]['status']);
         $b->waitFor(fn () => $b->js('return document.querySelectorAll("#failed tbody tr").length') === 1, 10, 'one failed task left');
         $this->assertStringContainsString('1 task(s) moved back', (string) $b->text('#failed-result'));
+    }
+
+    /** The ids of the execution rows shown, top to bottom, and their statuses. */
+    private static function executionRows(Browser $b): array
+    {
+        return $b->js('return [...document.querySelectorAll("#executions tbody tr")].map((r) => [r.dataset.id, r.dataset.status, r.querySelector(".task").textContent])');
+    }
+
+    public function testDiscoversTheWorkerAndShowsItsExecutionsFailuresAndTaskInHand(): void
+    {
+        $metrics = '127.0.0.1:' . self::freePort();
+        $this->startWorker(['debug' => false, 'env' => ['EBATS_HISTORY' => '1', 'EBATS_T_METRICS' => $metrics]]);
+        $ids = [];
+        foreach (['ok', 'fail', 'ok', 'fail', 'ok'] as $i => $name) {
+            $ids[] = Task::create('demo', $name, ['i' => $i]);
+        }
+        foreach ($ids as $id) {
+            $this->waitCallbacks($id, 1, 20, 'the tasks run');
+        }
+        $records = $this->waitFor(fn () => count($r = History::read(['limit' => 100])) >= 5 ? $r : null, 20, 'five history records', 0.5);
+        $this->assertCount(5, $records);
+        $newestFirst = array_reverse(array_map(fn (array $r) => [$r['id'], $r['outcome'], $r['task']], $records));
+        $failed = array_values(array_filter($newestFirst, fn (array $r) => $r[1] === 'fail'));
+        $this->assertCount(2, $failed);
+        $slow = Task::create('demo', 'slow', ['ms' => 12000]);
+
+        // Neither --topics nor --metrics: the worker is found through the broker.
+        $url = $this->startDashboard([], 'dashboard-discovery');
+        $b = $this->browser();
+        $b->open($url);
+        $b->waitFor(fn () => $b->text('#ov-failed-7d') === '2', 20, 'the failures of 7 days from the history');
+        $this->assertSame('2', $b->text('#ov-failed-1h'), 'the failures of the last hour from the history');
+        $this->assertSame('from the execution history', $b->text('#ov-failed-1h-note'));
+        $b->waitFor(fn () => $b->text('#ov-topics tr[data-topic="demo"] td') === 'demo', 15, 'topic demo found through the broker');
+        $b->screenshot(self::shot('discovery'));
+        [$status, , $body] = self::http('GET', $url . 'api/series');
+        $series = json_decode($body, true);
+        $this->assertSame(200, $status, $body);
+        $this->assertSame('history', $series['from'], 'the charts of the hour come from the history');
+        $runs = array_sum(array_map(fn (array $p) => $p['per_min'] * $series['step_ms'] / 60000, $series['points']));
+        $this->assertEqualsWithDelta(5.0, $runs, 1e-9, 'the five runs in the throughput chart');
+        $this->assertSame(2.0, (float) array_sum(array_column($series['points'], 'failed')));
+
+        $b->open($url . '#processes');
+        $inHand = fn () => $b->js('return [...document.querySelectorAll("#processes tbody tr")].map((r) => [r.cells[0].textContent, r.cells[2].textContent, r.cells[7].textContent, r.cells[8].textContent])');
+        $row = $b->waitFor(function () use ($inHand) {
+            foreach ($inHand() as $r) {
+                if ($r[2] === 'slow' && $r[3] !== '–') {
+                    return $r;
+                }
+            }
+            return null;
+        }, 20, 'the child shows its task in hand and for how long');
+        $this->assertSame($metrics, $row[0], 'the discovered address');
+        $this->assertStringStartsWith('child', $row[1]);
+        $this->assertContains('parent', array_map(fn (array $r) => explode(' ', $r[1])[0], $inHand()));
+        $b->screenshot(self::shot('processes-task'));
+
+        $b->open($url . '#executions');
+        $b->waitFor(fn () => count(self::executionRows($b)) >= 5, 15, 'the executions listed');
+        $this->assertSame($newestFirst, self::executionRows($b), 'the executions are the history\'s, newest first');
+        $this->assertSame([], $b->js('return document.getElementById("history-off").hidden ? [] : ["shown"]'));
+        $b->screenshot(self::shot('executions'));
+        $b->js('document.getElementById("exec-status").value = "fail"; document.getElementById("exec-filter").requestSubmit();');
+        $b->waitFor(fn () => self::executionRows($b) === $failed, 10, 'only the failed executions');
+        $fromHistory = array_reverse(array_map(fn (array $r) => [$r['id'], $r['outcome'], $r['task']], History::read(['status' => 'fail'])));
+        $this->assertSame($fromHistory, $failed);
+        $b->screenshot(self::shot('executions-failed'));
+        $this->assertNotNull($slow);
     }
 
     public function testPausingAScheduleInTheBrowserStopsItsFirings(): void

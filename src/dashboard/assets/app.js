@@ -89,8 +89,10 @@ function renderState(s) {
     el('td', { class: 'num' }, p.pid), el('td', { class: 'num' }, secs(p.uptime_s)),
     el('td', { class: 'num' }, p.cpu_percent == null ? '–' : p.cpu_percent.toFixed(1) + ' %'),
     el('td', { class: 'num' }, bytes(p.rss_bytes)), el('td', {}, p.task || '–'), el('td', { class: 'num' }, duration(p.task_for_ms)))));
-  $('processes-note').textContent = s.metrics.length ? 'From the metrics of ' + s.metrics.join(', ') + '.'
-    : 'No metrics addresses given (--metrics=host:port,...): no processes to show.';
+  $('processes-note').textContent = s.metrics.length
+    ? 'From the /status.json of ' + s.metrics.join(', ') + (s.discovers ? ' (found through the broker).' : '.')
+    : s.discovers ? 'No process announced itself through the broker in the last minute.'
+      : 'No metrics addresses given (--metrics=host:port,...): no processes to show.';
   const errors = s.errors.length ? 'Not answering: ' + s.errors.join('; ') : '';
   $('errors').textContent = errors;
   $('errors').hidden = !errors;
@@ -135,8 +137,8 @@ async function loadExecutions() {
   const q = new URLSearchParams({ topic: $('exec-topic').value, task: $('exec-task').value, status: $('exec-status').value });
   const r = await api('/api/executions?' + q);
   $('history-off').hidden = r.history;
-  fill($('executions').tBodies[0], r.executions.map((x) => el('tr', {},
-    el('td', {}, time(x.ended_ms)), el('td', {}, x.topic), el('td', {}, x.task),
+  fill($('executions').tBodies[0], r.executions.map((x) => el('tr', { 'data-id': x.id, 'data-status': x.status },
+    el('td', {}, time(x.ended_ms)), el('td', {}, x.topic), el('td', { class: 'task' }, x.task),
     el('td', { class: 'status-' + x.status }, x.status), el('td', { class: 'num' }, num(x.ms)), el('td', { class: 'num' }, x.attempt),
     el('td', {}, x.host + ' / ' + x.pid), el('td', { class: 'msg' }, x.message), el('td', { class: 'msg' }, JSON.stringify(x.params)))));
 }
