@@ -247,11 +247,14 @@ final class StatusTest extends ProcTestCase
 
     public function testBadArguments(): void
     {
-        foreach ([['--metrics=nope'], ['--metrics='], ['--metrics'], ['--metrics=127.0.0.1:70000'], ['--metrics=127.0.0.1:1,x']] as $args) {
+        foreach ([['--metrics=nope'], ['--metrics='], ['--metrics=127.0.0.1:70000'], ['--metrics=127.0.0.1:1,x']] as $args) {
             $p = $this->cli($args);
             $this->assertSame(1, $p->exitCode(), $p->describe());
             $this->assertStringContainsString('invalid metrics address', $p->stderr());
         }
+        $p = $this->cli(['--metrics']);
+        $this->assertSame(1, $p->exitCode(), $p->describe());
+        $this->assertStringContainsString('--metrics needs a value', $p->stderr());
         foreach ([['--watch=0'], ['--watch=abc'], ['--watch=-1']] as $args) {
             $p = $this->cli(array_merge(['--metrics=127.0.0.1:1'], $args));
             $this->assertSame(1, $p->exitCode(), $p->describe());
