@@ -84,8 +84,8 @@ fn unreadable(queue: String, id: &str, body: &[u8], reason: &str) -> Outgoing {
 }
 
 /// Declares what the messages need and publishes them, returning once all are confirmed.
-/// A connection or channel found dead (it broke while idle) is replaced and the send tried once
-/// more. Messages that come back unroutable although their queues were declared on this
+/// A connection or channel found dead (it broke while idle), or a channel on which the broker
+/// refused the messages, is replaced and the send tried once more. Messages that come back unroutable although their queues were declared on this
 /// connection (someone deleted a queue) are sent again, alone, after declaring anew.
 pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), BrokerError> {
     send_marking(settings, decls, messages, &Cell::new(false))
@@ -137,10 +137,9 @@ fn send_marking(
         };
         let unroutable = match attempt(s) {
             // Not after a timeout: the message may have been stored, and a second wait would
-            // double the time the caller waits.
-            Err(e) if e.kind() == ErrorKind::ConnectionLost || matches!(e.kind(), ErrorKind::ChannelClosed { .. }) => {
-                attempt(s)?
-            }
+            // double the time the caller waits. After a refusal, on a new channel (see
+            // `Session::publish_refused`).
+            Err(e) if retried_once(e.kind()) => attempt(s)?,
             r => r?,
         };
         if unroutable.is_empty() {
@@ -155,6 +154,13 @@ fn send_marking(
         handed.set(true);
         s.publish(settings, &again)
     })
+}
+
+/// Errors after which a send is tried once more (on a new connection or channel): the connection
+/// or channel was found dead, or the broker refused the message on a channel it may refuse
+/// everything on.
+fn retried_once(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::ConnectionLost | ErrorKind::ChannelClosed { .. } | ErrorKind::Nacked)
 }
 
 pub fn send_one(settings: &Settings, (decls, out): (Vec<Decl>, Outgoing)) -> Result<(), BrokerError> {
