@@ -12,8 +12,8 @@ use Ebats\Tests\Lib\ProcTestCase;
  * A real 3-node RabbitMQ cluster (scripts/cluster, nodes on 5681-5683 beside the usual broker), started once
  * for the class and removed after it: quorum queues (delay levels included), a URL list with a dead first
  * entry, a type mismatch, the poison count across two worker parents, and the ledger of numbered events
- * (producers -> Scheduler -> Worker) while the node every process is connected to is killed (kill -9) and
- * brought back, with a Consumer and two cron schedulers (one leader, each tick fired once) going on too.
+ * (producers -> Schedulers -> Worker) while the node every process is connected to is killed (kill -9) and
+ * brought back, with a Consumer and the cron leadership (one leader, each tick fired once) going on too.
  *
  * @group cluster
  */
@@ -166,10 +166,10 @@ final class ClusterTest extends ProcTestCase
 
     /**
      * The ledger of numbered events while node 1 (where every process is connected) is killed and brought
-     * back: a producer publishes an event every 50 ms through EventManager, a Scheduler turns each into a
+     * back: a producer publishes an event every 50 ms through EventManager, three Schedulers turn each into a
      * task, a worker runs it. Every number whose publish() returned must run; numbers whose publish() threw
-     * are reported. Beside it a Consumer and two cron schedulers (a tick every second) go on: the Consumer
-     * takes a message published after the kill, another leader fires, and no tick fires twice.
+     * are reported. The Schedulers also lead a schedule ticking every second (its ticks run as tasks), and a
+     * Consumer goes on: it takes a message published after the kill, ticks go on, and no tick fires twice.
      */
     public function testNothingConfirmedIsLostWhileANodeIsKilledAndBroughtBack(): void
     {
@@ -178,21 +178,22 @@ final class ClusterTest extends ProcTestCase
         $consumerQueue = static::prefix() . '.consumed';
         $every = ['* * * * * *', 'cluster.tick', ['tag' => 'tick'], ['name' => 'every', 'timezone' => 'UTC', 'catchup' => 10]];
         $worker = $this->startWorker(['env' => $this->env(), 'debug' => false, 'procs' => 2], false);
-        $scheduler = $this->startFixture('scheduler', 'scheduler.php', $this->env([
-            'EBATS_T_REGISTER' => json_encode([['ledger.n', 'count', 'demo', 0], ['cluster.tick', 'ping', 'demo', 0]]),
-        ]));
         $consumer = $this->startFixture('consumer', 'consumer.php', $this->env([
             'EBATS_T_EXCHANGE' => $exchange, 'EBATS_T_QUEUE' => $consumerQueue, 'EBATS_T_KEYS' => json_encode(['#']),
         ]));
-        $crons = [];
-        foreach ([1, 2] as $i) {
-            $crons[] = $this->startFixture("cron$i", 'cron_scheduler.php', $this->env([
-                'EBATS_T_CRON' => json_encode([$every]), 'EBATS_HEARTBEAT' => '2',
+        // Three schedulers, as in production all alike: each turns events into tasks, each takes part in the
+        // leadership of the periodic schedules.
+        $schedulers = [];
+        foreach ([1, 2, 3] as $i) {
+            $schedulers[] = $this->startFixture("scheduler$i", 'cron_scheduler.php', $this->env([
+                'EBATS_T_CRON' => json_encode([$every]),
+                'EBATS_T_REGISTER' => json_encode([['ledger.n', 'count', 'demo', 0], ['cluster.tick', 'ping', 'demo', 0]]),
+                'EBATS_HEARTBEAT' => '2',
             ]));
         }
-        $all = [$worker, $scheduler, $consumer, ...$crons];
+        $all = [$worker, $consumer, ...$schedulers];
         $this->waitClusterConsumers($this->readyQueue(), 2, $all);
-        $this->waitClusterConsumers(static::q('events'), 1, $all);
+        $this->waitClusterConsumers(static::q('events'), 3, $all);
         $this->waitClusterConsumers($consumerQueue, 1, $all);
         $this->waitFor(fn () => count($this->runs('tick')) >= 2, 30, 'cron ticks running as tasks');
         $producer = $this->startFixture('producer', 'ledger_producer.php', $this->env(), ['ledger.n', 'ledger', $stop]);
@@ -245,18 +246,18 @@ final class ClusterTest extends ProcTestCase
         $this->assertGreaterThan(100, count($ledger->confirmed()));
         $this->assertLessThan(0.1 * $ledger->published(), $ledger->threw(), 'publish() threw only in the moment of the kill');
 
-        foreach ($crons as $c) {
+        foreach ($all as $proc) {
+            $this->assertFalse($proc->hasExited(), "{$proc->name} recovered by itself");
+        }
+        foreach ($schedulers as $c) {
             $c->stop(5.0);
         }
         $ticks = [];
-        foreach ($crons as $c) {
+        foreach ($schedulers as $c) {
             preg_match_all("/cron: fired 'every' (?:late: )?tick (\S+)/", $c->stderr(), $m);
             $ticks = array_merge($ticks, $m[1]);
         }
         $twice = array_keys(array_filter(array_count_values($ticks), static fn (int $k): bool => $k > 1));
         $this->assertSame([], $twice, 'ticks fired more than once');
-        foreach ([$worker, $scheduler, $consumer] as $proc) {
-            $this->assertFalse($proc->hasExited(), "{$proc->name} recovered by itself");
-        }
     }
 }
