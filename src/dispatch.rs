@@ -92,8 +92,8 @@ pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Resul
 }
 
 /// A send that failed, and whether the broker may have stored messages all the same: they were
-/// handed to the connection, then neither a confirm nor a refusal came back (a timeout, or the
-/// connection or channel lost while waiting).
+/// handed to the connection, then no confirm came back (a timeout, the connection or channel lost
+/// while waiting, or a refusal: see [`ErrorKind::may_leave_publish_stored`]).
 #[derive(Debug)]
 pub struct SendFailed {
     pub error: BrokerError,
@@ -101,7 +101,7 @@ pub struct SendFailed {
 }
 
 fn failed_after(handed: &Cell<bool>) -> impl Fn(BrokerError) -> SendFailed + '_ {
-    move |error| SendFailed { maybe_stored: handed.get() && error.kind().leaves_publish_unanswered(), error }
+    move |error| SendFailed { maybe_stored: handed.get() && error.kind().may_leave_publish_stored(), error }
 }
 
 /// [`send`], telling whether a failure may have left messages stored.
@@ -170,4 +170,26 @@ pub fn send_one(settings: &Settings, (decls, out): (Vec<Decl>, Outgoing)) -> Res
 /// Awaits every deferred publish of this process: (confirmed, failures).
 pub fn flush(settings: &Settings) -> Result<(usize, Vec<crate::broker::confirm::Failed>), BrokerError> {
     with_session(|s| Ok(s.flush(settings)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_is_tried_again_after_a_dead_link_or_a_refusal_never_after_a_timeout() {
+        let table = [
+            (ErrorKind::ConnectionLost, true),
+            (ErrorKind::ChannelClosed { reply_code: 504 }, true),
+            (ErrorKind::Nacked, true),
+            // The message may have been stored, and a second wait doubles the caller's.
+            (ErrorKind::Timeout, false),
+            (ErrorKind::Unroutable, false),
+            (ErrorKind::PreconditionFailed, false),
+            (ErrorKind::Stopped, false),
+        ];
+        for (kind, retried) in table {
+            assert_eq!(retried_once(kind), retried, "{kind:?}");
+        }
+    }
 }
