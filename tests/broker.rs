@@ -192,7 +192,7 @@ fn a_full_queue_that_rejects_publishes_is_a_nack() {
         properties: Default::default(),
         mandatory: true,
     };
-    let e = s.publish(&st, &[out.clone()]).expect_err("the queue rejects the message");
+    let e = s.publish(&st, std::slice::from_ref(&out)).expect_err("the queue rejects the message");
     assert_eq!(e.kind(), ErrorKind::Nacked, "{e}");
     // The next publish goes out on a new channel of the same connection, and is confirmed.
     assert!(s.is_connected(), "a refusal keeps the connection");
