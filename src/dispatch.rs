@@ -84,16 +84,16 @@ fn unreadable(queue: String, id: &str, body: &[u8], reason: &str) -> Outgoing {
 }
 
 /// Declares what the messages need and publishes them, returning once all are confirmed.
-/// A connection or channel found dead (it broke while idle) is replaced and the send tried once
-/// more. Messages that come back unroutable although their queues were declared on this
+/// A connection or channel found dead (it broke while idle), or a channel on which the broker
+/// refused the messages, is replaced and the send tried once more. Messages that come back unroutable although their queues were declared on this
 /// connection (someone deleted a queue) are sent again, alone, after declaring anew.
 pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), BrokerError> {
     send_marking(settings, decls, messages, &Cell::new(false))
 }
 
 /// A send that failed, and whether the broker may have stored messages all the same: they were
-/// handed to the connection, then neither a confirm nor a refusal came back (a timeout, or the
-/// connection or channel lost while waiting).
+/// handed to the connection, then no confirm came back (a timeout, the connection or channel lost
+/// while waiting, or a refusal: see [`ErrorKind::may_leave_publish_stored`]).
 #[derive(Debug)]
 pub struct SendFailed {
     pub error: BrokerError,
@@ -101,7 +101,7 @@ pub struct SendFailed {
 }
 
 fn failed_after(handed: &Cell<bool>) -> impl Fn(BrokerError) -> SendFailed + '_ {
-    move |error| SendFailed { maybe_stored: handed.get() && error.kind().leaves_publish_unanswered(), error }
+    move |error| SendFailed { maybe_stored: handed.get() && error.kind().may_leave_publish_stored(), error }
 }
 
 /// [`send`], telling whether a failure may have left messages stored.
@@ -137,10 +137,9 @@ fn send_marking(
         };
         let unroutable = match attempt(s) {
             // Not after a timeout: the message may have been stored, and a second wait would
-            // double the time the caller waits.
-            Err(e) if e.kind() == ErrorKind::ConnectionLost || matches!(e.kind(), ErrorKind::ChannelClosed { .. }) => {
-                attempt(s)?
-            }
+            // double the time the caller waits. After a refusal, on a new channel (see
+            // `Session::publish_refused`).
+            Err(e) if retried_once(e.kind()) => attempt(s)?,
             r => r?,
         };
         if unroutable.is_empty() {
@@ -157,6 +156,13 @@ fn send_marking(
     })
 }
 
+/// Errors after which a send is tried once more (on a new connection or channel): the connection
+/// or channel was found dead, or the broker refused the message on a channel it may refuse
+/// everything on.
+fn retried_once(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::ConnectionLost | ErrorKind::ChannelClosed { .. } | ErrorKind::Nacked)
+}
+
 pub fn send_one(settings: &Settings, (decls, out): (Vec<Decl>, Outgoing)) -> Result<(), BrokerError> {
     send(settings, &decls, std::slice::from_ref(&out))
 }
@@ -164,4 +170,26 @@ pub fn send_one(settings: &Settings, (decls, out): (Vec<Decl>, Outgoing)) -> Res
 /// Awaits every deferred publish of this process: (confirmed, failures).
 pub fn flush(settings: &Settings) -> Result<(usize, Vec<crate::broker::confirm::Failed>), BrokerError> {
     with_session(|s| Ok(s.flush(settings)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_is_tried_again_after_a_dead_link_or_a_refusal_never_after_a_timeout() {
+        let table = [
+            (ErrorKind::ConnectionLost, true),
+            (ErrorKind::ChannelClosed { reply_code: 504 }, true),
+            (ErrorKind::Nacked, true),
+            // The message may have been stored, and a second wait doubles the caller's.
+            (ErrorKind::Timeout, false),
+            (ErrorKind::Unroutable, false),
+            (ErrorKind::PreconditionFailed, false),
+            (ErrorKind::Stopped, false),
+        ];
+        for (kind, retried) in table {
+            assert_eq!(retried_once(kind), retried, "{kind:?}");
+        }
+    }
 }

@@ -192,9 +192,17 @@ fn a_full_queue_that_rejects_publishes_is_a_nack() {
         properties: Default::default(),
         mandatory: true,
     };
-    let e = s.publish(&st, &[out]).expect_err("the queue rejects the message");
+    let e = s.publish(&st, std::slice::from_ref(&out)).expect_err("the queue rejects the message");
     assert_eq!(e.kind(), ErrorKind::Nacked, "{e}");
+    // The next publish goes out on a new channel of the same connection, and is confirmed.
+    assert!(s.is_connected(), "a refusal keeps the connection");
     let ch = s.channel(&st).unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    let open = format!("{queue}.open");
+    s.block_on(async { ch.queue_declare(open.as_str().into(), QueueDeclareOptions::default(), args).await }).unwrap();
+    s.publish(&st, &[ebats::broker::Outgoing { routing_key: open.clone(), ..out }]).expect("published after a refusal");
+    s.block_on(async { ch.queue_delete(open.as_str().into(), QueueDeleteOptions::default()).await }).unwrap();
     s.block_on(async { ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await }).unwrap();
 }
 

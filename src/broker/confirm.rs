@@ -49,14 +49,14 @@ pub struct Failed {
     pub sent: Sent,
     pub error: BrokerError,
     /// It was handed to the broker and no answer came (a timeout, the connection or channel lost
-    /// while waiting): the broker may have stored it all the same.
+    /// while waiting) or a refusal: the broker may have stored it all the same.
     pub maybe_stored: bool,
 }
 
 impl Failed {
     /// A publish whose message was handed over and then failed with `error`.
     pub fn after_handing_over(sent: Sent, error: BrokerError) -> Failed {
-        let maybe_stored = error.kind().leaves_publish_unanswered();
+        let maybe_stored = error.kind().may_leave_publish_stored();
         Failed { sent, error, maybe_stored }
     }
 }

@@ -78,10 +78,15 @@ impl ErrorKind {
         )
     }
 
-    /// True when a publish already handed to the broker ended without an answer (no confirm and
-    /// no refusal came): the broker may have stored the message all the same.
-    pub fn leaves_publish_unanswered(self) -> bool {
-        matches!(self, ErrorKind::Timeout | ErrorKind::ConnectionLost | ErrorKind::ChannelClosed { .. })
+    /// True when a publish already handed to the broker may have been stored although it failed:
+    /// no answer came (a timeout, the connection or channel lost while waiting), or the broker
+    /// refused it (a quorum queue whose leader died refuses a message the new leader may still
+    /// commit: seen in the cluster suite).
+    pub fn may_leave_publish_stored(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Timeout | ErrorKind::ConnectionLost | ErrorKind::ChannelClosed { .. } | ErrorKind::Nacked
+        )
     }
 
     /// The likely cause, for the errors users meet most.

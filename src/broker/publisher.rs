@@ -148,6 +148,9 @@ impl Session {
                 failures.push(Failed::after_handing_over(sent, error));
             }
         }
+        if failures.iter().any(|f| f.error.kind() == ErrorKind::Nacked) {
+            self.publish_refused();
+        }
         if !failures.is_empty() && !self.is_connected() {
             self.disconnect();
         }
@@ -155,9 +158,12 @@ impl Session {
     }
 
     /// After a failed publish: a connection that broke, timed out or is gone is dropped, so the
-    /// next call connects anew.
+    /// next call connects anew; a channel on which the broker refused a message is replaced.
     fn after_error<T>(&mut self, r: &Result<T, BrokerError>) {
         if let Err(e) = r {
+            if e.kind() == ErrorKind::Nacked {
+                self.publish_refused();
+            }
             if e.kind().breaks_connection() || !self.is_connected() {
                 self.disconnect();
             }

@@ -23,6 +23,10 @@ pub struct Link {
     pub connection: Arc<Connection>,
     pub(super) publisher: Channel,
     declared: HashSet<String>,
+    /// The broker refused a publish on `publisher`: it is replaced before the next publish. (On
+    /// RabbitMQ 3.10 a channel whose first publish to a quorum queue met the queue's old leader, on
+    /// a node just killed, refuses every later publish to that queue; a new channel asks again.)
+    renew_publisher: bool,
 }
 
 impl Link {
@@ -111,7 +115,9 @@ impl Session {
     pub fn link(&mut self, settings: &Settings) -> Result<&mut Link, BrokerError> {
         let key = settings.endpoint_key();
         let reuse = self.link.as_ref().is_some_and(|l| l.key == key && l.usable());
-        if !reuse {
+        if reuse {
+            self.renew_publisher(settings)?;
+        } else {
             self.disconnect();
             // Every node within the connect timeout, and the channel after.
             let t = connection::connect_budget(settings) + settings.connect_timeout;
@@ -130,9 +136,47 @@ impl Session {
                     ),
                     _ => e,
                 })?;
-            self.link = Some(Link { key, connection: Arc::new(connection), publisher, declared: HashSet::new() });
+            self.link = Some(Link {
+                key,
+                connection: Arc::new(connection),
+                publisher,
+                declared: HashSet::new(),
+                renew_publisher: false,
+            });
         }
         Ok(self.link.as_mut().expect("link set above"))
+    }
+
+    /// Marks the publishing channel for replacement after the broker refused a publish on it.
+    pub(super) fn publish_refused(&mut self) {
+        if let Some(l) = self.link.as_mut() {
+            l.renew_publisher = true;
+        }
+    }
+
+    /// Replaces a publishing channel marked by [`Session::publish_refused`], once no deferred
+    /// publish waits for a confirm on it (closing it would lose their answers).
+    fn renew_publisher(&mut self, settings: &Settings) -> Result<(), BrokerError> {
+        let Some(link) = self.link.as_ref().filter(|l| l.renew_publisher && self.pending.is_empty()) else {
+            return Ok(());
+        };
+        let conn = link.connection.clone();
+        let r = self.wait(settings.confirm_timeout, "opening a channel", connection::confirmed_channel(&conn));
+        let link = self.link.as_mut().expect("checked above");
+        match r {
+            Ok(ch) => {
+                let old = std::mem::replace(&mut link.publisher, ch);
+                link.renew_publisher = false;
+                self.runtime.spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), old.close(200, "renewed".into())).await;
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.disconnect();
+                Err(e)
+            }
+        }
     }
 
     /// Forgets what was declared, so the next `declare` runs again (someone deleted a queue).

@@ -22,7 +22,7 @@ static DEFERRED_ERRORS: Mutex<Vec<Failed>> = Mutex::new(Vec::new());
 
 /// A failed publish as PHP sees it: `id`, `kind` (event, task or message), `event` (the event's
 /// name), `topic` (the task's topic), `exchange`, `error`, `maybe_stored` (it was handed to the
-/// broker and no answer came: the broker may hold it).
+/// broker and no answer or a refusal came: the broker may hold it).
 pub fn failure_entry(f: &Failed) -> serde_json::Value {
     let kind = match (f.sent.event(), f.sent.topic()) {
         (Some(_), _) => "event",
@@ -149,7 +149,7 @@ pub fn flush() -> PhpResult<i64> {
     let unanswered = failures.iter().filter(|f| f.maybe_stored).count();
     if unanswered > 0 {
         message.push_str(&format!(
-            " ({unanswered} of them got no answer and may still have been stored: look for their ids before publishing again)"
+            " ({unanswered} of them got no answer or a refusal and may still have been stored: look for their ids before publishing again)"
         ));
     }
     Err(failures_exception(message, &failures))

@@ -30,6 +30,9 @@ namespace Ebats\Tests\Lib;
  *   worker_procs  processes of the one Worker (default 3)
  *   events        list of [event, task, delay] registered in every Scheduler; producers use the events in turn
  *                 (default one plain event: [['ledger.plain', 'record', 0]]). Tasks: record, retryOnce.
+ *   register      more registrations, list of [event, task, topic, delay], in every Scheduler (default none)
+ *   cron          periodic schedules, list of [expression, event, options, settings], declared in every
+ *                 Scheduler (tests/fixtures/cron_scheduler.php), which then take part in their leadership
  *   work_ms       milliseconds each handler works before it records (default 5), so kills land mid-task
  *   env           more environment for every child
  *
@@ -66,6 +69,8 @@ final class Ledger
             'schedulers' => 1,
             'worker_procs' => 3,
             'events' => [['ledger.plain', 'record', 0]],
+            'register' => [],
+            'cron' => [],
             'work_ms' => 5,
             'env' => [],
         ];
@@ -81,12 +86,15 @@ final class Ledger
     /** Starts the schedulers, the worker and the producers; returns once a first number has been executed. */
     public function start(float $timeout = 30.0): void
     {
+        $registrations = array_merge(array_map(
+            static fn (array $e): array => [$e[0], $e[1], self::TOPIC, $e[2]],
+            $this->opts['events']
+        ), $this->opts['register']);
+        $cron = $this->opts['cron'];
         for ($i = 0; $i < $this->opts['schedulers']; $i++) {
-            $this->superviseStart("scheduler-$i", 'scheduler.php', 'scheduler', [
-                'EBATS_T_REGISTER' => json_encode(array_map(
-                    static fn (array $e): array => [$e[0], $e[1], self::TOPIC, $e[2]],
-                    $this->opts['events']
-                )),
+            $this->superviseStart("scheduler-$i", $cron === [] ? 'scheduler.php' : 'cron_scheduler.php', 'scheduler', [
+                'EBATS_T_REGISTER' => json_encode($registrations),
+                'EBATS_T_CRON' => $cron === [] ? null : json_encode($cron),
             ]);
         }
         $this->superviseStart('worker', 'worker.php', 'worker', [

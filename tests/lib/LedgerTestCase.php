@@ -5,11 +5,12 @@ declare(strict_types=1);
 namespace Ebats\Tests\Lib;
 
 /**
- * Base of the ledger suites (LedgerTest, LedgerBrokerStopTest, SoakTest): one Ledger per test in a directory of
+ * Base of the ledger suites (LedgerTest, LedgerBrokerStopTest, SoakTest, ClusterTest's node kill): one Ledger per test in a directory of
  * its own, stopped and removed after the test, and the common end of every scenario: finish(), print the
- * ledger line (on stderr, and appended to $EBATS_LEDGER_REPORT when set), fail on any loss.
+ * ledger line (on stderr, and appended to $EBATS_LEDGER_REPORT when set), fail on any loss. A ProcTestCase, so
+ * a scenario can run other fixtures beside the ledger (a Consumer, a worker of another topic).
  */
-abstract class LedgerTestCase extends EbatsTestCase
+abstract class LedgerTestCase extends ProcTestCase
 {
     protected ?Ledger $ledger = null;
     protected string $dir;

@@ -10,7 +10,7 @@ namespace Ebats\Tests\Lib;
  * file they append to, polling with deadlines, and clean-up of every child in tearDown.
  *
  * Records (one JSON object a line, in $this->logFile) written by tests/fixtures/*.php:
- *   kind=run       a task handler ran: topic, name, params, t (unix time), pid
+ *   kind=run       a task handler ran: topic, name, params, t (unix time), pid, ppid (every record has t, pid, ppid)
  *   kind=cb        the worker callback: topic, taskid, taskname, params, timeuse, timeuse_type, message, status,
  *                  attempt, argc, t, pid
  *   kind=consumed  the Consumer callback: key, msg, type, t, pid
