@@ -18,6 +18,7 @@ pub mod publisher;
 pub mod session;
 pub mod stop;
 pub mod store;
+pub mod stream_read;
 pub mod subscription;
 pub mod topology;
 

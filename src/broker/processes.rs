@@ -10,14 +10,13 @@
 
 use std::time::Duration;
 
-use futures_lite::StreamExt;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::BasicCancelOptions;
 use serde::{Deserialize, Serialize};
 
 use super::current::with_session;
 use super::names::Names;
-use super::{BrokerError, Decl, ErrorKind, Outgoing, Session};
+use super::stream_read::{self, Offset};
+use super::{BrokerError, Decl, Outgoing, Session};
 use crate::config::Settings;
 use crate::wire::{new_id, now_ms, properties};
 
@@ -120,44 +119,22 @@ pub fn discover_on(s: &mut Session, settings: &Settings) -> Result<Vec<Announced
         let from = ((now - FORGET_AFTER_MS) / 1000 - 5).max(0) as u64;
         let t = settings.confirm_timeout.max(Duration::from_secs(10));
         let r = s.wait(t, "reading the processes stream", async {
-            ch.basic_qos(READ_PREFETCH, BasicQosOptions::default())
-                .await
-                .map_err(|e| BrokerError::lapin("basic.qos failed", &e))?;
-            let mut args = FieldTable::default();
-            args.insert("x-stream-offset".into(), AMQPValue::Timestamp(from));
             let stream = names.processes_stream();
-            let mut consumer = ch
-                .basic_consume(stream.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), args)
-                .await
-                .map_err(|e| BrokerError::lapin(&format!("cannot read the stream '{stream}'"), &e))?;
+            let mut consumer = stream_read::open(&ch, &stream, Offset::Time(from), READ_PREFETCH, &tag).await?;
             let mut records = Vec::new();
-            let mut unacked = 0;
-            loop {
-                let d = match consumer.next().await {
-                    Some(Ok(d)) => d,
-                    Some(Err(e)) => return Err(BrokerError::lapin("reading the processes stream failed", &e)),
-                    None => return Err(BrokerError::new(ErrorKind::ConnectionLost, "the stream reader was closed")),
-                };
+            stream_read::read_until(&ch, &mut consumer, READ_PREFETCH, "processes stream", |d| {
                 let is_marker = d.properties.kind().as_ref().is_some_and(|k| k.as_str() == KIND_MARKER);
-                let done = is_marker && d.data == marker.as_bytes();
-                unacked += 1;
-                if unacked >= READ_PREFETCH / 2 || done {
-                    ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
-                        .await
-                        .map_err(|e| BrokerError::lapin("ack failed", &e))?;
-                    unacked = 0;
-                }
-                if done {
-                    let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-                    return Ok(records);
-                }
                 if !is_marker {
                     match Announced::from_json(&d.data) {
                         Ok(a) => records.push(a),
                         Err(e) => crate::log::error(&format!("skipping a message of the processes stream: {e}")),
                     }
                 }
-            }
+                is_marker && d.data == marker.as_bytes()
+            })
+            .await?;
+            let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+            Ok(records)
         });
         let _ = s.block_on(ch.close(200, "read".into()));
         r?

@@ -21,11 +21,12 @@ use super::catchup::{decide, State};
 use super::firing::{may_fire, Firing};
 use super::schedule::Schedule;
 use super::state::{Def, Folder, Item, Record};
-use super::stream::{self, now_ms, From, READ_BACK_SECS};
+use super::stream::{self, now_ms, READ_BACK_SECS};
 use super::ticks::{next_after, zoned};
 use crate::broker::confirm::settle;
 use crate::broker::names::Names;
 use crate::broker::publisher;
+use crate::broker::stream_read::Offset;
 use crate::broker::{connection, stop, BrokerError, Decl, ErrorKind, Outgoing};
 use crate::config::Settings;
 use crate::log;
@@ -211,7 +212,7 @@ impl Leading {
         publish(token_ch, &stream::record_message(names, &Record::Marker { id: marker.clone() }, now_ms())).await?;
         let back = (now_ms() / 1000) as u64 - READ_BACK_SECS;
         let mut read = None;
-        for from in [From::Time(back), From::First] {
+        for from in [Offset::Time(back), Offset::First] {
             let ch = connection::channel(conn).await?;
             let tag = format!("ebats-cron-follow-{}", std::process::id());
             let mut reader = stream::open_reader(&ch, names, from, &tag).await?;

@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Channel, Consumer};
 use serde_json::json;
 
@@ -15,6 +13,7 @@ use super::firing::Firing;
 use super::state::{Def, Folder, Item, Record, FIRING_HEADER, TRIGGER_HEADER};
 use crate::broker::current::with_session;
 use crate::broker::names::Names;
+use crate::broker::stream_read::{self, Offset};
 use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing};
 use crate::config::Settings;
 use crate::wire::{properties, properties_with_headers, EventMsg};
@@ -120,29 +119,9 @@ pub fn item_from(p: &BasicProperties, body: &[u8]) -> Result<Item, Error> {
     Record::from_json(body).map(|(r, at)| Item::Record(r, at))
 }
 
-/// Where a reader starts.
-#[derive(Clone, Copy, Debug)]
-pub enum From {
-    First,
-    /// Epoch seconds.
-    Time(u64),
-}
-
 /// Starts consuming the stream (manual acks, a prefetch: what streams need over AMQP).
-pub async fn open_reader(ch: &Channel, names: &Names, from: From, tag: &str) -> Result<Consumer, BrokerError> {
-    ch.basic_qos(READ_PREFETCH, BasicQosOptions::default())
-        .await
-        .map_err(|e| BrokerError::lapin("basic.qos failed", &e))?;
-    let mut args = FieldTable::default();
-    let offset = match from {
-        From::First => AMQPValue::LongString(LongString::from("first")),
-        From::Time(secs) => AMQPValue::Timestamp(secs),
-    };
-    args.insert("x-stream-offset".into(), offset);
-    let stream = names.cron_stream();
-    ch.basic_consume(stream.as_str().into(), tag.into(), BasicConsumeOptions::default(), args)
-        .await
-        .map_err(|e| BrokerError::lapin(&format!("cannot read the stream '{stream}'"), &e))
+pub async fn open_reader(ch: &Channel, names: &Names, from: Offset, tag: &str) -> Result<Consumer, BrokerError> {
+    stream_read::open(ch, &names.cron_stream(), from, READ_PREFETCH, tag).await
 }
 
 /// Reads `consumer` into `folder` until the marker `marker` has been read; returns the last offset read.
@@ -152,31 +131,20 @@ pub async fn read_to_marker(
     folder: &mut Folder,
     marker: &str,
 ) -> Result<Option<u64>, BrokerError> {
-    let mut unacked = 0u16;
-    loop {
-        let d = match consumer.next().await {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => return Err(BrokerError::lapin("reading the stream failed", &e)),
-            None => return Err(BrokerError::new(ErrorKind::ConnectionLost, "the stream reader was closed")),
-        };
-        let offset = offset_of(&d).unwrap_or(0);
-        unacked += 1;
-        let item = item_of(&d);
+    let mut last = None;
+    stream_read::read_until(ch, consumer, READ_PREFETCH, "schedule stream", |d| {
+        let offset = offset_of(d).unwrap_or(0);
+        last = Some(offset);
+        let item = item_of(d);
         let done = matches!(&item, Ok(Item::Record(Record::Marker { id }, _)) if id == marker);
-        if unacked >= READ_PREFETCH / 2 || done {
-            ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
-                .await
-                .map_err(|e| BrokerError::lapin("ack failed", &e))?;
-            unacked = 0;
-        }
         match item {
             Ok(item) => folder.push(offset, item),
             Err(e) => crate::log::error(&format!("skipping a message of the schedule stream at offset {offset}: {e}")),
         }
-        if done {
-            return Ok(Some(offset));
-        }
-    }
+        done
+    })
+    .await?;
+    Ok(last)
 }
 
 /// Appends records to the stream, confirmed, on the process's session.
@@ -194,7 +162,7 @@ pub fn read_state(settings: &Settings) -> Result<Folder, BrokerError> {
     append(settings, &[Record::Marker { id: marker.clone() }])?;
     let names = Names::new(&settings.prefix);
     let back = (now_ms() / 1000) as u64 - READ_BACK_SECS;
-    for from in [From::Time(back), From::First] {
+    for from in [Offset::Time(back), Offset::First] {
         let folder = with_session(|s| {
             let ch = s.channel(settings)?;
             let tag = format!("ebats-cron-read-{}", std::process::id());

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::options::BasicAckOptions;
 use lapin::{Channel, Consumer};
 
 use super::query::Query;
 use super::record::{Record, KIND_MARKER};
 use crate::broker::current::with_session;
 use crate::broker::names::Names;
+use crate::broker::stream_read::{self, Offset};
 use crate::broker::{park, stop, BrokerError, ErrorKind, Outgoing, Session};
 use crate::config::Settings;
 use crate::wire::properties;
@@ -45,17 +45,12 @@ fn start_of(since_ms: Option<i64>, otherwise: Start) -> Start {
 }
 
 async fn open(ch: &Channel, stream: &str, start: Start, tag: &str) -> Result<Consumer, BrokerError> {
-    ch.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(|e| BrokerError::lapin("basic.qos failed", &e))?;
     let offset = match start {
-        Start::First => AMQPValue::LongString(LongString::from("first")),
-        Start::Next => AMQPValue::LongString(LongString::from("next")),
-        Start::Since(ms) => AMQPValue::Timestamp((ms.max(0) / 1000) as u64),
+        Start::First => Offset::First,
+        Start::Next => Offset::Next,
+        Start::Since(ms) => Offset::Time((ms.max(0) / 1000) as u64),
     };
-    let mut args = FieldTable::default();
-    args.insert("x-stream-offset".into(), offset);
-    ch.basic_consume(stream.into(), tag.into(), BasicConsumeOptions::default(), args)
-        .await
-        .map_err(|e| BrokerError::lapin(&format!("cannot read the history stream '{stream}'"), &e))
+    stream_read::open(ch, stream, offset, PREFETCH, tag).await
 }
 
 fn tag() -> String {
