@@ -291,7 +291,7 @@ final class HistoryTest extends ProcTestCase
         $this->assertSame(2, $cli->exitCode());
         $this->assertStringContainsString('since must be seconds', $cli->stderr());
         $cli = $this->cli(['history', '--topic']);
-        $this->assertSame(1, $cli->exitCode());
+        $this->assertSame(2, $cli->exitCode());
         $this->assertStringContainsString('--topic needs a value', $cli->stderr());
     }
 }

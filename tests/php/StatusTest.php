@@ -247,24 +247,26 @@ final class StatusTest extends ProcTestCase
 
     public function testBadArguments(): void
     {
+        // A wrong command line is refused with exit 2 (CliTest covers the reader itself).
         foreach ([['--metrics=nope'], ['--metrics='], ['--metrics=127.0.0.1:70000'], ['--metrics=127.0.0.1:1,x']] as $args) {
             $p = $this->cli($args);
-            $this->assertSame(1, $p->exitCode(), $p->describe());
+            $this->assertSame(2, $p->exitCode(), $p->describe());
             $this->assertStringContainsString('invalid metrics address', $p->stderr());
         }
         $p = $this->cli(['--metrics']);
-        $this->assertSame(1, $p->exitCode(), $p->describe());
+        $this->assertSame(2, $p->exitCode(), $p->describe());
         $this->assertStringContainsString('--metrics needs a value', $p->stderr());
         foreach ([['--watch=0'], ['--watch=abc'], ['--watch=-1']] as $args) {
             $p = $this->cli(array_merge(['--metrics=127.0.0.1:1'], $args));
-            $this->assertSame(1, $p->exitCode(), $p->describe());
+            $this->assertSame(2, $p->exitCode(), $p->describe());
             $this->assertStringContainsString('--watch takes a number of seconds', $p->stderr());
         }
         $p = $this->cli(['extra']);
-        $this->assertSame(1, $p->exitCode());
-        $this->assertStringContainsString('status takes only', $p->stderr());
+        $this->assertSame(2, $p->exitCode());
+        $this->assertStringContainsString('status takes no arguments', $p->stderr());
         $p = $this->cli(['--verbose']);
-        $this->assertSame(1, $p->exitCode());
+        $this->assertSame(2, $p->exitCode());
+        $this->assertStringContainsString('unknown option --verbose for status', $p->stderr());
 
         // Nothing listening: a clear line, exit 1.
         $closed = '127.0.0.1:' . self::freePort();
