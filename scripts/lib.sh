@@ -8,11 +8,14 @@ export EBATS_ROOT EBATS_SO
 # Debian 12 packages needed to build the extension, run it and run its tests (systemd for systemd-analyze and
 # supervisor for supervisord: tests/php/DeployTest.php checks deploy/ with them; prometheus for promtool and
 # a real Prometheus server: tests/php/MetricsTest.php; chromium and chromium-driver for the dashboard's
-# browser tests: tests/php/DashboardTest.php drives a headless Chromium through WebDriver).
+# browser tests: tests/php/DashboardTest.php drives a headless Chromium through WebDriver; podman and its
+# helpers for the container images and the compose file: scripts/containers, tests/php/ContainersTest.php).
+EBATS_CONTAINER_PACKAGES=(podman buildah podman-compose runc debootstrap netavark aardvark-dns catatonit python3-venv)
 EBATS_PACKAGES=(
     php8.2-dev php8.2-cli libclang-dev build-essential libssl-dev pkg-config openssl
     php8.2-fpm php-amqp php-amqplib phpunit git
     systemd supervisor prometheus chromium chromium-driver fonts-dejavu-core
+    "${EBATS_CONTAINER_PACKAGES[@]}"
 )
 
 say() { printf '==> %s\n' "$*"; }

@@ -5,9 +5,11 @@
 //! `/metrics`, `/healthz` and `/status.json` (`http`, `serve`). For people and dashboards: the status
 //! document (`status`, gathered by `readings`, with CPU % from `cpu` and rates from `rate`), the
 //! announcements that let `ebats status` find the processes (`announce`), fetching a status
-//! (`fetch`), and the worker parent's monitor line (`monitor`).
+//! (`fetch`), the worker parent's monitor line (`monitor`), and the memory limit of the process's
+//! control group, which makes a worker child leave between tasks (`cgroup`).
 
 pub mod announce;
+pub mod cgroup;
 pub mod counters;
 pub mod cpu;
 pub mod depth;

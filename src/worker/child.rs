@@ -17,6 +17,7 @@ use crate::dispatch;
 use crate::history::record::Run;
 use crate::history::Writer;
 use crate::log;
+use crate::metrics::cgroup;
 use crate::outcome::{Ended, Next, Policy};
 use crate::wire::{now, TaskMsg};
 
@@ -151,8 +152,10 @@ impl Host for TaskHost<'_> {
             let rss = resident_mb();
             (rss > limits.memory_limit_mb as f64)
                 .then(|| format!("resident memory {rss:.1} MB is over {} MB", limits.memory_limit_mb))
+                .or_else(cgroup::recycle_reason)
         } else {
-            None
+            // A container's (or unit's) memory limit near: leave now rather than be OOM-killed mid-task.
+            cgroup::recycle_reason()
         };
         // Leaving after this task: cancel the consumer before the ack, so the broker does not
         // push the next task to a child that will not run it.
