@@ -9,6 +9,7 @@ pub mod config;
 pub mod cron;
 pub mod dashboard;
 pub mod dispatch;
+pub mod headers;
 pub mod history;
 pub mod log;
 pub mod metrics;
