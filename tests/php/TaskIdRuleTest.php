@@ -6,6 +6,7 @@ namespace Ebats\Tests;
 
 use Asynclib\Ebats\FailedStore;
 use Asynclib\Ebats\Task;
+use Asynclib\Exception\TaskException;
 use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
 
@@ -96,6 +97,16 @@ final class TaskIdRuleTest extends ProcTestCase
         $ok = Task::create('demo', 'ok', ['n' => 'after']);
         $this->waitFor(fn () => $this->starts($ok) !== [] ? true : null, 20, 'a normal task after the poison ones');
         $this->assertFalse($worker->hasExited(), $worker->describe());
+    }
+
+    public function testReplayRefusesAnIdOutsideTheRule(): void
+    {
+        foreach ([str_repeat('i', 129), 'has space', "a\nb", ''] as $id) {
+            $e = self::thrown(static fn () => FailedStore::replay('demo', $id));
+            $this->assertInstanceOf(TaskException::class, $e, json_encode($id));
+            $this->assertStringContainsString('1 to 128 printable ASCII characters', $e->getMessage());
+        }
+        $this->assertSame(0, FailedStore::replay('demo', '9b2e7c1d-3f4a-4b5c-8d6e-0f1a2b3c4d5e'), 'a valid id that is not there');
     }
 
     public function testIdsOutsideTheRuleAreKeptWithTheReasonAndNeverRun(): void
