@@ -6,9 +6,10 @@ use crate::broker::current::with_session;
 use crate::broker::names::{delay_routing_key, Names};
 use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing, Session};
 use crate::config::Settings;
+use crate::headers;
 use crate::wire::{
-    now, properties, properties_with_headers, round_ms, EventMsg, TaskMsg, HEADER_ERROR, HEADER_FAILED_AT, KIND_EVENT,
-    KIND_FAILED_TASK, KIND_TASK, KIND_UNREADABLE,
+    now, properties, properties_with_headers, round_ms, EventMsg, TaskMsg, KIND_EVENT, KIND_FAILED_TASK, KIND_TASK,
+    KIND_UNREADABLE,
 };
 
 pub fn event(names: &Names, e: &EventMsg) -> (Vec<Decl>, Outgoing) {
@@ -50,7 +51,7 @@ pub fn failed(names: &Names, t: &TaskMsg, reason: &str) -> (Vec<Decl>, Outgoing)
         properties: properties_with_headers(
             &t.id,
             KIND_FAILED_TASK,
-            &[(HEADER_ERROR, reason.to_string()), (HEADER_FAILED_AT, round_ms(now()).to_string())],
+            &[(headers::ERROR, reason.to_string()), (headers::FAILED_AT, round_ms(now()).to_string())],
         ),
         mandatory: true,
     };
@@ -77,7 +78,7 @@ fn unreadable(queue: String, id: &str, body: &[u8], reason: &str) -> Outgoing {
         properties: properties_with_headers(
             id,
             KIND_UNREADABLE,
-            &[(HEADER_ERROR, reason.to_string()), (HEADER_FAILED_AT, round_ms(now()).to_string())],
+            &[(headers::ERROR, reason.to_string()), (headers::FAILED_AT, round_ms(now()).to_string())],
         ),
         mandatory: true,
     }

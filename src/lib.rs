@@ -1,6 +1,6 @@
 //! ebats: an event-based asynchronous task system for PHP on RabbitMQ.
 //!
-//! Layers: `config` and `wire` (pure data), `broker` (connections, topology, confirmed publishing,
+//! Layers: `config`, `rules`, `wire` and `headers` (pure data), `broker` (connections, topology, confirmed publishing,
 //! consuming), `dispatch` (where events and tasks go), `outcome` (what a task's result means),
 //! `history` (the execution records), `worker` (the process model), and `php` (the bindings, the only code that touches zvals).
 
@@ -9,6 +9,7 @@ pub mod config;
 pub mod cron;
 pub mod dashboard;
 pub mod dispatch;
+pub mod headers;
 pub mod history;
 pub mod log;
 pub mod metrics;

@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-/// The longest message written; the rest is cut, saying how much.
+/// The longest message written; the rest is cut, saying how long the whole was.
 const MAX_MESSAGE: usize = 3800;
 
 fn stamp() -> String {
@@ -38,17 +38,8 @@ pub fn escape(s: &str) -> String {
 
 /// The whole line, newline included.
 fn format_line(level: &str, msg: &str, pid: u32) -> String {
-    let mut msg = escape(msg);
-    if msg.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !msg.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let more = msg.len() - cut;
-        msg.truncate(cut);
-        msg.push_str(&format!("... ({more} more bytes)"));
-    }
-    format!("[ebats {} {level} pid={pid}] {msg}\n", stamp())
+    let msg = escape(msg);
+    format!("[ebats {} {level} pid={pid}] {}\n", stamp(), crate::rules::bounded(&msg, MAX_MESSAGE))
 }
 
 fn line(level: &str, msg: &str) {
@@ -91,7 +82,7 @@ mod tests {
         assert!(l.contains(" ERROR pid=42] event 'x\\n[ebats"), "{l}");
         let long = format_line("DEBUG", &"é".repeat(5000), 1);
         assert!(long.len() < 4096, "{}", long.len());
-        assert!(long.ends_with("more bytes)\n"), "{long}");
+        assert!(long.ends_with(" ... [cut: 10000 bytes in all]\n"), "{long}");
         assert_eq!(long.matches('\n').count(), 1);
     }
 }

@@ -17,9 +17,16 @@ pub const KIND_FAILED_TASK: &str = "ebats.task.failed";
 /// not an event at all): listed, never replayed.
 pub const KIND_UNREADABLE: &str = "ebats.unreadable";
 
-/// Headers of a message in a failed store: why it is there, and since when (unix time, seconds).
-pub const HEADER_ERROR: &str = "x-ebats-error";
-pub const HEADER_FAILED_AT: &str = "x-ebats-failed-at";
+/// The most bytes of an exception message or failure reason kept in a body (the failed store's
+/// `failed.message`, a retry's `error.message`); longer ones are cut there too, and marked (see
+/// `rules::bounded`). A whole body must stay under the broker's largest message (16 MiB by default
+/// since RabbitMQ 4.0), or the publish that moves a task on is refused again at each delivery.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// An exception message or failure reason as a body keeps it: at most [`MAX_MESSAGE`] bytes.
+pub fn kept_message(message: &str) -> std::borrow::Cow<'_, str> {
+    rules::bounded(message, MAX_MESSAGE)
+}
 
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -49,11 +56,12 @@ pub fn properties(id: &str, kind: &str) -> BasicProperties {
         .with_timestamp(now() as u64)
 }
 
-/// Properties with extra string headers (used for failure details).
+/// Properties with extra string headers (failure details, the schedule stream's records). Each
+/// value is bounded (`headers::value`): a header that outgrew its frame would close the connection.
 pub fn properties_with_headers(id: &str, kind: &str, headers: &[(&str, String)]) -> BasicProperties {
     let mut t = FieldTable::default();
     for (k, v) in headers {
-        t.insert((*k).into(), AMQPValue::LongString(LongString::from(v.as_str())));
+        t.insert((*k).into(), AMQPValue::LongString(LongString::from(crate::headers::value(v).as_ref())));
     }
     properties(id, kind).with_headers(t)
 }
@@ -85,7 +93,7 @@ impl EventMsg {
         let event = o.get("event").and_then(Value::as_str).ok_or("event body has no string field 'event'")?;
         rules::check_event_name(event).map_err(|e| format!("event body: {e}"))?;
         Ok(EventMsg {
-            id: o.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(new_id),
+            id: id_of(o, "event")?,
             event: event.to_string(),
             params: o.get("params").cloned().unwrap_or(Value::Array(vec![])),
             created_at: o.get("created_at").and_then(Value::as_f64).unwrap_or(0.0),
@@ -222,7 +230,7 @@ impl TaskMsg {
             Some(_) => return Err("task body: 'retry' must be an object".into()),
         };
         let msg = TaskMsg {
-            id: s(&o, "id").unwrap_or_else(new_id),
+            id: id_of(&o, "task")?,
             topic,
             name,
             params: o.get("params").cloned().unwrap_or(Value::Array(vec![])),
@@ -239,6 +247,19 @@ impl TaskMsg {
         };
         o.retain(|k, _| !KNOWN.contains(&k.as_str()));
         Ok(TaskMsg { extra: o, ..msg })
+    }
+}
+
+/// The `id` of a `what` body: a new one when absent or null, else a string that follows
+/// `rules::check_id` (what a worker can track, store and show).
+fn id_of(o: &Map<String, Value>, what: &str) -> Result<String, String> {
+    match o.get("id") {
+        None | Some(Value::Null) => Ok(new_id()),
+        Some(Value::String(id)) => match rules::check_id(id) {
+            Ok(()) => Ok(id.clone()),
+            Err(e) => Err(format!("{what} body: {e}")),
+        },
+        Some(v) => Err(format!("{what} body: 'id' must be a string, got {}", rules::printable(&v.to_string()))),
     }
 }
 
@@ -285,6 +306,37 @@ mod tests {
         assert_eq!(t.id.len(), 32);
         assert!(TaskMsg::parse(br#"{"topic":"demo"}"#).is_err());
         assert!(TaskMsg::parse(b"\x80").is_err());
+    }
+
+    #[test]
+    fn ids_follow_the_id_rule() {
+        let uuid = "9b2e7c1d-3f4a-4b5c-8d6e-0f1a2b3c4d5e";
+        let long = "i".repeat(rules::MAX_ID_LEN);
+        for id in ["x", uuid, long.as_str()] {
+            let task = json!({"topic": "demo", "name": "x", "id": id}).to_string();
+            assert_eq!(TaskMsg::parse(task.as_bytes()).unwrap().id, id);
+            let event = json!({"event": "e", "id": id}).to_string();
+            assert_eq!(EventMsg::parse(event.as_bytes()).unwrap().id, id);
+        }
+        assert_eq!(TaskMsg::parse(br#"{"topic":"demo","name":"x","id":null}"#).unwrap().id.len(), 32);
+        let too_long = "i".repeat(rules::MAX_ID_LEN + 1);
+        for bad in [json!(too_long), json!(""), json!("a b"), json!("a\nb"), json!(42), json!(["x"])] {
+            let task = json!({"topic": "demo", "name": "x", "id": bad}).to_string();
+            let err = TaskMsg::parse(task.as_bytes()).unwrap_err();
+            assert!(err.starts_with("task body: ") && err.contains("id"), "{bad}: {err}");
+            let event = json!({"event": "e", "id": bad}).to_string();
+            let err = EventMsg::parse(event.as_bytes()).unwrap_err();
+            assert!(err.starts_with("event body: ") && err.contains("id"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn messages_kept_in_bodies_are_bounded() {
+        assert_eq!(kept_message("boom"), "boom");
+        let whole = "m".repeat(MAX_MESSAGE);
+        assert_eq!(kept_message(&whole).len(), MAX_MESSAGE);
+        let cut = kept_message(&"m".repeat(20 << 20)).into_owned();
+        assert!(cut.len() <= MAX_MESSAGE && cut.ends_with(&format!("[cut: {} bytes in all]", 20 << 20)));
     }
 
     #[test]

@@ -340,7 +340,7 @@ namespace Asynclib\Ebats {
      * could not read (the store named FailedStore::EVENTS). Also on the command line:
      * php php/bin/ebats failed:list|failed:replay|failed:purge <topic>, failed:list|failed:purge --events.
      *
-     * A body a worker could not run as a task of its topic (not JSON, an invalid name, another topic) is kept
+     * A body a worker could not run as a task of its topic (not JSON, an invalid name or id, another topic) is kept
      * as it came in the store of the worker's topic, listed with 'unreadable' => true and its 'body', and
      * never replayed; unreadable events likewise.
      */
@@ -369,7 +369,7 @@ namespace Asynclib\Ebats {
          *
          * @return int how many were moved
          * @throws \Asynclib\Exception\TaskException when $id is an unreadable entry, or $topic is FailedStore::EVENTS
-         *     (neither can be replayed)
+         *     (neither can be replayed), or $id is not a task id (1 to 128 printable ASCII characters, no spaces)
          */
         public static function replay(string $topic, ?string $id = null): int
         {

@@ -118,8 +118,8 @@ fn properties() -> impl Strategy<Value = BasicProperties> {
         Just("x-stream-offset"),
         Just(ebats::cron::state::FIRING_HEADER),
         Just(ebats::cron::state::TRIGGER_HEADER),
-        Just(ebats::wire::HEADER_ERROR),
-        Just(ebats::wire::HEADER_FAILED_AT),
+        Just(ebats::headers::ERROR),
+        Just(ebats::headers::FAILED_AT),
         Just("x-death"),
     ];
     (prop::collection::vec((key, amqp_value()), 0..5), prop::option::of(any::<u64>())).prop_map(|(kv, ts)| {
@@ -264,9 +264,9 @@ proptest! {
 
     #[test]
     fn failed_store_headers_of_any_type_are_read_or_ignored(p in properties()) {
-        let _ = store::header_in(&p, ebats::wire::HEADER_ERROR);
+        let _ = store::header_in(&p, ebats::headers::ERROR);
         let at = store::failed_at(&p);
-        match store::header_in(&p, ebats::wire::HEADER_FAILED_AT).and_then(|t| t.parse::<f64>().ok()) {
+        match store::header_in(&p, ebats::headers::FAILED_AT).and_then(|t| t.parse::<f64>().ok()) {
             Some(h) => prop_assert!(at == Some(h) || h.is_nan()),
             None => prop_assert_eq!(at, p.timestamp().map(|t| t as f64), "no usable header: the timestamp"),
         }
@@ -275,10 +275,25 @@ proptest! {
     #[test]
     fn failed_store_headers_round_trip(reason in ".{0,80}", at in 0.0f64..4e9) {
         let mut t = FieldTable::default();
-        t.insert(ebats::wire::HEADER_ERROR.into(), AMQPValue::LongString(LongString::from(reason.clone())));
-        t.insert(ebats::wire::HEADER_FAILED_AT.into(), AMQPValue::LongString(LongString::from(at.to_string())));
+        t.insert(ebats::headers::ERROR.into(), AMQPValue::LongString(LongString::from(reason.clone())));
+        t.insert(ebats::headers::FAILED_AT.into(), AMQPValue::LongString(LongString::from(at.to_string())));
         let p = BasicProperties::default().with_headers(t);
-        prop_assert_eq!(store::header_in(&p, ebats::wire::HEADER_ERROR), Some(reason));
+        prop_assert_eq!(store::header_in(&p, ebats::headers::ERROR), Some(reason));
         prop_assert_eq!(store::failed_at(&p), Some(at));
+    }
+
+    #[test]
+    fn written_headers_are_bounded(unit in "[a-zé✓]{1,3}", n in 0usize..6000) {
+        let value = unit.repeat(n);
+        let p = ebats::wire::properties_with_headers("id", "k", &[(ebats::headers::ERROR, value.clone())]);
+        let back = store::header_in(&p, ebats::headers::ERROR).unwrap();
+        prop_assert!(back.len() <= ebats::headers::MAX_VALUE);
+        if value.len() <= ebats::headers::MAX_VALUE {
+            prop_assert_eq!(back, value);
+        } else {
+            let marker = format!(" ... [cut: {} bytes in all]", value.len());
+            prop_assert!(back.ends_with(&marker), "{}", back);
+            prop_assert!(value.starts_with(&back[..back.len() - marker.len()]));
+        }
     }
 }

@@ -18,7 +18,8 @@ use super::error::BrokerError;
 use super::names::Names;
 use super::topology::Decl;
 use crate::config::Settings;
-use crate::wire::{properties, TaskMsg, HEADER_ERROR, HEADER_FAILED_AT, KIND_TASK, KIND_UNREADABLE, VERSION};
+use crate::headers;
+use crate::wire::{properties, TaskMsg, KIND_TASK, KIND_UNREADABLE, VERSION};
 
 /// Which failed store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +78,7 @@ fn read(store: &Store, m: &BasicGetMessage) -> Entry {
             Ok(t) => format!("task body names the topic '{}', not '{topic}'", t.topic),
             Err(e) => e,
         },
-        _ => header(m, HEADER_ERROR).unwrap_or_else(|| "unreadable".into()),
+        _ => header(m, headers::ERROR).unwrap_or_else(|| "unreadable".into()),
     };
     // Without an id of its own, the delivery tag at least tells entries of one listing apart.
     let id = id.unwrap_or_else(|| format!("no-id-{}", m.delivery.delivery_tag));
@@ -87,7 +88,7 @@ fn read(store: &Store, m: &BasicGetMessage) -> Entry {
 /// When a stored message failed: its header, else its timestamp (a header that is no number is
 /// ignored).
 pub fn failed_at(p: &BasicProperties) -> Option<f64> {
-    header_in(p, HEADER_FAILED_AT).and_then(|t| t.parse::<f64>().ok()).or_else(|| p.timestamp().map(|t| t as f64))
+    header_in(p, headers::FAILED_AT).and_then(|t| t.parse::<f64>().ok()).or_else(|| p.timestamp().map(|t| t as f64))
 }
 
 /// The listing of a body kept as it came.

@@ -149,7 +149,7 @@ impl Subscription {
 /// broker's `x-delivery-count` header); 0 from a classic queue, which does not count.
 pub fn delivery_count(properties: &lapin::BasicProperties) -> u32 {
     use lapin::types::AMQPValue as V;
-    let count = properties.headers().as_ref().and_then(|h| h.inner().get("x-delivery-count").cloned());
+    let count = properties.headers().as_ref().and_then(|h| h.inner().get(crate::headers::DELIVERY_COUNT).cloned());
     let n: i128 = match count {
         Some(V::LongLongInt(n)) => n.into(),
         Some(V::LongInt(n)) => n.into(),

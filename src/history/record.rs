@@ -1,6 +1,7 @@
 //! One execution record of the history: what the worker callback is told about a run (topic, id,
 //! task, params, time used, message, status, attempt), plus where and when it ran, the failure's
-//! class, and the event that made the task. Built and read back here; pure.
+//! class, and the event that made the task. Built and read back here; pure. Params and message are
+//! bounded, so a batch of records always fits one message.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,6 +14,9 @@ pub const VERSION: u64 = 1;
 pub const KIND_RECORD: &str = "ebats.history";
 /// The `type` property of a reader's marker (not a record; readers skip it).
 pub const KIND_MARKER: &str = "ebats.history.marker";
+/// The most bytes of a run's message a record keeps: longer ones are cut and marked
+/// (`rules::bounded`); the failed store keeps more (`wire::MAX_MESSAGE`).
+pub const MESSAGE_BYTES: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -30,6 +34,7 @@ pub struct Record {
     pub attempt: u32,
     /// Time used by the handler, in milliseconds.
     pub ms: f64,
+    /// The message the callback got, at most [`MESSAGE_BYTES`] bytes.
     pub message: String,
     /// The class of what the handler threw, if it threw.
     #[serde(default)]
@@ -107,7 +112,7 @@ impl Record {
             outcome: outcome_name(run.status).to_string(),
             attempt: task.attempt,
             ms: (run.millis * 1000.0).round() / 1000.0,
-            message: run.message.to_string(),
+            message: crate::rules::bounded(run.message, MESSAGE_BYTES).into_owned(),
             class: run.class.map(str::to_string),
             params,
             params_truncated,
@@ -203,6 +208,19 @@ mod tests {
         let cut = Record::of(&task(json!({"big": "x".repeat(100)})), &run, 10, 42, "h1");
         assert!(cut.params_truncated);
         assert_eq!(cut.params, json!("{\"big\":\"xx"));
+    }
+
+    #[test]
+    fn messages_kept_or_cut() {
+        for (len, cut) in [(3, false), (MESSAGE_BYTES, false), (MESSAGE_BYTES + 1, true), (20 << 20, true)] {
+            let message = "m".repeat(len);
+            let run = Run { millis: 1.0, message: &message, class: None, status: 1, end_ms: 5 };
+            let r = Record::of(&task(json!([])), &run, 10, 1, "h");
+            assert!(r.message.len() <= MESSAGE_BYTES, "{len}");
+            assert_eq!(r.message == message, !cut, "{len}");
+            assert_eq!(r.message.ends_with(&format!("[cut: {len} bytes in all]")), cut, "{len}");
+            assert!(r.to_json().len() < MESSAGE_BYTES + 1024, "{len}");
+        }
     }
 
     #[test]

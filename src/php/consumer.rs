@@ -10,6 +10,7 @@ use crate::broker::names::Names;
 use crate::broker::subscription;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
+use crate::headers;
 use crate::log;
 use crate::metrics::counters;
 use crate::php::args::{self, bad_input, checked};
@@ -166,10 +167,12 @@ impl Consumer {
                                 &new_id(),
                                 "ebats.consumer.failed",
                                 &[
-                                    ("x-ebats-error", message.clone()),
-                                    ("x-ebats-error-class", class.clone()),
-                                    ("x-ebats-exchange", d.exchange.as_str().to_string()),
-                                    ("x-ebats-routing-key", key.clone()),
+                                    // Each bounded there: the message's start (the body is the message
+                                    // as it came, so the whole text is only in the exception).
+                                    (headers::ERROR, message.clone()),
+                                    (headers::ERROR_CLASS, class.clone()),
+                                    (headers::EXCHANGE, d.exchange.as_str().to_string()),
+                                    (headers::ROUTING_KEY, key.clone()),
                                 ],
                             ),
                             mandatory: true,

@@ -54,6 +54,10 @@ impl FailedStore {
             ));
         }
         args::topic(&topic)?;
+        if let Some(id) = &id {
+            // No entry that can be replayed has an id outside the rule: say so rather than find nothing.
+            args::checked(rules::check_id(id))?;
+        }
         let s = settings::current()?;
         let done = store::replay(&s, &topic, id.as_deref()).map_err(broker_err)?;
         if let (Some(id), Some((_, reason))) = (&id, done.kept.first()) {

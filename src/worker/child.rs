@@ -269,9 +269,10 @@ impl From<BrokerError> for HandleError {
     }
 }
 
+/// The `failed` entry of a task in the failed store; the message bounded as bodies keep it.
 fn failure(ran: &Ran, status: i64, attempts: u32) -> serde_json::Value {
     serde_json::json!({
-        "message": ran.message, "class": ran.class, "attempts": attempts,
+        "message": crate::wire::kept_message(&ran.message), "class": ran.class, "attempts": attempts,
         "failed_at": crate::wire::round_ms(now()), "status": status,
     })
 }
@@ -303,7 +304,7 @@ fn handle(
         Err(reason) => {
             // Kept as it came, under the id it came with (a new one if it had none or a strange one).
             let id = message_id
-                .filter(|id| !id.is_empty() && id.len() <= 128 && !id.chars().any(char::is_control))
+                .filter(|id| crate::rules::check_id(id).is_ok())
                 .map(str::to_string)
                 .unwrap_or_else(crate::wire::new_id);
             log::error(&format!("unreadable task id={id} moved to the failed store of '{topic}': {reason}"));
@@ -452,7 +453,7 @@ fn settle(
             }
             again.delay = delay;
             again.error = Some(
-                serde_json::json!({"message": ran.message, "class": ran.class, "at": crate::wire::round_ms(now())}),
+                serde_json::json!({"message": crate::wire::kept_message(&ran.message), "class": ran.class, "at": crate::wire::round_ms(now())}),
             );
             dispatch::send_one(settings, dispatch::task(names, &again, delay))?;
             Ok(status)

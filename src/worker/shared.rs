@@ -4,10 +4,14 @@
 //! long or died running them, so the next child to receive such a task knows why it came back. A
 //! message the broker gives back for any other reason (a child stopping or recycling with a
 //! prefetched message, a lost connection) is simply run.
+//!
+//! A slot holds a whole task id: every id a worker accepts (`rules::check_id`, at most
+//! `rules::MAX_ID_LEN` bytes) is kept entire, so a mark always matches the task it was made for.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 
-const ID_LEN: usize = 32;
+/// Bytes of an id slot: the longest id the worker accepts; a shorter one ends with a zero byte.
+const ID_LEN: usize = crate::rules::MAX_ID_LEN;
 const RING: usize = 256;
 
 #[repr(C)]
@@ -73,7 +77,10 @@ pub fn now_ms() -> u64 {
     crate::wire::now_ms().max(0) as u64
 }
 
+/// Writes `id` into a slot. The worker only tracks ids that follow `rules::check_id` (no zero byte,
+/// at most `ID_LEN` bytes), so nothing is cut; a longer one would be, and the debug build says so.
 fn write_id(dst: &[AtomicU8; ID_LEN], id: &str) {
+    debug_assert!(id.len() <= ID_LEN, "task id of {} bytes does not fit its slot", id.len());
     let b = id.as_bytes();
     for (i, cell) in dst.iter().enumerate() {
         cell.store(*b.get(i).unwrap_or(&0), Ordering::Relaxed);
