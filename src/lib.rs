@@ -2,7 +2,8 @@
 //!
 //! Layers: `config`, `rules`, `wire` and `headers` (pure data), `broker` (connections, topology, confirmed publishing,
 //! consuming), `dispatch` (where events and tasks go), `outcome` (what a task's result means),
-//! `history` (the execution records), `worker` (the process model), and `php` (the bindings, the only code that touches zvals).
+//! `history` (the execution records), `http` (the one HTTP server, for the metrics endpoints and the
+//! dashboard), `worker` (the process model), and `php` (the bindings, the only code that touches zvals).
 
 pub mod broker;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod dashboard;
 pub mod dispatch;
 pub mod headers;
 pub mod history;
+pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod nodes;

@@ -387,15 +387,18 @@ namespace Asynclib\Ebats {
     /**
      * The dashboard in the browser: overview, topics, processes, executions, failed stores, schedules and
      * live charts, served by this process until SIGTERM/SIGINT. Bound to 127.0.0.1 unless told otherwise;
-     * a token (option or ebats.dashboard_token) is required on any other address. Also on the command line:
-     * php php/bin/ebats dashboard --listen=127.0.0.1:8080 [--token=T] [--topics=a,b] [--metrics=host:port,...].
+     * a token (option `token`, or `token_file` naming a file that holds it, or ebats.dashboard_token /
+     * EBATS_DASHBOARD_TOKEN) is required on any other address. Requests carry it as `Authorization: Bearer`
+     * (any case) or as the cookie set by opening `/?token=<token>` once (`+` typed as is or as %2B).
+     * Also on the command line: php php/bin/ebats dashboard --listen=127.0.0.1:8080 [--token-file=F]
+     * [--topics=a,b] [--metrics=host:port,...].
      * With neither topics nor metrics, the processes serving metrics are found through the broker.
      * Executions and failures come from the execution history (ebats.history) when its stream exists.
      */
     class Dashboard
     {
         /**
-         * @param array{listen?:string,token?:?string,topics?:list<string>|string,metrics?:list<string>|string,sample_every?:float|int}|null $options
+         * @param array{listen?:string,token?:?string,token_file?:?string,topics?:list<string>|string,metrics?:list<string>|string,sample_every?:float|int}|null $options
          * @throws \Asynclib\Exception\ExceptionInterface on a bad option or an unsafe setup
          */
         public function __construct(?array $options = null) {}

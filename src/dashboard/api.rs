@@ -17,7 +17,7 @@ use super::State;
 use crate::broker::store::{self, Store};
 use crate::broker::BrokerError;
 use crate::cron::manage::{self, Refused};
-use crate::metrics::http::{Request, Response};
+use crate::http::{Request, Response};
 use crate::wire::now_ms;
 
 /// The most entries a list gives.

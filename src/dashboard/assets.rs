@@ -1,6 +1,6 @@
 //! The page, its script and its style, built into the extension: nothing is fetched from elsewhere.
 
-use crate::metrics::http::Response;
+use crate::http::Response;
 
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");

@@ -1,8 +1,12 @@
 //! Who may use the dashboard, and which requests may change something. Pure decisions on a request.
 //!
 //! - Bound to anything but loopback, a token is required (refused at start otherwise).
-//! - With a token, every request carries it: `Authorization: Bearer <token>`, or the cookie set when
-//!   the page was opened once as `/?token=<token>`.
+//! - With a token, every request carries it: `Authorization: Bearer <token>` (the scheme in any
+//!   case), or the cookie set when the page was opened once as `/?token=<token>`. The query is
+//!   decoded as a form, where `+` stands for a space; a token never holds a space (refused at
+//!   start), so a space in the given value is read back as the `+` that was typed: a token with `+`
+//!   may be given as it is or with `%2B`.
+//! - Access is decided on the head alone, as soon as it is read (see `crate::http`).
 //! - Without a token (loopback only), the Host header must name a loopback host, so that a page of
 //!   another site cannot reach the dashboard through a DNS name rebound to 127.0.0.1.
 //! - A POST carries the page's CSRF token (random per process) in `X-CSRF-Token`; when the browser
@@ -12,7 +16,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::super::metrics::http::Request;
+use crate::http::Request;
 
 /// The cookie that carries the token.
 pub const COOKIE: &str = "ebats_dashboard";
@@ -37,10 +41,21 @@ pub fn check_start(listen: &SocketAddr, token: Option<&str>) -> Result<(), Strin
             Err("the dashboard token may hold printable ASCII characters only (no spaces, ';', ',' or '\"')".into())
         }
         None if !listen.ip().is_loopback() => Err(format!(
-            "the dashboard listens on {listen}, which is not a loopback address: give a token (--token=..., \
-             ebats.dashboard_token or EBATS_DASHBOARD_TOKEN) or listen on 127.0.0.1"
+            "the dashboard listens on {listen}, which is not a loopback address: give a token (--token-file=F, \
+             EBATS_DASHBOARD_TOKEN or ebats.dashboard_token) or listen on 127.0.0.1"
         )),
         _ => Ok(()),
+    }
+}
+
+/// The token kept in the file `path`: its content without surrounding white space (a token holds
+/// none), such as the final line break.
+pub fn token_from_file(path: &str) -> Result<String, String> {
+    let raw = std::fs::read(path).map_err(|e| format!("cannot read the dashboard token file '{path}': {e}"))?;
+    let text = String::from_utf8(raw).map_err(|_| format!("the dashboard token file '{path}' is not text"))?;
+    match text.trim() {
+        "" => Err(format!("the dashboard token file '{path}' is empty")),
+        t => Ok(t.to_string()),
     }
 }
 
@@ -68,6 +83,12 @@ fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// The credentials of `Authorization: Bearer <token>`, the scheme in any case (RFC 9110 11.1).
+fn bearer(req: &Request) -> Option<&str> {
+    let (scheme, rest) = req.header("authorization")?.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
 /// What to do with a request before routing it.
 #[derive(Debug, PartialEq)]
 pub enum Access {
@@ -86,11 +107,11 @@ pub fn access(req: &Request, token: Option<&str>) -> Access {
         };
     };
     let t = token.as_bytes();
-    let bearer = req.header("authorization").and_then(|a| a.strip_prefix("Bearer "));
-    if bearer.or_else(|| cookie(req, COOKIE)).is_some_and(|given| same_secret(given.trim().as_bytes(), t)) {
+    if bearer(req).or_else(|| cookie(req, COOKIE)).is_some_and(|given| same_secret(given.trim().as_bytes(), t)) {
         return Access::Allowed;
     }
-    if req.method == "GET" && req.path == "/" && req.param("token").is_some_and(|g| same_secret(g.as_bytes(), t)) {
+    let typed = || req.param("token").map(|g| g.replace(' ', "+"));
+    if req.method == "GET" && req.path == "/" && typed().is_some_and(|g| same_secret(g.as_bytes(), t)) {
         return Access::SetCookie;
     }
     Access::Denied(401, "a token is needed: open /?token=<token> once, or send Authorization: Bearer <token>\n")
@@ -131,7 +152,7 @@ pub fn random_secret() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::http::parse_head;
+    use crate::http::parse_head;
 
     fn req(head: &str) -> Request {
         parse_head(format!("{head}\r\n\r\n").as_bytes()).unwrap()
@@ -149,6 +170,24 @@ mod tests {
         assert!(check_start(&any, good).is_ok());
         assert!(check_start(&lo, Some("short")).unwrap_err().contains("16"));
         assert!(check_start(&any, Some("0123456789abcdef;")).is_err());
+    }
+
+    #[test]
+    fn token_files() {
+        let dir = std::env::temp_dir().join(format!("ebats-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = |name: &str, content: &[u8]| {
+            let p = dir.join(name);
+            std::fs::write(&p, content).unwrap();
+            p.to_string_lossy().into_owned()
+        };
+        assert_eq!(token_from_file(&f("a", b"0123+456789abcdef\n")).unwrap(), "0123+456789abcdef");
+        assert_eq!(token_from_file(&f("b", b"  t0k\r\n")).unwrap(), "t0k");
+        assert!(token_from_file(&f("c", b"\n")).unwrap_err().contains("is empty"));
+        assert!(token_from_file(&f("d", b"\xff\xfe")).unwrap_err().contains("not text"));
+        let missing = dir.join("none").to_string_lossy().into_owned();
+        assert!(token_from_file(&missing).unwrap_err().contains("cannot read the dashboard token file"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -180,6 +219,7 @@ mod tests {
     #[test]
     fn access_table() {
         let t = Some("0123456789abcdef");
+        let plus = Some("0123+456789abcdef");
         for (head, token, want) in [
             ("GET / HTTP/1.1\r\nHost: 127.0.0.1:1", None, Access::Allowed),
             ("GET / HTTP/1.1\r\nHost: rebound.example:1", None, Access::Denied(403, "")),
@@ -187,10 +227,20 @@ mod tests {
             ("GET /api/state HTTP/1.1\r\nHost: h", t, Access::Denied(401, "")),
             ("GET /api/state HTTP/1.1\r\nAuthorization: Bearer 0123456789abcdef", t, Access::Allowed),
             ("GET /api/state HTTP/1.1\r\nAuthorization: Bearer 0123456789abcdeX", t, Access::Denied(401, "")),
+            ("GET /api/state HTTP/1.1\r\nAuthorization: bearer 0123456789abcdef", t, Access::Allowed),
+            ("GET /api/state HTTP/1.1\r\nAuthorization: BEARER   0123456789abcdef", t, Access::Allowed),
+            ("GET /api/state HTTP/1.1\r\nAuthorization: Basic 0123456789abcdef", t, Access::Denied(401, "")),
+            ("GET /api/state HTTP/1.1\r\nAuthorization: Bearer0123456789abcdef", t, Access::Denied(401, "")),
             ("GET /api/state HTTP/1.1\r\nCookie: a=b; ebats_dashboard=0123456789abcdef", t, Access::Allowed),
             ("GET /?token=0123456789abcdef HTTP/1.1", t, Access::SetCookie),
             ("GET /?token=wrong HTTP/1.1", t, Access::Denied(401, "")),
             ("POST /?token=0123456789abcdef HTTP/1.1", t, Access::Denied(401, "")),
+            ("GET /?token=0123+456789abcdef HTTP/1.1", plus, Access::SetCookie),
+            ("GET /?token=0123%2B456789abcdef HTTP/1.1", plus, Access::SetCookie),
+            ("GET /?token=0123%2b456789abcdef HTTP/1.1", plus, Access::SetCookie),
+            ("GET /?token=0123-456789abcdef HTTP/1.1", plus, Access::Denied(401, "")),
+            ("GET /?token=0123456789abcdef HTTP/1.1", plus, Access::Denied(401, "")),
+            ("GET /?x=1&token=0123+456789abcdef HTTP/1.1", plus, Access::SetCookie),
         ] {
             let got = access(&req(head), token);
             let same = match (&got, &want) {

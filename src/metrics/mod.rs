@@ -1,8 +1,8 @@
 //! Metrics in the Prometheus text format: what the worker's children count in shared memory
 //! (`stats`), what the scheduler counts in its own process (`counters`), histograms (`hist`), CPU
 //! and memory read from /proc (`procfs`), queue depths read from the broker (`depth`), the
-//! exposition itself (`expo`, through the prometheus-client crate) and a small HTTP server for
-//! `/metrics`, `/healthz` and `/status.json` (`http`, `serve`). For people and dashboards: the status
+//! exposition itself (`expo`, through the prometheus-client crate) and what `/metrics`, `/healthz`
+//! and `/status.json` answer (`serve`, on the crate's one HTTP server, `crate::http`). For people and dashboards: the status
 //! document (`status`, gathered by `readings`, with CPU % from `cpu` and rates from `rate`), the
 //! announcements that let `ebats status` find the processes (`announce`), fetching a status
 //! (`fetch`), the worker parent's monitor line (`monitor`), and the memory limit of the process's
@@ -16,7 +16,6 @@ pub mod depth;
 pub mod expo;
 pub mod fetch;
 pub mod hist;
-pub mod http;
 pub mod monitor;
 pub mod procfs;
 pub mod rate;

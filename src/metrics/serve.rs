@@ -6,21 +6,24 @@
 //! use threads freely since it never forks. It dies with the parent (PR_SET_PDEATHSIG), and the
 //! parent kills it when it returns.
 //!
-//! Scheduler and Consumer: they never fork, so a thread of their own serves; that thread shares no
-//! lock with the consume loop (it reads relaxed atomics and opens its own broker session); the one
+//! Scheduler and Consumer: they never fork, so a thread of their own serves (and answers each
+//! connection on a thread of its own, see `crate::http`); those threads share no lock with the
+//! consume loop (it reads relaxed atomics and opens its own broker session); the one
 //! lock it takes, the periodic schedules' counter table, it holds only to copy that table.
 
 use std::net::TcpListener;
 use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use super::announce::Announcer;
 use super::counters::{self as c, get};
 use super::cpu::CpuWindow;
 use super::depth::{Depths, Reader};
 use super::expo::{render, Family, Kind, Value};
-use super::http::{self, Response};
 use super::readings::{self, ThreadPlace, WorkerPlace};
 use super::stats::{Snap, Stats, OUTCOMES, REASONS};
 use super::status::{self, Totals};
@@ -28,8 +31,32 @@ use super::{hist, procfs};
 use crate::broker::names::{Names, DELAY_LEVELS};
 use crate::broker::processes::Announced;
 use crate::config::Settings;
+use crate::http::{self, Handler, Limits, Request, Response};
 
 const NOT_FOUND: &str = "not found: try /metrics, /healthz or /status.json\n";
+
+/// The bounds of a metrics request: a GET with its head in one packet, from a few scrapers and
+/// probes at once.
+const LIMITS: Limits = Limits {
+    head_within: Duration::from_secs(5),
+    request_within: Duration::from_secs(5),
+    max_body: 0,
+    max_connections: 16,
+};
+
+/// The metrics endpoints as an HTTP handler: GET or HEAD only; `route` answers a path.
+struct Endpoints<F>(F);
+
+impl<F: Fn(&str) -> Response + Sync> Handler for Endpoints<F> {
+    fn admit(&self, req: &Request) -> Option<Response> {
+        (req.method != "GET" && req.method != "HEAD")
+            .then(|| Response::text(405, "only GET\n").with_header("Allow", "GET, HEAD"))
+    }
+
+    fn answer(&self, req: &Request) -> Response {
+        (self.0)(&req.path)
+    }
+}
 
 fn json_response(v: &serde_json::Value) -> Response {
     Response::new(200, "application/json", format!("{v}\n"))
@@ -179,7 +206,7 @@ pub fn scheduler_families() -> Vec<Family> {
 pub fn fork_worker_process(
     fd: RawFd,
     stats: &Stats,
-    in_hand: &dyn Fn(usize) -> Option<(String, u64)>,
+    in_hand: &(dyn Fn(usize) -> Option<(String, u64)> + Sync),
     settings: &Settings,
     topic: &str,
     expected: usize,
@@ -211,7 +238,7 @@ pub fn fork_worker_process(
             let listener = unsafe { TcpListener::from_raw_fd(fd) };
             let names = Names::new(&settings.prefix);
             let queues = worker_queues(&names, topic);
-            let mut reader = Reader::new(settings.clone());
+            let reader = Mutex::new(Reader::new(settings.clone()));
             // SAFETY: getpid has no preconditions.
             let me = unsafe { libc::getpid() };
             let _announcer = announce(settings, &listener, "worker", vec![topic.to_string()], parent, parent_started);
@@ -225,15 +252,16 @@ pub fn fork_worker_process(
                 parent: (parent, parent_started),
                 metrics: (me, now_ms()),
             };
-            let mut cpu = CpuWindow::default();
-            http::serve(&listener, &|| true, &mut |path| match path {
+            let cpu = Mutex::new(CpuWindow::default());
+            let endpoints = Endpoints(|path: &str| match path {
                 "/status.json" => {
-                    let input = readings::worker_input(&place, &stats.snap(), reader.read(&queues), &mut cpu, in_hand);
+                    let depths = reader.lock().read(&queues);
+                    let input = readings::worker_input(&place, &stats.snap(), depths, &mut cpu.lock(), in_hand);
                     json_response(&status::document(&input))
                 }
                 "/metrics" => {
                     let snap = stats.snap();
-                    let depths = reader.read(&queues);
+                    let depths = reader.lock().read(&queues);
                     let mut procs = vec![("parent".to_string(), String::new(), parent)];
                     procs.extend(snap.children.iter().map(|(slot, pid)| ("child".to_string(), slot.to_string(), *pid)));
                     let mut f = worker_families(topic, expected, &snap);
@@ -243,7 +271,7 @@ pub fn fork_worker_process(
                 }
                 "/healthz" => {
                     let running = stats.snap().children.len();
-                    let up = reader.read(&queues).up;
+                    let up = reader.lock().read(&queues).up;
                     if running >= expected && up {
                         Response::text(200, format!("ok: {running} of {expected} children running, broker reachable\n"))
                     } else {
@@ -258,6 +286,8 @@ pub fn fork_worker_process(
                 }
                 _ => Response::text(404, NOT_FOUND),
             });
+            // The process ends with its parent (or by SIGTERM): it serves until then.
+            http::serve(&listener, &LIMITS, &endpoints, &|| false);
             // SAFETY: leaves this process without running the parent's exit handlers.
             unsafe { libc::_exit(0) }
         }
@@ -287,7 +317,6 @@ pub const CONSUMER: Role = Role { name: "consumer", families: consumer_families,
 /// another); stopped when dropped.
 pub struct ThreadServer {
     stop: Arc<AtomicBool>,
-    addr: std::net::SocketAddr,
     thread: Option<std::thread::JoinHandle<()>>,
     _announcer: Option<Announcer>,
 }
@@ -327,10 +356,10 @@ impl ThreadServer {
         let started = now_ms();
         let announcer = announce(&settings, &listener, role.name, topics.clone(), me, started);
         let thread = std::thread::Builder::new().name("ebats-metrics".into()).spawn(move || {
-            let mut reader = Reader::new(settings);
+            let reader = Mutex::new(Reader::new(settings));
             let (host, address) = (procfs::hostname(), addr.to_string());
-            let mut cpu = CpuWindow::default();
-            http::serve(&listener, &|| !flag.load(Ordering::Relaxed), &mut |path| match path {
+            let cpu = Mutex::new(CpuWindow::default());
+            let endpoints = Endpoints(|path: &str| match path {
                 "/status.json" => {
                     let place = ThreadPlace {
                         role: role.name,
@@ -340,17 +369,18 @@ impl ThreadServer {
                         pid: me,
                         started_ms: started,
                     };
-                    let input = readings::thread_input(&place, role.figures, reader.read(&queues), &mut cpu);
+                    let depths = reader.lock().read(&queues);
+                    let input = readings::thread_input(&place, role.figures, depths, &mut cpu.lock());
                     json_response(&status::document(&input))
                 }
                 "/metrics" => {
                     let mut f = (role.families)();
                     f.extend(process_families(&[(role.name.into(), String::new(), me)]));
-                    f.extend(queue_families(&reader.read(&queues)));
+                    f.extend(queue_families(&reader.lock().read(&queues)));
                     Response::new(200, super::expo::CONTENT_TYPE, render(f))
                 }
                 "/healthz" => {
-                    if reader.read(&queues).up {
+                    if reader.lock().read(&queues).up {
                         Response::text(200, "ok: broker reachable\n")
                     } else {
                         Response::text(503, "unhealthy: broker unreachable\n")
@@ -358,16 +388,17 @@ impl ThreadServer {
                 }
                 _ => Response::text(404, NOT_FOUND),
             });
+            http::serve(&listener, &LIMITS, &endpoints, &|| flag.load(Ordering::Relaxed));
         })?;
-        Ok(ThreadServer { stop, addr, thread: Some(thread), _announcer: announcer })
+        Ok(ThreadServer { stop, thread: Some(thread), _announcer: announcer })
     }
 }
 
 impl Drop for ThreadServer {
     fn drop(&mut self) {
+        // The accept loop sees the flag within 100 ms, shuts its connections down and returns
+        // without waiting on any client.
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept() so the thread sees the flag.
-        let _ = std::net::TcpStream::connect_timeout(&self.addr, std::time::Duration::from_millis(500));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -9,13 +9,13 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendHashTable, Zval};
 
 use crate::broker::stop;
-use crate::dashboard::{server, Options, State};
+use crate::dashboard::{auth, server, Options, State};
 use crate::php::args::bad_input;
 use crate::php::call::{self, Thrown};
 use crate::php::settings;
 use crate::worker::signals::StopOnSignals;
 
-const KEYS: &str = "listen, token, topics, metrics, sample_every";
+const KEYS: &str = "listen, token, token_file, topics, metrics, sample_every";
 
 fn listen_address(s: &str) -> PhpResult<SocketAddr> {
     let bad = || bad_input(format!("invalid dashboard address '{s}': expected host:port, such as 127.0.0.1:8080"));
@@ -54,13 +54,26 @@ fn options(arr: &ZendHashTable) -> PhpResult<Options> {
         metrics: vec![],
         sample_every: Duration::from_secs(3),
     };
+    let mut given_token = false;
     for (k, v) in arr.iter() {
         let key = k.to_string();
         let v = v.dereference();
         match key.as_str() {
+            "token" | "token_file" if !v.is_null() && given_token => {
+                return Err(bad_input("give the dashboard token once: 'token' or 'token_file', not both"))
+            }
             "listen" => o.listen = listen_address(v.str().ok_or_else(|| bad_input("'listen' must be a string"))?)?,
             "token" if v.is_null() => {}
-            "token" => o.token = Some(v.str().ok_or_else(|| bad_input("'token' must be a string"))?.to_string()),
+            "token" => {
+                o.token = Some(v.str().ok_or_else(|| bad_input("'token' must be a string"))?.to_string());
+                given_token = true;
+            }
+            "token_file" if v.is_null() => {}
+            "token_file" => {
+                let path = v.str().ok_or_else(|| bad_input("'token_file' must be a string"))?;
+                o.token = Some(auth::token_from_file(path).map_err(bad_input)?);
+                given_token = true;
+            }
             "topics" => o.topics = list(v, "topics")?,
             "metrics" => {
                 o.metrics = list(v, "metrics")?;
@@ -102,8 +115,9 @@ pub struct Dashboard {
 
 #[php_impl]
 impl Dashboard {
-    /// Options: `listen` (host:port, default 127.0.0.1:8080), `token` (default: the setting
-    /// `ebats.dashboard_token`; required unless listening on loopback), `topics`, `metrics`
+    /// Options: `listen` (host:port, default 127.0.0.1:8080), `token` or `token_file` (a file
+    /// holding it; default: the setting `ebats.dashboard_token` / `EBATS_DASHBOARD_TOKEN`; required
+    /// unless listening on loopback), `topics`, `metrics`
     /// (host:port of workers' and schedulers' metrics; with neither topics nor metrics, they are found
     /// through the broker), `sample_every` (seconds, default 3).
     pub fn __construct(options: Option<&ZendHashTable>) -> PhpResult<Self> {

@@ -137,6 +137,119 @@ final class DashboardTest extends ProcTestCase
         $this->assertStringNotContainsString('token', (string) $b->js('return location.href'), 'the token leaves the address bar');
     }
 
+    /** @return array{0:int,1:float,2:string} status (0: no answer within 3 s), seconds taken, raw answer of $request */
+    private static function raw(string $url, string $request): array
+    {
+        $addr = parse_url($url, PHP_URL_HOST) . ':' . parse_url($url, PHP_URL_PORT);
+        $t0 = microtime(true);
+        $s = @stream_socket_client("tcp://$addr", $errno, $err, 3);
+        if ($s === false) {
+            return [0, microtime(true) - $t0, ''];
+        }
+        stream_set_timeout($s, 3);
+        fwrite($s, str_replace('{addr}', $addr, $request));
+        $raw = (string) stream_get_contents($s);
+        fclose($s);
+        return [preg_match('~^HTTP/1\.1 (\d+)~', $raw, $m) ? (int) $m[1] : 0, microtime(true) - $t0, $raw];
+    }
+
+    /**
+     * 100 unauthenticated connections trickling a byte every 1.5 s do not make authorised requests fail: each is
+     * answered 200 within 2 s (a held dashboard answers 503 or not at all), again and again while they trickle.
+     */
+    public function testSlowClientsCannotHoldIt(): void
+    {
+        $proc = $this->startFixture('dashboard', '../../php/bin/ebats', ['EBATS_DASHBOARD_TOKEN' => self::TOKEN], ['dashboard', '--listen', '127.0.0.1:0', '--topics=demo']);
+        $url = $this->waitFor(fn () => preg_match('~listening on (http://\S+/)~', $proc->stdout(), $m) ? $m[1] : null, 15, "the dashboard starts\n" . $proc->describe());
+        $addr = parse_url($url, PHP_URL_HOST) . ':' . parse_url($url, PHP_URL_PORT);
+        $trickle = $this->startFixture('trickle', 'trickle.php', [], [$addr, '100', '1.5']);
+        $this->waitFor(static fn () => str_contains($trickle->stdout(), "open 100\n") && str_contains($trickle->stdout(), "sent 2\n") ? true : null, 30, "100 trickling connections\n" . $trickle->describe());
+        $get = "GET /api/state HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer " . self::TOKEN . "\r\n\r\n";
+        $answers = [];
+        $until = microtime(true) + 8;
+        while (microtime(true) < $until) {
+            $answers[] = self::raw($url, $get);
+            usleep(200000);
+        }
+        $this->assertStringContainsString("sent 5\n", $trickle->stdout(), 'the slow clients kept trickling meanwhile');
+        $this->assertGreaterThanOrEqual(10, count($answers));
+        $this->assertSame([200], array_values(array_unique(array_column($answers, 0))), 'every authorised request answered 200');
+        $this->assertLessThan(2.0, max(array_column($answers, 1)), 'the slowest authorised request');
+        // Without the token, a request is answered 401 at once.
+        $this->assertSame(401, self::raw($url, "GET /api/state HTTP/1.1\r\nHost: {addr}\r\n\r\n")[0]);
+    }
+
+    /**
+     * Tokens: from a file (--token-file) or the environment, never needing the command line; a token with `+`
+     * as `?token=`; `Authorization: bearer` in any case; checked on the head before any body is read; a head
+     * of 8 KiB accepted and one byte more refused with 431.
+     */
+    public function testTokens(): void
+    {
+        $token = 'tok+en/0123456789=';
+        file_put_contents("{$this->tmp}/token", "$token\n");
+        $url = $this->startDashboard(['--topics=demo', "--token-file={$this->tmp}/token"], 'dashboard-file');
+        $state = "GET /api/state HTTP/1.1\r\nHost: {addr}\r\n";
+        $this->assertSame(401, self::raw($url, "$state\r\n")[0], 'no token');
+        foreach (['Bearer', 'bearer', 'BEARER'] as $scheme) {
+            $this->assertSame(200, self::raw($url, "{$state}Authorization: $scheme $token\r\n\r\n")[0], $scheme);
+        }
+        $this->assertSame(401, self::raw($url, "{$state}Authorization: Basic $token\r\n\r\n")[0]);
+        $this->assertSame(401, self::raw($url, "{$state}Authorization: Bearer tok en/0123456789=\r\n\r\n")[0]);
+        // As ?token=: typed with its '+', or with %2B; the answer sets the cookie and sends the browser to /.
+        foreach (['tok+en/0123456789=', 'tok%2Ben%2F0123456789%3D', rawurlencode($token)] as $typed) {
+            [$status, , $raw] = self::raw($url, "GET /?token=$typed HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+            $this->assertSame(303, $status, $typed);
+            $this->assertStringContainsString("Set-Cookie: ebats_dashboard=$token;", $raw);
+        }
+        $this->assertSame(200, self::raw($url, "{$state}Cookie: ebats_dashboard=$token\r\n\r\n")[0]);
+        $this->assertSame(401, self::raw($url, "GET /?token=tok-en/0123456789= HTTP/1.1\r\nHost: {addr}\r\n\r\n")[0]);
+
+        // The token is checked on the head: a POST without it is answered before its (never sent) body.
+        [$status, $took] = self::raw($url, "POST /api/failed/purge HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1000\r\n\r\n");
+        $this->assertSame(401, $status);
+        $this->assertLessThan(1.0, $took);
+
+        // A head of exactly 8 KiB is read; one byte more is refused.
+        $addr = parse_url($url, PHP_URL_HOST) . ':' . parse_url($url, PHP_URL_PORT);
+        $head = static function (int $len) use ($state, $token, $addr): string {
+            $h = "{$state}Authorization: Bearer $token\r\nX-Pad: ";
+            $h .= str_repeat('a', $len - strlen(str_replace('{addr}', $addr, $h)) - 4) . "\r\n\r\n";
+            self::assertSame($len, strlen(str_replace('{addr}', $addr, $h)));
+            return $h;
+        };
+        $this->assertSame(200, self::raw($url, $head(8192))[0], '8192-byte head');
+        $this->assertSame(431, self::raw($url, $head(8193))[0], '8193-byte head');
+        $this->assertSame(431, self::raw($url, $head(9000))[0], '9000-byte head');
+
+        // The environment.
+        $proc = $this->startFixture('dashboard-env', '../../php/bin/ebats', ['EBATS_DASHBOARD_TOKEN' => $token], ['dashboard', '--listen', '127.0.0.1:0', '--topics=demo']);
+        $envUrl = $this->waitFor(fn () => preg_match('~listening on (http://\S+/)~', $proc->stdout(), $m) ? $m[1] : null, 15, "the dashboard starts\n" . $proc->describe());
+        $this->assertSame(200, self::raw($envUrl, "{$state}Authorization: Bearer $token\r\n\r\n")[0]);
+        $this->assertSame(401, self::raw($envUrl, "$state\r\n")[0]);
+
+        // --help says where the token is seen; a bad token file is a clear error.
+        $ebats = array_merge(TestEnv::phpCommand(), [TestEnv::repoRoot() . '/php/bin/ebats']);
+        $help = Process::run(array_merge($ebats, ['--help']), static::childEnv(), 20);
+        $this->assertStringContainsString('/proc/<pid>/cmdline', $help->stdout() . $help->stderr());
+        $this->assertStringContainsString('--token-file=F', $help->stdout() . $help->stderr());
+        $cli = Process::run(array_merge($ebats, ['dashboard', '--listen', '127.0.0.1:0', '--topics=demo', "--token-file={$this->tmp}/none"]), static::childEnv(), 20);
+        $this->assertSame(2, $cli->exitCode(), $cli->describe());
+        $this->assertStringContainsString("cannot read the dashboard token file '{$this->tmp}/none'", $cli->stderr());
+        file_put_contents("{$this->tmp}/empty", "\n");
+        foreach ([
+            [['token_file' => "{$this->tmp}/empty"], 'is empty'],
+            [['token' => $token, 'token_file' => "{$this->tmp}/token"], "'token' or 'token_file', not both"],
+            [['token_file' => 5], "'token_file' must be a string"],
+        ] as [$options, $message]) {
+            $e = self::thrown(fn () => new Dashboard($options + ['topics' => ['demo']]));
+            $this->assertInstanceOf(ExceptionInterface::class, $e, json_encode($options));
+            $this->assertStringContainsString($message, $e->getMessage());
+        }
+        $ok = new Dashboard(['listen' => '0.0.0.0:0', 'topics' => ['demo'], 'token_file' => "{$this->tmp}/token"]);
+        $this->assertMatchesRegularExpression('~^http://0\.0\.0\.0:\d+/$~', $ok->listen(), 'a token from a file allows any address');
+    }
+
     public function testBrowserShowsTheFiguresAndReplaysAFailedTaskShowingItsParamsAsText(): void
     {
         $metrics = '127.0.0.1:' . self::freePort();

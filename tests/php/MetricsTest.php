@@ -360,6 +360,93 @@ final class MetricsTest extends ProcTestCase
         $this->assertPromtoolAccepts($text);
     }
 
+    /** Starts tests/fixtures/trickle.php: $n connections to $addr each sending a byte every $every s. */
+    private function trickle(string $addr, int $n, float $every = 1.5): Process
+    {
+        $p = $this->startFixture('trickle', 'trickle.php', [], [$addr, (string) $n, (string) $every]);
+        $this->waitFor(static fn () => str_contains($p->stdout(), "open $n\n") && str_contains($p->stdout(), "sent 2\n") ? true : null, 30, "$n trickling connections\n" . $p->describe());
+        return $p;
+    }
+
+    /** @return array{0:int,1:float} status of GET $path at $addr (0 when no answer within $timeout s), seconds taken */
+    public static function timedGet(string $addr, string $path, float $timeout = 3.0, string $headers = ''): array
+    {
+        $t0 = microtime(true);
+        $s = @stream_socket_client("tcp://$addr", $errno, $err, $timeout);
+        if ($s === false) {
+            return [0, microtime(true) - $t0];
+        }
+        stream_set_timeout($s, (int) ceil($timeout));
+        fwrite($s, "GET $path HTTP/1.1\r\nHost: $addr\r\n{$headers}\r\n");
+        $raw = (string) stream_get_contents($s);
+        fclose($s);
+        return [preg_match('~^HTTP/1\.1 (\d+)~', $raw, $m) ? (int) $m[1] : 0, microtime(true) - $t0];
+    }
+
+    /**
+     * 100 connections trickling a byte every 1.5 s do not hold a worker's /metrics and /healthz: a real Prometheus
+     * scraping every 2 s (timeout 2 s) gets every scrape, and /healthz answers each probe within 2 s (a held
+     * endpoint answers none).
+     */
+    public function testSlowClientsCannotHoldTheEndpoints(): void
+    {
+        $addr = '127.0.0.1:' . self::freePort();
+        $this->startWorker(['procs' => 1, 'debug' => false, 'env' => ['EBATS_T_METRICS' => $addr]]);
+        $this->assertNotNull(Process::until(static fn () => self::httpGet($addr, '/healthz')[0] === 200, 20, 0.2), 'healthz 200');
+        $this->trickle($addr, 100);
+
+        $promPort = self::freePort();
+        file_put_contents("{$this->tmp}/prometheus.yml", "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\nscrape_configs:\n"
+            . "  - job_name: ebats\n    static_configs:\n      - targets: ['$addr']\n");
+        $prometheus = Process::start([
+            'prometheus', "--config.file={$this->tmp}/prometheus.yml", "--storage.tsdb.path={$this->tmp}/tsdb",
+            "--web.listen-address=127.0.0.1:$promPort",
+        ], [], ['name' => 'prometheus', 'stdout' => "{$this->tmp}/prometheus.out", 'stderr' => "{$this->tmp}/prometheus.err"]);
+        try {
+            $query = static function (string $q) use ($promPort): ?array {
+                $raw = @file_get_contents("http://127.0.0.1:$promPort/api/v1/query?query=" . rawurlencode($q));
+                $r = is_string($raw) ? json_decode($raw, true) : null;
+                return ($r['status'] ?? '') === 'success' ? $r['data']['result'] : null;
+            };
+            // Probe /healthz while Prometheus makes its first eight scrapes.
+            $probes = [];
+            $scrapes = $this->waitFor(static function () use ($query, $addr, &$probes): ?int {
+                $probes[] = self::timedGet($addr, '/healthz', 3.0);
+                $n = (int) ($query('count_over_time(up{job="ebats"}[5m])')[0]['value'][1] ?? 0);
+                return $n >= 8 ? $n : null;
+            }, 90, 'eight scrapes by Prometheus', 0.3);
+            $ok = (int) ($query('sum_over_time(up{job="ebats"}[5m])')[0]['value'][1] ?? -1);
+            $this->assertSame($scrapes, $ok, "every scrape succeeded ($ok of $scrapes)");
+            $slowest = max(array_column($probes, 1));
+            $this->assertSame([200], array_values(array_unique(array_column($probes, 0))), 'every /healthz probe answered 200');
+            $this->assertLessThan(2.0, $slowest, 'the slowest /healthz probe');
+            $this->assertGreaterThanOrEqual(10, count($probes));
+        } finally {
+            $prometheus->stop(5.0);
+            Process::run(['rm', '-rf', "{$this->tmp}/tsdb"]);
+        }
+    }
+
+    /** A Scheduler given SIGTERM while slow clients hold connections to its metrics exits within a second. */
+    public function testSchedulerStopsWithSlowClientsConnected(): void
+    {
+        $addr = '127.0.0.1:' . self::freePort();
+        $proc = $this->startFixture('scheduler', 'scheduler.php', [
+            'EBATS_T_REGISTER' => json_encode([['paid', 'ok', 'demo', 0]]),
+            'EBATS_METRICS_ADDRESS' => $addr,
+        ]);
+        $this->waitConsumers(static::q('events'), 1, 20, [$proc], true);
+        $this->assertNotNull(Process::until(static fn () => self::httpGet($addr, '/healthz')[0] === 200, 20, 0.2), 'healthz 200');
+        $this->trickle($addr, 5);
+        $t0 = microtime(true);
+        $proc->signal(SIGTERM);
+        $code = $proc->waitExit(10);
+        $took = microtime(true) - $t0;
+        $this->assertSame(0, $code, $proc->describe());
+        $this->assertStringContainsString('scheduler run() returned', $proc->stdout());
+        $this->assertLessThan(1.5, $took, 'seconds from SIGTERM to exit');
+    }
+
     public function testAlertRulesAndScrapeConfig(): void
     {
         $dir = TestEnv::repoRoot() . '/docs/monitoring';
