@@ -33,6 +33,10 @@ pub const KIND_MARKER: &str = "ebats.marker";
 const TICK: Duration = Duration::from_millis(100);
 /// The first window of [`read_back`], in messages (each grows fourfold), and the largest.
 const FIRST_WINDOW: u64 = 64;
+/// A bounded read fails when no message comes for this long (what it waits for is in the stream).
+pub const READ_IDLE: Duration = Duration::from_secs(30);
+/// The longest a whole bounded read may take (a read of a long stream goes on while messages come).
+pub const WHOLE_READ: Duration = Duration::from_secs(3600);
 const LARGEST_WINDOW: u64 = 1 << 20;
 
 /// Where a reader starts (`x-stream-offset`).
@@ -149,7 +153,8 @@ async fn next(consumer: &mut Consumer, what: &str) -> Result<Delivery, BrokerErr
 
 /// Gives each delivery of `consumer` to `each` until `each` says it was the last one wanted (true);
 /// deliveries are acked in runs of half of `prefetch`, and the last one at once. `what` names the
-/// stream in errors. The one read loop of the bounded reads.
+/// stream in errors; no message for [`READ_IDLE`] is one (`Timeout`). The one read loop of the
+/// bounded reads (run it in a runtime's context, for its timer).
 pub async fn read_until(
     ch: &Channel,
     consumer: &mut Consumer,
@@ -159,7 +164,10 @@ pub async fn read_until(
 ) -> Result<(), BrokerError> {
     let mut acks = Acks::new(prefetch);
     loop {
-        let d = next(consumer, what).await?;
+        let d = match tokio::time::timeout(READ_IDLE, next(consumer, what)).await {
+            Ok(d) => d?,
+            Err(_) => return Err(BrokerError::timeout(READ_IDLE, &format!("waiting for a message of the {what}"))),
+        };
         let done = each(&d);
         let run = acks.count(d.delivery_tag);
         ack(ch, if done { acks.flush().or(run) } else { run }).await?;
@@ -244,7 +252,7 @@ pub fn read_back(
             s.wait(t, &format!("opening the {what}"), open(&ch, stream, Offset::Last, prefetch, &tag(what)))?;
         s.publish(settings, &[marker(stream, &id)])?;
         let mut first = None;
-        let to = s.wait(t, &format!("reading the {what}"), async {
+        let to = s.wait(WHOLE_READ, &format!("reading the {what}"), async {
             read_to_marker(&ch, &mut consumer, prefetch, what, &id, |o, d| {
                 first.get_or_insert(o);
                 stats.messages += 1;
@@ -271,7 +279,7 @@ pub fn read_back(
             let mut consumer =
                 s.wait(t, &format!("opening the {what}"), open(&ch, stream, Offset::At(start), prefetch, &tag(what)))?;
             let mut oldest = None;
-            s.wait(t, &format!("reading the {what}"), async {
+            s.wait(WHOLE_READ, &format!("reading the {what}"), async {
                 read_until(&ch, &mut consumer, prefetch, what, |d| {
                     let o = offset_in(&d.properties).unwrap_or(u64::MAX);
                     if o < start {

@@ -29,9 +29,9 @@ fn since_secs(since_ms: i64) -> u64 {
     ((since_ms.min(crate::wire::now_ms()) - CLOCK_MARGIN_MS).max(0) / 1000) as u64
 }
 
-/// The stream must exist: reading one that does not is an error saying how it comes to be.
-fn check_exists(s: &mut Session, settings: &Settings, stream: &str) -> Result<(), BrokerError> {
-    s.queue_counts(settings, stream).map(|_| ()).map_err(|e| match e.kind() {
+/// The error for a stream that does not exist, saying how it comes to be; others as they are.
+fn missing(stream: &str, e: BrokerError) -> BrokerError {
+    match e.kind() {
         ErrorKind::NotFound => BrokerError::new(
             ErrorKind::NotFound,
             format!(
@@ -40,7 +40,12 @@ fn check_exists(s: &mut Session, settings: &Settings, stream: &str) -> Result<()
             ),
         ),
         _ => e,
-    })
+    }
+}
+
+/// The stream must exist: reading one that does not is an error saying how it comes to be.
+fn check_exists(s: &mut Session, settings: &Settings, stream: &str) -> Result<(), BrokerError> {
+    s.queue_counts(settings, stream).map(|_| ()).map_err(|e| missing(stream, e))
 }
 
 /// The records of a message: a writer's batch; anything else (an older reader's marker) has none.
@@ -57,8 +62,7 @@ pub fn scan(settings: &Settings, since_ms: Option<i64>, mut each: impl FnMut(Rec
         let id = crate::wire::new_id();
         s.publish(settings, &[stream_read::marker(&stream, &id)])?;
         let ch = s.channel(settings)?;
-        let t = settings.confirm_timeout.max(std::time::Duration::from_secs(10));
-        let r = s.wait(t, "reading the history stream", async {
+        let r = s.wait(stream_read::WHOLE_READ, "reading the history stream", async {
             let mut consumer = stream_read::open(&ch, &stream, from, PREFETCH, &stream_read::tag("history")).await?;
             stream_read::read_to_marker(&ch, &mut consumer, PREFETCH, WHAT, &id, |_, d| {
                 records(d).into_iter().filter(|r| since_ms.is_none_or(|s| r.end_ms >= s)).for_each(&mut each)
@@ -131,10 +135,12 @@ pub fn read_counted(settings: &Settings, q: &Query) -> Result<(Vec<Record>, Read
             Back::WindowDone => newest.window_done(),
         })
     })?;
-    crate::log::debug(&format!(
-        "history read: {} messages in {} windows (offsets {} to {})",
-        stats.messages, stats.windows, stats.from, stats.to
-    ));
+    if settings.debug {
+        crate::log::debug(&format!(
+            "history read: {} messages in {} windows (offsets {} to {})",
+            stats.messages, stats.windows, stats.from, stats.to
+        ));
+    }
     Ok((newest.kept.into(), stats))
 }
 
@@ -159,13 +165,14 @@ pub fn follow(
     mut each: impl FnMut(Record) -> bool,
 ) -> Result<(), BrokerError> {
     let stream = Names::new(&settings.prefix).history_stream();
-    with_session(|s| check_exists(s, settings, &stream))?;
+    // A missing stream is found by the follower's consumer itself: one connection, the first node's.
     stream_read::follow(settings, &stream, WHAT, follow_start(q), PREFETCH, tick, |_, d| {
         match records(d).into_iter().filter(|r| q.matches(r)).all(&mut each) {
             true => Go::On,
             false => Go::Leave,
         }
     })
+    .map_err(|e| missing(&stream, e))
 }
 
 #[cfg(test)]
