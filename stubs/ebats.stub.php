@@ -445,7 +445,8 @@ namespace Asynclib\Ebats {
         /**
          * Calls $callback($record) for each record that matches the filter as it is written (from 'since' when
          * given, else from now on) until $callback returns false, or SIGTERM or SIGINT arrives (unless the application
-         * handles them). 'limit' does not apply.
+         * handles them). 'limit' does not apply. When its broker node goes away it moves to the next URL of
+         * ebats.amqp_url and reads on after the last record it gave (nothing lost, nothing given twice).
          *
          * @param array<string, string|int> $filter
          * @param callable(array<string, mixed>): (bool|void) $callback

@@ -95,3 +95,236 @@ fn records_are_written_flushed_read_and_followed() {
     delete_stream(&st);
     assert_eq!(history::read(&st, &Query::default()).unwrap_err().kind(), ErrorKind::NotFound);
 }
+
+/// Appends `n` messages of `per` records each to the history stream, as workers' batches, in runs
+/// of 500 confirmed publishes; returns the records of the last message.
+fn fill(st: &Settings, n: usize, per: usize, task: &str) -> Vec<ebats::history::Record> {
+    let stream = ebats::broker::names::Names::new(&st.prefix).history_stream();
+    let mut last = Vec::new();
+    for start in (0..n).step_by(500) {
+        let msgs: Vec<ebats::broker::Outgoing> = (start..(start + 500).min(n))
+            .map(|i| {
+                let records: Vec<ebats::history::Record> = (0..per)
+                    .map(|j| {
+                        let t = TaskMsg::new("demo", task, serde_json::json!([i, j]), 0);
+                        let run = Run { millis: 1.0, message: "ok", class: None, status: 0, end_ms: now_ms() };
+                        ebats::history::Record::of(&t, &run, 64, 1, "h")
+                    })
+                    .collect();
+                let body = serde_json::to_vec(&records).unwrap();
+                last = records;
+                ebats::broker::Outgoing {
+                    exchange: String::new(),
+                    routing_key: stream.clone(),
+                    body,
+                    properties: ebats::wire::properties(&ebats::wire::new_id(), "ebats.history"),
+                    mandatory: true,
+                }
+            })
+            .collect();
+        with_session(|s| s.publish(st, &msgs)).unwrap();
+    }
+    last
+}
+
+/// The newest records are found from the end of the stream: `--limit 5` reads a bounded number of
+/// messages however long the stream is (300 k records here), and reads that cross several windows
+/// give exactly what a read of the whole stream gives.
+#[test]
+fn newest_records_are_read_from_the_end() {
+    let st = settings("1D");
+    history::writer::declare(&st).unwrap();
+    fill(&st, 3000, 100, "bulk");
+    // A few small batches last, as workers write them.
+    let mut newest = Vec::new();
+    for _ in 0..3 {
+        newest.extend(fill(&st, 1, 4, "late"));
+    }
+    let ids = |l: &[ebats::history::Record]| l.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+
+    let (five, stats) = history::reader::read_counted(&st, &Query { limit: Some(5), ..Query::default() }).unwrap();
+    assert_eq!(ids(&five), ids(&newest[newest.len() - 5..]));
+    assert!(stats.to >= 3002, "the marker comes after every message: {stats:?}");
+    assert!(stats.messages <= 80, "5 records of a stream of 3003 messages: {stats:?}");
+
+    let mut all = Vec::new();
+    history::scan(&st, None, |r| all.push(r)).unwrap();
+    assert_eq!(all.len(), 300_012);
+    for limit in [1, 12, 13, 250, 7_000, 40_000] {
+        let (got, stats) =
+            history::reader::read_counted(&st, &Query { limit: Some(limit), ..Query::default() }).unwrap();
+        assert_eq!(ids(&got), ids(&all[all.len() - limit..]), "limit {limit}: {stats:?}");
+        assert!(stats.messages as usize <= 100 + 5 * limit / 100, "limit {limit}: {stats:?}");
+    }
+    // A filter that matches only old records reads back to them, and to the start when asked more.
+    let bulk = |limit| Query { task: Some("bulk".into()), limit: Some(limit), ..Query::default() };
+    let (got, _) = history::reader::read_counted(&st, &bulk(3)).unwrap();
+    assert_eq!(ids(&got), ids(&all[all.len() - 15..all.len() - 12]));
+    let (got, stats) = history::reader::read_counted(&st, &bulk(1_000_000)).unwrap();
+    assert_eq!(got.len(), 300_000);
+    assert_eq!(stats.from, 0, "{stats:?}");
+    delete_stream(&st);
+}
+
+/// A broker node in front of the real one that the test can kill: its connections are cut and it
+/// accepts no more (connections to it are refused).
+struct Node {
+    port: u16,
+    live: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    dead: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Node {
+    fn start() -> Node {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let node = Node { port, live: Default::default(), conns: Default::default(), dead: Default::default() };
+        let (live, conns, dead) = (node.live.clone(), node.conns.clone(), node.dead.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if dead.load(SeqCst) {
+                    return; // the listener goes with the thread: later connections are refused
+                }
+                let broker = std::net::TcpStream::connect("127.0.0.1:5672").unwrap();
+                conns.lock().unwrap().extend([client.try_clone().unwrap(), broker.try_clone().unwrap()]);
+                live.fetch_add(1, SeqCst);
+                let (mut c, mut b) = (client.try_clone().unwrap(), broker.try_clone().unwrap());
+                let l = live.clone();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c, &mut b);
+                    let _ = b.shutdown(std::net::Shutdown::Both);
+                    l.fetch_sub(1, SeqCst);
+                });
+                let (mut b, mut c) = (broker, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut b, &mut c);
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        node
+    }
+
+    fn live(&self) -> usize {
+        self.live.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port)); // wakes the acceptor to leave
+    }
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `history --follow` (History::follow) moves to the next node of the list when its node dies and
+/// reads on after the last record it gave: nothing lost, nothing given twice, no error.
+#[test]
+fn a_follower_moves_to_the_next_node_when_its_node_dies() {
+    let st = settings("1D");
+    history::writer::declare(&st).unwrap();
+    let nodes = [Node::start(), Node::start()];
+    let mut fst = st.clone();
+    let urls: Vec<String> = nodes.iter().map(|n| format!("amqp://guest:guest@127.0.0.1:{}/%2f", n.port)).collect();
+    fst.nodes = urls.iter().map(|u| u.parse().unwrap()).collect();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let follower = {
+        let (seen, fst) = (seen.clone(), fst.clone());
+        std::thread::spawn(move || {
+            history::follow(
+                &fst,
+                &Query { task: Some("f".into()), ..Query::default() },
+                || false,
+                |r| {
+                    seen.lock().unwrap().push(r.params.to_string());
+                    r.params != serde_json::json!(["end"])
+                },
+            )
+        })
+    };
+    let write = |p: &str| {
+        let mut w = Writer::new(&st).unwrap();
+        let t = TaskMsg::new("demo", "f", serde_json::json!([p]), 0);
+        w.write(&t, &Run { millis: 1.0, message: "ok", class: None, status: 0, end_ms: now_ms() });
+        assert_eq!(w.flush(Duration::from_secs(10)), 0);
+    };
+    // The follower's own connection is the one left on a node once the existence check's is gone.
+    wait_until("the follower to connect", || nodes.iter().map(Node::live).sum::<usize>() >= 1);
+    let mut n = 0;
+    wait_until("the follower to read a record", || {
+        n += 1;
+        write(&format!("r{n}"));
+        std::thread::sleep(Duration::from_millis(100));
+        !seen.lock().unwrap().is_empty()
+    });
+    with_session(|s| {
+        s.disconnect();
+        Ok(())
+    })
+    .unwrap();
+    wait_until("one connection left on the nodes", || nodes.iter().map(Node::live).sum::<usize>() == 1);
+    let on = nodes.iter().position(|n| n.live() == 1).unwrap();
+    nodes[on].kill();
+    write("after");
+    write("end");
+    let r = follower.join().unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    let seen = seen.lock().unwrap().clone();
+    let tail: Vec<&str> = seen.iter().rev().take(2).rev().map(String::as_str).collect();
+    assert_eq!(tail, ["[\"after\"]", "[\"end\"]"]);
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no record given twice: {seen:?}");
+    delete_stream(&st);
+}
+
+/// The dashboard follows the history on a connection of its own: while it reads a long history it
+/// never holds the process's broker session (what /api/schedules and /api/failed use), it shows the
+/// newest records once caught up, and a record appended later is added without reading again.
+#[test]
+fn the_dashboard_follows_the_history_without_holding_the_session() {
+    use ebats::dashboard::sources::{follow_history, HistoryView};
+    let st = settings("1D");
+    history::writer::declare(&st).unwrap();
+    fill(&st, 2000, 100, "bulk");
+    let newest = fill(&st, 1, 3, "late");
+    let view = std::sync::Arc::new(parking_lot::Mutex::new(HistoryView::default()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = {
+        let (st, view, stop) = (st.clone(), view.clone(), stop.clone());
+        std::thread::spawn(move || {
+            follow_history(&st, &view, &|| stop.load(std::sync::atomic::Ordering::Relaxed));
+        })
+    };
+    let stream = ebats::broker::names::Names::new(&st.prefix).history_stream();
+    let mut session_calls = 0;
+    wait_until("the view to reach the newest record", || {
+        // The process's session stays free while the follower reads.
+        with_session(|s| s.queue_counts(&st, &stream)).unwrap();
+        session_calls += 1;
+        view.lock().recent.front().is_some_and(|e| e.id == newest[2].id)
+    });
+    assert!(session_calls >= 1);
+    let v = view.lock().clone();
+    assert!(v.on && v.error.is_none(), "{v:?}");
+    assert_eq!(v.recent.len(), ebats::dashboard::sources::KEPT);
+    let late = fill(&st, 1, 1, "later");
+    wait_until("the view to add a record appended later", || {
+        view.lock().recent.front().is_some_and(|e| e.id == late[0].id)
+    });
+    assert_eq!(view.lock().recent[1].id, newest[2].id, "added to what was read, nothing read twice");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    follower.join().unwrap();
+    delete_stream(&st);
+}

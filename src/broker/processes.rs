@@ -3,14 +3,13 @@
 //! Each worker (its metrics process), scheduler and consumer serving metrics appends an
 //! announcement (role, topics, address, pid, host, when it started) to the stream
 //! `<prefix>.processes` when it starts and again every [`ANNOUNCE_EVERY`]. A reader appends a
-//! marker of its own, reads the stream from a little more than [`FORGET_AFTER_MS`] back up to its
-//! marker, and keeps the newest announcement per host and address that is recent enough: a
-//! process that died is still listed (its probe fails) until it has been silent that long. The
-//! stream is small: retention of an hour and a few MB (`topology::PROCESSES_*`).
+//! marker of its own (`stream_read::marker`: it must know where the stream ends now), reads the
+//! stream from a little more than [`FORGET_AFTER_MS`] back up to its marker, and keeps the newest
+//! announcement per host and address that is recent enough: a process that died is still listed
+//! (its probe fails) until it has been silent that long. The stream is small: retention of an hour and a few MB (`topology::PROCESSES_*`).
 
 use std::time::Duration;
 
-use lapin::options::BasicCancelOptions;
 use serde::{Deserialize, Serialize};
 
 use super::current::with_session;
@@ -25,7 +24,6 @@ pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(10);
 /// An address not announced for this long is forgotten.
 pub const FORGET_AFTER_MS: i64 = 60_000;
 const KIND: &str = "ebats.process";
-const KIND_MARKER: &str = "ebats.process.marker";
 const READ_PREFETCH: u16 = 200;
 
 /// One announcement: who serves metrics where.
@@ -84,12 +82,12 @@ pub fn latest(records: impl IntoIterator<Item = Announced>, now_ms: i64, forget_
     out
 }
 
-fn message(names: &Names, body: Vec<u8>, kind: &str) -> Outgoing {
+fn message(names: &Names, body: Vec<u8>) -> Outgoing {
     Outgoing {
         exchange: String::new(),
         routing_key: names.processes_stream(),
         body,
-        properties: properties(&new_id(), kind),
+        properties: properties(&new_id(), KIND),
         mandatory: true,
     }
 }
@@ -98,7 +96,7 @@ fn message(names: &Names, body: Vec<u8>, kind: &str) -> Outgoing {
 pub fn announce(session: &mut Session, settings: &Settings, a: &Announced) -> Result<(), BrokerError> {
     let names = Names::new(&settings.prefix);
     session.declare(settings, &[Decl::Processes])?;
-    session.publish(settings, &[message(&names, a.to_json().into_bytes(), KIND)])
+    session.publish(settings, &[message(&names, a.to_json().into_bytes())])
 }
 
 /// The processes announced lately under the settings' prefix, on this process's session.
@@ -106,40 +104,37 @@ pub fn discover(settings: &Settings) -> Result<Vec<Announced>, BrokerError> {
     with_session(|s| discover_on(s, settings))
 }
 
-/// [`discover`], on the session `s`.
+/// [`discover`], on the session `s`: appends a marker and reads from a little more than
+/// [`FORGET_AFTER_MS`] back up to it.
 pub fn discover_on(s: &mut Session, settings: &Settings) -> Result<Vec<Announced>, BrokerError> {
     let names = Names::new(&settings.prefix);
-    let marker = new_id();
+    let stream = names.processes_stream();
+    let id = new_id();
     let now = now_ms();
-    let records = {
-        s.declare(settings, &[Decl::Processes])?;
-        s.publish(settings, &[message(&names, marker.clone().into_bytes(), KIND_MARKER)])?;
-        let ch = s.channel(settings)?;
-        let tag = format!("ebats-discover-{}", std::process::id());
-        let from = ((now - FORGET_AFTER_MS) / 1000 - 5).max(0) as u64;
-        let t = settings.confirm_timeout.max(Duration::from_secs(10));
-        let r = s.wait(t, "reading the processes stream", async {
-            let stream = names.processes_stream();
-            let mut consumer = stream_read::open(&ch, &stream, Offset::Time(from), READ_PREFETCH, &tag).await?;
-            let mut records = Vec::new();
-            stream_read::read_until(&ch, &mut consumer, READ_PREFETCH, "processes stream", |d| {
-                let is_marker = d.properties.kind().as_ref().is_some_and(|k| k.as_str() == KIND_MARKER);
-                if !is_marker {
-                    match Announced::from_json(&d.data) {
-                        Ok(a) => records.push(a),
-                        Err(e) => crate::log::error(&format!("skipping a message of the processes stream: {e}")),
-                    }
+    s.declare(settings, &[Decl::Processes])?;
+    s.publish(settings, &[stream_read::marker(&stream, &id)])?;
+    let ch = s.channel(settings)?;
+    let from = ((now - FORGET_AFTER_MS) / 1000 - 5).max(0) as u64;
+    let t = settings.confirm_timeout.max(Duration::from_secs(10));
+    let r = s.wait(t, "reading the processes stream", async {
+        let mut consumer =
+            stream_read::open(&ch, &stream, Offset::Time(from), READ_PREFETCH, &stream_read::tag("discover")).await?;
+        let mut records = Vec::new();
+        stream_read::read_to_marker(&ch, &mut consumer, READ_PREFETCH, "processes stream", &id, |_, d| {
+            // Announcements only (an older reader's marker is something else).
+            if d.properties.kind().as_ref().is_some_and(|k| k.as_str() == KIND) {
+                match Announced::from_json(&d.data) {
+                    Ok(a) => records.push(a),
+                    Err(e) => crate::log::error(&format!("skipping a message of the processes stream: {e}")),
                 }
-                is_marker && d.data == marker.as_bytes()
-            })
-            .await?;
-            let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-            Ok(records)
-        });
-        let _ = s.block_on(ch.close(200, "read".into()));
-        r?
-    };
-    Ok(latest(records, now_ms(), FORGET_AFTER_MS))
+            }
+        })
+        .await?;
+        Ok(records)
+    });
+    // Closing the channel ends the consumer.
+    let _ = s.block_on(ch.close(200, "read".into()));
+    Ok(latest(r?, now_ms(), FORGET_AFTER_MS))
 }
 
 #[cfg(test)]

@@ -1,23 +1,84 @@
 //! Reading a RabbitMQ stream over AMQP, for every reader of ours (the schedule stream, the processes
-//! stream, the execution history): a consumer with a prefetch and manual acks (what streams need),
-//! started at an offset, and reading until the caller has seen what it waits for (its own marker),
-//! acking in runs of half the prefetch.
+//! stream, the execution history, the dashboard): a consumer with a prefetch and manual acks (what
+//! streams need), started at an offset, acking in runs of half the prefetch. Three ways to read:
+//!
+//! - [`read_to_marker`]: from an offset up to now. AMQP 0-9-1 on RabbitMQ 3.10 cannot tell where a
+//!   stream ends (`queue.declare-ok` counts 0 messages for a stream; the offset `last` is the start of
+//!   the last chunk, not its end), so a reader that must stop at "now" appends a marker of its own
+//!   ([`marker`], one format for every stream; every reader skips markers) and reads until it meets it.
+//! - [`read_back`]: the newest part of a stream, from its end backwards in windows of offsets that
+//!   grow fourfold, until the caller has enough: the newest records cost the same whatever the
+//!   stream's length. It also appends a marker (to know the end).
+//! - [`follow`]: what is appended from an offset on, for as long as the caller wants, on a connection
+//!   of its own that moves to the next node of the list when its node goes away, resuming after the
+//!   last offset read. It writes nothing to the stream.
+
+use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, Consumer};
+use lapin::{BasicProperties, Channel, Consumer};
 
-use super::{BrokerError, ErrorKind};
+use super::consume::Backoff;
+use super::park::{self, Cut};
+use super::{stop, BrokerError, ErrorKind, Outgoing, Session};
+use crate::config::Settings;
+use crate::log;
+
+/// The `type` property of a marker, in every stream.
+pub const KIND_MARKER: &str = "ebats.marker";
+/// How long a reader waits for a delivery before it looks at the stop token and its caller.
+const TICK: Duration = Duration::from_millis(100);
+/// The first window of [`read_back`], in messages (each grows fourfold), and the largest.
+const FIRST_WINDOW: u64 = 64;
+/// A bounded read fails when no message comes for this long (what it waits for is in the stream).
+pub const READ_IDLE: Duration = Duration::from_secs(30);
+/// The longest a whole bounded read may take (a read of a long stream goes on while messages come).
+pub const WHOLE_READ: Duration = Duration::from_secs(3600);
+const LARGEST_WINDOW: u64 = 1 << 20;
 
 /// Where a reader starts (`x-stream-offset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offset {
     First,
     Next,
+    /// From the start of the stream's last chunk.
+    Last,
+    /// From this offset (from the stream's first when this one is gone).
+    At(u64),
     /// From the chunk of this second (epoch seconds) on.
     Time(u64),
+}
+
+/// A marker with the id `id`, to append to `stream`.
+pub fn marker(stream: &str, id: &str) -> Outgoing {
+    Outgoing {
+        exchange: String::new(),
+        routing_key: stream.to_string(),
+        body: Vec::new(),
+        properties: crate::wire::properties(id, KIND_MARKER),
+        mandatory: true,
+    }
+}
+
+/// The id of the marker `p` belongs to; none when the message is not a marker.
+pub fn marker_id(p: &BasicProperties) -> Option<&str> {
+    if p.kind().as_ref()?.as_str() != KIND_MARKER {
+        return None;
+    }
+    Some(p.message_id().as_ref().map_or("", |id| id.as_str()))
+}
+
+/// The stream offset of a message (any integer type the broker may use; none when negative).
+pub fn offset_in(p: &BasicProperties) -> Option<u64> {
+    match p.headers().as_ref()?.inner().get("x-stream-offset")? {
+        AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::LongUInt(v) => Some(u64::from(*v)),
+        AMQPValue::LongInt(v) => u64::try_from(*v).ok(),
+        _ => None,
+    }
 }
 
 /// Starts consuming `stream` from `offset`, `prefetch` deliveries ahead.
@@ -32,6 +93,8 @@ pub async fn open(
     let offset = match offset {
         Offset::First => AMQPValue::LongString(LongString::from("first")),
         Offset::Next => AMQPValue::LongString(LongString::from("next")),
+        Offset::Last => AMQPValue::LongString(LongString::from("last")),
+        Offset::At(n) => AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
         Offset::Time(secs) => AMQPValue::Timestamp(secs),
     };
     let mut args = FieldTable::default();
@@ -41,9 +104,57 @@ pub async fn open(
         .map_err(|e| BrokerError::lapin(&format!("cannot read the stream '{stream}'"), &e))
 }
 
+/// A consumer tag naming the reader and this process.
+pub fn tag(what: &str) -> String {
+    format!("ebats-{what}-{}-{}", std::process::id(), crate::wire::new_id())
+}
+
+/// Acks runs of deliveries: every half prefetch, and what is left when asked.
+struct Acks {
+    every: u16,
+    unacked: u16,
+    last: u64,
+}
+
+impl Acks {
+    fn new(prefetch: u16) -> Acks {
+        Acks { every: (prefetch / 2).max(1), unacked: 0, last: 0 }
+    }
+
+    /// Counts `tag`; the tag to ack (with `multiple`) when a run is full.
+    fn count(&mut self, tag: u64) -> Option<u64> {
+        self.unacked += 1;
+        self.last = tag;
+        (self.unacked >= self.every).then(|| self.flush()).flatten()
+    }
+
+    /// The tag to ack for everything counted, if anything is.
+    fn flush(&mut self) -> Option<u64> {
+        (std::mem::take(&mut self.unacked) > 0).then_some(self.last)
+    }
+}
+
+async fn ack(ch: &Channel, tag: Option<u64>) -> Result<(), BrokerError> {
+    match tag {
+        Some(t) => {
+            ch.basic_ack(t, BasicAckOptions { multiple: true }).await.map_err(|e| BrokerError::lapin("ack failed", &e))
+        }
+        None => Ok(()),
+    }
+}
+
+async fn next(consumer: &mut Consumer, what: &str) -> Result<Delivery, BrokerError> {
+    match consumer.next().await {
+        Some(Ok(d)) => Ok(d),
+        Some(Err(e)) => Err(BrokerError::lapin(&format!("reading the {what} failed"), &e)),
+        None => Err(BrokerError::new(ErrorKind::ConnectionLost, format!("the {what} reader was closed"))),
+    }
+}
+
 /// Gives each delivery of `consumer` to `each` until `each` says it was the last one wanted (true);
 /// deliveries are acked in runs of half of `prefetch`, and the last one at once. `what` names the
-/// stream in errors.
+/// stream in errors; no message for [`READ_IDLE`] is one (`Timeout`). The one read loop of the
+/// bounded reads (run it in a runtime's context, for its timer).
 pub async fn read_until(
     ch: &Channel,
     consumer: &mut Consumer,
@@ -51,23 +162,321 @@ pub async fn read_until(
     what: &str,
     mut each: impl FnMut(&Delivery) -> bool,
 ) -> Result<(), BrokerError> {
-    let mut unacked = 0u16;
+    let mut acks = Acks::new(prefetch);
     loop {
-        let d = match consumer.next().await {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => return Err(BrokerError::lapin(&format!("reading the {what} failed"), &e)),
-            None => return Err(BrokerError::new(ErrorKind::ConnectionLost, format!("the {what} reader was closed"))),
+        let d = match tokio::time::timeout(READ_IDLE, next(consumer, what)).await {
+            Ok(d) => d?,
+            Err(_) => return Err(BrokerError::timeout(READ_IDLE, &format!("waiting for a message of the {what}"))),
         };
-        unacked += 1;
         let done = each(&d);
-        if unacked >= prefetch / 2 || done {
-            ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
-                .await
-                .map_err(|e| BrokerError::lapin("ack failed", &e))?;
-            unacked = 0;
-        }
+        let run = acks.count(d.delivery_tag);
+        ack(ch, if done { acks.flush().or(run) } else { run }).await?;
         if done {
             return Ok(());
         }
+    }
+}
+
+/// Reads `consumer` until the marker `id`, giving every message to `each` with its offset (markers
+/// too, this one last: a reader that counts from the stream's first offset needs to see them; use
+/// [`marker_id`] to tell them). Returns the marker's offset.
+pub async fn read_to_marker(
+    ch: &Channel,
+    consumer: &mut Consumer,
+    prefetch: u16,
+    what: &str,
+    id: &str,
+    mut each: impl FnMut(u64, &Delivery),
+) -> Result<u64, BrokerError> {
+    let mut at = 0;
+    read_until(ch, consumer, prefetch, what, |d| {
+        at = offset_in(&d.properties).unwrap_or(0);
+        each(at, d);
+        marker_id(&d.properties) == Some(id)
+    })
+    .await?;
+    Ok(at)
+}
+
+/// What [`read_back`] gives its caller.
+pub enum Back<'a> {
+    /// A message of the current window (in stream order within the window; markers skipped).
+    Message(u64, &'a Delivery),
+    /// The window is done: the caller answers true when it has enough (no older window is read).
+    WindowDone,
+}
+
+/// What a [`read_back`] read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadBack {
+    /// Messages received, markers included.
+    pub messages: u64,
+    pub windows: u32,
+    /// The oldest offset read.
+    pub from: u64,
+    /// The marker's offset: where the stream ended when the read began.
+    pub to: u64,
+}
+
+/// The window before the offset `end`, `size` messages long at most: `[start, end)`.
+fn window(end: u64, size: u64) -> (u64, u64) {
+    (end.saturating_sub(size), end)
+}
+
+/// Reads the stream `stream` from its end backwards, on the session `s`: first from the start of
+/// its last chunk to a marker appended now (the newest window), then windows of offsets before it,
+/// each four times the one before, oldest message first within a window, until the caller answers
+/// [`Back::WindowDone`] with true or the stream's start is reached.
+///
+/// Why windows by offset rather than by time: a stream's offsets are dense (one per message) and the
+/// same on every node, so a window of `n` offsets costs `n` messages whatever the rate they were
+/// written at; a window of time costs whatever was written in it (a burst of millions in a minute).
+/// Growing fourfold, a read that needs the newest `k` messages reads at most about `5k` (plus the
+/// last chunk), and needs few round trips when `k` is large.
+pub fn read_back(
+    s: &mut Session,
+    settings: &Settings,
+    stream: &str,
+    what: &str,
+    prefetch: u16,
+    mut each: impl FnMut(Back) -> bool,
+) -> Result<ReadBack, BrokerError> {
+    let t = settings.confirm_timeout.max(Duration::from_secs(10));
+    let mut stats = ReadBack::default();
+    // The newest window: attached at the last chunk before the marker is appended, so the marker
+    // comes after where the reader starts.
+    let id = crate::wire::new_id();
+    let ch = s.channel(settings)?;
+    let newest = (|| {
+        let mut consumer =
+            s.wait(t, &format!("opening the {what}"), open(&ch, stream, Offset::Last, prefetch, &tag(what)))?;
+        s.publish(settings, &[marker(stream, &id)])?;
+        let mut first = None;
+        let to = s.wait(WHOLE_READ, &format!("reading the {what}"), async {
+            read_to_marker(&ch, &mut consumer, prefetch, what, &id, |o, d| {
+                first.get_or_insert(o);
+                stats.messages += 1;
+                if marker_id(&d.properties).is_none() {
+                    each(Back::Message(o, d));
+                }
+            })
+            .await
+        })?;
+        Ok((first.unwrap_or(to), to))
+    })();
+    // Closing the channel ends its consumer; the stream keeps everything (reading takes nothing).
+    let _ = s.block_on(ch.close(200, "read".into()));
+    let (mut end, to) = newest?;
+    stats.windows = 1;
+    stats.from = end;
+    stats.to = to;
+    let mut size = FIRST_WINDOW;
+    let mut enough = each(Back::WindowDone);
+    while !enough && end > 0 {
+        let (start, stop_at) = window(end, size);
+        let ch = s.channel(settings)?;
+        let read = (|| {
+            let mut consumer =
+                s.wait(t, &format!("opening the {what}"), open(&ch, stream, Offset::At(start), prefetch, &tag(what)))?;
+            let mut oldest = None;
+            s.wait(WHOLE_READ, &format!("reading the {what}"), async {
+                read_until(&ch, &mut consumer, prefetch, what, |d| {
+                    let o = offset_in(&d.properties).unwrap_or(u64::MAX);
+                    if o < start {
+                        return false; // the start of the chunk `start` is in
+                    }
+                    if o >= stop_at {
+                        return true; // the window is gone (retention): only newer messages are left
+                    }
+                    oldest.get_or_insert(o);
+                    stats.messages += 1;
+                    if marker_id(&d.properties).is_none() {
+                        each(Back::Message(o, d));
+                    }
+                    o + 1 == stop_at
+                })
+                .await
+            })?;
+            Ok(oldest)
+        })();
+        let _ = s.block_on(ch.close(200, "read".into()));
+        let oldest = read?;
+        stats.windows += 1;
+        enough = each(Back::WindowDone);
+        match oldest {
+            // The stream starts later than asked (retention took the rest): this was its start.
+            Some(o) if o > start => {
+                stats.from = o;
+                break;
+            }
+            Some(o) => stats.from = o,
+            None => break,
+        }
+        end = start;
+        size = (size * 4).min(LARGEST_WINDOW);
+    }
+    Ok(stats)
+}
+
+/// How [`follow`] goes on after a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Go {
+    On,
+    Leave,
+}
+
+/// Where a follower opens again after a cut: after the last message it read, else where it
+/// started (a start of `Next` becomes the second it first attached in: a record written during the
+/// cut is not lost; one of that second may be given although written just before the follower).
+fn resume_at(last: Option<u64>, start: Offset, attached_secs: Option<u64>) -> Offset {
+    match (last, start, attached_secs) {
+        (Some(o), _, _) => Offset::At(o + 1),
+        (None, Offset::Next, Some(secs)) => Offset::Time(secs),
+        (None, start, _) => start,
+    }
+}
+
+/// Gives each message appended to `stream` from `start` on (markers skipped) to `each` with its
+/// offset, until `each` says [`Go::Leave`], `tick` (run at least every 100 ms) returns true, or a
+/// stop is asked. Runs on the calling thread, on a connection of its own (made through
+/// `broker::connection::connect`, so the node list and its order apply): when the connection or
+/// the channel breaks, or the broker is away, it connects again (to the next node first), after
+/// `consume::Backoff`'s wait, and reads on after the last offset it read. It gives up on what a
+/// person must change (access refused) and when the stream is gone (`NotFound`): the error.
+pub fn follow(
+    settings: &Settings,
+    stream: &str,
+    what: &str,
+    start: Offset,
+    prefetch: u16,
+    mut tick: impl FnMut() -> bool,
+    mut each: impl FnMut(u64, &Delivery) -> Go,
+) -> Result<(), BrokerError> {
+    let mut s = Session::new()?;
+    let rt = s.handle();
+    let _ctx = rt.enter();
+    let t = settings.confirm_timeout.max(Duration::from_secs(10));
+    let mut backoff = Backoff::default();
+    let mut last: Option<u64> = None;
+    let mut attached_secs = None;
+    let leave = |tick: &mut dyn FnMut() -> bool| stop::requested().is_some() || tick();
+    let r = 'connect: loop {
+        if leave(&mut tick) {
+            break Ok(());
+        }
+        let from = resume_at(last, start, attached_secs);
+        let opened = s.channel(settings).and_then(|ch| {
+            let c = s.wait(t, &format!("opening the {what}"), open(&ch, stream, from, prefetch, &tag(what)))?;
+            Ok((ch, c))
+        });
+        let (ch, mut consumer) = match opened {
+            Ok(o) => o,
+            Err(e) if e.kind() == ErrorKind::NotFound || !e.is_recoverable() => break Err(e),
+            Err(e) => {
+                s.disconnect();
+                let d = backoff.after(&e);
+                log::error(&format!("cannot follow the {what}: {e}; trying again in {} s", d.as_secs_f64()));
+                if stop::pause(d, TICK, &mut tick) {
+                    break Ok(());
+                }
+                continue;
+            }
+        };
+        attached_secs.get_or_insert_with(|| (crate::wire::now_ms() / 1000).max(0) as u64);
+        backoff.reset();
+        let mut acks = Acks::new(prefetch);
+        let cut = loop {
+            if leave(&mut tick) {
+                let _ = park::wait(ack(&ch, acks.flush()), t);
+                let _ = s.block_on(ch.close(200, "follow".into()));
+                break 'connect Ok(());
+            }
+            let d = match park::wait(next(&mut consumer, what), TICK) {
+                Err(Cut::TimedOut | Cut::Stopped) => {
+                    // Nothing came: ack what was read while waiting.
+                    match park::wait(ack(&ch, acks.flush()), t) {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => break e,
+                        Err(_) => break BrokerError::timeout(t, "acking"),
+                    }
+                }
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => break e,
+            };
+            let o = offset_in(&d.properties);
+            let fresh = match (o, last) {
+                (Some(o), Some(l)) => o > l,
+                _ => true,
+            };
+            if let Some(o) = o {
+                last = Some(last.map_or(o, |l| l.max(o)));
+            }
+            let go = if fresh && marker_id(&d.properties).is_none() { each(o.unwrap_or(0), &d) } else { Go::On };
+            let run = acks.count(d.delivery_tag);
+            if go == Go::Leave {
+                let _ = park::wait(ack(&ch, acks.flush().or(run)), t);
+                let _ = s.block_on(ch.close(200, "follow".into()));
+                break 'connect Ok(());
+            }
+            if let Ok(Err(e)) = park::wait(ack(&ch, run), t) {
+                break e;
+            }
+        };
+        // The stream gone, or a refusal a person must see to: given up. A cut: read on.
+        if cut.kind() == ErrorKind::NotFound || (!cut.is_recoverable() && !cut.kind().breaks_connection()) {
+            break Err(cut);
+        }
+        drop(consumer);
+        s.disconnect();
+        let d = backoff.after(&cut);
+        log::error(&format!(
+            "the {what} follower lost its connection: {cut}; reading again after offset {} in {} s",
+            last.map_or("(none yet)".to_string(), |o| o.to_string()),
+            d.as_secs_f64()
+        ));
+        if stop::pause(d, TICK, &mut tick) {
+            break Ok(());
+        }
+    };
+    s.close();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_and_resumes() {
+        assert_eq!(window(1000, 64), (936, 1000));
+        assert_eq!(window(10, 64), (0, 10));
+        assert_eq!(resume_at(Some(41), Offset::Next, Some(5)), Offset::At(42));
+        assert_eq!(resume_at(None, Offset::Next, Some(5)), Offset::Time(5));
+        assert_eq!(resume_at(None, Offset::Next, None), Offset::Next);
+        assert_eq!(resume_at(None, Offset::Time(9), Some(5)), Offset::Time(9));
+        assert_eq!(resume_at(Some(0), Offset::First, None), Offset::At(1));
+    }
+
+    #[test]
+    fn acks_in_runs() {
+        let mut a = Acks::new(4);
+        assert_eq!(a.count(1), None);
+        assert_eq!(a.count(2), Some(2));
+        assert_eq!(a.flush(), None, "nothing left after a run");
+        assert_eq!(a.count(3), None);
+        assert_eq!(a.flush(), Some(3));
+        let mut one = Acks::new(1);
+        assert_eq!(one.count(7), Some(7), "a prefetch of 1 acks each");
+    }
+
+    #[test]
+    fn markers_are_told_by_their_type() {
+        let m = marker("s", "abc");
+        assert_eq!(marker_id(&m.properties), Some("abc"));
+        assert_eq!(marker_id(&crate::wire::properties("abc", "ebats.history")), None);
+        let mut h = FieldTable::default();
+        h.insert("x-stream-offset".into(), AMQPValue::LongLongInt(12));
+        assert_eq!(offset_in(&BasicProperties::default().with_headers(h)), Some(12));
+        assert_eq!(offset_in(&BasicProperties::default()), None);
     }
 }

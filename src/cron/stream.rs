@@ -25,8 +25,11 @@ pub const READ_BACK_SECS: u64 = 180;
 
 pub use crate::wire::now_ms;
 
-/// A record, to the stream.
+/// A record, to the stream (a marker in the format of every stream's, `stream_read::marker`).
 pub fn record_message(names: &Names, record: &Record, at: i64) -> Outgoing {
+    if let Record::Marker { id } = record {
+        return stream_read::marker(&names.cron_stream(), id);
+    }
     Outgoing {
         exchange: String::new(),
         routing_key: names.cron_stream(),
@@ -89,12 +92,7 @@ pub fn offset_of(d: &Delivery) -> Option<u64> {
 
 /// The stream offset in a message's headers (any integer type the broker may use; none when negative).
 pub fn offset_in(p: &BasicProperties) -> Option<u64> {
-    match p.headers().as_ref()?.inner().get("x-stream-offset")? {
-        AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
-        AMQPValue::LongUInt(v) => Some(u64::from(*v)),
-        AMQPValue::LongInt(v) => u64::try_from(*v).ok(),
-        _ => None,
-    }
+    stream_read::offset_in(p)
 }
 
 /// What a message of the stream is.
@@ -105,6 +103,9 @@ pub fn item_of(d: &Delivery) -> Result<Item, Error> {
 /// What a message of the stream is, from its properties and body: a firing or a trigger (told by a
 /// header), else a record (the body).
 pub fn item_from(p: &BasicProperties, body: &[u8]) -> Result<Item, Error> {
+    if let Some(id) = stream_read::marker_id(p) {
+        return Ok(Item::Record(Record::Marker { id: id.to_string() }, 0));
+    }
     if let Some(h) = header_str(p, FIRING_HEADER) {
         return Firing::from_json(&String::from_utf8_lossy(h)).map(Item::Fired);
     }
@@ -124,27 +125,29 @@ pub async fn open_reader(ch: &Channel, names: &Names, from: Offset, tag: &str) -
     stream_read::open(ch, &names.cron_stream(), from, READ_PREFETCH, tag).await
 }
 
-/// Reads `consumer` into `folder` until the marker `marker` has been read; returns the last offset read.
+/// Reads `consumer` into `folder` until the marker `marker` has been read; returns its offset.
 pub async fn read_to_marker(
     ch: &Channel,
     consumer: &mut Consumer,
     folder: &mut Folder,
     marker: &str,
 ) -> Result<Option<u64>, BrokerError> {
-    let mut last = None;
-    stream_read::read_until(ch, consumer, READ_PREFETCH, "schedule stream", |d| {
-        let offset = offset_of(d).unwrap_or(0);
-        last = Some(offset);
-        let item = item_of(d);
-        let done = matches!(&item, Ok(Item::Record(Record::Marker { id }, _)) if id == marker);
-        match item {
-            Ok(item) => folder.push(offset, item),
-            Err(e) => crate::log::error(&format!("skipping a message of the schedule stream at offset {offset}: {e}")),
-        }
-        done
-    })
-    .await?;
-    Ok(last)
+    let at =
+        stream_read::read_to_marker(
+            ch,
+            consumer,
+            READ_PREFETCH,
+            "schedule stream",
+            marker,
+            |offset, d| match item_of(d) {
+                Ok(item) => folder.push(offset, item),
+                Err(e) => {
+                    crate::log::error(&format!("skipping a message of the schedule stream at offset {offset}: {e}"))
+                }
+            },
+        )
+        .await?;
+    Ok(Some(at))
 }
 
 /// Appends records to the stream, confirmed, on the process's session.

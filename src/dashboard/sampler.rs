@@ -1,7 +1,8 @@
 //! The thread that samples, every few seconds: the metrics and `/status.json` of every address
 //! (given, or found through the broker when neither addresses nor topics are given), the depths of
-//! every topic's queues (on a broker session of its own), and, at most every [`HISTORY_EVERY`], the
-//! execution history. It writes the dashboard's `View` and `HistoryView` and adds a point to its series.
+//! every topic's queues (on a broker session of its own). It writes the dashboard's `View`, moves its
+//! `HistoryView` on in time, and adds a point to its series. The execution history is followed by a
+//! thread the sampler starts ([`sources::follow_history`]), on a connection of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,9 +26,9 @@ fn queues(names: &Names, topics: &BTreeSet<String>) -> Vec<(String, &'static str
     q
 }
 
-/// How often the history is read (each read appends a marker to its stream) and processes are
-/// looked for through the broker.
-pub const HISTORY_EVERY: Duration = Duration::from_secs(5);
+/// How often processes are looked for through the broker (each look appends a marker to the
+/// processes stream).
+pub const DISCOVER_EVERY: Duration = Duration::from_secs(5);
 
 /// What the sampler keeps between samples.
 #[derive(Default)]
@@ -39,10 +40,10 @@ pub struct Memory {
     last_slow: Option<Instant>,
 }
 
-/// The reads made at most every [`HISTORY_EVERY`]: the history, and discovery when it is on. Both
-/// use this process's broker session, so they hold `State::broker`.
+/// The read made at most every [`DISCOVER_EVERY`]: discovery, when it is on. It uses this process's
+/// broker session (a read of a minute of the processes stream), so it holds `State::broker`.
 fn slow_reads(state: &State, mem: &mut Memory) {
-    if mem.last_slow.is_some_and(|t| t.elapsed() < HISTORY_EVERY) {
+    if mem.last_slow.is_some_and(|t| t.elapsed() < DISCOVER_EVERY) {
         return;
     }
     mem.last_slow = Some(Instant::now());
@@ -62,22 +63,12 @@ fn slow_reads(state: &State, mem: &mut Memory) {
             Err(e) => mem.found_error = Some(format!("finding the processes through the broker: {e}")),
         }
     }
-    let fresh = {
-        let _one = state.broker.lock();
-        sources::read_history(&state.settings, now_ms())
-    };
-    let mut h = state.history.lock();
-    if fresh.error.is_some() && h.on {
-        // A broker away: keep showing the last records read.
-        h.error = fresh.error;
-    } else {
-        *h = fresh;
-    }
 }
 
 /// Takes one sample.
 pub fn sample(state: &State, reader: &mut Reader, mem: &mut Memory) {
     slow_reads(state, mem);
+    state.history.lock().advance(now_ms());
     let addresses = if state.opts.discovers() { &mem.found } else { &state.opts.metrics };
     let scrapes: Vec<sources::Scrape> = addresses.iter().map(|a| sources::scrape(a)).collect();
     let mut topics: BTreeSet<String> = state.opts.topics.iter().cloned().collect();
@@ -133,8 +124,16 @@ pub fn sample(state: &State, reader: &mut Reader, mem: &mut Memory) {
     *state.view.lock() = view;
 }
 
-/// Samples every `state.opts.sample_every` until `stop` is raised.
+/// Samples every `state.opts.sample_every` until `stop` is raised; follows the execution history
+/// on a thread of its own meanwhile.
 pub fn run(state: Arc<State>, stop: Arc<AtomicBool>) {
+    let (st, sp) = (state.clone(), stop.clone());
+    let history = std::thread::Builder::new()
+        .name("ebats-dash-history".into())
+        .spawn(move || sources::follow_history(&st.settings, &st.history, &|| sp.load(Ordering::Relaxed)));
+    if let Err(e) = &history {
+        state.history.lock().error = Some(format!("cannot start the history follower: {e}"));
+    }
     let mut reader = Reader::new(state.settings.clone());
     let mut mem = Memory::default();
     while !stop.load(Ordering::Relaxed) {
@@ -143,5 +142,8 @@ pub fn run(state: Arc<State>, stop: Arc<AtomicBool>) {
         while started.elapsed() < state.opts.sample_every && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+    if let Ok(h) = history {
+        let _ = h.join();
     }
 }

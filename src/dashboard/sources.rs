@@ -1,8 +1,9 @@
 //! Where the dashboard's figures of executions and processes come from, as plain data.
 //!
-//! - Executions: the execution history (`<prefix>.history`), when there is one, read by the
-//!   sampler at most every few seconds into a [`HistoryView`] (the newest records and the failures
-//!   of the last hour and week); without the stream the page says "execution history is off".
+//! - Executions: the execution history (`<prefix>.history`), when there is one, followed by a
+//!   thread of its own on a connection of its own ([`follow_history`]: the last week once, then each
+//!   record as it is appended) into a [`HistoryView`] (the newest records and the failures of the last
+//!   hour and week); without the stream the page says "execution history is off".
 //! - Processes: the `/status.json` of each address (given with `--metrics=host:port,...`, or found
 //!   through the broker's processes stream); topic counters: the Prometheus text of its `/metrics`.
 //!
@@ -11,11 +12,15 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use serde::Serialize;
 use serde_json::Value;
 
 use super::series::ChartPoint;
-use crate::broker::ErrorKind;
+use crate::broker::names::Names;
+use crate::broker::stream_read::{self, Go, Offset};
+use crate::broker::{ErrorKind, Session};
 use crate::config::Settings;
 use crate::history::record::{outcome_name, status_named};
 use crate::history::Record;
@@ -57,10 +62,10 @@ pub const KEPT: usize = 2000;
 /// How far back the failures are counted.
 pub const WEEK_MS: i64 = 7 * 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
+const MINUTE_MS: i64 = 60_000;
 
-/// What the last read of the history gave: the newest records (newest first) and the failures
-/// counted over the last hour and week. Refreshed by the sampler at most every few seconds, since
-/// each read appends a marker to the stream.
+/// What the history says, kept up to date as records are appended: the newest records (newest
+/// first) and the failures counted over the last hour and week (by the minute they ended in).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HistoryView {
     /// The stream exists (a worker records executions under this prefix).
@@ -73,6 +78,12 @@ pub struct HistoryView {
     pub error: Option<String>,
     /// Runs of the last hour per [`STEP_MS`] interval (by its start): runs, failed, run ms summed.
     pub hour: BTreeMap<i64, (u64, u64, f64)>,
+    /// Failures of the last week per minute (by its start).
+    fails: BTreeMap<i64, u64>,
+}
+
+fn minute_of(ms: i64) -> i64 {
+    ms.div_euclid(MINUTE_MS) * MINUTE_MS
 }
 
 /// The interval of the charts drawn from the history.
@@ -105,9 +116,11 @@ impl HistoryView {
 
     /// Counts `r` (given in stream order, oldest first) and keeps it among the newest [`KEPT`].
     pub fn add(&mut self, r: &Record) {
-        if r.status == STATE_FAIL {
-            self.failed_7d += u64::from(r.end_ms >= self.at_ms - WEEK_MS);
-            self.failed_1h += u64::from(r.end_ms >= self.at_ms - HOUR_MS);
+        let minute = minute_of(r.end_ms);
+        if r.status == STATE_FAIL && minute >= minute_of(self.at_ms - WEEK_MS) {
+            *self.fails.entry(minute).or_default() += 1;
+            self.failed_7d += 1;
+            self.failed_1h += u64::from(minute >= minute_of(self.at_ms - HOUR_MS));
         }
         if r.end_ms >= self.at_ms - HOUR_MS {
             let b = self.hour.entry(r.end_ms.div_euclid(STEP_MS) * STEP_MS).or_default();
@@ -119,6 +132,17 @@ impl HistoryView {
             self.recent.pop_back();
         }
         self.recent.push_front(Execution::of(r));
+    }
+
+    /// Moves the view to `now_ms`: what left the hour and the week is no longer counted.
+    pub fn advance(&mut self, now_ms: i64) {
+        self.at_ms = self.at_ms.max(now_ms);
+        let week = minute_of(self.at_ms - WEEK_MS);
+        let hour = minute_of(self.at_ms - HOUR_MS);
+        self.fails = self.fails.split_off(&week);
+        self.failed_7d = self.fails.values().sum();
+        self.failed_1h = self.fails.range(hour..).map(|(_, n)| n).sum();
+        self.hour = self.hour.split_off(&(self.at_ms - HOUR_MS).div_euclid(STEP_MS).saturating_mul(STEP_MS));
     }
 
     /// Throughput and run time of the last hour, one point per [`STEP_MS`] (empty ones included),
@@ -159,14 +183,62 @@ impl HistoryView {
     }
 }
 
-/// Reads the history of the last week (on this process's broker session: hold `State::broker`).
-/// No stream: the history is off.
-pub fn read_history(settings: &Settings, now_ms: i64) -> HistoryView {
-    let mut view = HistoryView::new(now_ms);
-    match crate::history::scan(settings, Some(now_ms - WEEK_MS), |r| view.add(&r)) {
-        Ok(()) => view,
-        Err(e) if e.kind() == ErrorKind::NotFound => HistoryView { at_ms: now_ms, ..HistoryView::default() },
-        Err(e) => HistoryView { at_ms: now_ms, error: Some(e.to_string()), ..HistoryView::default() },
+/// How long the history follower waits before it looks again for a stream that is missing or
+/// after an error.
+const FOLLOW_AGAIN: Duration = Duration::from_secs(5);
+
+/// Follows the execution history into `view` until `stop` says so: the last week once, then each
+/// record as it is appended (`stream_read::follow`: a connection of its own, moving to the next
+/// node when its node goes away), so no read holds the process's broker session and no read starts
+/// over. Nothing is written to the stream. While the stream is missing the view says the history is
+/// off, and the stream is looked for again every few seconds.
+pub fn follow_history(settings: &Settings, view: &Mutex<HistoryView>, stop: &dyn Fn() -> bool) {
+    let stream = Names::new(&settings.prefix).history_stream();
+    let mut checker: Option<Session> = None;
+    // The offset after which to read on (after an error), within the stream as it was found.
+    let mut last: Option<u64> = None;
+    while !stop() {
+        let now = crate::wire::now_ms();
+        let exists = (|| {
+            if checker.is_none() {
+                checker = Some(Session::new()?);
+            }
+            checker.as_mut().expect("set above").queue_counts(settings, &stream).map(|_| ())
+        })();
+        match exists {
+            Ok(()) if last.is_none() => *view.lock() = HistoryView::new(now),
+            Ok(()) => view.lock().on = true,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                last = None;
+                *view.lock() = HistoryView { at_ms: now, ..HistoryView::default() };
+            }
+            Err(e) => view.lock().error = Some(e.to_string()),
+        }
+        if view.lock().on {
+            let from = last.map_or(Offset::Time(((now - WEEK_MS).max(0) / 1000) as u64), |o| Offset::At(o + 1));
+            let r = stream_read::follow(settings, &stream, "history stream", from, 500, stop, |o, d| {
+                last = Some(o);
+                let records = crate::history::Record::parse_many(&d.data).unwrap_or_default();
+                let mut v = view.lock();
+                v.error = None;
+                for r in &records {
+                    if r.end_ms >= v.at_ms - WEEK_MS {
+                        v.add(r);
+                    }
+                }
+                Go::On
+            });
+            if let Err(e) = r {
+                if e.kind() == ErrorKind::NotFound {
+                    last = None;
+                }
+                view.lock().error = Some(format!("following the execution history: {e}"));
+            }
+        }
+        crate::broker::stop::pause(FOLLOW_AGAIN, Duration::from_millis(100), stop);
+    }
+    if let Some(mut s) = checker {
+        s.close();
     }
 }
 
@@ -472,6 +544,13 @@ mod tests {
             v.add(&record(task, status, end));
         }
         assert_eq!((v.failed_1h, v.failed_7d), (1, 2));
+        let mut later = v.clone();
+        later.advance(now + MINUTE_MS);
+        assert_eq!((later.failed_1h, later.failed_7d), (0, 1), "a minute on, the oldest failures are out");
+        later.advance(now);
+        assert_eq!(later.at_ms, now + MINUTE_MS, "time does not go back");
+        later.advance(now + WEEK_MS + MINUTE_MS);
+        assert_eq!((later.failed_1h, later.failed_7d, later.hour.len()), (0, 0, 0));
         let chart = v.chart();
         assert_eq!(chart.len(), 120, "an hour of 30 s intervals");
         assert_eq!(chart.last().unwrap().at_ms, now);

@@ -3,7 +3,8 @@
 //!
 //! `record` (pure: what a record holds, its JSON), `query` (pure: filters, `since`), `event_tasks`
 //! (pure: the tasks an event made), `writer` (in the worker child, off the task path), `reader`
-//! (read to now, scan, follow).
+//! (the newest records, read from the end backwards; a scan from a time to now; follow), through
+//! the one stream reader `broker::stream_read`.
 
 pub mod event_tasks;
 pub mod query;

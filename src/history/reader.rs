@@ -1,65 +1,37 @@
-//! Reading the history stream: a read of what is there now (to a marker the reader appends, so it
-//! knows where "now" is), a bounded scan for other readers (the schedules' last firings), and
-//! following new records until the stop token (or the caller) ends it.
+//! Reading the history stream, through the one stream reader (`broker::stream_read`): the newest
+//! records matching a query (read from the end backwards, so their cost does not grow with the
+//! stream), every record from a time on up to now (the schedules' last firings), and following new
+//! records (moving to the next node when its node goes away).
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
-use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::BasicAckOptions;
-use lapin::{Channel, Consumer};
 
 use super::query::Query;
-use super::record::{Record, KIND_MARKER};
+use super::record::Record;
 use crate::broker::current::with_session;
 use crate::broker::names::Names;
-use crate::broker::stream_read::{self, Offset};
-use crate::broker::{park, stop, BrokerError, ErrorKind, Outgoing, Session};
+use crate::broker::stream_read::{self, Back, Go, Offset, ReadBack};
+use crate::broker::{BrokerError, ErrorKind, Session};
 use crate::config::Settings;
-use crate::wire::properties;
 
 /// Deliveries a reader takes ahead; acked in runs of half of it.
 const PREFETCH: u16 = 500;
-/// How long a follower waits for a record before it looks at the stop token.
-const TICK: Duration = Duration::from_millis(100);
+const WHAT: &str = "history stream";
 
-/// Where a reader starts.
-#[derive(Debug, Clone, Copy)]
-enum Start {
-    First,
-    Next,
-    /// Epoch milliseconds (read from the chunk of that second on).
-    Since(i64),
-}
-
-/// A reader from `since_ms` starts this much earlier (records before it are filtered out): the broker
-/// stamps chunks with its own clock, and a reader started after its own marker would never see it.
+/// A read from a time on starts this much earlier (records before it are filtered out), and a
+/// read back in time goes on until a window holds nothing newer than the time less this: the
+/// broker stamps chunks with its own clock, the workers stamp records with theirs, and a writer's
+/// batch waits a little before it is sent.
 const CLOCK_MARGIN_MS: i64 = 60_000;
 
-fn start_of(since_ms: Option<i64>, otherwise: Start) -> Start {
-    match since_ms {
-        Some(ms) => Start::Since(ms.min(crate::wire::now_ms()) - CLOCK_MARGIN_MS),
-        None => otherwise,
-    }
+fn since_secs(since_ms: i64) -> u64 {
+    ((since_ms.min(crate::wire::now_ms()) - CLOCK_MARGIN_MS).max(0) / 1000) as u64
 }
 
-async fn open(ch: &Channel, stream: &str, start: Start, tag: &str) -> Result<Consumer, BrokerError> {
-    let offset = match start {
-        Start::First => Offset::First,
-        Start::Next => Offset::Next,
-        Start::Since(ms) => Offset::Time((ms.max(0) / 1000) as u64),
-    };
-    stream_read::open(ch, stream, offset, PREFETCH, tag).await
-}
-
-fn tag() -> String {
-    format!("ebats-history-{}-{}", std::process::id(), crate::wire::new_id())
-}
-
-/// The stream must exist: reading one that does not is an error saying how it comes to be.
-fn check_exists(s: &mut Session, settings: &Settings, stream: &str) -> Result<(), BrokerError> {
-    s.queue_counts(settings, stream).map(|_| ()).map_err(|e| match e.kind() {
+/// The error for a stream that does not exist, saying how it comes to be; others as they are.
+fn missing(stream: &str, e: BrokerError) -> BrokerError {
+    match e.kind() {
         ErrorKind::NotFound => BrokerError::new(
             ErrorKind::NotFound,
             format!(
@@ -68,149 +40,181 @@ fn check_exists(s: &mut Session, settings: &Settings, stream: &str) -> Result<()
             ),
         ),
         _ => e,
-    })
+    }
 }
 
-/// Records (a writer's batch), or a marker's id, or something else (skipped).
-enum Item {
-    Records(Vec<Record>),
-    Marker(String),
-    Other,
+/// The stream must exist: reading one that does not is an error saying how it comes to be.
+fn check_exists(s: &mut Session, settings: &Settings, stream: &str) -> Result<(), BrokerError> {
+    s.queue_counts(settings, stream).map(|_| ()).map_err(|e| missing(stream, e))
 }
 
-fn item(d: &Delivery) -> Item {
-    if d.properties.kind().as_ref().is_some_and(|k| k.as_str() == KIND_MARKER) {
-        return Item::Marker(d.properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default());
-    }
-    match Record::parse_many(&d.data) {
-        Ok(r) => Item::Records(r),
-        Err(_) => Item::Other,
-    }
+/// The records of a message: a writer's batch; anything else (an older reader's marker) has none.
+fn records(d: &Delivery) -> Vec<Record> {
+    Record::parse_many(&d.data).unwrap_or_default()
 }
 
 /// Every record from `since_ms` (or the start) up to now, in stream order, each given to `each`.
 pub fn scan(settings: &Settings, since_ms: Option<i64>, mut each: impl FnMut(Record)) -> Result<(), BrokerError> {
     let stream = Names::new(&settings.prefix).history_stream();
+    let from = since_ms.map_or(Offset::First, |ms| Offset::Time(since_secs(ms)));
     with_session(|s| {
         check_exists(s, settings, &stream)?;
-        let marker = crate::wire::new_id();
-        let out = Outgoing {
-            exchange: String::new(),
-            routing_key: stream.clone(),
-            body: format!("{{\"marker\":\"{marker}\"}}").into_bytes(),
-            properties: properties(&marker, KIND_MARKER),
-            mandatory: true,
-        };
-        s.publish(settings, std::slice::from_ref(&out))?;
+        let id = crate::wire::new_id();
+        s.publish(settings, &[stream_read::marker(&stream, &id)])?;
         let ch = s.channel(settings)?;
-        let t = settings.confirm_timeout.max(Duration::from_secs(10));
-        let r = (|| {
-            let mut consumer =
-                s.wait(t, "opening the history stream", open(&ch, &stream, start_of(since_ms, Start::First), &tag()))?;
-            let mut unacked = 0;
-            loop {
-                let d = match s.wait(t, "reading the history stream", async { Ok(consumer.next().await) })? {
-                    Some(Ok(d)) => d,
-                    Some(Err(e)) => return Err(BrokerError::lapin("reading the history stream failed", &e)),
-                    None => return Err(BrokerError::new(ErrorKind::ConnectionLost, "the history reader was closed")),
-                };
-                unacked += 1;
-                let item = item(&d);
-                let done = matches!(&item, Item::Marker(id) if *id == marker);
-                if unacked >= PREFETCH / 2 {
-                    s.wait(t, "acking the history stream", async {
-                        ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
-                            .await
-                            .map_err(|e| BrokerError::lapin("ack failed", &e))
-                    })?;
-                    unacked = 0;
-                }
-                if let Item::Records(records) = item {
-                    records.into_iter().filter(|r| since_ms.is_none_or(|s| r.end_ms >= s)).for_each(&mut each);
-                }
-                if done {
-                    return Ok(());
-                }
-            }
-        })();
+        let r = s.wait(stream_read::WHOLE_READ, "reading the history stream", async {
+            let mut consumer = stream_read::open(&ch, &stream, from, PREFETCH, &stream_read::tag("history")).await?;
+            stream_read::read_to_marker(&ch, &mut consumer, PREFETCH, WHAT, &id, |_, d| {
+                records(d).into_iter().filter(|r| since_ms.is_none_or(|s| r.end_ms >= s)).for_each(&mut each)
+            })
+            .await
+        });
         // Closing the channel ends the consumer; the stream keeps everything (reading takes nothing).
         let _ = s.block_on(ch.close(200, "read".into()));
-        r
+        r.map(|_| ())
     })
 }
 
-/// The newest `q.limit()` records that match `q`, oldest first. For the dashboard and `History::read()`.
-pub fn read(settings: &Settings, q: &Query) -> Result<Vec<Record>, BrokerError> {
-    let limit = q.limit();
-    let mut kept = VecDeque::new();
-    scan(settings, q.since_ms, |r| {
-        if q.matches(&r) {
-            if kept.len() == limit {
-                kept.pop_front();
+/// The newest records of a read back, gathered window by window (newest window first).
+struct Newest<'a> {
+    q: &'a Query,
+    limit: usize,
+    /// The matches kept so far, oldest first.
+    kept: VecDeque<Record>,
+    /// The matches of the window being read (its newest `limit`), and its newest record's end.
+    window: VecDeque<Record>,
+    window_newest_ms: Option<i64>,
+}
+
+impl<'a> Newest<'a> {
+    fn new(q: &'a Query) -> Newest<'a> {
+        Newest { q, limit: q.limit(), kept: VecDeque::new(), window: VecDeque::new(), window_newest_ms: None }
+    }
+
+    fn message(&mut self, records: Vec<Record>) {
+        for r in records {
+            self.window_newest_ms = Some(self.window_newest_ms.map_or(r.end_ms, |m| m.max(r.end_ms)));
+            if self.q.matches(&r) {
+                if self.window.len() == self.limit {
+                    self.window.pop_front();
+                }
+                self.window.push_back(r);
             }
-            kept.push_back(r);
         }
+    }
+
+    /// The window is read: its matches go before those of newer windows. True when no older window
+    /// is needed: the limit is reached, or the window held nothing as recent as `since`.
+    fn window_done(&mut self) -> bool {
+        let room = self.limit - self.kept.len();
+        let skip = self.window.len().saturating_sub(room);
+        for r in self.window.drain(..).skip(skip).rev() {
+            self.kept.push_front(r);
+        }
+        let older = match (self.q.since_ms, self.window_newest_ms.take()) {
+            (Some(since), Some(newest)) => newest < since - CLOCK_MARGIN_MS,
+            _ => false,
+        };
+        self.kept.len() >= self.limit || older
+    }
+}
+
+/// The newest `q.limit()` records that match `q`, oldest first, and what was read to find them.
+/// Read from the end of the stream backwards (`stream_read::read_back`): finding them costs the
+/// messages between them and the end, not the stream's length.
+pub fn read_counted(settings: &Settings, q: &Query) -> Result<(Vec<Record>, ReadBack), BrokerError> {
+    let stream = Names::new(&settings.prefix).history_stream();
+    let mut newest = Newest::new(q);
+    let stats = with_session(|s| {
+        check_exists(s, settings, &stream)?;
+        stream_read::read_back(s, settings, &stream, WHAT, PREFETCH, |b| match b {
+            Back::Message(_, d) => {
+                newest.message(records(d));
+                false
+            }
+            Back::WindowDone => newest.window_done(),
+        })
     })?;
-    Ok(kept.into())
+    if settings.debug {
+        crate::log::debug(&format!(
+            "history read: {} messages in {} windows (offsets {} to {})",
+            stats.messages, stats.windows, stats.from, stats.to
+        ));
+    }
+    Ok((newest.kept.into(), stats))
+}
+
+/// The newest `q.limit()` records that match `q`, oldest first. For the CLI and `History::read()`.
+pub fn read(settings: &Settings, q: &Query) -> Result<Vec<Record>, BrokerError> {
+    read_counted(settings, q).map(|(records, _)| records)
+}
+
+/// Where a follower of `q` starts: from `q.since_ms` when set, else from now on.
+fn follow_start(q: &Query) -> Offset {
+    q.since_ms.map_or(Offset::Next, |ms| Offset::Time(since_secs(ms)))
 }
 
 /// Gives each record that matches `q` to `each` as it is appended (from `q.since_ms` when set,
 /// else from now on), until `each` returns false, `tick` (run between waits, at least every 100 ms)
-/// returns true, or a stop is asked. The limit does not apply.
+/// returns true, or a stop is asked. The limit does not apply. On a connection of its own, which
+/// moves to the next node of the list when its node goes away and reads on where it was.
 pub fn follow(
     settings: &Settings,
     q: &Query,
-    mut tick: impl FnMut() -> bool,
+    tick: impl FnMut() -> bool,
     mut each: impl FnMut(Record) -> bool,
 ) -> Result<(), BrokerError> {
     let stream = Names::new(&settings.prefix).history_stream();
-    let (rt, ch, mut consumer) = with_session(|s| {
-        check_exists(s, settings, &stream)?;
-        let ch = s.channel(settings)?;
-        let t = settings.confirm_timeout.max(Duration::from_secs(10));
-        let consumer =
-            s.wait(t, "opening the history stream", open(&ch, &stream, start_of(q.since_ms, Start::Next), &tag()))?;
-        Ok((s.handle(), ch, consumer))
-    })?;
-    let ack = |tag: u64| {
-        rt.block_on(ch.basic_ack(tag, BasicAckOptions { multiple: true }))
-            .map_err(|e| BrokerError::lapin("ack failed", &e))
-    };
-    let mut unacked: Option<(u64, u16)> = None;
-    let r = loop {
-        if stop::requested().is_some() || tick() {
-            break Ok(());
+    // A missing stream is found by the follower's consumer itself: one connection, the first node's.
+    stream_read::follow(settings, &stream, WHAT, follow_start(q), PREFETCH, tick, |_, d| {
+        match records(d).into_iter().filter(|r| q.matches(r)).all(&mut each) {
+            true => Go::On,
+            false => Go::Leave,
         }
-        let d = match park::wait(consumer.next(), TICK) {
-            Err(_) => {
-                // Nothing came: ack what was read while waiting.
-                if let Some((tag, _)) = unacked.take() {
-                    if let Err(e) = ack(tag) {
-                        break Err(e);
-                    }
-                }
-                continue;
-            }
-            Ok(Some(Ok(d))) => d,
-            Ok(Some(Err(e))) => break Err(BrokerError::lapin("reading the history stream failed", &e)),
-            Ok(None) => break Err(BrokerError::new(ErrorKind::ConnectionLost, "the history follower was closed")),
-        };
-        let n = unacked.map_or(0, |(_, n)| n) + 1;
-        unacked = Some((d.delivery_tag, n));
-        if n >= PREFETCH / 2 {
-            unacked = None;
-            if let Err(e) = ack(d.delivery_tag) {
-                break Err(e);
-            }
-        }
-        if let Item::Records(records) = item(&d) {
-            if !records.into_iter().filter(|r| q.matches(r)).all(&mut each) {
-                break Ok(());
-            }
-        }
-    };
-    let _ = rt.block_on(ch.close(200, "follow".into()));
-    let _ctx = rt.enter();
-    drop(consumer);
-    r
+    })
+    .map_err(|e| missing(&stream, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::record::Run;
+    use crate::wire::TaskMsg;
+
+    fn record(task: &str, end_ms: i64) -> Record {
+        let run = Run { millis: 1.0, message: "m", class: None, status: 0, end_ms };
+        Record::of(&TaskMsg::new("t", task, serde_json::json!([]), 0), &run, 100, 1, "h")
+    }
+
+    fn tasks(n: &Newest) -> Vec<String> {
+        n.kept.iter().map(|r| r.task.clone()).collect()
+    }
+
+    #[test]
+    fn newest_across_windows() {
+        let q = Query { limit: Some(3), ..Query::default() };
+        let mut n = Newest::new(&q);
+        n.message(vec![record("e", 5), record("f", 6)]);
+        assert!(!n.window_done(), "two of three");
+        n.message(vec![record("a", 1), record("b", 2)]);
+        n.message(vec![record("c", 3), record("d", 4)]);
+        assert!(n.window_done());
+        assert_eq!(tasks(&n), ["d", "e", "f"], "the newest of the older window go first");
+    }
+
+    #[test]
+    fn filters_and_since_end_the_read() {
+        let q = Query { task: Some("x".into()), since_ms: Some(200_000), ..Query::default() };
+        let mut n = Newest::new(&q);
+        n.message(vec![record("x", 250_000), record("y", 260_000)]);
+        assert!(!n.window_done());
+        n.message(vec![record("x", 150_000)]);
+        assert!(!n.window_done(), "within the clock margin: an older window may still hold one");
+        n.message(vec![record("x", 100_000)]);
+        assert!(n.window_done(), "nothing as recent as since less the margin");
+        assert_eq!(tasks(&n), ["x"]);
+        let mut empty = Newest::new(&q);
+        assert!(!empty.window_done(), "a window of markers only says nothing");
+        assert_eq!(follow_start(&Query::default()), Offset::Next);
+    }
 }

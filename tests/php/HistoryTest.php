@@ -10,6 +10,7 @@ use Asynclib\Ebats\Schedules;
 use Asynclib\Ebats\Task;
 use Asynclib\Exception\ConnectionedException;
 use Asynclib\Exception\TaskException;
+use Ebats\Tests\Lib\BrokerProxy;
 use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
 use Ebats\Tests\Lib\TestEnv;
@@ -189,6 +190,36 @@ final class HistoryTest extends ProcTestCase
         $start = microtime(true);
         $this->assertSame(0, $follow->stop(5.0), 'SIGTERM ends --follow: ' . $follow->describe());
         $this->assertLessThan(3.0, microtime(true) - $start);
+    }
+
+    /** Issue 18 item 13: `history --follow` moves to the next URL of the list when its node dies. */
+    public function testFollowMovesToTheNextNodeWhenItsNodeDies(): void
+    {
+        $this->startWorker(['debug' => false, 'env' => self::ON]);
+        Task::create('demo', 'ok', ['when' => 'the stream exists']);
+        $this->waitRecords(1);
+        $proxy = new BrokerProxy();
+        $port = $proxy->start();
+        $bin = TestEnv::repoRoot() . '/php/bin/ebats';
+        $follow = Process::start(
+            array_merge(TestEnv::phpCommand(), [$bin, 'history', '--follow', '--json', '--task', 'ok']),
+            static::childEnv(['EBATS_AMQP_URL' => TestEnv::amqpUrl(null, $port) . ',' . TestEnv::amqpUrl()]),
+            ['name' => 'follow', 'stdout' => "{$this->tmp}/follow.out", 'stderr' => "{$this->tmp}/follow.err"]
+        );
+        $this->waitConsumers(static::q('history'), 1, 20, [$follow]);
+        $before = Task::create('demo', 'ok', ['when' => 'before the cut']);
+        $this->waitFor(fn () => str_contains($follow->stdout(), $before) ? true : null, 20, 'the follower prints a record through the first node');
+        $proxy->cut();
+        $after = Task::create('demo', 'ok', ['when' => 'after the cut']);
+        $out = $this->waitFor(
+            fn () => str_contains($follow->stdout(), $after) ? $follow->stdout() : null,
+            30,
+            'the follower to read on through the next node'
+        );
+        $rows = array_map(static fn (string $l): array => json_decode($l, true, 512, JSON_THROW_ON_ERROR), array_filter(explode("\n", $out)));
+        $this->assertSame([$before, $after], array_column($rows, 'id'), 'nothing lost, nothing printed twice');
+        $this->assertFalse($follow->hasExited(), 'still following: ' . $follow->describe());
+        $this->assertSame(0, $follow->stop(5.0), 'SIGTERM ends --follow: ' . $follow->describe());
     }
 
     public function testOffByDefaultNoStreamIsDeclared(): void
