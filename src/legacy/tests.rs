@@ -170,7 +170,7 @@ fn limits() {
     let deep = |n: usize| {
         let mut b = "a:1:{i:0;".repeat(n).into_bytes();
         b.extend_from_slice(b"N;");
-        b.extend(std::iter::repeat(b'}').take(n));
+        b.extend(std::iter::repeat_n(b'}', n));
         b
     };
     let l = Limits { max_depth: 3, ..Limits::default() };
@@ -275,7 +275,6 @@ fn php_values_become_the_json_ebats_makes_of_them() {
     ];
     for (body, want) in table {
         assert_eq!(&ev(body).unwrap().params, want, "{body}");
-        assert!(ev(body).unwrap().params.to_string() == want.to_string(), "{body}");
     }
     let refused: &[(&str, &str)] = &[
         ("a:1:{s:1:\"x\";d:INF;}", "INF cannot be represented in JSON at params[x]"),
