@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod headers;
 pub mod history;
 pub mod http;
+pub mod legacy;
 pub mod log;
 pub mod metrics;
 pub mod nodes;
