@@ -19,7 +19,7 @@ pub fn event(names: &Names, e: &EventMsg) -> (Vec<Decl>, Outgoing) {
         properties: properties(&e.id, KIND_EVENT),
         mandatory: true,
     };
-    (vec![Decl::Events], out)
+    (vec![Decl::Events, Decl::EventRoute(e.event.clone())], out)
 }
 
 /// A task to its topic's ready queue, or through the delay levels when `delay_secs` > 0.
