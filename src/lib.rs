@@ -10,6 +10,7 @@ pub mod cron;
 pub mod dashboard;
 pub mod dispatch;
 pub mod history;
+pub mod legacy;
 pub mod log;
 pub mod metrics;
 pub mod nodes;
