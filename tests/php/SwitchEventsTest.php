@@ -188,9 +188,11 @@ final class SwitchEventsTest extends ProcTestCase
 
         // Its Worker reads the ready queue P.demoR: a Task object with the private properties.
         $task = static function (string $raw): array {
-            $o = unserialize($raw, ['allowed_classes' => false])['body'];
+            $o = (array) unserialize($raw, ['allowed_classes' => false])['body'];
+            self::assertSame('Asynclib\\Ebats\\Task', $o['__PHP_Incomplete_Class_Name']);
+            unset($o['__PHP_Incomplete_Class_Name']);
             $out = [];
-            foreach ((array) $o as $k => $v) {
+            foreach ($o as $k => $v) {
                 $out[str_replace("\0Asynclib\\Ebats\\Task\0", '', $k)] = $v;
             }
             return $out;
