@@ -68,6 +68,11 @@ pub const URL_ORDER: Setting =
 /// The type of the ready, event, failed and delay queues: `classic` or `quorum`.
 pub const QUEUE_TYPE: Setting = Setting { ini: c"ebats.queue_type", env: "EBATS_QUEUE_TYPE", default: c"classic" };
 
+/// Where the original library (the pure-PHP `Asynclib`) kept its retry counters, a file per task
+/// id: a worker reading a task in the original's format takes its attempt count from there.
+pub const LEGACY_COUNTERS: Setting =
+    Setting { ini: c"ebats.legacy_counter_dir", env: "EBATS_LEGACY_COUNTER_DIR", default: c"/tmp/ebats" };
+
 /// Every setting, in the order `php --ri` shows them.
 pub const ALL: &[Setting] = &[
     URL,
@@ -86,6 +91,7 @@ pub const ALL: &[Setting] = &[
     HISTORY_MAX_AGE,
     HISTORY_MAX_BYTES,
     HISTORY_PARAMS_BYTES,
+    LEGACY_COUNTERS,
 ];
 
 /// The type of the queues ebats declares for tasks and events (`ebats.queue_type`).

@@ -91,6 +91,8 @@ impl Decl {
             Decl::Topic(topic) => {
                 exchange(ch, &n.task_exchange(), ExchangeKind::Direct, FieldTable::default()).await?;
                 q.declare(&n.ready_queue(topic), FieldTable::default()).await?;
+                // The original library's queues of this topic, if any, handed over first.
+                super::legacy_topology::adopt_topic(q.conn, n, topic).await?;
                 bind(ch, &n.ready_queue(topic), &n.task_exchange(), topic).await?;
                 due_exchange(q, n).await?;
                 bind(ch, &n.ready_queue(topic), &n.delay_due(), &format!("#.{topic}")).await
@@ -120,6 +122,8 @@ impl Decl {
                     bind(ch, &name, &name, &delay_level_pattern(level, '1')).await?;
                     exchange_bind(ch, &next, &name, &delay_level_pattern(level, '0')).await?;
                 }
+                // The original library's direct exchange of that name is converted first.
+                super::legacy_topology::ensure_delay_exchange(q.conn, n).await?;
                 exchange(ch, &n.delay_exchange(), ExchangeKind::Topic, FieldTable::default()).await?;
                 exchange_bind(ch, &n.delay_level(DELAY_LEVELS - 1), &n.delay_exchange(), "#").await
             }
