@@ -71,6 +71,11 @@ pub const QUEUE_TYPE: Setting = Setting { ini: c"ebats.queue_type", env: "EBATS_
 /// (the original library's, to its queues, while its Schedulers and Workers still consume).
 pub const WRITE_FORMAT: Setting = Setting { ini: c"ebats.write_format", env: "EBATS_WRITE_FORMAT", default: c"ebats" };
 
+/// Where the original library (the pure-PHP `Asynclib`) kept its retry counters, a file per task
+/// id: a worker reading a task in the original's format takes its attempt count from there.
+pub const LEGACY_COUNTERS: Setting =
+    Setting { ini: c"ebats.legacy_counter_dir", env: "EBATS_LEGACY_COUNTER_DIR", default: c"/tmp/ebats" };
+
 /// Every setting, in the order `php --ri` shows them.
 pub const ALL: &[Setting] = &[
     URL,
@@ -90,6 +95,7 @@ pub const ALL: &[Setting] = &[
     HISTORY_MAX_AGE,
     HISTORY_MAX_BYTES,
     HISTORY_PARAMS_BYTES,
+    LEGACY_COUNTERS,
 ];
 
 /// The type of the queues ebats declares for tasks and events (`ebats.queue_type`).

@@ -44,9 +44,9 @@ pub trait Host {
         None
     }
     /// A subscription was opened (the first time, or again after a cut).
-    fn opened(&mut self, _sub: &Subscription) {}
+    fn opened(&mut self, _sub: &mut Subscription) {}
     /// Nothing is ready and the loop is about to wait: false when the subscription broke.
-    fn idle(&mut self, _sub: &Subscription) -> bool {
+    fn idle(&mut self, _sub: &mut Subscription) -> bool {
         true
     }
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Self::Left>;
@@ -158,7 +158,7 @@ pub fn run<H: Host>(spec: &Spec, host: &mut H) -> Finished<H::Left> {
         };
         first = false;
         backoff.reset();
-        host.opened(&sub);
+        host.opened(&mut sub);
         loop {
             if let Some(l) = host.tick() {
                 return Finished::Left(l);
@@ -173,7 +173,7 @@ pub fn run<H: Host>(spec: &Spec, host: &mut H) -> Finished<H::Left> {
             let d = match sub.ready() {
                 Some(d) => d,
                 None => {
-                    if !host.idle(&sub) {
+                    if !host.idle(&mut sub) {
                         break;
                     }
                     match sub.next(TICK) {

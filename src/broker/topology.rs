@@ -111,6 +111,8 @@ impl Decl {
             Decl::Topic(topic) => {
                 q.exchange(&n.task_exchange(), ExchangeKind::Direct, FieldTable::default(), Owner::Ebats).await?;
                 q.declare(&n.ready_queue(topic), FieldTable::default(), Owner::Ebats).await?;
+                // The original library's queues of this topic, if any, handed over first.
+                super::legacy_topology::adopt_topic(q.conn, n, topic).await?;
                 bind(&q.ch, &n.ready_queue(topic), &n.task_exchange(), topic).await?;
                 due_exchange(q, n).await?;
                 bind(&q.ch, &n.ready_queue(topic), &n.delay_due(), &format!("#.{topic}")).await
@@ -140,6 +142,8 @@ impl Decl {
                     bind(&q.ch, &name, &name, &delay_level_pattern(level, '1')).await?;
                     exchange_bind(&q.ch, &next, &name, &delay_level_pattern(level, '0')).await?;
                 }
+                // The original library's direct exchange of that name is converted first.
+                super::legacy_topology::ensure_delay_exchange(q.conn, n).await?;
                 q.exchange(&n.delay_exchange(), ExchangeKind::Topic, FieldTable::default(), Owner::Ebats).await?;
                 exchange_bind(&q.ch, &n.delay_level(DELAY_LEVELS - 1), &n.delay_exchange(), "#").await
             }

@@ -78,6 +78,11 @@ pub fn dashboard_token() -> Option<String> {
     Some(t).filter(|t| !t.is_empty())
 }
 
+/// Where the original library kept its retry counters (`ebats.legacy_counter_dir`).
+pub fn legacy_counters() -> std::path::PathBuf {
+    Sources { ini: &ini, env: &env, constant: &constant }.layered(&config::LEGACY_COUNTERS).into()
+}
+
 /// The effective configuration, password masked.
 pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let s = current()?;
@@ -99,6 +104,7 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let _ = t.insert("deferred_confirms", s.deferred);
     let _ = t.insert("metrics_address", s.metrics_address.clone());
     let _ = t.insert("dashboard_token", if dashboard_token().is_some() { "***" } else { "" });
+    let _ = t.insert("legacy_counter_dir", legacy_counters().to_string_lossy().into_owned());
     let _ = t.insert("monitor_interval", s.monitor_interval.clone());
     let _ = t.insert("history", s.history.enabled);
     let _ = t.insert("history_max_age", s.history.max_age.clone());

@@ -367,6 +367,7 @@ impl Worker {
         let parent = unsafe { libc::getpid() };
         let callback = &self.callback;
         let policy = &self.policy;
+        self.limits.legacy_counters = settings::legacy_counters();
         let limits = &self.limits;
         // Both the parent (after its children stopped) and a child leaving for PHP (after `exit()` in
         // a handler) come back here and return to the script.
