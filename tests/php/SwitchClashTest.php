@@ -43,6 +43,14 @@ final class SwitchClashTest extends ProcTestCase
         $this->assertInstanceOf(ConnectionedException::class, $e);
         $this->assertStringContainsString($taskClash, $e->getMessage());
 
+        // So does a worker, before it forks a child.
+        $worker = $this->startWorker(['procs' => 2], false);
+        $code = $worker->waitExit(15);
+        $this->assertNotNull($code, 'the worker kept running: ' . $worker->describe());
+        $this->assertNotSame(0, $code);
+        $this->assertStringContainsString($taskClash, $worker->stderr() . $worker->stdout());
+        $this->assertStringNotContainsString('retrying', $worker->stderr());
+
         // A Scheduler that starts fine and meets the clash routing an event stops too; the event goes back.
         $this->broker->deleteExchange(static::q('core.event'));
         $scheduler = $this->startScheduler([['order_paied', 'orderAsync', 'demo', 0]], true, 'scheduler2');

@@ -160,6 +160,8 @@ final class SwitchEventsTest extends ProcTestCase
 
     public function testWithTheWriteFormatOriginalProducersWriteWhatTheOriginalReads(): void
     {
+        // As before any worker of the extension ran (the tests before this one made ebats's queue of demo).
+        $this->broker->deleteQueue(static::q('task.demo'));
         $this->legacy('topology:order_paied:demo');
         $code = <<<'PHP'
             <?php
@@ -206,11 +208,19 @@ final class SwitchEventsTest extends ProcTestCase
         $this->assertSame(['id' => $ids['delayed'], 'name' => 'orderAsync', 'topic' => 'demo', 'params' => ['c' => 3], 'delay' => 2000], $task($late));
         $this->assertNull($this->broker->count(static::q('task.demo')), "ebats's ready queue was not declared beside the original's");
 
-        // The extension's own Scheduler reads that format too.
-        $p = Process::runPhp('<?php (new Asynclib\Ebats\Event("order_paied"))->setOptions(["n" => 7])->publish();', static::childEnv(['EBATS_WRITE_FORMAT' => 'original']));
+        // The extension's own Scheduler and Worker read that format too: same task id, same params.
+        $p = Process::runPhp(
+            '<?php (new Asynclib\Ebats\Event("order_paied"))->setOptions(["n" => 7])->publish(); echo Asynclib\Ebats\Task::create("demo", "orderAsync", ["n" => 8]);',
+            static::childEnv(['EBATS_WRITE_FORMAT' => 'original'])
+        );
         $this->assertSame(0, $p->exitCode(), $p->describe());
+        $taskId = trim($p->stdout());
         $this->startCronScheduler([['order_paied', 'orderAsync', 'demo', 0]]);
         $this->startWorker();
         $this->waitFor(fn () => ($this->ranByN('orderAsync')[7] ?? 0) === 1 ?: null, 20, 'the event in the original format run by ebats');
+        $this->waitFor(fn () => ($this->ranByN('orderAsync')[8] ?? 0) === 1 ?: null, 20, 'the task in the original format run by ebats');
+        $cb = array_values(array_filter($this->records('cb'), static fn ($r) => ($r['params']['n'] ?? null) === 8));
+        $this->assertSame($taskId, $cb[0]['taskid'] ?? null, 'the task ran with the id its producer returned');
+        $this->assertStays(fn () => (count($r = $this->ranByN('orderAsync')) !== 2 || max($r) !== 1) ? $r : null, 2, 'a task ran twice or an unknown one ran');
     }
 }
