@@ -200,7 +200,7 @@ impl Session {
             return Ok(());
         }
         let conn = link.connection.clone();
-        let mut known = link.known;
+        let mut known = link.known.clone();
         let result = self.wait(settings.confirm_timeout, "declaring broker topology", async {
             Decl::declare_all_knowing(&conn, &todo, &names, qt, &mut known).await
         });

@@ -88,7 +88,7 @@ impl Decl {
         known: &mut Known,
     ) -> Result<(), BrokerError> {
         let ch = conn.create_channel().await.map_err(|e| BrokerError::lapin("cannot open a channel", &e))?;
-        let mut q = Queues { conn, ch, qt, known: *known };
+        let mut q = Queues { conn, ch, qt, known: std::mem::take(known) };
         let mut r = Ok(());
         for d in decls {
             r = d.declare(&mut q, n).await;
@@ -104,10 +104,18 @@ impl Decl {
     async fn declare(&self, q: &mut Queues<'_>, n: &Names) -> Result<(), BrokerError> {
         match self {
             Decl::Events => events(q, n).await.map(|_| ()),
-            Decl::EventRoute(event) => match events(q, n).await? {
-                EventExchange::Fanout => Ok(()),
-                EventExchange::Direct => bind(&q.ch, &n.events_queue(), &n.event_exchange(), event).await,
-            },
+            Decl::EventRoute(event) => {
+                // Known once the event exchange was declared on this connection: nothing to do on
+                // ebats's fanout exchange, one binding on the original's direct one.
+                let kind = match q.known.event_exchange(&n.event_exchange()) {
+                    Some(k) => k,
+                    None => events(q, n).await?,
+                };
+                match kind {
+                    EventExchange::Fanout => Ok(()),
+                    EventExchange::Direct => bind(&q.ch, &n.events_queue(), &n.event_exchange(), event).await,
+                }
+            }
             Decl::Topic(topic) => {
                 q.exchange(&n.task_exchange(), ExchangeKind::Direct, FieldTable::default(), Owner::Ebats).await?;
                 q.declare(&n.ready_queue(topic), FieldTable::default(), Owner::Ebats).await?;
@@ -233,13 +241,13 @@ async fn events(q: &mut Queues<'_>, n: &Names) -> Result<EventExchange, BrokerEr
 /// original library's direct one, which is adopted (once per connection it is found so).
 async fn event_exchange(q: &mut Queues<'_>, n: &Names) -> Result<EventExchange, BrokerError> {
     let name = n.event_exchange();
-    if let Some(k) = q.known.event_exchange {
+    if let Some(k) = q.known.event_exchange(&name) {
         // Declared already on this connection: the exchange is left as it is.
         return Ok(k);
     }
     let e = match declare_exchange(&q.ch, &name, ExchangeKind::Fanout, FieldTable::default()).await {
         Ok(()) => {
-            q.known.event_exchange = Some(EventExchange::Fanout);
+            q.known.set_event_exchange(&name, EventExchange::Fanout);
             return Ok(EventExchange::Fanout);
         }
         Err(e) => e,
@@ -258,7 +266,7 @@ async fn event_exchange(q: &mut Queues<'_>, n: &Names) -> Result<EventExchange, 
                     n.events_queue()
                 ));
             }
-            q.known.event_exchange = Some(EventExchange::Direct);
+            q.known.set_event_exchange(&name, EventExchange::Direct);
             Ok(EventExchange::Direct)
         }
         Err(_) => {
@@ -306,9 +314,21 @@ pub enum EventExchange {
 }
 
 /// What declaring learnt of the broker, kept with the connection it was learnt on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Known {
-    pub event_exchange: Option<EventExchange>,
+    /// The event exchange declared last (a process may use several prefixes) and its type.
+    event_exchange: Option<(String, EventExchange)>,
+}
+
+impl Known {
+    /// The type of the event exchange `name`, when declared on this connection.
+    pub fn event_exchange(&self, name: &str) -> Option<EventExchange> {
+        self.event_exchange.as_ref().filter(|(n, _)| n == name).map(|(_, k)| *k)
+    }
+
+    fn set_event_exchange(&mut self, name: &str, kind: EventExchange) {
+        self.event_exchange = Some((name.to_string(), kind));
+    }
 }
 
 /// Who names an object, which decides what fixes a clash: ebats's own objects live under the
