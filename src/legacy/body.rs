@@ -426,7 +426,7 @@ pub fn php_float(f: f64) -> String {
     // Position of the decimal point relative to the digits, as dtoa counts it: 0.DIGITS x 10^decpt.
     let decpt = exp + 1;
     let n = digits.len() as i32;
-    if decpt < -3 || decpt > 17 {
+    if !(-3..=17).contains(&decpt) {
         let rest = if digits.len() > 1 { &digits[1..] } else { "0" };
         let esign = if decpt - 1 < 0 { '-' } else { '+' };
         return format!("{sign}{}.{rest}E{esign}{}", &digits[..1], (decpt - 1).abs());
