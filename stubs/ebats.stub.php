@@ -154,7 +154,8 @@ namespace Asynclib\Core {
         }
 
         /**
-         * Accepted for compatibility; bodies are never passed to unserialize().
+         * Accepted for compatibility; bodies are never passed to unserialize() (the original library's
+         * Publish::send() bodies are read by ebats's own reader).
          */
         public function setSerialize(bool $serialize): static
         {
@@ -168,7 +169,8 @@ namespace Asynclib\Core {
         }
 
         /**
-         * Consumes until the process is stopped. The callable gets ($routing_key, $message).
+         * Consumes until the process is stopped. The callable gets ($routing_key, $message), or, for a body
+         * written by the original library's Publish::send(), ($routing_key, $data, $etime).
          *
          * @param callable(string, mixed): mixed $callback
          * @throws \Asynclib\Exception\ConnectionedException

@@ -58,9 +58,10 @@ pub struct Spec<'a> {
     /// "worker", "scheduler" or "consumer", for the log.
     pub what: &'a str,
     pub subscription: subscription::Spec<'a>,
-    /// A declaration the broker refuses the first time (the caller's setup is wrong: it clashes
-    /// with what exists, or this user may not use it) ends the loop instead of being retried.
-    /// Connection failures and refused logins are always retried.
+    /// A declaration the broker refuses the first time (the caller's setup is wrong: this user
+    /// may not use it) ends the loop instead of being retried. A declaration that clashes with
+    /// what exists ([`ErrorKind::stops_process`]) always ends it. Connection failures and refused
+    /// logins are always retried.
     pub first_open_fails: bool,
 }
 
@@ -144,6 +145,7 @@ pub fn run<H: Host>(spec: &Spec, host: &mut H) -> Finished<H::Left> {
         let mut sub = match opened {
             Ok(sub) => sub,
             Err(e) if e.kind() == ErrorKind::Stopped => continue,
+            Err(e) if e.kind().stops_process() => return Finished::Failed(e),
             Err(e) if first && spec.first_open_fails && e.kind().is_bad_setup() => return Finished::Failed(e),
             Err(e) => {
                 let d = backoff.after(&e);

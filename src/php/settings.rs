@@ -91,6 +91,7 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let _ = t.insert("amqp_url", s.masked_url());
     let _ = t.insert("amqp_url_order", s.node_order.name());
     let _ = t.insert("queue_type", s.queue_type.name());
+    let _ = t.insert("write_format", s.write_format.name());
     let _ = t.insert("host", a.host.clone());
     let _ = t.insert("port", a.port as i64);
     let _ = t.insert("user", a.userinfo.username.clone());
@@ -125,6 +126,7 @@ pub extern "C" fn info(_module: *mut ModuleEntry) {
             info_table_row!("broker", s.masked_url());
             info_table_row!("broker URL order", s.node_order.name());
             info_table_row!("queue type", s.queue_type.name());
+            info_table_row!("write format", s.write_format.name());
             info_table_row!("prefix", s.prefix.clone());
             info_table_row!("connect timeout (s)", format!("{}", s.connect_timeout.as_secs_f64()));
             info_table_row!("heartbeat (s)", format!("{}", s.heartbeat));
