@@ -5,3 +5,6 @@
 
 pub mod body;
 pub mod serial;
+
+#[cfg(test)]
+mod tests;
