@@ -865,6 +865,20 @@ namespace {
     {
     }
 
+    /**
+     * What of the original library (the pure-PHP Asynclib) is on the broker under the prefix, for the given
+     * topics, and what will happen to each: one row per exchange of the names both share (absent ones too) and
+     * per queue of the original that exists. Changes nothing. (CLI: `ebats migrate:check --topics=a,b`.)
+     *
+     * @param array<int, string> $topics the original's topics (its queues P.<topic>R and P.<topic>D)
+     * @return array<int, array{what: string, name: string, found: string, messages: ?int, consumers: ?int, action: string, needs_hand: bool}>
+     * @throws \Asynclib\Exception\TaskException when a topic is not a valid topic name
+     * @throws \Asynclib\Exception\ConnectionedException when the broker cannot be reached
+     */
+    function ebats_migrate_check(array $topics): array
+    {
+    }
+
     // Asynclib\Ebats\Consumer is a second name of the same class (as class_alias() makes one).
     class_alias(\Asynclib\Core\Consumer::class, 'Asynclib\\Ebats\\Consumer');
 }

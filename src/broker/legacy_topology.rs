@@ -30,9 +30,11 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ExchangeKind};
 
 use super::connection::channel;
+use super::current::with_session;
 use super::error::{kind_of, BrokerError, ErrorKind, Stage};
 use super::names::Names;
 use super::stop;
+use crate::config::Settings;
 use crate::log;
 
 /// Tries at taking the conversion lock (100 ms apart) before giving up.
@@ -229,5 +231,243 @@ fn log_converted(name: &str) {
             "converted the original library's direct exchange '{name}' to ebats's topic exchange; the original's \
              delay queues are bound to it again by topic as ebats declares each topic"
         ));
+    }
+}
+
+/// What exists of one topic: the original's ready and delay queues, ebats's ready queue (ready
+/// messages and consumers of each; `None`: absent).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopicFound {
+    pub topic: String,
+    pub legacy_ready: Option<(u32, u32)>,
+    pub legacy_delay: Option<(u32, u32)>,
+    pub ready: Option<(u32, u32)>,
+}
+
+/// What of the names the original and ebats share exists on the broker: the type of each exchange
+/// (`None`: absent; `Some("other")`: none of the four types with these flags), the events queue,
+/// and per topic asked for, the queues.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Found {
+    pub event_exchange: Option<&'static str>,
+    pub task_exchange: Option<&'static str>,
+    pub delay_exchange: Option<&'static str>,
+    pub events_queue: Option<(u32, u32)>,
+    pub topics: Vec<TopicFound>,
+}
+
+/// One line of `ebats migrate:check`: an object, what it is now, what will happen to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// "exchange" or "queue".
+    pub what: &'static str,
+    pub name: String,
+    /// The exchange type, or "queue".
+    pub found: String,
+    pub messages: Option<u32>,
+    pub consumers: Option<u32>,
+    pub action: String,
+    /// Nothing ebats does will settle it: a person must.
+    pub needs_hand: bool,
+}
+
+/// Reads what exists (only passive declarations and declarations of what already exists with its
+/// own type: nothing changes).
+pub async fn inspect(conn: &Connection, n: &Names, topics: &[String]) -> Result<Found, BrokerError> {
+    async fn typed(conn: &Connection, name: &str) -> Result<Option<&'static str>, BrokerError> {
+        if !exchange_exists(conn, name).await? {
+            return Ok(None);
+        }
+        Ok(Some(exchange_type(conn, name).await?.unwrap_or("other")))
+    }
+    let mut found = Found {
+        event_exchange: typed(conn, &n.event_exchange()).await?,
+        task_exchange: typed(conn, &n.task_exchange()).await?,
+        delay_exchange: typed(conn, &n.delay_exchange()).await?,
+        events_queue: probe_queue(conn, &n.events_queue()).await?,
+        topics: Vec::new(),
+    };
+    for t in topics {
+        found.topics.push(TopicFound {
+            topic: t.clone(),
+            legacy_ready: probe_queue(conn, &n.legacy_ready_queue(t)).await?,
+            legacy_delay: probe_queue(conn, &n.legacy_delay_queue(t)).await?,
+            ready: probe_queue(conn, &n.ready_queue(t)).await?,
+        });
+    }
+    Ok(found)
+}
+
+/// What will happen to each thing found, and whether it needs a person (pure).
+pub fn assess(n: &Names, f: &Found) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let exchange = |name: String, found: Option<&'static str>, action: &str, needs_hand: bool| Finding {
+        what: "exchange",
+        name,
+        found: found.unwrap_or("absent").to_string(),
+        messages: None,
+        consumers: None,
+        action: action.to_string(),
+        needs_hand,
+    };
+    let ev = n.event_exchange();
+    out.push(match f.event_exchange {
+        None => exchange(ev, None, "declared fanout by the first ebats Scheduler or producer", false),
+        Some("direct") => exchange(
+            ev,
+            Some("direct"),
+            "the original's: kept; the ebats Scheduler binds the events queue to it once per registered event",
+            false,
+        ),
+        Some("fanout") => exchange(ev, Some("fanout"), "ebats's: nothing to do", false),
+        Some(other) => exchange(
+            ev.clone(),
+            Some(other),
+            &format!("neither the original's (direct) nor ebats's (fanout): delete it (rabbitmqctl delete_exchange {ev}) once nothing publishes to it"),
+            true,
+        ),
+    });
+    let tx = n.task_exchange();
+    out.push(match f.task_exchange {
+        None => exchange(tx, None, "declared direct by ebats", false),
+        Some("direct") => exchange(tx, Some("direct"), "shared by the original and ebats: kept", false),
+        Some(other) => exchange(
+            tx.clone(),
+            Some(other),
+            &format!("not direct as both libraries need: delete it (rabbitmqctl delete_exchange {tx}) once nothing publishes to it"),
+            true,
+        ),
+    });
+    let dx = n.delay_exchange();
+    out.push(match f.delay_exchange {
+        None => exchange(dx, None, "declared topic by ebats", false),
+        Some("direct") => exchange(
+            dx,
+            Some("direct"),
+            "the original's: converted to ebats's topic exchange by the first ebats process that declares a topic \
+             or delays a task (the original's delay queues are bound to it again)",
+            false,
+        ),
+        Some("topic") => exchange(dx, Some("topic"), "ebats's (converted): nothing to do", false),
+        Some(other) => exchange(
+            dx.clone(),
+            Some(other),
+            &format!("neither the original's (direct) nor ebats's (topic): delete it (rabbitmqctl delete_exchange {dx}) once nothing publishes to it"),
+            true,
+        ),
+    });
+    let queue = |name: String, counts: (u32, u32), action: String| Finding {
+        what: "queue",
+        name,
+        found: "queue".into(),
+        messages: Some(counts.0),
+        consumers: Some(counts.1),
+        action,
+        needs_hand: false,
+    };
+    if let Some(c) = f.events_queue {
+        out.push(queue(
+            n.events_queue(),
+            c,
+            "shared: the ebats Scheduler reads the original's events and ebats's alike".into(),
+        ));
+    }
+    for t in &f.topics {
+        let own = n.ready_queue(&t.topic);
+        if let Some(c) = t.legacy_ready {
+            let action = if c.0 == 0 {
+                "empty, no longer bound once ebats declared the topic: can be deleted when no original worker runs"
+                    .into()
+            } else if t.ready.is_some_and(|r| r.1 > 0) {
+                format!("being run by the ebats workers of '{}' beside {own}, until empty", t.topic)
+            } else {
+                format!(
+                    "run by the ebats workers of '{}' once they start (they consume it beside {own} until empty)",
+                    t.topic
+                )
+            };
+            out.push(queue(n.legacy_ready_queue(&t.topic), c, action));
+        }
+        if let Some(c) = t.legacy_delay {
+            let action = if c.0 == 0 {
+                "empty; bound to the delay exchange for tasks the original still writes: can be deleted when no \
+                 original process runs"
+                    .into()
+            } else {
+                format!("delayed tasks: each comes due (its own TTL) through {} into {own}", n.task_exchange())
+            };
+            out.push(queue(n.legacy_delay_queue(&t.topic), c, action));
+        }
+    }
+    out
+}
+
+/// What of the original library is on the broker for these topics, and what will happen to each
+/// (`ebats migrate:check`). Changes nothing.
+pub fn check(settings: &Settings, topics: &[String]) -> Result<Vec<Finding>, BrokerError> {
+    for t in topics {
+        crate::rules::check_topic(t).map_err(|e| BrokerError::new(ErrorKind::Invalid, e))?;
+    }
+    let n = Names::new(&settings.prefix);
+    with_session(|s| {
+        let conn = s.link(settings)?.connection.clone();
+        // A few requests per object: the time allowed grows with the topics.
+        let t = settings.confirm_timeout * (2 + topics.len() as u32);
+        let found = s.wait(t, "reading what of the original library is on the broker", inspect(&conn, &n, topics))?;
+        Ok(assess(&n, &found))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(ev: Option<&'static str>, tx: Option<&'static str>, dx: Option<&'static str>) -> Found {
+        Found { event_exchange: ev, task_exchange: tx, delay_exchange: dx, ..Found::default() }
+    }
+
+    #[test]
+    fn exchanges_need_a_hand_only_when_of_a_type_neither_library_makes() {
+        let n = Names::new("p");
+        let table: &[(Found, [bool; 3])] = &[
+            (found(None, None, None), [false; 3]),
+            (found(Some("direct"), Some("direct"), Some("direct")), [false; 3]),
+            (found(Some("fanout"), Some("direct"), Some("topic")), [false; 3]),
+            (found(Some("topic"), Some("direct"), Some("direct")), [true, false, false]),
+            (found(Some("direct"), Some("fanout"), Some("direct")), [false, true, false]),
+            (found(Some("direct"), Some("direct"), Some("headers")), [false, false, true]),
+            (found(Some("other"), Some("other"), Some("other")), [true; 3]),
+        ];
+        for (f, hands) in table {
+            let got: Vec<bool> = assess(&n, f).iter().take(3).map(|x| x.needs_hand).collect();
+            assert_eq!(got, hands.to_vec(), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn the_originals_queues_are_listed_with_what_happens_to_them() {
+        let n = Names::new("p");
+        let f = Found {
+            events_queue: Some((4, 0)),
+            topics: vec![
+                TopicFound { topic: "a".into(), legacy_ready: Some((3, 0)), legacy_delay: Some((2, 0)), ready: None },
+                TopicFound { topic: "b".into(), legacy_ready: Some((5, 2)), legacy_delay: None, ready: Some((0, 2)) },
+                TopicFound { topic: "c".into(), legacy_ready: Some((0, 0)), legacy_delay: Some((0, 0)), ready: None },
+                TopicFound { topic: "d".into(), ..TopicFound::default() },
+            ],
+            ..found(Some("direct"), Some("direct"), Some("direct"))
+        };
+        let got = assess(&n, &f);
+        let names: Vec<&str> = got.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["p.core.event", "p.task.ready", "p.task.delay", "p.events", "p.aR", "p.aD", "p.bR", "p.cR", "p.cD"]
+        );
+        assert!(got.iter().all(|x| !x.needs_hand));
+        assert_eq!(got[4].messages, Some(3));
+        assert!(got[4].action.contains("once they start"), "{}", got[4].action);
+        assert!(got[5].action.contains("comes due"), "{}", got[5].action);
+        assert!(got[6].action.contains("being run"), "{}", got[6].action);
+        assert!(got[7].action.starts_with("empty"), "{}", got[7].action);
     }
 }

@@ -99,6 +99,8 @@ struct TaskHost<'a> {
     done: u64,
     /// When the original library's ready queue consumed beside this worker's was last looked at.
     legacy_looked: Instant,
+    /// That queue existed when last looked at.
+    legacy_exists: bool,
 }
 
 impl Host for TaskHost<'_> {
@@ -113,16 +115,16 @@ impl Host for TaskHost<'_> {
 
     fn opened(&mut self, sub: &mut Subscription) {
         self.acks = Acks { batch: if self.limits.prefetch > 1 { ACK_BATCH } else { 1 }, ..Acks::default() };
-        consume_legacy_ready(self.settings, &self.names, self.topic, sub);
+        self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
         self.legacy_looked = Instant::now();
     }
 
     fn idle(&mut self, sub: &mut Subscription) -> bool {
         // Ack what is done before waiting for more.
         let acked = self.acks.flush(sub);
-        if acked && self.legacy_looked.elapsed() >= LEGACY_LOOK_EVERY {
+        if acked && self.legacy_exists && self.legacy_looked.elapsed() >= LEGACY_LOOK_EVERY {
             self.legacy_looked = Instant::now();
-            stop_legacy_when_empty(self.settings, sub);
+            self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
         }
         acked
     }
@@ -231,6 +233,7 @@ pub fn run(
         acks: Acks::default(),
         done: 0,
         legacy_looked: Instant::now(),
+        legacy_exists: false,
     };
     let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
@@ -518,31 +521,34 @@ pub fn millis_since(t: Instant) -> f64 {
 const LEGACY_LOOK_EVERY: Duration = Duration::from_secs(2);
 
 /// Consumes the original library's ready queue of `topic` (`P.TR`) beside this worker's own while
-/// it holds tasks. (It no longer gets new ones: declaring the topic unbound it, see
-/// `broker::legacy_topology`.)
-fn consume_legacy_ready(settings: &Settings, names: &Names, topic: &str, sub: &mut Subscription) {
+/// it holds tasks, and stops once it is empty (the tasks it sent are still run and acked). It no
+/// longer gets new tasks: declaring the topic unbound it (see `broker::legacy_topology`); one given
+/// back later (a worker died holding it) is taken when it is looked at again. Returns whether the
+/// queue exists.
+fn look_at_legacy_ready(settings: &Settings, names: &Names, topic: &str, sub: &mut Subscription) -> bool {
     let queue = names.legacy_ready_queue(topic);
-    let waiting = crate::broker::current::with_session(|s| s.queue_counts(settings, &queue));
-    match waiting {
-        Ok((0, _)) => {}
-        Ok((n, _)) => match sub.consume_also(&queue, &format!("ebats-worker-{}-legacy", std::process::id())) {
-            Ok(()) => log::info(&format!(
-                "worker consuming the original library's queue '{queue}' ({n} task(s) waiting) until it is empty"
-            )),
-            Err(e) => log::error(&format!("cannot consume the original library's queue '{queue}': {e}")),
-        },
-        Err(e) if e.kind() == crate::broker::ErrorKind::NotFound => {}
-        Err(e) => log::error(&format!("cannot look at the original library's queue '{queue}': {e}")),
-    }
-}
-
-/// Stops consuming the original's ready queue once it holds nothing more (the tasks it sent are
-/// still run and acked; one given back later is taken by the next worker that opens its queue).
-fn stop_legacy_when_empty(settings: &Settings, sub: &mut Subscription) {
-    let Some(queue) = sub.also_queue().map(str::to_string) else { return };
-    if let Ok((0, _)) = crate::broker::current::with_session(|s| s.queue_counts(settings, &queue)) {
-        sub.cancel_also();
-        log::info(&format!("the original library's queue '{queue}' is empty: no longer consumed"));
+    let consuming = sub.also_queue().is_some();
+    match crate::broker::current::with_session(|s| s.queue_counts(settings, &queue)) {
+        Ok((0, _)) if consuming => {
+            sub.cancel_also();
+            log::info(&format!("the original library's queue '{queue}' is empty: no longer consumed"));
+            true
+        }
+        Ok((n, _)) if n > 0 && !consuming => {
+            match sub.consume_also(&queue, &format!("ebats-worker-{}-legacy", std::process::id())) {
+                Ok(()) => log::info(&format!(
+                    "worker consuming the original library's queue '{queue}' ({n} task(s) waiting) until it is empty"
+                )),
+                Err(e) => log::error(&format!("cannot consume the original library's queue '{queue}': {e}")),
+            }
+            true
+        }
+        Ok(_) => true,
+        Err(e) if e.kind() == crate::broker::ErrorKind::NotFound => false,
+        Err(e) => {
+            log::error(&format!("cannot look at the original library's queue '{queue}': {e}"));
+            true
+        }
     }
 }
 

@@ -154,4 +154,33 @@ final class SwitchTest extends ProcTestCase
         $this->assertStringContainsString("original library's format", (string) ($props['headers']['x-ebats-error'] ?? json_encode($props)));
         $this->assertSame([], $this->records('cb'));
     }
+
+    /** @return list<array{queue:string,messages:int}>|null the original's queues the dashboard shows for demo */
+    private static function dashboardLegacy(string $url): ?array
+    {
+        $body = @file_get_contents($url . 'api/state', false, stream_context_create(['http' => ['timeout' => 10, 'ignore_errors' => true]]));
+        $state = is_string($body) ? json_decode($body, true) : null;
+        foreach ($state['topics'] ?? [] as $t) {
+            if ($t['topic'] === 'demo') {
+                return $t['legacy'];
+            }
+        }
+        return null;
+    }
+
+    public function testTheDashboardShowsTheOriginalsQueuesWhileTheyHoldMessages(): void
+    {
+        $this->legacy('topology::demo');
+        $this->legacy('task:demo:ok', 3, ['tag' => 'dash']);
+        $proc = $this->startFixture('dashboard', '../../php/bin/ebats', [], ['dashboard', '--listen', '127.0.0.1:0', '--topics=demo']);
+        $url = $this->waitFor(fn () => preg_match('~listening on (http://\S+/)~', $proc->stdout(), $m) ? $m[1] : null, 15, 'the dashboard starts');
+        $this->waitFor(
+            fn () => self::dashboardLegacy($url) === [['queue' => static::q('demoR'), 'messages' => 3]] ?: null,
+            20,
+            "the dashboard shows the original's ready queue with its 3 tasks"
+        );
+        $this->startWorker();
+        $this->waitFor(fn () => self::dashboardLegacy($url) === [] ?: null, 30, "the original's queue gone from the dashboard once empty");
+        $this->assertCount(3, $this->records('cb'));
+    }
 }
