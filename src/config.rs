@@ -67,6 +67,14 @@ pub const URL_ORDER: Setting =
     Setting { ini: c"ebats.amqp_url_order", env: "EBATS_AMQP_URL_ORDER", default: c"ordered" };
 /// The type of the ready, event, failed and delay queues: `classic` or `quorum`.
 pub const QUEUE_TYPE: Setting = Setting { ini: c"ebats.queue_type", env: "EBATS_QUEUE_TYPE", default: c"classic" };
+/// The format producers write events and tasks in: `ebats` (JSON, to ebats's queues) or `original`
+/// (the original library's, to its queues, while its Schedulers and Workers still consume).
+pub const WRITE_FORMAT: Setting = Setting { ini: c"ebats.write_format", env: "EBATS_WRITE_FORMAT", default: c"ebats" };
+
+/// Where the original library (the pure-PHP `Asynclib`) kept its retry counters, a file per task
+/// id: a worker reading a task in the original's format takes its attempt count from there.
+pub const LEGACY_COUNTERS: Setting =
+    Setting { ini: c"ebats.legacy_counter_dir", env: "EBATS_LEGACY_COUNTER_DIR", default: c"/tmp/ebats" };
 
 /// Every setting, in the order `php --ri` shows them.
 pub const ALL: &[Setting] = &[
@@ -80,12 +88,14 @@ pub const ALL: &[Setting] = &[
     DEFERRED,
     METRICS,
     QUEUE_TYPE,
+    WRITE_FORMAT,
     DASHBOARD_TOKEN,
     MONITOR,
     HISTORY,
     HISTORY_MAX_AGE,
     HISTORY_MAX_BYTES,
     HISTORY_PARAMS_BYTES,
+    LEGACY_COUNTERS,
 ];
 
 /// The type of the queues ebats declares for tasks and events (`ebats.queue_type`).
@@ -113,6 +123,33 @@ impl QueueType {
     }
 }
 
+/// What producers write (`ebats.write_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFormat {
+    /// ebats's JSON bodies, to ebats's topology.
+    Ebats,
+    /// The original library's serialize() bodies, routed as the original routed them, so that its
+    /// Schedulers and Workers still running during a switch read them.
+    Original,
+}
+
+impl WriteFormat {
+    pub fn parse(v: &str) -> Result<WriteFormat, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "ebats" => Ok(WriteFormat::Ebats),
+            "original" => Ok(WriteFormat::Original),
+            _ => Err(format!("{} must be 'ebats' or 'original', got '{v}'", WRITE_FORMAT.ini_name())),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteFormat::Ebats => "ebats",
+            WriteFormat::Original => "original",
+        }
+    }
+}
+
 /// The execution history's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistorySettings {
@@ -132,6 +169,7 @@ pub struct Settings {
     pub nodes: Vec<AMQPUri>,
     pub node_order: NodeOrder,
     pub queue_type: QueueType,
+    pub write_format: WriteFormat,
     pub prefix: String,
     pub connect_timeout: Duration,
     pub heartbeat: u16,
@@ -209,6 +247,7 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
     }
     let node_order = NodeOrder::parse(&src.layered(&URL_ORDER))?;
     let queue_type = QueueType::parse(&src.layered(&QUEUE_TYPE))?;
+    let write_format = WriteFormat::parse(&src.layered(&WRITE_FORMAT))?;
     let prefix = src.layered(&PREFIX);
     crate::rules::check_prefix(&prefix)?;
     let connect_timeout = parse_secs(&CONNECT_TIMEOUT, &src.layered(&CONNECT_TIMEOUT))?;
@@ -225,6 +264,7 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
         nodes,
         node_order,
         queue_type,
+        write_format,
         prefix,
         connect_timeout,
         heartbeat,
@@ -576,6 +616,17 @@ mod tests {
         assert_eq!((s.node_order, s.queue_type), (NodeOrder::Shuffle, QueueType::Quorum));
         assert!(run(&[], &[("EBATS_QUEUE_TYPE", "stream")], &[]).unwrap_err().contains("ebats.queue_type"));
         assert!(run(&[], &[("EBATS_AMQP_URL_ORDER", "x")], &[]).unwrap_err().contains("ebats.amqp_url_order"));
+    }
+
+    #[test]
+    fn write_format() {
+        assert_eq!(run(&[], &[], &[]).unwrap().write_format, WriteFormat::Ebats);
+        let s = run(&[(WRITE_FORMAT.ini_name(), "Original")], &[], &[]).unwrap();
+        assert_eq!(s.write_format, WriteFormat::Original);
+        let s = run(&[(WRITE_FORMAT.ini_name(), "original")], &[("EBATS_WRITE_FORMAT", "ebats")], &[]).unwrap();
+        assert_eq!(s.write_format, WriteFormat::Ebats);
+        let e = run(&[], &[("EBATS_WRITE_FORMAT", "json")], &[]).unwrap_err();
+        assert_eq!(e, "ebats.write_format must be 'ebats' or 'original', got 'json'");
     }
 
     const SECRET: &str = "S3cret";

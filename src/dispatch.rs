@@ -20,7 +20,64 @@ pub fn event(names: &Names, e: &EventMsg) -> (Vec<Decl>, Outgoing) {
         properties: properties(&e.id, KIND_EVENT),
         mandatory: true,
     };
-    (vec![Decl::Events], out)
+    (vec![Decl::Events, Decl::EventRoute(e.event.clone())], out)
+}
+
+/// An event in the original library's format (`ebats.write_format = original`): the same exchange
+/// and routing key, the original's body and properties, for its Schedulers still consuming.
+pub fn legacy_event(names: &Names, e: &EventMsg) -> (Vec<Decl>, Outgoing) {
+    let out = Outgoing {
+        exchange: names.event_exchange(),
+        routing_key: e.event.clone(),
+        body: crate::legacy::body::encode_event(&e.params, e.created_at as i64),
+        properties: legacy_properties(&e.id, KIND_EVENT),
+        mandatory: true,
+    };
+    (vec![Decl::Events, Decl::EventRoute(e.event.clone())], out)
+}
+
+/// A task in the original library's format (`ebats.write_format = original`), routed as the
+/// original routed it: to `<prefix>.task.ready` with the topic as key, or, delayed, to
+/// `<prefix>.task.delay` with the topic as key and the delay as the message's expiration (its
+/// `<prefix>.<topic>D` queue dead-letters it into the ready exchange when due). Nothing of ebats's
+/// own task topology is declared (a ready queue of ebats bound beside the original's would get
+/// every task twice): a topic that no queue takes comes back unroutable, an error.
+pub fn legacy_task(names: &Names, t: &TaskMsg, delay_secs: u64) -> (Vec<Decl>, Outgoing) {
+    let lt = crate::legacy::body::LegacyTask {
+        etime: t.created_at as i64,
+        id: t.id.clone(),
+        name: t.name.clone(),
+        topic: t.topic.clone(),
+        params: t.params.clone(),
+        delay_ms: delay_secs * 1000,
+    };
+    let mut properties = legacy_properties(&t.id, KIND_TASK);
+    let (exchange, decls) = if delay_secs > 0 {
+        properties = properties.with_expiration((delay_secs * 1000).to_string().into());
+        // Declared by whoever made it: the original's direct exchange, or ebats's topic one
+        // (which routes the topic key to the original's delay queue once converted).
+        (names.delay_exchange(), Vec::new())
+    } else {
+        (names.task_exchange(), vec![Decl::Exchange { name: names.task_exchange(), kind: "direct".into() }])
+    };
+    let out = Outgoing {
+        exchange,
+        routing_key: t.topic.clone(),
+        body: crate::legacy::body::encode_task(&lt),
+        properties,
+        mandatory: true,
+    };
+    (decls, out)
+}
+
+/// The original's properties (persistent, `text/plain`), with the id and kind ebats names a
+/// message by (the original's consumers look at neither).
+fn legacy_properties(id: &str, kind: &str) -> lapin::BasicProperties {
+    lapin::BasicProperties::default()
+        .with_content_type("text/plain".into())
+        .with_delivery_mode(2)
+        .with_message_id(id.into())
+        .with_type(kind.into())
 }
 
 /// A task to its topic's ready queue, or through the delay levels when `delay_secs` > 0.

@@ -101,6 +101,26 @@ impl EventMsg {
     }
 }
 
+/// An event as the Scheduler reads it from the events queue, in either format: ebats's JSON, or
+/// the original library's serialize() body (sniffed by its content type and first bytes), whose
+/// name is the routing key and whose id is the message id when that is one of ebats's (written
+/// with `ebats.write_format = original`), else a new one. The error says why it cannot be read.
+pub fn read_event(
+    routing_key: &str,
+    content_type: Option<&str>,
+    message_id: Option<&str>,
+    body: &[u8],
+) -> Result<EventMsg, String> {
+    use crate::legacy::body;
+    if !body::looks_legacy(content_type, body) {
+        return EventMsg::parse(body);
+    }
+    let e = body::decode_event(body).map_err(|e| format!("event in the original library's format: {e}"))?;
+    rules::check_event_name(routing_key).map_err(|e| format!("event in the original library's format: {e}"))?;
+    let id = message_id.filter(|id| body::is_original_task_id(id)).map(str::to_string).unwrap_or_else(new_id);
+    Ok(EventMsg { id, event: routing_key.to_string(), params: e.params, created_at: e.etime as f64 })
+}
+
 /// Retry rule a `RetryException` carried: up to `max` more runs, `interval` seconds apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryRule {
@@ -407,6 +427,39 @@ mod tests {
         let err = EventMsg::parse(br#"{"event":"x\n[ebats forged"}"#).unwrap_err();
         assert!(err.starts_with("event body: event name"), "{err}");
         assert!(EventMsg::parse(br#"{"event":""}"#).is_err());
+    }
+
+    #[test]
+    fn events_in_either_format() {
+        let legacy = crate::legacy::body::encode_event(&json!({"order_id": "FB1", "n": [1, 2]}), 1_700_000_000);
+        let id = "0123456789abcdef0123456789abcdef";
+        let e = read_event("order_paied", Some("text/plain"), Some(id), &legacy).unwrap();
+        assert_eq!(
+            (e.event.as_str(), e.id.as_str(), &e.params, e.created_at),
+            ("order_paied", id, &json!({"order_id": "FB1", "n": [1, 2]}), 1_700_000_000.0)
+        );
+        // no content type, no id of ebats's: a new id
+        let e = read_event("order_paied", None, Some("not-an-id"), &legacy).unwrap();
+        assert_eq!(e.id.len(), 32);
+        assert_ne!(e.id, "not-an-id");
+        // ebats's JSON: the body names the event, whatever the key
+        let j = EventMsg::new("x_y", json!([])).to_json();
+        assert_eq!(read_event("", Some("application/json"), None, &j).unwrap().event, "x_y");
+        let table: [(&str, Option<&str>, &[u8], &str); 4] = [
+            ("order_paied", Some("text/plain"), b"a:1:{s:4:\"etime\";i:1;}", "event in the original library's format"),
+            (
+                "order_paied",
+                None,
+                b"a:2:{s:5:\"etime\";i:1;s:4:\"body\";O:8:\"stdClass\":0:{}",
+                "event in the original",
+            ),
+            ("bad\nname", None, &legacy, "event in the original library's format: event name"),
+            ("order_paied", Some("application/json"), &legacy, "event body is not JSON"),
+        ];
+        for (key, ct, body, why) in table {
+            let err = read_event(key, ct, None, body).unwrap_err();
+            assert!(err.starts_with(why), "{key:?} {ct:?}: {err}");
+        }
     }
 
     #[test]

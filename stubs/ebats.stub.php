@@ -154,7 +154,8 @@ namespace Asynclib\Core {
         }
 
         /**
-         * Accepted for compatibility; bodies are never passed to unserialize().
+         * Accepted for compatibility; bodies are never passed to unserialize() (the original library's
+         * Publish::send() bodies are read by ebats's own reader).
          */
         public function setSerialize(bool $serialize): static
         {
@@ -168,7 +169,8 @@ namespace Asynclib\Core {
         }
 
         /**
-         * Consumes until the process is stopped. The callable gets ($routing_key, $message).
+         * Consumes until the process is stopped. The callable gets ($routing_key, $message), or, for a body
+         * written by the original library's Publish::send(), ($routing_key, $data, $etime).
          *
          * @param callable(string, mixed): mixed $callback
          * @throws \Asynclib\Exception\ConnectionedException
@@ -864,6 +866,20 @@ namespace {
      * @return array<int, array{id: ?string, kind: string, event: ?string, topic: ?string, exchange: string, error: string, maybe_stored: bool}>
      */
     function ebats_deferred_errors(): array
+    {
+    }
+
+    /**
+     * What of the original library (the pure-PHP Asynclib) is on the broker under the prefix, for the given
+     * topics, and what will happen to each: one row per exchange of the names both share (absent ones too) and
+     * per queue of the original that exists. Changes nothing. (CLI: `ebats migrate:check --topics=a,b`.)
+     *
+     * @param array<int, string> $topics the original's topics (its queues P.<topic>R and P.<topic>D)
+     * @return array<int, array{what: string, name: string, found: string, messages: ?int, consumers: ?int, action: string, needs_hand: bool}>
+     * @throws \Asynclib\Exception\TaskException when a topic is not a valid topic name
+     * @throws \Asynclib\Exception\ConnectionedException when the broker cannot be reached
+     */
+    function ebats_migrate_check(array $topics): array
     {
     }
 

@@ -158,7 +158,7 @@ fn missing_queue_is_not_found() {
 }
 
 #[test]
-fn redeclare_with_other_arguments_is_precondition_failed() {
+fn redeclare_with_other_arguments_is_inequivalent_naming_the_queue() {
     let st = settings(&prefix("clash"), None);
     let n = Names::new(&st.prefix);
     let mut s = Session::new().unwrap();
@@ -170,9 +170,71 @@ fn redeclare_with_other_arguments_is_precondition_failed() {
     })
     .unwrap();
     let e = s.declare(&st, &[Decl::Failed("demo".into())]).expect_err("the declarations clash");
-    assert_eq!(e.kind(), ErrorKind::PreconditionFailed, "{e}");
+    assert_eq!(e.kind(), ErrorKind::Inequivalent, "{e}");
     assert!(!e.is_recoverable());
+    assert!(e.kind().stops_process());
+    let m = e.message();
+    assert!(m.starts_with(&format!("queue '{queue}' exists with other arguments, but ebats declares")), "{m}");
+    assert!(m.contains("ebats.prefix") && m.contains(&format!("name={queue}")), "{m}");
     cleanup(&mut s, &st, &["demo"]);
+}
+
+/// Declares `name` as a durable exchange of `kind` by hand.
+fn exchange_by_hand(s: &mut Session, st: &Settings, name: &str, kind: lapin::ExchangeKind) {
+    let ch = s.channel(st).unwrap();
+    s.block_on(async {
+        let o = lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() };
+        ch.exchange_declare(name.into(), kind, o, FieldTable::default()).await
+    })
+    .unwrap();
+}
+
+#[test]
+fn an_exchange_of_another_type_is_named_with_the_type_it_has() {
+    let st = settings(&prefix("xclash"), None);
+    let n = Names::new(&st.prefix);
+    let mut s = Session::new().unwrap();
+    exchange_by_hand(&mut s, &st, &n.task_exchange(), lapin::ExchangeKind::Topic);
+    let e = s.declare(&st, &[Decl::Topic("demo".into())]).expect_err("the types clash");
+    assert_eq!(e.kind(), ErrorKind::Inequivalent, "{e}");
+    let m = e.message();
+    let x = n.task_exchange();
+    assert!(
+        m.starts_with(&format!(
+            "exchange '{x}' exists as a topic exchange, but ebats declares a durable direct exchange"
+        )),
+        "{m}"
+    );
+    assert!(m.contains(&format!("rabbitmqadmin delete exchange name={x}")), "{m}");
+    // The same for the event exchange in a type other than the original's direct one.
+    exchange_by_hand(&mut s, &st, &n.event_exchange(), lapin::ExchangeKind::Headers);
+    let e = s.declare(&st, &[Decl::Events]).expect_err("the types clash");
+    assert_eq!(e.kind(), ErrorKind::Inequivalent, "{e}");
+    assert!(e.message().contains("exists as a headers exchange, but ebats declares a durable fanout"), "{e}");
+    cleanup(&mut s, &st, &["demo"]);
+}
+
+#[test]
+fn the_original_direct_event_exchange_is_adopted_and_bound_per_event_name() {
+    let st = settings(&prefix("adopt"), None);
+    let n = Names::new(&st.prefix);
+    let mut s = Session::new().unwrap();
+    exchange_by_hand(&mut s, &st, &n.event_exchange(), lapin::ExchangeKind::Direct);
+    let e = ebats::wire::EventMsg::new("order_paied", serde_json::json!({"id": 1}));
+    let (decls, out) = dispatch::event(&n, &e);
+    // The route of the event's name comes with the event.
+    assert!(decls.contains(&Decl::EventRoute("order_paied".into())), "{decls:?}");
+    dispatch::send(&st, &decls, std::slice::from_ref(&out)).expect("routed through the adopted exchange");
+    // Another connection, another event name: bound as well, the exchange left direct.
+    s.disconnect();
+    let other = ebats::wire::EventMsg::new("order_shipped", serde_json::json!([]));
+    let (decls, out2) = dispatch::event(&n, &other);
+    s.declare(&st, &decls).unwrap();
+    s.publish(&st, std::slice::from_ref(&out2)).unwrap();
+    assert_eq!(s.queue_depth(&st, &n.events_queue()).unwrap(), 2);
+    // Still direct: declaring it direct by hand is accepted.
+    exchange_by_hand(&mut s, &st, &n.event_exchange(), lapin::ExchangeKind::Direct);
+    cleanup(&mut s, &st, &[]);
 }
 
 #[test]

@@ -87,7 +87,7 @@ fn records_are_written_flushed_read_and_followed() {
     let mut other = st.clone();
     other.history.max_age = "2D".into();
     let e = history::writer::declare(&other).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PreconditionFailed);
+    assert_eq!(e.kind(), ErrorKind::Inequivalent);
     assert!(
         e.to_string().contains(&format!("the history stream '{}.history' exists with other arguments", st.prefix)),
         "{e}"

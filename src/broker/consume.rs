@@ -44,9 +44,9 @@ pub trait Host {
         None
     }
     /// A subscription was opened (the first time, or again after a cut).
-    fn opened(&mut self, _sub: &Subscription) {}
+    fn opened(&mut self, _sub: &mut Subscription) {}
     /// Nothing is ready and the loop is about to wait: false when the subscription broke.
-    fn idle(&mut self, _sub: &Subscription) -> bool {
+    fn idle(&mut self, _sub: &mut Subscription) -> bool {
         true
     }
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Self::Left>;
@@ -58,9 +58,10 @@ pub struct Spec<'a> {
     /// "worker", "scheduler" or "consumer", for the log.
     pub what: &'a str,
     pub subscription: subscription::Spec<'a>,
-    /// A declaration the broker refuses the first time (the caller's setup is wrong: it clashes
-    /// with what exists, or this user may not use it) ends the loop instead of being retried.
-    /// Connection failures and refused logins are always retried.
+    /// A declaration the broker refuses the first time (the caller's setup is wrong: this user
+    /// may not use it) ends the loop instead of being retried. A declaration that clashes with
+    /// what exists ([`ErrorKind::stops_process`]) always ends it. Connection failures and refused
+    /// logins are always retried.
     pub first_open_fails: bool,
 }
 
@@ -144,6 +145,7 @@ pub fn run<H: Host>(spec: &Spec, host: &mut H) -> Finished<H::Left> {
         let mut sub = match opened {
             Ok(sub) => sub,
             Err(e) if e.kind() == ErrorKind::Stopped => continue,
+            Err(e) if e.kind().stops_process() => return Finished::Failed(e),
             Err(e) if first && spec.first_open_fails && e.kind().is_bad_setup() => return Finished::Failed(e),
             Err(e) => {
                 let d = backoff.after(&e);
@@ -156,7 +158,7 @@ pub fn run<H: Host>(spec: &Spec, host: &mut H) -> Finished<H::Left> {
         };
         first = false;
         backoff.reset();
-        host.opened(&sub);
+        host.opened(&mut sub);
         loop {
             if let Some(l) = host.tick() {
                 return Finished::Left(l);
@@ -171,7 +173,7 @@ pub fn run<H: Host>(spec: &Spec, host: &mut H) -> Finished<H::Left> {
             let d = match sub.ready() {
                 Some(d) => d,
                 None => {
-                    if !host.idle(&sub) {
+                    if !host.idle(&mut sub) {
                         break;
                     }
                     match sub.next(TICK) {

@@ -22,8 +22,12 @@ pub enum ErrorKind {
     ConnectionLost,
     /// A queue or exchange does not exist (404).
     NotFound,
-    /// A declaration clashes with what exists, or another precondition failed (406).
+    /// A precondition failed (406) other than a declaration that clashes with what exists.
     PreconditionFailed,
+    /// A declaration clashes with what exists on the broker (an exchange of another type, a queue
+    /// with other arguments): probed, and the message names the object, what exists, what was
+    /// wanted and what fixes it. Nothing retries it; a long-running process stops.
+    Inequivalent,
     /// The user may not use this resource (403 on a queue or an exchange).
     AccessRefused,
     /// The broker closed the channel with another reply code, or the channel was used after it closed.
@@ -62,7 +66,17 @@ impl ErrorKind {
     /// True when the broker refused what the caller declared or asked for: retrying will not
     /// help until the code or the broker's permissions change.
     pub fn is_bad_setup(self) -> bool {
-        matches!(self, ErrorKind::PreconditionFailed | ErrorKind::AccessRefused | ErrorKind::Invalid)
+        matches!(
+            self,
+            ErrorKind::PreconditionFailed | ErrorKind::Inequivalent | ErrorKind::AccessRefused | ErrorKind::Invalid
+        )
+    }
+
+    /// True when a long-running process (Scheduler, cron leader, worker, Consumer) must stop at
+    /// once instead of trying again: what it declares clashes with what exists, and only a person
+    /// (a setting, a command) can change that.
+    pub fn stops_process(self) -> bool {
+        matches!(self, ErrorKind::Inequivalent)
     }
 
     /// True when the connection the error was met on can no longer be trusted (or never was
@@ -275,6 +289,24 @@ mod tests {
         assert_eq!(reply_kind(504, true, Stage::Open), ErrorKind::ConnectionLost);
         assert!(!ErrorKind::PreconditionFailed.is_recoverable());
         assert!(!ErrorKind::AccessRefused.is_recoverable());
+    }
+
+    #[test]
+    fn only_a_clash_with_what_exists_stops_a_process() {
+        let table = [
+            (ErrorKind::Inequivalent, true),
+            (ErrorKind::PreconditionFailed, false),
+            (ErrorKind::AccessRefused, false),
+            (ErrorKind::CredentialsRefused, false),
+            (ErrorKind::ConnectionLost, false),
+            (ErrorKind::NotFound, false),
+            (ErrorKind::Timeout, false),
+        ];
+        for (kind, stops) in table {
+            assert_eq!(kind.stops_process(), stops, "{kind:?}");
+        }
+        assert!(ErrorKind::Inequivalent.is_bad_setup());
+        assert!(!ErrorKind::Inequivalent.is_recoverable());
     }
 
     #[test]

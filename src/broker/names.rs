@@ -73,6 +73,19 @@ impl Names {
     pub fn processes_stream(&self) -> String {
         format!("{}.processes", self.prefix)
     }
+    /// The original library's ready queue of a topic (bound to the task exchange with key `topic`).
+    pub fn legacy_ready_queue(&self, topic: &str) -> String {
+        format!("{}.{topic}R", self.prefix)
+    }
+    /// The original library's delay queue of a topic (per-message TTL, dead-letters to the task
+    /// exchange with key `topic`).
+    pub fn legacy_delay_queue(&self, topic: &str) -> String {
+        format!("{}.{topic}D", self.prefix)
+    }
+    /// An exclusive queue held by the one process converting the original's delay exchange.
+    pub fn switch_lock(&self) -> String {
+        format!("{}.switch.lock", self.prefix)
+    }
 }
 
 /// Routing key of a delayed message: DELAY_LEVELS binary digits, most significant first, then the topic.

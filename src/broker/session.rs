@@ -15,7 +15,7 @@ use super::connection;
 use super::error::{BrokerError, ErrorKind};
 use super::park::{self, Cut};
 use super::stop::CutWaitsShort;
-use super::topology::Decl;
+use super::topology::{Decl, Known};
 use crate::config::Settings;
 
 pub struct Link {
@@ -23,6 +23,8 @@ pub struct Link {
     pub connection: Arc<Connection>,
     pub(super) publisher: Channel,
     declared: HashSet<String>,
+    /// What declaring learnt of the broker on this connection (the event exchange's type).
+    known: Known,
     /// The broker refused a publish on `publisher`: it is replaced before the next publish. (On
     /// RabbitMQ 3.10 a channel whose first publish to a quorum queue met the queue's old leader, on
     /// a node just killed, refuses every later publish to that queue; a new channel asks again.)
@@ -141,6 +143,7 @@ impl Session {
                 connection: Arc::new(connection),
                 publisher,
                 declared: HashSet::new(),
+                known: Known::default(),
                 renew_publisher: false,
             });
         }
@@ -183,6 +186,7 @@ impl Session {
     pub fn forget_declarations(&mut self) {
         if let Some(l) = self.link.as_mut() {
             l.declared.clear();
+            l.known = Known::default();
         }
     }
 
@@ -196,9 +200,13 @@ impl Session {
             return Ok(());
         }
         let conn = link.connection.clone();
+        let mut known = link.known.clone();
         let result = self.wait(settings.confirm_timeout, "declaring broker topology", async {
-            Decl::declare_all(&conn, &todo, &names, qt).await
+            Decl::declare_all_knowing(&conn, &todo, &names, qt, &mut known).await
         });
+        if let Some(link) = self.link.as_mut() {
+            link.known = known;
+        }
         match result {
             Ok(()) => {
                 let link = self.link.as_mut().expect("link set above");

@@ -34,6 +34,9 @@ pub struct Subscription {
     /// How the consumer's stream ended, when `ready()` was the one to see it: the stream gives its
     /// end once, and after it nothing (it never yields again), so it is kept for `next()`.
     ended: Option<BrokerError>,
+    /// A second consumer on the same channel (a worker's legacy queue, see [`Subscription::consume_also`]):
+    /// its queue's name and the consumer. Its end ends only it.
+    also: Option<(String, Consumer)>,
 }
 
 impl Subscription {
@@ -52,7 +55,7 @@ impl Subscription {
                     .await
                     .map_err(|e| BrokerError::lapin(&format!("cannot consume from queue '{queue}'"), &e))
             })?;
-            Ok(Subscription { rt: s.handle(), ch, consumer, tag: tag.to_string(), ended: None })
+            Ok(Subscription { rt: s.handle(), ch, consumer, tag: tag.to_string(), ended: None, also: None })
         })
     }
 
@@ -62,9 +65,10 @@ impl Subscription {
         if self.ended.is_some() {
             return None;
         }
-        match park::wait(self.consumer.next(), Duration::ZERO) {
+        match park::wait(self.next_of_either(), Duration::ZERO) {
             Err(_) => None,
-            Ok(item) => match Self::item(item) {
+            Ok(None) => None,
+            Ok(Some(item)) => match Self::item(item) {
                 Ok(d) => Some(d),
                 Err(e) => {
                     self.ended = Some(e);
@@ -80,9 +84,60 @@ impl Subscription {
         if let Some(e) = &self.ended {
             return Err(e.clone());
         }
-        match park::wait(self.consumer.next(), tick) {
-            Err(_) => Ok(None),
-            Ok(item) => Self::item(item).map(Some).inspect_err(|e| self.ended = Some(e.clone())),
+        match park::wait(self.next_of_either(), tick) {
+            Err(_) | Ok(None) => Ok(None),
+            Ok(Some(item)) => Self::item(item).map(Some).inspect_err(|e| self.ended = Some(e.clone())),
+        }
+    }
+
+    /// The next item of the consumer, or a delivery of the second one (whichever comes first);
+    /// `None` when the second one ended (it is dropped; the main one goes on).
+    async fn next_of_either(&mut self) -> Option<Option<Result<Delivery, lapin::Error>>> {
+        let Some((_, also)) = self.also.as_mut() else {
+            return Some(self.consumer.next().await);
+        };
+        let main = async { Some(self.consumer.next().await) };
+        let second = async {
+            match also.next().await {
+                Some(Ok(d)) => Some(Some(Ok(d))),
+                _ => None,
+            }
+        };
+        let r = futures_lite::future::race(main, second).await;
+        if r.is_none() {
+            self.also = None;
+        }
+        r
+    }
+
+    /// Consumes `queue` too, on the same channel and prefetch, its deliveries coming among the main
+    /// queue's (delivery tags and acks are the channel's). Until [`Subscription::cancel_also`], the
+    /// subscription's end, or the broker's cancelling it (the queue deleted).
+    pub fn consume_also(&mut self, queue: &str, tag: &str) -> Result<(), BrokerError> {
+        let c = self
+            .rt
+            .block_on(self.ch.basic_consume(
+                queue.into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ))
+            .map_err(|e| BrokerError::lapin(&format!("cannot consume from queue '{queue}'"), &e))?;
+        self.also = Some((queue.to_string(), c));
+        Ok(())
+    }
+
+    /// The queue consumed beside the main one, if any.
+    pub fn also_queue(&self) -> Option<&str> {
+        self.also.as_ref().map(|(q, _)| q.as_str())
+    }
+
+    /// Stops the second consumer: the broker sends nothing more from its queue; what it sent
+    /// before the cancel-ok still comes through [`Subscription::next`], as deliveries of the channel.
+    pub fn cancel_also(&mut self) {
+        if let Some((_, c)) = self.also.as_ref() {
+            let tag = c.tag();
+            let _ = self.rt.block_on(self.ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()));
         }
     }
 

@@ -11,8 +11,12 @@ use crate::config::QueueType;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decl {
-    /// The event exchange and the events queue.
+    /// The event exchange and the events queue. An event exchange that exists as the original
+    /// library's `direct` exchange is adopted (see [`EventExchange`]).
     Events,
+    /// The events queue receives the event of this name: nothing more on ebats's fanout event
+    /// exchange; on the original's `direct` one, a binding with the name as key.
+    EventRoute(String),
     /// The task exchange and one topic's ready queue, also bound to the delay levels' exit.
     Topic(String),
     /// The delay levels.
@@ -71,29 +75,55 @@ impl Decl {
     /// Declares `decls` in turn on a channel of their own (a failed declaration closes its channel),
     /// queues of type `qt` (streams stay streams).
     pub async fn declare_all(conn: &Connection, decls: &[&Decl], n: &Names, qt: QueueType) -> Result<(), BrokerError> {
+        Decl::declare_all_knowing(conn, decls, n, qt, &mut Known::default()).await
+    }
+
+    /// [`Decl::declare_all`], starting from what is `known` of the broker on this connection and
+    /// adding what declaring learnt.
+    pub async fn declare_all_knowing(
+        conn: &Connection,
+        decls: &[&Decl],
+        n: &Names,
+        qt: QueueType,
+        known: &mut Known,
+    ) -> Result<(), BrokerError> {
         let ch = conn.create_channel().await.map_err(|e| BrokerError::lapin("cannot open a channel", &e))?;
-        let q = Queues { conn, ch: &ch, qt };
+        let mut q = Queues { conn, ch, qt, known: std::mem::take(known) };
         let mut r = Ok(());
         for d in decls {
-            r = d.declare(&q, n).await;
+            r = d.declare(&mut q, n).await;
             if r.is_err() {
                 break;
             }
         }
-        let _ = ch.close(200, "done".into()).await;
+        *known = q.known;
+        let _ = q.ch.close(200, "done".into()).await;
         r
     }
 
-    async fn declare(&self, q: &Queues<'_>, n: &Names) -> Result<(), BrokerError> {
-        let ch = q.ch;
+    async fn declare(&self, q: &mut Queues<'_>, n: &Names) -> Result<(), BrokerError> {
         match self {
-            Decl::Events => events(q, n).await,
+            Decl::Events => events(q, n).await.map(|_| ()),
+            Decl::EventRoute(event) => {
+                // Known once the event exchange was declared on this connection: nothing to do on
+                // ebats's fanout exchange, one binding on the original's direct one.
+                let kind = match q.known.event_exchange(&n.event_exchange()) {
+                    Some(k) => k,
+                    None => events(q, n).await?,
+                };
+                match kind {
+                    EventExchange::Fanout => Ok(()),
+                    EventExchange::Direct => bind(&q.ch, &n.events_queue(), &n.event_exchange(), event).await,
+                }
+            }
             Decl::Topic(topic) => {
-                exchange(ch, &n.task_exchange(), ExchangeKind::Direct, FieldTable::default()).await?;
-                q.declare(&n.ready_queue(topic), FieldTable::default()).await?;
-                bind(ch, &n.ready_queue(topic), &n.task_exchange(), topic).await?;
+                q.exchange(&n.task_exchange(), ExchangeKind::Direct, FieldTable::default(), Owner::Ebats).await?;
+                q.declare(&n.ready_queue(topic), FieldTable::default(), Owner::Ebats).await?;
+                // The original library's queues of this topic, if any, handed over first.
+                super::legacy_topology::adopt_topic(q.conn, n, topic).await?;
+                bind(&q.ch, &n.ready_queue(topic), &n.task_exchange(), topic).await?;
                 due_exchange(q, n).await?;
-                bind(ch, &n.ready_queue(topic), &n.delay_due(), &format!("#.{topic}")).await
+                bind(&q.ch, &n.ready_queue(topic), &n.delay_due(), &format!("#.{topic}")).await
             }
             Decl::Delay => {
                 due_exchange(q, n).await?;
@@ -104,7 +134,7 @@ impl Decl {
                 for level in 0..DELAY_LEVELS {
                     let name = n.delay_level(level);
                     let next = if level == 0 { n.delay_due() } else { n.delay_level(level - 1) };
-                    exchange(ch, &name, ExchangeKind::Topic, FieldTable::default()).await?;
+                    q.exchange(&name, ExchangeKind::Topic, FieldTable::default(), Owner::Ebats).await?;
                     let mut args = FieldTable::default();
                     args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1000i64 << level));
                     args.insert(
@@ -116,26 +146,34 @@ impl Decl {
                         args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
                         args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
                     }
-                    q.declare(&name, args).await?;
-                    bind(ch, &name, &name, &delay_level_pattern(level, '1')).await?;
-                    exchange_bind(ch, &next, &name, &delay_level_pattern(level, '0')).await?;
+                    q.declare(&name, args, Owner::Ebats).await?;
+                    bind(&q.ch, &name, &name, &delay_level_pattern(level, '1')).await?;
+                    exchange_bind(&q.ch, &next, &name, &delay_level_pattern(level, '0')).await?;
                 }
-                exchange(ch, &n.delay_exchange(), ExchangeKind::Topic, FieldTable::default()).await?;
-                exchange_bind(ch, &n.delay_level(DELAY_LEVELS - 1), &n.delay_exchange(), "#").await
+                // The original library's direct exchange of that name is converted first.
+                super::legacy_topology::ensure_delay_exchange(q.conn, n).await?;
+                q.exchange(&n.delay_exchange(), ExchangeKind::Topic, FieldTable::default(), Owner::Ebats).await?;
+                exchange_bind(&q.ch, &n.delay_level(DELAY_LEVELS - 1), &n.delay_exchange(), "#").await
             }
-            Decl::Failed(topic) => q.declare(&n.failed_queue(topic), FieldTable::default()).await,
-            Decl::UnreadableEvents => q.declare(&n.unreadable_events(), FieldTable::default()).await,
-            Decl::ConsumerFailed(queue) => q.declare(&n.consumer_failed_queue(queue), FieldTable::default()).await,
-            Decl::Exchange { name, kind } => exchange(ch, name, exchange_kind(kind)?, FieldTable::default()).await,
+            Decl::Failed(topic) => q.declare(&n.failed_queue(topic), FieldTable::default(), Owner::Ebats).await,
+            Decl::UnreadableEvents => q.declare(&n.unreadable_events(), FieldTable::default(), Owner::Ebats).await,
+            Decl::ConsumerFailed(queue) => {
+                q.declare(&n.consumer_failed_queue(queue), FieldTable::default(), Owner::Ebats).await
+            }
+            Decl::Exchange { name, kind } => {
+                q.exchange(name, exchange_kind(kind)?, FieldTable::default(), Owner::Caller).await
+            }
             Decl::Cron => {
                 events(q, n).await?;
-                queue(ch, &n.cron_stream(), stream_args(CRON_MAX_AGE, CRON_SEGMENT_BYTES, None)).await?;
+                queue(&q.ch, &n.cron_stream(), stream_args(CRON_MAX_AGE, CRON_SEGMENT_BYTES, None)).await?;
                 let mut leader = FieldTable::default();
                 leader.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-                q.declare(&n.cron_leader(), leader).await?;
-                exchange(ch, &n.cron_fire(), ExchangeKind::Fanout, FieldTable::default()).await?;
-                bind(ch, &n.cron_stream(), &n.cron_fire(), "").await?;
-                exchange_bind(ch, &n.event_exchange(), &n.cron_fire(), "").await
+                q.declare(&n.cron_leader(), leader, Owner::Ebats).await?;
+                q.exchange(&n.cron_fire(), ExchangeKind::Fanout, FieldTable::default(), Owner::Ebats).await?;
+                bind(&q.ch, &n.cron_stream(), &n.cron_fire(), "").await?;
+                // The firing keeps its routing key (the event's name) through this binding, so it
+                // reaches the events queue whatever the event exchange's type.
+                exchange_bind(&q.ch, &n.event_exchange(), &n.cron_fire(), "").await
             }
             Decl::History { max_age, max_bytes } => {
                 let name = n.history_stream();
@@ -146,9 +184,9 @@ impl Decl {
                     args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(*max_bytes as i64));
                 }
                 args.insert("x-stream-max-segment-size-bytes".into(), AMQPValue::LongLongInt(HISTORY_SEGMENT_BYTES));
-                queue(ch, &name, args).await.map_err(|e| match e.kind() {
+                queue(&q.ch, &name, args).await.map_err(|e| match e.kind() {
                     ErrorKind::PreconditionFailed => BrokerError::new(
-                        ErrorKind::PreconditionFailed,
+                        ErrorKind::Inequivalent,
                         format!(
                             "the history stream '{name}' exists with other arguments than x-max-age={max_age}, \
                              x-max-length-bytes={} (ebats.history_max_age, ebats.history_max_bytes): set those to \
@@ -161,12 +199,12 @@ impl Decl {
             }
             Decl::Processes => {
                 let args = stream_args(PROCESSES_MAX_AGE, PROCESSES_SEGMENT_BYTES, Some(PROCESSES_MAX_BYTES));
-                queue(ch, &n.processes_stream(), args).await
+                queue(&q.ch, &n.processes_stream(), args).await
             }
             Decl::BoundQueue { queue, exchange: x, keys } => {
-                q.declare(queue, FieldTable::default()).await?;
+                q.declare(queue, FieldTable::default(), Owner::Caller).await?;
                 for k in keys {
-                    bind(ch, queue, x, k).await?;
+                    bind(&q.ch, queue, x, k).await?;
                 }
                 Ok(())
             }
@@ -189,28 +227,72 @@ pub fn exchange_kind(kind: &str) -> Result<ExchangeKind, BrokerError> {
     })
 }
 
-async fn events(q: &Queues<'_>, n: &Names) -> Result<(), BrokerError> {
-    exchange(q.ch, &n.event_exchange(), ExchangeKind::Fanout, FieldTable::default()).await?;
-    q.declare(&n.events_queue(), FieldTable::default()).await?;
-    bind(q.ch, &n.events_queue(), &n.event_exchange(), "").await
+/// The event exchange and the events queue; the type the event exchange has.
+async fn events(q: &mut Queues<'_>, n: &Names) -> Result<EventExchange, BrokerError> {
+    let kind = event_exchange(q, n).await?;
+    q.declare(&n.events_queue(), FieldTable::default(), Owner::Ebats).await?;
+    if kind == EventExchange::Fanout {
+        bind(&q.ch, &n.events_queue(), &n.event_exchange(), "").await?;
+    }
+    Ok(kind)
 }
 
+/// The type of the event exchange, declared as ebats's fanout exchange unless it exists as the
+/// original library's direct one, which is adopted (once per connection it is found so).
+async fn event_exchange(q: &mut Queues<'_>, n: &Names) -> Result<EventExchange, BrokerError> {
+    let name = n.event_exchange();
+    if let Some(k) = q.known.event_exchange(&name) {
+        // Declared already on this connection: the exchange is left as it is.
+        return Ok(k);
+    }
+    let e = match declare_exchange(&q.ch, &name, ExchangeKind::Fanout, FieldTable::default()).await {
+        Ok(()) => {
+            q.known.set_event_exchange(&name, EventExchange::Fanout);
+            return Ok(EventExchange::Fanout);
+        }
+        Err(e) => e,
+    };
+    if e.kind() != ErrorKind::PreconditionFailed {
+        return Err(e);
+    }
+    // The refusal closed the channel: the rest goes on a new one.
+    q.ch = q.conn.create_channel().await.map_err(|e| BrokerError::lapin("cannot open a channel", &e))?;
+    match declare_exchange(&q.ch, &name, ExchangeKind::Direct, FieldTable::default()).await {
+        Ok(()) => {
+            if !ADOPTED_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                crate::log::info(&format!(
+                    "event exchange '{name}' exists as the original library's direct exchange: adopted; the events \
+                     queue '{}' is bound to it once per event name",
+                    n.events_queue()
+                ));
+            }
+            q.known.set_event_exchange(&name, EventExchange::Direct);
+            Ok(EventExchange::Direct)
+        }
+        Err(_) => {
+            q.ch = q.conn.create_channel().await.map_err(|e| BrokerError::lapin("cannot open a channel", &e))?;
+            Err(q.exchange_clash(&name, ExchangeKind::Fanout, FieldTable::default(), Owner::Ebats, &e).await)
+        }
+    }
+}
+
+static ADOPTED_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 async fn due_exchange(q: &Queues<'_>, n: &Names) -> Result<(), BrokerError> {
-    let ch = q.ch;
     // Anything the exit of the delay levels cannot route lands in the unroutable queue, not nowhere.
-    exchange(ch, &n.unroutable(), ExchangeKind::Fanout, FieldTable::default()).await?;
-    q.declare(&n.unroutable(), FieldTable::default()).await?;
-    bind(ch, &n.unroutable(), &n.unroutable(), "").await?;
+    q.exchange(&n.unroutable(), ExchangeKind::Fanout, FieldTable::default(), Owner::Ebats).await?;
+    q.declare(&n.unroutable(), FieldTable::default(), Owner::Ebats).await?;
+    bind(&q.ch, &n.unroutable(), &n.unroutable(), "").await?;
     let mut args = FieldTable::default();
     args.insert("alternate-exchange".into(), AMQPValue::LongString(LongString::from(n.unroutable().as_str())));
-    exchange(ch, &n.delay_due(), ExchangeKind::Topic, args).await
+    q.exchange(&n.delay_due(), ExchangeKind::Topic, args, Owner::Ebats).await
 }
 
 fn err(what: String) -> impl FnOnce(lapin::Error) -> BrokerError {
     move |e| BrokerError::lapin(&what, &e)
 }
 
-async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind, args: FieldTable) -> Result<(), BrokerError> {
+async fn declare_exchange(ch: &Channel, name: &str, kind: ExchangeKind, args: FieldTable) -> Result<(), BrokerError> {
     ch.exchange_declare(
         ShortString::from(name),
         kind,
@@ -221,18 +303,135 @@ async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind, args: FieldTable
     .map_err(err(format!("cannot declare exchange '{name}'")))
 }
 
+/// What the event exchange is on a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventExchange {
+    /// ebats's own: every event reaches the events queue, bound once.
+    Fanout,
+    /// The original library's, adopted: the events queue is bound once per event name
+    /// ([`Decl::EventRoute`]), as the original's Scheduler did.
+    Direct,
+}
+
+/// What declaring learnt of the broker, kept with the connection it was learnt on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The event exchange declared last (a process may use several prefixes) and its type.
+    event_exchange: Option<(String, EventExchange)>,
+}
+
+impl Known {
+    /// The type of the event exchange `name`, when declared on this connection.
+    pub fn event_exchange(&self, name: &str) -> Option<EventExchange> {
+        self.event_exchange.as_ref().filter(|(n, _)| n == name).map(|(_, k)| *k)
+    }
+
+    fn set_event_exchange(&mut self, name: &str, kind: EventExchange) {
+        self.event_exchange = Some((name.to_string(), kind));
+    }
+}
+
+/// Who names an object, which decides what fixes a clash: ebats's own objects live under the
+/// prefix; the caller's come from `Core\Publish` and `Core\Consumer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Ebats,
+    Caller,
+}
+
+/// The name RabbitMQ gives an exchange type.
+pub fn kind_name(kind: &ExchangeKind) -> &str {
+    match kind {
+        ExchangeKind::Direct => "direct",
+        ExchangeKind::Fanout => "fanout",
+        ExchangeKind::Topic => "topic",
+        ExchangeKind::Headers => "headers",
+        ExchangeKind::Custom(s) => s.as_str(),
+    }
+}
+
+/// The message of a declaration the broker refused as inequivalent: the object, what exists (as
+/// far as probing told), what was wanted, and what fixes it.
+pub fn clash_message(object: &str, name: &str, exists: &str, wanted: &str, owner: Owner, broker: &str) -> String {
+    let fix = match (owner, object) {
+        (Owner::Ebats, _) => format!(
+            "it was made by another program (or the original library) under the same prefix: give ebats a prefix \
+             of its own (ebats.prefix), or delete the {object} (rabbitmqadmin delete {object} name={name}) and ebats \
+             declares it anew"
+        ),
+        (Owner::Caller, "exchange") => {
+            format!("call setExchange() with the type it has, or delete it (rabbitmqadmin delete exchange name={name})")
+        }
+        (Owner::Caller, _) => format!(
+            "consume it with the arguments it has, use another queue name in setQueue(), or delete it once empty \
+             (rabbitmqadmin delete queue name={name})"
+        ),
+    };
+    format!("{object} '{name}' exists {exists}, but ebats declares {wanted}: {fix} (broker: {broker})")
+}
+
 /// Where queues are declared, and with which type.
 struct Queues<'a> {
     conn: &'a Connection,
-    ch: &'a Channel,
+    ch: Channel,
     qt: QueueType,
+    known: Known,
 }
 
+const EXCHANGE_KINDS: [ExchangeKind; 4] =
+    [ExchangeKind::Direct, ExchangeKind::Fanout, ExchangeKind::Topic, ExchangeKind::Headers];
+
 impl Queues<'_> {
+    /// Declares a durable exchange of `kind` with `args`. One that exists otherwise is an error
+    /// naming it and what it is, never a retry.
+    async fn exchange(
+        &self,
+        name: &str,
+        kind: ExchangeKind,
+        args: FieldTable,
+        owner: Owner,
+    ) -> Result<(), BrokerError> {
+        match declare_exchange(&self.ch, name, kind.clone(), args.clone()).await {
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                Err(self.exchange_clash(name, kind, args, owner, &e).await)
+            }
+            r => r,
+        }
+    }
+
+    /// The error for an exchange declaration refused with 406 (`e`): declaring it as each other
+    /// type, with the same arguments, on a channel of its own, succeeds (changing nothing) exactly
+    /// when it exists as that type.
+    async fn exchange_clash(
+        &self,
+        name: &str,
+        wanted: ExchangeKind,
+        args: FieldTable,
+        owner: Owner,
+        e: &BrokerError,
+    ) -> BrokerError {
+        let mut found = None;
+        for kind in EXCHANGE_KINDS.iter().filter(|k| **k != wanted) {
+            let Ok(ch) = self.conn.create_channel().await else { break };
+            if declare_exchange(&ch, name, kind.clone(), args.clone()).await.is_ok() {
+                let _ = ch.close(200, "probed".into()).await;
+                found = Some(kind.clone());
+                break;
+            }
+        }
+        let exists = match &found {
+            Some(k) => format!("as a {} exchange", kind_name(k)),
+            None => "with other properties or arguments".to_string(),
+        };
+        let wanted = format!("a durable {} exchange", kind_name(&wanted));
+        BrokerError::new(ErrorKind::Inequivalent, clash_message("exchange", name, &exists, &wanted, owner, e.message()))
+    }
+
     /// Declares a durable queue of this type with `args`. A queue that exists with the other type
-    /// is an error naming it and saying how to migrate, never a silent mix.
-    async fn declare(&self, name: &str, args: FieldTable) -> Result<(), BrokerError> {
-        let e = match queue(self.ch, name, typed(args.clone(), self.qt)).await {
+    /// is an error naming it and saying how to migrate; one that exists with other arguments an
+    /// error naming it: never a silent mix, never a retry.
+    async fn declare(&self, name: &str, args: FieldTable, owner: Owner) -> Result<(), BrokerError> {
+        let e = match queue(&self.ch, name, typed(args.clone(), self.qt)).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
@@ -255,7 +454,17 @@ impl Queues<'_> {
         };
         match probe.await {
             Ok(()) => Err(type_mismatch(name, other, self.qt)),
-            Err(_) => Err(e),
+            Err(_) => Err(BrokerError::new(
+                ErrorKind::Inequivalent,
+                clash_message(
+                    "queue",
+                    name,
+                    "with other arguments",
+                    &format!("a durable {} queue with its own arguments", self.qt.name()),
+                    owner,
+                    e.message(),
+                ),
+            )),
         }
     }
 }
@@ -263,7 +472,7 @@ impl Queues<'_> {
 /// The error for a queue that exists as `found` while `ebats.queue_type` asks for `wanted`.
 pub fn type_mismatch(name: &str, found: QueueType, wanted: QueueType) -> BrokerError {
     BrokerError::new(
-        ErrorKind::PreconditionFailed,
+        ErrorKind::Inequivalent,
         format!(
             "queue '{name}' exists as a {} queue but ebats.queue_type is {}: set ebats.queue_type={} again, or, to \
              migrate: stop the workers and consumers of that queue, let it drain (or move its messages, see the \

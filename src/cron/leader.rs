@@ -40,20 +40,32 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
 pub struct Participant {
     quit: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// What stopped the thread for good (a declaration that clashes with what exists).
+    failed: Arc<parking_lot::Mutex<Option<BrokerError>>>,
 }
 
 impl Participant {
     pub fn start(settings: Settings, code: Vec<Def>, rt: tokio::runtime::Handle) -> Participant {
         let quit = Arc::new(AtomicBool::new(false));
-        let q = quit.clone();
+        let failed = Arc::new(parking_lot::Mutex::new(None));
+        let (q, f) = (quit.clone(), failed.clone());
         let thread = std::thread::Builder::new()
             .name("ebats-cron".into())
-            .spawn(move || rt.block_on(run(settings, code, q)))
+            .spawn(move || {
+                if let Err(e) = rt.block_on(run(settings, code, q)) {
+                    *f.lock() = Some(e);
+                }
+            })
             .ok();
         if thread.is_none() {
             log::error("cron: cannot start the leadership thread; this scheduler will not lead");
         }
-        Participant { quit, thread }
+        Participant { quit, thread, failed }
+    }
+
+    /// The error that ended the thread for good, once (the Scheduler stops on it).
+    pub fn failed(&self) -> Option<BrokerError> {
+        self.failed.lock().take()
     }
 
     /// Gives the token back and waits for the thread (it checks every 100 ms).
@@ -69,10 +81,16 @@ fn stopping(quit: &AtomicBool) -> bool {
     quit.load(Ordering::SeqCst) || stop::requested().is_some()
 }
 
-async fn run(settings: Settings, code: Vec<Def>, quit: Arc<AtomicBool>) {
+/// Takes part until a stop, trying again after failures; an error no retry can help (a declaration
+/// that clashes with what exists) ends it.
+async fn run(settings: Settings, code: Vec<Def>, quit: Arc<AtomicBool>) -> Result<(), BrokerError> {
     while !stopping(&quit) {
         match participate(&settings, &code, &quit).await {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind().stops_process() => {
+                log::error(&format!("cron: {e}; not trying again"));
+                return Err(e);
+            }
             Err(e) => {
                 log::error(&format!("cron: {e}; trying again in 1 s"));
                 let until = Instant::now() + Duration::from_secs(1);
@@ -82,6 +100,7 @@ async fn run(settings: Settings, code: Vec<Def>, quit: Arc<AtomicBool>) {
             }
         }
     }
+    Ok(())
 }
 
 /// `f`, cut short (with `Stopped`) by a stop, and bounded by `t`.

@@ -66,6 +66,15 @@ pub struct TopicRow {
     pub in_flight: Option<f64>,
     /// Mean wait of the tasks started in the last minute, in seconds.
     pub wait_s: Option<f64>,
+    /// The original library's queues of the topic still holding messages (after a switch from it).
+    pub legacy: Vec<LegacyQueue>,
+}
+
+/// One of the original library's queues and the messages it holds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LegacyQueue {
+    pub queue: String,
+    pub messages: u32,
 }
 
 /// What the last sample saw.

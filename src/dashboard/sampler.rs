@@ -10,17 +10,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::series::Point;
-use super::{sources, State, TopicRow, View};
+use super::{sources, LegacyQueue, State, TopicRow, View};
 use crate::broker::names::{Names, DELAY_LEVELS};
 use crate::metrics::depth::Reader;
 use crate::wire::now_ms;
 
-/// The queues read for `topics`: each one's ready and failed queue, then the delay levels.
+/// The queues read for `topics`: each one's ready and failed queue and the original library's ready
+/// and delay queues (while a switch from it drains them), then the delay levels.
 fn queues(names: &Names, topics: &BTreeSet<String>) -> Vec<(String, &'static str)> {
     let mut q = Vec::new();
     for t in topics {
         q.push((names.ready_queue(t), "ready"));
         q.push((names.failed_queue(t), "failed"));
+        q.push((names.legacy_ready_queue(t), "legacy"));
+        q.push((names.legacy_delay_queue(t), "legacy"));
     }
     q.extend((0..DELAY_LEVELS).map(|l| (names.delay_level(l), "delay")));
     q
@@ -114,6 +117,7 @@ pub fn sample(state: &State, reader: &mut Reader, mem: &mut Memory) {
             failed: by_name.get(names.failed_queue(t).as_str()).map(|r| r.0),
             in_flight: counts.map(|c| c.in_flight),
             wait_s: waits.get(t).copied(),
+            legacy: legacy_waiting(&by_name, &names, t),
         });
     }
     for p in &mut view.processes {
@@ -122,6 +126,14 @@ pub fn sample(state: &State, reader: &mut Reader, mem: &mut Memory) {
         }
     }
     *state.view.lock() = view;
+}
+
+/// The original library's queues of topic `t` that hold messages (the others are not shown).
+fn legacy_waiting(by_name: &BTreeMap<&str, (u32, u32)>, names: &Names, t: &str) -> Vec<LegacyQueue> {
+    [names.legacy_ready_queue(t), names.legacy_delay_queue(t)]
+        .into_iter()
+        .filter_map(|q| by_name.get(q.as_str()).filter(|c| c.0 > 0).map(|c| LegacyQueue { messages: c.0, queue: q }))
+        .collect()
 }
 
 /// Samples every `state.opts.sample_every` until `stop` is raised; follows the execution history

@@ -22,6 +22,25 @@ use crate::php::subscriber;
 use crate::rules;
 use crate::wire::{new_id, properties_with_headers};
 
+/// A message as the callback gets it: JSON decoded, the original library's `Publish::send()` body
+/// decoded with the time it carries (never through `unserialize()`), anything else as its bytes.
+fn read_message(d: &lapin::message::Delivery) -> (Zval, Option<i64>) {
+    let content_type = d.properties.content_type().as_ref().map(|s| s.as_str());
+    if crate::legacy::body::looks_legacy(content_type, &d.data) {
+        if let Ok((etime, data)) = crate::legacy::body::decode_publish(&d.data) {
+            return (convert::to_zval(&data), Some(etime));
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(&d.data) {
+        Ok(v) => (convert::to_zval(&v), None),
+        Err(_) => {
+            let mut z = Zval::new();
+            z.set_binary(d.data.clone());
+            (z, None)
+        }
+    }
+}
+
 #[php_class]
 #[php(name = "Asynclib\\Core\\Consumer")]
 pub struct Consumer {
@@ -87,7 +106,8 @@ impl Consumer {
         Ok(self_)
     }
 
-    /// Accepted for compatibility: bodies are JSON, never PHP-serialized.
+    /// Accepted for compatibility: bodies are read as JSON, or as the original library's
+    /// `Publish::send()` bodies (decoded by ebats's own reader, never by `unserialize()`).
     #[php(name = "setSerialize")]
     pub fn set_serialize(self_: &mut ZendClassObject<Consumer>, serialize: bool) -> &mut ZendClassObject<Consumer> {
         let _ = serialize;
@@ -103,7 +123,8 @@ impl Consumer {
         Ok(self_)
     }
 
-    /// Calls `$callback($routing_key, $message)` for every message, acking after it returns.
+    /// Calls `$callback($routing_key, $message)` for every message, acking after it returns; for a
+    /// body written by the original library's `Publish::send()`, `$callback($routing_key, $data, $etime)`.
     pub fn run(&self, callback: &Zval) -> PhpResult<()> {
         args::callback(callback, "Asynclib\\Core\\Consumer::run()")?;
         let (exchange, kind) = self.exchange.clone().ok_or_else(|| bad_input("call setExchange() before run()"))?;
@@ -132,17 +153,16 @@ impl Consumer {
             tag: &tag,
         };
         subscriber::run("consumer", subscription, true, |sub, d| {
-            let message = match serde_json::from_slice::<serde_json::Value>(&d.data) {
-                Ok(v) => convert::to_zval(&v),
-                Err(_) => {
-                    let mut z = Zval::new();
-                    z.set_binary(d.data.clone());
-                    z
-                }
-            };
+            let (message, etime) = read_message(&d);
             let key = d.routing_key.as_str().to_string();
             counters::taken();
-            let settled = match call::call(callback, vec![&key.as_str(), &message]) {
+            let key_str = key.as_str();
+            let mut args: Vec<&dyn ext_php_rs::convert::IntoZvalDyn> = vec![&key_str, &message];
+            // The original library's consumer gave the time its Publish::send() wrote as a third argument.
+            if let Some(t) = &etime {
+                args.push(t);
+            }
+            let settled = match call::call(callback, args) {
                 Ok(_) => {
                     counters::add(&counters::CONSUMER_HANDLED, 1);
                     sub.ack(d.delivery_tag, false)

@@ -7,7 +7,6 @@ use ext_php_rs::types::{ZendClassObject, Zval};
 use parking_lot::Mutex;
 
 use crate::broker::confirm::Failed;
-use crate::broker::names::Names;
 use crate::broker::{Decl, Outgoing};
 use crate::dispatch;
 use crate::log;
@@ -105,19 +104,18 @@ impl Batch {
     /// broker confirmed all of them (or, deferred, once they are handed over).
     pub fn publish(&mut self, defer: Option<bool>) -> PhpResult<Vec<String>> {
         let s = settings::current()?;
-        let names = Names::new(&s.prefix);
         let mut ids = Vec::with_capacity(self.items.len());
         let mut parts: Vec<(Vec<Decl>, Outgoing)> = Vec::with_capacity(self.items.len());
         for item in &self.items {
             match item {
                 Item::Event(e) => {
-                    let (id, p) = e.parts(&names);
+                    let (id, p) = e.parts(&s);
                     ids.push(id);
                     parts.push(p);
                 }
                 Item::Task(t) => {
                     ids.push(t.id.clone());
-                    parts.push(t.parts(&names));
+                    parts.push(t.parts(&s));
                 }
             }
         }

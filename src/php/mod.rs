@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod deferred;
 pub mod exceptions;
 pub mod history;
+pub mod migrate;
 pub mod producer;
 pub mod scheduler;
 pub mod schedules;
@@ -73,6 +74,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .function(wrap_function!(ebats_config))
         .function(wrap_function!(ebats_flush))
         .function(wrap_function!(ebats_deferred_errors))
+        .function(wrap_function!(ebats_migrate_check))
         .request_startup_function(request_startup)
         .request_shutdown_function(deferred::request_shutdown)
 }
@@ -87,6 +89,12 @@ pub fn ebats_config() -> PhpResult<ext_php_rs::boxed::ZBox<ext_php_rs::types::Ze
 #[php_function]
 pub fn ebats_flush() -> PhpResult<i64> {
     deferred::flush()
+}
+
+/// What of the original library is on the broker: `ebats_migrate_check(array $topics): array`.
+#[php_function]
+pub fn ebats_migrate_check(topics: Vec<String>) -> PhpResult<Vec<ext_php_rs::types::Zval>> {
+    migrate::check(topics)
 }
 
 /// Deferred-publish failures found when earlier requests ended: `ebats_deferred_errors(): array`.

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::broker::confirm::Failed;
 use crate::broker::names::Names;
 use crate::broker::{Decl, Outgoing};
+use crate::config::{Settings, WriteFormat};
 use crate::dispatch::{self, SendFailed};
 use crate::php::args::{self, array_json, bad_input, broker_err, checked, int_arg, params_json, string_arg};
 use crate::php::convert;
@@ -32,10 +33,16 @@ impl Event {
         self.params = params;
     }
 
-    /// A new message of this event (a new id each time) and where it goes.
-    pub fn parts(&self, names: &Names) -> (String, (Vec<Decl>, Outgoing)) {
+    /// A new message of this event (a new id each time), in the format the settings ask for, and
+    /// where it goes.
+    pub fn parts(&self, settings: &Settings) -> (String, (Vec<Decl>, Outgoing)) {
+        let names = Names::new(&settings.prefix);
         let msg = EventMsg { params: self.params.clone(), ..EventMsg::new(&self.name, Value::Null) };
-        (msg.id.clone(), dispatch::event(names, &msg))
+        let parts = match settings.write_format {
+            WriteFormat::Ebats => dispatch::event(&names, &msg),
+            WriteFormat::Original => dispatch::legacy_event(&names, &msg),
+        };
+        (msg.id.clone(), parts)
     }
 }
 
@@ -104,7 +111,7 @@ impl Event {
     /// `ebats.deferred_confirms`) as soon as it is handed over, the confirm awaited at request end.
     pub fn publish(&self, defer: Option<bool>) -> PhpResult<String> {
         let s = settings::current()?;
-        let (id, parts) = self.parts(&Names::new(&s.prefix));
+        let (id, parts) = self.parts(&s);
         deliver(&s, vec![parts], defer.unwrap_or(s.deferred))?;
         if s.debug {
             crate::log::debug(&format!("event {} published id={id}", self.name));
@@ -147,13 +154,17 @@ impl Task {
         })
     }
 
-    /// The task's message and where it goes.
-    pub fn parts(&self, names: &Names) -> (Vec<Decl>, Outgoing) {
+    /// The task's message, in the format the settings ask for, and where it goes.
+    pub fn parts(&self, settings: &Settings) -> (Vec<Decl>, Outgoing) {
+        let names = Names::new(&settings.prefix);
         let msg = TaskMsg {
             id: self.id.clone(),
             ..TaskMsg::new(&self.topic, &self.name, self.params.clone(), self.delay as u64)
         };
-        dispatch::task(names, &msg, self.delay as u64)
+        match settings.write_format {
+            WriteFormat::Ebats => dispatch::task(&names, &msg, self.delay as u64),
+            WriteFormat::Original => dispatch::legacy_task(&names, &msg, self.delay as u64),
+        }
     }
 
     /// The arguments of `Task::create()` and `Batch::task()`: topic, name, params, delay.
@@ -169,7 +180,7 @@ impl Task {
 
     pub fn send(&self, defer: Option<bool>) -> PhpResult<String> {
         let s = settings::current()?;
-        deliver(&s, vec![self.parts(&Names::new(&s.prefix))], defer.unwrap_or(s.deferred))?;
+        deliver(&s, vec![self.parts(&s)], defer.unwrap_or(s.deferred))?;
         if s.debug {
             crate::log::debug(&format!(
                 "task {}/{} published id={} delay={}s",

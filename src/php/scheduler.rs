@@ -19,7 +19,7 @@ use crate::php::producer::{merge_decls, Task};
 use crate::php::settings;
 use crate::php::subscriber;
 use crate::rules;
-use crate::wire::{EventMsg, TaskMsg};
+use crate::wire::TaskMsg;
 
 #[derive(Clone, Debug, PartialEq)]
 struct TaskDef {
@@ -95,12 +95,15 @@ pub struct Scheduler {
 fn plan(
     settings: &crate::config::Settings,
     names: &Names,
-    body: &[u8],
+    d: &lapin::message::Delivery,
     decls: &mut Vec<Decl>,
     msgs: &mut Vec<Outgoing>,
 ) {
     counters::taken();
-    let event = match EventMsg::parse(body) {
+    let body = &d.data;
+    let content_type = d.properties.content_type().as_ref().map(|s| s.as_str());
+    let message_id = d.properties.message_id().as_ref().map(|s| s.as_str());
+    let event = match crate::wire::read_event(d.routing_key.as_str(), content_type, message_id, body) {
         Ok(e) => e,
         Err(e) => {
             let id = crate::wire::new_id();
@@ -176,9 +179,15 @@ impl Scheduler {
         .map_err(bad_input)?;
         log::info(&format!("scheduler consuming '{queue}' ({} event(s) registered)", REGISTRY.lock().len()));
         let tag = format!("ebats-scheduler-{}", std::process::id());
+        // The events queue receives every registered event and every periodic schedule's event
+        // (bound once per name on the original library's direct event exchange).
+        let mut decls = vec![Decl::Events];
+        let routed = REGISTRY.lock().iter().map(|(e, _)| e.clone()).collect::<Vec<_>>();
+        let scheduled = crate::php::schedules::code_schedules().into_iter().map(|d| d.event);
+        merge_decls(&mut decls, routed.into_iter().chain(scheduled).map(Decl::EventRoute).collect());
         let subscription = subscription::Spec {
             settings: &settings,
-            decls: &[Decl::Events],
+            decls: &decls,
             queue: &queue,
             prefetch: self.prefetch,
             tag: &tag,
@@ -187,7 +196,10 @@ impl Scheduler {
         let rt = crate::broker::current::with_session(|s| Ok(s.handle())).map_err(crate::php::args::broker_err)?;
         let cron =
             crate::cron::leader::Participant::start(settings.clone(), crate::php::schedules::code_schedules(), rt);
-        let r = subscriber::run("scheduler", subscription, false, |sub, first| {
+        // An error the process must stop on, met while routing (the tasks' topology clashes).
+        let fatal = std::cell::RefCell::new(None);
+        let check = || fatal.borrow_mut().take().or_else(|| cron.failed());
+        let r = subscriber::run_checking("scheduler", subscription, false, check, |sub, first| {
             // Route every event already here in one go: publish all their tasks, wait once for
             // the confirms, then ack the events.
             let mut batch = vec![first];
@@ -199,7 +211,7 @@ impl Scheduler {
             }
             let (mut decls, mut msgs) = (Vec::new(), Vec::new());
             for d in &batch {
-                plan(&settings, &names, &d.data, &mut decls, &mut msgs);
+                plan(&settings, &names, d, &mut decls, &mut msgs);
             }
             let last = batch.last().expect("at least one").delivery_tag;
             let sent = if msgs.is_empty() { Ok(()) } else { dispatch::send(&settings, &decls, &msgs) };
@@ -211,6 +223,12 @@ impl Scheduler {
                         After::Reopen
                     }
                 },
+                Err(e) if e.kind().stops_process() => {
+                    log::error(&format!("scheduler cannot route {} event(s): {e}; they go back", batch.len()));
+                    let _ = sub.requeue(last, true);
+                    *fatal.borrow_mut() = Some(e);
+                    After::Next
+                }
                 Err(e) => {
                     log::error(&format!(
                         "scheduler could not publish the tasks of {} event(s): {e}; they go back",

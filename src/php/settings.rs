@@ -78,6 +78,11 @@ pub fn dashboard_token() -> Option<String> {
     Some(t).filter(|t| !t.is_empty())
 }
 
+/// Where the original library kept its retry counters (`ebats.legacy_counter_dir`).
+pub fn legacy_counters() -> std::path::PathBuf {
+    Sources { ini: &ini, env: &env, constant: &constant }.layered(&config::LEGACY_COUNTERS).into()
+}
+
 /// The effective configuration, password masked.
 pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let s = current()?;
@@ -86,6 +91,7 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let _ = t.insert("amqp_url", s.masked_url());
     let _ = t.insert("amqp_url_order", s.node_order.name());
     let _ = t.insert("queue_type", s.queue_type.name());
+    let _ = t.insert("write_format", s.write_format.name());
     let _ = t.insert("host", a.host.clone());
     let _ = t.insert("port", a.port as i64);
     let _ = t.insert("user", a.userinfo.username.clone());
@@ -98,6 +104,7 @@ pub fn config_table() -> PhpResult<ZBox<ZendHashTable>> {
     let _ = t.insert("deferred_confirms", s.deferred);
     let _ = t.insert("metrics_address", s.metrics_address.clone());
     let _ = t.insert("dashboard_token", if dashboard_token().is_some() { "***" } else { "" });
+    let _ = t.insert("legacy_counter_dir", legacy_counters().to_string_lossy().into_owned());
     let _ = t.insert("monitor_interval", s.monitor_interval.clone());
     let _ = t.insert("history", s.history.enabled);
     let _ = t.insert("history_max_age", s.history.max_age.clone());
@@ -119,6 +126,7 @@ pub extern "C" fn info(_module: *mut ModuleEntry) {
             info_table_row!("broker", s.masked_url());
             info_table_row!("broker URL order", s.node_order.name());
             info_table_row!("queue type", s.queue_type.name());
+            info_table_row!("write format", s.write_format.name());
             info_table_row!("prefix", s.prefix.clone());
             info_table_row!("connect timeout (s)", format!("{}", s.connect_timeout.as_secs_f64()));
             info_table_row!("heartbeat (s)", format!("{}", s.heartbeat));

@@ -331,6 +331,15 @@ impl Worker {
                 Ok(()) => {}
             }
         }
+        // A topology that clashes with what exists on the broker stops the worker here, before any
+        // child starts (a child meeting it would stop, and be replaced, again and again); a broker
+        // away now does not stop it (its children declare the topology when they can).
+        let decls = [crate::broker::Decl::Topic(topic.clone())];
+        match current::with_session(|s| s.declare(&settings, &decls)) {
+            Err(e) if e.kind().stops_process() => return Err(crate::php::args::broker_err(e)),
+            Err(e) => crate::log::error(&format!("worker cannot declare its queues now: {e}")),
+            Ok(()) => {}
+        }
         // The parent must hold no connection and no runtime threads when it forks.
         current::shutdown();
         let opts = supervisor::Options {
@@ -367,6 +376,7 @@ impl Worker {
         let parent = unsafe { libc::getpid() };
         let callback = &self.callback;
         let policy = &self.policy;
+        self.limits.legacy_counters = settings::legacy_counters();
         let limits = &self.limits;
         // Both the parent (after its children stopped) and a child leaving for PHP (after `exit()` in
         // a handler) come back here and return to the script.

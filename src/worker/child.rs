@@ -2,7 +2,8 @@
 //! delay or fail it, confirmed before the ack, on the consume loop every long-running process
 //! shares. Stops between tasks when asked.
 
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 
@@ -50,11 +51,20 @@ pub struct Limits {
     pub max_redeliveries: u32,
     /// Seconds a task may run before the parent kills its child (0: no limit).
     pub time_limit_secs: u64,
+    /// Where the original library kept its retry counters (a file per task id), on this host.
+    pub legacy_counters: PathBuf,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { prefetch: 1, max_requests: 0, memory_limit_mb: 0, max_redeliveries: 5, time_limit_secs: 0 }
+        Limits {
+            prefetch: 1,
+            max_requests: 0,
+            memory_limit_mb: 0,
+            max_redeliveries: 5,
+            time_limit_secs: 0,
+            legacy_counters: PathBuf::from(crate::config::LEGACY_COUNTERS.default_value()),
+        }
     }
 }
 
@@ -88,6 +98,10 @@ struct TaskHost<'a> {
     history: Option<Writer>,
     acks: Acks,
     done: u64,
+    /// When the original library's ready queue consumed beside this worker's was last looked at.
+    legacy_looked: Instant,
+    /// That queue existed when last looked at.
+    legacy_exists: bool,
 }
 
 impl Host for TaskHost<'_> {
@@ -100,13 +114,20 @@ impl Host for TaskHost<'_> {
         None
     }
 
-    fn opened(&mut self, _sub: &Subscription) {
+    fn opened(&mut self, sub: &mut Subscription) {
         self.acks = Acks { batch: if self.limits.prefetch > 1 { ACK_BATCH } else { 1 }, ..Acks::default() };
+        self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
+        self.legacy_looked = Instant::now();
     }
 
-    fn idle(&mut self, sub: &Subscription) -> bool {
+    fn idle(&mut self, sub: &mut Subscription) -> bool {
         // Ack what is done before waiting for more.
-        self.acks.flush(sub)
+        let acked = self.acks.flush(sub);
+        if acked && self.legacy_exists && self.legacy_looked.elapsed() >= LEGACY_LOOK_EVERY {
+            self.legacy_looked = Instant::now();
+            self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
+        }
+        acked
     }
 
     fn stopping(&mut self, sub: &Subscription) {
@@ -203,8 +224,20 @@ pub fn run(
         first_open_fails: false,
     };
     let history = Writer::new(settings);
-    let mut host =
-        TaskHost { settings, topic, names, policy, limits, tracking, handler, history, acks: Acks::default(), done: 0 };
+    let mut host = TaskHost {
+        settings,
+        topic,
+        names,
+        policy,
+        limits,
+        tracking,
+        handler,
+        history,
+        acks: Acks::default(),
+        done: 0,
+        legacy_looked: Instant::now(),
+        legacy_exists: false,
+    };
     let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
         Finished::Left(why) => why,
@@ -293,8 +326,14 @@ fn handle(
     redelivered: bool,
     delivery_count: u32,
 ) -> Result<Settled, HandleError> {
+    // A body in the original library's format, with the attempt count its counter file kept.
+    let (parsed, counter_file) = match legacy_task(body, &limits.legacy_counters) {
+        Some(Ok((t, file))) => (Ok(t), file),
+        Some(Err(e)) => (Err(e), None),
+        None => (TaskMsg::parse(body), None),
+    };
     // Only a task of this worker's topic runs: the queue decides, never the body.
-    let refused = match TaskMsg::parse(body) {
+    let refused = match parsed {
         Ok(t) if t.topic == topic => Ok(t),
         Ok(t) => Err(format!("task body names the topic '{}', not this worker's topic '{topic}'", t.topic)),
         Err(e) => Err(e),
@@ -371,6 +410,10 @@ fn handle(
     let secs = ran.millis / 1000.0;
     let status = settle(settings, names, policy, handler, history, task, ran)?;
     tracking.shared.stats().task_end(tracking.index, status, secs);
+    if let Some(f) = counter_file {
+        // Its count now travels in the task (a retry is published in ebats's format).
+        let _ = std::fs::remove_file(f);
+    }
     Ok(Settled::Ran)
 }
 
@@ -476,4 +519,104 @@ fn settle(
 /// Time since `t` in milliseconds.
 pub fn millis_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// How often a worker consuming the original library's ready queue looks whether it is empty.
+const LEGACY_LOOK_EVERY: Duration = Duration::from_secs(2);
+
+/// Consumes the original library's ready queue of `topic` (`P.TR`) beside this worker's own while
+/// it holds tasks, and stops once it is empty (the tasks it sent are still run and acked). It no
+/// longer gets new tasks: declaring the topic unbound it (see `broker::legacy_topology`); one given
+/// back later (a worker died holding it) is taken when it is looked at again. Returns whether the
+/// queue exists.
+fn look_at_legacy_ready(settings: &Settings, names: &Names, topic: &str, sub: &mut Subscription) -> bool {
+    let queue = names.legacy_ready_queue(topic);
+    let consuming = sub.also_queue().is_some();
+    match crate::broker::current::with_session(|s| s.queue_counts(settings, &queue)) {
+        Ok((0, _)) if consuming => {
+            sub.cancel_also();
+            log::info(&format!("the original library's queue '{queue}' is empty: no longer consumed"));
+            true
+        }
+        Ok((n, _)) if n > 0 && !consuming => {
+            match sub.consume_also(&queue, &format!("ebats-worker-{}-legacy", std::process::id())) {
+                Ok(()) => log::info(&format!(
+                    "worker consuming the original library's queue '{queue}' ({n} task(s) waiting) until it is empty"
+                )),
+                Err(e) => log::error(&format!("cannot consume the original library's queue '{queue}': {e}")),
+            }
+            true
+        }
+        Ok(_) => true,
+        Err(e) if e.kind() == crate::broker::ErrorKind::NotFound => false,
+        Err(e) => {
+            log::error(&format!("cannot look at the original library's queue '{queue}': {e}"));
+            true
+        }
+    }
+}
+
+/// A body in the original library's format (see `legacy::body`) as an ebats task, and the
+/// original's retry counter file of it when there is one; `None` for any other body. The attempt
+/// is the count in `<counters>/<task id>` plus one (the runs it had, then this one); without the
+/// file it starts at 1, which the log says once.
+fn legacy_task(body: &[u8], counters: &Path) -> Option<Result<(TaskMsg, Option<PathBuf>), String>> {
+    if !crate::legacy::body::looks_legacy(None, body) {
+        return None;
+    }
+    let t = match crate::legacy::body::decode_task(body) {
+        Ok(t) => t,
+        Err(e) => return Some(Err(format!("task body in the original library's format refused: {e}"))),
+    };
+    let mut task = TaskMsg::new(&t.topic, &t.name, t.params, t.delay_ms.div_ceil(1000));
+    task.id = t.id;
+    task.created_at = t.etime as f64;
+    // The id is 32 hex digits (checked by the reader): a plain file name.
+    let file = counters.join(&task.id);
+    let runs = std::fs::read(&file).ok().and_then(|b| legacy_runs(&b));
+    match runs {
+        Some(runs) => {
+            task.attempt = runs.saturating_add(1);
+            Some(Ok((task, Some(file))))
+        }
+        None => {
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::info(&format!(
+                    "tasks in the original library's format: the attempt count is read from {}/<task id> on \
+                     this host; a task without that file (task {} is the first) starts again at attempt 1",
+                    counters.display(),
+                    task.id
+                ));
+            }
+            Some(Ok((task, None)))
+        }
+    }
+}
+
+/// The runs an original's counter file records: a whole number, surrounding blanks allowed.
+fn legacy_runs(content: &[u8]) -> Option<u32> {
+    std::str::from_utf8(content).ok()?.trim().parse::<u32>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::legacy_runs;
+
+    #[test]
+    fn counter_files_read_as_whole_numbers_only() {
+        let table: &[(&[u8], Option<u32>)] = &[
+            (b"3", Some(3)),
+            (b" 2\n", Some(2)),
+            (b"0", Some(0)),
+            (b"", None),
+            (b"-1", None),
+            (b"x", None),
+            (b"99999999999", None),
+            (b"\xff", None),
+        ];
+        for (content, runs) in table {
+            assert_eq!(legacy_runs(content), *runs, "{content:?}");
+        }
+    }
 }
