@@ -376,8 +376,7 @@ pub fn assess(n: &Names, f: &Found) -> Vec<Finding> {
         let own = n.ready_queue(&t.topic);
         if let Some(c) = t.legacy_ready {
             let action = if c.0 == 0 {
-                "empty, no longer bound once ebats declared the topic: can be deleted when no original worker runs"
-                    .into()
+                "empty (unbound when ebats declares the topic): can be deleted when no original worker runs".into()
             } else if t.ready.is_some_and(|r| r.1 > 0) {
                 format!("being run by the ebats workers of '{}' beside {own}, until empty", t.topic)
             } else {
