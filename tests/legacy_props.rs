@@ -4,10 +4,12 @@
 //! write reads back as the JSON ebats itself would make of the same PHP value. A proptest corpus in
 //! place of cargo-fuzz (which needs a nightly toolchain).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use ebats::legacy::body::{
     decode_event, decode_publish, decode_task, encode_event, encode_task, looks_legacy, LegacyTask,
@@ -21,21 +23,7 @@ const BOUND: Duration = Duration::from_secs(5);
 
 /// Any JSON value, nested a few levels, with keys that may look like integers.
 fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
-        ".{0,12}".prop_map(Value::from),
-    ];
-    leaf.prop_recursive(4, 32, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((prop_oneof!["[a-z_]{0,8}", "-?[0-9]{1,3}", ".{0,4}"], inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<String, Value>>())),
-        ]
-    })
+    common::json::json_value(4, 32, prop_oneof!["[a-z_]{0,8}", "-?[0-9]{1,3}", ".{0,4}"].boxed())
 }
 
 /// What PHP makes of a JSON value with json_decode($j, true), then ebats' PHP-to-JSON conversion: an

@@ -5,6 +5,8 @@
 //! (ebats reads no `x-death` header: a dead-lettered delay message is read as the task body it is.)
 //! The PHP value conversion needs PHP: tests/php/ConvertFuzzTest.php.
 
+mod common;
+
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -21,21 +23,7 @@ const CASES: u32 = 1024;
 
 /// Any JSON value, nested a few levels: the shapes a foreign producer (or garbage) can send.
 fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
-        ".{0,12}".prop_map(Value::from),
-    ];
-    leaf.prop_recursive(3, 24, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec(("[a-z_]{0,8}", inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<String, Value>>())),
-        ]
-    })
+    common::json::json_value(3, 24, "[a-z_]{0,8}".boxed())
 }
 
 /// A JSON object with the task fields, each of them present, missing, or of a wrong type.

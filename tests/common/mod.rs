@@ -68,3 +68,4 @@ impl Relay {
         }
     }
 }
+pub mod json;

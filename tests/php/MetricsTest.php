@@ -206,20 +206,26 @@ final class MetricsTest extends ProcTestCase
         $this->assertSame(2.0, $delayed, 'the two delayed tasks wait in a delay level');
 
         // A real Prometheus server scraping the worker returns the same counts through its query API.
+        $this->withPrometheus($addr, "scrape_interval: 1s", fn (int $promPort) => $this->queryPrometheus($promPort));
+        $this->childMemory($addr);
+    }
+
+    /** Runs $then(port) while a real Prometheus server (global settings $global) scrapes $addr. */
+    private function withPrometheus(string $addr, string $global, callable $then): void
+    {
         $promPort = self::freePort();
-        file_put_contents("{$this->tmp}/prometheus.yml", "global:\n  scrape_interval: 1s\nscrape_configs:\n"
+        file_put_contents("{$this->tmp}/prometheus.yml", "global:\n  " . str_replace("\n", "\n  ", $global) . "\nscrape_configs:\n"
             . "  - job_name: ebats\n    static_configs:\n      - targets: ['$addr']\n");
         $prometheus = Process::start([
             'prometheus', "--config.file={$this->tmp}/prometheus.yml", "--storage.tsdb.path={$this->tmp}/tsdb",
             "--web.listen-address=127.0.0.1:$promPort",
         ], [], ['name' => 'prometheus', 'stdout' => "{$this->tmp}/prometheus.out", 'stderr' => "{$this->tmp}/prometheus.err"]);
         try {
-            $this->queryPrometheus($promPort);
+            $then($promPort);
         } finally {
             $prometheus->stop(5.0);
             Process::run(['rm', '-rf', "{$this->tmp}/tsdb"]);
         }
-        $this->childMemory($addr);
     }
 
     private function queryPrometheus(int $promPort): void
@@ -395,14 +401,7 @@ final class MetricsTest extends ProcTestCase
         $this->assertNotNull(Process::until(static fn () => self::httpGet($addr, '/healthz')[0] === 200, 20, 0.2), 'healthz 200');
         $this->trickle($addr, 100);
 
-        $promPort = self::freePort();
-        file_put_contents("{$this->tmp}/prometheus.yml", "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\nscrape_configs:\n"
-            . "  - job_name: ebats\n    static_configs:\n      - targets: ['$addr']\n");
-        $prometheus = Process::start([
-            'prometheus', "--config.file={$this->tmp}/prometheus.yml", "--storage.tsdb.path={$this->tmp}/tsdb",
-            "--web.listen-address=127.0.0.1:$promPort",
-        ], [], ['name' => 'prometheus', 'stdout' => "{$this->tmp}/prometheus.out", 'stderr' => "{$this->tmp}/prometheus.err"]);
-        try {
+        $this->withPrometheus($addr, "scrape_interval: 2s\nscrape_timeout: 2s", function (int $promPort) use ($addr): void {
             $query = static function (string $q) use ($promPort): ?array {
                 $raw = @file_get_contents("http://127.0.0.1:$promPort/api/v1/query?query=" . rawurlencode($q));
                 $r = is_string($raw) ? json_decode($raw, true) : null;
@@ -421,10 +420,7 @@ final class MetricsTest extends ProcTestCase
             $this->assertSame([200], array_values(array_unique(array_column($probes, 0))), 'every /healthz probe answered 200');
             $this->assertLessThan(2.0, $slowest, 'the slowest /healthz probe');
             $this->assertGreaterThanOrEqual(10, count($probes));
-        } finally {
-            $prometheus->stop(5.0);
-            Process::run(['rm', '-rf', "{$this->tmp}/tsdb"]);
-        }
+        });
     }
 
     /** A Scheduler given SIGTERM while slow clients hold connections to its metrics exits within a second. */
