@@ -27,10 +27,15 @@ pub use crate::wire::now_ms;
 
 /// A record, to the stream.
 pub fn record_message(names: &Names, record: &Record, at: i64) -> Outgoing {
+    request_message(names, record, at, None)
+}
+
+/// A record with a request id (see [`Record::to_json_as`]), to the stream.
+pub fn request_message(names: &Names, record: &Record, at: i64, rid: Option<&str>) -> Outgoing {
     Outgoing {
         exchange: String::new(),
         routing_key: names.cron_stream(),
-        body: record.to_json(at).into_bytes(),
+        body: record.to_json_as(at, rid).into_bytes(),
         properties: properties(&crate::wire::new_id(), &format!("ebats.cron.{}", record.kind())),
         mandatory: true,
     }
@@ -116,7 +121,7 @@ pub fn item_from(p: &BasicProperties, body: &[u8]) -> Result<Item, Error> {
             fired_at: v["fired_at"].as_i64().unwrap_or(0),
         });
     }
-    Record::from_json(body).map(|(r, at)| Item::Record(r, at))
+    Record::from_json_with_rid(body).map(|(r, at, rid)| Item::Record(r, at, rid))
 }
 
 /// Starts consuming the stream (manual acks, a prefetch: what streams need over AMQP).
@@ -124,7 +129,9 @@ pub async fn open_reader(ch: &Channel, names: &Names, from: Offset, tag: &str) -
     stream_read::open(ch, &names.cron_stream(), from, READ_PREFETCH, tag).await
 }
 
-/// Reads `consumer` into `folder` until the marker `marker` has been read; returns the last offset read.
+/// Reads `consumer` into `folder` until the marker `marker` (or the record of that request id) has been
+/// read; returns the last offset read. A message that cannot be read is logged and skipped; its offset
+/// still counts (an unreadable first message of the stream does not make the fold need a snapshot).
 pub async fn read_to_marker(
     ch: &Channel,
     consumer: &mut Consumer,
@@ -135,11 +142,21 @@ pub async fn read_to_marker(
     stream_read::read_until(ch, consumer, READ_PREFETCH, "schedule stream", |d| {
         let offset = offset_of(d).unwrap_or(0);
         last = Some(offset);
+        folder.seen(offset);
         let item = item_of(d);
-        let done = matches!(&item, Ok(Item::Record(Record::Marker { id }, _)) if id == marker);
+        let done = match &item {
+            Ok(Item::Record(Record::Marker { id }, _, _)) => id == marker,
+            Ok(Item::Record(_, _, Some(rid))) => rid == marker,
+            _ => false,
+        };
         match item {
             Ok(item) => folder.push(offset, item),
-            Err(e) => crate::log::error(&format!("skipping a message of the schedule stream at offset {offset}: {e}")),
+            Err(e) => {
+                crate::log::error(&format!("cron: skipping a message of the schedule stream at offset {offset}: {e}"))
+            }
+        }
+        for why in folder.ignored.drain(..) {
+            crate::log::error(&format!("cron: ignoring {why}"));
         }
         done
     })
@@ -160,6 +177,21 @@ pub fn append(settings: &Settings, records: &[Record]) -> Result<(), BrokerError
 pub fn read_state(settings: &Settings) -> Result<Folder, BrokerError> {
     let marker = crate::wire::new_id();
     append(settings, &[Record::Marker { id: marker.clone() }])?;
+    read_through(settings, &marker)
+}
+
+/// Appends a change with a request id and folds the stream up to it: the fold at that point says whether
+/// the change took effect ([`Folder::verdict`]). The stream's order decides between changes that race:
+/// every reader folds them in the same order, so of two adds of one name exactly one is the first.
+pub fn request(settings: &Settings, record: &Record) -> Result<Folder, BrokerError> {
+    let rid = crate::wire::new_id();
+    let names = Names::new(&settings.prefix);
+    crate::dispatch::send(settings, &[Decl::Cron], &[request_message(&names, record, now_ms(), Some(&rid))])?;
+    read_through(settings, &rid)
+}
+
+/// Folds the stream up to the marker or request id `id`, appended before.
+fn read_through(settings: &Settings, id: &str) -> Result<Folder, BrokerError> {
     let names = Names::new(&settings.prefix);
     let back = (now_ms() / 1000) as u64 - READ_BACK_SECS;
     for from in [Offset::Time(back), Offset::First] {
@@ -169,8 +201,9 @@ pub fn read_state(settings: &Settings) -> Result<Folder, BrokerError> {
             let t = settings.confirm_timeout.max(Duration::from_secs(10));
             let r = s.wait(t, "reading the schedule stream", async {
                 let mut consumer = open_reader(&ch, &names, from, &tag).await?;
-                let mut folder = Folder::default();
-                read_to_marker(&ch, &mut consumer, &mut folder, &marker).await?;
+                let mut folder = Folder::new(now_ms());
+                folder.await_request(id);
+                read_to_marker(&ch, &mut consumer, &mut folder, id).await?;
                 Ok(folder)
             });
             let _ = s.block_on(ch.close(200, "read".into()));
