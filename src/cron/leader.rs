@@ -259,6 +259,9 @@ impl Leading {
             let mut reader = stream::open_reader(&ch, names, from, &tag).await?;
             let mut folder = Folder::new(now_ms());
             let last = stream::read_to_marker(&ch, &mut reader, &mut folder, &marker).await?;
+            if from == Offset::First && folder.finish_from_first() {
+                log::error(stream::STREAM_START_GONE);
+            }
             if folder.complete {
                 read = Some((folder, ch, reader, last.unwrap_or(0)));
                 break;
@@ -266,7 +269,7 @@ impl Leading {
             let _ = ch.close(200, "no snapshot here".into()).await;
         }
         let Some((folder, reader_ch, reader, last_offset)) = read else {
-            return Err(BrokerError::new(ErrorKind::Runtime, "the schedule stream has no start and no snapshot"));
+            return Err(BrokerError::new(ErrorKind::Runtime, "the schedule stream could not be folded"));
         };
         let mut l = Leading {
             folder,

@@ -32,7 +32,9 @@
 //! the snapshot in the stream without being in it. A reader that starts at offset 0 folds everything and
 //! ignores snapshots; one that starts later (a few minutes back, by timestamp) takes the first snapshot it meets
 //! and applies again what it read before it past `through` ([`state::Folder`]); with no snapshot there it reads
-//! from the start. Retention (`x-max-age`) deletes whole segments, never the newest.
+//! from the start. When retention deleted the start and no snapshot follows, what is left is all there is
+//! for any reader: it is folded, with an error logged. A message that cannot be read is skipped. Retention
+//! (`x-max-age`) deletes whole segments, never the newest.
 //!
 //! **Firing.** A firing is a single publish, on the very channel that holds the token, with publisher confirms,
 //! to a fanout exchange bound both to the stream and (exchange to exchange) to the event exchange: the event

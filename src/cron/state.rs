@@ -541,6 +541,20 @@ impl Folder {
         self.before.push((offset, item));
     }
 
+    /// Read from the first message the stream still has, up to the marker, without meeting a snapshot: what
+    /// retention deleted is gone for every reader, so the records read are the whole state there is.
+    /// Folds them and says whether it had to (the caller logs it).
+    pub fn finish_from_first(&mut self) -> bool {
+        if self.complete {
+            return false;
+        }
+        for (_, it) in std::mem::take(&mut self.before) {
+            self.apply(&it);
+        }
+        self.complete = true;
+        true
+    }
+
     fn apply(&mut self, item: &Item) {
         let verdict = self.fold.apply(item);
         if let Item::Record(_, _, Some(rid)) = item {
@@ -721,6 +735,9 @@ mod tests {
         later.seen(7);
         later.push(8, rec(Record::Add { def: def("a") }, 1));
         assert!(!later.complete);
+        assert!(later.finish_from_first(), "the start was deleted by retention: what is left is all there is");
+        assert!(later.complete && later.fold.schedules.contains_key("a"));
+        assert!(!later.finish_from_first());
     }
 
     #[test]

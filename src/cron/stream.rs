@@ -164,6 +164,10 @@ pub async fn read_to_marker(
     Ok(last)
 }
 
+/// Logged when the stream's start is gone (retention) and no snapshot follows it.
+pub const STREAM_START_GONE: &str =
+    "cron: the schedule stream's start was deleted by retention and no snapshot follows it; folding what is left";
+
 /// Appends records to the stream, confirmed, on the process's session.
 pub fn append(settings: &Settings, records: &[Record]) -> Result<(), BrokerError> {
     let names = Names::new(&settings.prefix);
@@ -204,6 +208,9 @@ fn read_through(settings: &Settings, id: &str) -> Result<Folder, BrokerError> {
                 let mut folder = Folder::new(now_ms());
                 folder.await_request(id);
                 read_to_marker(&ch, &mut consumer, &mut folder, id).await?;
+                if from == Offset::First && folder.finish_from_first() {
+                    crate::log::error(STREAM_START_GONE);
+                }
                 Ok(folder)
             });
             let _ = s.block_on(ch.close(200, "read".into()));
@@ -213,5 +220,6 @@ fn read_through(settings: &Settings, id: &str) -> Result<Folder, BrokerError> {
             return Ok(folder);
         }
     }
-    Err(BrokerError::new(ErrorKind::Runtime, "the schedule stream has no start and no snapshot"))
+    // A read from the first offset is always whole (finish_from_first): not reached.
+    Err(BrokerError::new(ErrorKind::Runtime, "the schedule stream could not be folded"))
 }
