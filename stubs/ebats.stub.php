@@ -474,7 +474,8 @@ namespace Asynclib\Ebats {
          *
          * @return string its name
          * @throws \Asynclib\Exception\TaskException when the expression, zone or a setting is invalid, or the
-         *     name is taken
+         *     name is taken (also by an add of the same name that raced with this one and came first: of
+         *     concurrent adds of one name exactly one succeeds)
          * @throws \Asynclib\Exception\ConnectionedException when the broker cannot be reached
          */
         public static function add(string $expression, string $event, array $options = [], array $settings = []): string
@@ -484,13 +485,20 @@ namespace Asynclib\Ebats {
         /**
          * Changes a stored schedule.
          *
+         * @throws \Asynclib\Exception\TaskException when no schedule has the name (also when a remove came
+         *     first), it is declared in code, or a change is invalid
          * @param array{expression?: string, event?: string, options?: array, timezone?: string, catchup?: int} $changes
          */
         public static function update(string $name, array $changes): void
         {
         }
 
-        /** Deletes a stored schedule (one declared in code is removed from the code). */
+        /**
+         * Deletes a schedule and forgets its last fired tick (a schedule added again under the name starts
+         * afresh). One declared in code comes back when a Scheduler declaring it starts.
+         *
+         * @throws \Asynclib\Exception\TaskException when no schedule has the name
+         */
         public static function remove(string $name): void
         {
         }
@@ -552,8 +560,9 @@ namespace Asynclib\Ebats {
 
         /**
          * Publishes $event with $options as its parameters at every tick of $expression, from the Scheduler
-         * that leads (one at a time among all the Schedulers of the prefix). The schedule appears in
-         * Schedules::list() once a leader has published it, and can be paused there.
+         * that leads (one at a time among all the Schedulers of the prefix). A Scheduler of this process
+         * appends its declarations when it starts (see cronOwner()); they appear in Schedules::list() then,
+         * and can be paused there.
          *
          * @param string $expression 5 fields, a leading seconds field (6), or @yearly, @monthly, @weekly,
          *     @daily, @hourly; L, W and # as croner reads them
@@ -566,6 +575,19 @@ namespace Asynclib\Ebats {
          * @throws \Asynclib\Exception\TaskException naming what is wrong with the expression, zone or settings
          */
         public static function cron(string $expression, string $event, array $options = [], array $settings = []): string
+        {
+        }
+
+        /**
+         * Names the application whose schedules this process declares with cron(). A Scheduler of this
+         * process then appends them as that application's whole set: the application's code-declared
+         * schedules it no longer declares are removed, other applications' are never touched. Without an
+         * owner, declarations add or change schedules and remove none (Schedules::remove() does).
+         *
+         * @param string $owner 1 to 128 characters of A-Z a-z 0-9 _ - . starting with a letter, digit or _
+         * @throws \Asynclib\Exception\TaskException when the name is invalid
+         */
+        public static function cronOwner(string $owner): void
         {
         }
 

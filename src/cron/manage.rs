@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::state::{Entry, Fold, Record, Source};
+use super::state::{Def, Entry, Fold, Record, Source};
 use super::stream;
 use super::ticks::{next_n, zoned};
 use crate::broker::{BrokerError, ErrorKind};
@@ -133,22 +133,47 @@ fn task_outcome(r: &crate::history::Record) -> Value {
     })
 }
 
+/// Appends a change and tells whether it took effect where it landed in the stream: with changes racing
+/// (two adds of one name, an update against a remove) each caller learns the truth of its own.
+pub fn change(settings: &Settings, record: &Record) -> Result<(), Refused> {
+    match stream::request(settings, record)?.verdict {
+        Some(Ok(())) => Ok(()),
+        Some(Err(why)) => Err(Refused::Bad(crate::log::escape(&why))),
+        // The record was read (the reading stops at it), so it was folded: never here.
+        None => Err(Refused::Broker(BrokerError::new(
+            ErrorKind::Runtime,
+            "the change was not found in the schedule stream",
+        ))),
+    }
+}
+
+/// Stores a schedule; refused when the name is taken (by a schedule there before, or by an add that
+/// raced with this one and landed first).
+pub fn add(settings: &Settings, def: Def) -> Result<String, Refused> {
+    let name = def.name.clone();
+    change(settings, &Record::Add { def })?;
+    Ok(name)
+}
+
+/// Deletes a schedule, stored or declared in code (one declared in code comes back when a Scheduler
+/// declaring it starts), with its last fired tick: a schedule added again under the name starts afresh.
+pub fn remove(settings: &Settings, name: &str) -> Result<(), Refused> {
+    change(settings, &Record::Remove { name: name.to_string() })
+}
+
 /// Stops firing a schedule (stored or declared in code) until resumed.
 pub fn pause(settings: &Settings, name: &str) -> Result<(), Refused> {
-    existing(&state(settings)?, name)?;
-    Ok(stream::append(settings, &[Record::Pause { name: name.to_string() }])?)
+    change(settings, &Record::Pause { name: name.to_string() })
 }
 
 /// Fires again from now on; ticks that fell while it was paused are not caught up.
 pub fn resume(settings: &Settings, name: &str) -> Result<(), Refused> {
-    existing(&state(settings)?, name)?;
-    Ok(stream::append(settings, &[Record::Resume { name: name.to_string() }])?)
+    change(settings, &Record::Resume { name: name.to_string() })
 }
 
 /// Fires the schedule's event once, now (the leader publishes it); the event's id.
 pub fn trigger(settings: &Settings, name: &str) -> Result<String, Refused> {
-    existing(&state(settings)?, name)?;
     let id = crate::wire::new_id();
-    stream::append(settings, &[Record::Trigger { name: name.to_string(), id: id.clone() }])?;
+    change(settings, &Record::Trigger { name: name.to_string(), id: id.clone() })?;
     Ok(id)
 }

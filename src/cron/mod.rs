@@ -11,16 +11,30 @@
 //! consumer, so a scheduler learns it leads when the token is delivered, and leads while it holds the token
 //! unacked. A token that arrives while one is already held is acked away (two schedulers starting at once may
 //! both publish one). When the leader's channel or connection closes (exit, kill -9, a cut, missed heartbeats)
-//! the broker requeues the token and activates the next consumer: a takeover within the heartbeat timeout.
+//! the broker requeues the token and activates the next consumer: a takeover within the heartbeat timeout
+//! (the leadership connection uses a third of it, see [`leader`]). A scheduler publishes a token only when
+//! none is waiting in the queue, so reconnecting adds none.
 //!
 //! **Storage.** One RabbitMQ stream `<prefix>.cron` is the log: schedule changes (add, update, remove, pause,
-//! resume, trigger; with their time, so `active_since` is known) and firings. Folding it gives the current set
+//! resume, trigger; with their time, so `active_since` is known; the leader replaces that time by its own
+//! clock's when it reads a change live, and any reader takes it as at most its present) and firings.
+//!
+//! **Changes.** A writer appends a change with a request id and folds the stream up to that record: whether
+//! the change took effect there is its answer ([`state::Folder::verdict`]). Every reader folds the stream
+//! in the same order, so two adds of one name get one "added" and one "exists already", and an update that
+//! lands after a remove is answered "no schedule". No leader needs to run for a change to be answered.
+//!
+//! **Code.** A Scheduler appends the schedules its process declares in code when it starts
+//! ([`state::Record::Code`]); without an owner they only add or change, with one they replace that owner's
+//! set. So a scheduler declaring nothing removes nothing, whoever leads. Folding it gives the current set
 //! and the last fired ticks ([`state::Fold`]). The leader appends a snapshot of the fold every minute, with the
 //! offset it covers (`through`): a record appended by a client while the leader was writing can land before
 //! the snapshot in the stream without being in it. A reader that starts at offset 0 folds everything and
 //! ignores snapshots; one that starts later (a few minutes back, by timestamp) takes the first snapshot it meets
 //! and applies again what it read before it past `through` ([`state::Folder`]); with no snapshot there it reads
-//! from the start. Retention (`x-max-age`) deletes whole segments, never the newest.
+//! from the start. When retention deleted the start and no snapshot follows, what is left is all there is
+//! for any reader: it is folded, with an error logged. A message that cannot be read is skipped. Retention
+//! (`x-max-age`) deletes whole segments, never the newest.
 //!
 //! **Firing.** A firing is a single publish, on the very channel that holds the token, with publisher confirms,
 //! to a fanout exchange bound both to the stream and (exchange to exchange) to the event exchange: the event
@@ -28,6 +42,8 @@
 //!
 //! **Takeover.** The new leader appends a marker to the stream and reads until it meets it, folds the last fired
 //! ticks, then asks [`catchup::decide`] what to fire; it fires only ticks later than the last recorded one.
+//! A firing record claiming a tick beyond the reader's clock + [`state::MAX_TICK_AHEAD_MS`] is ignored: a
+//! genuine one never does (a tick is fired when due), and anyone who may publish can write the stream.
 //!
 //! **Why each tick fires at most once, even while two schedulers both believe they lead** (a partition, a
 //! paused process): a scheduler can only fire through the channel that holds the token. The broker activates

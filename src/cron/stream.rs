@@ -27,13 +27,18 @@ pub use crate::wire::now_ms;
 
 /// A record, to the stream (a marker in the format of every stream's, `stream_read::marker`).
 pub fn record_message(names: &Names, record: &Record, at: i64) -> Outgoing {
+    request_message(names, record, at, None)
+}
+
+/// A record with a request id (see [`Record::to_json_as`]), to the stream.
+pub fn request_message(names: &Names, record: &Record, at: i64, rid: Option<&str>) -> Outgoing {
     if let Record::Marker { id } = record {
         return stream_read::marker(&names.cron_stream(), id);
     }
     Outgoing {
         exchange: String::new(),
         routing_key: names.cron_stream(),
-        body: record.to_json(at).into_bytes(),
+        body: record.to_json_as(at, rid).into_bytes(),
         properties: properties(&crate::wire::new_id(), &format!("ebats.cron.{}", record.kind())),
         mandatory: true,
     }
@@ -104,7 +109,7 @@ pub fn item_of(d: &Delivery) -> Result<Item, Error> {
 /// header), else a record (the body).
 pub fn item_from(p: &BasicProperties, body: &[u8]) -> Result<Item, Error> {
     if let Some(id) = stream_read::marker_id(p) {
-        return Ok(Item::Record(Record::Marker { id: id.to_string() }, 0));
+        return Ok(Item::Record(Record::Marker { id: id.to_string() }, 0, None));
     }
     if let Some(h) = header_str(p, FIRING_HEADER) {
         return Firing::from_json(&String::from_utf8_lossy(h)).map(Item::Fired);
@@ -117,7 +122,7 @@ pub fn item_from(p: &BasicProperties, body: &[u8]) -> Result<Item, Error> {
             fired_at: v["fired_at"].as_i64().unwrap_or(0),
         });
     }
-    Record::from_json(body).map(|(r, at)| Item::Record(r, at))
+    Record::from_json_with_rid(body).map(|(r, at, rid)| Item::Record(r, at, rid))
 }
 
 /// Starts consuming the stream (manual acks, a prefetch: what streams need over AMQP).
@@ -125,30 +130,44 @@ pub async fn open_reader(ch: &Channel, names: &Names, from: Offset, tag: &str) -
     stream_read::open(ch, &names.cron_stream(), from, READ_PREFETCH, tag).await
 }
 
-/// Reads `consumer` into `folder` until the marker `marker` has been read; returns its offset.
+/// Reads `consumer` into `folder` until the marker `marker` (or the record of that request id) has been
+/// read; returns the last offset read. A message that cannot be read is logged and skipped; its offset
+/// still counts (an unreadable first message of the stream does not make the fold need a snapshot).
 pub async fn read_to_marker(
     ch: &Channel,
     consumer: &mut Consumer,
     folder: &mut Folder,
     marker: &str,
 ) -> Result<Option<u64>, BrokerError> {
-    let at =
-        stream_read::read_to_marker(
-            ch,
-            consumer,
-            READ_PREFETCH,
-            "schedule stream",
-            marker,
-            |offset, d| match item_of(d) {
-                Ok(item) => folder.push(offset, item),
-                Err(e) => {
-                    crate::log::error(&format!("skipping a message of the schedule stream at offset {offset}: {e}"))
-                }
-            },
-        )
-        .await?;
-    Ok(Some(at))
+    let mut last = None;
+    stream_read::read_until(ch, consumer, READ_PREFETCH, "schedule stream", |d| {
+        let offset = offset_of(d).unwrap_or(0);
+        last = Some(offset);
+        folder.seen(offset);
+        let item = item_of(d);
+        let done = match &item {
+            Ok(Item::Record(Record::Marker { id }, _, _)) => id == marker,
+            Ok(Item::Record(_, _, Some(rid))) => rid == marker,
+            _ => false,
+        };
+        match item {
+            Ok(item) => folder.push(offset, item),
+            Err(e) => {
+                crate::log::error(&format!("cron: skipping a message of the schedule stream at offset {offset}: {e}"))
+            }
+        }
+        for why in folder.ignored.drain(..) {
+            crate::log::error(&format!("cron: ignoring {why}"));
+        }
+        done
+    })
+    .await?;
+    Ok(last)
 }
+
+/// Logged when the stream's start is gone (retention) and no snapshot follows it.
+pub const STREAM_START_GONE: &str =
+    "cron: the schedule stream's start was deleted by retention and no snapshot follows it; folding what is left";
 
 /// Appends records to the stream, confirmed, on the process's session.
 pub fn append(settings: &Settings, records: &[Record]) -> Result<(), BrokerError> {
@@ -163,6 +182,21 @@ pub fn append(settings: &Settings, records: &[Record]) -> Result<(), BrokerError
 pub fn read_state(settings: &Settings) -> Result<Folder, BrokerError> {
     let marker = crate::wire::new_id();
     append(settings, &[Record::Marker { id: marker.clone() }])?;
+    read_through(settings, &marker)
+}
+
+/// Appends a change with a request id and folds the stream up to it: the fold at that point says whether
+/// the change took effect ([`Folder::verdict`]). The stream's order decides between changes that race:
+/// every reader folds them in the same order, so of two adds of one name exactly one is the first.
+pub fn request(settings: &Settings, record: &Record) -> Result<Folder, BrokerError> {
+    let rid = crate::wire::new_id();
+    let names = Names::new(&settings.prefix);
+    crate::dispatch::send(settings, &[Decl::Cron], &[request_message(&names, record, now_ms(), Some(&rid))])?;
+    read_through(settings, &rid)
+}
+
+/// Folds the stream up to the marker or request id `id`, appended before.
+fn read_through(settings: &Settings, id: &str) -> Result<Folder, BrokerError> {
     let names = Names::new(&settings.prefix);
     let back = (now_ms() / 1000) as u64 - READ_BACK_SECS;
     for from in [Offset::Time(back), Offset::First] {
@@ -172,8 +206,12 @@ pub fn read_state(settings: &Settings) -> Result<Folder, BrokerError> {
             let t = settings.confirm_timeout.max(Duration::from_secs(10));
             let r = s.wait(t, "reading the schedule stream", async {
                 let mut consumer = open_reader(&ch, &names, from, &tag).await?;
-                let mut folder = Folder::default();
-                read_to_marker(&ch, &mut consumer, &mut folder, &marker).await?;
+                let mut folder = Folder::new(now_ms());
+                folder.await_request(id);
+                read_to_marker(&ch, &mut consumer, &mut folder, id).await?;
+                if from == Offset::First && folder.finish_from_first() {
+                    crate::log::error(STREAM_START_GONE);
+                }
                 Ok(folder)
             });
             let _ = s.block_on(ch.close(200, "read".into()));
@@ -183,5 +221,6 @@ pub fn read_state(settings: &Settings) -> Result<Folder, BrokerError> {
             return Ok(folder);
         }
     }
-    Err(BrokerError::new(ErrorKind::Runtime, "the schedule stream has no start and no snapshot"))
+    // A read from the first offset is always whole (finish_from_first): not reached.
+    Err(BrokerError::new(ErrorKind::Runtime, "the schedule stream could not be folded"))
 }

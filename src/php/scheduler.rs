@@ -70,6 +70,14 @@ impl EventManager {
         crate::php::schedules::declare_in_code(expression, event, options, settings)
     }
 
+    /// Names the application whose schedules this process declares with cron(): a Scheduler of this
+    /// process then appends them as that application's whole set (its schedules no longer declared are
+    /// removed). Without an owner, declarations only add or change schedules.
+    #[php(name = "cronOwner")]
+    pub fn cron_owner(owner: &Zval) -> PhpResult<()> {
+        crate::php::schedules::set_code_owner(owner)
+    }
+
     /// The tasks registered for `$event` (each a Task with an empty params array).
     #[php(name = "getTasks")]
     pub fn get_tasks(event: String) -> PhpResult<Vec<Task>> {
@@ -183,7 +191,7 @@ impl Scheduler {
         // (bound once per name on the original library's direct event exchange).
         let mut decls = vec![Decl::Events];
         let routed = REGISTRY.lock().iter().map(|(e, _)| e.clone()).collect::<Vec<_>>();
-        let scheduled = crate::php::schedules::code_schedules().into_iter().map(|d| d.event);
+        let scheduled = crate::php::schedules::code_schedules().defs.into_iter().map(|d| d.event);
         merge_decls(&mut decls, routed.into_iter().chain(scheduled).map(Decl::EventRoute).collect());
         let subscription = subscription::Spec {
             settings: &settings,

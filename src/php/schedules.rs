@@ -7,8 +7,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use crate::cron::manage::{self, Refused};
-use crate::cron::state::{Def, Fold, Record};
-use crate::cron::stream;
+use crate::cron::state::{CodeSet, Def, Fold, Record};
 use crate::cron::zone::process_zone;
 use crate::cron::Error as CronError;
 use crate::php::args::{bad_input, broker_err, string_arg};
@@ -17,9 +16,25 @@ use crate::php::settings;
 
 /// Schedules declared in code in this process, in the order they were declared.
 static CODE: Mutex<Vec<Def>> = Mutex::new(Vec::new());
+/// The application this process's code schedules belong to (`EventManager::cronOwner()`).
+static OWNER: Mutex<Option<String>> = Mutex::new(None);
 
-pub fn code_schedules() -> Vec<Def> {
-    CODE.lock().clone()
+/// What a Scheduler of this process appends when it starts.
+pub fn code_schedules() -> CodeSet {
+    CodeSet { owner: OWNER.lock().clone(), defs: CODE.lock().clone() }
+}
+
+/// `EventManager::cronOwner()`: names the application whose schedules this process declares in code.
+pub fn set_code_owner(owner: &Zval) -> PhpResult<()> {
+    let owner = string_arg(owner, "Argument #1 ($owner)")?;
+    crate::cron::name::check_name(&owner).map_err(|_| {
+        bad_input(format!(
+            "cron owner '{}' is invalid: 1 to 128 characters of A-Z a-z 0-9 _ - . starting with a letter, digit or _",
+            crate::log::escape(&owner)
+        ))
+    })?;
+    *OWNER.lock() = Some(owner);
+    Ok(())
 }
 
 fn cron_err(e: CronError) -> PhpException {
@@ -78,11 +93,6 @@ fn state() -> PhpResult<Fold> {
     manage::state(&settings::current()?).map_err(broker_err)
 }
 
-fn append(record: Record) -> PhpResult<()> {
-    let s = settings::current()?;
-    stream::append(&s, &[record]).map_err(broker_err)
-}
-
 fn refused(e: Refused) -> PhpException {
     match e {
         Refused::Broker(e) => broker_err(e),
@@ -99,13 +109,7 @@ impl Schedules {
     /// Stores a schedule (fired by the leading Scheduler from now on); returns its name.
     pub fn add(expression: &Zval, event: &Zval, options: Option<&Zval>, settings: Option<&Zval>) -> PhpResult<String> {
         let def = declare(expression, event, options, settings)?;
-        let fold = state()?;
-        if fold.schedules.contains_key(&def.name) {
-            return Err(bad_input(format!("a schedule named '{}' exists already", def.name)));
-        }
-        let name = def.name.clone();
-        append(Record::Add { def })?;
-        Ok(name)
+        manage::add(&settings::current()?, def).map_err(refused)
     }
 
     /// Changes a stored schedule: keys `expression`, `event`, `options`, `timezone`, `catchup`.
@@ -139,14 +143,14 @@ impl Schedules {
             }
         }
         let (def, _) = Def::declare(&expression, &event, options, &settings, process_zone).map_err(cron_err)?;
-        append(Record::Update { def })
+        // Checked again where the update lands in the stream: a remove may have come first.
+        manage::change(&settings::current()?, &Record::Update { def }).map_err(refused)
     }
 
-    /// Deletes a stored schedule.
+    /// Deletes a schedule and forgets its last fired tick. One declared in code comes back when a
+    /// Scheduler declaring it starts.
     pub fn remove(name: String) -> PhpResult<()> {
-        let fold = state()?;
-        manage::stored(&fold, &name, "remove").map_err(refused)?;
-        append(Record::Remove { name })
+        manage::remove(&settings::current()?, &name).map_err(refused)
     }
 
     /// Stops firing a schedule (stored or declared in code) until it is resumed.

@@ -228,7 +228,7 @@ final class CronTest extends ProcTestCase
         $this->assertSame(0, $list['hourly']['catchup']);
         Schedules::pause('nightly');
         $this->assertTrue(self::list()['nightly']['paused']);
-        $e = self::thrown(fn () => Schedules::remove('nightly'));
+        $e = self::thrown(fn () => Schedules::update('nightly', ['catchup' => 5]));
         $this->assertInstanceOf(TaskException::class, $e);
         $this->assertStringContainsString("schedule 'nightly' is declared in code", $e->getMessage());
         $e = self::thrown(fn () => Schedules::add('@hourly', 'report', [], ['name' => 'hourly']));
