@@ -13,6 +13,13 @@ use ebats::history::{self, Query, Writer};
 use ebats::wire::{now_ms, TaskMsg};
 use lapin::options::QueueDeleteOptions;
 
+/// The tests of this binary share the process's one broker session, which serves one call at a time:
+/// they run one after another.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn settings(max_age: &str) -> Settings {
     let mut s = common::settings(&format!("rh_{}", &ebats::wire::new_id()[..8]), None);
     s.history.enabled = true;
@@ -33,6 +40,7 @@ fn delete_stream(st: &Settings) {
 
 #[test]
 fn records_are_written_flushed_read_and_followed() {
+    let _one = one_at_a_time();
     let st = settings("1D");
     history::writer::declare(&st).unwrap();
     let mut w = Writer::new(&st).expect("history on");
@@ -132,6 +140,7 @@ fn fill(st: &Settings, n: usize, per: usize, task: &str) -> Vec<ebats::history::
 /// give exactly what a read of the whole stream gives.
 #[test]
 fn newest_records_are_read_from_the_end() {
+    let _one = one_at_a_time();
     let st = settings("1D");
     history::writer::declare(&st).unwrap();
     fill(&st, 3000, 100, "bulk");
@@ -233,6 +242,7 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 /// reads on after the last record it gave: nothing lost, nothing given twice, no error.
 #[test]
 fn a_follower_moves_to_the_next_node_when_its_node_dies() {
+    let _one = one_at_a_time();
     let st = settings("1D");
     history::writer::declare(&st).unwrap();
     let nodes = [Node::start(), Node::start()];
@@ -294,6 +304,7 @@ fn a_follower_moves_to_the_next_node_when_its_node_dies() {
 /// newest records once caught up, and a record appended later is added without reading again.
 #[test]
 fn the_dashboard_follows_the_history_without_holding_the_session() {
+    let _one = one_at_a_time();
     use ebats::dashboard::sources::{follow_history, HistoryView};
     let st = settings("1D");
     history::writer::declare(&st).unwrap();

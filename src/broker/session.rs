@@ -195,7 +195,10 @@ impl Session {
         let names = super::names::Names::new(&settings.prefix);
         let link = self.link(settings)?;
         let qt = settings.queue_type;
-        let todo: Vec<&Decl> = decls.iter().filter(|d| !link.declared.contains(&d.key(&names, qt))).collect();
+        let todo: Vec<&Decl> = decls
+            .iter()
+            .filter(|d| !link.declared.contains(&d.key(&names, qt)) && !d.is_no_op(&names, &link.known))
+            .collect();
         if todo.is_empty() {
             return Ok(());
         }

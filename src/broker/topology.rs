@@ -72,6 +72,14 @@ impl Decl {
         format!("{}|{}|{self:?}", names.prefix(), qt.name())
     }
 
+    /// True when what is `known` of the broker on this connection makes the declaration a no-op (an
+    /// event's route on ebats's own fanout exchange), so that no channel is opened for it: a web
+    /// request publishing a new event name costs no round trip more.
+    pub fn is_no_op(&self, names: &Names, known: &Known) -> bool {
+        matches!(self, Decl::EventRoute(_))
+            && known.event_exchange(&names.event_exchange()) == Some(EventExchange::Fanout)
+    }
+
     /// Declares `decls` in turn on a channel of their own (a failed declaration closes its channel),
     /// queues of type `qt` (streams stay streams).
     pub async fn declare_all(conn: &Connection, decls: &[&Decl], n: &Names, qt: QueueType) -> Result<(), BrokerError> {

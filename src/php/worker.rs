@@ -322,23 +322,8 @@ impl Worker {
             Some(s) => s,
             None => crate::config::monitor_interval(&settings.monitor_interval).map_err(bad_input)?,
         };
-        if settings.history.enabled {
-            // A stream that exists with other retention is refused here, before any child starts; a
-            // broker away now does not stop the worker (its children declare the stream when they can).
-            match crate::history::writer::declare(&settings) {
-                Err(e) if e.kind().is_bad_setup() => return Err(crate::php::args::broker_err(e)),
-                Err(e) => crate::log::error(&format!("execution history: cannot declare the stream now: {e}")),
-                Ok(()) => {}
-            }
-        }
-        // A topology that clashes with what exists on the broker stops the worker here, before any
-        // child starts (a child meeting it would stop, and be replaced, again and again); a broker
-        // away now does not stop it (its children declare the topology when they can).
-        let decls = [crate::broker::Decl::Topic(topic.clone())];
-        match current::with_session(|s| s.declare(&settings, &decls)) {
-            Err(e) if e.kind().stops_process() => return Err(crate::php::args::broker_err(e)),
-            Err(e) => crate::log::error(&format!("worker cannot declare its queues now: {e}")),
-            Ok(()) => {}
+        if declare_before_fork(&settings, &topic)? {
+            return Ok(()); // asked to stop while waiting for the broker: no child was started
         }
         // The parent must hold no connection and no runtime threads when it forks.
         current::shutdown();
@@ -410,4 +395,30 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// What the worker declares before it forks: a stream or a topology that clashes with what exists on
+/// the broker stops it here, before any child starts (a child meeting it would stop, and be replaced,
+/// again and again); a broker away now does not stop it (its children declare what they need when they
+/// can). These waits for the broker end at SIGTERM/SIGINT: true when a stop was asked meanwhile.
+fn declare_before_fork(settings: &crate::config::Settings, topic: &str) -> PhpResult<bool> {
+    use crate::broker::stop::{self, CutWaitsShort};
+    let _stop = crate::worker::signals::StopOnSignals::install(&call::unhandled_stop_signals());
+    let _cut = CutWaitsShort::begin();
+    if settings.history.enabled {
+        match crate::history::writer::declare(settings) {
+            Err(e) if e.kind().is_bad_setup() => return Err(crate::php::args::broker_err(e)),
+            Err(_) if stop::requested().is_some() => return Ok(true),
+            Err(e) => crate::log::error(&format!("execution history: cannot declare the stream now: {e}")),
+            Ok(()) => {}
+        }
+    }
+    let decls = [crate::broker::Decl::Topic(topic.to_string())];
+    match current::with_session(|s| s.declare(settings, &decls)) {
+        Err(e) if e.kind().stops_process() => return Err(crate::php::args::broker_err(e)),
+        Err(_) if stop::requested().is_some() => return Ok(true),
+        Err(e) => crate::log::error(&format!("worker cannot declare its queues now: {e}")),
+        Ok(()) => {}
+    }
+    Ok(stop::requested().is_some())
 }
