@@ -280,4 +280,33 @@ abstract class ProcTestCase extends EbatsTestCase
         }
         return implode("\n", $parts);
     }
+
+    /**
+     * Runs the original library's producer (tests/fixtures/legacy/produce.php, without the extension) to its
+     * end: $count messages of $what, $params merged into each; returns what it printed ({published, ids}).
+     */
+    protected function legacy(string $what, int $count = 1, array $params = [], array $env = []): array
+    {
+        $p = Process::php(
+            self::FIXTURES . '/legacy/produce.php',
+            ['-', static::prefix(), $what, (string) $count, '0', json_encode((object) $params)],
+            static::childEnv(array_merge(['EBATS_T_LOG' => $this->logFile], $env)),
+            withExtension: false
+        )->wait(60);
+        $this->assertSame(0, $p->exitCode(), "the original's producer failed ($what)\n" . $p->describe());
+        $out = json_decode(trim($p->stdout()), true);
+        $this->assertIsArray($out, "the original's producer printed no summary ($what)\n" . $p->describe());
+        return $out;
+    }
+
+    /** Deletes every queue and exchange of the class's prefix: a test that plays a switch starts from nothing. */
+    protected function deletePrefixObjects(): void
+    {
+        foreach (array_keys(TestEnv::listQueues(static::prefix())) as $queue) {
+            $this->broker->deleteQueue($queue);
+        }
+        foreach (array_keys(TestEnv::listExchanges(static::prefix())) as $exchange) {
+            $this->broker->deleteExchange($exchange);
+        }
+    }
 }

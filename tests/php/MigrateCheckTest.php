@@ -15,29 +15,12 @@ use Ebats\Tests\Lib\TestEnv;
  */
 final class MigrateCheckTest extends ProcTestCase
 {
-    private const LEGACY = __DIR__ . '/../fixtures/legacy/produce.php';
-
     protected function setUp(): void
     {
         parent::setUp();
-        foreach (array_keys(TestEnv::listQueues(static::prefix())) as $queue) {
-            $this->broker->deleteQueue($queue);
-        }
-        foreach (array_keys(TestEnv::listExchanges(static::prefix())) as $exchange) {
-            $this->broker->deleteExchange($exchange);
-        }
+        $this->deletePrefixObjects();
     }
 
-    private function legacy(string $what, int $count = 0, array $params = []): void
-    {
-        $p = Process::php(
-            self::LEGACY,
-            ['-', static::prefix(), $what, (string) $count, '0', json_encode((object) $params)],
-            static::childEnv(),
-            withExtension: false
-        )->wait(60);
-        $this->assertSame(0, $p->exitCode(), "the original's producer failed ($what)\n" . $p->describe());
-    }
 
     private function cli(array $args): Process
     {

@@ -14,18 +14,6 @@ use Ebats\Tests\Lib\ProcTestCase;
  */
 final class SwitchEventsTest extends ProcTestCase
 {
-    /** Runs the original library's producer (no extension) to its end; returns what it printed. */
-    private function legacy(string $what, int $count = 1, float $rate = 0, array $params = []): array
-    {
-        $p = Process::php(
-            self::FIXTURES . '/legacy/produce.php',
-            ['-', static::prefix(), $what, (string) $count, (string) $rate, json_encode((object) $params)],
-            static::childEnv(['EBATS_T_LOG' => $this->logFile]),
-            withExtension: false
-        )->wait(60);
-        $this->assertSame(0, $p->exitCode(), "produce.php $what failed: " . $p->describe());
-        return json_decode(trim($p->stdout()), true);
-    }
 
     /** The legacy producer running in the background (count 0: until stopped). */
     private function legacyInBackground(string $what, float $rate): Process
@@ -65,7 +53,7 @@ final class SwitchEventsTest extends ProcTestCase
     public function testEventsTheOriginalLeftRunOnceWithTheirParamsAndCronStillFires(): void
     {
         $this->legacy('topology:order_paied,cron.tick:');
-        $this->legacy('event:order_paied', 40, 0, ['shop' => 'FB', 'lines' => [['sku' => 'a', 'qty' => 2]]]);
+        $this->legacy('event:order_paied', 40, ['shop' => 'FB', 'lines' => [['sku' => 'a', 'qty' => 2]]]);
         $this->assertSame(40, $this->broker->count(static::q('events')));
 
         $scheduler = $this->startCronScheduler(
@@ -139,7 +127,7 @@ final class SwitchEventsTest extends ProcTestCase
         $exchange = static::q('user.x');
         $queue = static::q('user.q');
         $this->legacy("user:$exchange:$queue:k1");
-        $this->legacy("publish:$exchange:k1:30", 3, 0, ['who' => 'legacy']);
+        $this->legacy("publish:$exchange:k1:30", 3, ['who' => 'legacy']);
         $this->startFixture('consumer', 'legacy_consumer.php', ['EBATS_T_EXCHANGE' => $exchange, 'EBATS_T_QUEUE' => $queue]);
         $got = $this->waitFor(fn () => count($c = $this->records('consumed')) >= 3 ? $c : null, 20, 'three messages consumed');
         $now = time();

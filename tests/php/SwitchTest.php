@@ -18,34 +18,13 @@ use Ebats\Tests\Lib\TestEnv;
  */
 final class SwitchTest extends ProcTestCase
 {
-    private const LEGACY = __DIR__ . '/../fixtures/legacy/produce.php';
-
     /** Each test plays the switch from the start: nothing of the class's prefix on the broker. */
     protected function setUp(): void
     {
         parent::setUp();
-        foreach (array_keys(TestEnv::listQueues(static::prefix())) as $queue) {
-            $this->broker->deleteQueue($queue);
-        }
-        foreach (array_keys(TestEnv::listExchanges(static::prefix())) as $exchange) {
-            $this->broker->deleteExchange($exchange);
-        }
+        $this->deletePrefixObjects();
     }
 
-    /** Runs the original's producer (no extension): returns its summary {published, ids}. */
-    private function legacy(string $what, int $count = 0, array $params = [], array $env = []): array
-    {
-        $p = Process::php(
-            self::LEGACY,
-            ['-', static::prefix(), $what, (string) $count, '0', json_encode((object) $params)],
-            static::childEnv(array_merge(['EBATS_T_LOG' => $this->logFile], $env)),
-            withExtension: false
-        )->wait(60);
-        $this->assertSame(0, $p->exitCode(), "the original's producer failed ($what)\n" . $p->describe());
-        $out = json_decode(trim($p->stdout()), true);
-        $this->assertIsArray($out, "the original's producer printed no summary ($what)\n" . $p->describe());
-        return $out;
-    }
 
     /**
      * The counts of the switch for the expected task ids: how many are left unrun, ran once, ran more than
