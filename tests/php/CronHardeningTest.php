@@ -7,7 +7,7 @@ namespace Ebats\Tests;
 use Asynclib\Ebats\EventManager;
 use Asynclib\Ebats\Schedules;
 use Asynclib\Exception\TaskException;
-use Ebats\Tests\Lib\ProcTestCase;
+use Ebats\Tests\Lib\CronTestCase;
 use Ebats\Tests\Lib\Process;
 
 /**
@@ -16,48 +16,8 @@ use Ebats\Tests\Lib\Process;
  * forged firing records, a paused leader. Records are written straight to the stream where a test needs a
  * writer's clock or a record that ebats itself would never write.
  */
-final class CronHardeningTest extends ProcTestCase
+final class CronHardeningTest extends CronTestCase
 {
-    private string $probe;
-
-    protected function setUp(): void
-    {
-        parent::setUp();
-        $this->probe = static::prefix() . '_probe_' . bin2hex(random_bytes(2));
-        $this->broker->declareQueue($this->probe);
-        $this->broker->declareExchange(static::q('core.event'), 'fanout');
-        $this->broker->bindQueue($this->probe, static::q('core.event'));
-    }
-
-    protected function tearDown(): void
-    {
-        $this->stopAll();
-        $this->broker->deleteQueue($this->probe);
-        foreach ([static::q('cron'), static::q('cron.leader')] as $q) {
-            $this->broker->deleteQueue($q);
-        }
-        parent::tearDown();
-    }
-
-    /** @var list<array{schedule:string,tick:?int,trigger:?string,event:string}> */
-    private array $fired = [];
-
-    private function firingsOf(string $schedule): array
-    {
-        while (($m = $this->broker->get($this->probe)) !== null) {
-            $headers = $m[1]['headers'] ?? [];
-            $event = json_decode($m[0], true);
-            if (isset($headers['x-ebats-cron'])) {
-                $r = json_decode($headers['x-ebats-cron'], true);
-                $this->fired[] = ['schedule' => $r['schedule'], 'tick' => $r['tick'], 'trigger' => null, 'event' => $event['event']];
-            } elseif (isset($headers['x-ebats-cron-trigger'])) {
-                $r = json_decode($headers['x-ebats-cron-trigger'], true);
-                $this->fired[] = ['schedule' => $r['schedule'], 'tick' => null, 'trigger' => $r['id'], 'event' => $event['event']];
-            }
-        }
-        return array_values(array_filter($this->fired, static fn (array $f): bool => $f['schedule'] === $schedule));
-    }
-
     private function startCron(string $name, array $schedules, ?string $owner = null, array $env = []): Process
     {
         $env += ['EBATS_T_CRON' => json_encode($schedules), 'EBATS_HEARTBEAT' => '2'];

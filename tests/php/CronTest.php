@@ -8,7 +8,7 @@ use Asynclib\Ebats\EventManager;
 use Asynclib\Ebats\Schedules;
 use Asynclib\Exception\TaskException;
 use Ebats\Tests\Lib\BrokerProxy;
-use Ebats\Tests\Lib\ProcTestCase;
+use Ebats\Tests\Lib\CronTestCase;
 use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\TestEnv;
 
@@ -20,56 +20,8 @@ use Ebats\Tests\Lib\TestEnv;
  * Firings are counted on a probe queue bound to the event exchange: each firing is an event whose header
  * x-ebats-cron holds its record (schedule, tick, late).
  */
-final class CronTest extends ProcTestCase
+final class CronTest extends CronTestCase
 {
-    private string $probe;
-
-    protected function setUp(): void
-    {
-        parent::setUp();
-        $this->probe = static::prefix() . '_probe_' . bin2hex(random_bytes(2));
-        $this->broker->declareQueue($this->probe);
-        $this->broker->declareExchange(static::q('core.event'), 'fanout');
-        $this->broker->bindQueue($this->probe, static::q('core.event'));
-    }
-
-    protected function tearDown(): void
-    {
-        $this->stopAll();
-        $this->broker->deleteQueue($this->probe);
-        foreach ([static::q('cron'), static::q('cron.leader')] as $q) {
-            $this->broker->deleteQueue($q);
-        }
-        parent::tearDown();
-    }
-
-    /** @var list<array{schedule:string,tick:int,late:bool,trigger:?string,event:string,params:mixed}> */
-    private array $fired = [];
-
-    /** Takes every message of the probe queue into $this->fired; returns them all. */
-    private function firings(): array
-    {
-        while (($m = $this->broker->get($this->probe)) !== null) {
-            [$body, $props] = $m;
-            $headers = $props['headers'] ?? [];
-            $event = json_decode($body, true);
-            if (isset($headers['x-ebats-cron'])) {
-                $r = json_decode($headers['x-ebats-cron'], true);
-                $this->fired[] = ['schedule' => $r['schedule'], 'tick' => $r['tick'], 'late' => $r['late'], 'trigger' => null, 'event' => $event['event'], 'params' => $event['params'], 'id' => $event['id']];
-            } elseif (isset($headers['x-ebats-cron-trigger'])) {
-                $r = json_decode($headers['x-ebats-cron-trigger'], true);
-                $this->fired[] = ['schedule' => $r['schedule'], 'tick' => null, 'late' => false, 'trigger' => $r['id'], 'event' => $event['event'], 'params' => $event['params'], 'id' => $event['id']];
-            }
-        }
-        return $this->fired;
-    }
-
-    /** @return list<array> the firings of one schedule */
-    private function firingsOf(string $schedule): array
-    {
-        return array_values(array_filter($this->firings(), static fn (array $f): bool => $f['schedule'] === $schedule));
-    }
-
     private function startCron(string $name, array $schedules, ?int $port = null): Process
     {
         $env = ['EBATS_T_CRON' => json_encode($schedules), 'EBATS_HEARTBEAT' => '2'];
