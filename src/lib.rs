@@ -20,6 +20,7 @@ pub mod nodes;
 pub mod outcome;
 pub mod php;
 pub mod rules;
+pub mod services;
 pub mod wire;
 pub mod worker;
 
