@@ -12,6 +12,15 @@ use crate::wire::{
     KIND_UNREADABLE,
 };
 
+/// Adds the declarations `more` to `decls`, each once.
+pub fn merge_decls(decls: &mut Vec<Decl>, more: Vec<Decl>) {
+    for d in more {
+        if !decls.contains(&d) {
+            decls.push(d);
+        }
+    }
+}
+
 pub fn event(names: &Names, e: &EventMsg) -> (Vec<Decl>, Outgoing) {
     let out = Outgoing {
         exchange: names.event_exchange(),

@@ -1,42 +1,44 @@
 //! `Asynclib\Core\Consumer`: turns any message on a user's exchange into a PHP callback.
 
-use std::time::Duration;
-
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 
-use crate::broker::consume::After;
-use crate::broker::names::Names;
-use crate::broker::subscription;
-use crate::broker::{Decl, Outgoing};
-use crate::dispatch;
-use crate::headers;
-use crate::log;
-use crate::metrics::counters;
 use crate::php::args::{self, bad_input, checked};
 use crate::php::call::{self, Thrown};
 use crate::php::convert;
 use crate::php::exceptions::Kind;
 use crate::php::settings;
-use crate::php::subscriber;
+use crate::php::subscriber::{run_err, Php};
 use crate::rules;
-use crate::wire::{new_id, properties_with_headers};
+use crate::services::consuming::{self, Ended, Message, Spec};
 
-/// A message as the callback gets it: JSON decoded, the original library's `Publish::send()` body
-/// decoded with the time it carries (never through `unserialize()`), anything else as its bytes.
-fn read_message(d: &lapin::message::Delivery) -> (Zval, Option<i64>) {
-    let content_type = d.properties.content_type().as_ref().map(|s| s.as_str());
-    if crate::legacy::body::looks_legacy(content_type, &d.data) {
-        if let Ok((etime, data)) = crate::legacy::body::decode_publish(&d.data) {
-            return (convert::to_zval(&data), Some(etime));
+/// A message as the callback gets it (JSON decoded, the original's data, or the bytes), with the
+/// time the original's `Publish::send()` wrote, if any.
+fn message_zval(m: &Message) -> (Zval, Option<i64>) {
+    match m {
+        Message::Json(v) => (convert::to_zval(v), None),
+        Message::Publish { data, etime } => (convert::to_zval(data), Some(*etime)),
+        Message::Bytes(b) => {
+            let mut z = Zval::new();
+            z.set_binary(b.clone());
+            (z, None)
         }
     }
-    match serde_json::from_slice::<serde_json::Value>(&d.data) {
-        Ok(v) => (convert::to_zval(&v), None),
-        Err(_) => {
-            let mut z = Zval::new();
-            z.set_binary(d.data.clone());
-            (z, None)
+}
+
+/// Calls `callback($routing_key, $message[, $etime])`; how it ended.
+fn call_back(callback: &Zval, key: &str, m: &Message) -> Ended {
+    let (message, etime) = message_zval(m);
+    let mut args: Vec<&dyn ext_php_rs::convert::IntoZvalDyn> = vec![&key, &message];
+    // The original library's consumer gave the time its Publish::send() wrote as a third argument.
+    if let Some(t) = &etime {
+        args.push(t);
+    }
+    match call::call(callback, args) {
+        Ok(_) => Ended::Returned,
+        Err(Thrown::Exit) => Ended::Exit,
+        Err(Thrown::Exception { class, message, object }) => {
+            Ended::Threw { class, message, service: call::is_kind(&object, Kind::Service) }
         }
     }
 }
@@ -130,90 +132,7 @@ impl Consumer {
         let (exchange, kind) = self.exchange.clone().ok_or_else(|| bad_input("call setExchange() before run()"))?;
         let queue = self.queue.clone().ok_or_else(|| bad_input("call setQueue() before run()"))?;
         let settings = settings::current()?;
-        let names = Names::new(&settings.prefix);
-        let decls = [
-            Decl::Exchange { name: exchange.clone(), kind },
-            Decl::BoundQueue { queue: queue.clone(), exchange: exchange.clone(), keys: self.keys.clone() },
-            Decl::ConsumerFailed(queue.clone()),
-        ];
-        let _metrics = crate::metrics::serve::ThreadServer::start_if_asked(
-            None,
-            &settings,
-            &crate::metrics::serve::CONSUMER,
-            vec![queue.clone()],
-            vec![(queue.clone(), "consumer"), (names.consumer_failed_queue(&queue), "failed")],
-        )
-        .map_err(bad_input)?;
-        let tag = format!("ebats-consumer-{}", std::process::id());
-        let subscription = subscription::Spec {
-            settings: &settings,
-            decls: &decls,
-            queue: &queue,
-            prefetch: self.prefetch,
-            tag: &tag,
-        };
-        subscriber::run("consumer", subscription, true, |sub, d| {
-            let (message, etime) = read_message(&d);
-            let key = d.routing_key.as_str().to_string();
-            counters::taken();
-            let key_str = key.as_str();
-            let mut args: Vec<&dyn ext_php_rs::convert::IntoZvalDyn> = vec![&key_str, &message];
-            // The original library's consumer gave the time its Publish::send() wrote as a third argument.
-            if let Some(t) = &etime {
-                args.push(t);
-            }
-            let settled = match call::call(callback, args) {
-                Ok(_) => {
-                    counters::add(&counters::CONSUMER_HANDLED, 1);
-                    sub.ack(d.delivery_tag, false)
-                }
-                Err(Thrown::Exit) => return After::Leave(()),
-                Err(Thrown::Exception { class, message, object }) => {
-                    counters::add(&counters::CONSUMER_FAILED, 1);
-                    if call::is_kind(&object, Kind::Service) {
-                        log::error(&format!("consumer callback: {class}: {message}; message requeued after a pause"));
-                        std::thread::sleep(Duration::from_secs(1));
-                        sub.requeue(d.delivery_tag, false)
-                    } else {
-                        log::error(&format!(
-                            "consumer callback threw {class}: {message}; message moved to '{}'",
-                            names.consumer_failed_queue(&queue)
-                        ));
-                        let out = Outgoing {
-                            exchange: String::new(),
-                            routing_key: names.consumer_failed_queue(&queue),
-                            body: d.data.clone(),
-                            properties: properties_with_headers(
-                                &new_id(),
-                                "ebats.consumer.failed",
-                                &[
-                                    // Each bounded there: the message's start (the body is the message
-                                    // as it came, so the whole text is only in the exception).
-                                    (headers::ERROR, message.clone()),
-                                    (headers::ERROR_CLASS, class.clone()),
-                                    (headers::EXCHANGE, d.exchange.as_str().to_string()),
-                                    (headers::ROUTING_KEY, key.clone()),
-                                ],
-                            ),
-                            mandatory: true,
-                        };
-                        match dispatch::send(&settings, &[Decl::ConsumerFailed(queue.clone())], &[out]) {
-                            Ok(()) => sub.ack(d.delivery_tag, false),
-                            Err(e) => {
-                                log::error(&format!("could not store the failed message ({e}); it goes back"));
-                                sub.requeue(d.delivery_tag, false)
-                            }
-                        }
-                    }
-                }
-            };
-            match settled {
-                Ok(()) => After::Next,
-                Err(e) => {
-                    log::error(&format!("consumer could not settle a message: {e}"));
-                    After::Reopen
-                }
-            }
-        })
+        let spec = Spec { exchange, kind, queue, keys: self.keys.clone(), prefetch: self.prefetch };
+        consuming::run(&settings, &spec, &mut Php, &mut |key, m| call_back(callback, key, m)).map_err(run_err)
     }
 }

@@ -8,7 +8,7 @@ use crate::broker::confirm::Failed;
 use crate::broker::names::Names;
 use crate::broker::{Decl, Outgoing};
 use crate::config::{Settings, WriteFormat};
-use crate::dispatch::{self, SendFailed};
+use crate::dispatch::{self, merge_decls, SendFailed};
 use crate::php::args::{self, array_json, bad_input, broker_err, checked, int_arg, params_json, string_arg};
 use crate::php::convert;
 use crate::php::deferred::{describe_all, failures_exception};
@@ -43,15 +43,6 @@ impl Event {
             WriteFormat::Original => dispatch::legacy_event(&names, &msg),
         };
         (msg.id.clone(), parts)
-    }
-}
-
-/// Adds the declarations `more` to `decls`, each once.
-pub fn merge_decls(decls: &mut Vec<Decl>, more: Vec<Decl>) {
-    for d in more {
-        if !decls.contains(&d) {
-            decls.push(d);
-        }
     }
 }
 

@@ -1,0 +1,366 @@
+//! Scheduling: the event registry of this process (which tasks each event makes) and the
+//! Scheduler, which consumes events and routes each to its tasks.
+//!
+//! What an event makes is decided by [`route`] (pure, table-tested) and what a batch's send means
+//! by [`after_send`]; [`run`] is the loop around them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use parking_lot::Mutex;
+
+use crate::broker::consume::{After, TICK};
+use crate::broker::names::Names;
+use crate::broker::subscription::{self, Subscription};
+use crate::broker::{stop, BrokerError, Decl, Outgoing};
+use crate::config::Settings;
+use crate::cron::state::CodeSet;
+use crate::dispatch::{self, merge_decls};
+use crate::log;
+use crate::metrics::counters;
+use crate::rules;
+use crate::services::run::{self, Between, RunError};
+use crate::wire::{EventMsg, TaskMsg};
+
+/// A task an event makes: its name, its topic and its delay in seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskDef {
+    pub name: String,
+    pub topic: String,
+    pub delay: u64,
+}
+
+/// Registrations of this process, in the order they were made.
+static REGISTRY: Mutex<Vec<(String, Vec<TaskDef>)>> = Mutex::new(Vec::new());
+
+/// Registers task `task_name` on `topic` for `event`, delayed by `delay` seconds (a registration
+/// made before is kept once). The error says which value breaks which rule.
+pub fn register(event: String, task_name: String, topic: String, delay: i64) -> Result<(), String> {
+    rules::check_event_name(&event)?;
+    rules::check_task_name(&task_name)?;
+    rules::check_topic(&topic)?;
+    let delay = rules::check_delay(delay)?;
+    let def = TaskDef { name: task_name, topic, delay };
+    let mut reg = REGISTRY.lock();
+    match reg.iter_mut().find(|(e, _)| *e == event) {
+        Some((_, defs)) if defs.contains(&def) => {}
+        Some((_, defs)) => defs.push(def),
+        None => reg.push((event, vec![def])),
+    }
+    Ok(())
+}
+
+/// The tasks registered for `event`, in the order they were registered.
+pub fn tasks_for(event: &str) -> Vec<TaskDef> {
+    REGISTRY.lock().iter().find(|(e, _)| e == event).map(|(_, t)| t.clone()).unwrap_or_default()
+}
+
+/// The names of all events with registered tasks, in the order they were first registered.
+pub fn events() -> Vec<String> {
+    REGISTRY.lock().iter().map(|(e, _)| e.clone()).collect()
+}
+
+/// What one delivered event becomes.
+#[derive(Debug)]
+pub enum Route {
+    /// The body could not be read (the reason): it goes to the store of unreadable events, as it came.
+    Unreadable(String),
+    /// No task is registered for the event: it is acked and nothing is sent.
+    Unknown(EventMsg),
+    /// The tasks it makes (each with a new id, the event's params, name and id), in registration order.
+    Tasks(EventMsg, Vec<TaskMsg>),
+}
+
+/// What an event read (or not) from a body makes, given the tasks registered for it. Pure but for
+/// the new tasks' ids and times.
+pub fn route(read: Result<EventMsg, String>, defs: &[TaskDef]) -> Route {
+    let event = match read {
+        Ok(e) => e,
+        Err(reason) => return Route::Unreadable(reason),
+    };
+    if defs.is_empty() {
+        return Route::Unknown(event);
+    }
+    let tasks = defs
+        .iter()
+        .map(|d| {
+            let mut t = TaskMsg::new(&d.topic, &d.name, event.params.clone(), d.delay);
+            t.event = Some(event.event.clone());
+            t.event_id = Some(event.id.clone());
+            t
+        })
+        .collect();
+    Route::Tasks(event, tasks)
+}
+
+/// What happens to a batch of events once their tasks were sent (or not).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// Every task is confirmed: ack the events.
+    Ack,
+    /// The tasks' topology clashes: the events go back and the process stops with the error.
+    RequeueAndStop,
+    /// Sending failed for now: the events go back and the loop pauses before the next batch.
+    RequeueAfter(Duration),
+}
+
+/// The pause after a batch whose tasks could not be sent.
+pub const SEND_PAUSE: Duration = Duration::from_millis(500);
+
+/// What a batch's send result means for its events.
+pub fn after_send(sent: &Result<(), BrokerError>) -> Settle {
+    match sent {
+        Ok(()) => Settle::Ack,
+        Err(e) if e.kind().stops_process() => Settle::RequeueAndStop,
+        Err(_) => Settle::RequeueAfter(SEND_PAUSE),
+    }
+}
+
+/// Adds what one delivered event makes to `decls` and `msgs` (nothing for an event without tasks;
+/// an unreadable event goes to the store of unreadable events, as it came), counting and logging it.
+fn plan(settings: &Settings, names: &Names, d: &Delivery, decls: &mut Vec<Decl>, msgs: &mut Vec<Outgoing>) {
+    counters::taken();
+    let content_type = d.properties.content_type().as_ref().map(|s| s.as_str());
+    let message_id = d.properties.message_id().as_ref().map(|s| s.as_str());
+    let read = crate::wire::read_event(d.routing_key.as_str(), content_type, message_id, &d.data);
+    let defs = read.as_ref().map(|e| tasks_for(&e.event)).unwrap_or_default();
+    match route(read, &defs) {
+        Route::Unreadable(reason) => {
+            let id = crate::wire::new_id();
+            log::error(&format!(
+                "scheduler moved an unreadable event to '{}' (id={id}): {reason}",
+                names.unreadable_events()
+            ));
+            let (ds, out) = dispatch::unreadable_event(names, &id, &d.data, &reason);
+            merge_decls(decls, ds);
+            msgs.push(out);
+            counters::add(&counters::EVENTS_UNREADABLE, 1);
+        }
+        Route::Unknown(event) => {
+            counters::add(&counters::EVENTS_UNKNOWN, 1);
+            log::info(&format!("event '{}' id={} has no registered task; acked", event.event, event.id));
+        }
+        Route::Tasks(event, tasks) => {
+            counters::add(&counters::EVENTS_ROUTED, 1);
+            counters::add(&counters::TASKS_MADE, tasks.len() as u64);
+            for t in &tasks {
+                let (ds, out) = dispatch::task(names, t, t.delay);
+                merge_decls(decls, ds);
+                msgs.push(out);
+                if settings.debug {
+                    log::debug(&format!(
+                        "event '{}' id={} -> task {}/{} id={} delay={}s",
+                        event.event, event.id, t.topic, t.name, t.id, t.delay
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// How a Scheduler runs.
+pub struct Options {
+    /// How many events it takes at once (and routes in one go).
+    pub prefetch: u16,
+    /// Where it serves `/metrics` and `/healthz` (else the setting `ebats.metrics_address`).
+    pub metrics: Option<SocketAddr>,
+    /// The periodic schedules this process declared in code, appended when it starts.
+    pub code: CodeSet,
+}
+
+/// The declarations of the events queue: it receives every registered event and every periodic
+/// schedule's event (bound once per name on the original library's direct event exchange).
+fn events_decls(code: &CodeSet) -> Vec<Decl> {
+    let mut decls = vec![Decl::Events];
+    let scheduled = code.defs.iter().map(|d| d.event.clone());
+    merge_decls(&mut decls, events().into_iter().chain(scheduled).map(Decl::EventRoute).collect());
+    decls
+}
+
+/// Routes every event already here in one go: publishes all their tasks, waits once for the
+/// confirms, then acks the events (or gives them back). An error the process must stop on is put
+/// in `fatal`.
+fn route_batch(
+    settings: &Settings,
+    names: &Names,
+    prefetch: u16,
+    sub: &mut Subscription,
+    first: Delivery,
+    fatal: &mut Option<BrokerError>,
+) -> After<()> {
+    let mut batch = vec![first];
+    while batch.len() < prefetch as usize {
+        match sub.ready() {
+            Some(d) => batch.push(d),
+            None => break,
+        }
+    }
+    let (mut decls, mut msgs) = (Vec::new(), Vec::new());
+    for d in &batch {
+        plan(settings, names, d, &mut decls, &mut msgs);
+    }
+    let last = batch.last().expect("at least one").delivery_tag;
+    let sent = if msgs.is_empty() { Ok(()) } else { dispatch::send(settings, &decls, &msgs) };
+    match after_send(&sent) {
+        Settle::Ack => match sub.ack(last, true) {
+            Ok(()) => After::Next,
+            Err(e) => {
+                log::error(&format!("event ack failed: {e}"));
+                After::Reopen
+            }
+        },
+        Settle::RequeueAndStop => {
+            let e = sent.err();
+            let shown = e.as_ref().map(ToString::to_string).unwrap_or_default();
+            log::error(&format!("scheduler cannot route {} event(s): {shown}; they go back", batch.len()));
+            let _ = sub.requeue(last, true);
+            *fatal = e;
+            After::Next
+        }
+        Settle::RequeueAfter(pause) => {
+            let shown = sent.err().map(|e| e.to_string()).unwrap_or_default();
+            log::error(&format!(
+                "scheduler could not publish the tasks of {} event(s): {shown}; they go back",
+                batch.len()
+            ));
+            let _ = sub.requeue(last, true);
+            stop::pause(pause, TICK, || false);
+            After::Next
+        }
+    }
+}
+
+/// Consumes events and routes each to its tasks, until the process is stopped; also takes part
+/// in the leadership of the periodic schedules (a thread and a connection of its own).
+pub fn run(settings: &Settings, options: Options, between: &mut dyn Between) -> Result<(), RunError> {
+    let names = Names::new(&settings.prefix);
+    let queue = names.events_queue();
+    let _metrics = crate::metrics::serve::ThreadServer::start_if_asked(
+        options.metrics,
+        settings,
+        &crate::metrics::serve::SCHEDULER,
+        Vec::new(),
+        vec![(queue.clone(), "events")],
+    )
+    .map_err(RunError::Setup)?;
+    log::info(&format!("scheduler consuming '{queue}' ({} event(s) registered)", REGISTRY.lock().len()));
+    let tag = format!("ebats-scheduler-{}", std::process::id());
+    let decls = events_decls(&options.code);
+    let subscription =
+        subscription::Spec { settings, decls: &decls, queue: &queue, prefetch: options.prefetch, tag: &tag };
+    let rt = crate::broker::current::with_session(|s| Ok(s.handle()))?;
+    let cron = crate::cron::leader::Participant::start(settings.clone(), options.code, rt);
+    // An error the process must stop on, met while routing (the tasks' topology clashes).
+    let fatal = std::cell::RefCell::new(None);
+    let check = || fatal.borrow_mut().take().or_else(|| cron.failed());
+    let r = run::until_stopped("scheduler", subscription, false, between, check, |sub, first| {
+        route_batch(settings, &names, options.prefetch, sub, first, &mut fatal.borrow_mut())
+    });
+    cron.stop();
+    Ok(r?)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::broker::ErrorKind;
+
+    fn def(name: &str, topic: &str, delay: u64) -> TaskDef {
+        TaskDef { name: name.into(), topic: topic.into(), delay }
+    }
+
+    fn event(name: &str, id: &str) -> EventMsg {
+        EventMsg { id: id.into(), event: name.into(), params: json!({"a": 1}), created_at: 1.0 }
+    }
+
+    /// (topic, name, delay, params, event, event id) of each task made.
+    type Made = Vec<(String, String, u64, serde_json::Value, Option<String>, Option<String>)>;
+
+    /// What is read, the tasks registered, what the event becomes and the tasks it makes.
+    type Row = (Result<EventMsg, String>, Vec<TaskDef>, &'static str, Made);
+
+    fn made(r: &Route) -> (&'static str, Made) {
+        match r {
+            Route::Unreadable(_) => ("unreadable", vec![]),
+            Route::Unknown(_) => ("unknown", vec![]),
+            Route::Tasks(_, ts) => (
+                "tasks",
+                ts.iter()
+                    .map(|t| {
+                        (
+                            t.topic.clone(),
+                            t.name.clone(),
+                            t.delay,
+                            t.params.clone(),
+                            t.event.clone(),
+                            t.event_id.clone(),
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn what_an_event_makes() {
+        let task = |topic: &str, name: &str, delay| {
+            (topic.to_string(), name.to_string(), delay, json!({"a": 1}), Some("paid".into()), Some("e1".into()))
+        };
+        let table: Vec<Row> = vec![
+            (Err("not JSON".into()), vec![def("mail", "shop", 0)], "unreadable", vec![]),
+            (Ok(event("paid", "e1")), vec![], "unknown", vec![]),
+            (Ok(event("paid", "e1")), vec![def("mail", "shop", 0)], "tasks", vec![task("shop", "mail", 0)]),
+            (
+                Ok(event("paid", "e1")),
+                vec![def("mail", "shop", 0), def("invoice", "billing", 30), def("remind", "shop", 86400)],
+                "tasks",
+                vec![task("shop", "mail", 0), task("billing", "invoice", 30), task("shop", "remind", 86400)],
+            ),
+        ];
+        for (read, defs, kind, tasks) in table {
+            let r = route(read, &defs);
+            assert_eq!(made(&r), (kind, tasks), "{defs:?}");
+            if let Route::Tasks(_, ts) = &r {
+                let mut ids: Vec<_> = ts.iter().map(|t| t.id.clone()).collect();
+                ids.dedup();
+                assert_eq!(ids.len(), ts.len(), "every task has an id of its own");
+                assert!(ts.iter().all(|t| t.attempt == 1));
+            }
+        }
+    }
+
+    #[test]
+    fn what_a_send_means_for_the_events() {
+        let err = |k| Err(BrokerError::new(k, "x"));
+        let table = [
+            (Ok(()), Settle::Ack),
+            (err(ErrorKind::Inequivalent), Settle::RequeueAndStop),
+            (err(ErrorKind::ConnectionLost), Settle::RequeueAfter(SEND_PAUSE)),
+            (err(ErrorKind::Nacked), Settle::RequeueAfter(SEND_PAUSE)),
+            (err(ErrorKind::Timeout), Settle::RequeueAfter(SEND_PAUSE)),
+            (err(ErrorKind::AccessRefused), Settle::RequeueAfter(SEND_PAUSE)),
+        ];
+        for (sent, settle) in table {
+            assert_eq!(after_send(&sent), settle, "{sent:?}");
+        }
+    }
+
+    #[test]
+    fn registry_keeps_order_and_one_of_each() {
+        let ev = "scheduling.unit.registry";
+        register(ev.into(), "a".into(), "t".into(), 0).unwrap();
+        register(ev.into(), "b".into(), "t".into(), 5).unwrap();
+        register(ev.into(), "a".into(), "t".into(), 0).unwrap();
+        assert_eq!(tasks_for(ev), vec![def("a", "t", 0), def("b", "t", 5)]);
+        assert!(events().iter().any(|e| e == ev));
+        assert!(tasks_for("scheduling.unit.none").is_empty());
+        let bad = [("", "a", "t", 0), (ev, "", "t", 0), (ev, "a", "", 0), (ev, "a", "t", -1)];
+        for (e, n, t, d) in bad {
+            assert!(register(e.into(), n.into(), t.into(), d).is_err(), "{e:?} {n:?} {t:?} {d}");
+        }
+        assert_eq!(tasks_for(ev).len(), 2, "a refused registration adds nothing");
+    }
+}
