@@ -7,7 +7,6 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 use ext_php_rs::zend::ClassEntry;
 
-use crate::broker::current;
 use crate::outcome::{Ended, Policy};
 use crate::php::args::{self, bad_input};
 use crate::php::call::{self, Thrown};
@@ -15,10 +14,10 @@ use crate::php::convert;
 use crate::php::exceptions::Kind;
 use crate::php::settings;
 use crate::rules::MAX_DELAY;
+use crate::services;
+use crate::services::worker::{Setup, StartError};
 use crate::wire::{RetryRule, TaskMsg};
-use crate::worker::child::{self, Abort, Handler, Limits, Ran, Stopped};
-use crate::worker::shared::Shared;
-use crate::worker::supervisor::{self, ChildEnd};
+use crate::worker::child::{self, Abort, Handler, Limits, Ran};
 
 #[php_class]
 #[php(name = "Asynclib\\Ebats\\Worker")]
@@ -318,107 +317,25 @@ impl Worker {
     pub fn run(&mut self) -> PhpResult<()> {
         let topic = self.topic.clone().ok_or_else(|| bad_input("call setQueue() (or setTopic()) before run()"))?;
         let settings = settings::current()?;
-        let monitor = match self.monitor {
-            Some(s) => s,
-            None => crate::config::monitor_interval(&settings.monitor_interval).map_err(bad_input)?,
-        };
-        if declare_before_fork(&settings, &topic)? {
-            return Ok(()); // asked to stop while waiting for the broker: no child was started
-        }
-        // The parent must hold no connection and no runtime threads when it forks.
-        current::shutdown();
-        let opts = supervisor::Options {
+        let mut limits = self.limits.clone();
+        limits.legacy_counters = settings::legacy_counters();
+        let setup = Setup {
+            topic,
             processes: self.processes as usize,
+            policy: self.policy.clone(),
+            limits,
             grace: self.grace,
-            watch_time_limits: self.limits.time_limit_secs > 0,
-            monitor: (monitor > 0).then(|| Duration::from_secs(monitor)),
+            metrics: self.metrics,
+            monitor: self.monitor,
+            stop_signals: call::unhandled_stop_signals(),
         };
-        let shared = Shared::new(opts.processes).map_err(|e| bad_input(format!("cannot map shared memory: {e}")))?;
-        let metrics = match crate::metrics::address(self.metrics, &settings.metrics_address).map_err(bad_input)? {
-            Some(addr) => {
-                let listener = crate::metrics::bind(addr).map_err(bad_input)?;
-                let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
-                let in_hand = |slot: usize| shared.in_hand(slot);
-                let pid = crate::metrics::serve::fork_worker_process(
-                    fd,
-                    shared.stats(),
-                    &in_hand,
-                    &settings,
-                    &topic,
-                    opts.processes,
-                )
-                .map_err(|e| {
-                    // SAFETY: closing the listening socket this process owns.
-                    unsafe { libc::close(fd) };
-                    bad_input(format!("cannot start the metrics process: {e}"))
-                })?;
-                crate::log::info(&format!("metrics on http://{addr}/metrics (process {pid})"));
-                Some((fd, pid))
-            }
-            None => None,
-        };
-        // SAFETY: getpid has no preconditions.
-        let parent = unsafe { libc::getpid() };
-        let callback = &self.callback;
-        let policy = &self.policy;
-        self.limits.legacy_counters = settings::legacy_counters();
-        let limits = &self.limits;
+        let mut handler = PhpHandler { callback: &self.callback };
         // Both the parent (after its children stopped) and a child leaving for PHP (after `exit()` in
         // a handler) come back here and return to the script.
-        supervisor::run(&opts, &shared, |slot| {
-            if let Some((fd, _)) = metrics {
-                // SAFETY: the listening socket belongs to the metrics process; this child's copy
-                // of the descriptor is closed once, here, and never used.
-                unsafe { libc::close(fd) };
-            }
-            let mut handler = PhpHandler { callback };
-            let tracking = child::Tracking { shared: &shared, index: slot };
-            let end = match child::run(&settings, &topic, policy, limits, &tracking, &mut handler) {
-                Stopped::Asked => ChildEnd::Exit(0),
-                Stopped::Recycle(why) => {
-                    crate::log::info(&format!("worker child (slot {slot}) recycling: {why}"));
-                    ChildEnd::Exit(0)
-                }
-                Stopped::Aborted => return ChildEnd::ReturnToPhp,
-            };
-            current::shutdown();
-            end
-        });
-        // SAFETY: getpid has no preconditions.
-        if let Some((fd, pid)) = metrics.filter(|_| unsafe { libc::getpid() } == parent) {
-            // SAFETY: the parent ends its own metrics process, reaps it, and closes its socket.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-                libc::close(fd);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What the worker declares before it forks: a stream or a topology that clashes with what exists on
-/// the broker stops it here, before any child starts (a child meeting it would stop, and be replaced,
-/// again and again); a broker away now does not stop it (its children declare what they need when they
-/// can). These waits for the broker end at SIGTERM/SIGINT: true when a stop was asked meanwhile.
-fn declare_before_fork(settings: &crate::config::Settings, topic: &str) -> PhpResult<bool> {
-    use crate::broker::stop::{self, CutWaitsShort};
-    let _stop = crate::worker::signals::StopOnSignals::install(&call::unhandled_stop_signals());
-    let _cut = CutWaitsShort::begin();
-    if settings.history.enabled {
-        match crate::history::writer::declare(settings) {
-            Err(e) if e.kind().is_bad_setup() => return Err(crate::php::args::broker_err(e)),
-            Err(_) if stop::requested().is_some() => return Ok(true),
-            Err(e) => crate::log::error(&format!("execution history: cannot declare the stream now: {e}")),
-            Ok(()) => {}
+        match services::worker::run(&setup, &settings, &mut handler) {
+            Ok(_) => Ok(()),
+            Err(StartError::Setup(msg)) => Err(bad_input(msg)),
+            Err(StartError::Broker(e)) => Err(args::broker_err(e)),
         }
     }
-    let decls = [crate::broker::Decl::Topic(topic.to_string())];
-    match current::with_session(|s| s.declare(settings, &decls)) {
-        Err(e) if e.kind().stops_process() => return Err(crate::php::args::broker_err(e)),
-        Err(_) if stop::requested().is_some() => return Ok(true),
-        Err(e) => crate::log::error(&format!("worker cannot declare its queues now: {e}")),
-        Ok(()) => {}
-    }
-    Ok(stop::requested().is_some())
 }

@@ -9,3 +9,4 @@
 pub mod consuming;
 pub mod run;
 pub mod scheduling;
+pub mod worker;

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 
-use super::shared::{GivenBack, Shared};
+use super::delivery::{self, Action, CountedBy, Facts, Refused};
+use super::shared::Shared;
 use crate::broker::consume::{self, After, Finished, Host};
 use crate::broker::names::Names;
 use crate::broker::stop;
 use crate::broker::subscription::{self, Subscription};
 use crate::broker::{BrokerError, Decl};
-use crate::config::{QueueType, Settings};
+use crate::config::Settings;
 use crate::dispatch;
 use crate::history::record::Run;
 use crate::history::Writer;
@@ -104,6 +105,22 @@ struct TaskHost<'a> {
     legacy_exists: bool,
 }
 
+impl<'a> TaskHost<'a> {
+    /// What settling a delivery needs of this host.
+    fn context(&mut self) -> Context<'_> {
+        Context {
+            settings: self.settings,
+            topic: self.topic,
+            names: &self.names,
+            policy: self.policy,
+            limits: self.limits,
+            tracking: self.tracking,
+            handler: &mut *self.handler,
+            history: self.history.as_mut(),
+        }
+    }
+}
+
 impl Host for TaskHost<'_> {
     type Left = Stopped;
 
@@ -135,20 +152,13 @@ impl Host for TaskHost<'_> {
     }
 
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Stopped> {
-        let handled = handle(
-            self.settings,
-            self.topic,
-            &self.names,
-            self.policy,
-            self.limits,
-            self.tracking,
-            &mut *self.handler,
-            self.history.as_mut(),
-            &d.data,
-            d.properties.message_id().as_ref().map(|id| id.as_str()),
-            d.redelivered,
-            subscription::delivery_count(&d.properties),
-        );
+        let incoming = Incoming {
+            body: &d.data,
+            message_id: d.properties.message_id().as_ref().map(|id| id.as_str()),
+            redelivered: d.redelivered,
+            delivery_count: subscription::delivery_count(&d.properties),
+        };
+        let handled = handle(&mut self.context(), &incoming);
         let settled = match handled {
             Ok(s) => s,
             Err(HandleError::Abort) => {
@@ -310,105 +320,111 @@ fn failure(ran: &Ran, status: i64, attempts: u32) -> serde_json::Value {
     })
 }
 
-/// Settles one delivery: everything it publishes is confirmed before the caller acks.
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    settings: &Settings,
-    topic: &str,
-    names: &Names,
-    policy: &Policy,
-    limits: &Limits,
-    tracking: &Tracking,
-    handler: &mut dyn Handler,
-    history: Option<&mut Writer>,
-    body: &[u8],
-    message_id: Option<&str>,
+/// What settling a delivery needs: the worker's setup, where it records, and its handler.
+struct Context<'a> {
+    settings: &'a Settings,
+    topic: &'a str,
+    names: &'a Names,
+    policy: &'a Policy,
+    limits: &'a Limits,
+    tracking: &'a Tracking<'a>,
+    handler: &'a mut dyn Handler,
+    history: Option<&'a mut Writer>,
+}
+
+/// What a delivery brings.
+struct Incoming<'a> {
+    body: &'a [u8],
+    message_id: Option<&'a str>,
     redelivered: bool,
+    /// The broker's count of deliveries without an ack (quorum queues).
     delivery_count: u32,
-) -> Result<Settled, HandleError> {
+}
+
+/// Settles one delivery: everything it publishes is confirmed before the caller acks.
+fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
     // A body in the original library's format, with the attempt count its counter file kept.
-    let (parsed, counter_file) = match legacy_task(body, &limits.legacy_counters) {
+    let (read, counter_file) = match legacy_task(d.body, &cx.limits.legacy_counters) {
         Some(Ok((t, file))) => (Ok(t), file),
         Some(Err(e)) => (Err(e), None),
-        None => (TaskMsg::parse(body), None),
+        None => (TaskMsg::parse(d.body), None),
     };
-    // Only a task of this worker's topic runs: the queue decides, never the body.
-    let refused = match parsed {
-        Ok(t) if t.topic == topic => Ok(t),
-        Ok(t) => Err(format!("task body names the topic '{}', not this worker's topic '{topic}'", t.topic)),
-        Err(e) => Err(e),
-    };
-    let mut task = match refused {
+    let mut task = match delivery::accept(read, cx.topic) {
         Ok(t) => t,
-        Err(reason) => {
-            // Kept as it came, under the id it came with (a new one if it had none or a strange one).
-            let id = message_id
-                .filter(|id| crate::rules::check_id(id).is_ok())
-                .map(str::to_string)
-                .unwrap_or_else(crate::wire::new_id);
-            log::error(&format!("unreadable task id={id} moved to the failed store of '{topic}': {reason}"));
-            dispatch::send_one(settings, dispatch::unreadable_task(names, topic, &id, body, &reason))?;
-            return Ok(Settled::Moved);
-        }
+        Err(refused) => return refuse(cx, d, &refused),
     };
-    let given_back = redelivered.then(|| tracking.shared.take_given_back(&task.id)).flatten();
-    if settings.queue_type == QueueType::Quorum && given_back != Some(GivenBack::TimedOut) {
-        // The broker counts the deliveries that were not acked, for every worker of the cluster:
-        // each was a process that died holding the task (or lost its connection).
-        let deaths = task.redeliveries.saturating_add(delivery_count);
-        if deaths >= limits.max_redeliveries {
-            let msg = format!(
-                "delivered {deaths} times without being acked: the worker processes running it died (fatal \
-                 error, exit(), signal, out of memory) or lost their connection"
-            );
-            return fail_poison(settings, names, history, task, deaths, msg);
-        }
-    }
-    // With quorum queues the broker's count above replaces this process's count of deaths.
-    let counted_here = settings.queue_type == QueueType::Classic || given_back == Some(GivenBack::TimedOut);
-    match given_back.filter(|_| counted_here) {
-        Some(GivenBack::TimedOut) => {
+    let facts = Facts {
+        queue_type: cx.settings.queue_type,
+        given_back: d.redelivered.then(|| cx.tracking.shared.take_given_back(&task.id)).flatten(),
+        redeliveries: task.redeliveries,
+        delivery_count: d.delivery_count,
+        max_redeliveries: cx.limits.max_redeliveries,
+    };
+    match delivery::decide(&facts) {
+        Action::Run => {}
+        Action::CountTimedOut => {
             // The parent killed the child running it at its time limit: that run was a failed attempt.
-            let limit = limits.time_limit_secs;
+            let limit = cx.limits.time_limit_secs;
             let ran = Ran {
                 ended: Ended::Retry(crate::wire::RetryRule { max: None, interval: None }),
                 message: format!("time limit of {limit} s exceeded: the task was stopped"),
                 class: None,
                 millis: (limit * 1000) as f64,
             };
-            return settle(settings, names, policy, handler, history, task, ran).map(|_| Settled::Ran);
+            return settle(cx, task, ran).map(|_| Settled::Ran);
         }
-        Some(GivenBack::Crashed) => {
-            // Its child died running it (fatal error, exit(), signal, out of memory). Count that,
-            // and stop a task that kills every child that runs it.
-            task.redeliveries += 1;
-            if task.redeliveries >= limits.max_redeliveries {
-                let msg = format!(
-                    "its worker process died running it {} times (fatal error, exit(), signal or out of memory)",
-                    task.redeliveries
-                );
-                let deaths = task.redeliveries;
-                return fail_poison(settings, names, history, task, deaths, msg);
-            }
+        Action::GiveBackCounted { redeliveries } => {
             // Publish the counted copy; it runs when its turn comes again.
-            dispatch::send_one(settings, dispatch::task(names, &task, 0))?;
+            task.redeliveries = redeliveries;
+            dispatch::send_one(cx.settings, dispatch::task(cx.names, &task, 0))?;
             return Ok(Settled::Moved);
         }
-        // Given back for another reason (a child stopped holding it, a lost connection): run it.
-        None => {}
+        Action::Poison { deaths, counted_by } => {
+            if counted_by == CountedBy::Workers {
+                task.redeliveries = deaths;
+            }
+            return fail_poison(cx, task, deaths, counted_by.message(deaths));
+        }
     }
-    if settings.debug {
+    // Seen again after a death (counted in the message) or given back by the broker.
+    let seen_again = d.redelivered || task.redeliveries > 0;
+    run_task(cx, task, seen_again, counter_file)
+}
+
+/// Keeps a delivery that is not run in the failed store as it came, under the id it came with (a
+/// new one if it had none or a strange one).
+fn refuse(cx: &mut Context, d: &Incoming, refused: &Refused) -> Result<Settled, HandleError> {
+    let id = d
+        .message_id
+        .filter(|id| crate::rules::check_id(id).is_ok())
+        .map(str::to_string)
+        .unwrap_or_else(crate::wire::new_id);
+    let topic = cx.topic;
+    log::error(&format!("unreadable task id={id} moved to the failed store of '{topic}': {refused}"));
+    let reason = refused.to_string();
+    dispatch::send_one(cx.settings, dispatch::unreadable_task(cx.names, topic, &id, d.body, &reason))?;
+    Ok(Settled::Moved)
+}
+
+/// Runs a task through the handler, marked in the shared memory while it runs, and settles it.
+fn run_task(
+    cx: &mut Context,
+    task: TaskMsg,
+    seen_again: bool,
+    counter_file: Option<PathBuf>,
+) -> Result<Settled, HandleError> {
+    if cx.settings.debug {
         log::debug(&format!("task start {}/{} id={} attempt={}", task.topic, task.name, task.id, task.attempt));
     }
-    tracking.shared.begin(tracking.index, &task.id, limits.time_limit_secs * 1000);
+    let tracking = cx.tracking;
+    tracking.shared.begin(tracking.index, &task.id, cx.limits.time_limit_secs * 1000);
     tracking.shared.stats().task_begin(tracking.index, &task.name, now() - task.created_at);
-    // Seen again after a death (counted in the message) or given back by the broker.
-    let ran = handler.run(&task, redelivered || task.redeliveries > 0);
+    let ran = cx.handler.run(&task, seen_again);
     // After exit() the slot stays marked: the parent sees this process die holding the task.
     let ran = ran.map_err(|_| HandleError::Abort)?;
     tracking.shared.end(tracking.index);
     let secs = ran.millis / 1000.0;
-    let status = settle(settings, names, policy, handler, history, task, ran)?;
+    let status = settle(cx, task, ran)?;
     tracking.shared.stats().task_end(tracking.index, status, secs);
     if let Some(f) = counter_file {
         // Its count now travels in the task (a retry is published in ebats's format).
@@ -418,21 +434,14 @@ fn handle(
 }
 
 /// Moves a task that killed the processes running it `deaths` times to the failed store.
-fn fail_poison(
-    settings: &Settings,
-    names: &Names,
-    history: Option<&mut Writer>,
-    mut task: TaskMsg,
-    deaths: u32,
-    msg: String,
-) -> Result<Settled, HandleError> {
+fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) -> Result<Settled, HandleError> {
     log::error(&format!("task {}/{} id={} {msg}; moved to the failed store", task.topic, task.name, task.id));
     let ran = Ran { ended: Ended::Failed, message: msg.clone(), class: None, millis: 0.0 };
     // Each death was a run: the earlier attempts, then this attempt's deaths.
     let runs = task.attempt.saturating_sub(1).saturating_add(deaths);
     task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, runs));
-    dispatch::send_one(settings, dispatch::failed(names, &task, &msg))?;
-    if let Some(w) = history {
+    dispatch::send_one(cx.settings, dispatch::failed(cx.names, &task, &msg))?;
+    if let Some(w) = cx.history.as_deref_mut() {
         w.write(&task, &run_of(&ran, crate::outcome::STATE_FAIL));
     }
     Ok(Settled::Moved)
@@ -459,26 +468,19 @@ fn run_of(ran: &Ran, status: i64) -> Run<'_> {
 
 /// Reports a run (to the callback and the history) and does what its outcome asks: nothing,
 /// publish again (delayed), or fail it. Returns the status reported.
-fn settle(
-    settings: &Settings,
-    names: &Names,
-    policy: &Policy,
-    handler: &mut dyn Handler,
-    history: Option<&mut Writer>,
-    task: TaskMsg,
-    ran: Ran,
-) -> Result<i64, HandleError> {
-    let (status, next) = policy.decide(&ran.ended, task.attempt, task.retry, task.service_errors);
+fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<i64, HandleError> {
+    let settings = cx.settings;
+    let (status, next) = cx.policy.decide(&ran.ended, task.attempt, task.retry, task.service_errors);
     if settings.debug {
         log::debug(&format!(
             "task end {}/{} id={} time={:.2}ms status={status} {}",
             task.topic, task.name, task.id, ran.millis, ran.message
         ));
     }
-    if let Some(w) = history {
+    if let Some(w) = cx.history.as_deref_mut() {
         w.write(&task, &run_of(&ran, status));
     }
-    handler.report(&task, &ran, status).map_err(|_| HandleError::Abort)?;
+    cx.handler.report(&task, &ran, status).map_err(|_| HandleError::Abort)?;
     match next {
         Next::Ack => Ok(status),
         Next::Again { delay } => {
@@ -498,7 +500,7 @@ fn settle(
             again.error = Some(
                 serde_json::json!({"message": crate::wire::kept_message(&ran.message), "class": ran.class, "at": crate::wire::round_ms(now())}),
             );
-            dispatch::send_one(settings, dispatch::task(names, &again, delay))?;
+            dispatch::send_one(settings, dispatch::task(cx.names, &again, delay))?;
             Ok(status)
         }
         Next::Fail => {
@@ -510,7 +512,7 @@ fn settle(
                     task.topic, task.name, task.id, task.attempt, ran.message
                 ));
             }
-            dispatch::send_one(settings, dispatch::failed(names, &failed, &ran.message))?;
+            dispatch::send_one(settings, dispatch::failed(cx.names, &failed, &ran.message))?;
             Ok(status)
         }
     }
