@@ -235,8 +235,8 @@ proptest! {
 
     #[test]
     fn stream_messages_with_any_headers_decode_or_say_why(p in properties(), body in prop::collection::vec(any::<u8>(), 0..80)) {
-        let _ = ebats::cron::stream::offset_in(&p);
-        if let Err(e) = ebats::cron::stream::item_from(&p, &body) {
+        let _ = ebats::services::periodic::stream::offset_in(&p);
+        if let Err(e) = ebats::services::periodic::stream::item_from(&p, &body) {
             prop_assert!(e.to_string().contains("is invalid"), "{e}");
         }
     }
@@ -246,7 +246,7 @@ proptest! {
         for v in [AMQPValue::LongInt(n), AMQPValue::LongUInt(n as u32), AMQPValue::LongLongInt(n as i64)] {
             let mut t = FieldTable::default();
             t.insert("x-stream-offset".into(), v);
-            prop_assert_eq!(ebats::cron::stream::offset_in(&BasicProperties::default().with_headers(t)), Some(n as u64));
+            prop_assert_eq!(ebats::services::periodic::stream::offset_in(&BasicProperties::default().with_headers(t)), Some(n as u64));
         }
     }
 

@@ -202,8 +202,11 @@ impl Scheduler {
         };
         // Leadership of the periodic schedules, on a thread and a connection of its own.
         let rt = crate::broker::current::with_session(|s| Ok(s.handle())).map_err(crate::php::args::broker_err)?;
-        let cron =
-            crate::cron::leader::Participant::start(settings.clone(), crate::php::schedules::code_schedules(), rt);
+        let cron = crate::services::periodic::leader::Participant::start(
+            settings.clone(),
+            crate::php::schedules::code_schedules(),
+            rt,
+        );
         // An error the process must stop on, met while routing (the tasks' topology clashes).
         let fatal = std::cell::RefCell::new(None);
         let check = || fatal.borrow_mut().take().or_else(|| cron.failed());
