@@ -1,6 +1,6 @@
 //! Property tests of everything that decodes what comes from the broker: task and event bodies
 //! (`wire`), the schedule stream's records and firings (`cron::state`, `cron::firing`, which
-//! `cron::stream::item_of` reads from bodies and headers) and the failed store's headers. Whatever
+//! `services::periodic::stream::item_of` reads from bodies and headers) and the failed store's headers. Whatever
 //! the bytes: no panic, an error that says what is wrong; what ebats writes reads back the same.
 //! (ebats reads no `x-death` header: a dead-lettered delay message is read as the task body it is.)
 //! The PHP value conversion needs PHP: tests/php/ConvertFuzzTest.php.
