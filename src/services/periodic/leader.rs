@@ -48,11 +48,11 @@ impl Participant {
     pub fn start(settings: Settings, code: CodeSet, rt: tokio::runtime::Handle) -> Participant {
         let part = Part::new();
         let failed = Arc::new(parking_lot::Mutex::new(None));
-        let (q, f) = (part.clone(), failed.clone());
+        let (p, f) = (part.clone(), failed.clone());
         let thread = std::thread::Builder::new()
             .name("ebats-cron".into())
             .spawn(move || {
-                if let Err(e) = rt.block_on(run(settings, code, q)) {
+                if let Err(e) = rt.block_on(run(settings, code, p)) {
                     *f.lock() = Some(e);
                 }
             })
