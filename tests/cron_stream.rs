@@ -15,7 +15,7 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 fn schedule_stream_appends_and_folds_and_a_firing_reaches_the_events() {
     use ebats::cron::firing::Firing;
     use ebats::cron::state::{Def, Record};
-    use ebats::cron::stream;
+    use ebats::services::periodic::stream;
 
     let st = settings(&format!("rt_cron_{}", std::process::id()), None);
     let n = Names::new(&st.prefix);

@@ -16,7 +16,7 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 fn an_unreadable_first_message_is_skipped_and_changes_get_their_verdict() {
     use ebats::broker::Outgoing;
     use ebats::cron::state::{Def, Record};
-    use ebats::cron::stream;
+    use ebats::services::periodic::stream;
 
     let st = settings(&format!("rt_cron_junk_{}", std::process::id()), None);
     let n = Names::new(&st.prefix);

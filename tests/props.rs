@@ -1,6 +1,6 @@
 //! Property tests of everything that decodes what comes from the broker: task and event bodies
 //! (`wire`), the schedule stream's records and firings (`cron::state`, `cron::firing`, which
-//! `cron::stream::item_of` reads from bodies and headers) and the failed store's headers. Whatever
+//! `services::periodic::stream::item_of` reads from bodies and headers) and the failed store's headers. Whatever
 //! the bytes: no panic, an error that says what is wrong; what ebats writes reads back the same.
 //! (ebats reads no `x-death` header: a dead-lettered delay message is read as the task body it is.)
 //! The PHP value conversion needs PHP: tests/php/ConvertFuzzTest.php.
@@ -235,8 +235,8 @@ proptest! {
 
     #[test]
     fn stream_messages_with_any_headers_decode_or_say_why(p in properties(), body in prop::collection::vec(any::<u8>(), 0..80)) {
-        let _ = ebats::cron::stream::offset_in(&p);
-        if let Err(e) = ebats::cron::stream::item_from(&p, &body) {
+        let _ = ebats::services::periodic::stream::offset_in(&p);
+        if let Err(e) = ebats::services::periodic::stream::item_from(&p, &body) {
             prop_assert!(e.to_string().contains("is invalid"), "{e}");
         }
     }
@@ -246,7 +246,7 @@ proptest! {
         for v in [AMQPValue::LongInt(n), AMQPValue::LongUInt(n as u32), AMQPValue::LongLongInt(n as i64)] {
             let mut t = FieldTable::default();
             t.insert("x-stream-offset".into(), v);
-            prop_assert_eq!(ebats::cron::stream::offset_in(&BasicProperties::default().with_headers(t)), Some(n as u64));
+            prop_assert_eq!(ebats::services::periodic::stream::offset_in(&BasicProperties::default().with_headers(t)), Some(n as u64));
         }
     }
 

@@ -2,13 +2,15 @@
 //! `stop` (the stop token), `park` (waiting on this thread), `connection` (connect, channel in
 //! confirm mode), `session` (runtime, connection reuse, declare cache) and `current` (this
 //! process's session), `confirm` and `publisher` (confirmed, batched, deferred publishing),
-//! `subscription` and `consume` (consuming, and the loop every long-running process shares),
+//! `consumer` (a consumer for async code), `subscription` and `consume` (consuming, and the loop every
+//! long-running process shares), `stream_read` (the one stream reader),
 //! `topology` (what is declared), `store` (the failed store) and `processes` (announcing and
 //! discovering the processes that serve metrics).
 
 pub mod confirm;
 pub mod connection;
 pub mod consume;
+pub mod consumer;
 pub mod current;
 pub mod error;
 pub mod legacy_topology;

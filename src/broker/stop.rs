@@ -4,8 +4,11 @@
 //! A stop is asked in one of two ways, and the token sees both: a signal handler raised the flag
 //! (processes that let SIGTERM/SIGINT arrive: the Scheduler and the Consumer), or a stop signal is
 //! pending while blocked (worker processes, which block them so no handler cuts PHP code short).
+//! A thread that must end while its process goes on (the Scheduler's leadership thread) holds a
+//! [`Part`]: the process's token, and a stop of its own.
 
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The signals that ask a process to stop (SIGHUP asks a worker child to finish and be replaced).
@@ -75,6 +78,44 @@ pub fn pause(d: Duration, slice: Duration, mut between: impl FnMut() -> bool) ->
     }
 }
 
+/// How often async code looks at the token while it waits.
+const ASYNC_LOOK: Duration = Duration::from_millis(100);
+
+/// The stop of one part of a process (a thread that ends while the process goes on): stopped when
+/// the process is asked to stop, or the part is. Clones share the part's stop.
+#[derive(Clone, Debug, Default)]
+pub struct Part(Arc<AtomicBool>);
+
+impl Part {
+    pub fn new() -> Part {
+        Part::default()
+    }
+
+    /// Asks this part (and every clone) to stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst) || requested().is_some()
+    }
+
+    /// Resolves once stopped (looking every 100 ms), for async code to race against a wait.
+    pub async fn wait(&self) {
+        while !self.stopped() {
+            tokio::time::sleep(ASYNC_LOOK).await;
+        }
+    }
+
+    /// Waits `d` in async code, or less when stopped; true when stopped.
+    pub async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => self.stopped(),
+            _ = self.wait() => true,
+        }
+    }
+}
+
 /// While alive, waits for the broker on this process's session end early, with an error of kind
 /// `Stopped`, when a stop is asked: for opening a subscription (connecting, declaring) and for any
 /// connect (nothing was sent on a connection not yet made), never for a publish's confirm, whose
@@ -130,5 +171,26 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(1));
         assert_eq!(requested(), Some(libc::SIGTERM));
         reset();
+        // In this test: the flag is the process's, and tests run in parallel.
+        a_part_stops_on_its_own_or_with_the_process();
+    }
+
+    fn a_part_stops_on_its_own_or_with_the_process() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let part = Part::new();
+        let clone = part.clone();
+        assert!(!part.stopped());
+        assert!(!rt.block_on(part.pause(Duration::from_millis(20))), "a pause runs out when nothing stops it");
+        clone.stop();
+        assert!(part.stopped(), "clones share the stop");
+        let start = Instant::now();
+        assert!(rt.block_on(part.pause(Duration::from_secs(5))));
+        assert!(start.elapsed() < Duration::from_secs(1));
+        let other = Part::new();
+        request(libc::SIGINT);
+        assert!(other.stopped(), "the process's stop stops every part");
+        rt.block_on(other.wait());
+        reset();
+        assert!(!other.stopped());
     }
 }

@@ -2,7 +2,8 @@
 //! stream, the execution history, the dashboard): a consumer with a prefetch and manual acks (what
 //! streams need), started at an offset, acking in runs of half the prefetch. Three ways to read:
 //!
-//! - [`read_to_marker`]: from an offset up to now. AMQP 0-9-1 on RabbitMQ 3.10 cannot tell where a
+//! - [`read_to_now`]: from an offset up to now ([`read_from`] and [`read_to_marker`] beneath it, for a
+//!   reader that appends its own marker or request). AMQP 0-9-1 on RabbitMQ 3.10 cannot tell where a
 //!   stream ends (`queue.declare-ok` counts 0 messages for a stream; the offset `last` is the start of
 //!   the last chunk, not its end), so a reader that must stop at "now" appends a marker of its own
 //!   ([`marker`], one format for every stream; every reader skips markers) and reads until it meets it.
@@ -15,13 +16,12 @@
 
 use std::time::Duration;
 
-use futures_lite::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+pub use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Consumer};
 
 use super::consume::Backoff;
+use super::consumer::{self, next};
 use super::park::{self, Cut};
 use super::{stop, BrokerError, ErrorKind, Outgoing, Session};
 use crate::config::Settings;
@@ -89,7 +89,6 @@ pub async fn open(
     prefetch: u16,
     tag: &str,
 ) -> Result<Consumer, BrokerError> {
-    ch.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(|e| BrokerError::lapin("basic.qos failed", &e))?;
     let offset = match offset {
         Offset::First => AMQPValue::LongString(LongString::from("first")),
         Offset::Next => AMQPValue::LongString(LongString::from("next")),
@@ -99,9 +98,7 @@ pub async fn open(
     };
     let mut args = FieldTable::default();
     args.insert("x-stream-offset".into(), offset);
-    ch.basic_consume(stream.into(), tag.into(), BasicConsumeOptions::default(), args)
-        .await
-        .map_err(|e| BrokerError::lapin(&format!("cannot read the stream '{stream}'"), &e))
+    consumer::open(ch, stream, prefetch, tag, args, &format!("cannot read the stream '{stream}'")).await
 }
 
 /// A consumer tag naming the reader and this process.
@@ -136,18 +133,8 @@ impl Acks {
 
 async fn ack(ch: &Channel, tag: Option<u64>) -> Result<(), BrokerError> {
     match tag {
-        Some(t) => {
-            ch.basic_ack(t, BasicAckOptions { multiple: true }).await.map_err(|e| BrokerError::lapin("ack failed", &e))
-        }
+        Some(t) => consumer::ack(ch, t, true).await,
         None => Ok(()),
-    }
-}
-
-async fn next(consumer: &mut Consumer, what: &str) -> Result<Delivery, BrokerError> {
-    match consumer.next().await {
-        Some(Ok(d)) => Ok(d),
-        Some(Err(e)) => Err(BrokerError::lapin(&format!("reading the {what} failed"), &e)),
-        None => Err(BrokerError::new(ErrorKind::ConnectionLost, format!("the {what} reader was closed"))),
     }
 }
 
@@ -195,6 +182,59 @@ pub async fn read_to_marker(
         marker_id(&d.properties) == Some(id)
     })
     .await?;
+    Ok(at)
+}
+
+/// Reads `stream` from `from` on the session `s`, on a channel of its own (closed after), giving each
+/// delivery to `each` until it says it was the last one wanted (true); opening and reading take at
+/// most `within`. The one bounded read from an offset on the session (the schedule stream's fold).
+#[allow(clippy::too_many_arguments)] // the stream, where to start and how long: each is the caller's
+pub fn read_from(
+    s: &mut Session,
+    settings: &Settings,
+    stream: &str,
+    what: &str,
+    from: Offset,
+    prefetch: u16,
+    within: Duration,
+    each: impl FnMut(&Delivery) -> bool,
+) -> Result<(), BrokerError> {
+    let ch = s.channel(settings)?;
+    let r = s.wait(within, &format!("reading the {what}"), async {
+        let mut consumer = open(&ch, stream, from, prefetch, &tag(what)).await?;
+        read_until(&ch, &mut consumer, prefetch, what, each).await
+    });
+    // Closing the channel ends its consumer; the stream keeps everything (reading takes nothing).
+    let _ = s.block_on(ch.close(200, "read".into()));
+    r
+}
+
+/// Reads `stream` from `from` up to now on the session `s`: appends a marker and gives every message
+/// before it to `each` with its offset (markers skipped), within `within`. Returns the marker's offset.
+#[allow(clippy::too_many_arguments)] // as read_from
+pub fn read_to_now(
+    s: &mut Session,
+    settings: &Settings,
+    stream: &str,
+    what: &str,
+    from: Offset,
+    prefetch: u16,
+    within: Duration,
+    mut each: impl FnMut(u64, &Delivery),
+) -> Result<u64, BrokerError> {
+    let id = crate::wire::new_id();
+    s.publish(settings, &[marker(stream, &id)])?;
+    let mut at = 0;
+    read_from(s, settings, stream, what, from, prefetch, within, |d| {
+        at = offset_in(&d.properties).unwrap_or(0);
+        match marker_id(&d.properties) {
+            Some(m) => m == id,
+            None => {
+                each(at, d);
+                false
+            }
+        }
+    })?;
     Ok(at)
 }
 

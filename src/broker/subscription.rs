@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 use tokio::runtime::Handle;
 
+use super::consumer;
 use super::current::with_session;
 use super::error::{BrokerError, ErrorKind};
 use super::park;
@@ -47,14 +48,12 @@ impl Subscription {
             let ch = s.channel(spec.settings)?;
             let t = spec.settings.connect_timeout.max(spec.settings.confirm_timeout);
             let (prefetch, queue, tag) = (spec.prefetch, spec.queue, spec.tag);
-            let consumer = s.wait(t, "opening a consumer", async {
-                ch.basic_qos(prefetch, BasicQosOptions::default())
-                    .await
-                    .map_err(|e| BrokerError::lapin("basic.qos failed", &e))?;
-                ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
-                    .await
-                    .map_err(|e| BrokerError::lapin(&format!("cannot consume from queue '{queue}'"), &e))
-            })?;
+            let context = format!("cannot consume from queue '{queue}'");
+            let consumer = s.wait(
+                t,
+                "opening a consumer",
+                consumer::open(&ch, queue, prefetch, tag, FieldTable::default(), &context),
+            )?;
             Ok(Subscription { rt: s.handle(), ch, consumer, tag: tag.to_string(), ended: None, also: None })
         })
     }

@@ -12,11 +12,11 @@
 
 use serde_json::{json, Value};
 
+use super::schedules::Failed;
 use super::sources::{self, ExecQuery};
 use super::State;
 use crate::broker::store::{self, Store};
 use crate::broker::BrokerError;
-use crate::cron::manage::{self, Refused};
 use crate::http::{Request, Response};
 use crate::wire::now_ms;
 
@@ -35,10 +35,10 @@ fn broker_error(e: BrokerError) -> Response {
     error(502, format!("broker: {e}"))
 }
 
-fn refused(e: Refused) -> Response {
+fn failed(e: Failed) -> Response {
     match e {
-        Refused::Broker(e) => broker_error(e),
-        Refused::Bad(m) => error(400, m),
+        Failed::Broker(e) => broker_error(e),
+        Failed::Bad(m) => error(400, m),
     }
 }
 
@@ -152,7 +152,7 @@ pub fn get(state: &State, req: &Request) -> Response {
         }
         "/api/schedules" => {
             let _one = state.broker.lock();
-            match manage::list(&state.settings) {
+            match state.schedules.list(&state.settings) {
                 Ok(list) => json_response(200, &json!({ "schedules": list })),
                 Err(e) => broker_error(e),
             }
@@ -213,13 +213,13 @@ pub fn post(state: &State, req: &Request) -> Response {
             };
             let _one = state.broker.lock();
             let r = match req.path.rsplit('/').next() {
-                Some("pause") => manage::pause(s, name).map(|()| json!({ "ok": true })),
-                Some("resume") => manage::resume(s, name).map(|()| json!({ "ok": true })),
-                _ => manage::trigger(s, name).map(|id| json!({ "ok": true, "event_id": id })),
+                Some("pause") => state.schedules.pause(s, name).map(|()| json!({ "ok": true })),
+                Some("resume") => state.schedules.resume(s, name).map(|()| json!({ "ok": true })),
+                _ => state.schedules.trigger(s, name).map(|id| json!({ "ok": true, "event_id": id })),
             };
             match r {
                 Ok(v) => json_response(200, &v),
-                Err(e) => refused(e),
+                Err(e) => failed(e),
             }
         }
         _ => error(404, "no such API path"),

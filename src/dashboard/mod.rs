@@ -3,7 +3,8 @@
 //!
 //! One concept per file: `sources` (where executions and processes come from, as plain data),
 //! `series` (sampled counters and the figures they give), `sampler` (the thread that samples every
-//! few seconds), `auth` (token, Host, CSRF), `api` (the JSON API), `assets` (the page, its script
+//! few seconds), `auth` (token, Host, CSRF), `schedules` (the schedule actions it is handed by the
+//! services tier), `api` (the JSON API), `assets` (the page, its script
 //! and style, built into the extension) and `server` (listening, routing, security headers).
 //!
 //! The process never forks, so it uses threads freely: one accepts, one per connection (bounded),
@@ -13,6 +14,7 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod sampler;
+pub mod schedules;
 pub mod series;
 pub mod server;
 pub mod sources;
@@ -104,10 +106,12 @@ pub struct State {
     pub history: Mutex<sources::HistoryView>,
     /// Held around every call on the process's broker session (which refuses concurrent use).
     pub broker: Mutex<()>,
+    /// What the schedules' page does, handed down by the services tier.
+    pub schedules: Box<dyn schedules::ScheduleActions>,
 }
 
 impl State {
-    pub fn new(settings: Settings, opts: Options) -> State {
+    pub fn new(settings: Settings, opts: Options, schedules: Box<dyn schedules::ScheduleActions>) -> State {
         State {
             settings,
             opts,
@@ -116,6 +120,7 @@ impl State {
             series: Mutex::new(series::Series::default()),
             history: Mutex::new(sources::HistoryView::default()),
             broker: Mutex::new(()),
+            schedules,
         }
     }
 }

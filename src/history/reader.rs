@@ -5,13 +5,11 @@
 
 use std::collections::VecDeque;
 
-use lapin::message::Delivery;
-
 use super::query::Query;
 use super::record::Record;
 use crate::broker::current::with_session;
 use crate::broker::names::Names;
-use crate::broker::stream_read::{self, Back, Go, Offset, ReadBack};
+use crate::broker::stream_read::{self, Back, Delivery, Go, Offset, ReadBack};
 use crate::broker::{BrokerError, ErrorKind, Session};
 use crate::config::Settings;
 
@@ -59,19 +57,10 @@ pub fn scan(settings: &Settings, since_ms: Option<i64>, mut each: impl FnMut(Rec
     let from = since_ms.map_or(Offset::First, |ms| Offset::Time(since_secs(ms)));
     with_session(|s| {
         check_exists(s, settings, &stream)?;
-        let id = crate::wire::new_id();
-        s.publish(settings, &[stream_read::marker(&stream, &id)])?;
-        let ch = s.channel(settings)?;
-        let r = s.wait(stream_read::WHOLE_READ, "reading the history stream", async {
-            let mut consumer = stream_read::open(&ch, &stream, from, PREFETCH, &stream_read::tag("history")).await?;
-            stream_read::read_to_marker(&ch, &mut consumer, PREFETCH, WHAT, &id, |_, d| {
-                records(d).into_iter().filter(|r| since_ms.is_none_or(|s| r.end_ms >= s)).for_each(&mut each)
-            })
-            .await
-        });
-        // Closing the channel ends the consumer; the stream keeps everything (reading takes nothing).
-        let _ = s.block_on(ch.close(200, "read".into()));
-        r.map(|_| ())
+        stream_read::read_to_now(s, settings, &stream, WHAT, from, PREFETCH, stream_read::WHOLE_READ, |_, d| {
+            records(d).into_iter().filter(|r| since_ms.is_none_or(|s| r.end_ms >= s)).for_each(&mut each)
+        })
+        .map(|_| ())
     })
 }
 

@@ -144,7 +144,8 @@ impl Dashboard {
         self.listen()?;
         let listener = self.listener.take().expect("bound above");
         let settings = settings::current()?;
-        let state = Arc::new(State::new(settings, self.options.clone()));
+        let actions = Box::new(crate::services::schedules::Actions);
+        let state = Arc::new(State::new(settings, self.options.clone(), actions));
         let _stop = StopOnSignals::install(&call::unhandled_stop_signals());
         let running =
             server::start(state, listener).map_err(|e| bad_input(format!("cannot start the dashboard: {e}")))?;

@@ -83,8 +83,7 @@ impl Scheduler {
     /// Consumes events and routes each to its tasks, until the process is stopped.
     pub fn run(&self) -> PhpResult<()> {
         let settings = settings::current()?;
-        let code = crate::php::schedules::code_schedules();
-        let options = Options { prefetch: self.prefetch, metrics: self.metrics, code };
+        let options = Options { prefetch: self.prefetch, metrics: self.metrics };
         scheduling::run(&settings, options, &mut Php).map_err(run_err)
     }
 }

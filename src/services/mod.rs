@@ -7,6 +7,8 @@
 //! lower module needs a service (the dashboard managing schedules), the service is handed down to it.
 
 pub mod consuming;
+pub mod periodic;
 pub mod run;
+pub mod schedules;
 pub mod scheduling;
 pub mod worker;

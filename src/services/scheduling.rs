@@ -165,8 +165,6 @@ pub struct Options {
     pub prefetch: u16,
     /// Where it serves `/metrics` and `/healthz` (else the setting `ebats.metrics_address`).
     pub metrics: Option<SocketAddr>,
-    /// The periodic schedules this process declared in code, appended when it starts.
-    pub code: CodeSet,
 }
 
 /// The declarations of the events queue: it receives every registered event and every periodic
@@ -246,11 +244,13 @@ pub fn run(settings: &Settings, options: Options, between: &mut dyn Between) -> 
     .map_err(RunError::Setup)?;
     log::info(&format!("scheduler consuming '{queue}' ({} event(s) registered)", REGISTRY.lock().len()));
     let tag = format!("ebats-scheduler-{}", std::process::id());
-    let decls = events_decls(&options.code);
+    // The periodic schedules this process declared in code, appended when it starts.
+    let code = super::schedules::code_schedules();
+    let decls = events_decls(&code);
     let subscription =
         subscription::Spec { settings, decls: &decls, queue: &queue, prefetch: options.prefetch, tag: &tag };
     let rt = crate::broker::current::with_session(|s| Ok(s.handle()))?;
-    let cron = crate::cron::leader::Participant::start(settings.clone(), options.code, rt);
+    let cron = super::periodic::leader::Participant::start(settings.clone(), code, rt);
     // An error the process must stop on, met while routing (the tasks' topology clashes).
     let fatal = std::cell::RefCell::new(None);
     let check = || fatal.borrow_mut().take().or_else(|| cron.failed());

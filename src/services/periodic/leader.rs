@@ -7,29 +7,27 @@
 //! minute. A stop closes the connection: the broker requeues the token for the next scheduler.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use futures_lite::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 
-use super::catchup::{decide, State};
-use super::firing::{may_fire, Firing};
-use super::schedule::Schedule;
-use super::state::{claims_too_much, CodeSet, Folder, Item, Record};
 use super::stream::{self, now_ms, READ_BACK_SECS};
-use super::ticks::{next_after, zoned};
 use crate::broker::confirm::settle;
 use crate::broker::consume::Backoff;
 use crate::broker::names::Names;
 use crate::broker::publisher;
-use crate::broker::stream_read::Offset;
-use crate::broker::{connection, stop, BrokerError, Decl, ErrorKind, Outgoing};
+use crate::broker::stop::Part;
+use crate::broker::stream_read::{Delivery, Offset};
+use crate::broker::{connection, consumer, BrokerError, Decl, ErrorKind, Outgoing};
 use crate::config::Settings;
+use crate::cron::catchup::{decide, State};
+use crate::cron::firing::{may_fire, Firing};
+use crate::cron::schedule::Schedule;
+use crate::cron::state::{claims_too_much, CodeSet, Folder, Item, Record};
+use crate::cron::ticks::{next_after, zoned};
 use crate::log;
 use crate::metrics::counters;
 
@@ -39,7 +37,8 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
 
 /// The leadership thread of a Scheduler.
 pub struct Participant {
-    quit: Arc<AtomicBool>,
+    /// Its stop: the process's stop token, or [`Participant::stop`].
+    part: Part,
     thread: Option<JoinHandle<()>>,
     /// What stopped the thread for good (a declaration that clashes with what exists).
     failed: Arc<parking_lot::Mutex<Option<BrokerError>>>,
@@ -47,13 +46,13 @@ pub struct Participant {
 
 impl Participant {
     pub fn start(settings: Settings, code: CodeSet, rt: tokio::runtime::Handle) -> Participant {
-        let quit = Arc::new(AtomicBool::new(false));
+        let part = Part::new();
         let failed = Arc::new(parking_lot::Mutex::new(None));
-        let (q, f) = (quit.clone(), failed.clone());
+        let (p, f) = (part.clone(), failed.clone());
         let thread = std::thread::Builder::new()
             .name("ebats-cron".into())
             .spawn(move || {
-                if let Err(e) = rt.block_on(run(settings, code, q)) {
+                if let Err(e) = rt.block_on(run(settings, code, p)) {
                     *f.lock() = Some(e);
                 }
             })
@@ -61,7 +60,7 @@ impl Participant {
         if thread.is_none() {
             log::error("cron: cannot start the leadership thread; this scheduler will not lead");
         }
-        Participant { quit, thread, failed }
+        Participant { part, thread, failed }
     }
 
     /// The error that ended the thread for good, once (the Scheduler stops on it).
@@ -71,25 +70,21 @@ impl Participant {
 
     /// Gives the token back and waits for the thread (it checks every 100 ms).
     pub fn stop(mut self) {
-        self.quit.store(true, Ordering::SeqCst);
+        self.part.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn stopping(quit: &AtomicBool) -> bool {
-    quit.load(Ordering::SeqCst) || stop::requested().is_some()
-}
-
 /// Takes part until a stop, trying again after failures (waiting as `Backoff` says); an error no retry
 /// can help (a declaration that clashes with what exists) ends it.
-async fn run(settings: Settings, code: CodeSet, quit: Arc<AtomicBool>) -> Result<(), BrokerError> {
+async fn run(settings: Settings, code: CodeSet, part: Part) -> Result<(), BrokerError> {
     let mut backoff = Backoff::default();
     // The set declared in code is appended once per process, at its first connection.
     let mut code = Some(code);
-    while !stopping(&quit) {
-        match participate(&settings, &mut code, &mut backoff, &quit).await {
+    while !part.stopped() {
+        match participate(&settings, &mut code, &mut backoff, &part).await {
             Ok(()) => return Ok(()),
             Err(e) if e.kind().stops_process() => {
                 log::error(&format!("cron: {e}; not trying again"));
@@ -98,10 +93,7 @@ async fn run(settings: Settings, code: CodeSet, quit: Arc<AtomicBool>) -> Result
             Err(e) => {
                 let wait = backoff.after(&e);
                 log::error(&format!("cron: {e}; trying again in {} s", wait.as_secs_f64()));
-                let until = Instant::now() + wait;
-                while Instant::now() < until && !stopping(&quit) {
-                    tokio::time::sleep(STOP_CHECK).await;
-                }
+                part.pause(wait).await;
             }
         }
     }
@@ -110,19 +102,14 @@ async fn run(settings: Settings, code: CodeSet, quit: Arc<AtomicBool>) -> Result
 
 /// `f`, cut short (with `Stopped`) by a stop, and bounded by `t`.
 async fn bounded<T>(
-    quit: &AtomicBool,
+    part: &Part,
     t: Duration,
     what: &str,
     f: impl std::future::Future<Output = Result<T, BrokerError>>,
 ) -> Result<T, BrokerError> {
-    let watch = async {
-        while !stopping(quit) {
-            tokio::time::sleep(STOP_CHECK).await;
-        }
-    };
     tokio::select! {
         r = tokio::time::timeout(t, f) => r.unwrap_or_else(|_| Err(BrokerError::timeout(t, what))),
-        _ = watch => Err(BrokerError::new(ErrorKind::Stopped, format!("stopped while {what}"))),
+        _ = part.wait() => Err(BrokerError::new(ErrorKind::Stopped, format!("stopped while {what}"))),
     }
 }
 
@@ -148,96 +135,20 @@ async fn participate(
     settings: &Settings,
     code: &mut Option<CodeSet>,
     backoff: &mut Backoff,
-    quit: &AtomicBool,
+    part: &Part,
 ) -> Result<(), BrokerError> {
-    let names = Names::new(&settings.prefix);
-    let t = settings.connect_timeout.max(settings.confirm_timeout);
     let conn =
-        bounded(quit, connection::connect_budget(settings), "connecting", connection::connect(&leadership(settings)))
+        bounded(part, connection::connect_budget(settings), "connecting", connection::connect(&leadership(settings)))
             .await;
     let conn = match conn {
         Err(e) if e.kind() == ErrorKind::Stopped => return Ok(()),
         r => r?,
     };
     let r = async {
-        let token_ch = bounded(quit, t, "opening the leadership channel", async {
-            Decl::declare_all(&conn, &[&Decl::Cron], &names, settings.queue_type).await?;
-            let token_ch = connection::confirmed_channel(&conn).await?;
-            // A token only when none waits in the queue: one waiting (given back by a scheduler that
-            // left, or by this one's last connection) will come; one held by the leader is not counted,
-            // and the leader acks a second one away. So reconnecting adds no token.
-            let queue = names.cron_leader();
-            let waiting = token_ch
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| BrokerError::lapin(&format!("cannot look at '{queue}'"), &e))?
-                .message_count();
-            if waiting == 0 {
-                publish(&token_ch, &stream::token_message(&names)).await?;
-            }
-            if let Some(set) = code.as_ref().filter(|c| c.owner.is_some() || !c.defs.is_empty()) {
-                let record = Record::Code { owner: set.owner.clone(), defs: set.defs.clone() };
-                publish(&token_ch, &stream::record_message(&names, &record, now_ms())).await?;
-            }
-            *code = None;
-            token_ch.basic_qos(2, BasicQosOptions::default()).await.map_err(|e| BrokerError::lapin("basic.qos failed", &e))?;
-            Ok(token_ch)
-        })
-        .await?;
-        let tag = format!("ebats-cron-{}", std::process::id());
-        let queue = names.cron_leader();
-        let mut tokens = token_ch
-            .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
-            .await
-            .map_err(|e| BrokerError::lapin(&format!("cannot consume '{queue}'"), &e))?;
+        let mut joined = Joined::open(&conn, settings, code, part).await?;
         backoff.reset();
-        log::info(&format!("cron: taking part in leadership on '{queue}'"));
-        let mut leading: Option<Leading> = None;
-        loop {
-            if stopping(quit) {
-                if leading.is_some() {
-                    log::info("cron: stopping; giving the leadership back");
-                }
-                return Ok(());
-            }
-            let wake = leading.as_ref().map(|l| l.wake).unwrap_or(STOP_CHECK).min(STOP_CHECK);
-            let stream_next = async {
-                match leading.as_mut() {
-                    Some(l) => l.reader.next().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                d = tokens.next() => match d {
-                    Some(Ok(d)) if leading.is_some() => {
-                        // A second token (two schedulers started at once): one is enough.
-                        d.acker.ack(BasicAckOptions::default()).await.map_err(|e| BrokerError::lapin("ack failed", &e))?;
-                    }
-                    Some(Ok(_held)) => {
-                        leading = Some(bounded(quit, t.max(Duration::from_secs(30)), "taking over", Leading::take_over(&conn, &token_ch, &names)).await?);
-                        counters::set_leader(true);
-                    }
-                    Some(Err(e)) => return Err(BrokerError::lapin("the leadership consumer failed", &e)),
-                    None => return Err(BrokerError::new(ErrorKind::ConnectionLost, "the leadership consumer was closed")),
-                },
-                d = stream_next => {
-                    let l = leading.as_mut().expect("reading only while leading");
-                    match d {
-                        Some(Ok(d)) => l.follow(d).await?,
-                        Some(Err(e)) => return Err(BrokerError::lapin("reading the schedule stream failed", &e)),
-                        None => return Err(BrokerError::new(ErrorKind::ConnectionLost, "the schedule stream reader was closed")),
-                    }
-                }
-                _ = tokio::time::sleep(wake) => {}
-            }
-            if let Some(l) = leading.as_mut() {
-                l.fire_due(&token_ch, &names).await?;
-            }
-        }
+        log::info(&format!("cron: taking part in leadership on '{}'", joined.names.cron_leader()));
+        joined.take_part(&conn, part).await
     }
     .await;
     // Whatever ended the loop, this process holds no token any more.
@@ -249,6 +160,114 @@ async fn participate(
         }
     }
     r
+}
+
+/// What wakes the leadership loop.
+enum Wake {
+    Token(Result<Delivery, BrokerError>),
+    Stream(Result<Delivery, BrokerError>),
+    Tick,
+}
+
+/// Taking part on one connection: the token's channel and its consumer, and the leading state once
+/// the token came.
+struct Joined {
+    names: Names,
+    /// How long a broker call may take.
+    t: Duration,
+    token_ch: Channel,
+    tokens: Consumer,
+    leading: Option<Leading>,
+}
+
+impl Joined {
+    /// Declares the leader queue and the stream, puts a token in when none waits, appends the set
+    /// declared in code (once per process), and consumes the token queue.
+    async fn open(
+        conn: &Connection,
+        settings: &Settings,
+        code: &mut Option<CodeSet>,
+        part: &Part,
+    ) -> Result<Joined, BrokerError> {
+        let names = Names::new(&settings.prefix);
+        let t = settings.connect_timeout.max(settings.confirm_timeout);
+        let queue = names.cron_leader();
+        let tag = format!("ebats-cron-{}", std::process::id());
+        let (token_ch, tokens) = bounded(part, t, "opening the leadership channel", async {
+            Decl::declare_all(conn, &[&Decl::Cron], &names, settings.queue_type).await?;
+            let token_ch = connection::confirmed_channel(conn).await?;
+            // A token only when none waits in the queue: one waiting (given back by a scheduler that
+            // left, or by this one's last connection) will come; one held by the leader is not counted,
+            // and the leader acks a second one away. So reconnecting adds no token.
+            if consumer::waiting(&token_ch, &queue).await? == 0 {
+                publish(&token_ch, &stream::token_message(&names)).await?;
+            }
+            if let Some(set) = code.as_ref().filter(|c| c.owner.is_some() || !c.defs.is_empty()) {
+                let record = Record::Code { owner: set.owner.clone(), defs: set.defs.clone() };
+                publish(&token_ch, &stream::record_message(&names, &record, now_ms())).await?;
+            }
+            *code = None;
+            let context = format!("cannot consume '{queue}'");
+            let tokens = consumer::open(&token_ch, &queue, 2, &tag, FieldTable::default(), &context).await?;
+            Ok((token_ch, tokens))
+        })
+        .await?;
+        Ok(Joined { names, t, token_ch, tokens, leading: None })
+    }
+
+    /// Until a stop (Ok) or a failure: a token makes this process lead, the stream read live
+    /// changes what it fires, and every wake fires what is due.
+    async fn take_part(&mut self, conn: &Connection, part: &Part) -> Result<(), BrokerError> {
+        loop {
+            if part.stopped() {
+                if self.leading.is_some() {
+                    log::info("cron: stopping; giving the leadership back");
+                }
+                return Ok(());
+            }
+            match self.next_wake().await {
+                Wake::Token(d) => self.token(d?, conn, part).await?,
+                Wake::Stream(d) => {
+                    let l = self.leading.as_mut().expect("reading only while leading");
+                    l.follow(d?).await?;
+                }
+                Wake::Tick => {}
+            }
+            if let Some(l) = self.leading.as_mut() {
+                l.fire_due(&self.token_ch, &self.names).await?;
+            }
+        }
+    }
+
+    /// A token, the next message of the stream (while leading), or the time to look again (the next
+    /// tick, at most [`STOP_CHECK`] away).
+    async fn next_wake(&mut self) -> Wake {
+        let wake = self.leading.as_ref().map(|l| l.wake).unwrap_or(STOP_CHECK).min(STOP_CHECK);
+        let stream_next = async {
+            match self.leading.as_mut() {
+                Some(l) => consumer::next(&mut l.reader, "schedule stream").await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            d = consumer::next(&mut self.tokens, "leadership queue") => Wake::Token(d),
+            d = stream_next => Wake::Stream(d),
+            _ = tokio::time::sleep(wake) => Wake::Tick,
+        }
+    }
+
+    /// A token delivered: the first makes this process lead; a second one (two schedulers started
+    /// at once) is acked away, one is enough.
+    async fn token(&mut self, d: Delivery, conn: &Connection, part: &Part) -> Result<(), BrokerError> {
+        if self.leading.is_some() {
+            return consumer::ack(&self.token_ch, d.delivery_tag, false).await;
+        }
+        let t = self.t.max(Duration::from_secs(30));
+        let taking = Leading::take_over(conn, &self.token_ch, &self.names);
+        self.leading = Some(bounded(part, t, "taking over", taking).await?);
+        counters::set_leader(true);
+        Ok(())
+    }
 }
 
 struct Leading {
@@ -303,7 +322,8 @@ impl Leading {
             outbox: Vec::new(),
         };
         l.rebuild();
-        let from_code = l.folder.fold.schedules.values().filter(|e| e.source == super::state::Source::Code).count();
+        let from_code =
+            l.folder.fold.schedules.values().filter(|e| e.source == crate::cron::state::Source::Code).count();
         log::info(&format!(
             "cron: took over the leadership ({} schedule(s), {from_code} from code; stream read in {} ms)",
             l.schedules.len(),
@@ -327,11 +347,8 @@ impl Leading {
     }
 
     /// A message read live from the stream.
-    async fn follow(&mut self, d: lapin::message::Delivery) -> Result<(), BrokerError> {
-        self.reader_ch
-            .basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
-            .await
-            .map_err(|e| BrokerError::lapin("ack failed", &e))?;
+    async fn follow(&mut self, d: Delivery) -> Result<(), BrokerError> {
+        consumer::ack(&self.reader_ch, d.delivery_tag, true).await?;
         self.last_offset = stream::offset_of(&d).unwrap_or(self.last_offset);
         let now = now_ms();
         let item = match stream::item_of(&d) {
@@ -456,7 +473,7 @@ impl Leading {
         for t in self.folder.fold.triggers.clone() {
             let Some(entry) = self.folder.fold.schedules.get(&t.schedule).cloned() else { continue };
             let item = Item::Triggered { schedule: t.schedule.clone(), id: t.id.clone(), fired_at: now_ms() };
-            if now - t.at > i64::from(entry.def.catchup) * 1000 + super::catchup::ON_TIME_MS {
+            if now - t.at > i64::from(entry.def.catchup) * 1000 + crate::cron::catchup::ON_TIME_MS {
                 log::info(&format!(
                     "cron: skipped the trigger of '{}' asked {} ms ago (older than its catch-up)",
                     t.schedule,

@@ -1,5 +1,6 @@
 //! The stream on the broker: the messages written to it (records, firings, the token) and reading it to a
-//! marker. Used by the leader (on its own connection) and by `Schedules` (on the process's session).
+//! marker. Used by the leader (on its own connection) and by schedule management (`services::schedules`,
+//! on the process's session).
 
 use std::time::Duration;
 
@@ -8,20 +9,22 @@ use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Channel, Consumer};
 use serde_json::json;
 
-use super::error::Error;
-use super::firing::Firing;
-use super::state::{Def, Folder, Item, Record, FIRING_HEADER, TRIGGER_HEADER};
 use crate::broker::current::with_session;
 use crate::broker::names::Names;
 use crate::broker::stream_read::{self, Offset};
 use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing};
 use crate::config::Settings;
+use crate::cron::error::Error;
+use crate::cron::firing::Firing;
+use crate::cron::state::{Def, Folder, Item, Record, FIRING_HEADER, TRIGGER_HEADER};
 use crate::wire::{properties, properties_with_headers, EventMsg};
 
 /// Messages a stream reader takes ahead; acked in runs of half of it.
 pub const READ_PREFETCH: u16 = 500;
 /// A reader starts this far back, where the leader's last snapshot (written every minute) is.
 pub const READ_BACK_SECS: u64 = 180;
+/// The stream, as errors name it.
+const WHAT: &str = "schedule stream";
 
 pub use crate::wire::now_ms;
 
@@ -140,29 +143,32 @@ pub async fn read_to_marker(
     marker: &str,
 ) -> Result<Option<u64>, BrokerError> {
     let mut last = None;
-    stream_read::read_until(ch, consumer, READ_PREFETCH, "schedule stream", |d| {
-        let offset = offset_of(d).unwrap_or(0);
-        last = Some(offset);
-        folder.seen(offset);
-        let item = item_of(d);
-        let done = match &item {
-            Ok(Item::Record(Record::Marker { id }, _, _)) => id == marker,
-            Ok(Item::Record(_, _, Some(rid))) => rid == marker,
-            _ => false,
-        };
-        match item {
-            Ok(item) => folder.push(offset, item),
-            Err(e) => {
-                crate::log::error(&format!("cron: skipping a message of the schedule stream at offset {offset}: {e}"))
-            }
-        }
-        for why in folder.ignored.drain(..) {
-            crate::log::error(&format!("cron: ignoring {why}"));
-        }
-        done
-    })
-    .await?;
+    stream_read::read_until(ch, consumer, READ_PREFETCH, WHAT, |d| fold_one(folder, &mut last, d, marker)).await?;
     Ok(last)
+}
+
+/// Folds the delivery `d` into `folder`, noting its offset in `last`; true when it is the marker or
+/// the record of the request id `marker`.
+fn fold_one(folder: &mut Folder, last: &mut Option<u64>, d: &Delivery, marker: &str) -> bool {
+    let offset = offset_of(d).unwrap_or(0);
+    *last = Some(offset);
+    folder.seen(offset);
+    let item = item_of(d);
+    let done = match &item {
+        Ok(Item::Record(Record::Marker { id }, _, _)) => id == marker,
+        Ok(Item::Record(_, _, Some(rid))) => rid == marker,
+        _ => false,
+    };
+    match item {
+        Ok(item) => folder.push(offset, item),
+        Err(e) => {
+            crate::log::error(&format!("cron: skipping a message of the schedule stream at offset {offset}: {e}"))
+        }
+    }
+    for why in folder.ignored.drain(..) {
+        crate::log::error(&format!("cron: ignoring {why}"));
+    }
+    done
 }
 
 /// Logged when the stream's start is gone (retention) and no snapshot follows it.
@@ -199,24 +205,19 @@ pub fn request(settings: &Settings, record: &Record) -> Result<Folder, BrokerErr
 fn read_through(settings: &Settings, id: &str) -> Result<Folder, BrokerError> {
     let names = Names::new(&settings.prefix);
     let back = (now_ms() / 1000) as u64 - READ_BACK_SECS;
+    let t = settings.confirm_timeout.max(Duration::from_secs(10));
     for from in [Offset::Time(back), Offset::First] {
-        let folder = with_session(|s| {
-            let ch = s.channel(settings)?;
-            let tag = format!("ebats-cron-read-{}", std::process::id());
-            let t = settings.confirm_timeout.max(Duration::from_secs(10));
-            let r = s.wait(t, "reading the schedule stream", async {
-                let mut consumer = open_reader(&ch, &names, from, &tag).await?;
-                let mut folder = Folder::new(now_ms());
-                folder.await_request(id);
-                read_to_marker(&ch, &mut consumer, &mut folder, id).await?;
-                if from == Offset::First && folder.finish_from_first() {
-                    crate::log::error(STREAM_START_GONE);
-                }
-                Ok(folder)
-            });
-            let _ = s.block_on(ch.close(200, "read".into()));
-            r
+        let mut folder = Folder::new(now_ms());
+        folder.await_request(id);
+        let mut last = None;
+        with_session(|s| {
+            stream_read::read_from(s, settings, &names.cron_stream(), WHAT, from, READ_PREFETCH, t, |d| {
+                fold_one(&mut folder, &mut last, d, id)
+            })
         })?;
+        if from == Offset::First && folder.finish_from_first() {
+            crate::log::error(STREAM_START_GONE);
+        }
         if folder.complete {
             return Ok(folder);
         }
