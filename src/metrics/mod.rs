@@ -23,6 +23,7 @@ pub mod readings;
 pub mod serve;
 pub mod stats;
 pub mod status;
+pub mod status_doc;
 
 /// A metrics address: `ip:port` (`[ipv6]:port` for IPv6).
 pub fn parse_address(s: &str) -> Result<std::net::SocketAddr, String> {
