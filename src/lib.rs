@@ -21,6 +21,7 @@ pub mod outcome;
 pub mod php;
 pub mod rules;
 pub mod services;
+pub mod shm;
 pub mod wire;
 pub mod worker;
 

@@ -330,7 +330,7 @@ namespace Asynclib\Ebats {
          *
          * @return array<string, mixed>
          * @throws \Asynclib\Exception\TaskException when the address is not host:port or the timeout not in (0, 60]
-         * @throws \Asynclib\Exception\ConnectionedException when nothing answers within $timeout seconds
+         * @throws \Asynclib\Exception\ConnectionedException when nothing answers within $timeout seconds, or the answer is not a status document
          */
         public static function fetch(string $address, float $timeout = 3.0): array
         {

@@ -87,7 +87,7 @@ pub struct View {
     pub topics: Vec<TopicRow>,
     /// Delayed tasks of every topic (the delay levels are shared by the topics).
     pub delayed: u64,
-    pub processes: Vec<sources::ProcessRow>,
+    pub processes: Vec<sources::ProcessOf>,
     /// The metrics addresses sampled (given, or found through the broker).
     pub metrics: Vec<String>,
     /// Addresses that did not answer, and why.

@@ -1,4 +1,4 @@
-//! The thread that samples, every few seconds: the metrics and `/status.json` of every address
+//! The thread that samples, every few seconds: the `/status.json` of every address
 //! (given, or found through the broker when neither addresses nor topics are given), the depths of
 //! every topic's queues (on a broker session of its own). It writes the dashboard's `View`, moves its
 //! `HistoryView` on in time, and adds a point to its series. The execution history is followed by a
@@ -90,8 +90,8 @@ pub fn sample(state: &State, reader: &mut Reader, mem: &mut Memory) {
             }
         }
         for p in &s.processes {
-            if let Some(cpu) = p.cpu_seconds {
-                point.cpu.insert((p.source.clone(), p.pid), cpu);
+            if let Some(cpu) = p.row.cpu_seconds {
+                point.cpu.insert((p.source.clone(), i64::from(p.row.pid)), cpu);
             }
             view.processes.push(p.clone());
         }
@@ -121,8 +121,8 @@ pub fn sample(state: &State, reader: &mut Reader, mem: &mut Memory) {
         });
     }
     for p in &mut view.processes {
-        if p.cpu_percent.is_none() {
-            p.cpu_percent = cpu.get(&(p.source.clone(), p.pid)).copied();
+        if p.row.cpu_percent.is_none() {
+            p.row.cpu_percent = cpu.get(&(p.source.clone(), i64::from(p.row.pid))).copied();
         }
     }
     *state.view.lock() = view;

@@ -5,7 +5,8 @@
 //!   record as it is appended) into a [`HistoryView`] (the newest records and the failures of the last
 //!   hour and week); without the stream the page says "execution history is off".
 //! - Processes: the `/status.json` of each address (given with `--metrics=host:port,...`, or found
-//!   through the broker's processes stream); topic counters: the Prometheus text of its `/metrics`.
+//!   through the broker's processes stream), its topic counters too (`totals`, `children`,
+//!   `task_times`): one request per address, no Prometheus text read.
 //!
 //! Everything above this file (series, API, pages) uses only the types here.
 
@@ -25,6 +26,7 @@ use crate::config::Settings;
 use crate::history::record::{outcome_name, status_named};
 use crate::history::Record;
 use crate::metrics::fetch;
+use crate::metrics::status_doc::{ProcessRow, StatusDoc};
 use crate::outcome::STATE_FAIL;
 
 /// How long one address may take to answer.
@@ -242,24 +244,16 @@ pub fn follow_history(settings: &Settings, view: &Mutex<HistoryView>, stop: &dyn
     }
 }
 
-/// One process of a worker or a scheduler.
+/// One process of a worker, scheduler or consumer as the dashboard lists it: its row of the status
+/// document, with the address it came from and the topic its process serves.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProcessRow {
+pub struct ProcessOf {
     /// The address its figures came from.
     pub source: String,
-    /// parent, child, scheduler, consumer.
-    pub role: String,
-    pub slot: String,
-    pub pid: i64,
     pub topic: Option<String>,
-    pub uptime_s: Option<f64>,
-    pub cpu_seconds: Option<f64>,
-    /// Over the last sampling interval (filled by the series).
-    pub cpu_percent: Option<f64>,
-    pub rss_bytes: Option<u64>,
-    /// The task in hand and since when it runs.
-    pub task: Option<String>,
-    pub task_for_ms: Option<u64>,
+    /// `cpu_percent` is filled from the series when the document has none.
+    #[serde(flatten)]
+    pub row: ProcessRow,
 }
 
 /// Counters of one topic, summed over the processes of one address.
@@ -295,233 +289,121 @@ impl TopicCounts {
 pub struct Scrape {
     pub address: String,
     pub error: Option<String>,
-    pub processes: Vec<ProcessRow>,
+    pub processes: Vec<ProcessOf>,
     pub topics: BTreeMap<String, TopicCounts>,
 }
 
-/// One sample line of the exposition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-fn parse_labels(s: &str) -> Option<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    let mut rest = s;
-    while !rest.is_empty() {
-        let (name, after) = rest.split_once("=\"")?;
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let end = loop {
-            match chars.next()? {
-                (_, '\\') => match chars.next()?.1 {
-                    'n' => value.push('\n'),
-                    c => value.push(c),
-                },
-                (i, '"') => break i,
-                (_, c) => value.push(c),
-            }
-        };
-        out.insert(name.trim().to_string(), value);
-        rest = after[end + 1..].trim_start_matches(',');
-    }
-    Some(out)
-}
-
-/// The samples of a Prometheus text exposition; comments and lines that do not parse are skipped.
-pub fn parse_exposition(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, labels, rest) = match line.find('{') {
-            Some(i) => {
-                let Some(j) = line.rfind('}') else { continue };
-                let Some(l) = parse_labels(&line[i + 1..j]) else { continue };
-                (&line[..i], l, &line[j + 1..])
-            }
-            None => match line.split_once(' ') {
-                Some((n, r)) => (n, BTreeMap::new(), r),
-                None => continue,
-            },
-        };
-        let Some(v) = rest.split_whitespace().next() else { continue };
-        let value = match v {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => match v.parse::<f64>() {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
-        };
-        out.push(Sample { name: name.to_string(), labels, value });
-    }
-    out
-}
-
-/// The topic counters in the exposition served at `address` (its processes come from `/status.json`).
-pub fn read_exposition(address: &str, text: &str) -> Scrape {
-    let mut s = Scrape { address: address.to_string(), ..Default::default() };
-    for m in parse_exposition(text) {
-        let label = |k: &str| m.labels.get(k).cloned();
-        let topic = label("topic");
-        match m.name.as_str() {
-            "ebats_tasks_total" if topic.is_some() => {
-                let c = s.topics.entry(topic.clone().unwrap_or_default()).or_default();
-                c.done += m.value;
-                if matches!(label("outcome").as_deref(), Some("failed" | "died" | "timed_out")) {
-                    c.failed += m.value;
-                }
-            }
-            "ebats_task_run_seconds_sum"
-            | "ebats_task_run_seconds_count"
-            | "ebats_task_wait_seconds_sum"
-            | "ebats_task_wait_seconds_count"
-            | "ebats_tasks_in_flight"
-            | "ebats_worker_children"
-                if topic.is_some() =>
-            {
-                let c = s.topics.entry(topic.clone().unwrap_or_default()).or_default();
-                let field = match m.name.as_str() {
-                    "ebats_task_run_seconds_sum" => &mut c.run_sum,
-                    "ebats_task_run_seconds_count" => &mut c.run_count,
-                    "ebats_task_wait_seconds_sum" => &mut c.wait_sum,
-                    "ebats_task_wait_seconds_count" => &mut c.wait_count,
-                    "ebats_tasks_in_flight" => &mut c.in_flight,
-                    _ => &mut c.children,
-                };
-                *field += m.value;
-            }
-            _ => {}
-        }
-    }
-    s
-}
-
-/// The process rows of a `/status.json` document served at `address` (docs/monitoring/status.md).
-pub fn processes_of_status(address: &str, doc: &Value) -> Vec<ProcessRow> {
-    let topic = doc["topics"].get(0).and_then(Value::as_str).map(str::to_string);
-    let Some(list) = doc["processes"].as_array() else { return Vec::new() };
-    let now = doc["now_ms"].as_i64();
-    list.iter()
-        .filter_map(|p| {
-            let task = &p["task"];
-            let task_started = task["started_ms"].as_i64();
-            Some(ProcessRow {
-                source: address.to_string(),
-                role: p["role"].as_str().unwrap_or_default().to_string(),
-                slot: match &p["slot"] {
-                    Value::Null => String::new(),
-                    Value::String(s) => s.clone(),
-                    v => v.to_string(),
-                },
-                pid: p["pid"].as_i64()?,
-                topic: topic.clone(),
-                uptime_s: p["uptime_seconds"].as_f64(),
-                cpu_seconds: p["cpu_seconds"].as_f64(),
-                cpu_percent: p["cpu_percent"].as_f64(),
-                rss_bytes: p["rss_bytes"].as_u64(),
-                task: task["name"].as_str().map(str::to_string),
-                task_for_ms: task["running_seconds"]
-                    .as_f64()
-                    .map(|s| (s * 1000.0) as u64)
-                    .or_else(|| Some(now?.saturating_sub(task_started?).max(0) as u64)),
-            })
-        })
-        .collect()
-}
-
-/// Reads the counters (`/metrics`) and the processes (`/status.json`) served at `address`.
-pub fn scrape(address: &str) -> Scrape {
-    let mut s = match fetch::get(address, "/metrics", TIMEOUT) {
-        Ok((200, body)) => read_exposition(address, &String::from_utf8_lossy(&body)),
-        Ok((code, _)) => Scrape {
-            address: address.to_string(),
-            error: Some(format!("{address} answered {code} to /metrics")),
-            ..Default::default()
-        },
-        Err(e) => Scrape { address: address.to_string(), error: Some(e), ..Default::default() },
+/// The counters of the topic a worker serves, from its status document; none for a scheduler or a
+/// consumer (or a worker older than `task_times`).
+pub fn topic_counts(doc: &StatusDoc) -> BTreeMap<String, TopicCounts> {
+    let (Some(topic), Some(times)) = (doc.topics.first(), doc.task_times) else { return BTreeMap::new() };
+    let t = &doc.totals;
+    let counts = TopicCounts {
+        done: t.done as f64,
+        failed: t.failed as f64,
+        run_sum: times.run_seconds_sum,
+        run_count: times.run_seconds_count as f64,
+        wait_sum: times.wait_seconds_sum,
+        wait_count: times.wait_seconds_count as f64,
+        in_flight: t.in_flight as f64,
+        children: doc.children.map_or(0, |c| c.running) as f64,
     };
-    if s.error.is_some() {
-        return s;
+    BTreeMap::from([(topic.clone(), counts)])
+}
+
+/// What the status document served at `address` gives the dashboard: its processes and counters.
+pub fn scrape_of(address: &str, doc: StatusDoc) -> Scrape {
+    let topic = doc.topics.first().cloned();
+    Scrape {
+        address: address.to_string(),
+        error: None,
+        topics: topic_counts(&doc),
+        processes: doc
+            .processes
+            .into_iter()
+            .map(|row| ProcessOf { source: address.to_string(), topic: topic.clone(), row })
+            .collect(),
     }
+}
+
+/// Reads the processes and counters served at `address` (its `/status.json`).
+pub fn scrape(address: &str) -> Scrape {
     match fetch::status(address, TIMEOUT) {
-        Ok(doc) => s.processes = processes_of_status(address, &doc),
-        Err(e) => s.error = Some(e),
+        Ok(doc) => scrape_of(address, doc),
+        Err(e) => Scrape { address: address.to_string(), error: Some(e), ..Default::default() },
     }
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const TEXT: &str = "# HELP x\n\
-        ebats_tasks_total{topic=\"mail\",task=\"send\",outcome=\"succeeded\"} 7\n\
-        ebats_tasks_total{topic=\"mail\",task=\"send\",outcome=\"failed\"} 2\n\
-        ebats_tasks_total{topic=\"mail\",task=\"x\",outcome=\"timed_out\"} 1\n\
-        ebats_task_run_seconds_sum{topic=\"mail\",task=\"send\"} 0.5\n\
-        ebats_task_run_seconds_count{topic=\"mail\",task=\"send\"} 9\n\
-        ebats_task_wait_seconds_sum{topic=\"mail\"} 3.0\n\
-        ebats_task_wait_seconds_count{topic=\"mail\"} 10\n\
-        ebats_tasks_in_flight{topic=\"mail\"} 1\n\
-        ebats_process_cpu_seconds_total{role=\"parent\",slot=\"\",pid=\"10\"} 1.25\n\
-        ebats_process_resident_memory_bytes{role=\"parent\",slot=\"\",pid=\"10\"} 4096\n\
-        ebats_process_cpu_seconds_total{role=\"child\",slot=\"0\",pid=\"11\"} 0.5\n\
-        odd{a=\"q\\\"uote,\",b=\"2\"} +Inf\n\
-        broken{a=\"x} 1\n\
-        nolabels 3 1700000000\n";
-
-    #[test]
-    fn exposition_lines() {
-        let s = parse_exposition(TEXT);
-        let odd = s.iter().find(|m| m.name == "odd").unwrap();
-        assert_eq!(odd.labels["a"], "q\"uote,");
-        assert_eq!(odd.labels["b"], "2");
-        assert!(odd.value.is_infinite());
-        assert!(!s.iter().any(|m| m.name == "broken"));
-        assert_eq!(s.iter().find(|m| m.name == "nolabels").unwrap().value, 3.0);
+    fn worker_doc() -> StatusDoc {
+        serde_json::from_value(serde_json::json!({
+            "version": 1, "role": "worker", "topics": ["mail"], "host": "h", "address": "127.0.0.1:9",
+            "pid": 10, "started_ms": 4_500, "now_ms": 10_000, "uptime_seconds": 5.5,
+            "children": {"running": 2, "expected": 2},
+            "totals": {"done": 10, "succeeded": 7, "failed": 3, "retried": 0, "rate_per_minute": 10, "in_flight": 1},
+            "counters": {},
+            "processes": [
+                {"pid": 10, "role": "parent", "slot": null, "started_ms": 4_500, "uptime_seconds": 5.5,
+                 "cpu_seconds": 1.25, "cpu_percent": 3.0, "cpu_window_seconds": 2.0, "rss_bytes": 4096,
+                 "done": 0, "failed": 0, "retried": 0, "rate_per_minute": 0, "in_flight": 0, "task": null},
+                {"pid": 11, "role": "child", "slot": 0, "started_ms": 5_000, "uptime_seconds": 5.0,
+                 "cpu_seconds": null, "cpu_percent": null, "cpu_window_seconds": null, "rss_bytes": null,
+                 "done": 10, "failed": 3, "retried": 0, "rate_per_minute": 10, "in_flight": 1,
+                 "task": {"id": "a", "name": "slow", "started_ms": 8_500, "running_seconds": 1.5}}
+            ],
+            "depths": {"broker_up": true, "ready": 0, "unacked": null, "delayed": 0, "failed": 0, "consumers": 1,
+                       "oldest_wait_seconds": null, "oldest_wait_is": "none waiting", "last_wait_seconds": null,
+                       "queues": []},
+            "task_times": {"run_seconds_sum": 0.5, "run_seconds_count": 9, "wait_seconds_sum": 3.0,
+                           "wait_seconds_count": 10}
+        }))
+        .unwrap()
     }
 
     #[test]
     fn topics() {
-        let s = read_exposition("127.0.0.1:9", TEXT);
+        let s = scrape_of("127.0.0.1:9", worker_doc());
         let c = &s.topics["mail"];
-        assert_eq!((c.done, c.failed, c.run_count, c.wait_sum, c.in_flight), (10.0, 3.0, 9.0, 3.0, 1.0));
-        assert!(s.processes.is_empty());
+        assert_eq!(
+            (c.done, c.failed, c.run_sum, c.run_count, c.wait_sum, c.wait_count, c.in_flight, c.children),
+            (10.0, 3.0, 0.5, 9.0, 3.0, 10.0, 1.0, 2.0)
+        );
+        assert_eq!(s.topics.len(), 1);
+        let older = StatusDoc { task_times: None, ..worker_doc() };
+        assert!(topic_counts(&older).is_empty(), "a worker older than task_times gives no counters");
+        let scheduler = StatusDoc { role: "scheduler".into(), topics: vec![], task_times: None, ..worker_doc() };
+        assert!(topic_counts(&scheduler).is_empty());
     }
 
     #[test]
     fn processes_from_status() {
-        let doc = serde_json::json!({
-            "topics": ["mail"], "now_ms": 10_000,
-            "processes": [
-                {"pid": 10, "role": "parent", "slot": null, "uptime_seconds": 5.5, "cpu_seconds": 1.25,
-                 "cpu_percent": 3.0, "rss_bytes": 4096, "task": null},
-                {"pid": 11, "role": "child", "slot": 0, "uptime_seconds": 5.0, "rss_bytes": null,
-                 "task": {"id": "a", "name": "slow", "started_ms": 8_500, "running_seconds": 1.5}},
-                {"pid": 12, "role": "child", "slot": 1, "task": {"name": "x", "started_ms": 9_000}},
-                {"role": "child"}
-            ]
-        });
-        let p = processes_of_status("h:1", &doc);
-        assert_eq!(p.len(), 3, "a row without a pid is skipped");
-        assert_eq!((p[0].pid, p[0].role.as_str(), p[0].slot.as_str()), (10, "parent", ""));
-        assert_eq!(
-            (p[0].uptime_s, p[0].cpu_percent, p[0].rss_bytes, p[0].task.as_deref()),
-            (Some(5.5), Some(3.0), Some(4096), None)
-        );
-        assert_eq!(
-            (p[1].slot.as_str(), p[1].task.as_deref(), p[1].task_for_ms, p[1].rss_bytes),
-            ("0", Some("slow"), Some(1500), None)
-        );
-        assert_eq!(p[2].task_for_ms, Some(1000), "from now_ms and started_ms when running_seconds is missing");
+        let s = scrape_of("h:1", worker_doc());
+        let p = &s.processes;
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].row.pid, p[0].row.role.as_str(), p[0].row.slot), (10, "parent", None));
+        assert_eq!((p[1].row.slot, p[1].row.task.as_ref().map(|t| t.name.as_str())), (Some(0), Some("slow")));
         assert!(p.iter().all(|r| r.topic.as_deref() == Some("mail") && r.source == "h:1"));
-        assert!(processes_of_status("h:1", &serde_json::json!({})).is_empty());
+        let shown = serde_json::to_value(&p[1]).unwrap();
+        assert_eq!(
+            (
+                &shown["source"],
+                &shown["topic"],
+                &shown["pid"],
+                &shown["uptime_seconds"],
+                &shown["task"]["running_seconds"]
+            ),
+            (
+                &serde_json::json!("h:1"),
+                &serde_json::json!("mail"),
+                &serde_json::json!(11),
+                &serde_json::json!(5.0),
+                &serde_json::json!(1.5)
+            ),
+            "the page reads the row's fields beside source and topic"
+        );
     }
 
     fn record(task: &str, status: i64, end_ms: i64) -> Record {

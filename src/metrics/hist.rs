@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::shm::atomics;
+
 /// Upper bounds of the buckets, in seconds (a last, unbounded bucket follows).
 pub const BOUNDS: [f64; 17] =
     [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];
@@ -12,10 +14,11 @@ pub fn bucket(secs: f64) -> usize {
     BOUNDS.iter().position(|b| secs <= *b).unwrap_or(BOUNDS.len())
 }
 
-#[repr(C)]
-pub struct Hist {
-    counts: [AtomicU64; BOUNDS.len() + 1],
-    sum_us: AtomicU64,
+atomics! {
+    pub struct Hist {
+        counts: [AtomicU64; BOUNDS.len() + 1],
+        sum_us: AtomicU64,
+    }
 }
 
 /// A histogram as read at one moment.

@@ -3,7 +3,8 @@
 //! and memory read from /proc (`procfs`), queue depths read from the broker (`depth`), the
 //! exposition itself (`expo`, through the prometheus-client crate) and what `/metrics`, `/healthz`
 //! and `/status.json` answer (`serve`, on the crate's one HTTP server, `crate::http`). For people and dashboards: the status
-//! document (`status`, gathered by `readings`, with CPU % from `cpu` and rates from `rate`), the
+//! document (one serde type, `status_doc`; built by `status`, gathered by `readings`, with CPU % from
+//! `cpu` and rates from `rate`), the
 //! announcements that let `ebats status` find the processes (`announce`), fetching a status
 //! (`fetch`), the worker parent's monitor line (`monitor`), and the memory limit of the process's
 //! control group, which makes a worker child leave between tasks (`cgroup`).
@@ -23,6 +24,7 @@ pub mod readings;
 pub mod serve;
 pub mod stats;
 pub mod status;
+pub mod status_doc;
 
 /// A metrics address: `ip:port` (`[ipv6]:port` for IPv6).
 pub fn parse_address(s: &str) -> Result<std::net::SocketAddr, String> {

@@ -4,13 +4,16 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::shm::atomics;
+
 /// Seconds a ring covers.
 pub const SPAN: u64 = 60;
 
-/// Zeroed memory is an empty ring.
-#[repr(C)]
-pub struct MinuteRing {
-    cells: [AtomicU64; SPAN as usize],
+atomics! {
+    /// Zeroed memory is an empty ring.
+    pub struct MinuteRing {
+        cells: [AtomicU64; SPAN as usize],
+    }
 }
 
 impl MinuteRing {

@@ -9,20 +9,14 @@ use super::cpu::CpuWindow;
 use super::depth::Depths;
 use super::procfs;
 use super::stats::Snap;
-use super::status::{InHand, Input, ProcessRow, Totals};
+use super::status::{self, Input};
+use super::status_doc::{ProcessRow, TaskTimes, Totals};
 
 /// A process's row with its CPU and memory read now (the counts are the caller's).
 pub fn process_row(cpu: &mut CpuWindow, now_ms: u64, pid: i32, role: &'static str, started_ms: u64) -> ProcessRow {
     let cpu_seconds = procfs::cpu_seconds(pid);
-    ProcessRow {
-        pid,
-        role,
-        started_ms,
-        cpu_seconds,
-        cpu: cpu_seconds.and_then(|s| cpu.percent(pid, now_ms, s, started_ms)),
-        rss_bytes: procfs::resident_bytes(pid),
-        ..ProcessRow::default()
-    }
+    let percent = cpu_seconds.and_then(|s| cpu.percent(pid, now_ms, s, started_ms));
+    status::process(pid, role, started_ms, now_ms, cpu_seconds, percent, procfs::resident_bytes(pid))
 }
 
 /// The worker's sums, from its task table: failed counts deaths and time limits too, retried
@@ -36,6 +30,16 @@ pub fn worker_totals(s: &Snap) -> Totals {
         t.retried += o[2] + o[3];
     }
     t
+}
+
+/// The worker's run and wait times: its histograms' sums and counts, as `/metrics` gives them.
+pub fn task_times(s: &Snap) -> TaskTimes {
+    TaskTimes {
+        run_seconds_sum: s.tasks.iter().map(|(_, _, h)| h.sum).sum(),
+        run_seconds_count: s.tasks.iter().map(|(_, _, h)| h.count()).sum(),
+        wait_seconds_sum: s.wait.sum,
+        wait_seconds_count: s.wait.count(),
+    }
 }
 
 /// Where the worker is and what it was given.
@@ -71,7 +75,7 @@ pub fn worker_input(
         row.last_minute = ch.last_minute;
         row.in_flight = ch.running.is_some() as u64;
         row.task = match (&ch.running, in_hand(ch.slot)) {
-            (Some(name), Some((id, started_ms))) => Some(InHand { id, name: name.clone(), started_ms }),
+            (Some(name), Some((id, started_ms))) => Some(status::in_hand(id, name.clone(), started_ms, now)),
             _ => None,
         };
         processes.push(row);
@@ -92,6 +96,7 @@ pub fn worker_input(
         last_begin_ms: snap.last_begin_ms,
         last_wait_ms: snap.last_wait_ms,
         counters: Map::new(),
+        task_times: Some(task_times(snap)),
     }
 }
 
@@ -162,6 +167,7 @@ pub fn thread_input(
         last_begin_ms: 0,
         last_wait_ms: 0,
         counters,
+        task_times: None,
     }
 }
 
@@ -184,6 +190,20 @@ mod tests {
         assert_eq!(
             worker_totals(&snap),
             Totals { done: 14, succeeded: 8, failed: 4, retried: 2, last_minute: 4, in_flight: 1 }
+        );
+    }
+
+    #[test]
+    fn task_times_of_a_worker() {
+        let h = |counts: Vec<u64>, sum| HistSnap { counts, sum };
+        let snap = Snap {
+            tasks: vec![("a".into(), [0; 6], h(vec![1, 2], 0.25)), ("b".into(), [0; 6], h(vec![0, 3], 1.5))],
+            wait: h(vec![4, 1], 2.0),
+            ..Snap::default()
+        };
+        assert_eq!(
+            task_times(&snap),
+            TaskTimes { run_seconds_sum: 1.75, run_seconds_count: 6, wait_seconds_sum: 2.0, wait_seconds_count: 5 }
         );
     }
 }

@@ -26,7 +26,8 @@ use super::depth::{Depths, Reader};
 use super::expo::{render, Family, Kind, Value};
 use super::readings::{self, ThreadPlace, WorkerPlace};
 use super::stats::{Snap, Stats, OUTCOMES, REASONS};
-use super::status::{self, Totals};
+use super::status;
+use super::status_doc::{StatusDoc, Totals};
 use super::{hist, procfs};
 use crate::broker::names::{Names, DELAY_LEVELS};
 use crate::broker::processes::Announced;
@@ -58,8 +59,11 @@ impl<F: Fn(&str) -> Response + Sync> Handler for Endpoints<F> {
     }
 }
 
-fn json_response(v: &serde_json::Value) -> Response {
-    Response::new(200, "application/json", format!("{v}\n"))
+fn json_response(doc: &StatusDoc) -> Response {
+    match serde_json::to_string(doc) {
+        Ok(text) => Response::new(200, "application/json", text + "\n"),
+        Err(e) => Response::text(500, format!("cannot write the status document: {e}\n")),
+    }
 }
 
 /// Announces the process serving on `listener` (see `broker::processes`); a failure to start the

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::hist::{Hist, HistSnap};
 use super::rate::MinuteRing;
+use crate::shm::{atomics, Shm};
 
 pub const LABELS: usize = 128;
 const NAME_LEN: usize = 120;
@@ -27,49 +28,53 @@ const FREE: u32 = 0;
 const CLAIMING: u32 = 1;
 const READY: u32 = 2;
 
-#[repr(C)]
-struct Label {
-    state: AtomicU32,
-    len: AtomicU32,
-    name: [AtomicU8; NAME_LEN],
+atomics! {
+    struct Label {
+        state: AtomicU32,
+        len: AtomicU32,
+        name: [AtomicU8; NAME_LEN],
+    }
 }
 
-#[repr(C)]
-struct PerTask {
-    outcomes: [AtomicU64; OUTCOMES.len()],
-    run: Hist,
+atomics! {
+    struct PerTask {
+        outcomes: [AtomicU64; OUTCOMES.len()],
+        run: Hist,
+    }
 }
 
-#[repr(C)]
-struct PerChild {
-    pid: AtomicI32,
-    /// Label slot + 1 of the task running; 0 when idle.
-    running: AtomicU32,
-    /// Set by the parent when it killed this child at a task's time limit.
-    timed_out: AtomicU32,
-    /// Unix time in ms when the parent forked it.
-    started_ms: AtomicU64,
-    /// Tasks this process ended (any outcome), failed, retried or put back.
-    done: AtomicU64,
-    failed: AtomicU64,
-    retried: AtomicU64,
-    /// Tasks this process ended in the last minute.
-    minute: MinuteRing,
+atomics! {
+    struct PerChild {
+        pid: AtomicI32,
+        /// Label slot + 1 of the task running; 0 when idle.
+        running: AtomicU32,
+        /// Set by the parent when it killed this child at a task's time limit.
+        timed_out: AtomicU32,
+        /// Unix time in ms when the parent forked it.
+        started_ms: AtomicU64,
+        /// Tasks this process ended (any outcome), failed, retried or put back.
+        done: AtomicU64,
+        failed: AtomicU64,
+        retried: AtomicU64,
+        /// Tasks this process ended in the last minute.
+        minute: MinuteRing,
+    }
 }
 
-#[repr(C)]
-struct Table {
-    labels: [Label; LABELS],
-    tasks: [PerTask; LABELS],
-    wait: Hist,
-    children: [PerChild; MAX_CHILDREN],
-    starts: AtomicU64,
-    exits: [AtomicU64; REASONS.len()],
-    /// Tasks ended in the last minute, by every child.
-    minute: MinuteRing,
-    /// When the last task began (Unix ms) and how long it had waited (ms).
-    last_begin_ms: AtomicU64,
-    last_wait_ms: AtomicU64,
+atomics! {
+    struct Table {
+        labels: [Label; LABELS],
+        tasks: [PerTask; LABELS],
+        wait: Hist,
+        children: [PerChild; MAX_CHILDREN],
+        starts: AtomicU64,
+        exits: [AtomicU64; REASONS.len()],
+        /// Tasks ended in the last minute, by every child.
+        minute: MinuteRing,
+        /// When the last task began (Unix ms) and how long it had waited (ms).
+        last_begin_ms: AtomicU64,
+        last_wait_ms: AtomicU64,
+    }
 }
 
 /// The outcome index of a reported status (see `crate::outcome`).
@@ -122,36 +127,16 @@ fn now_s() -> u64 {
 }
 
 pub struct Stats {
-    table: *mut Table,
+    map: Shm<Table>,
 }
-
-// SAFETY: everything in the mapping is an atomic, so access from any thread or process is
-// race-free field by field; the mapping lives until `Drop`.
-unsafe impl Send for Stats {}
-unsafe impl Sync for Stats {}
 
 impl Stats {
     pub fn new() -> std::io::Result<Stats> {
-        // SAFETY: a fresh anonymous shared mapping; zeroed memory is a valid state for atomics.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                std::mem::size_of::<Table>(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Stats { table: p.cast() })
+        Ok(Stats { map: Shm::new()? })
     }
 
     fn t(&self) -> &Table {
-        // SAFETY: the mapping made in `new` holds one Table and lives as long as self.
-        unsafe { &*self.table }
+        self.map.head()
     }
 
     fn child(&self, slot: usize) -> Option<&PerChild> {
@@ -350,13 +335,6 @@ impl Stats {
             last_begin_ms: t.last_begin_ms.load(Ordering::Relaxed),
             last_wait_ms: t.last_wait_ms.load(Ordering::Relaxed),
         }
-    }
-}
-
-impl Drop for Stats {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the mapping made in `new`, with its length.
-        unsafe { libc::munmap(self.table.cast(), std::mem::size_of::<Table>()) };
     }
 }
 

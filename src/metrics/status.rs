@@ -1,52 +1,15 @@
 //! The `/status.json` document: what a worker, scheduler or consumer is doing, for programs (`ebats
 //! status`, a dashboard). Built here from plain data by a pure function; `serve` gathers the data.
-//! The shape is documented in docs/monitoring/status.md; `VERSION` changes when a field changes
-//! meaning or goes away (new fields may appear at any time).
+//! The document is one type, `status_doc::StatusDoc`, documented in docs/monitoring/status.md;
+//! `VERSION` changes when a field changes meaning or goes away (new fields may appear at any time).
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::cpu::Percent;
 use super::depth::Depths;
+use super::status_doc::{Children, DepthsDoc, InHand, ProcessRow, QueueRow, StatusDoc, TaskTimes, Totals};
 
 pub const VERSION: u64 = 1;
-
-/// The task a process runs now.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InHand {
-    pub id: String,
-    pub name: String,
-    pub started_ms: u64,
-}
-
-/// One process of the worker (parent, metrics process, children) or the scheduler or consumer.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProcessRow {
-    pub pid: i32,
-    /// parent, metrics, child, scheduler or consumer.
-    pub role: &'static str,
-    pub slot: Option<usize>,
-    pub started_ms: u64,
-    pub cpu_seconds: Option<f64>,
-    pub cpu: Option<Percent>,
-    pub rss_bytes: Option<u64>,
-    pub done: u64,
-    pub failed: u64,
-    pub retried: u64,
-    pub last_minute: u64,
-    pub in_flight: u64,
-    pub task: Option<InHand>,
-}
-
-/// Sums over the whole worker (children that ended included) or over the scheduler or consumer.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Totals {
-    pub done: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub retried: u64,
-    pub last_minute: u64,
-    pub in_flight: u64,
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct Input {
@@ -60,6 +23,7 @@ pub struct Input {
     pub now_ms: u64,
     /// (running, expected) children of a worker.
     pub children: Option<(usize, usize)>,
+    /// Each process's row, made with [`process`].
     pub processes: Vec<ProcessRow>,
     pub totals: Totals,
     pub depths: Depths,
@@ -68,6 +32,8 @@ pub struct Input {
     pub last_wait_ms: u64,
     /// Figures only this role has (a scheduler's events, a consumer's messages).
     pub counters: Map<String, Value>,
+    /// A worker's run and wait times.
+    pub task_times: Option<TaskTimes>,
 }
 
 fn secs(ms: u64) -> f64 {
@@ -79,29 +45,33 @@ fn round(v: f64, places: i32) -> f64 {
     (v * f).round() / f
 }
 
-fn process(p: &ProcessRow, now_ms: u64) -> Value {
-    json!({
-        "pid": p.pid,
-        "role": p.role,
-        "slot": p.slot,
-        "started_ms": p.started_ms,
-        "uptime_seconds": secs(now_ms.saturating_sub(p.started_ms)),
-        "cpu_seconds": p.cpu_seconds.map(|c| round(c, 2)),
-        "cpu_percent": p.cpu.map(|c| round(c.percent, 1)),
-        "cpu_window_seconds": p.cpu.map(|c| round(c.over_secs, 1)),
-        "rss_bytes": p.rss_bytes,
-        "done": p.done,
-        "failed": p.failed,
-        "retried": p.retried,
-        "rate_per_minute": p.last_minute,
-        "in_flight": p.in_flight,
-        "task": p.task.as_ref().map(|t| json!({
-            "id": t.id,
-            "name": t.name,
-            "started_ms": t.started_ms,
-            "running_seconds": secs(now_ms.saturating_sub(t.started_ms)),
-        })),
-    })
+/// A process's row as read at `now_ms` (its counts and task are the caller's): CPU seconds to
+/// two places, the percentage and its window to one.
+pub fn process(
+    pid: i32,
+    role: &str,
+    started_ms: u64,
+    now_ms: u64,
+    cpu_seconds: Option<f64>,
+    cpu: Option<Percent>,
+    rss_bytes: Option<u64>,
+) -> ProcessRow {
+    ProcessRow {
+        pid,
+        role: role.to_string(),
+        started_ms,
+        uptime_seconds: secs(now_ms.saturating_sub(started_ms)),
+        cpu_seconds: cpu_seconds.map(|c| round(c, 2)),
+        cpu_percent: cpu.map(|c| round(c.percent, 1)),
+        cpu_window_seconds: cpu.map(|c| round(c.over_secs, 1)),
+        rss_bytes,
+        ..ProcessRow::default()
+    }
+}
+
+/// The task a process runs, started at `started_ms`, as seen at `now_ms`.
+pub fn in_hand(id: String, name: String, started_ms: u64, now_ms: u64) -> InHand {
+    InHand { id, name, started_ms, running_seconds: secs(now_ms.saturating_sub(started_ms)) }
 }
 
 /// The queue the process consumes from, by the role `depth` gives it.
@@ -123,51 +93,64 @@ fn oldest_wait(i: &Input, ready: u64) -> (Option<f64>, &'static str) {
     }
 }
 
-/// The document.
-pub fn document(i: &Input) -> Value {
+fn depths(i: &Input) -> DepthsDoc {
     let q = &i.depths.queues;
+    let up = i.depths.up;
     let sum = |pick: &dyn Fn(&str) -> bool| q.iter().filter(|s| pick(s.role)).map(|s| u64::from(s.ready)).sum::<u64>();
     let ready = sum(&consumed);
     let (wait, wait_is) = oldest_wait(i, ready);
-    let t = &i.totals;
-    json!({
-        "version": VERSION,
-        "role": i.role,
-        "topics": i.topics,
-        "host": i.host,
-        "address": i.address,
-        "pid": i.pid,
-        "started_ms": i.started_ms,
-        "now_ms": i.now_ms,
-        "uptime_seconds": secs(i.now_ms.saturating_sub(i.started_ms)),
-        "children": i.children.map(|(running, expected)| json!({"running": running, "expected": expected})),
-        "totals": {
-            "done": t.done, "succeeded": t.succeeded, "failed": t.failed, "retried": t.retried,
-            "rate_per_minute": t.last_minute, "in_flight": t.in_flight,
-        },
-        "counters": i.counters,
-        "processes": i.processes.iter().map(|p| process(p, i.now_ms)).collect::<Vec<_>>(),
-        "depths": {
-            "broker_up": i.depths.up,
-            "ready": i.depths.up.then_some(ready),
-            "unacked": Value::Null,
-            "delayed": i.depths.up.then(|| sum(&|r| r == "delay")),
-            "failed": i.depths.up.then(|| sum(&|r| r == "failed")),
-            "consumers": i.depths.up.then(|| q.iter().filter(|s| consumed(s.role)).map(|s| u64::from(s.consumers)).sum::<u64>()),
-            "oldest_wait_seconds": wait,
-            "oldest_wait_is": if i.depths.up { wait_is } else { "unknown: broker unreachable" },
-            "last_wait_seconds": (i.last_begin_ms > 0).then(|| secs(i.last_wait_ms)),
-            "queues": q.iter().map(|s| json!({
-                "queue": s.queue, "role": s.role, "ready": s.ready, "consumers": s.consumers,
-            })).collect::<Vec<_>>(),
-        },
-    })
+    DepthsDoc {
+        broker_up: up,
+        ready: up.then_some(ready),
+        unacked: None,
+        delayed: up.then(|| sum(&|r| r == "delay")),
+        failed: up.then(|| sum(&|r| r == "failed")),
+        consumers: up.then(|| q.iter().filter(|s| consumed(s.role)).map(|s| u64::from(s.consumers)).sum::<u64>()),
+        oldest_wait_seconds: wait,
+        oldest_wait_is: if up { wait_is } else { "unknown: broker unreachable" }.to_string(),
+        last_wait_seconds: (i.last_begin_ms > 0).then(|| secs(i.last_wait_ms)),
+        queues: q
+            .iter()
+            .map(|s| QueueRow {
+                queue: s.queue.clone(),
+                role: s.role.to_string(),
+                ready: s.ready,
+                consumers: s.consumers,
+            })
+            .collect(),
+    }
+}
+
+/// The document.
+pub fn document(i: &Input) -> StatusDoc {
+    StatusDoc {
+        version: VERSION,
+        role: i.role.to_string(),
+        topics: i.topics.clone(),
+        host: i.host.clone(),
+        address: i.address.clone(),
+        pid: i.pid,
+        started_ms: i.started_ms,
+        now_ms: i.now_ms,
+        uptime_seconds: secs(i.now_ms.saturating_sub(i.started_ms)),
+        children: i.children.map(|(running, expected)| Children { running, expected }),
+        totals: i.totals,
+        counters: i.counters.clone(),
+        processes: i.processes.clone(),
+        depths: depths(i),
+        task_times: i.task_times,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::metrics::depth::QueueStat;
+    use serde_json::json;
+
+    fn doc(i: &Input) -> Value {
+        serde_json::to_value(document(i)).unwrap()
+    }
 
     fn stat(queue: &str, role: &'static str, ready: u32, consumers: u32) -> QueueStat {
         QueueStat { queue: queue.into(), role, ready, consumers }
@@ -184,21 +167,24 @@ mod tests {
             now_ms: 1_065_500,
             children: Some((1, 2)),
             processes: vec![
-                ProcessRow { pid: 100, role: "parent", started_ms: 1_000_000, ..Default::default() },
+                process(100, "parent", 1_000_000, 1_065_500, None, None, None),
                 ProcessRow {
-                    pid: 101,
-                    role: "child",
                     slot: Some(0),
-                    started_ms: 1_000_100,
-                    cpu_seconds: Some(1.234),
-                    cpu: Some(Percent { percent: 12.345, over_secs: 2.0 }),
-                    rss_bytes: Some(30_000_000),
                     done: 7,
                     failed: 2,
                     retried: 1,
                     last_minute: 5,
                     in_flight: 1,
-                    task: Some(InHand { id: "abc".into(), name: "slow".into(), started_ms: 1_064_000 }),
+                    task: Some(in_hand("abc".into(), "slow".into(), 1_064_000, 1_065_500)),
+                    ..process(
+                        101,
+                        "child",
+                        1_000_100,
+                        1_065_500,
+                        Some(1.234),
+                        Some(Percent { percent: 12.345, over_secs: 2.0 }),
+                        Some(30_000_000),
+                    )
                 },
             ],
             totals: Totals { done: 9, succeeded: 5, failed: 3, retried: 1, last_minute: 5, in_flight: 1 },
@@ -214,12 +200,18 @@ mod tests {
             last_begin_ms: 1_060_000,
             last_wait_ms: 1_500,
             counters: Map::new(),
+            task_times: Some(TaskTimes {
+                run_seconds_sum: 0.5,
+                run_seconds_count: 9,
+                wait_seconds_sum: 3.0,
+                wait_seconds_count: 10,
+            }),
         }
     }
 
     #[test]
     fn a_worker() {
-        let d = document(&worker());
+        let d = doc(&worker());
         assert_eq!(d["version"], 1);
         assert_eq!(d["uptime_seconds"], 65.5);
         assert_eq!(d["children"], json!({"running": 1, "expected": 2}));
@@ -242,6 +234,35 @@ mod tests {
     }
 
     #[test]
+    fn the_document_as_served() {
+        let text = serde_json::to_string(&document(&worker())).unwrap();
+        assert_eq!(text, GOLDEN.lines().map(str::trim).collect::<String>());
+    }
+
+    /// The worker's document, in the order and with the nulls and rounding docs/monitoring/status.md
+    /// shows.
+    const GOLDEN: &str = r#"{"version":1,"role":"worker","topics":["demo"],"host":"h1","address":"127.0.0.1:9464",
+        "pid":100,"started_ms":1000000,"now_ms":1065500,"uptime_seconds":65.5,
+        "children":{"running":1,"expected":2},
+        "totals":{"done":9,"succeeded":5,"failed":3,"retried":1,"rate_per_minute":5,"in_flight":1},
+        "counters":{},
+        "processes":[
+          {"pid":100,"role":"parent","slot":null,"started_ms":1000000,"uptime_seconds":65.5,"cpu_seconds":null,
+           "cpu_percent":null,"cpu_window_seconds":null,"rss_bytes":null,"done":0,"failed":0,"retried":0,
+           "rate_per_minute":0,"in_flight":0,"task":null},
+          {"pid":101,"role":"child","slot":0,"started_ms":1000100,"uptime_seconds":65.4,"cpu_seconds":1.23,
+           "cpu_percent":12.3,"cpu_window_seconds":2.0,"rss_bytes":30000000,"done":7,"failed":2,"retried":1,
+           "rate_per_minute":5,"in_flight":1,
+           "task":{"id":"abc","name":"slow","started_ms":1064000,"running_seconds":1.5}}],
+        "depths":{"broker_up":true,"ready":4,"unacked":null,"delayed":3,"failed":3,"consumers":1,
+          "oldest_wait_seconds":7.0,"oldest_wait_is":"at most","last_wait_seconds":1.5,
+          "queues":[{"queue":"p.task.demo","role":"ready","ready":4,"consumers":1},
+            {"queue":"p.delay.L0","role":"delay","ready":1,"consumers":0},
+            {"queue":"p.delay.L3","role":"delay","ready":2,"consumers":0},
+            {"queue":"p.failed.demo","role":"failed","ready":3,"consumers":0}]},
+        "task_times":{"run_seconds_sum":0.5,"run_seconds_count":9,"wait_seconds_sum":3.0,"wait_seconds_count":10}}"#;
+
+    #[test]
     fn oldest_wait() {
         // (ready, last begin, broker up) -> (oldest wait seconds, how it is known)
         let rows: [(u32, u64, bool, Value, &str); 4] = [
@@ -258,7 +279,7 @@ mod tests {
             if !up {
                 i.depths.queues.clear();
             }
-            let d = document(&i);
+            let d = doc(&i);
             if up {
                 assert_eq!(d["depths"]["oldest_wait_seconds"], secs, "{ready} {begin}");
             } else {
@@ -276,7 +297,9 @@ mod tests {
         i.children = None;
         i.depths.queues = vec![stat("p.events", "events", 2, 1)];
         i.counters.insert("events_routed".into(), json!(3));
-        let d = document(&i);
+        i.task_times = None;
+        let d = doc(&i);
+        assert_eq!(d["task_times"], Value::Null);
         assert_eq!(d["children"], Value::Null);
         assert_eq!(d["depths"]["ready"], 2);
         assert_eq!(d["depths"]["delayed"], 0);

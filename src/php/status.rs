@@ -46,6 +46,7 @@ impl Status {
         }
         let doc = crate::metrics::fetch::status(&address, Duration::from_secs_f64(timeout))
             .map_err(|e| exception(Kind::Connectioned, e))?;
+        let doc = serde_json::to_value(&doc).map_err(|e| exception(Kind::Task, e.to_string()))?;
         Ok(convert::to_zval(&doc))
     }
 }

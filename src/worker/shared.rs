@@ -10,18 +10,21 @@
 
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 
+use crate::shm::{atomics, Shm};
+
 /// Bytes of an id slot: the longest id the worker accepts; a shorter one ends with a zero byte.
 const ID_LEN: usize = crate::rules::MAX_ID_LEN;
 const RING: usize = 256;
 
-#[repr(C)]
-pub struct ChildEntry {
-    pub pid: AtomicI32,
-    /// Unix time in ms when the current task started; 0 when idle.
-    pub started_ms: AtomicU64,
-    /// Time limit of the current task in ms; 0 for none.
-    pub limit_ms: AtomicU64,
-    task_id: [AtomicU8; ID_LEN],
+atomics! {
+    pub struct ChildEntry {
+        pub pid: AtomicI32,
+        /// Unix time in ms when the current task started; 0 when idle.
+        pub started_ms: AtomicU64,
+        /// Time limit of the current task in ms; 0 for none.
+        pub limit_ms: AtomicU64,
+        task_id: [AtomicU8; ID_LEN],
+    }
 }
 
 /// Why the broker gave a task back, as the parent saw it.
@@ -31,17 +34,19 @@ pub enum GivenBack {
     Crashed,
 }
 
-#[repr(C)]
-struct Ring {
-    next: AtomicU64,
-    ids: [[AtomicU8; ID_LEN]; RING],
+atomics! {
+    struct Ring {
+        next: AtomicU64,
+        ids: [[AtomicU8; ID_LEN]; RING],
+    }
 }
 
-#[repr(C)]
-struct Table {
-    timed_out: Ring,
-    crashed: Ring,
-    entries: [ChildEntry; 0],
+atomics! {
+    /// The head of the mapping; a [`ChildEntry`] per slot follows it.
+    struct Table {
+        timed_out: Ring,
+        crashed: Ring,
+    }
 }
 
 impl Ring {
@@ -62,16 +67,9 @@ impl Ring {
 }
 
 pub struct Shared {
-    table: *mut Table,
-    slots: usize,
-    len: usize,
+    map: Shm<Table, ChildEntry>,
     stats: crate::metrics::stats::Stats,
 }
-
-// SAFETY: everything in the mapping is an atomic, so shared access from any thread or process is
-// race-free at the level of each field; the mapping lives until `Drop`.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
 
 pub fn now_ms() -> u64 {
     crate::wire::now_ms().max(0) as u64
@@ -94,23 +92,9 @@ fn read_id(src: &[AtomicU8; ID_LEN]) -> String {
 
 impl Shared {
     pub fn new(slots: usize) -> std::io::Result<Shared> {
-        let len = std::mem::size_of::<Table>() + slots * std::mem::size_of::<ChildEntry>();
-        // SAFETY: a fresh anonymous shared mapping; zeroed memory is a valid state for atomics.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
+        let map = Shm::with_items(slots)?;
         let stats = crate::metrics::stats::Stats::new()?;
-        Ok(Shared { table: p.cast(), slots, len, stats })
+        Ok(Shared { map, stats })
     }
 
     /// The counters for metrics, in a mapping of their own.
@@ -118,16 +102,13 @@ impl Shared {
         &self.stats
     }
 
+    /// The entry of slot `i`; a slot beyond those made is a bug of the caller (a panic).
     fn entry(&self, i: usize) -> &ChildEntry {
-        assert!(i < self.slots);
-        // SAFETY: the mapping holds `slots` ChildEntry values right after the Table header, and
-        // `i` is below `slots` (asserted above).
-        unsafe { &*((*self.table).entries.as_ptr().add(i)) }
+        &self.map.items()[i]
     }
 
     fn table(&self) -> &Table {
-        // SAFETY: valid for the life of self.
-        unsafe { &*self.table }
+        self.map.head()
     }
 
     pub fn begin(&self, i: usize, task_id: &str, limit_ms: u64) {
@@ -161,7 +142,7 @@ impl Shared {
 
     /// The task a slot is running and when it started (Unix ms), if any.
     pub fn in_hand(&self, i: usize) -> Option<(String, u64)> {
-        if i >= self.slots {
+        if i >= self.map.items().len() {
             return None;
         }
         let s = self.entry(i);
@@ -188,12 +169,5 @@ impl Shared {
         } else {
             None
         }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the mapping made in `new`, with its length.
-        unsafe { libc::munmap(self.table.cast(), self.len) };
     }
 }

@@ -103,6 +103,10 @@ final class StatusTest extends ProcTestCase
         $this->assertSame(5, $doc['totals']['rate_per_minute']);
         $this->assertSame(5, array_sum(array_column($roles['child'], 'done')));
         $this->assertSame(1, array_sum(array_column($roles['child'], 'failed')));
+        // Run and wait times, as the /metrics histograms count them: five runs ended, seven tasks begun.
+        $this->assertSame(5, $doc['task_times']['run_seconds_count']);
+        $this->assertSame(7, $doc['task_times']['wait_seconds_count']);
+        $this->assertGreaterThan(0, $doc['task_times']['run_seconds_sum']);
         $inHand = array_column(array_column($roles['child'], 'task'), 'id');
         sort($inHand);
         sort($slow);
@@ -171,6 +175,8 @@ final class StatusTest extends ProcTestCase
         $this->assertSame(['worker', ['demo'], $worker->pid()], [$found[$wAddr]['role'], $found[$wAddr]['topics'], $found[$wAddr]['pid']]);
         $this->assertSame(['scheduler', [], $scheduler->pid()], [$found[$sAddr]['role'], $found[$sAddr]['topics'], $found[$sAddr]['pid']]);
         $this->assertSame($sAddr, $found[$sAddr]['probe']);
+        $this->assertArrayHasKey('task_times', $status = Status::fetch($sAddr));
+        $this->assertNull($status['task_times'], 'a scheduler has no task times');
 
         $p = $this->cli([]);
         $this->assertSame(0, $p->exitCode(), $p->describe());

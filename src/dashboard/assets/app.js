@@ -86,10 +86,10 @@ function renderState(s) {
   fill($('ov-topics').tBodies[0], topicRows(s.topics));
   fill($('topics').tBodies[0], topicRows(s.topics));
   fill($('processes').tBodies[0], s.processes.map((p) => el('tr', { 'data-pid': p.pid },
-    el('td', {}, p.source), el('td', {}, p.topic || ''), el('td', {}, p.role + (p.slot !== '' ? ' ' + p.slot : '')),
-    el('td', { class: 'num' }, p.pid), el('td', { class: 'num' }, secs(p.uptime_s)),
+    el('td', {}, p.source), el('td', {}, p.topic || ''), el('td', {}, p.role + (p.slot != null ? ' ' + p.slot : '')),
+    el('td', { class: 'num' }, p.pid), el('td', { class: 'num' }, secs(p.uptime_seconds)),
     el('td', { class: 'num' }, p.cpu_percent == null ? '–' : p.cpu_percent.toFixed(1) + ' %'),
-    el('td', { class: 'num' }, bytes(p.rss_bytes)), el('td', {}, p.task || '–'), el('td', { class: 'num' }, duration(p.task_for_ms)))));
+    el('td', { class: 'num' }, bytes(p.rss_bytes)), el('td', {}, p.task ? p.task.name : '–'), el('td', { class: 'num' }, secs(p.task && p.task.running_seconds)))));
   $('processes-note').textContent = s.metrics.length
     ? 'From the /status.json of ' + s.metrics.join(', ') + (s.discovers ? ' (found through the broker).' : '.')
     : s.discovers ? 'No process announced itself through the broker in the last minute.'
