@@ -172,7 +172,7 @@ final class Worker implements Section
     public function report(Context $ctx, Report $report): void
     {
         $res = $ctx->results;
-        if (!$res->has('wk.bare.p1.lapin') && !$res->has('wk.tasks.p1.w1')) {
+        if (!array_filter(array_keys(self::rows()), [$res, 'has'])) {
             return;
         }
         $report->line(sprintf('3. Worker throughput, no-op tasks, N=%s waiting in the broker, from process start to the N-th callback / ack (per s)', number_format($ctx->settings['worker_n'])));
