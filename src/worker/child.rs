@@ -223,6 +223,12 @@ impl TaskHost<'_> {
             self.acks.flush(sub);
             return false;
         }
+        if self.settings.debug {
+            log::debug(&format!(
+                "worker prefetch {before} -> {prefetch} (task took {:.1} ms)",
+                took.as_secs_f64() * 1000.0
+            ));
+        }
         if prefetch < before {
             // Tasks are longer than the buffer was sized for: what it holds goes back to the queue,
             // for idle children, rather than waiting here behind them (done tasks acked first).
