@@ -758,7 +758,8 @@ namespace Asynclib\Ebats {
         }
 
         /**
-         * @param int $prefetch tasks each process takes from the broker ahead of time (default 1)
+         * @param int $prefetch tasks each process takes from the broker ahead of time (default: adapted to the
+         *                     tasks' durations, from 1 up to 100; a value set here is kept)
          */
         public function setPrefetch(int $prefetch): static
         {

@@ -4,6 +4,8 @@
  *
  *   php -d extension=ebats.so worker.php PROCESSES PREFETCH PROGRESS_DIR [METRICS_ADDRESS]
  *
+ * PREFETCH 0 leaves the Worker's default (setPrefetch() not called).
+ *
  * Each child keeps, in PROGRESS_DIR/<pid>, "<tasks seen> <failures> <unix time of the last one>",
  * rewritten in place after every task, so the bench knows when the callback has seen all N and when.
  * Task "lat" appends now - params.t (seconds) to PROGRESS_DIR/lat.<pid>, one line per task.
@@ -53,7 +55,10 @@ $callback = function ($topic, $taskid, $taskname, $params, $timeuse, $message, $
 
 $worker = new Worker($callback, $procs);
 $worker->setQueue('bench');
-$worker->setPrefetch($prefetch);
+if ($prefetch > 0) {
+    // 0: the default (adapted to the tasks' durations).
+    $worker->setPrefetch($prefetch);
+}
 if ($metrics !== '') {
     $worker->setMetricsAddress($metrics);
 }

@@ -1,6 +1,7 @@
 //! A subscription: a consumer on a queue with a prefetch, on a channel of its own, opened (and
 //! opened again after a cut) on the process's session; its deliveries and their acks.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
@@ -32,6 +33,14 @@ pub struct Subscription {
     ch: Channel,
     consumer: Consumer,
     tag: String,
+    queue: String,
+    /// The tag the subscription was opened with; a consumer started again (a new prefetch) adds `-<n>`.
+    base_tag: String,
+    restarts: u32,
+    /// The longest a broker method of the subscription waits (`basic.qos`, `basic.consume`).
+    timeout: Duration,
+    /// Deliveries of a consumer replaced by [`Subscription::set_prefetch`], given out first.
+    pending: VecDeque<Delivery>,
     /// How the consumer's stream ended, when `ready()` was the one to see it: the stream gives its
     /// end once, and after it nothing (it never yields again), so it is kept for `next()`.
     ended: Option<BrokerError>,
@@ -54,13 +63,28 @@ impl Subscription {
                 "opening a consumer",
                 consumer::open(&ch, queue, prefetch, tag, FieldTable::default(), &context),
             )?;
-            Ok(Subscription { rt: s.handle(), ch, consumer, tag: tag.to_string(), ended: None, also: None })
+            Ok(Subscription {
+                rt: s.handle(),
+                ch,
+                consumer,
+                tag: tag.to_string(),
+                queue: queue.to_string(),
+                base_tag: tag.to_string(),
+                restarts: 0,
+                timeout: t,
+                pending: VecDeque::new(),
+                ended: None,
+                also: None,
+            })
         })
     }
 
     /// A delivery that has already arrived, without waiting for one. `None` also when the
     /// consumer ended: the next `next()` says how.
     pub fn ready(&mut self) -> Option<Delivery> {
+        if let Some(d) = self.pending.pop_front() {
+            return Some(d);
+        }
         if self.ended.is_some() {
             return None;
         }
@@ -80,6 +104,9 @@ impl Subscription {
     /// Waits for the next delivery at most `tick`; `Ok(None)` when the tick passed with nothing,
     /// `Err` once the consumer ended (its channel or connection closed), and from then on.
     pub fn next(&mut self, tick: Duration) -> Result<Option<Delivery>, BrokerError> {
+        if let Some(d) = self.pending.pop_front() {
+            return Ok(Some(d));
+        }
         if let Some(e) = &self.ended {
             return Err(e.clone());
         }
@@ -107,6 +134,54 @@ impl Subscription {
             self.also = None;
         }
         r
+    }
+
+    /// Consumes the queue at `prefetch` from now on: RabbitMQ applies `basic.qos` only to consumers
+    /// started after it, so a new consumer is started at the new prefetch and the old one cancelled.
+    /// What the old one was sent before its cancel-ok stays the channel's (same delivery tags and
+    /// acks) and comes first from [`Subscription::ready`] and [`Subscription::next`].
+    pub fn set_prefetch(&mut self, prefetch: u16) -> Result<(), BrokerError> {
+        self.restarts += 1;
+        let tag = format!("{}-{}", self.base_tag, self.restarts);
+        let (ch, queue, old) = (self.ch.clone(), self.queue.clone(), self.tag.clone());
+        let started = park::wait(
+            async {
+                let context = format!("cannot consume from queue '{queue}'");
+                let c = consumer::open(&ch, &queue, prefetch, &tag, FieldTable::default(), &context).await?;
+                ch.basic_cancel(old.as_str().into(), BasicCancelOptions::default())
+                    .await
+                    .map_err(|e| BrokerError::lapin("basic.cancel failed", &e))?;
+                Ok(c)
+            },
+            self.timeout,
+        );
+        let consumer = match started {
+            Ok(r) => r?,
+            Err(park::Cut::TimedOut) => {
+                return Err(BrokerError::new(ErrorKind::Timeout, "changing the prefetch timed out"))
+            }
+            Err(park::Cut::Stopped) => {
+                return Err(BrokerError::new(ErrorKind::Stopped, "stopped changing the prefetch"))
+            }
+        };
+        let mut old = std::mem::replace(&mut self.consumer, consumer);
+        self.tag = tag;
+        // The cancel-ok came after every delivery to the old consumer: they are all in its buffer.
+        while let Ok(Some(Ok(d))) = park::wait(old.next(), Duration::ZERO) {
+            self.pending.push_back(d);
+        }
+        Ok(())
+    }
+
+    /// Gives every delivery still waiting in [`Subscription::set_prefetch`]'s buffer back to the
+    /// queue, for other consumers to take; how many.
+    pub fn give_back_pending(&mut self) -> Result<usize, BrokerError> {
+        let mut n = 0;
+        while let Some(d) = self.pending.pop_front() {
+            self.requeue(d.delivery_tag, false)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Consumes `queue` too, on the same channel and prefetch, its deliveries coming among the main

@@ -188,10 +188,10 @@ impl Worker {
         Worker::set_queue(self_, topic)
     }
 
-    /// Tasks each child holds at once (default 1).
+    /// Tasks each child holds at once (default: adapted to the tasks' durations, from 1 up to 100).
     #[php(name = "setPrefetch")]
     pub fn set_prefetch(self_: &mut ZendClassObject<Worker>, prefetch: i64) -> PhpResult<&mut ZendClassObject<Worker>> {
-        self_.limits.prefetch = args::prefetch(prefetch)?;
+        self_.limits.prefetch = Some(args::prefetch(prefetch)?);
         Ok(self_)
     }
 

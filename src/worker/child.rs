@@ -9,6 +9,7 @@ use lapin::message::Delivery;
 
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
 use super::shared::Shared;
+use super::prefetch::Adaptive;
 use crate::broker::consume::{self, After, Finished, Host};
 use crate::broker::names::Names;
 use crate::broker::stop;
@@ -43,7 +44,8 @@ pub trait Handler {
 
 #[derive(Debug, Clone)]
 pub struct Limits {
-    pub prefetch: u16,
+    /// Tasks a child holds at once; `None`: adapted to the tasks' durations (`worker::prefetch`).
+    pub prefetch: Option<u16>,
     /// Tasks before the child exits to be replaced (0: no limit).
     pub max_requests: u64,
     /// Resident memory after a task above which the child exits to be replaced (0: no limit).
@@ -59,7 +61,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            prefetch: 1,
+            prefetch: None,
             max_requests: 0,
             memory_limit_mb: 0,
             max_redeliveries: 5,
@@ -98,6 +100,8 @@ struct TaskHost<'a> {
     handler: &'a mut dyn Handler,
     history: Option<Writer>,
     acks: Acks,
+    /// The prefetch adapted to the tasks' durations, when `setPrefetch()` did not fix it.
+    adaptive: Option<Adaptive>,
     done: u64,
     /// When the original library's ready queue consumed beside this worker's was last looked at.
     legacy_looked: Instant,
@@ -132,7 +136,11 @@ impl Host for TaskHost<'_> {
     }
 
     fn opened(&mut self, sub: &mut Subscription) {
-        self.acks = Acks { batch: if self.limits.prefetch > 1 { ACK_BATCH } else { 1 }, ..Acks::default() };
+        if self.adaptive.is_some() {
+            self.adaptive = Some(Adaptive::default());
+        }
+        let prefetch = self.adaptive.as_ref().map_or(self.limits.prefetch.unwrap_or(1), Adaptive::current);
+        self.acks = Acks::for_prefetch(prefetch);
         self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
         self.legacy_looked = Instant::now();
     }
@@ -152,6 +160,7 @@ impl Host for TaskHost<'_> {
     }
 
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Stopped> {
+        let started = Instant::now();
         let incoming = Incoming {
             body: &d.data,
             message_id: d.properties.message_id().as_ref().map(|id| id.as_str()),
@@ -198,6 +207,9 @@ impl Host for TaskHost<'_> {
         if (leaving || self.acks.full()) && !self.acks.flush(sub) {
             return After::Reopen;
         }
+        if !leaving && !self.adapt(sub, started.elapsed()) {
+            return After::Reopen;
+        }
         match recycle {
             Some(why) => {
                 // The ack above is only queued: close the channel, which waits until it is written,
@@ -207,6 +219,39 @@ impl Host for TaskHost<'_> {
             }
             None => After::Next,
         }
+    }
+}
+
+impl TaskHost<'_> {
+    /// A task took `took`: the prefetch follows when it adapts. False when the subscription broke.
+    fn adapt(&mut self, sub: &mut Subscription, took: Duration) -> bool {
+        let Some(adaptive) = self.adaptive.as_mut() else { return true };
+        let before = adaptive.current();
+        let Some(prefetch) = adaptive.ran(took) else { return true };
+        if let Err(e) = sub.set_prefetch(prefetch) {
+            log::error(&format!("worker could not change its prefetch to {prefetch}: {e}; reconnecting"));
+            self.acks.flush(sub);
+            return false;
+        }
+        if self.settings.debug {
+            log::debug(&format!(
+                "worker prefetch {before} -> {prefetch} (task took {:.1} ms)",
+                took.as_secs_f64() * 1000.0
+            ));
+        }
+        if prefetch < before {
+            // Tasks are longer than the buffer was sized for: what it holds goes back to the queue,
+            // for idle children, rather than waiting here behind them (done tasks acked first).
+            if !self.acks.flush(sub) {
+                return false;
+            }
+            if let Err(e) = sub.give_back_pending() {
+                log::error(&format!("worker could not give back its buffered tasks: {e}; reconnecting"));
+                return false;
+            }
+        }
+        self.acks.batch = Acks::for_prefetch(prefetch).batch;
+        true
     }
 }
 
@@ -228,7 +273,7 @@ pub fn run(
             settings,
             decls: &decls,
             queue: &queue,
-            prefetch: limits.prefetch,
+            prefetch: limits.prefetch.unwrap_or(Adaptive::START),
             tag: &tag,
         },
         first_open_fails: false,
@@ -244,6 +289,7 @@ pub fn run(
         handler,
         history,
         acks: Acks::default(),
+        adaptive: limits.prefetch.is_none().then(Adaptive::default),
         done: 0,
         legacy_looked: Instant::now(),
         legacy_exists: false,
@@ -277,6 +323,10 @@ struct Acks {
 const ACK_BATCH: usize = 16;
 
 impl Acks {
+    fn for_prefetch(prefetch: u16) -> Acks {
+        Acks { batch: if prefetch > 1 { ACK_BATCH } else { 1 }, ..Acks::default() }
+    }
+
     fn done(&mut self, tag: u64) {
         self.last = Some(tag);
         self.count += 1;

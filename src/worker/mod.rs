@@ -5,6 +5,7 @@
 pub mod child;
 pub mod child_end;
 pub mod delivery;
+pub mod prefetch;
 pub mod shared;
 pub mod signals;
 pub mod supervisor;

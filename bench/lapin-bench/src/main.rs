@@ -4,6 +4,9 @@
 //!   lapin-bench publish-pipelined N   [--exchange E] [--routing-key K] [--size B] [--batch B]
 //!   lapin-bench consume N PREFETCH    --queue Q [--t0 UNIX_SECONDS]
 //!   lapin-bench fill N                [--exchange E] [--routing-key K] [--size B]
+//!   lapin-bench two-hop N PREFETCH    --queue A --to B [--t0 UNIX_SECONDS]
+//!                                     consume A, publish each to B confirmed, ack it on the confirm;
+//!                                     the rate is taken at a sink consuming B (its own connection)
 //!   lapin-bench fcgi-load             --socket PATH --script FILE [--concurrency C] [--duration S]
 //!                                     [--warmup S] [--expect TEXT]
 //!
@@ -225,6 +228,91 @@ async fn consume(args: &Args) -> Res<()> {
     Ok(())
 }
 
+/// Consumes `queue` until `n` deliveries, acking each without waiting for the previous ack's write;
+/// the unix time of the n-th.
+async fn sink(conn: Connection, queue: String, n: u64, prefetch: u16) -> Res<f64> {
+    let ch = conn.create_channel().await.map_err(|e| format!("sink channel: {e}"))?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(|e| format!("sink basic.qos: {e}"))?;
+    let mut consumer = ch
+        .basic_consume(queue.as_str().into(), "lapin-bench-sink".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .map_err(|e| format!("sink basic.consume: {e}"))?;
+    let mut acks = tokio::task::JoinSet::new();
+    for seen in 0..n {
+        let d = match tokio::time::timeout(Duration::from_secs(30), consumer.next()).await {
+            Err(_) => return Err(format!("sink: no delivery for 30 s after {seen} of {n}")),
+            Ok(None) => return Err("sink consumer closed".into()),
+            Ok(Some(Err(e))) => return Err(format!("sink delivery: {e}")),
+            Ok(Some(Ok(d))) => d,
+        };
+        let acker = d.acker;
+        acks.spawn(async move { acker.ack(BasicAckOptions::default()).await });
+        while acks.try_join_next().is_some() {}
+    }
+    let end = unix_now();
+    while acks.join_next().await.is_some() {}
+    let _ = conn.close(200, "done".into()).await;
+    Ok(end)
+}
+
+/// The raw two-hop a Scheduler does: consume A (prefetch PREFETCH), publish each message to B
+/// (persistent, mandatory, confirmed), ack it once its confirm came; all in flight up to the prefetch.
+async fn two_hop(args: &Args) -> Res<()> {
+    let n: u64 = args.pos(1, "N")?;
+    let prefetch: u16 = args.pos(2, "PREFETCH")?;
+    let (from, to) = (args.get("queue", ""), args.get("to", ""));
+    let t0: Option<f64> = args.named.get("t0").and_then(|v| v.parse().ok());
+    let start = Instant::now();
+    let sink = tokio::spawn(sink(connect(args).await?, to.clone(), n, 100));
+    let conn = connect(args).await?;
+    let ch = conn.create_channel().await.map_err(|e| format!("channel: {e}"))?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| format!("confirm.select: {e}"))?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(|e| format!("basic.qos: {e}"))?;
+    let mut consumer = ch
+        .basic_consume(from.as_str().into(), "lapin-bench-hop".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .map_err(|e| format!("basic.consume: {e}"))?;
+    let props = BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
+    let mut settled = tokio::task::JoinSet::new();
+    for seen in 0..n {
+        let d = match tokio::time::timeout(Duration::from_secs(30), consumer.next()).await {
+            Err(_) => return Err(format!("no delivery for 30 s after {seen} of {n}")),
+            Ok(None) => return Err("consumer closed".into()),
+            Ok(Some(Err(e))) => return Err(format!("delivery: {e}")),
+            Ok(Some(Ok(d))) => d,
+        };
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                to.as_str().into(),
+                BasicPublishOptions { mandatory: true, immediate: false },
+                &d.data,
+                props.clone(),
+            )
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        let acker = d.acker;
+        settled.spawn(async move {
+            settle(confirm).await?;
+            acker.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack: {e}"))
+        });
+        while let Some(r) = settled.try_join_next() {
+            r.map_err(|e| format!("join: {e}"))??;
+        }
+    }
+    while let Some(r) = settled.join_next().await {
+        r.map_err(|e| format!("join: {e}"))??;
+    }
+    let end_unix = sink.await.map_err(|e| format!("join: {e}"))??;
+    let secs = match t0 {
+        Some(t0) => end_unix - t0,
+        None => start.elapsed().as_secs_f64(),
+    };
+    let _ = conn.close(200, "done".into()).await;
+    report(n, secs, &format!(",\"end\":{end_unix:.6}"));
+    Ok(())
+}
+
 fn main() {
     let args = Args::parse();
     let cmd = args.positional.first().cloned().unwrap_or_default();
@@ -240,8 +328,9 @@ fn main() {
             "publish-each" => publish(&args, false).await,
             "publish-pipelined" | "fill" => publish(&args, true).await,
             "consume" => consume(&args).await,
+            "two-hop" => two_hop(&args).await,
             "fcgi-load" => fcgi::load(&args).await,
-            _ => Err(format!("unknown command '{cmd}': publish-each, publish-pipelined, fill, consume, fcgi-load")),
+            _ => Err(format!("unknown command '{cmd}': publish-each, publish-pipelined, fill, consume, two-hop, fcgi-load")),
         }
     });
     if let Err(e) = r {

@@ -18,16 +18,27 @@ final class Worker implements Section
         return 'worker';
     }
 
-    /** @return array<string,array{0:string,1:string,2:int,3:int}> key => [label, kind, processes, prefetch] */
+    /**
+     * Prefetch 0 is the Worker's default (setPrefetch() not called: adapted to the tasks' durations).
+     *
+     * @return array<string,array{0:string,1:string,2:int,3:int}> key => [label, kind, processes, prefetch]
+     */
     private static function rows(): array
     {
         $rows = [];
-        foreach ([1, 100] as $pf) {
+        foreach ([1, 100, 0] as $pf) {
+            $p = $pf ?: 'def';
             foreach ([1, 2] as $procs) {
-                $rows["wk.e2e.p$pf.w$procs"] = ["events → Scheduler → Worker, $procs process" . ($procs > 1 ? 'es' : ''), 'e2e', $procs, $pf];
+                $rows["wk.e2e.p$p.w$procs"] = ["events → Scheduler → Worker, $procs process" . ($procs > 1 ? 'es' : ''), 'e2e', $procs, $pf];
+            }
+            if ($pf === 100) {
+                $rows['wk.hop.p100.lapin'] = ['lapin (Rust) two-hop: consume A, publish confirmed to B, ack', 'hop', 1, $pf];
             }
             foreach ([1, 2] as $procs) {
-                $rows["wk.tasks.p$pf.w$procs"] = ["tasks → Worker, $procs process" . ($procs > 1 ? 'es' : ''), 'worker', $procs, $pf];
+                $rows["wk.tasks.p$p.w$procs"] = ["tasks → Worker, $procs process" . ($procs > 1 ? 'es' : ''), 'worker', $procs, $pf];
+            }
+            if ($pf === 0) {
+                continue;
             }
             $rows["wk.tasks.p$pf.w1.metrics"] = ['tasks → Worker, 1 process, metrics scraped', 'metrics', 1, $pf];
             $rows["wk.tasks.p$pf.w1.history"] = ['tasks → Worker, 1 process, metrics scraped + history on', 'history', 1, $pf];
@@ -54,6 +65,7 @@ final class Worker implements Section
                         'worker' => $this->workerOnly($ctx, $procs, $pf, $n),
                         'metrics' => $this->workerOnly($ctx, $procs, $pf, $n, true),
                         'history' => $this->workerOnly($ctx, $procs, $pf, $n, true, true),
+                        'hop' => $this->twoHop($ctx, $pf, $n),
                         default => $this->bare($ctx, $kind, $pf, $n),
                     };
                     $ctx->results->record($key, ['rate' => $rate]);
@@ -117,6 +129,23 @@ final class Worker implements Section
         }
     }
 
+    /**
+     * Raw messages waiting in A -> lapin consuming A, publishing each to B confirmed and acking it on the
+     * confirm -> a lapin sink on B; timed from the relay's start to the N-th delivery at the sink.
+     */
+    private function twoHop(Context $ctx, int $prefetch, int $n): float
+    {
+        $to = "{$ctx->qBare}.hop";
+        $ctx->admin->channel()->queue_declare($to, false, true, false, false);
+        $ctx->admin->purge($ctx->qBare);
+        $ctx->admin->purge($to);
+        $ctx->runJson([$ctx->lapin, 'fill', $n, '--routing-key', $ctx->qBare]);
+        $ctx->admin->waitMessages($ctx->qBare, $n);
+        $t0 = sprintf('%.6f', microtime(true));
+        $r = $ctx->runJson([$ctx->lapin, 'two-hop', $n, $prefetch, '--queue', $ctx->qBare, '--to', $to, '--t0', $t0]);
+        return (float) $r['rate'];
+    }
+
     /** Raw messages waiting -> a bare consume-and-ack loop; timed from its start to the N-th delivery. */
     private function bare(Context $ctx, string $client, int $prefetch, int $n): float
     {
@@ -143,14 +172,14 @@ final class Worker implements Section
     public function report(Context $ctx, Report $report): void
     {
         $res = $ctx->results;
-        if (!$res->has('wk.bare.p1.lapin') && !$res->has('wk.tasks.p1.w1')) {
+        if (!array_filter(array_keys(self::rows()), [$res, 'has'])) {
             return;
         }
         $report->line(sprintf('3. Worker throughput, no-op tasks, N=%s waiting in the broker, from process start to the N-th callback / ack (per s)', number_format($ctx->settings['worker_n'])));
         $pfLast = null;
         foreach (self::rows() as $key => [$label, , , $pf]) {
             if ($pf !== $pfLast) {
-                $report->line("   prefetch $pf");
+                $report->line($pf ? "   prefetch $pf" : '   default prefetch (setPrefetch() not called: adapted)');
                 $pfLast = $pf;
             }
             $report->row($label, $res->cell($key, 'rate'));
@@ -187,6 +216,21 @@ final class Worker implements Section
             $e = $res->med("wk.e2e.p$pf.w1", 'rate');
             $report->target('  the same through the Scheduler (events → 1 proc)', $ratio($e, $ceil), 0.70, '>=',
                 sprintf('%s / %s = %.2f', $fmt($e), $fmt($ceil), $ratio($e, $ceil)));
+        }
+        $hop = $res->med('wk.hop.p100.lapin', 'rate');
+        $e = $res->med('wk.e2e.p100.w1', 'rate');
+        if (!is_nan($hop) && !is_nan($e)) {
+            $report->target('events → Scheduler → Worker (1 proc), prefetch 100 / lapin two-hop', $ratio($e, $hop), 1.0, '>=',
+                sprintf('%s / %s = %.2f', $fmt($e), $fmt($hop), $ratio($e, $hop)));
+        }
+        foreach (['tasks.p%s.w1' => 'tasks → Worker, 1 proc', 'tasks.p%s.w2' => 'tasks → Worker, 2 procs',
+                  'e2e.p%s.w1' => 'events → Scheduler → Worker, 1 proc', 'e2e.p%s.w2' => 'events → Scheduler → Worker, 2 procs'] as $k => $label) {
+            $d = $res->med('wk.' . sprintf($k, 'def'), 'rate');
+            $h = $res->med('wk.' . sprintf($k, '100'), 'rate');
+            if (!is_nan($d) && !is_nan($h)) {
+                $report->target("default prefetch / prefetch 100: $label", $ratio($d, $h), 0.85, '>=',
+                    sprintf('%s / %s = %.2f', $fmt($d), $fmt($h), $ratio($d, $h)));
+            }
         }
     }
 }
