@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use lapin::message::Delivery;
 
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
+use super::recycle;
 use super::shared::Shared;
 use super::prefetch::Adaptive;
 use crate::broker::consume::{self, After, Finished, Host};
@@ -185,18 +186,7 @@ impl Host for TaskHost<'_> {
         if matches!(settled, Settled::Ran) {
             self.done += 1;
         }
-        let limits = self.limits;
-        let recycle = if limits.max_requests > 0 && self.done >= limits.max_requests {
-            Some(format!("{} tasks done (max requests)", self.done))
-        } else if limits.memory_limit_mb > 0 {
-            let rss = resident_mb();
-            (rss > limits.memory_limit_mb as f64)
-                .then(|| format!("resident memory {rss:.1} MB is over {} MB", limits.memory_limit_mb))
-                .or_else(cgroup::recycle_reason)
-        } else {
-            // A container's (or unit's) memory limit near: leave now rather than be OOM-killed mid-task.
-            cgroup::recycle_reason()
-        };
+        let recycle = recycle::reason(self.limits, self.done, resident_mb, cgroup::recycle_reason);
         // Leaving after this task: cancel the consumer before the ack, so the broker does not
         // push the next task to a child that will not run it.
         let leaving = recycle.is_some() || stop::requested().is_some();

@@ -1,11 +1,13 @@
 //! The worker's process model: a supervising parent, children that run tasks, signals as data.
 //! What the parent and the children decide is in pure functions: `delivery` (what a child does
-//! with a delivery) and `child_end` (how a child's end is read, when its replacement starts).
+//! with a delivery), `child_end` (how a child's end is read, when its replacement starts) and
+//! `recycle` (when a child leaves after a task).
 
 pub mod child;
 pub mod child_end;
 pub mod delivery;
 pub mod prefetch;
+pub mod recycle;
 pub mod shared;
 pub mod signals;
 pub mod supervisor;
