@@ -215,36 +215,7 @@ fn parse_bool(v: &str) -> bool {
 }
 
 pub fn resolve(src: &Sources) -> Result<Settings, String> {
-    let mut nodes = parse_urls(&src.layered(&URL))?;
-    // AMQ_HOST may list several hosts (comma-separated): one node each, the rest of the first URL kept.
-    if let Some(h) = (src.constant)("AMQ_HOST") {
-        let hosts: Vec<&str> = h.split(',').map(str::trim).collect();
-        if hosts.iter().any(|h| h.is_empty()) {
-            return Err(format!("AMQ_HOST must be a host name or a comma-separated list of them, got '{h}'"));
-        }
-        let base = nodes[0].clone();
-        nodes = hosts
-            .iter()
-            .map(|h| AMQPUri {
-                authority: lapin::uri::AMQPAuthority { host: h.to_string(), ..base.authority.clone() },
-                ..base.clone()
-            })
-            .collect();
-    }
-    for uri in &mut nodes {
-        if let Some(p) = (src.constant)("AMQ_PORT") {
-            uri.authority.port = p.trim().parse().map_err(|_| format!("AMQ_PORT must be a port number, got '{p}'"))?;
-        }
-        if let Some(u) = (src.constant)("AMQ_USER") {
-            uri.authority.userinfo.username = u;
-        }
-        if let Some(p) = (src.constant)("AMQ_PASS") {
-            uri.authority.userinfo.password = p;
-        }
-        if let Some(v) = (src.constant)("AMQ_VHOST") {
-            uri.vhost = v;
-        }
-    }
+    let nodes = nodes(src)?;
     let node_order = NodeOrder::parse(&src.layered(&URL_ORDER))?;
     let queue_type = QueueType::parse(&src.layered(&QUEUE_TYPE))?;
     let write_format = WriteFormat::parse(&src.layered(&WRITE_FORMAT))?;
@@ -275,6 +246,41 @@ pub fn resolve(src: &Sources) -> Result<Settings, String> {
         monitor_interval,
         history,
     })
+}
+
+/// The broker nodes: the URL setting's list, with the original library's `AMQ_*` constants over it.
+fn nodes(src: &Sources) -> Result<Vec<AMQPUri>, String> {
+    let mut nodes = parse_urls(&src.layered(&URL))?;
+    // AMQ_HOST may list several hosts (comma-separated): one node each, the rest of the first URL kept.
+    if let Some(h) = (src.constant)("AMQ_HOST") {
+        let hosts: Vec<&str> = h.split(',').map(str::trim).collect();
+        if hosts.iter().any(|h| h.is_empty()) {
+            return Err(format!("AMQ_HOST must be a host name or a comma-separated list of them, got '{h}'"));
+        }
+        let base = nodes[0].clone();
+        nodes = hosts
+            .iter()
+            .map(|h| AMQPUri {
+                authority: lapin::uri::AMQPAuthority { host: h.to_string(), ..base.authority.clone() },
+                ..base.clone()
+            })
+            .collect();
+    }
+    for uri in &mut nodes {
+        if let Some(p) = (src.constant)("AMQ_PORT") {
+            uri.authority.port = p.trim().parse().map_err(|_| format!("AMQ_PORT must be a port number, got '{p}'"))?;
+        }
+        if let Some(u) = (src.constant)("AMQ_USER") {
+            uri.authority.userinfo.username = u;
+        }
+        if let Some(p) = (src.constant)("AMQ_PASS") {
+            uri.authority.userinfo.password = p;
+        }
+        if let Some(v) = (src.constant)("AMQ_VHOST") {
+            uri.vhost = v;
+        }
+    }
+    Ok(nodes)
 }
 
 /// Seconds between monitor lines (0: none), from the setting's text.

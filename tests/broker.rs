@@ -2,7 +2,7 @@
 //! Each test uses its own prefix and deletes what it declared.
 
 mod common;
-use common::{get_body, settings, Relay};
+use common::{get_body, settings, wait_for, wait_until, Relay};
 use std::time::{Duration, Instant};
 
 use ebats::broker::names::{Names, DELAY_LEVELS};
@@ -69,13 +69,7 @@ fn short_delay_published_after_long_one_arrives_first() {
         s.publish(&st, &[out]).unwrap();
     }
     let queue = n.ready_queue("demo");
-    let body = loop {
-        if let Some(b) = get_body(&mut s, &st, &queue) {
-            break b;
-        }
-        assert!(start.elapsed() < Duration::from_secs(5), "the 1 s task did not arrive within 5 s");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let body = wait_for("the 1 s task", Duration::from_secs(5), || get_body(&mut s, &st, &queue));
     let elapsed = start.elapsed();
     assert_eq!(TaskMsg::parse(&body).unwrap().name, "short");
     assert!(elapsed >= Duration::from_millis(950), "arrived after {elapsed:?}, before its delay");
@@ -293,11 +287,7 @@ fn connection_reset_is_connection_lost_and_the_next_send_reconnects() {
     s.declare(&st, &[Decl::Failed("demo".into())]).unwrap();
     let ch = s.channel(&st).unwrap();
     relay.cut();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while s.is_connected() {
-        assert!(Instant::now() < deadline, "the session did not see the cut");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the session to see the cut", Duration::from_secs(5), || !s.is_connected());
     let e = s
         .block_on(ch.queue_declare(
             n.failed_queue("demo").as_str().into(),

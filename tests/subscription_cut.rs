@@ -4,7 +4,7 @@
 //! flow of events did, after a broker restart). Its own test binary: it uses the process's session.
 
 mod common;
-use common::{settings, Relay};
+use common::{settings, wait_until, Relay};
 use std::time::{Duration, Instant};
 
 use ebats::broker::current::with_session;
@@ -26,12 +26,11 @@ fn the_end_of_a_consumer_seen_by_ready_is_reported_by_next() {
     assert!(sub.next(Duration::from_millis(100)).unwrap().is_none(), "nothing to deliver yet");
 
     relay.cut();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while with_session(|s| Ok(s.is_connected())).unwrap() {
-        assert!(Instant::now() < deadline, "the session did not see the cut");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Busy: only ready() looks at the consumer for a while, as between deliveries.
+    wait_until("the session to see the cut", Duration::from_secs(5), || {
+        !with_session(|s| Ok(s.is_connected())).unwrap()
+    });
+    // Busy (the behaviour under test, not a wait): only ready() looks at the consumer for a while, as between
+    // deliveries.
     let busy = Instant::now() + Duration::from_millis(500);
     while Instant::now() < busy {
         assert!(sub.ready().is_none(), "no delivery after the cut");

@@ -124,7 +124,6 @@ fn drop_connection() {
 }
 
 pub fn run<H: Host>(spec: &Spec, host: &mut H) -> Finished<H::Left> {
-    let queue = spec.subscription.queue;
     // Broker handles dropped below (deliveries, consumers, channels) need the runtime's context.
     let rt = match with_session(|s| Ok(s.handle())) {
         Ok(rt) => rt,
@@ -134,71 +133,93 @@ pub fn run<H: Host>(spec: &Spec, host: &mut H) -> Finished<H::Left> {
     let mut backoff = Backoff::default();
     let mut first = true;
     loop {
-        if let Err(end) = pause(Duration::ZERO, host) {
-            return end;
-        }
-        let opened = {
-            // Connecting and declaring end early when a stop is asked.
-            let _cut = CutWaitsShort::begin();
-            Subscription::open(&spec.subscription)
-        };
-        let mut sub = match opened {
-            Ok(sub) => sub,
-            Err(e) if e.kind() == ErrorKind::Stopped => continue,
-            Err(e) if e.kind().stops_process() => return Finished::Failed(e),
-            Err(e) if first && spec.first_open_fails && e.kind().is_bad_setup() => return Finished::Failed(e),
-            Err(e) => {
-                let d = backoff.after(&e);
-                log::error(&format!("{} cannot consume '{queue}': {e}; retrying in {} s", spec.what, d.as_secs_f64()));
-                if let Err(end) = pause(d, host) {
-                    return end;
-                }
-                continue;
-            }
+        let mut sub = match open(spec, host, &mut backoff, first) {
+            Ok(Some(sub)) => sub,
+            Ok(None) => continue,
+            Err(end) => return end,
         };
         first = false;
         backoff.reset();
         host.opened(&mut sub);
-        loop {
-            if let Some(l) = host.tick() {
-                return Finished::Left(l);
-            }
-            if let Some(sig) = stop::requested() {
-                log::info(&format!("{} stopping ({})", spec.what, stop::signal_name(sig)));
-                host.stopping(&sub);
-                sub.close("stopping");
-                return Finished::Stopped(sig);
-            }
-            // A delivery already here is taken at once; only an idle loop waits (in ticks).
-            let d = match sub.ready() {
-                Some(d) => d,
-                None => {
-                    if !host.idle(&mut sub) {
-                        break;
-                    }
-                    match sub.next(TICK) {
-                        Ok(Some(d)) => d,
-                        Ok(None) => continue,
-                        Err(e) => {
-                            log::error(&format!("{} lost its consumer on '{queue}': {e}; reconnecting", spec.what));
-                            break;
-                        }
-                    }
-                }
-            };
-            match host.deliver(&mut sub, d) {
-                After::Next => {}
-                After::Reopen => break,
-                // Left open: the process is on its way out (PHP unwinding, a recycled child closing
-                // its session), and a task whose handler called exit() must stay with this process
-                // until it dies, so that its parent sees which task it held.
-                After::Leave(l) => return Finished::Left(l),
-            }
-        }
+        let sub = match deliver_all(spec, host, sub) {
+            Ok(broken) => broken,
+            Err(end) => return end,
+        };
         drop(sub);
         drop_connection();
         if let Err(end) = pause(Duration::from_millis(500), host) {
             return end;
+        }
+    }
+}
+
+/// One attempt at opening the subscription: `Ok(None)` after a failure worth another attempt (waited out
+/// as `backoff` says), `Err` with how to end.
+fn open<H: Host>(
+    spec: &Spec,
+    host: &mut H,
+    backoff: &mut Backoff,
+    first: bool,
+) -> Result<Option<Subscription>, Finished<H::Left>> {
+    pause(Duration::ZERO, host)?;
+    let opened = {
+        // Connecting and declaring end early when a stop is asked.
+        let _cut = CutWaitsShort::begin();
+        Subscription::open(&spec.subscription)
+    };
+    match opened {
+        Ok(sub) => Ok(Some(sub)),
+        Err(e) if e.kind() == ErrorKind::Stopped => Ok(None),
+        Err(e) if e.kind().stops_process() => Err(Finished::Failed(e)),
+        Err(e) if first && spec.first_open_fails && e.kind().is_bad_setup() => Err(Finished::Failed(e)),
+        Err(e) => {
+            let d = backoff.after(&e);
+            let queue = spec.subscription.queue;
+            log::error(&format!("{} cannot consume '{queue}': {e}; retrying in {} s", spec.what, d.as_secs_f64()));
+            pause(d, host)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Hands each delivery of `sub` to the host until the subscription breaks (`Ok`, with it, to be opened
+/// anew) or the loop ends (`Err`, with how).
+fn deliver_all<H: Host>(spec: &Spec, host: &mut H, mut sub: Subscription) -> Result<Subscription, Finished<H::Left>> {
+    let queue = spec.subscription.queue;
+    loop {
+        if let Some(l) = host.tick() {
+            return Err(Finished::Left(l));
+        }
+        if let Some(sig) = stop::requested() {
+            log::info(&format!("{} stopping ({})", spec.what, stop::signal_name(sig)));
+            host.stopping(&sub);
+            sub.close("stopping");
+            return Err(Finished::Stopped(sig));
+        }
+        // A delivery already here is taken at once; only an idle loop waits (in ticks).
+        let d = match sub.ready() {
+            Some(d) => d,
+            None => {
+                if !host.idle(&mut sub) {
+                    return Ok(sub);
+                }
+                match sub.next(TICK) {
+                    Ok(Some(d)) => d,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        log::error(&format!("{} lost its consumer on '{queue}': {e}; reconnecting", spec.what));
+                        return Ok(sub);
+                    }
+                }
+            }
+        };
+        match host.deliver(&mut sub, d) {
+            After::Next => {}
+            After::Reopen => return Ok(sub),
+            // Left open: the process is on its way out (PHP unwinding, a recycled child closing
+            // its session), and a task whose handler called exit() must stay with this process
+            // until it dies, so that its parent sees which task it held.
+            After::Leave(l) => return Err(Finished::Left(l)),
         }
     }
 }

@@ -300,8 +300,26 @@ pub async fn inspect(conn: &Connection, n: &Names, topics: &[String]) -> Result<
 
 /// What will happen to each thing found, and whether it needs a person (pure).
 pub fn assess(n: &Names, f: &Found) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let exchange = |name: String, found: Option<&'static str>, action: &str, needs_hand: bool| Finding {
+    let mut out = vec![
+        event_exchange_finding(n.event_exchange(), f.event_exchange),
+        task_exchange_finding(n.task_exchange(), f.task_exchange),
+        delay_exchange_finding(n.delay_exchange(), f.delay_exchange),
+    ];
+    if let Some(c) = f.events_queue {
+        out.push(queue_finding(
+            n.events_queue(),
+            c,
+            "shared: the ebats Scheduler reads the original's events and ebats's alike".into(),
+        ));
+    }
+    for t in &f.topics {
+        out.extend(topic_findings(n, t));
+    }
+    out
+}
+
+fn exchange_finding(name: String, found: Option<&'static str>, action: &str, needs_hand: bool) -> Finding {
+    Finding {
         what: "exchange",
         name,
         found: found.unwrap_or("absent").to_string(),
@@ -309,54 +327,63 @@ pub fn assess(n: &Names, f: &Found) -> Vec<Finding> {
         consumers: None,
         action: action.to_string(),
         needs_hand,
-    };
-    let ev = n.event_exchange();
-    out.push(match f.event_exchange {
-        None => exchange(ev, None, "declared fanout by the first ebats Scheduler or producer", false),
-        Some("direct") => exchange(
+    }
+}
+
+fn event_exchange_finding(ev: String, found: Option<&'static str>) -> Finding {
+    match found {
+        None => exchange_finding(ev, None, "declared fanout by the first ebats Scheduler or producer", false),
+        Some("direct") => exchange_finding(
             ev,
             Some("direct"),
             "the original's: kept; the ebats Scheduler binds the events queue to it once per registered event",
             false,
         ),
-        Some("fanout") => exchange(ev, Some("fanout"), "ebats's: nothing to do", false),
-        Some(other) => exchange(
+        Some("fanout") => exchange_finding(ev, Some("fanout"), "ebats's: nothing to do", false),
+        Some(other) => exchange_finding(
             ev.clone(),
             Some(other),
             &format!("neither the original's (direct) nor ebats's (fanout): delete it (rabbitmqctl delete_exchange {ev}) once nothing publishes to it"),
             true,
         ),
-    });
-    let tx = n.task_exchange();
-    out.push(match f.task_exchange {
-        None => exchange(tx, None, "declared direct by ebats", false),
-        Some("direct") => exchange(tx, Some("direct"), "shared by the original and ebats: kept", false),
-        Some(other) => exchange(
+    }
+}
+
+fn task_exchange_finding(tx: String, found: Option<&'static str>) -> Finding {
+    match found {
+        None => exchange_finding(tx, None, "declared direct by ebats", false),
+        Some("direct") => exchange_finding(tx, Some("direct"), "shared by the original and ebats: kept", false),
+        Some(other) => exchange_finding(
             tx.clone(),
             Some(other),
             &format!("not direct as both libraries need: delete it (rabbitmqctl delete_exchange {tx}) once nothing publishes to it"),
             true,
         ),
-    });
-    let dx = n.delay_exchange();
-    out.push(match f.delay_exchange {
-        None => exchange(dx, None, "declared topic by ebats", false),
-        Some("direct") => exchange(
+    }
+}
+
+fn delay_exchange_finding(dx: String, found: Option<&'static str>) -> Finding {
+    match found {
+        None => exchange_finding(dx, None, "declared topic by ebats", false),
+        Some("direct") => exchange_finding(
             dx,
             Some("direct"),
             "the original's: converted to ebats's topic exchange by the first ebats process that declares a topic \
              or delays a task (the original's delay queues are bound to it again)",
             false,
         ),
-        Some("topic") => exchange(dx, Some("topic"), "ebats's (converted): nothing to do", false),
-        Some(other) => exchange(
+        Some("topic") => exchange_finding(dx, Some("topic"), "ebats's (converted): nothing to do", false),
+        Some(other) => exchange_finding(
             dx.clone(),
             Some(other),
             &format!("neither the original's (direct) nor ebats's (topic): delete it (rabbitmqctl delete_exchange {dx}) once nothing publishes to it"),
             true,
         ),
-    });
-    let queue = |name: String, counts: (u32, u32), action: String| Finding {
+    }
+}
+
+fn queue_finding(name: String, counts: (u32, u32), action: String) -> Finding {
+    Finding {
         what: "queue",
         name,
         found: "queue".into(),
@@ -364,39 +391,35 @@ pub fn assess(n: &Names, f: &Found) -> Vec<Finding> {
         consumers: Some(counts.1),
         action,
         needs_hand: false,
-    };
-    if let Some(c) = f.events_queue {
-        out.push(queue(
-            n.events_queue(),
-            c,
-            "shared: the ebats Scheduler reads the original's events and ebats's alike".into(),
-        ));
     }
-    for t in &f.topics {
-        let own = n.ready_queue(&t.topic);
-        if let Some(c) = t.legacy_ready {
-            let action = if c.0 == 0 {
-                "empty (unbound when ebats declares the topic): can be deleted when no original worker runs".into()
-            } else if t.ready.is_some_and(|r| r.1 > 0) {
-                format!("being run by the ebats workers of '{}' beside {own}, until empty", t.topic)
-            } else {
-                format!(
-                    "run by the ebats workers of '{}' once they start (they consume it beside {own} until empty)",
-                    t.topic
-                )
-            };
-            out.push(queue(n.legacy_ready_queue(&t.topic), c, action));
-        }
-        if let Some(c) = t.legacy_delay {
-            let action = if c.0 == 0 {
-                "empty; bound to the delay exchange for tasks the original still writes: can be deleted when no \
-                 original process runs"
-                    .into()
-            } else {
-                format!("delayed tasks: each comes due (its own TTL) through {} into {own}", n.task_exchange())
-            };
-            out.push(queue(n.legacy_delay_queue(&t.topic), c, action));
-        }
+}
+
+/// The original's ready and delay queues of one topic, where they exist.
+fn topic_findings(n: &Names, t: &TopicFound) -> Vec<Finding> {
+    let own = n.ready_queue(&t.topic);
+    let mut out = Vec::new();
+    if let Some(c) = t.legacy_ready {
+        let action = if c.0 == 0 {
+            "empty (unbound when ebats declares the topic): can be deleted when no original worker runs".into()
+        } else if t.ready.is_some_and(|r| r.1 > 0) {
+            format!("being run by the ebats workers of '{}' beside {own}, until empty", t.topic)
+        } else {
+            format!(
+                "run by the ebats workers of '{}' once they start (they consume it beside {own} until empty)",
+                t.topic
+            )
+        };
+        out.push(queue_finding(n.legacy_ready_queue(&t.topic), c, action));
+    }
+    if let Some(c) = t.legacy_delay {
+        let action = if c.0 == 0 {
+            "empty; bound to the delay exchange for tasks the original still writes: can be deleted when no \
+             original process runs"
+                .into()
+        } else {
+            format!("delayed tasks: each comes due (its own TTL) through {} into {own}", n.task_exchange())
+        };
+        out.push(queue_finding(n.legacy_delay_queue(&t.topic), c, action));
     }
     out
 }

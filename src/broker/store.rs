@@ -184,28 +184,8 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<Repl
                 if id.is_some_and(|id| id != t.id) {
                     continue;
                 }
-                t.attempt = 1;
-                t.service_errors = 0;
-                t.redeliveries = 0;
-                t.retry = None;
-                t.extra.remove("failed");
-                let sent = Sent {
-                    exchange: names.task_exchange(),
-                    routing_key: topic.to_string(),
-                    id: Some(t.id.clone()),
-                    kind: Some(KIND_TASK.into()),
-                };
-                let confirm = ch
-                    .basic_publish(
-                        sent.exchange.as_str().into(),
-                        sent.routing_key.as_str().into(),
-                        lapin::options::BasicPublishOptions { mandatory: true, immediate: false },
-                        &t.to_json(),
-                        properties(&t.id, KIND_TASK),
-                    )
-                    .await
-                    .map_err(err("publish"))?;
-                settle(&sent, confirm).await.map_err(|e| e.context(&format!("replaying task {}", t.id)))?;
+                as_first_attempt(&mut t);
+                send_again(&ch, &names, topic, &t).await?;
                 m.delivery.acker.ack(BasicAckOptions::default()).await.map_err(err("ack"))?;
                 done.moved += 1;
                 if id.is_some() {
@@ -216,6 +196,36 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<Repl
             Ok(done)
         })
     })
+}
+
+/// A failed task made a new first attempt: its counts and its failure forgotten.
+fn as_first_attempt(t: &mut TaskMsg) {
+    t.attempt = 1;
+    t.service_errors = 0;
+    t.redeliveries = 0;
+    t.retry = None;
+    t.extra.remove("failed");
+}
+
+/// Publishes `t` to `topic`'s ready queue on `ch` and settles its confirm.
+async fn send_again(ch: &lapin::Channel, names: &Names, topic: &str, t: &TaskMsg) -> Result<(), BrokerError> {
+    let sent = Sent {
+        exchange: names.task_exchange(),
+        routing_key: topic.to_string(),
+        id: Some(t.id.clone()),
+        kind: Some(KIND_TASK.into()),
+    };
+    let confirm = ch
+        .basic_publish(
+            sent.exchange.as_str().into(),
+            sent.routing_key.as_str().into(),
+            lapin::options::BasicPublishOptions { mandatory: true, immediate: false },
+            &t.to_json(),
+            properties(&t.id, KIND_TASK),
+        )
+        .await
+        .map_err(err("publish"))?;
+    settle(&sent, confirm).await.map_err(|e| e.context(&format!("replaying task {}", t.id)))
 }
 
 pub fn purge(settings: &Settings, store: &Store) -> Result<u32, BrokerError> {

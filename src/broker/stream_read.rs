@@ -282,31 +282,9 @@ pub fn read_back(
     mut each: impl FnMut(Back) -> bool,
 ) -> Result<ReadBack, BrokerError> {
     let t = settings.confirm_timeout.max(Duration::from_secs(10));
+    let r = Reading { settings, stream, what, prefetch, t };
     let mut stats = ReadBack::default();
-    // The newest window: attached at the last chunk before the marker is appended, so the marker
-    // comes after where the reader starts.
-    let id = crate::wire::new_id();
-    let ch = s.channel(settings)?;
-    let newest = (|| {
-        let mut consumer =
-            s.wait(t, &format!("opening the {what}"), open(&ch, stream, Offset::Last, prefetch, &tag(what)))?;
-        s.publish(settings, &[marker(stream, &id)])?;
-        let mut first = None;
-        let to = s.wait(WHOLE_READ, &format!("reading the {what}"), async {
-            read_to_marker(&ch, &mut consumer, prefetch, what, &id, |o, d| {
-                first.get_or_insert(o);
-                stats.messages += 1;
-                if marker_id(&d.properties).is_none() {
-                    each(Back::Message(o, d));
-                }
-            })
-            .await
-        })?;
-        Ok((first.unwrap_or(to), to))
-    })();
-    // Closing the channel ends its consumer; the stream keeps everything (reading takes nothing).
-    let _ = s.block_on(ch.close(200, "read".into()));
-    let (mut end, to) = newest?;
+    let (mut end, to) = r.newest(s, &mut stats, &mut each)?;
     stats.windows = 1;
     stats.from = end;
     stats.to = to;
@@ -314,10 +292,84 @@ pub fn read_back(
     let mut enough = each(Back::WindowDone);
     while !enough && end > 0 {
         let (start, stop_at) = window(end, size);
-        let ch = s.channel(settings)?;
+        let oldest = r.window(s, start, stop_at, &mut stats, &mut each)?;
+        stats.windows += 1;
+        enough = each(Back::WindowDone);
+        match oldest {
+            // The stream starts later than asked (retention took the rest): this was its start.
+            Some(o) if o > start => {
+                stats.from = o;
+                break;
+            }
+            Some(o) => stats.from = o,
+            None => break,
+        }
+        end = start;
+        size = (size * 4).min(LARGEST_WINDOW);
+    }
+    Ok(stats)
+}
+
+/// One [`read_back`]: what it reads, and how.
+struct Reading<'a> {
+    settings: &'a Settings,
+    stream: &'a str,
+    what: &'a str,
+    prefetch: u16,
+    /// How long opening a consumer may take.
+    t: Duration,
+}
+
+impl Reading<'_> {
+    /// The newest window, from the start of the last chunk to a marker appended now (attached before the
+    /// marker is appended, so the marker comes after where the reader starts): its first and marker's offsets.
+    fn newest(
+        &self,
+        s: &mut Session,
+        stats: &mut ReadBack,
+        each: &mut impl FnMut(Back) -> bool,
+    ) -> Result<(u64, u64), BrokerError> {
+        let (what, prefetch) = (self.what, self.prefetch);
+        let id = crate::wire::new_id();
+        let ch = s.channel(self.settings)?;
+        let newest = (|| {
+            let consumer_tag = tag(what);
+            let opening = open(&ch, self.stream, Offset::Last, prefetch, &consumer_tag);
+            let mut consumer = s.wait(self.t, &format!("opening the {what}"), opening)?;
+            s.publish(self.settings, &[marker(self.stream, &id)])?;
+            let mut first = None;
+            let to = s.wait(WHOLE_READ, &format!("reading the {what}"), async {
+                read_to_marker(&ch, &mut consumer, prefetch, what, &id, |o, d| {
+                    first.get_or_insert(o);
+                    stats.messages += 1;
+                    if marker_id(&d.properties).is_none() {
+                        each(Back::Message(o, d));
+                    }
+                })
+                .await
+            })?;
+            Ok((first.unwrap_or(to), to))
+        })();
+        // Closing the channel ends its consumer; the stream keeps everything (reading takes nothing).
+        let _ = s.block_on(ch.close(200, "read".into()));
+        newest
+    }
+
+    /// The window of offsets `start..stop_at`, oldest first: the oldest offset read (`None`: nothing was).
+    fn window(
+        &self,
+        s: &mut Session,
+        start: u64,
+        stop_at: u64,
+        stats: &mut ReadBack,
+        each: &mut impl FnMut(Back) -> bool,
+    ) -> Result<Option<u64>, BrokerError> {
+        let (what, prefetch) = (self.what, self.prefetch);
+        let ch = s.channel(self.settings)?;
         let read = (|| {
-            let mut consumer =
-                s.wait(t, &format!("opening the {what}"), open(&ch, stream, Offset::At(start), prefetch, &tag(what)))?;
+            let consumer_tag = tag(what);
+            let opening = open(&ch, self.stream, Offset::At(start), prefetch, &consumer_tag);
+            let mut consumer = s.wait(self.t, &format!("opening the {what}"), opening)?;
             let mut oldest = None;
             s.wait(WHOLE_READ, &format!("reading the {what}"), async {
                 read_until(&ch, &mut consumer, prefetch, what, |d| {
@@ -340,22 +392,8 @@ pub fn read_back(
             Ok(oldest)
         })();
         let _ = s.block_on(ch.close(200, "read".into()));
-        let oldest = read?;
-        stats.windows += 1;
-        enough = each(Back::WindowDone);
-        match oldest {
-            // The stream starts later than asked (retention took the rest): this was its start.
-            Some(o) if o > start => {
-                stats.from = o;
-                break;
-            }
-            Some(o) => stats.from = o,
-            None => break,
-        }
-        end = start;
-        size = (size * 4).min(LARGEST_WINDOW);
+        read
     }
-    Ok(stats)
 }
 
 /// How [`follow`] goes on after a message.
@@ -376,6 +414,73 @@ fn resume_at(last: Option<u64>, start: Offset, attached_secs: Option<u64>) -> Of
     }
 }
 
+/// A follower's channel, attached to the stream.
+struct Attached<'a> {
+    s: &'a Session,
+    ch: &'a Channel,
+    what: &'a str,
+    prefetch: u16,
+    /// How long an ack may take.
+    t: Duration,
+}
+
+impl Attached<'_> {
+    /// Gives each new message of `consumer` (markers and offsets up to `last` skipped) to `each`, keeping
+    /// `last` the highest offset read, acking in runs (and what was read whenever nothing comes), until
+    /// `leave()` or `each` says to leave (`None`, the channel closed) or the channel breaks (the error).
+    fn read_on(
+        &self,
+        consumer: &mut Consumer,
+        last: &mut Option<u64>,
+        leave: &mut dyn FnMut() -> bool,
+        each: &mut impl FnMut(u64, &Delivery) -> Go,
+    ) -> Option<BrokerError> {
+        let (ch, t) = (self.ch, self.t);
+        let mut acks = Acks::new(self.prefetch);
+        loop {
+            if leave() {
+                self.close(acks.flush());
+                return None;
+            }
+            let d = match park::wait(next(consumer, self.what), TICK) {
+                Err(Cut::TimedOut | Cut::Stopped) => {
+                    // Nothing came: ack what was read while waiting.
+                    match park::wait(ack(ch, acks.flush()), t) {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => return Some(e),
+                        Err(_) => return Some(BrokerError::timeout(t, "acking")),
+                    }
+                }
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => return Some(e),
+            };
+            let o = offset_in(&d.properties);
+            let fresh = match (o, *last) {
+                (Some(o), Some(l)) => o > l,
+                _ => true,
+            };
+            if let Some(o) = o {
+                *last = Some(last.map_or(o, |l| l.max(o)));
+            }
+            let go = if fresh && marker_id(&d.properties).is_none() { each(o.unwrap_or(0), &d) } else { Go::On };
+            let run = acks.count(d.delivery_tag);
+            if go == Go::Leave {
+                self.close(acks.flush().or(run));
+                return None;
+            }
+            if let Ok(Err(e)) = park::wait(ack(ch, run), t) {
+                return Some(e);
+            }
+        }
+    }
+
+    /// Acks up to `tag` and closes the channel, on leaving.
+    fn close(&self, tag: Option<u64>) {
+        let _ = park::wait(ack(self.ch, tag), self.t);
+        let _ = self.s.block_on(self.ch.close(200, "follow".into()));
+    }
+}
+
 /// Gives each message appended to `stream` from `start` on (markers skipped) to `each` with its
 /// offset, until `each` says [`Go::Leave`], `tick` (run at least every 100 ms) returns true, or a
 /// stop is asked. Runs on the calling thread, on a connection of its own (made through
@@ -383,6 +488,8 @@ fn resume_at(last: Option<u64>, start: Offset, attached_secs: Option<u64>) -> Of
 /// the channel breaks, or the broker is away, it connects again (to the next node first), after
 /// `consume::Backoff`'s wait, and reads on after the last offset it read. It gives up on what a
 /// person must change (access refused) and when the stream is gone (`NotFound`): the error.
+// A little over 60 lines: the connect, attach, read, give-up-or-reconnect steps read best in one loop (the
+// reading itself is `Attached::read_on`).
 pub fn follow(
     settings: &Settings,
     stream: &str,
@@ -424,43 +531,9 @@ pub fn follow(
         };
         attached_secs.get_or_insert_with(|| (crate::wire::now_ms() / 1000).max(0) as u64);
         backoff.reset();
-        let mut acks = Acks::new(prefetch);
-        let cut = loop {
-            if leave(&mut tick) {
-                let _ = park::wait(ack(&ch, acks.flush()), t);
-                let _ = s.block_on(ch.close(200, "follow".into()));
-                break 'connect Ok(());
-            }
-            let d = match park::wait(next(&mut consumer, what), TICK) {
-                Err(Cut::TimedOut | Cut::Stopped) => {
-                    // Nothing came: ack what was read while waiting.
-                    match park::wait(ack(&ch, acks.flush()), t) {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(e)) => break e,
-                        Err(_) => break BrokerError::timeout(t, "acking"),
-                    }
-                }
-                Ok(Ok(d)) => d,
-                Ok(Err(e)) => break e,
-            };
-            let o = offset_in(&d.properties);
-            let fresh = match (o, last) {
-                (Some(o), Some(l)) => o > l,
-                _ => true,
-            };
-            if let Some(o) = o {
-                last = Some(last.map_or(o, |l| l.max(o)));
-            }
-            let go = if fresh && marker_id(&d.properties).is_none() { each(o.unwrap_or(0), &d) } else { Go::On };
-            let run = acks.count(d.delivery_tag);
-            if go == Go::Leave {
-                let _ = park::wait(ack(&ch, acks.flush().or(run)), t);
-                let _ = s.block_on(ch.close(200, "follow".into()));
-                break 'connect Ok(());
-            }
-            if let Ok(Err(e)) = park::wait(ack(&ch, run), t) {
-                break e;
-            }
+        let on = Attached { s: &s, ch: &ch, what, prefetch, t };
+        let Some(cut) = on.read_on(&mut consumer, &mut last, &mut || leave(&mut tick), &mut each) else {
+            break 'connect Ok(());
         };
         // The stream gone, or a refusal a person must see to: given up. A cut: read on.
         if cut.kind() == ErrorKind::NotFound || (!cut.is_recoverable() && !cut.kind().breaks_connection()) {

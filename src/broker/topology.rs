@@ -112,57 +112,9 @@ impl Decl {
     async fn declare(&self, q: &mut Queues<'_>, n: &Names) -> Result<(), BrokerError> {
         match self {
             Decl::Events => events(q, n).await.map(|_| ()),
-            Decl::EventRoute(event) => {
-                // Known once the event exchange was declared on this connection: nothing to do on
-                // ebats's fanout exchange, one binding on the original's direct one.
-                let kind = match q.known.event_exchange(&n.event_exchange()) {
-                    Some(k) => k,
-                    None => events(q, n).await?,
-                };
-                match kind {
-                    EventExchange::Fanout => Ok(()),
-                    EventExchange::Direct => bind(&q.ch, &n.events_queue(), &n.event_exchange(), event).await,
-                }
-            }
-            Decl::Topic(topic) => {
-                q.exchange(&n.task_exchange(), ExchangeKind::Direct, FieldTable::default(), Owner::Ebats).await?;
-                q.declare(&n.ready_queue(topic), FieldTable::default(), Owner::Ebats).await?;
-                // The original library's queues of this topic, if any, handed over first.
-                super::legacy_topology::adopt_topic(q.conn, n, topic).await?;
-                bind(&q.ch, &n.ready_queue(topic), &n.task_exchange(), topic).await?;
-                due_exchange(q, n).await?;
-                bind(&q.ch, &n.ready_queue(topic), &n.delay_due(), &format!("#.{topic}")).await
-            }
-            Decl::Delay => {
-                due_exchange(q, n).await?;
-                // Level n's queue holds messages 2^n s, then dead-letters them (routing key kept) to
-                // the next lower level's exchange; every message in a level queue has the same TTL,
-                // so the queue expires in order and a short delay never waits behind a long one. Lower levels
-                // first: each level binds to the one below.
-                for level in 0..DELAY_LEVELS {
-                    let name = n.delay_level(level);
-                    let next = if level == 0 { n.delay_due() } else { n.delay_level(level - 1) };
-                    q.exchange(&name, ExchangeKind::Topic, FieldTable::default(), Owner::Ebats).await?;
-                    let mut args = FieldTable::default();
-                    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1000i64 << level));
-                    args.insert(
-                        "x-dead-letter-exchange".into(),
-                        AMQPValue::LongString(LongString::from(next.as_str())),
-                    );
-                    if q.qt == QueueType::Quorum {
-                        // Dead-lettering that keeps a message until the next level has it.
-                        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
-                        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-                    }
-                    q.declare(&name, args, Owner::Ebats).await?;
-                    bind(&q.ch, &name, &name, &delay_level_pattern(level, '1')).await?;
-                    exchange_bind(&q.ch, &next, &name, &delay_level_pattern(level, '0')).await?;
-                }
-                // The original library's direct exchange of that name is converted first.
-                super::legacy_topology::ensure_delay_exchange(q.conn, n).await?;
-                q.exchange(&n.delay_exchange(), ExchangeKind::Topic, FieldTable::default(), Owner::Ebats).await?;
-                exchange_bind(&q.ch, &n.delay_level(DELAY_LEVELS - 1), &n.delay_exchange(), "#").await
-            }
+            Decl::EventRoute(event) => event_route(q, n, event).await,
+            Decl::Topic(t) => topic(q, n, t).await,
+            Decl::Delay => delay(q, n).await,
             Decl::Failed(topic) => q.declare(&n.failed_queue(topic), FieldTable::default(), Owner::Ebats).await,
             Decl::UnreadableEvents => q.declare(&n.unreadable_events(), FieldTable::default(), Owner::Ebats).await,
             Decl::ConsumerFailed(queue) => {
@@ -171,40 +123,8 @@ impl Decl {
             Decl::Exchange { name, kind } => {
                 q.exchange(name, exchange_kind(kind)?, FieldTable::default(), Owner::Caller).await
             }
-            Decl::Cron => {
-                events(q, n).await?;
-                queue(&q.ch, &n.cron_stream(), stream_args(CRON_MAX_AGE, CRON_SEGMENT_BYTES, None)).await?;
-                let mut leader = FieldTable::default();
-                leader.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-                q.declare(&n.cron_leader(), leader, Owner::Ebats).await?;
-                q.exchange(&n.cron_fire(), ExchangeKind::Fanout, FieldTable::default(), Owner::Ebats).await?;
-                bind(&q.ch, &n.cron_stream(), &n.cron_fire(), "").await?;
-                // The firing keeps its routing key (the event's name) through this binding, so it
-                // reaches the events queue whatever the event exchange's type.
-                exchange_bind(&q.ch, &n.event_exchange(), &n.cron_fire(), "").await
-            }
-            Decl::History { max_age, max_bytes } => {
-                let name = n.history_stream();
-                let mut args = FieldTable::default();
-                args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("stream")));
-                args.insert("x-max-age".into(), AMQPValue::LongString(LongString::from(max_age.as_str())));
-                if *max_bytes > 0 {
-                    args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(*max_bytes as i64));
-                }
-                args.insert("x-stream-max-segment-size-bytes".into(), AMQPValue::LongLongInt(HISTORY_SEGMENT_BYTES));
-                queue(&q.ch, &name, args).await.map_err(|e| match e.kind() {
-                    ErrorKind::PreconditionFailed => BrokerError::new(
-                        ErrorKind::Inequivalent,
-                        format!(
-                            "the history stream '{name}' exists with other arguments than x-max-age={max_age}, \
-                             x-max-length-bytes={} (ebats.history_max_age, ebats.history_max_bytes): set those to \
-                             what it was made with, or delete the stream to make it anew ({e})",
-                            if *max_bytes > 0 { max_bytes.to_string() } else { "(none)".into() }
-                        ),
-                    ),
-                    _ => e,
-                })
-            }
+            Decl::Cron => cron(q, n).await,
+            Decl::History { max_age, max_bytes } => history(q, n, max_age, *max_bytes).await,
             Decl::Processes => {
                 let args = stream_args(PROCESSES_MAX_AGE, PROCESSES_SEGMENT_BYTES, Some(PROCESSES_MAX_BYTES));
                 queue(&q.ch, &n.processes_stream(), args).await
@@ -218,6 +138,112 @@ impl Decl {
             }
         }
     }
+}
+
+/// [`Decl::EventRoute`]: known once the event exchange was declared on this connection, nothing to do on
+/// ebats's fanout exchange, one binding on the original's direct one.
+async fn event_route(q: &mut Queues<'_>, n: &Names, event: &str) -> Result<(), BrokerError> {
+    let kind = match q.known.event_exchange(&n.event_exchange()) {
+        Some(k) => k,
+        None => events(q, n).await?,
+    };
+    match kind {
+        EventExchange::Fanout => Ok(()),
+        EventExchange::Direct => bind(&q.ch, &n.events_queue(), &n.event_exchange(), event).await,
+    }
+}
+
+/// [`Decl::Topic`]: the task exchange, the topic's ready queue bound to it and to the delay levels' exit.
+async fn topic(q: &mut Queues<'_>, n: &Names, topic: &str) -> Result<(), BrokerError> {
+    q.exchange(&n.task_exchange(), ExchangeKind::Direct, FieldTable::default(), Owner::Ebats).await?;
+    q.declare(&n.ready_queue(topic), FieldTable::default(), Owner::Ebats).await?;
+    // The original library's queues of this topic, if any, handed over first.
+    super::legacy_topology::adopt_topic(q.conn, n, topic).await?;
+    bind(&q.ch, &n.ready_queue(topic), &n.task_exchange(), topic).await?;
+    due_exchange(q, n).await?;
+    bind(&q.ch, &n.ready_queue(topic), &n.delay_due(), &format!("#.{topic}")).await
+}
+
+/// [`Decl::Delay`]: the levels, lower levels first (each level binds to the one below), then the delay
+/// exchange in front of the highest.
+async fn delay(q: &mut Queues<'_>, n: &Names) -> Result<(), BrokerError> {
+    due_exchange(q, n).await?;
+    for level in 0..DELAY_LEVELS {
+        delay_level(q, n, level).await?;
+    }
+    // The original library's direct exchange of that name is converted first.
+    super::legacy_topology::ensure_delay_exchange(q.conn, n).await?;
+    q.exchange(&n.delay_exchange(), ExchangeKind::Topic, FieldTable::default(), Owner::Ebats).await?;
+    exchange_bind(&q.ch, &n.delay_level(DELAY_LEVELS - 1), &n.delay_exchange(), "#").await
+}
+
+/// Level `level`'s exchange and queue. The queue holds messages 2^level s, then dead-letters them (routing
+/// key kept) to the next lower level's exchange; every message in a level queue has the same TTL, so the
+/// queue expires in order and a short delay never waits behind a long one.
+async fn delay_level(q: &mut Queues<'_>, n: &Names, level: u32) -> Result<(), BrokerError> {
+    let name = n.delay_level(level);
+    let next = if level == 0 { n.delay_due() } else { n.delay_level(level - 1) };
+    q.exchange(&name, ExchangeKind::Topic, FieldTable::default(), Owner::Ebats).await?;
+    q.declare(&name, delay_level_args(level, &next, q.qt), Owner::Ebats).await?;
+    bind(&q.ch, &name, &name, &delay_level_pattern(level, '1')).await?;
+    exchange_bind(&q.ch, &next, &name, &delay_level_pattern(level, '0')).await
+}
+
+/// The arguments of level `level`'s queue, dead-lettering to `next`.
+fn delay_level_args(level: u32, next: &str, qt: QueueType) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1000i64 << level));
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from(next)));
+    if qt == QueueType::Quorum {
+        // Dead-lettering that keeps a message until the next level has it.
+        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    }
+    args
+}
+
+/// [`Decl::Cron`]: the schedule stream, the leadership token's queue and the firing exchange.
+async fn cron(q: &mut Queues<'_>, n: &Names) -> Result<(), BrokerError> {
+    events(q, n).await?;
+    queue(&q.ch, &n.cron_stream(), stream_args(CRON_MAX_AGE, CRON_SEGMENT_BYTES, None)).await?;
+    let mut leader = FieldTable::default();
+    leader.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    q.declare(&n.cron_leader(), leader, Owner::Ebats).await?;
+    q.exchange(&n.cron_fire(), ExchangeKind::Fanout, FieldTable::default(), Owner::Ebats).await?;
+    bind(&q.ch, &n.cron_stream(), &n.cron_fire(), "").await?;
+    // The firing keeps its routing key (the event's name) through this binding, so it
+    // reaches the events queue whatever the event exchange's type.
+    exchange_bind(&q.ch, &n.event_exchange(), &n.cron_fire(), "").await
+}
+
+/// [`Decl::History`]: the history stream; one that exists with other arguments is named with the settings
+/// that make it.
+async fn history(q: &mut Queues<'_>, n: &Names, max_age: &str, max_bytes: u64) -> Result<(), BrokerError> {
+    let name = n.history_stream();
+    queue(&q.ch, &name, history_args(max_age, max_bytes)).await.map_err(|e| match e.kind() {
+        ErrorKind::PreconditionFailed => BrokerError::new(
+            ErrorKind::Inequivalent,
+            format!(
+                "the history stream '{name}' exists with other arguments than x-max-age={max_age}, \
+                 x-max-length-bytes={} (ebats.history_max_age, ebats.history_max_bytes): set those to \
+                 what it was made with, or delete the stream to make it anew ({e})",
+                if max_bytes > 0 { max_bytes.to_string() } else { "(none)".into() }
+            ),
+        ),
+        _ => e,
+    })
+}
+
+/// The history stream's arguments: `max_bytes` 0 sets no size limit.
+fn history_args(max_age: &str, max_bytes: u64) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("stream")));
+    args.insert("x-max-age".into(), AMQPValue::LongString(LongString::from(max_age)));
+    if max_bytes > 0 {
+        args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(max_bytes as i64));
+    }
+    args.insert("x-stream-max-segment-size-bytes".into(), AMQPValue::LongLongInt(HISTORY_SEGMENT_BYTES));
+    args
 }
 
 pub fn exchange_kind(kind: &str) -> Result<ExchangeKind, BrokerError> {
@@ -529,4 +555,48 @@ async fn exchange_bind(ch: &Channel, dest: &str, source: &str, key: &str) -> Res
     )
     .await
     .map_err(err(format!("cannot bind exchange '{dest}' to '{source}'")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(t: &FieldTable) -> Vec<&str> {
+        t.inner().keys().map(|k| k.as_str()).collect()
+    }
+
+    #[test]
+    fn delay_level_arguments() {
+        // (level, queue type, TTL in ms, argument names)
+        let table = [
+            (0, QueueType::Classic, 1000, vec!["x-dead-letter-exchange", "x-message-ttl"]),
+            (3, QueueType::Classic, 8000, vec!["x-dead-letter-exchange", "x-message-ttl"]),
+            (
+                27,
+                QueueType::Quorum,
+                1000i64 << 27,
+                vec!["x-dead-letter-exchange", "x-dead-letter-strategy", "x-message-ttl", "x-overflow"],
+            ),
+        ];
+        for (level, qt, ttl, names) in table {
+            let a = delay_level_args(level, "p.next", qt);
+            assert_eq!(keys(&a), names, "level {level} {qt:?}");
+            assert_eq!(a.inner().get("x-message-ttl"), Some(&AMQPValue::LongLongInt(ttl)), "level {level}");
+            assert_eq!(
+                a.inner().get("x-dead-letter-exchange"),
+                Some(&AMQPValue::LongString("p.next".into())),
+                "level {level}"
+            );
+        }
+    }
+
+    #[test]
+    fn history_arguments() {
+        let with = history_args("7D", 1 << 30);
+        assert_eq!(keys(&with), ["x-max-age", "x-max-length-bytes", "x-queue-type", "x-stream-max-segment-size-bytes"]);
+        assert_eq!(with.inner().get("x-max-length-bytes"), Some(&AMQPValue::LongLongInt(1 << 30)));
+        assert_eq!(with.inner().get("x-max-age"), Some(&AMQPValue::LongString("7D".into())));
+        let without = history_args("1h", 0);
+        assert_eq!(keys(&without), ["x-max-age", "x-queue-type", "x-stream-max-segment-size-bytes"]);
+    }
 }

@@ -297,6 +297,7 @@ fn php_values_become_the_json_ebats_makes_of_them() {
     }
 }
 
+// Over 60 lines: one table of cases.
 #[test]
 fn bodies_of_another_shape_are_refused_with_a_reason() {
     use LegacyErrorKind::*;

@@ -4,6 +4,32 @@
 use ebats::broker::Session;
 use ebats::config::{resolve, Settings, Sources};
 use lapin::options::{BasicAckOptions, BasicGetOptions};
+use std::time::{Duration, Instant};
+
+/// Calls `f` every 10 ms until it gives something, and returns that; `None` once `timeout` has passed.
+pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10).min(deadline - now));
+    }
+}
+
+/// [`poll`], failing the test (naming `what`) when `timeout` passes first.
+pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(timeout, f).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Waits until `ok()` is true, failing the test (naming `what`) when `timeout` passes first.
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    wait_for(what, timeout, || ok().then_some(()))
+}
 
 /// Settings under `prefix`, against `url` or else `$EBATS_AMQP_URL` (else the default broker), with a
 /// short connect timeout.

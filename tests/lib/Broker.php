@@ -78,15 +78,7 @@ final class Broker
     /** Polls $queue until a message is there or $timeout seconds have passed. */
     public function waitMessage(string $queue, float $timeout): ?array
     {
-        $deadline = microtime(true) + $timeout;
-        do {
-            $message = $this->get($queue);
-            if ($message !== null) {
-                return $message;
-            }
-            usleep(20000);
-        } while (microtime(true) < $deadline);
-        return null;
+        return Process::until(fn () => $this->get($queue), $timeout, 0.02);
     }
 
     /**
@@ -96,18 +88,12 @@ final class Broker
     public function waitMessages(string $queue, int $n, float $timeout): array
     {
         $messages = [];
-        $deadline = microtime(true) + $timeout;
-        while (count($messages) < $n) {
-            $message = $this->get($queue);
-            if ($message !== null) {
+        Process::until(function () use ($queue, $n, &$messages): bool {
+            while (count($messages) < $n && ($message = $this->get($queue)) !== null) {
                 $messages[] = $message;
-                continue;
             }
-            if (microtime(true) >= $deadline) {
-                break;
-            }
-            usleep(20000);
-        }
+            return count($messages) >= $n;
+        }, $timeout, 0.02);
         return $messages;
     }
 

@@ -196,6 +196,20 @@ abstract class ProcTestCase extends EbatsTestCase
         return $value;
     }
 
+    /**
+     * Makes the schedule change $change (of kind $kind: pause, resume, remove...) and waits until the cron leader
+     * $leader has read it from the schedule stream: a firing it made before is in the queues by then, and none
+     * after comes from the state before the change. Returns what $change returned.
+     */
+    protected function afterLeaderReads(Process $leader, string $kind, callable $change): mixed
+    {
+        $line = "cron: schedule change '$kind' read";
+        $before = substr_count($leader->stderr(), $line);
+        $result = $change();
+        $this->waitFor(static fn () => substr_count($leader->stderr(), $line) > $before ?: null, 10, "the leader reads the $kind\n" . $leader->describe());
+        return $result;
+    }
+
     /** Asserts that $condition stays false/null for $seconds (for "nothing more happens" checks). */
     protected function assertStays(callable $condition, float $seconds, string $what): void
     {

@@ -168,8 +168,7 @@ final class CronHardeningTest extends CronTestCase
         $this->assertSame('h.ahead', $first[0]['event']);
 
         // So does a resume.
-        Schedules::pause('ahead');
-        usleep(1_100_000);
+        $this->afterLeaderReads($proc, 'pause', static fn () => Schedules::pause('ahead'));
         $n = count($this->firingsOf('ahead'));
         $this->writeRecord('resume', self::nowMs() + 600_000, ['name' => 'ahead']);
         $this->waitFor(fn () => count($this->firingsOf('ahead')) > $n ?: null, 3, 'the resume from a clock ahead fires');
@@ -233,10 +232,9 @@ final class CronHardeningTest extends CronTestCase
         $tick = 4_102_444_800_000; // 2100-01-01
         $record = ['v' => 1, 'schedule' => 'forged', 'tick' => $tick, 'fired_at' => self::nowMs(), 'late' => false, 'event_id' => self::eventId('forged', $tick)];
         $this->writeStream('{}', ['x-ebats-cron' => json_encode($record)]);
-        usleep(500_000);
+        $this->waitFor(fn () => str_contains($proc->stderr(), "ignoring a firing of 'forged'") ?: null, 5, 'the leader reads the forged firing and ignores it' . "\n" . $proc->describe());
         $n = count($this->firingsOf('forged'));
         $this->waitFor(fn () => count($this->firingsOf('forged')) >= $n + 3 ?: null, 5, 'it still fires' . "\n" . $proc->describe());
-        $this->assertStringContainsString("ignoring a firing of 'forged'", $proc->stderr());
         $this->assertStringNotContainsString('2100', (string) self::list()['forged']['last_tick']);
 
         // A new leader reading the stream ignores it too.
@@ -276,7 +274,8 @@ final class CronHardeningTest extends CronTestCase
         $this->assertLessThan(3.5, $took, 'takeover after SIGSTOP');
         $n = count($this->firingsOf('stopped'));
         $this->waitFor(fn () => count($this->firingsOf('stopped')) >= $n + 2 ?: null, 5, 'B fires');
-        usleep(3_000_000); // A, resumed, finds its connection closed and must not fire
+        // A, resumed, finds its connection closed (and says so) and must not fire.
+        $this->waitFor(fn () => preg_match('/cron: .*; (trying again in|not trying again)/', $a->stderr()) ?: null, 15, 'A, resumed, sees its connection gone' . "\n" . $a->describe());
         $ticks = array_map(static fn (array $f): int => $f['tick'], $this->firingsOf('stopped'));
         $this->assertSame(count($ticks), count(array_unique($ticks)), 'no tick fired twice');
     }

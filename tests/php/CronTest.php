@@ -134,9 +134,7 @@ final class CronTest extends CronTestCase
         $this->assertLessThan(2.2, microtime(true) - $added, 'first firing of an every-second schedule');
         $this->assertSame(['k' => 'v'], $this->firingsOf('rt')[0]['params']);
 
-        Schedules::pause('rt');
-        $paused = microtime(true);
-        usleep(1100000); // one tick may be in flight when the pause is read
+        $this->afterLeaderReads($proc, 'pause', static fn () => Schedules::pause('rt'));
         $n = count($this->firingsOf('rt'));
         $this->assertStays(fn () => count($this->firingsOf('rt')) > $n ? 'fired while paused' : null, 2.5, 'a paused schedule fires nothing');
         $this->assertTrue(self::list()['rt']['paused']);
@@ -144,8 +142,7 @@ final class CronTest extends CronTestCase
         Schedules::resume('rt');
         $this->waitFor(fn () => count($this->firingsOf('rt')) > $n ?: null, 2.5, 'the resumed schedule fires again');
 
-        Schedules::pause('rt');
-        usleep(1100000);
+        $this->afterLeaderReads($proc, 'pause', static fn () => Schedules::pause('rt'));
         $id = Schedules::trigger('rt');
         $this->waitFor(fn () => array_filter($this->firingsOf('rt'), static fn ($f) => $f['trigger'] === $id) ?: null, 2, 'the trigger fires');
         $trig = array_values(array_filter($this->firingsOf('rt'), static fn ($f) => $f['trigger'] === $id))[0];
@@ -159,8 +156,7 @@ final class CronTest extends CronTestCase
             $this->assertSame(0, intdiv($f['tick'], 1000) % 2, 'every other second');
         }
 
-        Schedules::remove('rt');
-        usleep(1100000);
+        $this->afterLeaderReads($proc, 'remove', static fn () => Schedules::remove('rt'));
         $n = count($this->firingsOf('rt'));
         $this->assertStays(fn () => count($this->firingsOf('rt')) > $n ? 'fired after removal' : null, 2.5, 'a removed schedule fires nothing');
         $this->assertArrayNotHasKey('rt', self::list());

@@ -58,7 +58,7 @@ final class ExceptionsTest extends EbatsTestCase
         $this->assertSame(__FILE__, $e->getFile());
         $this->assertSame($line, $e->getLine());
         $this->assertStringContainsString($class . ': something failed', (string) $e);
-        $this->assertIsString($e->getTraceAsString());
+        $this->assertStringContainsString(__CLASS__ . '->' . __FUNCTION__, $e->getTraceAsString(), 'the trace starts where it was made');
 
         $empty = new $class();
         $this->assertSame('', $empty->getMessage());

@@ -72,13 +72,16 @@ final class StatusTest extends ProcTestCase
         $this->waitFor(fn () => count($this->records('cb')) >= 5 ? true : null, 20, '5 callbacks');
         Task::create('demo', 'ok', ['late' => 1], 600);
         // Both children busy with a slow task, three more waiting behind them.
+        $published = microtime(true);
         $slow = [Task::create('demo', 'slow', ['ms' => 8000]), Task::create('demo', 'slow', ['ms' => 8000])];
         $this->waitFor(fn () => count(array_filter($this->records('run'), static fn ($r) => $r['name'] === 'slow')) === 2 ? true : null, 20, 'both slow tasks running');
+        $seenRunning = microtime(true);
         for ($i = 0; $i < 3; $i++) {
             Task::create('demo', 'ok', ['after' => $i]);
         }
 
         $doc = $this->waitStatus($addr, static fn (array $d): bool => $d['totals']['in_flight'] === 2 && $d['depths']['ready'] === 3, 10, 'two in flight and three ready');
+        $read = microtime(true);
         $this->assertSame(1, $doc['version']);
         $this->assertSame('worker', $doc['role']);
         $this->assertSame(['demo'], $doc['topics']);
@@ -114,8 +117,13 @@ final class StatusTest extends ProcTestCase
         foreach ($roles['child'] as $c) {
             $this->assertSame(1, $c['in_flight']);
             $this->assertSame('slow', $c['task']['name']);
-            $this->assertGreaterThanOrEqual(0, $c['task']['running_seconds']);
-            $this->assertLessThan(10, $c['task']['running_seconds']);
+            // Started between its publishing and its being seen running; running from then to when the document
+            // was made (after it was seen running, before it was read). 1 ms for the millisecond clock.
+            $started = $c['task']['started_ms'] / 1000;
+            $this->assertGreaterThanOrEqual($published - 0.001, $started, 'started after it was published');
+            $this->assertLessThanOrEqual($seenRunning + 0.001, $started, 'started before it was seen running');
+            $this->assertGreaterThanOrEqual($seenRunning - $started - 0.001, $c['task']['running_seconds']);
+            $this->assertLessThanOrEqual($read - $started + 0.001, $c['task']['running_seconds']);
             $this->assertGreaterThan(1_000_000, $c['rss_bytes']);
             $this->assertIsNumeric($c['cpu_percent']);
             $this->assertIsNumeric($c['cpu_seconds']);
