@@ -349,14 +349,23 @@ impl Settings {
         masked(&self.nodes[i])
     }
 
-    /// Identifies the broker endpoints: a connection is reused only while this stays the same.
-    pub fn endpoint_key(&self) -> String {
-        let key = |u: &AMQPUri| {
-            let a = &u.authority;
-            format!("{:?}|{}|{}|{}|{}|{}", u.scheme, a.userinfo.username, a.userinfo.password, a.host, a.port, u.vhost)
+    /// Whether `other` names the same broker endpoints (nodes' scheme, user, password, host, port and
+    /// vhost, their order, the heartbeat): a connection is reused only while this holds. Compared
+    /// field by field, without building anything: it is asked on every publish.
+    pub fn same_endpoint(&self, other: &Settings) -> bool {
+        let same = |a: &AMQPUri, b: &AMQPUri| {
+            let (x, y) = (&a.authority, &b.authority);
+            a.scheme == b.scheme
+                && x.userinfo.username == y.userinfo.username
+                && x.userinfo.password == y.userinfo.password
+                && x.host == y.host
+                && x.port == y.port
+                && a.vhost == b.vhost
         };
-        let nodes: Vec<String> = self.nodes.iter().map(key).collect();
-        format!("{}|{}|{}", nodes.join(","), self.node_order.name(), self.heartbeat)
+        self.nodes.len() == other.nodes.len()
+            && self.nodes.iter().zip(&other.nodes).all(|(a, b)| same(a, b))
+            && self.node_order == other.node_order
+            && self.heartbeat == other.heartbeat
     }
 }
 
@@ -579,10 +588,27 @@ mod tests {
         assert!(s.tls());
         assert_eq!(s.masked_node(1), "amqps://u:***@h2:5682/v");
         assert_eq!(s.masked_url(), "amqp://u:***@h1:5681/v,amqps://u:***@h2:5682/v,amqp://u:***@h3:5672/v");
-        assert_ne!(
-            s.endpoint_key(),
-            run(&[], &[("EBATS_AMQP_URL", "amqp://u:pw@h1:5681/v")], &[]).unwrap().endpoint_key()
-        );
+        let one = |url: &str| run(&[], &[("EBATS_AMQP_URL", url)], &[]).unwrap();
+        assert!(s.same_endpoint(&one(list)), "the same list is the same endpoint");
+        assert!(!s.same_endpoint(&one("amqp://u:pw@h1:5681/v")), "fewer nodes");
+        let table = [
+            ("amqp://u:pw@h1:5681/v", "amqp://u:pw@h1:5681/v", true),
+            ("amqp://u:pw@h1:5681/v", "amqp://u:pw@h1:5681/v?frame_max=8192", true),
+            ("amqp://u:pw@h1:5681/v", "amqps://u:pw@h1:5681/v", false),
+            ("amqp://u:pw@h1:5681/v", "amqp://x:pw@h1:5681/v", false),
+            ("amqp://u:pw@h1:5681/v", "amqp://u:px@h1:5681/v", false),
+            ("amqp://u:pw@h1:5681/v", "amqp://u:pw@h2:5681/v", false),
+            ("amqp://u:pw@h1:5681/v", "amqp://u:pw@h1:5682/v", false),
+            ("amqp://u:pw@h1:5681/v", "amqp://u:pw@h1:5681/w", false),
+            ("amqp://h1,amqp://h2", "amqp://h2,amqp://h1", false),
+        ];
+        for (a, b, want) in table {
+            assert_eq!(one(a).same_endpoint(&one(b)), want, "{a} / {b}");
+        }
+        let order = run(&[], &[("EBATS_AMQP_URL", list), ("EBATS_AMQP_URL_ORDER", "shuffle")], &[]).unwrap();
+        assert!(!s.same_endpoint(&order), "another node order");
+        let beat = run(&[], &[("EBATS_AMQP_URL", list), ("EBATS_HEARTBEAT", "7")], &[]).unwrap();
+        assert!(!s.same_endpoint(&beat), "another heartbeat");
         let table = [
             (
                 "amqp://h1/v,http://u:S3cret@h2/v",
