@@ -377,7 +377,21 @@ fn masked(u: &AMQPUri) -> String {
 
 /// A comma-separated list of broker URLs (one URL is a list of one). Each is checked; an error names
 /// the entry (its place and, masked, its text).
+///
+/// The last list that parsed is remembered with its nodes: the settings are read on every publish,
+/// and parsing the same URL again each time was a large part of a publish's own work. (Only the PHP
+/// thread reads settings, so no fork can find the lock taken.)
 fn parse_urls(list: &str) -> Result<Vec<AMQPUri>, String> {
+    static LAST: parking_lot::Mutex<Option<(String, Vec<AMQPUri>)>> = parking_lot::Mutex::new(None);
+    if let Some((_, nodes)) = LAST.lock().as_ref().filter(|(text, _)| text == list) {
+        return Ok(nodes.clone());
+    }
+    let nodes = parse_url_list(list)?;
+    *LAST.lock() = Some((list.to_string(), nodes.clone()));
+    Ok(nodes)
+}
+
+fn parse_url_list(list: &str) -> Result<Vec<AMQPUri>, String> {
     let entries: Vec<&str> = list.split(',').collect();
     let n = entries.len();
     let mut nodes = Vec::with_capacity(n);
@@ -577,6 +591,28 @@ mod tests {
         let d = run(&[], &[], &[]).unwrap();
         assert_eq!(*d.uri(), URL.default_value().parse::<AMQPUri>().unwrap());
         assert_eq!((d.confirm_timeout, d.deferred), (Duration::from_secs(10), false));
+    }
+
+    #[test]
+    fn a_list_parsed_again_gives_the_same_nodes_and_another_list_its_own() {
+        let hosts = |list: &str| -> Result<Vec<String>, String> {
+            parse_urls(list).map(|n| n.iter().map(|u| format!("{}:{}", u.authority.host, u.authority.port)).collect())
+        };
+        let table: [(&str, Result<&[&str], &str>); 6] = [
+            ("amqp://h1/v", Ok(&["h1:5672"])),
+            ("amqp://h1/v", Ok(&["h1:5672"])),
+            ("amqp://h2:5681/v,amqp://h3/v", Ok(&["h2:5681", "h3:5672"])),
+            ("amqp://h1/v,", Err("entry 2 of 2 in ebats.amqp_url: invalid broker URL '': empty")),
+            ("amqp://h1/v", Ok(&["h1:5672"])),
+            ("http://h1/v", Err("invalid broker URL 'http://h1/v'")),
+        ];
+        for (list, want) in table {
+            match (hosts(list), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{list}"),
+                (Err(got), Err(want)) => assert!(got.starts_with(want), "{list}: {got}"),
+                (got, want) => panic!("{list}: {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]
