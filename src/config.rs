@@ -355,14 +355,23 @@ impl Settings {
         masked(&self.nodes[i])
     }
 
-    /// Identifies the broker endpoints: a connection is reused only while this stays the same.
-    pub fn endpoint_key(&self) -> String {
-        let key = |u: &AMQPUri| {
-            let a = &u.authority;
-            format!("{:?}|{}|{}|{}|{}|{}", u.scheme, a.userinfo.username, a.userinfo.password, a.host, a.port, u.vhost)
+    /// Whether `other` names the same broker endpoints (nodes' scheme, user, password, host, port and
+    /// vhost, their order, the heartbeat): a connection is reused only while this holds. Compared
+    /// field by field, without building anything: it is asked on every publish.
+    pub fn same_endpoint(&self, other: &Settings) -> bool {
+        let same = |a: &AMQPUri, b: &AMQPUri| {
+            let (x, y) = (&a.authority, &b.authority);
+            a.scheme == b.scheme
+                && x.userinfo.username == y.userinfo.username
+                && x.userinfo.password == y.userinfo.password
+                && x.host == y.host
+                && x.port == y.port
+                && a.vhost == b.vhost
         };
-        let nodes: Vec<String> = self.nodes.iter().map(key).collect();
-        format!("{}|{}|{}", nodes.join(","), self.node_order.name(), self.heartbeat)
+        self.nodes.len() == other.nodes.len()
+            && self.nodes.iter().zip(&other.nodes).all(|(a, b)| same(a, b))
+            && self.node_order == other.node_order
+            && self.heartbeat == other.heartbeat
     }
 }
 
@@ -374,7 +383,21 @@ fn masked(u: &AMQPUri) -> String {
 
 /// A comma-separated list of broker URLs (one URL is a list of one). Each is checked; an error names
 /// the entry (its place and, masked, its text).
+///
+/// The last list that parsed is remembered with its nodes: the settings are read on every publish,
+/// and parsing the same URL again each time was a large part of a publish's own work. (Only the PHP
+/// thread reads settings, so no fork can find the lock taken.)
 fn parse_urls(list: &str) -> Result<Vec<AMQPUri>, String> {
+    static LAST: parking_lot::Mutex<Option<(String, Vec<AMQPUri>)>> = parking_lot::Mutex::new(None);
+    if let Some((_, nodes)) = LAST.lock().as_ref().filter(|(text, _)| text == list) {
+        return Ok(nodes.clone());
+    }
+    let nodes = parse_url_list(list)?;
+    *LAST.lock() = Some((list.to_string(), nodes.clone()));
+    Ok(nodes)
+}
+
+fn parse_url_list(list: &str) -> Result<Vec<AMQPUri>, String> {
     let entries: Vec<&str> = list.split(',').collect();
     let n = entries.len();
     let mut nodes = Vec::with_capacity(n);
@@ -577,6 +600,28 @@ mod tests {
     }
 
     #[test]
+    fn a_list_parsed_again_gives_the_same_nodes_and_another_list_its_own() {
+        let hosts = |list: &str| -> Result<Vec<String>, String> {
+            parse_urls(list).map(|n| n.iter().map(|u| format!("{}:{}", u.authority.host, u.authority.port)).collect())
+        };
+        let table: [(&str, Result<&[&str], &str>); 6] = [
+            ("amqp://h1/v", Ok(&["h1:5672"])),
+            ("amqp://h1/v", Ok(&["h1:5672"])),
+            ("amqp://h2:5681/v,amqp://h3/v", Ok(&["h2:5681", "h3:5672"])),
+            ("amqp://h1/v,", Err("entry 2 of 2 in ebats.amqp_url: invalid broker URL '': empty")),
+            ("amqp://h1/v", Ok(&["h1:5672"])),
+            ("http://h1/v", Err("invalid broker URL 'http://h1/v'")),
+        ];
+        for (list, want) in table {
+            match (hosts(list), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{list}"),
+                (Err(got), Err(want)) => assert!(got.starts_with(want), "{list}: {got}"),
+                (got, want) => panic!("{list}: {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn a_list_of_urls_is_one_node_each_and_a_bad_entry_is_named() {
         let list = "amqp://u:pw@h1:5681/v, amqps://u:pw@h2:5682/v ,amqp://u:pw@h3/v";
         let s = run(&[], &[("EBATS_AMQP_URL", list)], &[]).unwrap();
@@ -585,10 +630,27 @@ mod tests {
         assert!(s.tls());
         assert_eq!(s.masked_node(1), "amqps://u:***@h2:5682/v");
         assert_eq!(s.masked_url(), "amqp://u:***@h1:5681/v,amqps://u:***@h2:5682/v,amqp://u:***@h3:5672/v");
-        assert_ne!(
-            s.endpoint_key(),
-            run(&[], &[("EBATS_AMQP_URL", "amqp://u:pw@h1:5681/v")], &[]).unwrap().endpoint_key()
-        );
+        let one = |url: &str| run(&[], &[("EBATS_AMQP_URL", url)], &[]).unwrap();
+        assert!(s.same_endpoint(&one(list)), "the same list is the same endpoint");
+        assert!(!s.same_endpoint(&one("amqp://u:pw@h1:5681/v")), "fewer nodes");
+        let table = [
+            ("amqp://u:pw@h1:5681/v", "amqp://u:pw@h1:5681/v", true),
+            ("amqp://u:pw@h1:5681/v", "amqp://u:pw@h1:5681/v?frame_max=8192", true),
+            ("amqp://u:pw@h1:5681/v", "amqps://u:pw@h1:5681/v", false),
+            ("amqp://u:pw@h1:5681/v", "amqp://x:pw@h1:5681/v", false),
+            ("amqp://u:pw@h1:5681/v", "amqp://u:px@h1:5681/v", false),
+            ("amqp://u:pw@h1:5681/v", "amqp://u:pw@h2:5681/v", false),
+            ("amqp://u:pw@h1:5681/v", "amqp://u:pw@h1:5682/v", false),
+            ("amqp://u:pw@h1:5681/v", "amqp://u:pw@h1:5681/w", false),
+            ("amqp://h1,amqp://h2", "amqp://h2,amqp://h1", false),
+        ];
+        for (a, b, want) in table {
+            assert_eq!(one(a).same_endpoint(&one(b)), want, "{a} / {b}");
+        }
+        let order = run(&[], &[("EBATS_AMQP_URL", list), ("EBATS_AMQP_URL_ORDER", "shuffle")], &[]).unwrap();
+        assert!(!s.same_endpoint(&order), "another node order");
+        let beat = run(&[], &[("EBATS_AMQP_URL", list), ("EBATS_HEARTBEAT", "7")], &[]).unwrap();
+        assert!(!s.same_endpoint(&beat), "another heartbeat");
         let table = [
             (
                 "amqp://h1/v,http://u:S3cret@h2/v",

@@ -79,12 +79,25 @@ impl EventMsg {
         EventMsg { id: new_id(), event: event.to_string(), params, created_at: now() }
     }
 
+    /// The body: `{"v":1,"id":..,"event":..,"params":..,"created_at":..}`, written from the event's
+    /// own fields (no copy of the parameters is made on the way).
     pub fn to_json(&self) -> Vec<u8> {
-        let v = json!({
-            "v": VERSION, "id": self.id, "event": self.event, "params": self.params,
-            "created_at": round_ms(self.created_at),
-        });
-        serde_json::to_vec(&v).expect("a Value always serializes")
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            v: u64,
+            id: &'a str,
+            event: &'a str,
+            params: &'a Value,
+            created_at: f64,
+        }
+        let body = Body {
+            v: VERSION,
+            id: &self.id,
+            event: &self.event,
+            params: &self.params,
+            created_at: round_ms(self.created_at),
+        };
+        serde_json::to_vec(&body).expect("plain data always serializes")
     }
 
     pub fn parse(body: &[u8]) -> Result<EventMsg, String> {
@@ -304,6 +317,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_event_body_is_the_document_of_its_fields() {
+        let table = [
+            (json!({"order_id": "FB1", "n": [1, 2.5, null, true, "é\"\n"]}), 1_700_000_000.123_456),
+            (json!([]), 0.0),
+            (json!({"z": 1, "a": {"y": 2, "b": 3}}), 1.0005),
+            (json!("x"), f64::NAN),
+            (json!(null), f64::INFINITY),
+        ];
+        for (params, created_at) in table {
+            let e = EventMsg { id: "abc".into(), event: "order.paied".into(), params, created_at };
+            let doc = json!({
+                "v": VERSION, "id": e.id, "event": e.event, "params": e.params,
+                "created_at": round_ms(e.created_at),
+            });
+            assert_eq!(e.to_json(), serde_json::to_vec(&doc).unwrap(), "{doc}");
+        }
+    }
+
+    #[test]
     fn task_round_trip_keeps_unknown_fields() {
         let mut t = TaskMsg::new("demo", "closeOrder", json!({"b": 1, "a": [1, 2.5, null, true, "é"]}), 10);
         t.extra.insert("trace".into(), json!("x"));
@@ -362,6 +394,7 @@ mod tests {
     #[test]
     fn event_round_trip() {
         let e = EventMsg::new("order_paied", json!({"order_id": "FB1"}));
+        assert!(e.to_json().starts_with(format!(r#"{{"v":1,"id":"{}","event":"order_paied","#, e.id).as_bytes()));
         let back = EventMsg::parse(&e.to_json()).unwrap();
         assert_eq!(back.event, "order_paied");
         assert_eq!(back.params, json!({"order_id": "FB1"}));

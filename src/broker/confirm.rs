@@ -72,18 +72,24 @@ pub struct Pending {
 
 /// Waits for the broker's confirm of one publish.
 pub async fn settle(m: &Sent, c: lapin::PublisherConfirm) -> Result<(), BrokerError> {
+    settle_to(&m.exchange, &m.routing_key, c).await
+}
+
+/// Waits for the broker's confirm of one publish to `exchange` with `routing_key` (named only when
+/// it failed: nothing is built for a publish that was confirmed).
+pub async fn settle_to(exchange: &str, routing_key: &str, c: lapin::PublisherConfirm) -> Result<(), BrokerError> {
     match c.await.map_err(|e| BrokerError::lapin("publish failed", &e))? {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(ret)) => Err(BrokerError::new(
             ErrorKind::Unroutable,
             format!(
-                "message to exchange '{}' with routing key '{}' is unroutable ({} {}): no queue is bound for it",
-                m.exchange, m.routing_key, ret.reply_code, ret.reply_text
+                "message to exchange '{exchange}' with routing key '{routing_key}' is unroutable ({} {}): no queue is bound for it",
+                ret.reply_code, ret.reply_text
             ),
         )),
         Confirmation::Nack(_) => Err(BrokerError::new(
             ErrorKind::Nacked,
-            format!("the broker refused the message to exchange '{}' (negative confirm)", m.exchange),
+            format!("the broker refused the message to exchange '{exchange}' (negative confirm)"),
         )),
         Confirmation::NotRequested => {
             Err(BrokerError::new(ErrorKind::Runtime, "publisher confirms are not enabled on this channel"))

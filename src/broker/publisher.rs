@@ -4,7 +4,7 @@
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
 
-use super::confirm::{settle, Failed, Pending, Publishing, Sent};
+use super::confirm::{settle, settle_to, Failed, Pending, Publishing, Sent};
 use super::error::{BrokerError, ErrorKind};
 use super::session::Session;
 use crate::config::Settings;
@@ -52,7 +52,7 @@ impl Session {
             let confirms = send_all(&ch, messages).await?;
             let mut unroutable = Vec::new();
             for (i, (m, c)) in messages.iter().zip(confirms).enumerate() {
-                match settle(&m.sent(), c).await {
+                match settle_to(&m.exchange, &m.routing_key, c).await {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::Unroutable => unroutable.push((i, e)),
                     Err(e) => return Err(e),
@@ -74,7 +74,7 @@ impl Session {
             // thread has written them is left to `flush`, with the confirm.
             for m in messages {
                 let (ch, owned) = (ch.clone(), m.clone());
-                let mut publishing: Publishing<'static> = Box::pin(async move { send(&ch, &owned).await });
+                let mut publishing: Publishing<'static> = Box::pin(async move { send_owned(&ch, owned).await });
                 let state: Publishing<'static> = match futures_lite::future::poll_once(publishing.as_mut()).await {
                     Some(Err(e)) => return Err(e),
                     Some(Ok(confirm)) => Box::pin(async move { Ok(confirm) }),
@@ -103,7 +103,7 @@ impl Session {
         let rt = self.handle();
         let (sent, owned) = (m.sent(), m.clone());
         let r = self.wait(settings.confirm_timeout, "handing a message to the connection", async move {
-            let mut publishing: Publishing<'static> = Box::pin(async move { send(&ch, &owned).await });
+            let mut publishing: Publishing<'static> = Box::pin(async move { send_owned(&ch, owned).await });
             // The first poll queues the frames, in order with what this thread publishes next.
             let first = futures_lite::future::poll_once(publishing.as_mut()).await;
             if let Some(Err(e)) = first {
@@ -179,6 +179,20 @@ pub(crate) async fn send(ch: &Channel, m: &Outgoing) -> Result<lapin::PublisherC
         BasicPublishOptions { mandatory: m.mandatory, immediate: false },
         &m.body,
         m.properties.clone(),
+    )
+    .await
+    .map_err(|e| BrokerError::lapin("publish failed", &e))
+}
+
+/// [`send`] for a message of its own: its parts move into the frames instead of being copied.
+async fn send_owned(ch: &Channel, m: Outgoing) -> Result<lapin::PublisherConfirm, BrokerError> {
+    let Outgoing { exchange, routing_key, body, properties, mandatory } = m;
+    ch.basic_publish(
+        exchange.into(),
+        routing_key.into(),
+        BasicPublishOptions { mandatory, immediate: false },
+        &body,
+        properties,
     )
     .await
     .map_err(|e| BrokerError::lapin("publish failed", &e))

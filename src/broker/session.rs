@@ -16,13 +16,17 @@ use super::error::{BrokerError, ErrorKind};
 use super::park::{self, Cut};
 use super::stop::CutWaitsShort;
 use super::topology::{Decl, Known};
-use crate::config::Settings;
+use crate::config::{QueueType, Settings};
 
 pub struct Link {
-    key: String,
+    /// The settings it was made with: reused while they name the same endpoints.
+    endpoint: Settings,
     pub connection: Arc<Connection>,
     pub(super) publisher: Channel,
     declared: HashSet<String>,
+    /// The last list of declarations found all done (prefix, queue type, list): a producer publishing
+    /// the same kind of message again skips building and looking up their keys.
+    all_declared: Option<(String, QueueType, Vec<Decl>)>,
     /// What declaring learnt of the broker on this connection (the event exchange's type).
     known: Known,
     /// The broker refused a publish on `publisher`: it is replaced before the next publish. (On
@@ -115,8 +119,7 @@ impl Session {
 
     /// The live connection for these settings, connecting (or reconnecting) as needed.
     pub fn link(&mut self, settings: &Settings) -> Result<&mut Link, BrokerError> {
-        let key = settings.endpoint_key();
-        let reuse = self.link.as_ref().is_some_and(|l| l.key == key && l.usable());
+        let reuse = self.link.as_ref().is_some_and(|l| l.endpoint.same_endpoint(settings) && l.usable());
         if reuse {
             self.renew_publisher(settings)?;
         } else {
@@ -139,10 +142,11 @@ impl Session {
                     _ => e,
                 })?;
             self.link = Some(Link {
-                key,
+                endpoint: settings.clone(),
                 connection: Arc::new(connection),
                 publisher,
                 declared: HashSet::new(),
+                all_declared: None,
                 known: Known::default(),
                 renew_publisher: false,
             });
@@ -186,6 +190,7 @@ impl Session {
     pub fn forget_declarations(&mut self) {
         if let Some(l) = self.link.as_mut() {
             l.declared.clear();
+            l.all_declared = None;
             l.known = Known::default();
         }
     }
@@ -195,11 +200,15 @@ impl Session {
         let names = super::names::Names::new(&settings.prefix);
         let link = self.link(settings)?;
         let qt = settings.queue_type;
+        if link.all_declared.as_ref().is_some_and(|(p, q, d)| *p == settings.prefix && *q == qt && d == decls) {
+            return Ok(());
+        }
         let todo: Vec<&Decl> = decls
             .iter()
             .filter(|d| !link.declared.contains(&d.key(&names, qt)) && !d.is_no_op(&names, &link.known))
             .collect();
         if todo.is_empty() {
+            link.all_declared = Some((settings.prefix.clone(), qt, decls.to_vec()));
             return Ok(());
         }
         let conn = link.connection.clone();
@@ -216,6 +225,7 @@ impl Session {
                 for d in todo {
                     link.declared.insert(d.key(&names, qt));
                 }
+                link.all_declared = Some((settings.prefix.clone(), qt, decls.to_vec()));
                 Ok(())
             }
             Err(e) => {
