@@ -11,6 +11,7 @@ pub mod connection;
 pub mod consume;
 pub mod current;
 pub mod error;
+pub mod flow_stream;
 pub mod legacy_topology;
 pub mod names;
 pub mod park;

@@ -5,3 +5,5 @@
 //! Each service is plain Rust, takes plain values and returns errors with a kind; what it needs from PHP
 //! (a handler, a callback) comes down as a trait object or a closure. Calls go down, never up: where a
 //! lower module needs a service (the dashboard managing schedules), the service is handed down to it.
+
+pub mod flow;

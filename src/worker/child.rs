@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 
+use super::paused::{self, Paused};
 use super::shared::{GivenBack, Shared};
 use crate::broker::consume::{self, After, Finished, Host};
 use crate::broker::names::Names;
@@ -102,6 +103,8 @@ struct TaskHost<'a> {
     legacy_looked: Instant,
     /// That queue existed when last looked at.
     legacy_exists: bool,
+    /// Whether this worker's topic is paused.
+    paused: Paused,
 }
 
 impl Host for TaskHost<'_> {
@@ -122,7 +125,7 @@ impl Host for TaskHost<'_> {
 
     fn idle(&mut self, sub: &mut Subscription) -> bool {
         // Ack what is done before waiting for more.
-        let acked = self.acks.flush(sub);
+        let acked = self.acks.flush(sub) && self.paused.follow(sub);
         if acked && self.legacy_exists && self.legacy_looked.elapsed() >= LEGACY_LOOK_EVERY {
             self.legacy_looked = Instant::now();
             self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
@@ -135,6 +138,15 @@ impl Host for TaskHost<'_> {
     }
 
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Stopped> {
+        if !self.paused.may_start() {
+            return match paused::give_back(self.settings, &self.names, sub, &d) {
+                Ok(()) => After::Next,
+                Err(e) => {
+                    log::error(&format!("worker could not give back a task of a paused topic: {e}"));
+                    After::Reopen
+                }
+            };
+        }
         let handled = handle(
             self.settings,
             self.topic,
@@ -237,6 +249,7 @@ pub fn run(
         done: 0,
         legacy_looked: Instant::now(),
         legacy_exists: false,
+        paused: Paused::watch(settings, topic),
     };
     let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
