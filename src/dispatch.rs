@@ -4,7 +4,7 @@ use std::cell::Cell;
 
 use crate::broker::current::with_session;
 use crate::broker::names::{delay_routing_key, Names};
-use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing, Session};
+use crate::broker::{BrokerError, Decl, Outgoing};
 use crate::config::Settings;
 use crate::headers;
 use crate::wire::{
@@ -160,7 +160,7 @@ pub fn send(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Resul
 
 /// A send that failed, and whether the broker may have stored messages all the same: they were
 /// handed to the connection, then no confirm came back (a timeout, the connection or channel lost
-/// while waiting, or a refusal: see [`ErrorKind::may_leave_publish_stored`]).
+/// while waiting, or a refusal: see [`crate::broker::ErrorKind::may_leave_publish_stored`]).
 #[derive(Debug)]
 pub struct SendFailed {
     pub error: BrokerError,
@@ -196,38 +196,7 @@ fn send_marking(
     messages: &[Outgoing],
     handed: &Cell<bool>,
 ) -> Result<(), BrokerError> {
-    with_session(|s| {
-        let attempt = |s: &mut Session| {
-            s.declare(settings, decls)?;
-            handed.set(true);
-            s.publish_routed(settings, messages)
-        };
-        let unroutable = match attempt(s) {
-            // Not after a timeout: the message may have been stored, and a second wait would
-            // double the time the caller waits. After a refusal, on a new channel (see
-            // `Session::publish_refused`).
-            Err(e) if retried_once(e.kind()) => attempt(s)?,
-            r => r?,
-        };
-        if unroutable.is_empty() {
-            return Ok(());
-        }
-        if decls.is_empty() {
-            return Err(unroutable.into_iter().next().expect("not empty").1);
-        }
-        s.forget_declarations();
-        s.declare(settings, decls)?;
-        let again: Vec<Outgoing> = unroutable.iter().map(|(i, _)| messages[*i].clone()).collect();
-        handed.set(true);
-        s.publish(settings, &again)
-    })
-}
-
-/// Errors after which a send is tried once more (on a new connection or channel): the connection
-/// or channel was found dead, or the broker refused the message on a channel it may refuse
-/// everything on.
-fn retried_once(kind: ErrorKind) -> bool {
-    matches!(kind, ErrorKind::ConnectionLost | ErrorKind::ChannelClosed { .. } | ErrorKind::Nacked)
+    with_session(|s| s.publish_declared(settings, decls, messages, handed))
 }
 
 pub fn send_one(settings: &Settings, (decls, out): (Vec<Decl>, Outgoing)) -> Result<(), BrokerError> {
@@ -237,26 +206,4 @@ pub fn send_one(settings: &Settings, (decls, out): (Vec<Decl>, Outgoing)) -> Res
 /// Awaits every deferred publish of this process: (confirmed, failures).
 pub fn flush(settings: &Settings) -> Result<(usize, Vec<crate::broker::confirm::Failed>), BrokerError> {
     with_session(|s| Ok(s.flush(settings)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_send_is_tried_again_after_a_dead_link_or_a_refusal_never_after_a_timeout() {
-        let table = [
-            (ErrorKind::ConnectionLost, true),
-            (ErrorKind::ChannelClosed { reply_code: 504 }, true),
-            (ErrorKind::Nacked, true),
-            // The message may have been stored, and a second wait doubles the caller's.
-            (ErrorKind::Timeout, false),
-            (ErrorKind::Unroutable, false),
-            (ErrorKind::PreconditionFailed, false),
-            (ErrorKind::Stopped, false),
-        ];
-        for (kind, retried) in table {
-            assert_eq!(retried_once(kind), retried, "{kind:?}");
-        }
-    }
 }

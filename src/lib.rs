@@ -10,6 +10,7 @@ pub mod config;
 pub mod cron;
 pub mod dashboard;
 pub mod dispatch;
+pub mod flow;
 pub mod headers;
 pub mod history;
 pub mod http;

@@ -537,6 +537,40 @@ namespace Asynclib\Ebats {
     }
 
     /**
+     * Paused topics, held on the broker: every worker of a paused topic, on every host, stops starting its
+     * tasks within a second (they stay in the broker, their attempts unused) until it is resumed; the pause
+     * survives worker and broker restarts.
+     */
+    class Topics
+    {
+        public function __construct()
+        {
+        }
+
+        /**
+         * @return bool true when the topic was running (false: paused already)
+         * @throws \Asynclib\Exception\TaskException when the topic name is invalid
+         * @throws \Asynclib\Exception\ConnectionedException when the broker cannot be reached
+         */
+        public static function pause(string $topic): bool
+        {
+        }
+
+        /**
+         * @return bool true when the topic was paused
+         * @throws \Asynclib\Exception\TaskException when the topic name is invalid
+         */
+        public static function resume(string $topic): bool
+        {
+        }
+
+        /** @return list<string> the paused topics, sorted */
+        public static function list(): array
+        {
+        }
+    }
+
+    /**
      * Maps events to tasks, per process. The scheduler uses the registrations of its own process.
      */
     class EventManager

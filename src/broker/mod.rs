@@ -13,6 +13,7 @@ pub mod consume;
 pub mod consumer;
 pub mod current;
 pub mod error;
+pub mod flow_stream;
 pub mod legacy_topology;
 pub mod names;
 pub mod park;

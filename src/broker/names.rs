@@ -74,6 +74,11 @@ impl Names {
         format!("{}.processes", self.prefix)
     }
     /// The original library's ready queue of a topic (bound to the task exchange with key `topic`).
+    /// The stream of paused topics.
+    pub fn flow_stream(&self) -> String {
+        format!("{}.flow", self.prefix)
+    }
+
     pub fn legacy_ready_queue(&self, topic: &str) -> String {
         format!("{}.{topic}R", self.prefix)
     }

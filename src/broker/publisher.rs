@@ -1,12 +1,15 @@
 //! Publishing on the session's confirm channel: confirmed (one message or many, with one round of
 //! confirms), and deferred (handed to the connection now, confirms awaited by `flush`).
 
+use std::cell::Cell;
+
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
 
 use super::confirm::{settle, settle_to, Failed, Pending, Publishing, Sent};
 use super::error::{BrokerError, ErrorKind};
 use super::session::Session;
+use super::topology::Decl;
 use crate::config::Settings;
 
 /// A message to publish.
@@ -32,6 +35,42 @@ impl Outgoing {
 }
 
 impl Session {
+    /// Declares `decls` (once per connection) and publishes `messages`, confirmed: tried once more
+    /// after a dead link or a refusal, and what was unroutable (a queue deleted since it was declared
+    /// on this connection) sent again after declaring anew. `handed` is set once messages start to be
+    /// handed to the connection. What `dispatch::send` does, on any session.
+    pub fn publish_declared(
+        &mut self,
+        settings: &Settings,
+        decls: &[Decl],
+        messages: &[Outgoing],
+        handed: &Cell<bool>,
+    ) -> Result<(), BrokerError> {
+        let attempt = |s: &mut Session| {
+            s.declare(settings, decls)?;
+            handed.set(true);
+            s.publish_routed(settings, messages)
+        };
+        let unroutable = match attempt(self) {
+            // Not after a timeout: the message may have been stored, and a second wait would
+            // double the time the caller waits. After a refusal, on a new channel (see
+            // `Session::publish_refused`).
+            Err(e) if retried_once(e.kind()) => attempt(self)?,
+            r => r?,
+        };
+        if unroutable.is_empty() {
+            return Ok(());
+        }
+        if decls.is_empty() {
+            return Err(unroutable.into_iter().next().expect("not empty").1);
+        }
+        self.forget_declarations();
+        self.declare(settings, decls)?;
+        let again: Vec<Outgoing> = unroutable.iter().map(|(i, _)| messages[*i].clone()).collect();
+        handed.set(true);
+        self.publish(settings, &again)
+    }
+
     /// Publishes every message and returns once the broker confirmed all of them.
     pub fn publish(&mut self, settings: &Settings, messages: &[Outgoing]) -> Result<(), BrokerError> {
         match self.publish_routed(settings, messages)?.into_iter().next() {
@@ -215,4 +254,33 @@ async fn send_all(ch: &Channel, messages: &[Outgoing]) -> Result<Vec<lapin::Publ
         });
     }
     Ok(confirms)
+}
+
+/// Errors after which a send is tried once more (on a new connection or channel): the connection
+/// or channel was found dead, or the broker refused the message on a channel it may refuse
+/// everything on.
+pub fn retried_once(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::ConnectionLost | ErrorKind::ChannelClosed { .. } | ErrorKind::Nacked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_is_tried_again_after_a_dead_link_or_a_refusal_never_after_a_timeout() {
+        let table = [
+            (ErrorKind::ConnectionLost, true),
+            (ErrorKind::ChannelClosed { reply_code: 504 }, true),
+            (ErrorKind::Nacked, true),
+            // The message may have been stored, and a second wait doubles the caller's.
+            (ErrorKind::Timeout, false),
+            (ErrorKind::Unroutable, false),
+            (ErrorKind::PreconditionFailed, false),
+            (ErrorKind::Stopped, false),
+        ];
+        for (kind, retried) in table {
+            assert_eq!(retried_once(kind), retried, "{kind:?}");
+        }
+    }
 }

@@ -47,6 +47,10 @@ pub struct Subscription {
     /// A second consumer on the same channel (a worker's legacy queue, see [`Subscription::consume_also`]):
     /// its queue's name and the consumer. Its end ends only it.
     also: Option<(String, Consumer)>,
+    /// Cancelled by [`Subscription::pause`]: the consumer's end is no cut.
+    paused: bool,
+    /// Paused, and the consumer's stream has ended: nothing more comes until [`Subscription::resume`].
+    drained: bool,
 }
 
 impl Subscription {
@@ -75,6 +79,8 @@ impl Subscription {
                 pending: VecDeque::new(),
                 ended: None,
                 also: None,
+                paused: false,
+                drained: false,
             })
         })
     }
@@ -85,12 +91,16 @@ impl Subscription {
         if let Some(d) = self.pending.pop_front() {
             return Some(d);
         }
-        if self.ended.is_some() {
+        if self.ended.is_some() || self.drained {
             return None;
         }
         match park::wait(self.next_of_either(), Duration::ZERO) {
             Err(_) => None,
             Ok(None) => None,
+            Ok(Some(None)) if self.paused => {
+                self.drained = true;
+                None
+            }
             Ok(Some(item)) => match Self::item(item) {
                 Ok(d) => Some(d),
                 Err(e) => {
@@ -110,8 +120,17 @@ impl Subscription {
         if let Some(e) = &self.ended {
             return Err(e.clone());
         }
+        if self.drained {
+            // Paused: nothing can come; wait the tick as a wait for a delivery would.
+            std::thread::sleep(tick);
+            return Ok(None);
+        }
         match park::wait(self.next_of_either(), tick) {
             Err(_) | Ok(None) => Ok(None),
+            Ok(Some(None)) if self.paused => {
+                self.drained = true;
+                Ok(None)
+            }
             Ok(Some(item)) => Self::item(item).map(Some).inspect_err(|e| self.ended = Some(e.clone())),
         }
     }
@@ -254,6 +273,42 @@ impl Subscription {
     /// Asks the broker to send no more deliveries (those already sent stay ours to settle).
     pub fn cancel(&self) {
         let _ = self.rt.block_on(self.ch.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()));
+    }
+
+    /// Stops the deliveries until [`Subscription::resume`] (a paused topic): the consumer is
+    /// cancelled; what the broker sent before still comes, for its owner to settle, and the end of
+    /// the consumer is not taken for a cut.
+    pub fn pause(&mut self) {
+        if !self.paused {
+            self.paused = true;
+            self.cancel();
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Consumes the queue again after [`Subscription::pause`], with the same tag and prefetch.
+    /// Nothing is done until the cancelled consumer has ended (what it was sent is all settled by
+    /// then): call it again later.
+    pub fn resume(&mut self) -> Result<(), BrokerError> {
+        if !self.paused || !self.drained {
+            return Ok(());
+        }
+        let c = self
+            .rt
+            .block_on(self.ch.basic_consume(
+                self.queue.as_str().into(),
+                self.tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ))
+            .map_err(|e| BrokerError::lapin(&format!("cannot consume from queue '{}'", self.queue), &e))?;
+        self.consumer = c;
+        self.paused = false;
+        self.drained = false;
+        Ok(())
     }
 
     /// Closes the channel and waits for the broker's close-ok, so every frame queued before (acks

@@ -39,6 +39,8 @@ pub enum Decl {
     /// The stream of execution records, with its retention (`x-max-age`, `x-max-length-bytes` when
     /// not 0). One that exists with other arguments is refused by the broker: an error naming it.
     History { max_age: String, max_bytes: u64 },
+    /// The stream of paused topics (`flow::pause`), kept to a size (see `src/flow/mod.rs`).
+    Flow,
 }
 
 /// Stream retention: segments whose every record is older than this are deleted (the leader appends
@@ -50,6 +52,9 @@ pub const CRON_SEGMENT_BYTES: i64 = 16 * 1024 * 1024;
 pub const PROCESSES_MAX_AGE: &str = "1h";
 pub const PROCESSES_SEGMENT_BYTES: i64 = 1024 * 1024;
 pub const PROCESSES_MAX_BYTES: i64 = 8 * 1024 * 1024;
+/// Retention of the stream of paused topics: by size only (a pause lasts as long as it lasts).
+pub const FLOW_SEGMENT_BYTES: i64 = 1024 * 1024;
+pub const FLOW_MAX_BYTES: i64 = 4 * 1024 * 1024;
 
 fn stream_args(max_age: &str, segment: i64, max_bytes: Option<i64>) -> FieldTable {
     let mut a = FieldTable::default();
@@ -128,6 +133,13 @@ impl Decl {
             Decl::Processes => {
                 let args = stream_args(PROCESSES_MAX_AGE, PROCESSES_SEGMENT_BYTES, Some(PROCESSES_MAX_BYTES));
                 queue(&q.ch, &n.processes_stream(), args).await
+            }
+            Decl::Flow => {
+                let mut args = FieldTable::default();
+                args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("stream")));
+                args.insert("x-stream-max-segment-size-bytes".into(), AMQPValue::LongLongInt(FLOW_SEGMENT_BYTES));
+                args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(FLOW_MAX_BYTES));
+                queue(&q.ch, &n.flow_stream(), args).await
             }
             Decl::BoundQueue { queue, exchange: x, keys } => {
                 q.declare(queue, FieldTable::default(), Owner::Caller).await?;

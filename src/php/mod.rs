@@ -16,6 +16,7 @@ pub mod settings;
 pub mod status;
 pub mod store;
 pub mod subscriber;
+pub mod topics;
 pub mod worker;
 
 use std::ffi::{c_char, c_int};
@@ -68,6 +69,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .class::<store::FailedStore>()
         .class::<status::Status>()
         .class::<schedules::Schedules>()
+        .class::<topics::Topics>()
         .class::<dashboard::Dashboard>()
         .class::<history::History>()
         .class::<deferred::Batch>()

@@ -7,6 +7,7 @@
 //! lower module needs a service (the dashboard managing schedules), the service is handed down to it.
 
 pub mod consuming;
+pub mod flow;
 pub mod periodic;
 pub mod run;
 pub mod schedules;

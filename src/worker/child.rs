@@ -10,6 +10,7 @@ use lapin::message::Delivery;
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
 use super::prefetch::Adaptive;
 use super::recycle;
+use super::paused::{self, Paused};
 use super::shared::Shared;
 use crate::broker::consume::{self, After, Finished, Host};
 use crate::broker::names::Names;
@@ -108,6 +109,8 @@ struct TaskHost<'a> {
     legacy_looked: Instant,
     /// That queue existed when last looked at.
     legacy_exists: bool,
+    /// Whether this worker's topic is paused.
+    paused: Paused,
 }
 
 impl<'a> TaskHost<'a> {
@@ -148,7 +151,7 @@ impl Host for TaskHost<'_> {
 
     fn idle(&mut self, sub: &mut Subscription) -> bool {
         // Ack what is done before waiting for more.
-        let acked = self.acks.flush(sub);
+        let acked = self.acks.flush(sub) && self.paused.follow(sub);
         if acked && self.legacy_exists && self.legacy_looked.elapsed() >= LEGACY_LOOK_EVERY {
             self.legacy_looked = Instant::now();
             self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
@@ -161,6 +164,15 @@ impl Host for TaskHost<'_> {
     }
 
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Stopped> {
+        if !self.paused.may_start() {
+            return match paused::give_back(self.settings, &self.names, sub, &d) {
+                Ok(()) => After::Next,
+                Err(e) => {
+                    log::error(&format!("worker could not give back a task of a paused topic: {e}"));
+                    After::Reopen
+                }
+            };
+        }
         let started = Instant::now();
         let incoming = Incoming {
             body: &d.data,
@@ -216,6 +228,11 @@ impl TaskHost<'_> {
     /// A task took `took`: the prefetch follows when it adapts. False when the subscription broke.
     fn adapt(&mut self, sub: &mut Subscription, took: Duration) -> bool {
         let Some(adaptive) = self.adaptive.as_mut() else { return true };
+        if sub.is_paused() {
+            // A task of the paused consumer's buffer, its topic resumed meanwhile: the consumer
+            // restarts on resume, at the prefetch it had.
+            return true;
+        }
         let before = adaptive.current();
         let Some(prefetch) = adaptive.ran(took) else { return true };
         if let Err(e) = sub.set_prefetch(prefetch) {
@@ -283,6 +300,7 @@ pub fn run(
         done: 0,
         legacy_looked: Instant::now(),
         legacy_exists: false,
+        paused: Paused::watch(settings, topic),
     };
     let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,

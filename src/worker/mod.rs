@@ -6,6 +6,7 @@
 pub mod child;
 pub mod child_end;
 pub mod delivery;
+pub mod paused;
 pub mod prefetch;
 pub mod recycle;
 pub mod shared;

@@ -1,0 +1,37 @@
+//! `Asynclib\Ebats\Topics`: pausing and resuming a topic's workers on every host.
+
+use ext_php_rs::prelude::*;
+
+use crate::php::args::{bad_input, broker_err};
+use crate::php::settings;
+use crate::services::flow::{self, Refused};
+
+fn refused(e: Refused) -> PhpException {
+    match e {
+        Refused::Broker(e) => broker_err(e),
+        Refused::Bad(m) => bad_input(m),
+    }
+}
+
+#[php_class]
+#[php(name = "Asynclib\\Ebats\\Topics")]
+pub struct Topics;
+
+#[php_impl]
+impl Topics {
+    /// Every worker of the topic, on every host, stops starting its tasks within a second (they stay
+    /// in the broker) until it is resumed, across worker and broker restarts. True when it was running.
+    pub fn pause(topic: String) -> PhpResult<bool> {
+        flow::pause(&settings::current()?, &topic).map_err(refused)
+    }
+
+    /// The topic's workers start its tasks again. True when it was paused.
+    pub fn resume(topic: String) -> PhpResult<bool> {
+        flow::resume(&settings::current()?, &topic).map_err(refused)
+    }
+
+    /// The paused topics, sorted.
+    pub fn list() -> PhpResult<Vec<String>> {
+        flow::paused(&settings::current()?).map_err(broker_err)
+    }
+}

@@ -1,0 +1,71 @@
+//! A worker child and a paused topic: it follows the pause on its subscription (the consumer
+//! cancelled while paused, consuming again on resume) and gives back, unstarted, a task it received
+//! while its topic is paused, without using an attempt. Whether it may start a task is decided by
+//! `flow::pause::may_start` on what the watcher (`broker::flow_stream::Watch`) knows.
+
+use lapin::message::Delivery;
+
+use crate::broker::flow_stream::Watch;
+use crate::broker::names::Names;
+use crate::broker::subscription::{self, Subscription};
+use crate::broker::BrokerError;
+use crate::config::{QueueType, Settings};
+use crate::flow::pause::may_start;
+use crate::log;
+use crate::wire::TaskMsg;
+
+pub struct Paused {
+    watch: Watch,
+    topic: String,
+}
+
+impl Paused {
+    /// Starts watching whether `topic` is paused (a thread of this process).
+    pub fn watch(settings: &Settings, topic: &str) -> Paused {
+        Paused { watch: Watch::start(settings, topic), topic: topic.to_string() }
+    }
+
+    pub fn may_start(&self) -> bool {
+        may_start(self.watch.paused())
+    }
+
+    /// Between deliveries: the consumer cancelled while the topic is paused, consuming again once
+    /// it runs. False when consuming again failed (the subscription is to be opened anew).
+    pub fn follow(&self, sub: &mut Subscription) -> bool {
+        let may = self.may_start();
+        if !may && !sub.is_paused() {
+            sub.pause();
+            if self.watch.paused() == Some(true) {
+                log::info(&format!("topic '{}' is paused: no task of it starts until it is resumed", self.topic));
+            }
+        } else if may && sub.is_paused() {
+            if let Err(e) = sub.resume() {
+                log::error(&format!("cannot consume the tasks of '{}' again: {e}; reconnecting", self.topic));
+                return false;
+            }
+            if !sub.is_paused() {
+                log::info(&format!("topic '{}' runs again", self.topic));
+            }
+        }
+        true
+    }
+}
+
+/// Gives back a task received while its topic is paused, unstarted, its attempt count unchanged. A
+/// classic queue takes it back where it was (`basic.nack` with requeue). A quorum queue would count
+/// that return as a delivery (`x-delivery-count`, the poison count), so a copy carrying that count
+/// is published (confirmed) and the delivery acked: the task goes to the end of the queue.
+pub fn give_back(settings: &Settings, names: &Names, sub: &mut Subscription, d: &Delivery) -> Result<(), BrokerError> {
+    sub.pause();
+    let copy = match settings.queue_type {
+        QueueType::Quorum => TaskMsg::parse(&d.data).ok(),
+        QueueType::Classic => None,
+    };
+    let Some(mut task) = copy else {
+        // A classic queue, or a body that is not ebats's (run, or refused, when its topic runs).
+        return sub.requeue(d.delivery_tag, false);
+    };
+    task.redeliveries = task.redeliveries.saturating_add(subscription::delivery_count(&d.properties));
+    crate::dispatch::send_one(settings, crate::dispatch::task(names, &task, 0))?;
+    sub.ack(d.delivery_tag, false)
+}
