@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use lapin::message::Delivery;
 
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
+use super::paused::{self, Paused};
 use super::prefetch::Adaptive;
 use super::recycle;
-use super::paused::{self, Paused};
 use super::shared::Shared;
 use crate::broker::consume::{self, After, Finished, Host};
 use crate::broker::names::Names;
