@@ -1,9 +1,13 @@
 //! ebats: an event-based asynchronous task system for PHP on RabbitMQ.
 //!
-//! Layers: `config`, `rules`, `wire` and `headers` (pure data), `broker` (connections, topology, confirmed publishing,
-//! consuming), `dispatch` (where events and tasks go), `outcome` (what a task's result means),
-//! `history` (the execution records), `http` (the one HTTP server, for the metrics endpoints and the
-//! dashboard), `worker` (the process model), and `php` (the bindings, the only code that touches zvals).
+//! Layers, top to bottom (calls go down, never up; ARCHITECTURE.md draws them): `php` (the bindings,
+//! the only code that touches zvals: each method converts values, calls one service, maps errors);
+//! `services` (what PHP, the CLI and the dashboard share: scheduling, consuming, schedule management,
+//! periodic firing, the worker's assembly, paused topics); `worker` (the process model), `metrics`,
+//! `dashboard`, `history`; `dispatch` (where events and tasks go); `broker` (connections, topology,
+//! confirmed publishing, consuming, streams) and `http` (the one HTTP server); the ground floor, pure:
+//! `config`, `rules`, `wire`, `headers`, `outcome`, `log`, `nodes`, `shm`, `cron` (expressions, ticks,
+//! the schedule stream's fold), `flow` (paused topics' fold), `legacy` (the original library's formats).
 
 pub mod broker;
 pub mod config;
