@@ -379,6 +379,31 @@ impl Fold {
         bad
     }
 
+    /// The schedules declared in code by `owner`: its others removed (when it names itself), each
+    /// declared one put in place; the code wins over a stored schedule of the same name.
+    fn apply_code(&mut self, owner: &Option<String>, defs: &[Def], at: i64) {
+        if owner.is_some() {
+            self.schedules.retain(|name, e| {
+                e.source == Source::Stored || e.owner != *owner || defs.iter().any(|d| d.name == *name)
+            });
+        }
+        for def in defs {
+            match self.schedules.get_mut(&def.name) {
+                // Declared in code again, or under the name of a stored schedule: the code wins.
+                Some(e) => {
+                    e.def = def.clone();
+                    e.source = Source::Code;
+                    e.owner = owner.clone();
+                }
+                None => {
+                    let mut e = Entry::new(def.clone(), Source::Code, at);
+                    e.owner = owner.clone();
+                    self.schedules.insert(def.name.clone(), e);
+                }
+            }
+        }
+    }
+
     fn apply_record(&mut self, r: &Record, at: i64) -> Result<(), String> {
         let missing = |name: &str| format!("no schedule is named '{name}'");
         match r {
@@ -425,28 +450,7 @@ impl Fold {
                 }
                 self.triggers.push(Trigger { schedule: name.clone(), id: id.clone(), at });
             }
-            Record::Code { owner, defs } => {
-                if owner.is_some() {
-                    self.schedules.retain(|name, e| {
-                        e.source == Source::Stored || e.owner != *owner || defs.iter().any(|d| d.name == *name)
-                    });
-                }
-                for def in defs {
-                    match self.schedules.get_mut(&def.name) {
-                        // Declared in code again, or under the name of a stored schedule: the code wins.
-                        Some(e) => {
-                            e.def = def.clone();
-                            e.source = Source::Code;
-                            e.owner = owner.clone();
-                        }
-                        None => {
-                            let mut e = Entry::new(def.clone(), Source::Code, at);
-                            e.owner = owner.clone();
-                            self.schedules.insert(def.name.clone(), e);
-                        }
-                    }
-                }
-            }
+            Record::Code { owner, defs } => self.apply_code(owner, defs, at),
             Record::Skipped { name, count, .. } => {
                 if let Some(e) = self.schedules.get_mut(name) {
                     e.skipped += count;

@@ -387,73 +387,15 @@ impl Leading {
         Ok(())
     }
 
+    /// Fires every schedule's due ticks, then the triggers, then writes what it noted (skipped ticks,
+    /// a snapshot now and then); sets when to wake next.
     async fn fire_due(&mut self, token_ch: &Channel, names: &Names) -> Result<(), BrokerError> {
         let now = now_ms();
         let mut next_wake = i64::MAX;
         let names_now: Vec<String> = self.schedules.keys().cloned().collect();
         for name in names_now {
-            let (s, entry) = match (self.schedules.get(&name), self.folder.fold.schedules.get(&name)) {
-                (Some(s), Some(e)) => (s.clone(), e.clone()),
-                _ => continue,
-            };
-            let recorded = self.folder.fold.last_tick.get(&name).copied();
-            let last = self.handled.get(&name).copied().max(recorded);
-            let state = State { last, active_since: entry.active_since, paused: entry.paused };
-            let d = match decide(&s, &state, now) {
-                Ok(d) => d,
-                Err(e) => {
-                    log::error(&format!("cron: schedule '{name}': {e}"));
-                    continue;
-                }
-            };
-            for (tick, late) in d.to_fire() {
-                if !may_fire(self.folder.fold.last_tick.get(&name).copied(), tick) {
-                    continue;
-                }
-                let firing = Firing::new(&name, tick, now_ms(), late);
-                publish(token_ch, &stream::firing_message(names, &entry.def, &firing)).await?;
-                self.folder.fold.fired(&firing);
-                counters::cron_fired(&name);
-                if late {
-                    counters::cron_late(&name);
-                }
-                let when = zoned(&s, tick).map(|t| t.to_rfc3339()).unwrap_or_default();
-                if late {
-                    log::info(&format!(
-                        "cron: fired '{name}' late: tick {when}, {} ms after it (catch-up), event '{}' id={}",
-                        firing.lateness_ms(),
-                        entry.def.event,
-                        firing.event_id
-                    ));
-                } else {
-                    log::info(&format!(
-                        "cron: fired '{name}' tick {when} ({} ms), event '{}' id={}",
-                        firing.lateness_ms(),
-                        entry.def.event,
-                        firing.event_id
-                    ));
-                }
-            }
-            if d.skipped.count > 0 {
-                counters::cron_skipped(&name, d.skipped.count as u64);
-                let at_least = if d.skipped.at_least { "at least " } else { "" };
-                log::info(&format!(
-                    "cron: skipped {at_least}{} missed tick(s) of '{name}' (older than its catch-up of {} s)",
-                    d.skipped.count,
-                    s.catchup_secs()
-                ));
-                self.outbox.push(Record::Skipped {
-                    name: name.clone(),
-                    count: d.skipped.count as u64,
-                    oldest: d.skipped.oldest,
-                    newest: d.skipped.newest,
-                });
-            }
-            self.handled.insert(name.clone(), d.handled_through);
-            if !entry.paused {
-                if let Ok(Some(t)) = next_after(&s, d.handled_through) {
-                    next_wake = next_wake.min(t);
-                }
+            if let Some(wake) = self.fire_schedule(&name, token_ch, names, now).await? {
+                next_wake = next_wake.min(wake);
             }
         }
         self.fire_triggers(token_ch, names, now).await?;
@@ -467,6 +409,64 @@ impl Leading {
         let wait = (next_wake.saturating_sub(now_ms())).max(0) as u64;
         self.wake = Duration::from_millis(wait);
         Ok(())
+    }
+
+    /// Fires the due ticks of schedule `name` (each once: `may_fire` against the last one recorded),
+    /// notes the ticks it skipped; the time of its next tick, when it is active.
+    async fn fire_schedule(
+        &mut self,
+        name: &str,
+        token_ch: &Channel,
+        names: &Names,
+        now: i64,
+    ) -> Result<Option<i64>, BrokerError> {
+        let (s, entry) = match (self.schedules.get(name), self.folder.fold.schedules.get(name)) {
+            (Some(s), Some(e)) => (s.clone(), e.clone()),
+            _ => return Ok(None),
+        };
+        let recorded = self.folder.fold.last_tick.get(name).copied();
+        let last = self.handled.get(name).copied().max(recorded);
+        let state = State { last, active_since: entry.active_since, paused: entry.paused };
+        let d = match decide(&s, &state, now) {
+            Ok(d) => d,
+            Err(e) => {
+                log::error(&format!("cron: schedule '{name}': {e}"));
+                return Ok(None);
+            }
+        };
+        for (tick, late) in d.to_fire() {
+            if !may_fire(self.folder.fold.last_tick.get(name).copied(), tick) {
+                continue;
+            }
+            let firing = Firing::new(name, tick, now_ms(), late);
+            publish(token_ch, &stream::firing_message(names, &entry.def, &firing)).await?;
+            self.folder.fold.fired(&firing);
+            counters::cron_fired(name);
+            if late {
+                counters::cron_late(name);
+            }
+            log_fired(&s, &entry.def.event, &firing);
+        }
+        if d.skipped.count > 0 {
+            counters::cron_skipped(name, d.skipped.count as u64);
+            let at_least = if d.skipped.at_least { "at least " } else { "" };
+            log::info(&format!(
+                "cron: skipped {at_least}{} missed tick(s) of '{name}' (older than its catch-up of {} s)",
+                d.skipped.count,
+                s.catchup_secs()
+            ));
+            self.outbox.push(Record::Skipped {
+                name: name.to_string(),
+                count: d.skipped.count as u64,
+                oldest: d.skipped.oldest,
+                newest: d.skipped.newest,
+            });
+        }
+        self.handled.insert(name.to_string(), d.handled_through);
+        if entry.paused {
+            return Ok(None);
+        }
+        Ok(next_after(&s, d.handled_through).ok().flatten())
     }
 
     async fn fire_triggers(&mut self, token_ch: &Channel, names: &Names, now: i64) -> Result<(), BrokerError> {
@@ -487,5 +487,20 @@ impl Leading {
             let _ = self.folder.fold.apply(&item);
         }
         Ok(())
+    }
+}
+
+/// The log line of a firing: on time, or late (a catch-up).
+fn log_fired(s: &Schedule, event: &str, firing: &Firing) {
+    let name = &firing.schedule;
+    let when = zoned(s, firing.tick).map(|t| t.to_rfc3339()).unwrap_or_default();
+    let id = &firing.event_id;
+    if firing.late {
+        log::info(&format!(
+            "cron: fired '{name}' late: tick {when}, {} ms after it (catch-up), event '{event}' id={id}",
+            firing.lateness_ms()
+        ));
+    } else {
+        log::info(&format!("cron: fired '{name}' tick {when} ({} ms), event '{event}' id={id}", firing.lateness_ms()));
     }
 }
