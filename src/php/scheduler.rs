@@ -4,9 +4,10 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, Zval};
 
 use crate::php::args::{bad_input, checked, int_arg, string_arg};
-use crate::php::producer::Task;
+use crate::php::producer::{refused, Task};
 use crate::php::settings;
 use crate::php::subscriber::{run_err, Php};
+use crate::services::publishing;
 use crate::services::scheduling::{self, Options};
 
 #[php_class]
@@ -41,7 +42,10 @@ impl EventManager {
     /// The tasks registered for `$event` (each a Task with an empty params array).
     #[php(name = "getTasks")]
     pub fn get_tasks(event: String) -> PhpResult<Vec<Task>> {
-        scheduling::tasks_for(&event).iter().map(|d| Task::make(&d.topic, &d.name, d.delay as i64)).collect()
+        scheduling::tasks_for(&event)
+            .iter()
+            .map(|d| publishing::Task::new(&d.topic, &d.name, d.delay as i64).map(Task::from).map_err(refused))
+            .collect()
     }
 
     /// The names of all events with registered tasks.
