@@ -70,6 +70,8 @@ pub struct TopicRow {
     pub wait_s: Option<f64>,
     /// The original library's queues of the topic still holding messages (after a switch from it).
     pub legacy: Vec<LegacyQueue>,
+    /// A worker of the topic shows it paused (`ebats topics:pause`).
+    pub paused: bool,
 }
 
 /// One of the original library's queues and the messages it holds.

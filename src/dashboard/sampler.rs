@@ -118,6 +118,7 @@ pub fn sample(state: &State, reader: &mut Reader, mem: &mut Memory) {
             in_flight: counts.map(|c| c.in_flight),
             wait_s: waits.get(t).copied(),
             legacy: legacy_waiting(&by_name, &names, t),
+            paused: counts.is_some_and(|c| c.paused > 0.0),
         });
     }
     for p in &mut view.processes {

@@ -269,6 +269,8 @@ pub struct TopicCounts {
     pub wait_count: f64,
     pub in_flight: f64,
     pub children: f64,
+    /// Workers of the topic whose children know it paused.
+    pub paused: f64,
 }
 
 impl TopicCounts {
@@ -281,6 +283,7 @@ impl TopicCounts {
         self.wait_count += o.wait_count;
         self.in_flight += o.in_flight;
         self.children += o.children;
+        self.paused += o.paused;
     }
 }
 
@@ -307,6 +310,7 @@ pub fn topic_counts(doc: &StatusDoc) -> BTreeMap<String, TopicCounts> {
         wait_count: times.wait_seconds_count as f64,
         in_flight: t.in_flight as f64,
         children: doc.children.map_or(0, |c| c.running) as f64,
+        paused: doc.pause.is_some_and(|p| p.paused) as u8 as f64,
     };
     BTreeMap::from([(topic.clone(), counts)])
 }
@@ -371,6 +375,10 @@ mod tests {
             (c.done, c.failed, c.run_sum, c.run_count, c.wait_sum, c.wait_count, c.in_flight, c.children),
             (10.0, 3.0, 0.5, 9.0, 3.0, 10.0, 1.0, 2.0)
         );
+        assert_eq!(c.paused, 0.0, "a worker older than `pause` shows its topic running");
+        let mut paused = worker_doc();
+        paused.pause = Some(crate::metrics::status_doc::PauseDoc { paused: true, given_back: 3 });
+        assert_eq!(topic_counts(&paused)["mail"].paused, 1.0);
         assert_eq!(s.topics.len(), 1);
         let older = StatusDoc { task_times: None, ..worker_doc() };
         assert!(topic_counts(&older).is_empty(), "a worker older than task_times gives no counters");

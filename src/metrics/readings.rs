@@ -10,7 +10,7 @@ use super::depth::Depths;
 use super::procfs;
 use super::stats::Snap;
 use super::status::{self, Input};
-use super::status_doc::{ProcessRow, TaskTimes, Totals};
+use super::status_doc::{PauseDoc, ProcessRow, TaskTimes, Totals};
 
 /// A process's row with its CPU and memory read now (the counts are the caller's).
 pub fn process_row(cpu: &mut CpuWindow, now_ms: u64, pid: i32, role: &'static str, started_ms: u64) -> ProcessRow {
@@ -97,6 +97,7 @@ pub fn worker_input(
         last_wait_ms: snap.last_wait_ms,
         counters: Map::new(),
         task_times: Some(task_times(snap)),
+        pause: Some(PauseDoc { paused: snap.paused, given_back: snap.given_back }),
     }
 }
 
@@ -168,6 +169,7 @@ pub fn thread_input(
         last_wait_ms: 0,
         counters,
         task_times: None,
+        pause: None,
     }
 }
 

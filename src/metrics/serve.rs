@@ -169,6 +169,10 @@ pub fn worker_families(topic: &str, expected: usize, s: &Snap) -> Vec<Family> {
         Family::new("ebats_worker_child_starts", "Worker children started.", Kind::Counter)
             .with(&t, Value::Int(s.starts)),
         exits,
+        Family::new("ebats_topic_paused", "1 while the worker's children know its topic paused.", Kind::Gauge)
+            .with(&t, Value::Int(s.paused as u64)),
+        Family::new("ebats_tasks_given_back", "Tasks given back unstarted, by reason.", Kind::Counter)
+            .with(&[("topic", topic), ("reason", "paused")], Value::Int(s.given_back)),
     ]
 }
 
@@ -430,6 +434,13 @@ mod tests {
         assert!(text.contains("ebats_task_wait_seconds_count{topic=\"demo\"} 1\n"), "{text}");
         assert!(text.contains("ebats_worker_children{topic=\"demo\"} 1\n"), "{text}");
         assert!(text.contains("ebats_worker_child_starts_total{topic=\"demo\"} 1\n"), "{text}");
+        assert!(text.contains("ebats_topic_paused{topic=\"demo\"} 0\n"), "{text}");
+        assert!(text.contains("ebats_tasks_given_back_total{topic=\"demo\",reason=\"paused\"} 0\n"), "{text}");
+        stats.set_paused(0, true);
+        stats.given_back();
+        let text = render(worker_families("demo", 2, &stats.snap()));
+        assert!(text.contains("ebats_topic_paused{topic=\"demo\"} 1\n"), "{text}");
+        assert!(text.contains("ebats_tasks_given_back_total{topic=\"demo\",reason=\"paused\"} 1\n"), "{text}");
     }
 
     #[test]

@@ -58,6 +58,8 @@ atomics! {
         retried: AtomicU64,
         /// Tasks this process ended in the last minute.
         minute: MinuteRing,
+        /// 1 while this process knows its topic paused (it starts none of its tasks).
+        paused: AtomicU32,
     }
 }
 
@@ -74,6 +76,8 @@ atomics! {
         /// When the last task began (Unix ms) and how long it had waited (ms).
         last_begin_ms: AtomicU64,
         last_wait_ms: AtomicU64,
+        /// Tasks given back unstarted because their topic was paused.
+        given_back: AtomicU64,
     }
 }
 
@@ -100,6 +104,8 @@ pub struct ChildSnap {
     pub last_minute: u64,
     /// The name of the task it runs now.
     pub running: Option<String>,
+    /// It knows its topic paused.
+    pub paused: bool,
 }
 
 /// What a worker's processes counted, as read at one moment.
@@ -120,6 +126,16 @@ pub struct Snap {
     /// When the last task began (Unix ms; 0: none yet) and how long it had waited (ms).
     pub last_begin_ms: u64,
     pub last_wait_ms: u64,
+    /// A live child knows the worker's topic paused.
+    pub paused: bool,
+    /// Tasks given back unstarted because their topic was paused.
+    pub given_back: u64,
+}
+
+/// Whether a worker's topic shows as paused: while any of its live children knows it paused (a
+/// pause or a resume reaches each child on its own, within a second).
+pub fn topic_paused(children: &[ChildSnap]) -> bool {
+    children.iter().any(|c| c.paused)
 }
 
 fn now_s() -> u64 {
@@ -222,12 +238,25 @@ impl Stats {
         self.t().minute.add(now);
     }
 
+    /// The child of `slot` knows its topic paused, or running (or does not know yet).
+    pub fn set_paused(&self, slot: usize, paused: bool) {
+        if let Some(c) = self.child(slot) {
+            c.paused.store(paused as u32, Ordering::Relaxed);
+        }
+    }
+
+    /// A child gave back, unstarted, a task of its paused topic.
+    pub fn given_back(&self) {
+        self.t().given_back.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The parent forked `pid` for `slot`.
     pub fn child_started(&self, slot: usize, pid: i32) {
         self.t().starts.fetch_add(1, Ordering::Relaxed);
         if let Some(c) = self.child(slot) {
             c.running.store(0, Ordering::Relaxed);
             c.timed_out.store(0, Ordering::Relaxed);
+            c.paused.store(0, Ordering::Relaxed);
             c.started_ms.store(crate::wire::now_ms().max(0) as u64, Ordering::Relaxed);
             for n in [&c.done, &c.failed, &c.retried] {
                 n.store(0, Ordering::Relaxed);
@@ -320,10 +349,13 @@ impl Stats {
                     retried: c.retried.load(Ordering::Relaxed),
                     last_minute: c.minute.count(now),
                     running,
+                    paused: c.paused.load(Ordering::Relaxed) == 1,
                 });
             }
         }
         Snap {
+            paused: topic_paused(&per_child),
+            given_back: t.given_back.load(Ordering::Relaxed),
             tasks,
             wait: t.wait.snap(),
             children,
@@ -405,6 +437,36 @@ mod tests {
         let c = s.snap().per_child[0].clone();
         assert_eq!((c.pid, c.done, c.last_minute), (301, 0, 0));
         assert_eq!(s.snap().last_minute, 4, "the worker's minute keeps the runs of ended children");
+    }
+
+    #[test]
+    fn paused_while_a_live_child_knows_it() {
+        let child = |paused| ChildSnap { paused, ..Default::default() };
+        // (children's knowledge, shown paused)
+        let rows: [(&[bool], bool); 5] =
+            [(&[], false), (&[false], false), (&[true], true), (&[false, true], true), (&[false, false], false)];
+        for (children, want) in rows {
+            let c: Vec<ChildSnap> = children.iter().map(|p| child(*p)).collect();
+            assert_eq!(topic_paused(&c), want, "{children:?}");
+        }
+        let s = Stats::new().unwrap();
+        s.child_started(0, 100);
+        s.child_started(1, 101);
+        s.set_paused(1, true);
+        s.given_back();
+        s.given_back();
+        let snap = s.snap();
+        assert!(snap.paused && !snap.per_child[0].paused && snap.per_child[1].paused);
+        assert_eq!(snap.given_back, 2);
+        s.set_paused(1, false);
+        assert!(!s.snap().paused);
+        // a child that ends takes its knowledge with it; the next one in the slot starts unknowing
+        s.set_paused(0, true);
+        s.child_exited(0, 0);
+        assert!(!s.snap().paused);
+        s.child_started(0, 102);
+        assert!(!s.snap().paused);
+        assert_eq!(s.snap().given_back, 2, "the count is the worker's");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::cpu::Percent;
 use super::depth::Depths;
-use super::status_doc::{Children, DepthsDoc, InHand, ProcessRow, QueueRow, StatusDoc, TaskTimes, Totals};
+use super::status_doc::{Children, DepthsDoc, InHand, PauseDoc, ProcessRow, QueueRow, StatusDoc, TaskTimes, Totals};
 
 pub const VERSION: u64 = 1;
 
@@ -34,6 +34,8 @@ pub struct Input {
     pub counters: Map<String, Value>,
     /// A worker's run and wait times.
     pub task_times: Option<TaskTimes>,
+    /// A worker's pause, as its children know it.
+    pub pause: Option<PauseDoc>,
 }
 
 fn secs(ms: u64) -> f64 {
@@ -139,6 +141,7 @@ pub fn document(i: &Input) -> StatusDoc {
         processes: i.processes.clone(),
         depths: depths(i),
         task_times: i.task_times,
+        pause: i.pause,
     }
 }
 
@@ -206,6 +209,7 @@ mod tests {
                 wait_seconds_sum: 3.0,
                 wait_seconds_count: 10,
             }),
+            pause: Some(PauseDoc { paused: true, given_back: 2 }),
         }
     }
 
@@ -231,6 +235,7 @@ mod tests {
         assert_eq!(q["consumers"], 1);
         assert_eq!(q["unacked"], Value::Null);
         assert_eq!(q["queues"].as_array().unwrap().len(), 4);
+        assert_eq!(d["pause"], json!({"paused": true, "given_back": 2}));
     }
 
     #[test]
@@ -260,7 +265,8 @@ mod tests {
             {"queue":"p.delay.L0","role":"delay","ready":1,"consumers":0},
             {"queue":"p.delay.L3","role":"delay","ready":2,"consumers":0},
             {"queue":"p.failed.demo","role":"failed","ready":3,"consumers":0}]},
-        "task_times":{"run_seconds_sum":0.5,"run_seconds_count":9,"wait_seconds_sum":3.0,"wait_seconds_count":10}}"#;
+        "task_times":{"run_seconds_sum":0.5,"run_seconds_count":9,"wait_seconds_sum":3.0,"wait_seconds_count":10},
+        "pause":{"paused":true,"given_back":2}}"#;
 
     #[test]
     fn oldest_wait() {
@@ -298,8 +304,10 @@ mod tests {
         i.depths.queues = vec![stat("p.events", "events", 2, 1)];
         i.counters.insert("events_routed".into(), json!(3));
         i.task_times = None;
+        i.pause = None;
         let d = doc(&i);
         assert_eq!(d["task_times"], Value::Null);
+        assert_eq!(d["pause"], Value::Null);
         assert_eq!(d["children"], Value::Null);
         assert_eq!(d["depths"]["ready"], 2);
         assert_eq!(d["depths"]["delayed"], 0);

@@ -33,6 +33,20 @@ pub struct StatusDoc {
     /// consumer (and from a process older than the field).
     #[serde(default)]
     pub task_times: Option<TaskTimes>,
+    /// A worker: whether its topic is paused (`ebats topics:pause`) as its children know it, and the
+    /// tasks they gave back unstarted because of it; none for a scheduler or consumer (and from a
+    /// process older than the field).
+    #[serde(default)]
+    pub pause: Option<PauseDoc>,
+}
+
+/// A worker's pause, as its children know it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PauseDoc {
+    /// A child of the worker knows its topic paused: it starts none of its tasks.
+    pub paused: bool,
+    /// Tasks given back to the queue unstarted (no attempt used) because the topic was paused.
+    pub given_back: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -126,7 +140,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// A document as an ebats of the first version served it (no `task_times`).
+    /// A document as an ebats of the first version served it (no `task_times`, no `pause`).
     fn first_version() -> Value {
         json!({
             "version": 1, "role": "worker", "topics": ["demo"], "host": "h", "address": "127.0.0.1:9464",
@@ -152,9 +166,11 @@ mod tests {
     fn reads_an_older_document_and_writes_it_back_the_same() {
         let doc: StatusDoc = serde_json::from_value(first_version()).unwrap();
         assert_eq!(doc.task_times, None);
+        assert_eq!(doc.pause, None);
         assert_eq!(doc.processes[0].task.as_ref().map(|t| t.name.as_str()), Some("slow"));
         let mut back = serde_json::to_value(&doc).unwrap();
         assert_eq!(back.as_object_mut().unwrap().remove("task_times"), Some(Value::Null));
+        assert_eq!(back.as_object_mut().unwrap().remove("pause"), Some(Value::Null));
         assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&first_version()).unwrap());
     }
 

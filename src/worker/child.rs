@@ -136,6 +136,8 @@ impl Host for TaskHost<'_> {
         if let Some(w) = &mut self.history {
             w.send_due();
         }
+        // What this child knows of the pause, for the metrics process.
+        self.tracking.shared.stats().set_paused(self.tracking.index, self.paused.is_paused());
         None
     }
 
@@ -166,7 +168,10 @@ impl Host for TaskHost<'_> {
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Stopped> {
         if !self.paused.may_start() {
             return match paused::give_back(self.settings, &self.names, sub, &d) {
-                Ok(()) => After::Next,
+                Ok(()) => {
+                    self.tracking.shared.stats().given_back();
+                    After::Next
+                }
                 Err(e) => {
                     log::error(&format!("worker could not give back a task of a paused topic: {e}"));
                     After::Reopen

@@ -29,6 +29,11 @@ impl Paused {
         may_start(self.watch.paused())
     }
 
+    /// The topic is known paused (not while the stream is still being read).
+    pub fn is_paused(&self) -> bool {
+        self.watch.paused() == Some(true)
+    }
+
     /// Between deliveries: the consumer cancelled while the topic is paused, consuming again once
     /// it runs. False when consuming again failed (the subscription is to be opened anew).
     pub fn follow(&self, sub: &mut Subscription) -> bool {

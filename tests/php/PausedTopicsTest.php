@@ -39,9 +39,40 @@ final class PausedTopicsTest extends ProcTestCase
         return Process::run(array_merge(TestEnv::phpCommand(), [$bin], $args), static::childEnv(), 30);
     }
 
+    /**
+     * The pause as the worker at $addr shows it: its gauge `ebats_topic_paused`, its counter of tasks given
+     * back, and the `pause` of its /status.json; null until both answer.
+     *
+     * @return array{gauge:string,given_back:string,status:array}|null
+     */
+    private function shownPause(string $addr): ?array
+    {
+        [$code, $text] = self::httpGet($addr, '/metrics');
+        [$scode, $body] = self::httpGet($addr, '/status.json');
+        $doc = $scode === 200 ? json_decode($body, true) : null;
+        if ($code !== 200 || !is_array($doc)
+            || !preg_match('/^ebats_topic_paused\{topic="demo"\} (\S+)$/m', $text, $gauge)
+            || !preg_match('/^ebats_tasks_given_back_total\{topic="demo",reason="paused"\} (\S+)$/m', $text, $given)) {
+            return null;
+        }
+        return ['gauge' => $gauge[1], 'given_back' => $given[1], 'status' => $doc['pause']];
+    }
+
+    /** Waits until the worker at $addr shows the topic paused (or running), in /metrics and /status.json. */
+    private function waitShownPause(string $addr, bool $paused, string $what): array
+    {
+        return $this->waitFor(function () use ($addr, $paused): ?array {
+            $shown = $this->shownPause($addr);
+            return $shown !== null && $shown['gauge'] === ($paused ? '1' : '0') && ($shown['status']['paused'] ?? null) === $paused
+                ? $shown : null;
+        }, 15, $what, 0.2);
+    }
+
     public function testAPauseStopsStartingTasksWithinASecondAndResumeRunsThem(): void
     {
-        $this->startWorker(['topic' => 'demo', 'prefetch' => 5]);
+        $addr = '127.0.0.1:' . self::freePort();
+        $this->startWorker(['topic' => 'demo', 'prefetch' => 5, 'env' => ['EBATS_T_METRICS' => $addr]]);
+        $this->waitShownPause($addr, false, 'the worker shows its topic running');
         $this->startWorker(['topic' => 'other']);
         $ids = [];
         for ($i = 0; $i < 30; $i++) {
@@ -53,6 +84,7 @@ final class PausedTopicsTest extends ProcTestCase
         $paused = microtime(true);
         $this->assertFalse(Topics::pause('demo'), 'a second pause changes nothing');
         $this->assertSame(['demo'], Topics::list());
+        $this->waitShownPause($addr, true, 'the worker shows its topic paused');
 
         // Another topic runs on while demo is paused.
         $other = Task::create('other', 'x', ['tag' => 'o1']);
@@ -68,8 +100,15 @@ final class PausedTopicsTest extends ProcTestCase
         $stats = self::queueStats()[static::q('task.demo')];
         $this->assertSame(0, $stats['unacked'], 'a paused worker holds no task');
         $this->assertSame(30 - $ran, $stats['ready'], 'the tasks not started stay in the broker');
+        // Its consumer cancelled, the worker takes no more tasks: what it gave back is counted, the same
+        // in both documents. With a prefetch of 5 and tasks waiting, its buffer held some when the pause came.
+        $shown = $this->shownPause($addr);
+        $this->assertSame('1', $shown['gauge']);
+        $this->assertSame((int) $shown['given_back'], $shown['status']['given_back'], 'the same count in /metrics and /status.json');
+        $this->assertGreaterThanOrEqual(1, $shown['status']['given_back'], 'the tasks of its buffer were given back');
 
         $this->assertTrue(Topics::resume('demo'));
+        $this->waitShownPause($addr, false, 'the worker shows its topic running again');
         $this->assertFalse(Topics::resume('demo'), 'a second resume changes nothing');
         $this->assertSame([], Topics::list());
         foreach ($ids as $id) {
@@ -91,7 +130,9 @@ final class PausedTopicsTest extends ProcTestCase
         $p = $this->cli(['topics:list', '--json']);
         $this->assertSame(['paused' => ['demo']], json_decode($p->stdout(), true), $p->describe());
 
-        $worker = $this->startWorker(['topic' => 'demo', 'procs' => 2], false);
+        $addr = '127.0.0.1:' . self::freePort();
+        $worker = $this->startWorker(['topic' => 'demo', 'procs' => 2, 'env' => ['EBATS_T_METRICS' => $addr]], false);
+        $this->waitShownPause($addr, true, 'a worker started while its topic is paused shows it paused');
         $id = Task::create('demo', 'ok', ['tag' => 'held']);
         $this->assertStays(fn () => $this->demoRuns() ?: null, 2.0, 'a task of a paused topic ran');
         $worker->stop(10.0);

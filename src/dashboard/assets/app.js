@@ -57,7 +57,8 @@ function fill(tbody, rows) {
 
 function topicRows(topics) {
   return topics.map((t) => el('tr', { 'data-topic': t.topic },
-    el('td', {}, t.topic, ...(t.legacy || []).map((q) => el('div', { class: 'legacy' },
+    el('td', {}, t.topic, ...(t.paused ? [' ', el('span', { class: 'paused' }, 'paused')] : []),
+      ...(t.legacy || []).map((q) => el('div', { class: 'legacy' },
       'original\'s ' + q.queue + ': ' + num(q.messages)))),
     el('td', { class: 'num ready' }, num(t.ready)),
     el('td', { class: 'num in-flight' }, num(t.in_flight)),
