@@ -3,7 +3,7 @@
 //! Layers, top to bottom (calls go down, never up; ARCHITECTURE.md draws them): `php` (the bindings,
 //! the only code that touches zvals: each method converts values, calls one service, maps errors);
 //! `services` (what PHP, the CLI and the dashboard share: scheduling, consuming, schedule management,
-//! periodic firing, the worker's assembly, paused topics); `worker` (the process model), `metrics`,
+//! periodic firing, publishing, the worker's assembly, paused topics); `worker` (the process model), `metrics`,
 //! `dashboard`, `history`; `dispatch` (where events and tasks go); `broker` (connections, topology,
 //! confirmed publishing, consuming, streams) and `http` (the one HTTP server); the ground floor, pure:
 //! `config`, `rules`, `wire`, `headers`, `outcome`, `log`, `nodes`, `shm`, `cron` (expressions, ticks,
