@@ -23,6 +23,11 @@ pub const EXCHANGE: &str = "x-ebats-exchange";
 pub const ROUTING_KEY: &str = "x-ebats-routing-key";
 /// Written by the broker (quorum queues): deliveries of this message that were not acked.
 pub const DELIVERY_COUNT: &str = "x-delivery-count";
+/// A periodic schedule's firing (an event the cron leader published, and its record on the schedule
+/// stream): the `cron::firing::Firing` record as JSON.
+pub const CRON_FIRING: &str = "x-ebats-cron";
+/// A triggered firing: `{"schedule":..,"id":..,"fired_at":ms}`.
+pub const CRON_TRIGGER: &str = "x-ebats-cron-trigger";
 
 /// The most bytes of one header value ebats writes. A Consumer's failed message carries four
 /// headers of ebats: at most about 17 KiB of properties, well inside the default frame (128 KiB).

@@ -104,8 +104,8 @@ fn amqp_value() -> impl Strategy<Value = AMQPValue> {
 fn properties() -> impl Strategy<Value = BasicProperties> {
     let key = prop_oneof![
         Just("x-stream-offset"),
-        Just(ebats::cron::state::FIRING_HEADER),
-        Just(ebats::cron::state::TRIGGER_HEADER),
+        Just(ebats::headers::CRON_FIRING),
+        Just(ebats::headers::CRON_TRIGGER),
         Just(ebats::headers::ERROR),
         Just(ebats::headers::FAILED_AT),
         Just("x-death"),

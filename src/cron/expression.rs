@@ -43,6 +43,31 @@ pub struct Expression {
     cron: Cron,
 }
 
+/// A nickname (`@daily`) as its fields; any other text as it is.
+fn expand(trimmed: &str) -> Result<String, String> {
+    if !trimmed.starts_with('@') {
+        return Ok(trimmed.to_string());
+    }
+    match NICKNAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(trimmed)) {
+        Some((_, fields)) => Ok((*fields).to_string()),
+        None => {
+            Err("is not a known name: use one of @yearly @annually @monthly @weekly @daily @midnight @hourly".into())
+        }
+    }
+}
+
+/// Which of `fields` (the first at position `first` of the six) the parser refuses, found by parsing
+/// each alone among wildcards, and why.
+fn refused_field(fields: &[&str], first: usize) -> Option<String> {
+    fields.iter().enumerate().find_map(|(i, field)| {
+        let mut probe = ["0", "*", "*", "*", "*", "*"];
+        probe[first + i] = field;
+        let fe = parser().parse(&probe.join(" ")).err()?;
+        let (name, accepts) = FIELDS[first + i];
+        Some(format!("has an invalid {name} field '{}' ({}); it accepts {accepts}", shown(field), reason(&fe)))
+    })
+}
+
 impl Expression {
     /// Parses `text`; every refusal says which field holds which bad value.
     pub fn parse(text: &str) -> Result<Self, Error> {
@@ -56,18 +81,10 @@ impl Expression {
                  6 with a leading seconds field, or one of @yearly @annually @monthly @weekly @daily @midnight @hourly",
             ));
         }
-        let pattern =
-            if trimmed.starts_with('@') {
-                match NICKNAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(trimmed)) {
-                    Some((_, fields)) => (*fields).to_string(),
-                    None => return bad(
-                        "is not a known name: use one of @yearly @annually @monthly @weekly @daily @midnight @hourly"
-                            .into(),
-                    ),
-                }
-            } else {
-                trimmed.to_string()
-            };
+        let pattern = match expand(trimmed) {
+            Ok(p) => p,
+            Err(why) => return bad(why),
+        };
         let fields: Vec<&str> = pattern.split_whitespace().collect();
         if fields.len() != 5 && fields.len() != 6 {
             return bad(format!(
@@ -85,20 +102,7 @@ impl Expression {
         let cron = match parser().parse(&pattern) {
             Ok(cron) => cron,
             Err(e) => {
-                // Find the field croner refuses by parsing it alone among wildcards.
-                for (i, field) in fields.iter().enumerate() {
-                    let mut probe = ["0", "*", "*", "*", "*", "*"];
-                    probe[first + i] = field;
-                    if let Err(fe) = parser().parse(&probe.join(" ")) {
-                        let (name, accepts) = FIELDS[first + i];
-                        return bad(format!(
-                            "has an invalid {name} field '{}' ({}); it accepts {accepts}",
-                            shown(field),
-                            reason(&fe)
-                        ));
-                    }
-                }
-                return bad(format!("is invalid: {}", reason(&e)));
+                return bad(refused_field(&fields, first).unwrap_or_else(|| format!("is invalid: {}", reason(&e))))
             }
         };
         // Refuse what never matches (30 February): every valid pattern repeats within the

@@ -3,8 +3,8 @@
 //! header), and [`Fold`], the current schedules with their last fired ticks and counts. No broker here.
 //!
 //! Records are JSON objects `{"v":1,"type":...,"at":ms,...}`. A firing is an event message whose header
-//! [`FIRING_HEADER`] holds a [`Firing`] record (or [`TRIGGER_HEADER`] a fired trigger), so the event and its
-//! record are one message.
+//! `crate::headers::CRON_FIRING` holds a [`Firing`] record (or `crate::headers::CRON_TRIGGER` a fired
+//! trigger), so the event and its record are one message.
 //!
 //! Folding starts at the beginning of the stream (offset 0: every record is applied, snapshots are ignored)
 //! or anywhere later, in which case the state is taken from the first snapshot met, and the records read
@@ -20,10 +20,6 @@ use super::firing::{may_fire, Firing};
 use super::schedule::Schedule;
 
 pub const RECORD_VERSION: i64 = 1;
-/// Header of a firing message: the [`Firing`] record as JSON.
-pub const FIRING_HEADER: &str = "x-ebats-cron";
-/// Header of a triggered firing: `{"schedule":..,"id":..,"fired_at":ms}`.
-pub const TRIGGER_HEADER: &str = "x-ebats-cron-trigger";
 
 /// A schedule as stored: everything needed to rebuild it the same way in any process.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -211,6 +211,8 @@ pub fn scheduler_families() -> Vec<Family> {
 /// Forks the worker's metrics process, serving on the listening socket `fd` until the parent
 /// ends. Call it in the parent while it is single-threaded, before the first worker child.
 /// `in_hand` says the id and start (Unix ms) of the task a child slot runs.
+/// One function on purpose: all the forked process does between `fork` and `_exit` (it never returns
+/// to PHP) reads in one place, its three endpoints included.
 pub fn fork_worker_process(
     fd: RawFd,
     stats: &Stats,

@@ -296,8 +296,8 @@ impl Stats {
         c.pid.store(0, Ordering::Release);
     }
 
-    /// Everything counted so far; task names seen twice (two slots claimed at once) are summed.
-    pub fn snap(&self) -> Snap {
+    /// Each task name's outcomes and run times (the label table's overflow row last, when used).
+    fn task_snaps(&self) -> Vec<(String, [u64; OUTCOMES.len()], HistSnap)> {
         let t = self.t();
         let mut tasks: Vec<(String, [u64; OUTCOMES.len()], HistSnap)> = Vec::new();
         for i in 0..LABELS {
@@ -324,10 +324,15 @@ impl Stats {
                 None => tasks.push((name, outcomes, run)),
             }
         }
+        tasks
+    }
+
+    /// The live children (slot, pid), what each has done and runs, and how many run a task now.
+    fn child_snaps(&self, now: u64) -> (Vec<(usize, i32)>, Vec<ChildSnap>, u64) {
+        let t = self.t();
         let mut children = Vec::new();
         let mut per_child = Vec::new();
         let mut in_flight = 0;
-        let now = now_s();
         for (slot, c) in t.children.iter().enumerate() {
             let pid = c.pid.load(Ordering::Acquire);
             if pid > 0 {
@@ -353,6 +358,15 @@ impl Stats {
                 });
             }
         }
+        (children, per_child, in_flight)
+    }
+
+    /// Everything counted so far; task names seen twice (two slots claimed at once) are summed.
+    pub fn snap(&self) -> Snap {
+        let t = self.t();
+        let now = now_s();
+        let tasks = self.task_snaps();
+        let (children, per_child, in_flight) = self.child_snaps(now);
         Snap {
             paused: topic_paused(&per_child),
             given_back: t.given_back.load(Ordering::Relaxed),

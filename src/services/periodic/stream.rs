@@ -16,7 +16,8 @@ use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing};
 use crate::config::Settings;
 use crate::cron::error::Error;
 use crate::cron::firing::Firing;
-use crate::cron::state::{Def, Folder, Item, Record, FIRING_HEADER, TRIGGER_HEADER};
+use crate::cron::state::{Def, Folder, Item, Record};
+use crate::headers::{CRON_FIRING as FIRING_HEADER, CRON_TRIGGER as TRIGGER_HEADER};
 use crate::wire::{properties, properties_with_headers, EventMsg};
 
 /// Messages a stream reader takes ahead; acked in runs of half of it.
