@@ -45,6 +45,13 @@ pub async fn ack(ch: &Channel, tag: u64, multiple: bool) -> Result<(), BrokerErr
 /// How many messages wait in `queue` (a passive declare: nothing is created; a missing queue is
 /// `NotFound` and closes the channel).
 pub async fn waiting(ch: &Channel, queue: &str) -> Result<u32, BrokerError> {
+    Ok(counts(ch, queue).await?.0)
+}
+
+/// The ready messages and the consumers of `queue` (a passive declare: nothing is created; a missing
+/// queue is `NotFound` and closes the channel). AMQP tells nothing of the messages delivered and not
+/// yet acked.
+pub async fn counts(ch: &Channel, queue: &str) -> Result<(u32, u32), BrokerError> {
     let q = ch
         .queue_declare(
             queue.into(),
@@ -52,6 +59,6 @@ pub async fn waiting(ch: &Channel, queue: &str) -> Result<u32, BrokerError> {
             FieldTable::default(),
         )
         .await
-        .map_err(|e| BrokerError::lapin(&format!("cannot look at '{queue}'"), &e))?;
-    Ok(q.message_count())
+        .map_err(|e| BrokerError::lapin(&format!("queue '{queue}'"), &e))?;
+    Ok((q.message_count(), q.consumer_count()))
 }

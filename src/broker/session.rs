@@ -6,8 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
 use super::confirm::Pending;
@@ -248,16 +246,9 @@ impl Session {
         let conn = self.link(settings)?.connection.clone();
         self.wait(settings.confirm_timeout, "reading a queue's depth", async {
             let ch = connection::channel(&conn).await?;
-            let q = ch
-                .queue_declare(
-                    queue.into(),
-                    QueueDeclareOptions { passive: true, ..Default::default() },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| BrokerError::lapin(&format!("queue '{queue}'"), &e))?;
+            let counts = super::consumer::counts(&ch, queue).await?;
             let _ = ch.close(200, "done".into()).await;
-            Ok((q.message_count(), q.consumer_count()))
+            Ok(counts)
         })
     }
 

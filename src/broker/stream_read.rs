@@ -185,47 +185,47 @@ pub async fn read_to_marker(
     Ok(at)
 }
 
-/// Reads `stream` from `from` on the session `s`, on a channel of its own (closed after), giving each
-/// delivery to `each` until it says it was the last one wanted (true); opening and reading take at
-/// most `within`. The one bounded read from an offset on the session (the schedule stream's fold).
-#[allow(clippy::too_many_arguments)] // the stream, where to start and how long: each is the caller's
+/// A bounded read of a stream on the session: which stream (`what` names it in errors and in the
+/// consumer's tag), from where, how many deliveries ahead, and how long opening and reading may take.
+pub struct Read<'a> {
+    pub stream: &'a str,
+    pub what: &'a str,
+    pub from: Offset,
+    pub prefetch: u16,
+    pub within: Duration,
+}
+
+/// Reads `r.stream` from `r.from` on the session `s`, on a channel of its own (closed after), giving
+/// each delivery to `each` until it says it was the last one wanted (true). The one bounded read from
+/// an offset on the session (the schedule stream's fold, [`read_to_now`]).
 pub fn read_from(
     s: &mut Session,
     settings: &Settings,
-    stream: &str,
-    what: &str,
-    from: Offset,
-    prefetch: u16,
-    within: Duration,
+    r: &Read,
     each: impl FnMut(&Delivery) -> bool,
 ) -> Result<(), BrokerError> {
     let ch = s.channel(settings)?;
-    let r = s.wait(within, &format!("reading the {what}"), async {
-        let mut consumer = open(&ch, stream, from, prefetch, &tag(what)).await?;
-        read_until(&ch, &mut consumer, prefetch, what, each).await
+    let read = s.wait(r.within, &format!("reading the {}", r.what), async {
+        let mut consumer = open(&ch, r.stream, r.from, r.prefetch, &tag(r.what)).await?;
+        read_until(&ch, &mut consumer, r.prefetch, r.what, each).await
     });
     // Closing the channel ends its consumer; the stream keeps everything (reading takes nothing).
     let _ = s.block_on(ch.close(200, "read".into()));
-    r
+    read
 }
 
-/// Reads `stream` from `from` up to now on the session `s`: appends a marker and gives every message
-/// before it to `each` with its offset (markers skipped), within `within`. Returns the marker's offset.
-#[allow(clippy::too_many_arguments)] // as read_from
+/// Reads `r.stream` from `r.from` up to now on the session `s`: appends a marker and gives every
+/// message before it to `each` with its offset (markers skipped). Returns the marker's offset.
 pub fn read_to_now(
     s: &mut Session,
     settings: &Settings,
-    stream: &str,
-    what: &str,
-    from: Offset,
-    prefetch: u16,
-    within: Duration,
+    r: &Read,
     mut each: impl FnMut(u64, &Delivery),
 ) -> Result<u64, BrokerError> {
     let id = crate::wire::new_id();
-    s.publish(settings, &[marker(stream, &id)])?;
+    s.publish(settings, &[marker(r.stream, &id)])?;
     let mut at = 0;
-    read_from(s, settings, stream, what, from, prefetch, within, |d| {
+    read_from(s, settings, r, |d| {
         at = offset_in(&d.properties).unwrap_or(0);
         match marker_id(&d.properties) {
             Some(m) => m == id,

@@ -57,7 +57,14 @@ pub fn scan(settings: &Settings, since_ms: Option<i64>, mut each: impl FnMut(Rec
     let from = since_ms.map_or(Offset::First, |ms| Offset::Time(since_secs(ms)));
     with_session(|s| {
         check_exists(s, settings, &stream)?;
-        stream_read::read_to_now(s, settings, &stream, WHAT, from, PREFETCH, stream_read::WHOLE_READ, |_, d| {
+        let read = stream_read::Read {
+            stream: &stream,
+            what: WHAT,
+            from,
+            prefetch: PREFETCH,
+            within: stream_read::WHOLE_READ,
+        };
+        stream_read::read_to_now(s, settings, &read, |_, d| {
             records(d).into_iter().filter(|r| since_ms.is_none_or(|s| r.end_ms >= s)).for_each(&mut each)
         })
         .map(|_| ())

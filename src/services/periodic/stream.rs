@@ -212,9 +212,9 @@ fn read_through(settings: &Settings, id: &str) -> Result<Folder, BrokerError> {
         folder.await_request(id);
         let mut last = None;
         with_session(|s| {
-            stream_read::read_from(s, settings, &names.cron_stream(), WHAT, from, READ_PREFETCH, t, |d| {
-                fold_one(&mut folder, &mut last, d, id)
-            })
+            let stream = names.cron_stream();
+            let read = stream_read::Read { stream: &stream, what: WHAT, from, prefetch: READ_PREFETCH, within: t };
+            stream_read::read_from(s, settings, &read, |d| fold_one(&mut folder, &mut last, d, id))
         })?;
         if from == Offset::First && folder.finish_from_first() {
             crate::log::error(STREAM_START_GONE);
