@@ -10,7 +10,7 @@ export EBATS_ROOT EBATS_SO
 # a real Prometheus server: tests/php/MetricsTest.php; chromium and chromium-driver for the dashboard's
 # browser tests: tests/php/DashboardTest.php drives a headless Chromium through WebDriver; podman and its
 # helpers for the container images and the compose file: scripts/containers, tests/php/ContainersTest.php).
-EBATS_CONTAINER_PACKAGES=(podman buildah podman-compose runc debootstrap netavark aardvark-dns catatonit python3-venv)
+EBATS_CONTAINER_PACKAGES=(podman buildah podman-compose runc debootstrap netavark aardvark-dns iptables catatonit python3-venv)
 EBATS_PACKAGES=(
     php8.2-dev php8.2-cli libclang-dev build-essential libssl-dev pkg-config openssl
     php8.2-fpm php-amqp php-amqplib phpunit git
