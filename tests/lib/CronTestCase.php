@@ -4,6 +4,8 @@ declare(strict_types=1);
 
 namespace Ebats\Tests\Lib;
 
+use Asynclib\Ebats\Schedules;
+
 /**
  * Base of the periodic-schedule tests: firings are counted on a probe queue bound to the event exchange
  * (each firing is an event whose header x-ebats-cron holds its record: schedule, tick, late; a trigger's
@@ -33,6 +35,22 @@ abstract class CronTestCase extends ProcTestCase
             $this->broker->deleteQueue($q);
         }
         parent::tearDown();
+    }
+
+    /** Whether the Scheduler process $p has taken over the leadership of the periodic schedules. */
+    protected static function leads(Process $p): bool
+    {
+        return str_contains($p->stderr(), 'cron: took over the leadership');
+    }
+
+    /** The schedules as Schedules::list() gives them, by name. */
+    protected static function list(): array
+    {
+        $out = [];
+        foreach (Schedules::list() as $s) {
+            $out[$s['name']] = $s;
+        }
+        return $out;
     }
 
     /** Takes every message of the probe queue into $this->fired; returns them all. */

@@ -27,20 +27,6 @@ final class CronHardeningTest extends CronTestCase
         return $this->startFixture($name, 'cron_scheduler.php', $env);
     }
 
-    private static function leads(Process $p): bool
-    {
-        return str_contains($p->stderr(), 'cron: took over the leadership');
-    }
-
-    private static function list(): array
-    {
-        $out = [];
-        foreach (Schedules::list() as $s) {
-            $out[$s['name']] = $s;
-        }
-        return $out;
-    }
-
     private static function every(string $name, string $event = 'h.tick', int $catchup = 60): array
     {
         return ['* * * * * *', $event, [], ['name' => $name, 'timezone' => 'UTC', 'catchup' => $catchup]];

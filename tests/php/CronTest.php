@@ -31,20 +31,6 @@ final class CronTest extends CronTestCase
         return $this->startFixture($name, 'cron_scheduler.php', $env);
     }
 
-    private static function leads(Process $p): bool
-    {
-        return str_contains($p->stderr(), 'cron: took over the leadership');
-    }
-
-    private static function list(): array
-    {
-        $out = [];
-        foreach (Schedules::list() as $s) {
-            $out[$s['name']] = $s;
-        }
-        return $out;
-    }
-
     public function testThreeSchedulersFireEveryTickOnceThroughAKillAndACut(): void
     {
         $every = ['* * * * * *', 'cron.tick', ['n' => 1], ['name' => 'every', 'timezone' => 'UTC', 'catchup' => 10]];
