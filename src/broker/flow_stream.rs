@@ -60,21 +60,16 @@ pub fn read_to_now(
         s.publish_declared(settings, &[Decl::Flow], msgs, &std::cell::Cell::new(false))
     };
     send(s, &msgs)?;
-    let ch = s.channel(settings)?;
-    let read = s.wait(stream_read::WHOLE_READ, "reading the flow stream", async {
-        let mut consumer =
-            stream_read::open(&ch, &stream, Offset::First, READ_PREFETCH, &stream_read::tag("flow")).await?;
-        let mut fold = Fold::default();
-        let to = stream_read::read_to_marker(&ch, &mut consumer, READ_PREFETCH, "flow stream", &id, |o, d| {
-            fold.push(o, record_of(o, d))
-        })
-        .await?;
-        fold.finish();
-        Ok((fold, to))
-    });
-    // Closing the channel ends its consumer; the stream keeps everything (reading takes nothing).
-    let _ = s.block_on(ch.close(200, "read".into()));
-    let (fold, to) = read?;
+    let read = stream_read::Read {
+        stream: &stream,
+        what: "flow stream",
+        from: Offset::First,
+        prefetch: READ_PREFETCH,
+        within: stream_read::WHOLE_READ,
+    };
+    let mut fold = Fold::default();
+    let to = stream_read::read_through_marker(s, settings, &read, &id, |o, d| fold.push(o, record_of(o, d)))?;
+    fold.finish();
     let due = match snapshot {
         true => Some(Record::Snapshot { paused: fold.paused().clone(), through: to }),
         false => fold.snapshot_due(to),

@@ -220,10 +220,23 @@ pub fn read_to_now(
     s: &mut Session,
     settings: &Settings,
     r: &Read,
-    mut each: impl FnMut(u64, &Delivery),
+    each: impl FnMut(u64, &Delivery),
 ) -> Result<u64, BrokerError> {
     let id = crate::wire::new_id();
     s.publish(settings, &[marker(r.stream, &id)])?;
+    read_through_marker(s, settings, r, &id, each)
+}
+
+/// Reads `r.stream` from `r.from` on the session `s` up to the marker `id` (appended by the caller,
+/// with what else it writes), giving every message before it to `each` with its offset (markers
+/// skipped). Returns the marker's offset.
+pub fn read_through_marker(
+    s: &mut Session,
+    settings: &Settings,
+    r: &Read,
+    id: &str,
+    mut each: impl FnMut(u64, &Delivery),
+) -> Result<u64, BrokerError> {
     let mut at = 0;
     read_from(s, settings, r, |d| {
         at = offset_in(&d.properties).unwrap_or(0);
