@@ -44,6 +44,13 @@ final class Broker
         return $this->channel;
     }
 
+    /** Drops the connection without speaking to the broker: the next call connects again. */
+    public function forget(): void
+    {
+        $this->channel = null;
+        $this->connection = null;
+    }
+
     public function close(): void
     {
         if ($this->connection !== null && $this->connection->isConnected()) {

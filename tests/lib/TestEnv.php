@@ -173,6 +173,29 @@ final class TestEnv
         return $result->stdout();
     }
 
+    /**
+     * Stops the shared broker's application (`rabbitmqctl stop_app`). Only tests that run alone
+     * (EBATS_TEST_BROKER_RESTART=1) call it; {@see startBrokerApp()} undoes it.
+     */
+    public static function stopBrokerApp(): void
+    {
+        self::rabbitmqctl(['stop_app']);
+    }
+
+    /**
+     * Starts the broker's application again, waits until it accepts work, and forgets the inspection
+     * connection, which died with the broker (php-amqp reports a dead socket as connected until it is used).
+     */
+    public static function startBrokerApp(): void
+    {
+        try {
+            self::rabbitmqctl(['start_app']);
+        } finally {
+            self::rabbitmqctl(['await_startup']);
+            self::broker()->forget();
+        }
+    }
+
     /** @return array<string,int> queue name => ready messages, for queues of the test vhost whose name starts with $prefix */
     public static function listQueues(string $prefix): array
     {

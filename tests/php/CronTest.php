@@ -233,17 +233,11 @@ final class CronTest extends CronTestCase
         Schedules::add('* * * * * *', 'survivor.tick', [], ['name' => 'survivor', 'timezone' => 'UTC', 'catchup' => 30]);
         $this->waitFor(fn () => count($this->firingsOf('survivor')) >= 3 ?: null, 5, 'firings before the restart');
 
-        TestEnv::rabbitmqctl(['stop_app']);
+        TestEnv::stopBrokerApp();
         try {
             usleep(500000);
         } finally {
-            TestEnv::rabbitmqctl(['start_app']);
-            TestEnv::rabbitmqctl(['await_startup']);
-        }
-        try {
-            $this->broker->close();
-        } catch (\AMQPException $e) {
-            // the connection died with the broker
+            TestEnv::startBrokerApp();
         }
 
         $list = $this->waitFor(fn () => self::thrown(fn () => Schedules::list()) === null ? self::list() : null, 30, 'list() after the restart');

@@ -34,18 +34,10 @@ final class LedgerBrokerStopTest extends LedgerTestCase
         $ledger->start();
         $ledger->run(2.0);
         $ledger->fault(
-            static fn () => TestEnv::rabbitmqctl(['stop_app']),
-            static function (): void {
-                TestEnv::rabbitmqctl(['start_app']);
-                TestEnv::rabbitmqctl(['await_startup']);
-            },
+            static fn () => TestEnv::stopBrokerApp(),
+            static fn () => TestEnv::startBrokerApp(),
             $seconds
         );
-        try {
-            $this->broker->close();
-        } catch (\AMQPException $e) {
-            // the inspection connection died with the broker
-        }
         $ledger->run(3.0);
         $this->settle(sprintf('broker stopped for %d s (stop_app / start_app)', $seconds), 90.0);
     }

@@ -168,12 +168,8 @@ final class PausedTopicsTest extends ProcTestCase
         $this->startWorker(['topic' => 'demo']);
         $this->assertTrue(Topics::pause('demo'));
         $id = Task::create('demo', 'ok', ['tag' => 'across']);
-        TestEnv::rabbitmqctl(['stop_app']);
-        try {
-            TestEnv::rabbitmqctl(['start_app']);
-        } finally {
-            TestEnv::rabbitmqctl(['await_startup']);
-        }
+        TestEnv::stopBrokerApp();
+        TestEnv::startBrokerApp();
         $list = $this->waitFor(fn () => self::thrown(fn () => Topics::list()) === null ? Topics::list() : null, 30, 'list() after the restart');
         $this->assertSame(['demo'], $list, 'the pause is on the broker');
         $this->assertStays(fn () => $this->demoRuns() ?: null, 3.0, 'a task ran after the broker restart');
