@@ -28,6 +28,9 @@ pub const DELIVERY_COUNT: &str = "x-delivery-count";
 pub const CRON_FIRING: &str = "x-ebats-cron";
 /// A triggered firing: `{"schedule":..,"id":..,"fired_at":ms}`.
 pub const CRON_TRIGGER: &str = "x-ebats-cron-trigger";
+/// A group's follow-up event (published by the leader, and its record on the groups stream):
+/// `group::state::Record::Fired` as JSON (a group id and a follow-up key: well under the bound).
+pub const GROUP_FOLLOW_UP: &str = "x-ebats-group";
 
 /// The most bytes of one header value ebats writes. A Consumer's failed message carries four
 /// headers of ebats: at most about 17 KiB of properties, well inside the default frame (128 KiB).

@@ -7,7 +7,7 @@
 //! `dashboard`, `history`; `dispatch` (where events and tasks go); `broker` (connections, topology,
 //! confirmed publishing, consuming, streams) and `http` (the one HTTP server); the ground floor, pure:
 //! `config`, `rules`, `wire`, `headers`, `outcome`, `log`, `nodes`, `shm`, `cron` (expressions, ticks,
-//! the schedule stream's fold), `flow` (paused topics' fold), `legacy` (the original library's formats).
+//! the schedule stream's fold), `flow` (paused topics' fold), `group` (groups of tasks: records, fold, ids), `legacy` (the original library's formats).
 
 pub mod broker;
 pub mod config;
@@ -15,6 +15,7 @@ pub mod cron;
 pub mod dashboard;
 pub mod dispatch;
 pub mod flow;
+pub mod group;
 pub mod headers;
 pub mod history;
 pub mod http;

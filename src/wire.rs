@@ -153,6 +153,8 @@ pub struct TaskMsg {
     pub created_at: f64,
     pub event: Option<String>,
     pub event_id: Option<String>,
+    /// The group the task is a member of (`crate::group`): its end is recorded on the groups stream.
+    pub group: Option<String>,
     /// How often a handler reported a dependency down (ServiceException) for this task.
     pub service_errors: u32,
     /// How often the task was delivered again after its worker died holding it.
@@ -176,6 +178,7 @@ const KNOWN: &[&str] = &[
     "created_at",
     "event",
     "event_id",
+    "group",
     "service_errors",
     "redeliveries",
     "retry",
@@ -194,6 +197,7 @@ impl TaskMsg {
             created_at: now(),
             event: None,
             event_id: None,
+            group: None,
             service_errors: 0,
             redeliveries: 0,
             retry: None,
@@ -214,6 +218,9 @@ impl TaskMsg {
         o.insert("created_at".into(), json!(round_ms(self.created_at)));
         o.insert("event".into(), json!(self.event));
         o.insert("event_id".into(), json!(self.event_id));
+        if let Some(g) = &self.group {
+            o.insert("group".into(), json!(g));
+        }
         if self.service_errors > 0 {
             o.insert("service_errors".into(), json!(self.service_errors));
         }
@@ -272,6 +279,14 @@ impl TaskMsg {
             created_at: o.get("created_at").and_then(Value::as_f64).unwrap_or_else(now),
             event: s(&o, "event"),
             event_id: s(&o, "event_id"),
+            group: match o.get("group") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(g)) => {
+                    rules::check_id(g).map_err(|e| format!("task body: group {e}"))?;
+                    Some(g.clone())
+                }
+                Some(_) => return Err("task body: 'group' must be a string".into()),
+            },
             service_errors: counter(&o, "service_errors", 0, u32::MAX as u64)?.unwrap_or(0) as u32,
             redeliveries: counter(&o, "redeliveries", 0, u32::MAX as u64)?.unwrap_or(0) as u32,
             retry,

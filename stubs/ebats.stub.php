@@ -571,6 +571,52 @@ namespace Asynclib\Ebats {
     }
 
     /**
+     * Groups of tasks, held on the broker (the stream <prefix>.groups): once every task of a group has ended
+     * (succeeded, or failed for good after its retries), its follow-up events are published exactly once by
+     * the leading Scheduler. An event's tasks become a group when follow-ups are registered for it
+     * (EventManager::then()); create() makes one by hand.
+     */
+    class Group
+    {
+        public function __construct()
+        {
+        }
+
+        /**
+         * Publishes $tasks as one group, confirmed. Once every one has ended, each follow-up of $on that applies
+         * is published once: 'then' (all succeeded), 'catch' (one failed for good or was cancelled), 'finally'
+         * (always); each an event name or a list of them. The follow-ups carry $params and, under '_group', the
+         * outcome: id, origin, total, succeeded, failed, cancelled, failed_ids, cancelled_ids.
+         *
+         * @param list<array{topic:string,name:string,params?:mixed,delay?:int,id?:string}> $tasks
+         * @param array<string,string|list<string>> $on
+         * @return string the group's id
+         * @throws \Asynclib\Exception\TaskException when a task, a follow-up or a condition is invalid
+         * @throws \Asynclib\Exception\ConnectionedException when the broker cannot be reached
+         */
+        public static function create(array $tasks, ?array $on = null, ?array $params = null): string
+        {
+        }
+
+        /**
+         * The group's progress: id, origin, total, done, succeeded, failed, cancelled, pending, complete (every
+         * member ended), completed (its follow-ups published), opened_at, completed_at (ms), follow_ups (when,
+         * event, published) and members (id, state: pending, succeeded, failed or cancelled).
+         *
+         * @return array<string,mixed>|null null when no such group is known (never opened, or completed over an hour ago)
+         * @throws \Asynclib\Exception\TaskException when the id is invalid
+         */
+        public static function status(string $id): mixed
+        {
+        }
+
+        /** @return list<array<string,mixed>> the groups in flight and those completed in the last hour, newest first, as status() without members */
+        public static function list(): array
+        {
+        }
+    }
+
+    /**
      * Maps events to tasks, per process. The scheduler uses the registrations of its own process.
      */
     class EventManager
@@ -589,6 +635,18 @@ namespace Asynclib\Ebats {
          * @throws \Asynclib\Exception\TaskException when a name or the delay is invalid
          */
         public static function register(string $event, string $task_name, string $topic, int $delay = 0): void
+        {
+        }
+
+        /**
+         * Publishes $follow_up once every task an $event made has ended (the tasks of each such event are a
+         * group, see Group): $when 'always' (or 'finally'), 'success' ('then': all succeeded) or 'failure'
+         * ('catch': one failed for good or was cancelled). The follow-up carries the event's params with the
+         * group's outcome under '_group'. Only a Scheduler of this process uses it.
+         *
+         * @throws \Asynclib\Exception\TaskException when a name or the condition is invalid
+         */
+        public static function then(string $event, string $follow_up, string $when = 'always'): void
         {
         }
 

@@ -14,6 +14,7 @@ pub mod consumer;
 pub mod current;
 pub mod error;
 pub mod flow_stream;
+pub mod group_stream;
 pub mod legacy_topology;
 pub mod names;
 pub mod park;

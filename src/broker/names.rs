@@ -78,6 +78,14 @@ impl Names {
     pub fn flow_stream(&self) -> String {
         format!("{}.flow", self.prefix)
     }
+    /// The stream of groups of tasks (`group::state`).
+    pub fn groups_stream(&self) -> String {
+        format!("{}.groups", self.prefix)
+    }
+    /// Fanout exchange of groups' follow-ups, bound to the groups stream and to the event exchange.
+    pub fn groups_done(&self) -> String {
+        format!("{}.groups.done", self.prefix)
+    }
 
     pub fn legacy_ready_queue(&self, topic: &str) -> String {
         format!("{}.{topic}R", self.prefix)

@@ -41,6 +41,9 @@ pub enum Decl {
     History { max_age: String, max_bytes: u64 },
     /// The stream of paused topics (`flow::pause`), kept to a size (see `src/flow/mod.rs`).
     Flow,
+    /// The stream of groups of tasks and the exchange of their follow-ups (bound to the stream and to
+    /// the event exchange, so a follow-up reaches both or neither; see `src/group/mod.rs`).
+    Groups,
 }
 
 /// Stream retention: segments whose every record is older than this are deleted (the leader appends
@@ -55,6 +58,10 @@ pub const PROCESSES_MAX_BYTES: i64 = 8 * 1024 * 1024;
 /// Retention of the stream of paused topics: by size only (a pause lasts as long as it lasts).
 pub const FLOW_SEGMENT_BYTES: i64 = 1024 * 1024;
 pub const FLOW_MAX_BYTES: i64 = 4 * 1024 * 1024;
+/// Retention of the groups stream: the leader appends a snapshot of the groups in flight every minute
+/// while they change, so what retention deletes is always covered by a newer snapshot.
+pub const GROUPS_MAX_AGE: &str = "7D";
+pub const GROUPS_SEGMENT_BYTES: i64 = 16 * 1024 * 1024;
 
 fn stream_args(max_age: &str, segment: i64, max_bytes: Option<i64>) -> FieldTable {
     let mut a = FieldTable::default();
@@ -141,6 +148,7 @@ impl Decl {
                 args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(FLOW_MAX_BYTES));
                 queue(&q.ch, &n.flow_stream(), args).await
             }
+            Decl::Groups => groups(q, n).await,
             Decl::BoundQueue { queue, exchange: x, keys } => {
                 q.declare(queue, FieldTable::default(), Owner::Caller).await?;
                 for k in keys {
@@ -226,6 +234,16 @@ async fn cron(q: &mut Queues<'_>, n: &Names) -> Result<(), BrokerError> {
     // The firing keeps its routing key (the event's name) through this binding, so it
     // reaches the events queue whatever the event exchange's type.
     exchange_bind(&q.ch, &n.event_exchange(), &n.cron_fire(), "").await
+}
+
+/// [`Decl::Groups`]: the groups stream and the follow-ups' exchange.
+async fn groups(q: &mut Queues<'_>, n: &Names) -> Result<(), BrokerError> {
+    events(q, n).await?;
+    queue(&q.ch, &n.groups_stream(), stream_args(GROUPS_MAX_AGE, GROUPS_SEGMENT_BYTES, None)).await?;
+    q.exchange(&n.groups_done(), ExchangeKind::Fanout, FieldTable::default(), Owner::Ebats).await?;
+    bind(&q.ch, &n.groups_stream(), &n.groups_done(), "").await?;
+    // The follow-up keeps its routing key (the event's name) through this binding.
+    exchange_bind(&q.ch, &n.event_exchange(), &n.groups_done(), "").await
 }
 
 /// [`Decl::History`]: the history stream; one that exists with other arguments is named with the settings

@@ -14,6 +14,10 @@ pub static CONSUMER_HANDLED: AtomicU64 = AtomicU64::new(0);
 pub static CONSUMER_FAILED: AtomicU64 = AtomicU64::new(0);
 /// Events (scheduler) or messages (consumer) taken in the last minute, whatever their outcome.
 pub static LAST_MINUTE: super::rate::MinuteRing = super::rate::MinuteRing::new();
+/// Groups completed by this process while it led (each follow-up or plain `done` published).
+pub static GROUP_COMPLETIONS: AtomicU64 = AtomicU64::new(0);
+/// Groups in flight as the leader folds them (0 while this process does not lead).
+pub static GROUPS_OPEN: AtomicU64 = AtomicU64::new(0);
 /// 1 while this scheduler leads the periodic schedules, 0 while it does not, -1 when unknown.
 static LEADER: AtomicI64 = AtomicI64::new(-1);
 

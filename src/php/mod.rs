@@ -7,6 +7,7 @@ pub mod convert;
 pub mod dashboard;
 pub mod deferred;
 pub mod exceptions;
+pub mod groups;
 pub mod history;
 pub mod migrate;
 pub mod producer;
@@ -70,6 +71,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .class::<status::Status>()
         .class::<schedules::Schedules>()
         .class::<topics::Topics>()
+        .class::<groups::Group>()
         .class::<dashboard::Dashboard>()
         .class::<history::History>()
         .class::<deferred::Batch>()

@@ -25,6 +25,19 @@ impl EventManager {
         checked(scheduling::register(event, task_name, topic, delay))
     }
 
+    /// Publishes `$follow_up` once every task an `$event` made has ended: `$when` `'always'` (finally),
+    /// `'success'` (then: all succeeded) or `'failure'` (catch: one failed for good or was cancelled). The
+    /// follow-up carries the event's params and the group's outcome under `_group`.
+    pub fn then(event: &Zval, follow_up: &Zval, when: Option<&Zval>) -> PhpResult<()> {
+        let event = string_arg(event, "Argument #1 ($event)")?;
+        let follow_up = string_arg(follow_up, "Argument #2 ($follow_up)")?;
+        let when = match when {
+            Some(w) => string_arg(w, "Argument #3 ($when)")?,
+            None => "always".to_string(),
+        };
+        checked(scheduling::then(event, follow_up, &when))
+    }
+
     /// Publishes `$event` with `$options` as its parameters at every tick of `$expression`; settings `name`,
     /// `timezone`, `catchup`. Returns the schedule's name.
     pub fn cron(expression: &Zval, event: &Zval, options: Option<&Zval>, settings: Option<&Zval>) -> PhpResult<String> {

@@ -17,6 +17,8 @@ use crate::broker::{stop, BrokerError, Decl, Outgoing};
 use crate::config::Settings;
 use crate::cron::state::CodeSet;
 use crate::dispatch::{self, merge_decls};
+use crate::group::state::Record;
+use crate::group::{FollowUp, When};
 use crate::log;
 use crate::metrics::counters;
 use crate::rules;
@@ -51,6 +53,30 @@ pub fn register(event: String, task_name: String, topic: String, delay: i64) -> 
     Ok(())
 }
 
+/// Follow-ups registered, by event, in the order they were registered.
+static FOLLOW_UPS: Mutex<Vec<(String, Vec<FollowUp>)>> = Mutex::new(Vec::new());
+
+/// Registers `follow_up` to be published once every task `event` made has ended, on the condition
+/// `when` (`success`/`then`, `failure`/`catch`, `always`/`finally`): the tasks of each such event become a
+/// group (`crate::group`). A registration made before is kept once.
+pub fn then(event: String, follow_up: String, when: &str) -> Result<(), String> {
+    rules::check_event_name(&event)?;
+    rules::check_event_name(&follow_up)?;
+    let f = FollowUp { when: When::parse(when)?, event: follow_up };
+    let mut reg = FOLLOW_UPS.lock();
+    match reg.iter_mut().find(|(e, _)| *e == event) {
+        Some((_, fs)) if fs.contains(&f) => {}
+        Some((_, fs)) => fs.push(f),
+        None => reg.push((event, vec![f])),
+    }
+    Ok(())
+}
+
+/// The follow-ups registered for `event`.
+pub fn follow_ups_for(event: &str) -> Vec<FollowUp> {
+    FOLLOW_UPS.lock().iter().find(|(e, _)| e == event).map(|(_, f)| f.clone()).unwrap_or_default()
+}
+
 /// The tasks registered for `event`, in the order they were registered.
 pub fn tasks_for(event: &str) -> Vec<TaskDef> {
     REGISTRY.lock().iter().find(|(e, _)| e == event).map(|(_, t)| t.clone()).unwrap_or_default()
@@ -68,13 +94,15 @@ pub enum Route {
     Unreadable(String),
     /// No task is registered for the event: it is acked and nothing is sent.
     Unknown(EventMsg),
-    /// The tasks it makes (each with a new id, the event's params, name and id), in registration order.
-    Tasks(EventMsg, Vec<TaskMsg>),
+    /// The tasks it makes (each with a new id, the event's params, name and id), in registration order;
+    /// with follow-ups registered, they are a group (ids derived from the event's id, the group's
+    /// `open` record to append with them).
+    Tasks(EventMsg, Vec<TaskMsg>, Option<Record>),
 }
 
-/// What an event read (or not) from a body makes, given the tasks registered for it. Pure but for
-/// the new tasks' ids and times.
-pub fn route(read: Result<EventMsg, String>, defs: &[TaskDef]) -> Route {
+/// What an event read (or not) from a body makes, given the tasks and follow-ups registered for it.
+/// Pure but for the new tasks' ids (when not grouped) and times.
+pub fn route(read: Result<EventMsg, String>, defs: &[TaskDef], on: &[FollowUp]) -> Route {
     let event = match read {
         Ok(e) => e,
         Err(reason) => return Route::Unreadable(reason),
@@ -90,8 +118,16 @@ pub fn route(read: Result<EventMsg, String>, defs: &[TaskDef]) -> Route {
             t.event_id = Some(event.id.clone());
             t
         })
-        .collect();
-    Route::Tasks(event, tasks)
+        .collect::<Vec<_>>();
+    if on.is_empty() {
+        return Route::Tasks(event, tasks, None);
+    }
+    let mut tasks = tasks;
+    for (i, t) in tasks.iter_mut().enumerate() {
+        t.id = crate::group::member_id(&event.id, i);
+    }
+    let open = crate::group::open(&event.id, &mut tasks, on.to_vec(), event.params.clone(), &event.event);
+    Route::Tasks(event, tasks, Some(open))
 }
 
 /// What happens to a batch of events once their tasks were sent (or not).
@@ -125,7 +161,8 @@ fn plan(settings: &Settings, names: &Names, d: &Delivery, decls: &mut Vec<Decl>,
     let message_id = d.properties.message_id().as_ref().map(|s| s.as_str());
     let read = crate::wire::read_event(d.routing_key.as_str(), content_type, message_id, &d.data);
     let defs = read.as_ref().map(|e| tasks_for(&e.event)).unwrap_or_default();
-    match route(read, &defs) {
+    let on = read.as_ref().map(|e| follow_ups_for(&e.event)).unwrap_or_default();
+    match route(read, &defs, &on) {
         Route::Unreadable(reason) => {
             let id = crate::wire::new_id();
             log::error(&format!(
@@ -141,8 +178,13 @@ fn plan(settings: &Settings, names: &Names, d: &Delivery, decls: &mut Vec<Decl>,
             counters::add(&counters::EVENTS_UNKNOWN, 1);
             log::info(&format!("event '{}' id={} has no registered task; acked", event.event, event.id));
         }
-        Route::Tasks(event, tasks) => {
+        Route::Tasks(event, tasks, open) => {
             counters::add(&counters::EVENTS_ROUTED, 1);
+            if let Some(open) = open {
+                // Ahead of its tasks on the channel, in the same confirmed batch (`crate::group`).
+                merge_decls(decls, vec![Decl::Groups]);
+                msgs.push(crate::broker::group_stream::record_message(names, &open));
+            }
             counters::add(&counters::TASKS_MADE, tasks.len() as u64);
             for t in &tasks {
                 let (ds, out) = dispatch::task(names, t, t.delay);
@@ -286,7 +328,7 @@ mod tests {
         match r {
             Route::Unreadable(_) => ("unreadable", vec![]),
             Route::Unknown(_) => ("unknown", vec![]),
-            Route::Tasks(_, ts) => (
+            Route::Tasks(_, ts, _) => (
                 "tasks",
                 ts.iter()
                     .map(|t| {
@@ -321,15 +363,48 @@ mod tests {
             ),
         ];
         for (read, defs, kind, tasks) in table {
-            let r = route(read, &defs);
+            let r = route(read, &defs, &[]);
             assert_eq!(made(&r), (kind, tasks), "{defs:?}");
-            if let Route::Tasks(_, ts) = &r {
+            if let Route::Tasks(_, ts, _) = &r {
                 let mut ids: Vec<_> = ts.iter().map(|t| t.id.clone()).collect();
                 ids.dedup();
                 assert_eq!(ids.len(), ts.len(), "every task has an id of its own");
                 assert!(ts.iter().all(|t| t.attempt == 1));
             }
         }
+    }
+
+    #[test]
+    fn an_event_with_follow_ups_makes_a_group_of_its_tasks_under_derived_ids() {
+        let on = vec![FollowUp { when: When::Always, event: "fulfilled".into() }];
+        let defs = vec![def("mail", "shop", 0), def("invoice", "billing", 30)];
+        let routed = |id: &str| match route(Ok(event("paid", id)), &defs, &on) {
+            Route::Tasks(_, ts, Some(open)) => (ts, open),
+            other => panic!("{other:?}"),
+        };
+        let (ts, open) = routed("e1");
+        assert_eq!(ts.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["e1.0", "e1.1"]);
+        assert!(ts.iter().all(|t| t.group.as_deref() == Some("e1")));
+        let Record::Open { group, members, origin, .. } = &open else { panic!("{open:?}") };
+        assert_eq!(
+            (group.as_str(), members.clone(), origin.as_str()),
+            ("e1", vec!["e1.0".into(), "e1.1".into()], "paid")
+        );
+        // Routed again (the Scheduler died before its ack): the same group and members.
+        assert_eq!(routed("e1").1, open);
+        assert!(matches!(route(Ok(event("paid", "e1")), &defs, &[]), Route::Tasks(_, _, None)));
+    }
+
+    #[test]
+    fn follow_ups_are_registered_once_and_checked() {
+        let ev = "scheduling.unit.then";
+        then(ev.into(), "after".into(), "then").unwrap();
+        then(ev.into(), "after".into(), "success").unwrap();
+        then(ev.into(), "failed".into(), "catch").unwrap();
+        assert_eq!(follow_ups_for(ev).len(), 2);
+        assert!(then(ev.into(), "x".into(), "later").is_err());
+        assert!(then(ev.into(), "".into(), "always").is_err());
+        assert!(follow_ups_for("scheduling.unit.none").is_empty());
     }
 
     #[test]

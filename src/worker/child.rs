@@ -14,11 +14,12 @@ use super::recycle;
 use super::shared::Shared;
 use crate::broker::consume::{self, After, Finished, Host};
 use crate::broker::names::Names;
-use crate::broker::stop;
 use crate::broker::subscription::{self, Subscription};
+use crate::broker::{group_stream, stop};
 use crate::broker::{BrokerError, Decl};
 use crate::config::Settings;
 use crate::dispatch;
+use crate::group::state::Outcome;
 use crate::history::record::Run;
 use crate::history::Writer;
 use crate::log;
@@ -504,6 +505,7 @@ fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) ->
     let runs = task.attempt.saturating_sub(1).saturating_add(deaths);
     task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, runs));
     dispatch::send_one(cx.settings, dispatch::failed(cx.names, &task, &msg))?;
+    group_stream::end(cx.settings, &task, Outcome::Failed)?;
     if let Some(w) = cx.history.as_deref_mut() {
         w.write(&task, &run_of(&ran, crate::outcome::STATE_FAIL));
     }
@@ -545,7 +547,10 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<i64, HandleError>
     }
     cx.handler.report(&task, &ran, status).map_err(|_| HandleError::Abort)?;
     match next {
-        Next::Ack => Ok(status),
+        Next::Ack => {
+            group_stream::end(settings, &task, Outcome::Succeeded)?;
+            Ok(status)
+        }
         Next::Again { delay } => {
             let mut again = task.clone();
             again.redeliveries = 0;
@@ -576,6 +581,7 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<i64, HandleError>
                 ));
             }
             dispatch::send_one(settings, dispatch::failed(cx.names, &failed, &ran.message))?;
+            group_stream::end(settings, &task, Outcome::Failed)?;
             Ok(status)
         }
     }

@@ -95,11 +95,15 @@ abstract class ProcTestCase extends EbatsTestCase
         return $proc;
     }
 
-    /** Starts tests/fixtures/scheduler.php with the given registrations: list of [event, task, topic, delay]. */
-    protected function startScheduler(array $registrations, bool $waitReady = true, string $name = 'scheduler'): Process
+    /**
+     * Starts tests/fixtures/scheduler.php with the given registrations: list of [event, task, topic, delay], and
+     * follow-ups: list of [event, follow-up, when].
+     */
+    protected function startScheduler(array $registrations, bool $waitReady = true, string $name = 'scheduler', array $then = []): Process
     {
         $proc = $this->startFixture($name, 'scheduler.php', [
             'EBATS_T_REGISTER' => json_encode($registrations),
+            'EBATS_T_THEN' => json_encode($then),
             'EBATS_DEBUG' => '1',
         ]);
         if ($waitReady) {

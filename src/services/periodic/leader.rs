@@ -14,14 +14,15 @@ use std::time::{Duration, Instant};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 
+use super::groups::GroupsLeading;
 use super::stream::{self, now_ms, READ_BACK_SECS};
 use crate::broker::confirm::settle;
 use crate::broker::consume::Backoff;
 use crate::broker::names::Names;
-use crate::broker::publisher;
 use crate::broker::stop::Part;
 use crate::broker::stream_read::{Delivery, Offset};
 use crate::broker::{connection, consumer, BrokerError, Decl, ErrorKind, Outgoing};
+use crate::broker::{group_stream, publisher};
 use crate::config::Settings;
 use crate::cron::catchup::{decide, State};
 use crate::cron::firing::{may_fire, Firing};
@@ -113,7 +114,7 @@ async fn bounded<T>(
     }
 }
 
-async fn publish(ch: &Channel, m: &Outgoing) -> Result<(), BrokerError> {
+pub(super) async fn publish(ch: &Channel, m: &Outgoing) -> Result<(), BrokerError> {
     settle(&m.sent(), publisher::send(ch, m).await?).await
 }
 
@@ -166,6 +167,7 @@ async fn participate(
 enum Wake {
     Token(Result<Delivery, BrokerError>),
     Stream(Result<Delivery, BrokerError>),
+    Groups(Result<Delivery, BrokerError>),
     Tick,
 }
 
@@ -194,7 +196,7 @@ impl Joined {
         let queue = names.cron_leader();
         let tag = format!("ebats-cron-{}", std::process::id());
         let (token_ch, tokens) = bounded(part, t, "opening the leadership channel", async {
-            Decl::declare_all(conn, &[&Decl::Cron], &names, settings.queue_type).await?;
+            Decl::declare_all(conn, &[&Decl::Cron, &Decl::Groups], &names, settings.queue_type).await?;
             let token_ch = connection::confirmed_channel(conn).await?;
             // A token only when none waits in the queue: one waiting (given back by a scheduler that
             // left, or by this one's last connection) will come; one held by the leader is not counted,
@@ -231,10 +233,15 @@ impl Joined {
                     let l = self.leading.as_mut().expect("reading only while leading");
                     l.follow(d?).await?;
                 }
+                Wake::Groups(d) => {
+                    let l = self.leading.as_mut().expect("reading only while leading");
+                    l.groups.follow(d?).await?;
+                }
                 Wake::Tick => {}
             }
             if let Some(l) = self.leading.as_mut() {
                 l.fire_due(&self.token_ch, &self.names).await?;
+                l.groups.complete(&self.token_ch, &self.names).await?;
             }
         }
     }
@@ -243,15 +250,26 @@ impl Joined {
     /// tick, at most [`STOP_CHECK`] away).
     async fn next_wake(&mut self) -> Wake {
         let wake = self.leading.as_ref().map(|l| l.wake).unwrap_or(STOP_CHECK).min(STOP_CHECK);
+        let (reader, groups) = match self.leading.as_mut() {
+            Some(l) => (Some(&mut l.reader), Some(&mut l.groups.reader)),
+            None => (None, None),
+        };
         let stream_next = async {
-            match self.leading.as_mut() {
-                Some(l) => consumer::next(&mut l.reader, "schedule stream").await,
+            match reader {
+                Some(r) => consumer::next(r, "schedule stream").await,
+                None => std::future::pending().await,
+            }
+        };
+        let groups_next = async {
+            match groups {
+                Some(r) => consumer::next(r, group_stream::WHAT).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             d = consumer::next(&mut self.tokens, "leadership queue") => Wake::Token(d),
             d = stream_next => Wake::Stream(d),
+            d = groups_next => Wake::Groups(d),
             _ = tokio::time::sleep(wake) => Wake::Tick,
         }
     }
@@ -282,6 +300,8 @@ struct Leading {
     wake: Duration,
     /// Records to append on the token's channel (skips, snapshots).
     outbox: Vec<Record>,
+    /// The groups of tasks, completed by the leader.
+    groups: GroupsLeading,
 }
 
 impl Leading {
@@ -320,6 +340,7 @@ impl Leading {
             last_snapshot: Instant::now() - SNAPSHOT_EVERY,
             wake: Duration::ZERO,
             outbox: Vec::new(),
+            groups: GroupsLeading::take_over(conn, token_ch, names).await?,
         };
         l.rebuild();
         let from_code =

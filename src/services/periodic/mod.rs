@@ -1,5 +1,6 @@
 //! Periodic firing on the broker: reading and writing the schedule stream ([`stream`]) and leadership
-//! and firing ([`leader`], a thread with a connection of its own in every Scheduler). The decisions
+//! and firing ([`leader`], a thread with a connection of its own in every Scheduler); the leader also
+//! completes groups of tasks ([`groups`], argued in `crate::group`). The decisions
 //! (ticks, catch-up, a firing's identity, the stream's fold) are pure, in `crate::cron`; why a tick
 //! fires at most once is argued below and kept true by [`leader`].
 //!
@@ -53,5 +54,6 @@
 //! stream or was never routed, never half. The derived event id lets consumers drop a duplicate in the one
 //! case left: a record lost with the stream itself.
 
+pub mod groups;
 pub mod leader;
 pub mod stream;

@@ -1,0 +1,195 @@
+//! Groups of tasks with completion events, decided on plain data (no broker here): the records of the
+//! stream `<prefix>.groups` and what folding them gives ([`state`]), the ids a group's members and its
+//! follow-up events take ([`member_id`], [`follow_up_id`]), and when a follow-up applies ([`When`]).
+//!
+//! # How a group completes exactly once
+//!
+//! **Records.** A group is opened by one `open` record (its id, its members' ids, its follow-ups, the
+//! params they carry, where it came from), appended before or with its tasks: the Scheduler routing an
+//! event with follow-ups sends it in the same confirmed batch as the tasks, ahead of them on the channel;
+//! `Group::create` likewise. Each task carries its group (`TaskMsg::group`). A worker child that ends a
+//! grouped task for good (it succeeded, failed after its retries, was moved as poison, or was cancelled)
+//! appends `end {group, member, outcome}` and waits for its confirm before it acks the task.
+//!
+//! **Deterministic ids.** A routed event's members take ids derived from the event's id and their index
+//! ([`member_id`]), and the group takes the event's id. An event routed twice (the Scheduler died before
+//! its ack) opens the same group with the same members: the fold keeps the first `open` of a group id
+//! and ignores the others, and the tasks published twice run twice under the same ids.
+//!
+//! **Counting once.** The fold keeps one outcome per member: the first `end` of a member decides it, a
+//! second one (the task ran again after its worker was killed between the `end` and the ack) changes
+//! nothing. An `end` read before its group's `open` (the stream may take the worker's record before the
+//! Scheduler's on a cluster) is kept and applied when the `open` comes. A group is complete when each of
+//! its members has an outcome; delayed and retried members count when they end, not when they are queued.
+//!
+//! **Deciding.** The leader of the periodic schedules (one Scheduler holding the token of
+//! `<prefix>.cron.leader`, `services::periodic`) follows the stream. When a group is complete, it
+//! publishes each follow-up that applies ([`When::applies`]) as ONE message, on the very channel that
+//! holds the token, confirmed, to the fanout exchange `<prefix>.groups.done` bound both to the stream and
+//! (exchange to exchange) to the event exchange: the follow-up event and its record (a header naming the
+//! group and the follow-up) are one message, routed to both or to neither. A complete group with no
+//! follow-up that applies gets a plain `done` record, on the same channel.
+//!
+//! **Why each follow-up is published once**, as the firings are: the leader publishes only through the
+//! token's channel. The broker gives the token to the next Scheduler only after it closed the old
+//! leader's channel, and it handles a channel's publishes in order, so every follow-up the old leader got
+//! in precedes the new leader's marker in the stream; anything later is refused on a dead channel. The
+//! new leader appends a marker on its token channel and folds the stream up to it before deciding
+//! anything, so it sees every follow-up already published and never publishes one again. A follow-up
+//! published but not confirmed before a crash is in the stream or was never routed, never half. Its event
+//! id is derived from the group and the follow-up ([`follow_up_id`]), so a consumer can drop a copy in the
+//! one case left: the record lost with the stream itself.
+//!
+//! **What it costs and why it stays bounded.** A member costs its id in the `open` record and one `end`
+//! record (about 150 bytes) appended with a confirm before its ack; a group costs its `open` (some 100
+//! bytes plus its members' ids and params) and its follow-up messages. The fold holds a group in flight
+//! with its members and outcomes (about 100 bytes a member, 300 a group: some 10 MB for 10,000 groups
+//! of 3, 1 MB for a group of 10,000); a done group is kept whole for [`state::DONE_DETAIL_MS`], then as
+//! an id for [`state::DONE_KEEP_MS`] (so a late copy of its `open` or `end` changes nothing), then
+//! forgotten. The leader appends a snapshot of the fold every minute when something changed, so a
+//! reader starts a few minutes back ([`READ_BACK_SECS`]) at the first snapshot, not at the stream's start;
+//! the stream keeps `broker::topology::GROUPS_MAX_AGE` of records.
+
+pub mod state;
+
+use serde::{Deserialize, Serialize};
+
+/// A reader of the stream starts this far back, where the leader's last snapshot (at most a minute
+/// old while a leader runs) is; without one there, it reads from the start.
+pub const READ_BACK_SECS: u64 = 180;
+
+/// When a follow-up is published: the group's members all succeeded, one failed (or was cancelled),
+/// or always.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum When {
+    Success,
+    Failure,
+    Always,
+}
+
+impl When {
+    /// `success`/`then`, `failure`/`catch`, `always`/`finally`.
+    pub fn parse(s: &str) -> Result<When, String> {
+        match s {
+            "success" | "then" => Ok(When::Success),
+            "failure" | "catch" => Ok(When::Failure),
+            "always" | "finally" => Ok(When::Always),
+            _ => Err(format!(
+                "'{}' is not a follow-up condition: use 'success' (then), 'failure' (catch) or 'always' (finally)",
+                crate::rules::printable(s)
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::Success => "success",
+            When::Failure => "failure",
+            When::Always => "always",
+        }
+    }
+
+    /// Whether a follow-up on this condition is published for a group that ended with `failed` members
+    /// that failed or were cancelled.
+    pub fn applies(self, failed: usize) -> bool {
+        match self {
+            When::Success => failed == 0,
+            When::Failure => failed > 0,
+            When::Always => true,
+        }
+    }
+}
+
+/// A follow-up of a group: the event published when it completes, and on what condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUp {
+    pub when: When,
+    pub event: String,
+}
+
+impl FollowUp {
+    /// The key of this follow-up within its group (its record names it).
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.when.as_str(), self.event)
+    }
+}
+
+/// `base.suffix` when that is a valid id (`rules::check_id`), else a name-based UUID of it (32 hex
+/// digits): the same inputs give the same id in every process.
+pub fn derive_id(base: &str, suffix: &str) -> String {
+    let id = format!("{base}.{suffix}");
+    if crate::rules::check_id(&id).is_ok() {
+        return id;
+    }
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, id.as_bytes()).simple().to_string()
+}
+
+/// The id of member `index` of the group of the event `event_id`.
+pub fn member_id(event_id: &str, index: usize) -> String {
+    derive_id(event_id, &index.to_string())
+}
+
+/// The event id of a group's follow-up.
+pub fn follow_up_id(group: &str, f: &FollowUp) -> String {
+    derive_id(group, &f.key())
+}
+
+/// Makes `tasks` the members of the group `group` (each task carries it) and returns the group's
+/// `open` record, to append before or with the tasks.
+pub fn open(
+    group: &str,
+    tasks: &mut [crate::wire::TaskMsg],
+    on: Vec<FollowUp>,
+    params: serde_json::Value,
+    origin: &str,
+) -> state::Record {
+    for t in tasks.iter_mut() {
+        t.group = Some(group.to_string());
+    }
+    state::Record::Open {
+        group: group.to_string(),
+        members: tasks.iter().map(|t| t.id.clone()).collect(),
+        on,
+        params,
+        origin: origin.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_derived_the_same_way_and_stay_valid() {
+        assert_eq!(member_id("e1", 0), "e1.0");
+        assert_eq!(member_id("e1", 12), "e1.12");
+        let long = "x".repeat(127);
+        let a = member_id(&long, 3);
+        assert_eq!(a.len(), 32);
+        assert_eq!(a, member_id(&long, 3));
+        assert_ne!(a, member_id(&long, 4));
+        let f = FollowUp { when: When::Success, event: "done".into() };
+        assert_eq!(follow_up_id("g", &f), "g.success.done");
+        for id in [a, follow_up_id(&"y".repeat(128), &f)] {
+            assert!(crate::rules::check_id(&id).is_ok(), "{id}");
+        }
+    }
+
+    #[test]
+    fn conditions() {
+        let table = [
+            ("then", When::Success, 0, true),
+            ("success", When::Success, 1, false),
+            ("catch", When::Failure, 0, false),
+            ("failure", When::Failure, 2, true),
+            ("finally", When::Always, 0, true),
+            ("always", When::Always, 3, true),
+        ];
+        for (s, w, failed, applies) in table {
+            assert_eq!(When::parse(s), Ok(w));
+            assert_eq!(w.applies(failed), applies, "{s} {failed}");
+        }
+        assert!(When::parse("sometimes").is_err());
+    }
+}

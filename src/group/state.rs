@@ -1,0 +1,635 @@
+//! The records of the stream `<prefix>.groups` and what folding them gives: the groups in flight with
+//! their members' outcomes, the groups done, and which follow-ups are due. Pure; the stream is read and
+//! written in `broker::group_stream`, decided on in `services::groups`.
+//!
+//! Records are JSON objects `{"v":1,"type":...,"at":ms,...}`: `open`, `end`, `done`, `snapshot` (the whole
+//! fold as read through the offset `through`); a published follow-up is an event message whose header
+//! `crate::headers::GROUP_FOLLOW_UP` holds [`Record::Fired`]. Markers carry no record.
+//!
+//! A fold that starts at the stream's offset 0 applies every record and ignores snapshots. One that
+//! starts later keeps the records it reads until the first snapshot, takes the snapshot's state, and
+//! applies on top those read before it that it does not cover (offset after `through`); one that met no
+//! snapshot is not [`Fold::grounded`] and its reader reads again from the start. Applying a record twice
+//! changes nothing (ends count once per member, opens once per group), so every reader reaches the same
+//! state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::FollowUp;
+
+/// A done group is kept whole (for its status) this long after it was done.
+pub const DONE_DETAIL_MS: i64 = 3600 * 1000;
+/// A done group's id is kept this long (a late copy of its `open` or of an `end` changes nothing); an
+/// `end` whose group was never opened is dropped after it too.
+pub const DONE_KEEP_MS: i64 = 24 * 3600 * 1000;
+
+/// How a member ended for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A record of the stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Record {
+    Open {
+        group: String,
+        members: Vec<String>,
+        on: Vec<FollowUp>,
+        #[serde(default)]
+        params: Value,
+        /// The event whose tasks the group is (empty for a group made by hand).
+        #[serde(default)]
+        origin: String,
+    },
+    End {
+        group: String,
+        member: String,
+        outcome: Outcome,
+    },
+    /// A follow-up published (the header of its event message).
+    Fired {
+        group: String,
+        key: String,
+    },
+    /// A complete group no follow-up applies to.
+    Done {
+        group: String,
+    },
+    Snapshot {
+        through: u64,
+        state: Box<State>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    v: i64,
+    #[serde(default)]
+    at: i64,
+    #[serde(flatten)]
+    record: Record,
+}
+
+impl Record {
+    pub fn to_json(&self, at: i64) -> String {
+        let e = Envelope { v: 1, at, record: self.clone() };
+        serde_json::to_string(&e).expect("a record always serializes")
+    }
+
+    /// The record in a body and its time; an error naming what is wrong (ids and names are checked
+    /// with the rules they were written with).
+    pub fn from_json(body: &[u8]) -> Result<(Record, i64), String> {
+        let e: Envelope = serde_json::from_slice(body).map_err(|e| format!("not a group record: {e}"))?;
+        e.record.check()?;
+        Ok((e.record, e.at))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        use crate::rules::{check_event_name, check_id};
+        match self {
+            Record::Open { group, members, on, .. } => {
+                check_id(group)?;
+                members.iter().try_for_each(|m| check_id(m))?;
+                on.iter().try_for_each(|f| check_event_name(&f.event))
+            }
+            Record::End { group, member, .. } => check_id(group).and_then(|_| check_id(member)),
+            Record::Fired { group, .. } | Record::Done { group } => check_id(group),
+            Record::Snapshot { .. } => Ok(()),
+        }
+    }
+}
+
+/// A group as folded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub members: Vec<String>,
+    pub on: Vec<FollowUp>,
+    pub params: Value,
+    pub origin: String,
+    pub opened_at: i64,
+    /// The outcome of each member that ended (the first `end` of a member).
+    pub ends: BTreeMap<String, Outcome>,
+    /// The keys of the follow-ups published.
+    pub fired: BTreeSet<String>,
+    pub done_at: Option<i64>,
+}
+
+/// How far a group has got.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub total: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+    pub pending: usize,
+}
+
+impl Group {
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts { total: self.members.len(), ..Counts::default() };
+        for o in self.ends.values() {
+            match o {
+                Outcome::Succeeded => c.succeeded += 1,
+                Outcome::Failed => c.failed += 1,
+                Outcome::Cancelled => c.cancelled += 1,
+            }
+        }
+        c.pending = c.total - self.ends.len();
+        c
+    }
+
+    /// Every member ended.
+    pub fn complete(&self) -> bool {
+        self.ends.len() == self.members.len()
+    }
+
+    /// The members that ended with `outcome`, in the group's order.
+    pub fn with_outcome(&self, outcome: Outcome) -> Vec<&str> {
+        self.members.iter().filter(|m| self.ends.get(*m) == Some(&outcome)).map(String::as_str).collect()
+    }
+
+    /// The state of a member: `pending` or its outcome.
+    pub fn member_state(&self, member: &str) -> &'static str {
+        self.ends.get(member).map(|o| o.as_str()).unwrap_or("pending")
+    }
+
+    /// The follow-ups that apply to the group as it ended.
+    fn applying(&self) -> impl Iterator<Item = &FollowUp> {
+        let c = self.counts();
+        self.on.iter().filter(move |f| f.when.applies(c.failed + c.cancelled))
+    }
+
+    /// The follow-ups to publish now: a complete group's that apply and were not published.
+    pub fn due(&self) -> Vec<FollowUp> {
+        if !self.complete() || self.done_at.is_some() {
+            return Vec::new();
+        }
+        self.applying().filter(|f| !self.fired.contains(&f.key())).cloned().collect()
+    }
+
+    /// What the follow-ups carry: the group's params (an object: with `_group` added; anything else
+    /// under `params`) and its outcome under `_group`.
+    pub fn follow_up_params(&self, id: &str) -> Value {
+        let c = self.counts();
+        let outcome = serde_json::json!({
+            "id": id, "origin": self.origin, "total": c.total, "succeeded": c.succeeded,
+            "failed": c.failed, "cancelled": c.cancelled,
+            "failed_ids": self.with_outcome(Outcome::Failed),
+            "cancelled_ids": self.with_outcome(Outcome::Cancelled),
+        });
+        let mut o = match &self.params {
+            Value::Object(o) => o.clone(),
+            Value::Null => serde_json::Map::new(),
+            Value::Array(a) if a.is_empty() => serde_json::Map::new(),
+            other => [("params".to_string(), other.clone())].into_iter().collect(),
+        };
+        o.insert("_group".into(), outcome);
+        Value::Object(o)
+    }
+}
+
+/// What every reader folds to (and what a snapshot holds).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Groups in flight, and done ones for [`DONE_DETAIL_MS`].
+    pub groups: BTreeMap<String, Group>,
+    /// Ends read before their group's `open`: group -> (first read at, member -> outcome).
+    pub early: BTreeMap<String, (i64, BTreeMap<String, Outcome>)>,
+    /// Groups done longer ago, and when.
+    pub closed: BTreeMap<String, i64>,
+}
+
+impl State {
+    /// Applies a record written at `at`; true when it changed something.
+    fn apply(&mut self, r: Record, at: i64) -> bool {
+        match r {
+            Record::Open { group, members, on, params, origin } => {
+                if self.closed.contains_key(&group) || self.groups.contains_key(&group) {
+                    return false;
+                }
+                let mut g = Group {
+                    members,
+                    on,
+                    params,
+                    origin,
+                    opened_at: at,
+                    ends: BTreeMap::new(),
+                    fired: BTreeSet::new(),
+                    done_at: None,
+                };
+                if let Some((_, ends)) = self.early.remove(&group) {
+                    for (m, o) in ends {
+                        if g.members.contains(&m) {
+                            g.ends.insert(m, o);
+                        }
+                    }
+                }
+                // An empty group is complete at once.
+                Self::settle(&mut g, at);
+                self.groups.insert(group, g);
+                true
+            }
+            Record::End { group, member, outcome } => {
+                if self.closed.contains_key(&group) {
+                    return false;
+                }
+                match self.groups.get_mut(&group) {
+                    Some(g) if g.done_at.is_none() && g.members.contains(&member) && !g.ends.contains_key(&member) => {
+                        g.ends.insert(member, outcome);
+                        true
+                    }
+                    Some(_) => false,
+                    None => {
+                        let (_, ends) = self.early.entry(group).or_insert_with(|| (at, BTreeMap::new()));
+                        let new = !ends.contains_key(&member);
+                        ends.entry(member).or_insert(outcome);
+                        new
+                    }
+                }
+            }
+            Record::Fired { group, key } => match self.groups.get_mut(&group) {
+                Some(g) => {
+                    let new = g.fired.insert(key);
+                    Self::settle(g, at);
+                    new
+                }
+                None => self.closed.insert(group, at).is_none(),
+            },
+            Record::Done { group } => match self.groups.get_mut(&group) {
+                Some(g) if g.done_at.is_none() => {
+                    g.done_at = Some(at);
+                    true
+                }
+                Some(_) => false,
+                None => self.closed.insert(group, at).is_none(),
+            },
+            Record::Snapshot { .. } => false,
+        }
+    }
+
+    /// Marks a complete group whose follow-ups that apply are all published (at least one) as done.
+    fn settle(g: &mut Group, at: i64) {
+        if g.done_at.is_none() && g.complete() && g.applying().next().is_some() && g.due().is_empty() {
+            g.done_at = Some(at);
+        }
+    }
+
+    /// Forgets what is old at `now`: done groups' details after [`DONE_DETAIL_MS`], their ids and the
+    /// ends of groups never opened after [`DONE_KEEP_MS`].
+    pub fn prune(&mut self, now: i64) {
+        let old: Vec<(String, i64)> = self
+            .groups
+            .iter()
+            .filter_map(|(id, g)| g.done_at.filter(|d| now - d > DONE_DETAIL_MS).map(|d| (id.clone(), d)))
+            .collect();
+        for (id, d) in old {
+            self.groups.remove(&id);
+            self.closed.insert(id, d);
+        }
+        self.closed.retain(|_, d| now - *d <= DONE_KEEP_MS);
+        self.early.retain(|_, (first, _)| now - *first <= DONE_KEEP_MS);
+    }
+
+    /// The groups complete whose follow-ups (or plain `done`) are still to be published.
+    pub fn waiting(&self) -> impl Iterator<Item = (&String, &Group)> {
+        self.groups.iter().filter(|(_, g)| g.done_at.is_none() && g.complete())
+    }
+
+    /// Groups in flight (not done).
+    pub fn open_count(&self) -> usize {
+        self.groups.values().filter(|g| g.done_at.is_none()).count()
+    }
+}
+
+/// The stream folded, message by message.
+#[derive(Debug, Default)]
+pub struct Fold {
+    pub state: State,
+    /// The fold knows the whole state: it started at offset 0, or met a snapshot.
+    grounded: bool,
+    started: bool,
+    /// Records read before the first snapshot by a fold that started after offset 0.
+    pending: Vec<(u64, Record, i64)>,
+    /// How many changes were applied (a leader appends a snapshot when this moved).
+    pub changes: u64,
+    /// The groups changed since the caller last took them ([`Fold::take_touched`]).
+    touched: BTreeSet<String>,
+}
+
+impl Fold {
+    /// Takes the message at `offset`: a record written at `at`, or `None` for a marker or a message that
+    /// is not one.
+    pub fn push(&mut self, offset: u64, record: Option<(Record, i64)>) {
+        if !self.started {
+            self.started = true;
+            self.grounded = offset == 0;
+        }
+        match record {
+            Some((Record::Snapshot { through, state }, _)) if !self.grounded => {
+                self.state = *state;
+                self.touched.extend(self.state.groups.keys().cloned());
+                self.grounded = true;
+                for (o, r, at) in std::mem::take(&mut self.pending) {
+                    if o > through {
+                        self.apply(r, at);
+                    }
+                }
+            }
+            // A snapshot read by a grounded fold says nothing new (applying it changes nothing).
+            Some((r, at)) if self.grounded => self.apply(r, at),
+            Some((r, at)) => self.pending.push((offset, r, at)),
+            None => {}
+        }
+    }
+
+    /// Applies a record directly (what the leader itself published).
+    pub fn apply(&mut self, r: Record, at: i64) {
+        let group = match &r {
+            Record::Open { group, .. } | Record::End { group, .. } => Some(group.clone()),
+            Record::Fired { group, .. } | Record::Done { group } => Some(group.clone()),
+            Record::Snapshot { .. } => None,
+        };
+        if self.state.apply(r, at) {
+            self.changes += 1;
+            self.touched.extend(group);
+        }
+    }
+
+    /// The groups that changed since the last call (all of them after a snapshot was taken).
+    pub fn take_touched(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Whether the fold knows the whole state.
+    pub fn grounded(&self) -> bool {
+        self.grounded
+    }
+
+    /// Read from the stream's first offset to now: what is left is all there is (retention deleted the
+    /// start and no snapshot followed), folded.
+    pub fn finish_from_first(&mut self) {
+        if !self.grounded {
+            self.grounded = true;
+            for (_, r, at) in std::mem::take(&mut self.pending) {
+                self.apply(r, at);
+            }
+        }
+    }
+
+    /// The snapshot of the state read through `through`.
+    pub fn snapshot(&self, through: u64) -> Record {
+        Record::Snapshot { through, state: Box::new(self.state.clone()) }
+    }
+}
+
+/// What to publish for a complete group: its follow-ups due, or a plain `done` when none applies.
+pub fn completion(g: &Group) -> Vec<Option<FollowUp>> {
+    let due = g.due();
+    if due.is_empty() && g.complete() && g.done_at.is_none() && g.applying().next().is_none() {
+        return vec![None];
+    }
+    due.into_iter().map(Some).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::When;
+    use super::*;
+    use serde_json::json;
+
+    fn f(when: When, event: &str) -> FollowUp {
+        FollowUp { when, event: event.into() }
+    }
+    fn open(g: &str, members: &[&str], on: Vec<FollowUp>) -> Option<(Record, i64)> {
+        let members = members.iter().map(|m| m.to_string()).collect();
+        Some((Record::Open { group: g.into(), members, on, params: json!({"a": 1}), origin: "ev".into() }, 1))
+    }
+    fn end(g: &str, m: &str, o: Outcome) -> Option<(Record, i64)> {
+        Some((Record::End { group: g.into(), member: m.into(), outcome: o }, 2))
+    }
+    fn fired(g: &str, key: &str) -> Option<(Record, i64)> {
+        Some((Record::Fired { group: g.into(), key: key.into() }, 3))
+    }
+    use Outcome::*;
+
+    fn fold(first: u64, records: Vec<Option<(Record, i64)>>) -> Fold {
+        let mut fo = Fold::default();
+        for (k, r) in records.into_iter().enumerate() {
+            fo.push(first + k as u64, r);
+        }
+        fo.finish_from_first();
+        fo
+    }
+
+    /// (records, group, (succeeded, failed, cancelled, pending), keys due, done)
+    #[test]
+    fn folds_count_each_member_once_and_say_what_is_due() {
+        let then = || vec![f(When::Success, "ok"), f(When::Failure, "ko"), f(When::Always, "fin")];
+        type Case = (Vec<Option<(Record, i64)>>, (usize, usize, usize, usize), Vec<&'static str>, bool);
+        let table: Vec<Case> = vec![
+            (vec![open("g", &["a", "b"], then())], (0, 0, 0, 2), vec![], false),
+            (vec![open("g", &["a", "b"], then()), end("g", "a", Succeeded)], (1, 0, 0, 1), vec![], false),
+            // A member that ends twice (rerun after a kill -9) counts once, its first outcome.
+            (
+                vec![open("g", &["a", "b"], then()), end("g", "a", Failed), end("g", "a", Succeeded)],
+                (0, 1, 0, 1),
+                vec![],
+                false,
+            ),
+            (
+                vec![open("g", &["a", "b"], then()), end("g", "a", Succeeded), end("g", "b", Succeeded)],
+                (2, 0, 0, 0),
+                vec!["success.ok", "always.fin"],
+                false,
+            ),
+            (
+                vec![open("g", &["a", "b"], then()), end("g", "a", Succeeded), end("g", "b", Cancelled)],
+                (1, 0, 1, 0),
+                vec!["failure.ko", "always.fin"],
+                false,
+            ),
+            // An end before its open counts when the open comes; a second open changes nothing.
+            (
+                vec![
+                    end("g", "b", Failed),
+                    open("g", &["a", "b"], then()),
+                    open("g", &["x"], vec![]),
+                    end("g", "a", Succeeded),
+                ],
+                (1, 1, 0, 0),
+                vec!["failure.ko", "always.fin"],
+                false,
+            ),
+            // An end of no member is ignored.
+            (vec![open("g", &["a"], then()), end("g", "zz", Succeeded)], (0, 0, 0, 1), vec![], false),
+            // Published follow-ups are not due again; all of them published: done.
+            (
+                vec![open("g", &["a"], then()), end("g", "a", Succeeded), fired("g", "success.ok")],
+                (1, 0, 0, 0),
+                vec!["always.fin"],
+                false,
+            ),
+            (
+                vec![
+                    open("g", &["a"], then()),
+                    end("g", "a", Succeeded),
+                    fired("g", "success.ok"),
+                    fired("g", "always.fin"),
+                    fired("g", "always.fin"),
+                ],
+                (1, 0, 0, 0),
+                vec![],
+                true,
+            ),
+            // Ends after done change nothing.
+            (
+                vec![
+                    open("g", &["a"], vec![f(When::Always, "fin")]),
+                    end("g", "a", Failed),
+                    fired("g", "always.fin"),
+                    end("g", "a", Succeeded),
+                ],
+                (0, 1, 0, 0),
+                vec![],
+                true,
+            ),
+            // An open read again after the group was done opens nothing.
+            (
+                vec![
+                    open("g", &["a"], vec![f(When::Always, "fin")]),
+                    end("g", "a", Failed),
+                    fired("g", "always.fin"),
+                    open("g", &["a"], vec![f(When::Always, "fin")]),
+                ],
+                (0, 1, 0, 0),
+                vec![],
+                true,
+            ),
+        ];
+        for (i, (records, (s, fa, c, p), due, done)) in table.into_iter().enumerate() {
+            let fo = fold(0, records);
+            let g = &fo.state.groups["g"];
+            let counts = g.counts();
+            assert_eq!((counts.succeeded, counts.failed, counts.cancelled, counts.pending), (s, fa, c, p), "case {i}");
+            let keys: Vec<String> = g.due().iter().map(FollowUp::key).collect();
+            assert_eq!(keys, due, "case {i}");
+            assert_eq!(g.done_at.is_some(), done, "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_complete_group_without_a_follow_up_that_applies_gets_a_plain_done() {
+        let fo = fold(0, vec![open("g", &["a"], vec![f(When::Success, "ok")]), end("g", "a", Failed)]);
+        let g = &fo.state.groups["g"];
+        assert_eq!(completion(g), vec![None]);
+        assert_eq!(fo.state.waiting().count(), 1);
+        let fo = fold(
+            0,
+            vec![
+                open("g", &["a"], vec![f(When::Success, "ok")]),
+                end("g", "a", Failed),
+                Some((Record::Done { group: "g".into() }, 4)),
+            ],
+        );
+        assert_eq!(fo.state.groups["g"].done_at, Some(4));
+        assert_eq!(fo.state.waiting().count(), 0);
+        // Not complete: nothing.
+        let fo = fold(0, vec![open("g", &["a", "b"], vec![]), end("g", "a", Failed)]);
+        assert!(completion(&fo.state.groups["g"]).is_empty());
+    }
+
+    #[test]
+    fn a_late_fold_starts_at_the_first_snapshot() {
+        let mut base = fold(0, vec![open("g", &["a", "b"], vec![f(When::Always, "fin")]), end("g", "a", Succeeded)]);
+        let snap = Some((base.snapshot(11), 5));
+        // Read from offset 10: the end of b at 10 is not covered by a snapshot through 9, is by one through 11.
+        for (through, pending) in [(9, 0), (11, 1)] {
+            let snap = Some((Record::Snapshot { through, state: Box::new(base.state.clone()) }, 5));
+            let mut fo = Fold::default();
+            fo.push(10, end("g", "b", Succeeded));
+            assert!(!fo.grounded());
+            fo.push(12, snap);
+            assert!(fo.grounded());
+            assert_eq!(fo.state.groups["g"].counts().pending, pending, "through {through}");
+        }
+        // From offset 0 a snapshot is not taken.
+        base.push(12, snap);
+        assert_eq!(base.state.groups["g"].counts().pending, 1);
+        // No snapshot after a later start: not grounded until read from the first offset.
+        let mut fo = Fold::default();
+        fo.push(10, open("h", &["a"], vec![]));
+        assert!(!fo.grounded());
+        fo.finish_from_first();
+        assert!(fo.state.groups.contains_key("h"));
+    }
+
+    #[test]
+    fn old_groups_are_forgotten_but_never_done_twice() {
+        let mut fo = fold(
+            0,
+            vec![open("g", &["a"], vec![f(When::Always, "fin")]), end("g", "a", Succeeded), fired("g", "always.fin")],
+        );
+        fo.state.prune(3 + DONE_DETAIL_MS + 1);
+        assert!(fo.state.groups.is_empty());
+        assert_eq!(fo.state.closed.get("g"), Some(&3));
+        fo.push(10, open("g", &["a"], vec![f(When::Always, "fin")]));
+        assert!(fo.state.groups.is_empty(), "a late open of a done group opens nothing");
+        fo.push(11, end("x", "m", Failed));
+        assert_eq!(fo.state.early.len(), 1);
+        fo.state.prune(3 + DONE_KEEP_MS + 1);
+        assert!(fo.state.closed.is_empty() && fo.state.early.is_empty());
+    }
+
+    #[test]
+    fn follow_ups_carry_the_params_and_the_outcome() {
+        let fo = fold(0, vec![open("g", &["a", "b"], vec![]), end("g", "a", Succeeded), end("g", "b", Failed)]);
+        let p = fo.state.groups["g"].follow_up_params("g");
+        assert_eq!(p["a"], json!(1));
+        assert_eq!(p["_group"]["failed_ids"], json!(["b"]));
+        assert_eq!(p["_group"]["total"], json!(2));
+        let mut g = fo.state.groups["g"].clone();
+        g.params = json!([1, 2]);
+        assert_eq!(g.follow_up_params("g")["params"], json!([1, 2]));
+    }
+
+    #[test]
+    fn records_read_back_as_written() {
+        let snap = fold(0, vec![open("g", &["a"], vec![f(When::Failure, "x")]), end("g", "a", Cancelled)]).snapshot(4);
+        for r in [
+            open("g", &["a", "b"], vec![f(When::Always, "e")]),
+            end("g", "a", Failed),
+            fired("g", "k"),
+            Some((snap, 1)),
+        ] {
+            let (r, _) = r.unwrap();
+            assert_eq!(Record::from_json(r.to_json(5).as_bytes()), Ok((r, 5)));
+        }
+        for bad in [
+            &b"x"[..],
+            br#"{"v":1,"type":"end","group":"g","member":"a b","outcome":"failed"}"#,
+            br#"{"v":1,"type":"end","group":"g","member":"a","outcome":"maybe"}"#,
+            br#"{"v":1,"type":"open","group":"g","members":["a"],"on":[{"when":"always","event":""}]}"#,
+            br#"{"v":1,"type":"nap"}"#,
+        ] {
+            assert!(Record::from_json(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! `Asynclib\Ebats\Group`: groups of tasks made by hand, and the progress of any group.
+
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::{ZendHashTable, Zval};
+
+use crate::php::args::{array_json, bad_input, broker_err};
+use crate::php::convert::to_zval;
+use crate::php::settings;
+use crate::services::groups::{self, Refused};
+
+fn refused(e: Refused) -> PhpException {
+    match e {
+        Refused::Broker(e) => broker_err(e),
+        Refused::Bad(m) => bad_input(m),
+    }
+}
+
+#[php_class]
+#[php(name = "Asynclib\\Ebats\\Group")]
+pub struct Group;
+
+#[php_impl]
+impl Group {
+    /// Publishes `$tasks` (each `['topic' => .., 'name' => .., 'params' => .., 'delay' => .., 'id' => ..]`)
+    /// as one group; once every one has ended, the events of `$on` (`'then'`: all succeeded, `'catch'`:
+    /// one failed or was cancelled, `'finally'`: always) are published once, with `$params` and the
+    /// group's outcome under `_group`. Returns the group's id.
+    pub fn create(
+        tasks: &ZendHashTable,
+        on: Option<&ZendHashTable>,
+        params: Option<&ZendHashTable>,
+    ) -> PhpResult<String> {
+        let tasks = array_json(tasks, "the tasks of a group")?;
+        let on = on.map(|o| array_json(o, "the follow-ups of a group")).transpose()?.unwrap_or_default();
+        let params = params.map(|p| array_json(p, "the params of a group")).transpose()?.unwrap_or_default();
+        groups::create(&settings::current()?, &tasks, &on, params).map_err(refused)
+    }
+
+    /// The group's progress (`total`, `done`, `succeeded`, `failed`, `cancelled`, `pending`, `complete`,
+    /// `completed`, `follow_ups`) and its `members` with their states; null when no such group is known.
+    pub fn status(id: String) -> PhpResult<Zval> {
+        Ok(match groups::status(&settings::current()?, &id).map_err(refused)? {
+            Some(v) => to_zval(&v),
+            None => Zval::null(),
+        })
+    }
+
+    /// The groups in flight and those done in the last hour, newest first, without their members.
+    pub fn list() -> PhpResult<Vec<Zval>> {
+        Ok(groups::list(&settings::current()?).map_err(broker_err)?.iter().map(to_zval).collect())
+    }
+}

@@ -1,0 +1,138 @@
+//! The leader's part in groups (why a follow-up is published once: `src/group/mod.rs`): on taking the
+//! lead it appends a marker to the groups stream on the token's channel and folds the stream up to it,
+//! then follows the stream; a group whose members have all ended gets its follow-ups (or a plain `done`)
+//! published on the token's channel, confirmed, and the fold is snapshotted every minute while it
+//! changes.
+
+use std::time::{Duration, Instant};
+
+use lapin::message::Delivery;
+use lapin::{Channel, Connection, Consumer};
+
+use super::leader::publish;
+use crate::broker::group_stream::{self, follow_up_message, record_message};
+use crate::broker::names::Names;
+use crate::broker::stream_read::{self, Offset};
+use crate::broker::{connection, consumer, BrokerError};
+use crate::group::state::{completion, Fold, Record};
+use crate::group::READ_BACK_SECS;
+use crate::log;
+use crate::metrics::counters;
+use crate::wire::now_ms;
+
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+
+/// The groups as the leader knows them, and its reader of the stream.
+pub struct GroupsLeading {
+    fold: Fold,
+    reader_ch: Channel,
+    pub reader: Consumer,
+    last_offset: u64,
+    last_snapshot: Instant,
+    /// `fold.changes` at the last snapshot.
+    snapshot_changes: u64,
+}
+
+impl GroupsLeading {
+    /// Folds the stream up to a marker appended on the token's channel: after it, every follow-up
+    /// the previous leader published (all of them precede the marker) is known.
+    pub async fn take_over(conn: &Connection, token_ch: &Channel, names: &Names) -> Result<Self, BrokerError> {
+        let started = Instant::now();
+        let marker = crate::wire::new_id();
+        publish(token_ch, &stream_read::marker(&names.groups_stream(), &marker)).await?;
+        let back = (now_ms() / 1000) as u64 - READ_BACK_SECS;
+        for from in [Offset::Time(back), Offset::First] {
+            let ch = connection::channel(conn).await?;
+            let tag = stream_read::tag("groups-leader");
+            let mut reader = group_stream::open_reader(&ch, names, from, &tag).await?;
+            let mut fold = Fold::default();
+            let last = group_stream::read_to_marker(&ch, &mut reader, &mut fold, &marker).await?;
+            if from == Offset::First {
+                fold.finish_from_first();
+            }
+            if !fold.grounded() {
+                let _ = ch.close(200, "no snapshot here".into()).await;
+                continue;
+            }
+            log::info(&format!(
+                "groups: {} group(s) in flight (stream read in {} ms)",
+                fold.state.open_count(),
+                started.elapsed().as_millis()
+            ));
+            counters::GROUPS_OPEN.store(fold.state.open_count() as u64, std::sync::atomic::Ordering::Relaxed);
+            let snapshot_changes = fold.changes;
+            return Ok(GroupsLeading {
+                fold,
+                reader_ch: ch,
+                reader,
+                last_offset: last,
+                last_snapshot: Instant::now(),
+                snapshot_changes,
+            });
+        }
+        unreachable!("a fold from the first offset is grounded")
+    }
+
+    /// A message read live from the stream.
+    pub async fn follow(&mut self, d: Delivery) -> Result<(), BrokerError> {
+        consumer::ack(&self.reader_ch, d.delivery_tag, true).await?;
+        let offset = stream_read::offset_in(&d.properties).unwrap_or(self.last_offset);
+        self.last_offset = offset;
+        self.fold.push(offset, group_stream::record_of(offset, &d));
+        Ok(())
+    }
+
+    /// Publishes what the groups that changed and are complete are due (each follow-up once: the fold
+    /// knows every one published), then a snapshot when one is due.
+    pub async fn complete(&mut self, token_ch: &Channel, names: &Names) -> Result<(), BrokerError> {
+        let touched = self.fold.take_touched();
+        if touched.is_empty() && self.last_snapshot.elapsed() < SNAPSHOT_EVERY {
+            return Ok(());
+        }
+        for id in touched {
+            let Some(g) = self.fold.state.groups.get(&id) else { continue };
+            let todo = completion(g);
+            let published = !todo.is_empty();
+            for f in todo {
+                let g = &self.fold.state.groups[&id];
+                let (msg, record) = match &f {
+                    Some(f) => (follow_up_message(names, &id, g, f), Record::Fired { group: id.clone(), key: f.key() }),
+                    None => {
+                        let r = Record::Done { group: id.clone() };
+                        (record_message(names, &r), r)
+                    }
+                };
+                publish(token_ch, &msg).await?;
+                let c = g.counts();
+                match &f {
+                    Some(f) => log::info(&format!(
+                        "groups: group {id} ended ({} succeeded, {} failed, {} cancelled): published '{}' id={}",
+                        c.succeeded,
+                        c.failed,
+                        c.cancelled,
+                        f.event,
+                        crate::group::follow_up_id(&id, f)
+                    )),
+                    None => log::info(&format!(
+                        "groups: group {id} ended ({} succeeded, {} failed, {} cancelled): no follow-up applies",
+                        c.succeeded, c.failed, c.cancelled
+                    )),
+                }
+                self.fold.apply(record, now_ms());
+            }
+            if published && self.fold.state.groups.get(&id).is_some_and(|g| g.done_at.is_some()) {
+                counters::add(&counters::GROUP_COMPLETIONS, 1);
+            }
+        }
+        counters::GROUPS_OPEN.store(self.fold.state.open_count() as u64, std::sync::atomic::Ordering::Relaxed);
+        if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY && self.fold.changes != self.snapshot_changes {
+            self.fold.state.prune(now_ms());
+            publish(token_ch, &record_message(names, &self.fold.snapshot(self.last_offset))).await?;
+            self.last_snapshot = Instant::now();
+            self.snapshot_changes = self.fold.changes;
+        }
+        // What this leader applied itself is not to be looked at again.
+        let _ = self.fold.take_touched();
+        Ok(())
+    }
+}
