@@ -1,8 +1,10 @@
-//! The stream of paused topics `<prefix>.flow` on the broker (what it holds and why: `src/flow/`):
-//! appending a change, folding the stream to now, and the watcher a worker child runs to know, within
-//! a moment of its being appended, whether its topic is paused.
+//! The flow stream `<prefix>.flow` on the broker (paused topics and run-time limits; what it holds
+//! and why: `src/flow/`): appending a change, folding the stream to now, and the watcher a worker
+//! child runs to know, within a moment of its being appended, whether its topic is paused and which
+//! limits are in force for it.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ use super::names::Names;
 use super::stream_read::{self, Go, Offset};
 use super::{stop, BrokerError, Decl, ErrorKind, Outgoing, Session};
 use crate::config::Settings;
-use crate::flow::pause::{Fold, Record};
+use crate::flow::limits::{Limit, LimitSet};
+use crate::flow::record::{effective, Fold, Record, Source};
 use crate::log;
 
 /// Messages a reader takes ahead; acked in runs of half of it.
@@ -71,7 +74,7 @@ pub fn read_to_now(
     let to = stream_read::read_through_marker(s, settings, &read, &id, |o, d| fold.push(o, record_of(o, d)))?;
     fold.finish();
     let due = match snapshot {
-        true => Some(Record::Snapshot { paused: fold.paused().clone(), through: to }),
+        true => Some(fold.snapshot(to)),
         false => fold.snapshot_due(to),
     };
     if let Some(snap) = due {
@@ -84,9 +87,31 @@ pub fn read_to_now(
 /// changed something (false: it was paused, or running, already). The stream's order decides
 /// between changes that race: every reader folds them in the same order.
 pub fn change(settings: &Settings, topic: &str, paused: bool) -> Result<bool, BrokerError> {
+    let topic = topic.to_string();
+    append(settings, |rid| if paused { Record::Pause { topic, rid } } else { Record::Resume { topic, rid } })
+}
+
+/// Sets `limit` for every worker of its topic (replacing the one of the same id), on the process's
+/// session; true when that changed something (false: the same limit was set already).
+pub fn set_limit(settings: &Settings, limit: &Limit) -> Result<bool, BrokerError> {
+    append(settings, |rid| Record::Limit { limit: limit.clone(), rid })
+}
+
+/// Removes the run-time limit `id` of `topic`; true when there was one.
+pub fn clear_limit(settings: &Settings, topic: &str, id: &str) -> Result<bool, BrokerError> {
+    append(settings, |rid| Record::Unlimit { topic: topic.to_string(), id: id.to_string(), rid })
+}
+
+/// The run-time limits (every topic's, by id), on the process's session.
+pub fn limits(settings: &Settings) -> Result<Vec<Limit>, BrokerError> {
+    let (fold, _) = with_session(|s| read_to_now(s, settings, &[], false))?;
+    Ok(fold.limits().cloned().collect())
+}
+
+/// Appends the change `make` builds with a new request id, then a snapshot, and returns its verdict.
+fn append(settings: &Settings, make: impl FnOnce(String) -> Record) -> Result<bool, BrokerError> {
     let rid = crate::wire::new_id();
-    let (topic, r) = (topic.to_string(), rid.clone());
-    let record = if paused { Record::Pause { topic, rid: r } } else { Record::Resume { topic, rid: r } };
+    let record = make(rid.clone());
     let (fold, _) = with_session(|s| read_to_now(s, settings, &[record], true))?;
     fold.verdict(&rid).ok_or_else(|| {
         BrokerError::new(ErrorKind::Runtime, "the change to the flow stream was not found when reading it back")
@@ -103,39 +128,111 @@ const UNKNOWN: u8 = 0;
 const RUNNING: u8 = 1;
 const PAUSED: u8 = 2;
 
-/// Whether one topic is paused, kept up to date by a thread of its own (on a connection of its own)
-/// that folds the stream to now, then follows it. A worker child starts one; it ends with the
-/// process or when a stop is asked.
+/// What the watcher thread knows, shared with the process's other threads.
+struct Known {
+    paused: AtomicU8,
+    /// Bumped each time `limits` changes.
+    version: AtomicU64,
+    /// The limits in force (code and run time merged), and where each comes from.
+    limits: parking_lot::Mutex<(Arc<LimitSet>, Vec<Source>)>,
+    /// The limits set in the worker's code.
+    code: Vec<Limit>,
+}
+
+impl Known {
+    /// The fold's state for `topic`: stored, and the limits replaced (version bumped) only when they changed.
+    fn set(&self, fold: &Fold, topic: &str) {
+        self.paused.store(if fold.is_paused(topic) { PAUSED } else { RUNNING }, Ordering::Release);
+        let now = effective(topic, &self.code, fold.limits());
+        let mut held = self.limits.lock();
+        let same = held.0.limits().len() == now.len()
+            && held.0.limits().iter().zip(&now).all(|(a, (b, _))| a == *b)
+            && held.1.iter().eq(now.iter().map(|(_, s)| s));
+        if !same {
+            let sources = now.iter().map(|(_, s)| *s).collect();
+            *held = (Arc::new(LimitSet::new(now.into_iter().map(|(l, _)| l.clone()).collect())), sources);
+            self.version.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// Whether one topic is paused and which limits are in force for it, kept up to date by a thread of
+/// its own (on a connection of its own) that folds the stream to now, then follows it. A worker child
+/// starts one; it ends with the process or when a stop is asked.
 pub struct Watch {
-    state: Arc<AtomicU8>,
+    known: Arc<Known>,
 }
 
 impl Watch {
-    pub fn start(settings: &Settings, topic: &str) -> Watch {
-        let state = Arc::new(AtomicU8::new(UNKNOWN));
-        let (st, settings, topic) = (state.clone(), settings.clone(), topic.to_string());
-        let spawned =
-            std::thread::Builder::new().name("ebats-flow".into()).spawn(move || watch(&settings, &topic, &st));
+    /// Watches `topic`, whose worker's code set the limits `code` (a run-time limit of the same id wins).
+    pub fn start(settings: &Settings, topic: &str, code: Vec<Limit>) -> Watch {
+        // Until the stream is read, the code's limits are in force.
+        let set = LimitSet::new(code.iter().filter(|l| l.topic == topic).cloned().collect());
+        let sources = vec![Source::Code; set.limits().len()];
+        let known = Arc::new(Known {
+            paused: AtomicU8::new(UNKNOWN),
+            version: AtomicU64::new(0),
+            limits: parking_lot::Mutex::new((Arc::new(set), sources)),
+            code,
+        });
+        let (k, settings, topic) = (known.clone(), settings.clone(), topic.to_string());
+        let spawned = std::thread::Builder::new().name("ebats-flow".into()).spawn(move || watch(&settings, &topic, &k));
         if let Err(e) = spawned {
             // Without a watcher a pause would never be seen: better to run than to stall for good.
-            log::error(&format!("cannot start the thread watching paused topics ({e}): pauses are not followed"));
-            state.store(RUNNING, Ordering::Release);
+            log::error(&format!(
+                "cannot start the thread watching the flow stream ({e}): pauses and run-time limits are not followed"
+            ));
+            known.paused.store(RUNNING, Ordering::Release);
         }
-        Watch { state }
+        Watch { known }
     }
 
     /// Whether the topic is paused; `None` until the stream has been read to now once.
     pub fn paused(&self) -> Option<bool> {
-        match self.state.load(Ordering::Acquire) {
+        match self.known.paused.load(Ordering::Acquire) {
             UNKNOWN => None,
             s => Some(s == PAUSED),
         }
     }
+
+    /// The limits in force as the delivery path reads them (see [`CurrentLimits::current`]).
+    pub fn limits(&self) -> CurrentLimits {
+        let (set, _) = self.known.limits.lock().clone();
+        CurrentLimits { known: self.known.clone(), seen: Cell::new(0), set: RefCell::new(set) }
+    }
+
+    /// The limits in force and where each comes from, in the set's order (for the status document).
+    pub fn limits_with_sources(&self) -> Vec<(Limit, Source)> {
+        let held = self.known.limits.lock();
+        held.0.limits().iter().cloned().zip(held.1.iter().copied()).collect()
+    }
 }
 
-fn watch(settings: &Settings, topic: &str, state: &AtomicU8) {
+/// The limits in force for a worker child's topic, for its delivery path: one atomic load and a
+/// reference count per call, no lock (the watcher's lock is taken only in the call after a change)
+/// and no allocation. A handle of one thread (it caches what it last read).
+pub struct CurrentLimits {
+    known: Arc<Known>,
+    /// The version `set` was read at.
+    seen: Cell<u64>,
+    set: RefCell<Arc<LimitSet>>,
+}
+
+impl CurrentLimits {
+    /// The limits in force now (the code's until the stream was read, then as the stream changes
+    /// them, within a moment of a change being appended). Empty, the common case: nothing to do.
+    pub fn current(&self) -> Arc<LimitSet> {
+        let v = self.known.version.load(Ordering::Acquire);
+        if v != self.seen.get() {
+            *self.set.borrow_mut() = self.known.limits.lock().0.clone();
+            self.seen.set(v);
+        }
+        self.set.borrow().clone()
+    }
+}
+
+fn watch(settings: &Settings, topic: &str, known: &Known) {
     let stream = Names::new(&settings.prefix).flow_stream();
-    let set = |fold: &Fold| state.store(if fold.is_paused(topic) { PAUSED } else { RUNNING }, Ordering::Release);
     let mut backoff = Backoff::default();
     while stop::requested().is_none() {
         let watched = (|| {
@@ -145,7 +242,7 @@ fn watch(settings: &Settings, topic: &str, state: &AtomicU8) {
             let read = read_to_now(&mut s, settings, &[], false);
             s.close();
             let (mut fold, to) = read?;
-            set(&fold);
+            known.set(&fold, topic);
             backoff.reset();
             stream_read::follow(
                 settings,
@@ -156,7 +253,7 @@ fn watch(settings: &Settings, topic: &str, state: &AtomicU8) {
                 || false,
                 |o, d| {
                     fold.push(o, record_of(o, d));
-                    set(&fold);
+                    known.set(&fold, topic);
                     Go::On
                 },
             )

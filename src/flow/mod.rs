@@ -15,11 +15,12 @@
 //! reader that folds the stream to now (each worker child when it starts, each `Topics` call) appends a
 //! marker. The stream keeps at most `broker::topology::FLOW_MAX_BYTES` in segments of
 //! `FLOW_SEGMENT_BYTES` (retention deletes the oldest whole segment), so at least 3 MiB (some 15,000
-//! records) are always there; a reader that meets more than [`pause::SNAPSHOT_EVERY`] records after the
+//! records) are always there; a reader that meets more than [`record::SNAPSHOT_EVERY`] records after the
 //! last snapshot appends one, so the part retention leaves always holds a snapshot, and a fold that
-//! starts after the stream's first offset takes its state from it ([`pause::Fold`]). A worker child
+//! starts after the stream's first offset takes its state from it ([`record::Fold`]). A worker child
 //! reads at most the retained part (4 MiB) when it starts, then only what is appended.
 
 pub mod key;
 pub mod limits;
 pub mod pause;
+pub mod record;

@@ -3,6 +3,7 @@
 //! shares. Stops between tasks when asked.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
@@ -13,12 +14,14 @@ use super::prefetch::Adaptive;
 use super::recycle;
 use super::shared::Shared;
 use crate::broker::consume::{self, After, Finished, Host};
+use crate::broker::flow_stream::CurrentLimits;
 use crate::broker::names::Names;
 use crate::broker::subscription::{self, Subscription};
 use crate::broker::{group_stream, stop};
 use crate::broker::{BrokerError, Decl};
 use crate::config::Settings;
 use crate::dispatch;
+use crate::flow::limits::{Limit, LimitSet};
 use crate::group::state::Outcome;
 use crate::history::record::Run;
 use crate::history::Writer;
@@ -59,6 +62,9 @@ pub struct Limits {
     pub time_limit_secs: u64,
     /// Where the original library kept its retry counters (a file per task id), on this host.
     pub legacy_counters: PathBuf,
+    /// The rate and concurrency limits the worker's code set (`Worker::setLimit`); a run-time limit
+    /// of the same id wins (`broker::flow_stream::Watch`).
+    pub flow: Vec<Limit>,
 }
 
 impl Default for Limits {
@@ -70,6 +76,7 @@ impl Default for Limits {
             max_redeliveries: 5,
             time_limit_secs: 0,
             legacy_counters: PathBuf::from(crate::config::LEGACY_COUNTERS.default_value()),
+            flow: Vec::new(),
         }
     }
 }
@@ -112,6 +119,8 @@ struct TaskHost<'a> {
     legacy_exists: bool,
     /// Whether this worker's topic is paused.
     paused: Paused,
+    /// The rate and concurrency limits in force for this worker's topic.
+    flow_limits: CurrentLimits,
 }
 
 impl<'a> TaskHost<'a> {
@@ -126,6 +135,7 @@ impl<'a> TaskHost<'a> {
             tracking: self.tracking,
             handler: &mut *self.handler,
             history: self.history.as_mut(),
+            flow_limits: self.flow_limits.current(),
         }
     }
 }
@@ -292,6 +302,7 @@ pub fn run(
         first_open_fails: false,
     };
     let history = Writer::new(settings);
+    let paused = Paused::watch(settings, topic, limits.flow.clone());
     let mut host = TaskHost {
         settings,
         topic,
@@ -306,7 +317,8 @@ pub fn run(
         done: 0,
         legacy_looked: Instant::now(),
         legacy_exists: false,
-        paused: Paused::watch(settings, topic),
+        flow_limits: paused.limits(),
+        paused,
     };
     let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
@@ -394,6 +406,8 @@ struct Context<'a> {
     tracking: &'a Tracking<'a>,
     handler: &'a mut dyn Handler,
     history: Option<&'a mut Writer>,
+    /// The limits in force when the delivery came (code and run time merged; most often none).
+    flow_limits: Arc<LimitSet>,
 }
 
 /// What a delivery brings.
@@ -478,7 +492,18 @@ fn run_task(
     counter_file: Option<PathBuf>,
 ) -> Result<Settled, HandleError> {
     if cx.settings.debug {
-        log::debug(&format!("task start {}/{} id={} attempt={}", task.topic, task.name, task.id, task.attempt));
+        let applied: Vec<String> = match cx.flow_limits.is_empty() {
+            true => Vec::new(),
+            false => cx.flow_limits.for_task(&task.name, &task.params).into_iter().map(|a| a.counter).collect(),
+        };
+        log::debug(&format!(
+            "task start {}/{} id={} attempt={} limits=[{}]",
+            task.topic,
+            task.name,
+            task.id,
+            task.attempt,
+            applied.join(",")
+        ));
     }
     let tracking = cx.tracking;
     tracking.shared.begin(tracking.index, &task.id, cx.limits.time_limit_secs * 1000);

@@ -5,11 +5,12 @@
 
 use lapin::message::Delivery;
 
-use crate::broker::flow_stream::Watch;
+use crate::broker::flow_stream::{CurrentLimits, Watch};
 use crate::broker::names::Names;
 use crate::broker::subscription::{self, Subscription};
 use crate::broker::BrokerError;
 use crate::config::{QueueType, Settings};
+use crate::flow::limits::Limit;
 use crate::flow::pause::may_start;
 use crate::log;
 use crate::wire::TaskMsg;
@@ -20,9 +21,15 @@ pub struct Paused {
 }
 
 impl Paused {
-    /// Starts watching whether `topic` is paused (a thread of this process).
-    pub fn watch(settings: &Settings, topic: &str) -> Paused {
-        Paused { watch: Watch::start(settings, topic), topic: topic.to_string() }
+    /// Starts watching whether `topic` is paused and which limits are in force for it (a thread of
+    /// this process); `code` are the limits the worker's code set.
+    pub fn watch(settings: &Settings, topic: &str, code: Vec<Limit>) -> Paused {
+        Paused { watch: Watch::start(settings, topic, code), topic: topic.to_string() }
+    }
+
+    /// The limits in force for the topic, as the delivery path reads them.
+    pub fn limits(&self) -> CurrentLimits {
+        self.watch.limits()
     }
 
     pub fn may_start(&self) -> bool {
