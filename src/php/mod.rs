@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod deferred;
 pub mod exceptions;
 pub mod history;
+pub mod limits;
 pub mod migrate;
 pub mod producer;
 pub mod scheduler;
@@ -70,6 +71,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .class::<status::Status>()
         .class::<schedules::Schedules>()
         .class::<topics::Topics>()
+        .class::<limits::Limits>()
         .class::<dashboard::Dashboard>()
         .class::<history::History>()
         .class::<deferred::Batch>()

@@ -8,6 +8,7 @@
 
 pub mod consuming;
 pub mod flow;
+pub mod limits;
 pub mod periodic;
 pub mod publishing;
 pub mod run;
