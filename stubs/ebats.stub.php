@@ -571,6 +571,49 @@ namespace Asynclib\Ebats {
     }
 
     /**
+     * Rate and concurrency limits set at run time, held on the broker: every worker of the topic, on every
+     * host, follows a change within a second. A limit has a scope: the whole topic, one task `name`, or a
+     * `key` built from each task's params by a template ('customer:{customer_id}'), of one name or of all.
+     * A run-time limit replaces the limit of the same scope set in the worker's code (Worker::setLimit).
+     */
+    class Limits
+    {
+        public function __construct()
+        {
+        }
+
+        /**
+         * @param array{rate?: ?string, burst?: ?int, concurrency?: ?int, name?: ?string, key?: ?string} $limit
+         *     rate: starts per window ('20/s', '600/m', '3/h', '5/10s'); burst: starts allowed beyond it after a
+         *     quiet time (default 0, only with a rate); concurrency: tasks running at once; at least one of
+         *     rate and concurrency
+         * @return bool true when it changed something (false: the same limit was set already)
+         * @throws \Asynclib\Exception\TaskException naming what is wrong (topic, key, value)
+         * @throws \Asynclib\Exception\ConnectionedException when the broker cannot be reached
+         */
+        public static function set(string $topic, array $limit): bool
+        {
+        }
+
+        /**
+         * @param array{name?: ?string, key?: ?string} $scope the limit's scope (none: the whole topic)
+         * @return bool true when a run-time limit of that scope was removed (a limit in code applies again)
+         * @throws \Asynclib\Exception\TaskException naming what is wrong
+         */
+        public static function clear(string $topic, ?array $scope = null): bool
+        {
+        }
+
+        /**
+         * @return list<array{id: string, topic: string, name: ?string, key: ?string, rate: ?string, burst: int, concurrency: ?int}>
+         *     the run-time limits of the topic (null: of every topic), by id
+         */
+        public static function list(?string $topic = null): array
+        {
+        }
+    }
+
+    /**
      * Groups of tasks, held on the broker (the stream <prefix>.groups): once every task of a group has ended
      * (succeeded, or failed for good after its retries), its follow-up events are published exactly once by
      * the leading Scheduler. An event's tasks become a group when follow-ups are registered for it
@@ -924,6 +967,20 @@ namespace Asynclib\Ebats {
          * @throws \Asynclib\Exception\TaskException when $seconds is not between 0 and 86400
          */
         public function setMonitorInterval(int $seconds): static
+        {
+        }
+
+        /**
+         * Limits this worker's topic on every host (a worker of the same topic elsewhere sets its own): at most
+         * `rate` starts per window ('20/s', '600/m', '5/10s', plus `burst` after a quiet time) and/or at most
+         * `concurrency` tasks running at once, over the whole topic, one task `name`, and/or per `key` (a
+         * template of the params: 'customer:{customer_id}'). One limit per scope: a later call for the same
+         * scope replaces it, and a limit set at run time (Limits::set, ebats limits:set) replaces it.
+         *
+         * @param array{rate?: ?string, burst?: ?int, concurrency?: ?int, name?: ?string, key?: ?string} $limit
+         * @throws \Asynclib\Exception\TaskException naming what is wrong
+         */
+        public function setLimit(array $limit): static
         {
         }
 

@@ -73,7 +73,12 @@ const SPEC_KEYS: [&str; 5] = ["rate", "burst", "concurrency", "name", "key"];
 /// writer's) and its `topic` and `id`.
 pub fn parse_limit(topic: &str, spec: &Value, strict: bool) -> Result<Limit, String> {
     crate::rules::check_topic(topic)?;
-    let obj = spec.as_object().ok_or("a limit is an array of keys (rate, burst, concurrency, name, key)")?;
+    let empty = Map::new();
+    let obj = match spec {
+        Value::Object(o) => o,
+        Value::Array(a) if a.is_empty() => &empty,
+        _ => return Err("a limit is an array of keys (rate, burst, concurrency, name, key)".into()),
+    };
     if strict {
         if let Some(k) = obj.keys().find(|k| !SPEC_KEYS.contains(&k.as_str())) {
             return Err(format!("a limit has no key '{k}' (it takes rate, burst, concurrency, name, key)"));
@@ -116,13 +121,15 @@ pub fn parse_limit(topic: &str, spec: &Value, strict: bool) -> Result<Limit, Str
 /// What a limit's description without its rate and concurrency names: its id (`unlimit`, a clear).
 pub fn scope_id(topic: &str, spec: &Value) -> Result<String, String> {
     let mut only: Map<String, Value> = Map::new();
-    for k in ["name", "key"] {
-        if let Some(v) = spec.get(k) {
-            only.insert(k.into(), v.clone());
+    match spec {
+        Value::Object(o) => {
+            if let Some(k) = o.keys().find(|k| !["name", "key"].contains(&k.as_str())) {
+                return Err(format!("a limit's scope has no key '{k}' (it takes name, key)"));
+            }
+            only.extend(o.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-    }
-    if let Some(k) = spec.as_object().and_then(|o| o.keys().find(|k| !["name", "key"].contains(&k.as_str()))) {
-        return Err(format!("a limit's scope has no key '{k}' (it takes name, key)"));
+        Value::Array(a) if a.is_empty() => {}
+        _ => return Err("a limit's scope is an array of keys (name, key)".into()),
     }
     only.insert("concurrency".into(), json!(1));
     parse_limit(topic, &Value::Object(only), true).map(|l| l.id())
@@ -359,10 +366,10 @@ mod tests {
         Some(Record::Resume { topic: t.into(), rid: rid.into() })
     }
     fn snap(ts: &[&str], through: u64) -> Option<Record> {
-        snap_l(ts, &[], through)
+        snap_l(ts, vec![], through)
     }
-    fn snap_l(ts: &[&str], limits: &[Limit], through: u64) -> Option<Record> {
-        Some(Record::Snapshot { paused: ts.iter().map(|t| t.to_string()).collect(), limits: limits.to_vec(), through })
+    fn snap_l(ts: &[&str], limits: Vec<Limit>, through: u64) -> Option<Record> {
+        Some(Record::Snapshot { paused: ts.iter().map(|t| t.to_string()).collect(), limits, through })
     }
     /// A limit of `topic` from its description (checked).
     fn lim(topic: &str, spec: Value) -> Limit {
@@ -430,12 +437,12 @@ mod tests {
             (0, vec![unset("a", "a", "1")], vec![]),
             (0, vec![set(key.clone(), "1"), set(b.clone(), "2"), pause("a", "3")], vec!["a/{c:{customer}}=c1", "b=c3"]),
             // From offset 0 a snapshot is not taken.
-            (0, vec![set(a10.clone(), "1"), snap_l(&[], &[b.clone()], 0)], vec!["a=10/s"]),
+            (0, vec![set(a10.clone(), "1"), snap_l(&[], vec![b.clone()], 0)], vec!["a=10/s"]),
             // After a deleted start: the snapshot's limits, then the changes it does not cover.
-            (10, vec![set(a20.clone(), "1"), snap_l(&[], &[a10.clone(), b.clone()], 9)], vec!["a=20/s", "b=c3"]),
-            (10, vec![set(a20.clone(), "1"), snap_l(&[], &[a10.clone()], 10)], vec!["a=10/s"]),
-            (10, vec![unset("b", "b", "1"), snap_l(&[], &[b.clone(), send.clone()], 9)], vec!["a/send=c2"]),
-            (10, vec![snap_l(&["a"], &[b.clone()], 9), set(send.clone(), "1")], vec!["a/send=c2", "b=c3"]),
+            (10, vec![set(a20.clone(), "1"), snap_l(&[], vec![a10.clone(), b.clone()], 9)], vec!["a=20/s", "b=c3"]),
+            (10, vec![set(a20.clone(), "1"), snap_l(&[], vec![a10.clone()], 10)], vec!["a=10/s"]),
+            (10, vec![unset("b", "b", "1"), snap_l(&[], vec![b.clone(), send.clone()], 9)], vec!["a/send=c2"]),
+            (10, vec![snap_l(&["a"], vec![b.clone()], 9), set(send.clone(), "1")], vec!["a/send=c2", "b=c3"]),
             // A snapshot of a version without limits: none.
             (10, vec![set(a10.clone(), "1"), snap(&[], 10)], vec![]),
             (10, vec![None, set(send.clone(), "1")], vec!["a/send=c2"]),
@@ -529,8 +536,8 @@ mod tests {
         for o in 2..=SNAPSHOT_EVERY + 1 {
             f.push(o, None);
         }
-        assert_eq!(f.snapshot_due(SNAPSHOT_EVERY), snap_l(&["a"], &[l.clone()], SNAPSHOT_EVERY));
-        f.push(SNAPSHOT_EVERY + 2, snap_l(&["a"], &[l], SNAPSHOT_EVERY));
+        assert_eq!(f.snapshot_due(SNAPSHOT_EVERY), snap_l(&["a"], vec![l.clone()], SNAPSHOT_EVERY));
+        f.push(SNAPSHOT_EVERY + 2, snap_l(&["a"], vec![l], SNAPSHOT_EVERY));
         assert_eq!(f.snapshot_due(SNAPSHOT_EVERY + 2), None);
     }
 
@@ -546,7 +553,7 @@ mod tests {
         let mut records =
             vec![pause("t-x", "r"), resume("t", "r2"), snap(&["a", "b"], 7), snap(&[], 0), unset("t", "t/{a}", "r")];
         records.extend(limits.iter().map(|l| set(l.clone(), "r")));
-        records.push(snap_l(&["a"], &limits, 3));
+        records.push(snap_l(&["a"], limits.to_vec(), 3));
         for r in records {
             let r = r.unwrap();
             assert_eq!(Record::from_json(r.to_json(5).as_bytes()), Ok(r));
@@ -607,6 +614,9 @@ mod tests {
         assert_eq!(scope_id("demo", &json!({"name": "send", "key": "{c}"})).as_deref(), Ok("demo/send/{{c}}"));
         assert!(scope_id("demo", &json!({"rate": "1/s"})).unwrap_err().contains("no key 'rate'"));
         assert!(scope_id("demo", &json!({"name": "a b"})).is_err());
+        assert_eq!(scope_id("demo", &json!([])).as_deref(), Ok("demo"));
+        assert!(scope_id("demo", &json!([1])).is_err());
+        assert!(parse_limit("demo", &json!([]), true).unwrap_err().contains("needs a rate"));
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub struct Ticks {
 }
 
 static CRON: Mutex<BTreeMap<String, Ticks>> = Mutex::new(BTreeMap::new());
+/// Tasks of events not made because one with their unique key was there, by topic.
+static DUPLICATES: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+/// Topics counted apart in [`DUPLICATES`]; the others are counted under [`OTHER_TOPIC`].
+const DUPLICATE_TOPICS: usize = 256;
+pub const OTHER_TOPIC: &str = "_other";
 
 pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
@@ -59,6 +64,19 @@ pub fn cron_skipped(schedule: &str, n: u64) {
     CRON.lock().entry(schedule.to_string()).or_default().skipped += n;
 }
 
+/// A task of `topic` was not made (by the Scheduler, for an event) because one with its unique key
+/// was there.
+pub fn duplicate(topic: &str) {
+    let mut d = DUPLICATES.lock();
+    let key = if d.contains_key(topic) || d.len() < DUPLICATE_TOPICS { topic } else { OTHER_TOPIC };
+    *d.entry(key.to_string()).or_default() += 1;
+}
+
+/// The duplicates counted, by topic.
+pub fn duplicates() -> Vec<(String, u64)> {
+    DUPLICATES.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
+}
+
 /// This process took or lost the lead of the periodic schedules.
 pub fn set_leader(leading: bool) {
     LEADER.store(leading as i64, Ordering::Relaxed);
@@ -73,4 +91,21 @@ pub fn leader() -> Option<bool> {
 
 pub fn cron() -> Vec<(String, Ticks)> {
     CRON.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_by_a_bounded_set_of_topics() {
+        for i in 0..DUPLICATE_TOPICS + 5 {
+            duplicate(&format!("t{i}"));
+        }
+        duplicate("t0");
+        let d = duplicates();
+        assert_eq!(d.len(), DUPLICATE_TOPICS + 1);
+        assert_eq!(d.iter().find(|(t, _)| t == "t0").map(|(_, n)| *n), Some(2));
+        assert_eq!(d.iter().find(|(t, _)| t == OTHER_TOPIC).map(|(_, n)| *n), Some(5));
+    }
 }

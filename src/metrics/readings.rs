@@ -8,9 +8,12 @@ use super::counters::{self as c, get};
 use super::cpu::CpuWindow;
 use super::depth::Depths;
 use super::procfs;
+use super::stats::Held;
 use super::stats::Snap;
 use super::status::{self, Input};
-use super::status_doc::{PauseDoc, ProcessRow, TaskTimes, Totals};
+use super::status_doc::{HeldBack, LimitRow, LimitsDoc, PauseDoc, ProcessRow, TaskTimes, Totals};
+use crate::flow::limits::{Limit, Scope};
+use crate::flow::record::{rate_text, Source};
 
 /// A process's row with its CPU and memory read now (the counts are the caller's).
 pub fn process_row(cpu: &mut CpuWindow, now_ms: u64, pid: i32, role: &'static str, started_ms: u64) -> ProcessRow {
@@ -42,6 +45,34 @@ pub fn task_times(s: &Snap) -> TaskTimes {
     }
 }
 
+/// A worker's limits in force (with where each comes from) and what they held back, for its status.
+pub fn limits_doc(in_force: &[(Limit, Source)], s: &Snap) -> LimitsDoc {
+    let row = |(l, source): &(Limit, Source)| {
+        let (name, key) = match &l.scope {
+            Scope::Topic => (None, None),
+            Scope::Name(n) => (Some(n.clone()), None),
+            Scope::Key { name, template } => (name.clone(), Some(template.source().to_string())),
+        };
+        LimitRow {
+            id: l.id(),
+            name,
+            key,
+            rate: l.rate.as_ref().map(rate_text),
+            burst: l.rate.map_or(0, |r| r.burst),
+            concurrency: l.concurrency,
+            source: source.as_str().to_string(),
+        }
+    };
+    LimitsDoc {
+        in_force: in_force.iter().map(row).collect(),
+        held_back: HeldBack {
+            rate: s.held_back[Held::Rate as usize],
+            concurrency: s.held_back[Held::Concurrency as usize],
+        },
+        duplicates: s.duplicates,
+    }
+}
+
 /// Where the worker is and what it was given.
 pub struct WorkerPlace<'a> {
     pub topic: &'a str,
@@ -53,10 +84,12 @@ pub struct WorkerPlace<'a> {
     pub metrics: (i32, u64),
 }
 
-/// The worker's status input: `in_hand` says the id and start (ms) of the task a slot runs.
+/// The worker's status input: `in_hand` says the id and start (ms) of the task a slot runs;
+/// `in_force` the limits in force for its topic.
 pub fn worker_input(
     w: &WorkerPlace,
     snap: &Snap,
+    in_force: &[(Limit, Source)],
     depths: Depths,
     cpu: &mut CpuWindow,
     in_hand: &dyn Fn(usize) -> Option<(String, u64)>,
@@ -98,6 +131,7 @@ pub fn worker_input(
         counters: Map::new(),
         task_times: Some(task_times(snap)),
         pause: Some(PauseDoc { paused: snap.paused, given_back: snap.given_back }),
+        limits: Some(limits_doc(in_force, snap)),
     }
 }
 
@@ -117,6 +151,8 @@ pub fn scheduler_figures() -> (Totals, Map<String, Value>) {
     m.insert("events_unreadable".into(), json!(unreadable));
     m.insert("tasks_made".into(), json!(get(&c::TASKS_MADE)));
     m.insert("cron_leader".into(), json!(c::leader()));
+    let dups: Map<String, Value> = c::duplicates().into_iter().map(|(t, n)| (t, json!(n))).collect();
+    m.insert("duplicates".into(), Value::Object(dups));
     (t, m)
 }
 
@@ -170,6 +206,7 @@ pub fn thread_input(
         counters,
         task_times: None,
         pause: None,
+        limits: None,
     }
 }
 

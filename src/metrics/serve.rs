@@ -25,13 +25,16 @@ use super::cpu::CpuWindow;
 use super::depth::{Depths, Reader};
 use super::expo::{render, Family, Kind, Value};
 use super::readings::{self, ThreadPlace, WorkerPlace};
-use super::stats::{Snap, Stats, OUTCOMES, REASONS};
+use super::stats::{Snap, Stats, HELD, OUTCOMES, REASONS};
 use super::status;
 use super::status_doc::{StatusDoc, Totals};
 use super::{hist, procfs};
+use crate::broker::flow_stream::Watch;
 use crate::broker::names::{Names, DELAY_LEVELS};
 use crate::broker::processes::Announced;
 use crate::config::Settings;
+use crate::flow::limits::Limit;
+use crate::flow::record::Source;
 use crate::http::{self, Handler, Limits, Request, Response};
 
 const NOT_FOUND: &str = "not found: try /metrics, /healthz or /status.json\n";
@@ -137,8 +140,46 @@ pub fn worker_queues(names: &Names, topic: &str) -> Vec<(String, &'static str)> 
     q
 }
 
-/// The families of a worker, from what its processes counted.
-pub fn worker_families(topic: &str, expected: usize, s: &Snap) -> Vec<Family> {
+/// The families of a worker's limits: what they held back and the limits in force.
+fn limit_families(topic: &str, s: &Snap, in_force: &[(Limit, Source)]) -> Vec<Family> {
+    let mut held =
+        Family::new("ebats_tasks_held_back", "Tasks held back (or waited for) by a limit, by reason.", Kind::Counter);
+    for (r, n) in HELD.iter().zip(s.held_back) {
+        held.add(&[("topic", topic), ("reason", r)], Value::Int(n));
+    }
+    let mut rate = Family::new(
+        "ebats_topic_limit_rate",
+        "Starts per second a rate limit in force allows (its burst apart), by limit id and source.",
+        Kind::Gauge,
+    );
+    let mut conc = Family::new(
+        "ebats_topic_limit_concurrency",
+        "Tasks at once a concurrency limit in force allows, by limit id and source.",
+        Kind::Gauge,
+    );
+    for (l, source) in in_force {
+        let id = l.id();
+        let labels = [("topic", topic), ("limit", id.as_str()), ("source", source.as_str())];
+        if let Some(r) = &l.rate {
+            rate.add(&labels, Value::Float(r.per_second()));
+        }
+        if let Some(c) = l.concurrency {
+            conc.add(&labels, Value::Int(u64::from(c)));
+        }
+    }
+    vec![
+        held,
+        Family::new("ebats_tasks_duplicate", "Tasks not made: one with their unique key was there.", Kind::Counter)
+            .with(&[("topic", topic)], Value::Int(s.duplicates)),
+        Family::new("ebats_topic_limits", "Rate and concurrency limits in force for the topic.", Kind::Gauge)
+            .with(&[("topic", topic)], Value::Int(in_force.len() as u64)),
+        rate,
+        conc,
+    ]
+}
+
+/// The families of a worker, from what its processes counted and the limits in force for its topic.
+pub fn worker_families(topic: &str, expected: usize, s: &Snap, in_force: &[(Limit, Source)]) -> Vec<Family> {
     let t = [("topic", topic)];
     let mut tasks = Family::new("ebats_tasks", "Task runs by task name and outcome.", Kind::Counter);
     let mut run = Family::new("ebats_task_run_seconds", "Run time of tasks.", Kind::Histogram);
@@ -174,6 +215,9 @@ pub fn worker_families(topic: &str, expected: usize, s: &Snap) -> Vec<Family> {
         Family::new("ebats_tasks_given_back", "Tasks given back unstarted, by reason.", Kind::Counter)
             .with(&[("topic", topic), ("reason", "paused")], Value::Int(s.given_back)),
     ]
+    .into_iter()
+    .chain(limit_families(topic, s, in_force))
+    .collect()
 }
 
 /// The families of a scheduler, from this process's counters.
@@ -191,10 +235,19 @@ pub fn scheduler_families() -> Vec<Family> {
         late.add(&l, Value::Int(t.late));
         skipped.add(&l, Value::Int(t.skipped));
     }
+    let mut dups = Family::new(
+        "ebats_tasks_duplicate",
+        "Tasks of events not made: one with their unique key was there.",
+        Kind::Counter,
+    );
+    for (topic, n) in c::duplicates() {
+        dups.add(&[("topic", topic.as_str())], Value::Int(n));
+    }
     let mut out = vec![
         events,
         Family::new("ebats_scheduler_tasks_made", "Tasks made from events.", Kind::Counter)
             .with(&[], Value::Int(get(&c::TASKS_MADE))),
+        dups,
         fired,
         late,
         skipped,
@@ -210,7 +263,8 @@ pub fn scheduler_families() -> Vec<Family> {
 
 /// Forks the worker's metrics process, serving on the listening socket `fd` until the parent
 /// ends. Call it in the parent while it is single-threaded, before the first worker child.
-/// `in_hand` says the id and start (Unix ms) of the task a child slot runs.
+/// `in_hand` says the id and start (Unix ms) of the task a child slot runs; `code` the limits the
+/// worker's code set (the process follows the flow stream for the limits in force, as the children do).
 /// One function on purpose: all the forked process does between `fork` and `_exit` (it never returns
 /// to PHP) reads in one place, its three endpoints included.
 pub fn fork_worker_process(
@@ -220,6 +274,7 @@ pub fn fork_worker_process(
     settings: &Settings,
     topic: &str,
     expected: usize,
+    code: &[Limit],
 ) -> std::io::Result<libc::pid_t> {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
@@ -252,6 +307,7 @@ pub fn fork_worker_process(
             // SAFETY: getpid has no preconditions.
             let me = unsafe { libc::getpid() };
             let _announcer = announce(settings, &listener, "worker", vec![topic.to_string()], parent, parent_started);
+            let flow = Watch::start(settings, topic, code.to_vec());
             let (host, address) =
                 (procfs::hostname(), listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
             let place = WorkerPlace {
@@ -266,7 +322,9 @@ pub fn fork_worker_process(
             let endpoints = Endpoints(|path: &str| match path {
                 "/status.json" => {
                     let depths = reader.lock().read(&queues);
-                    let input = readings::worker_input(&place, &stats.snap(), depths, &mut cpu.lock(), in_hand);
+                    let in_force = flow.limits_with_sources();
+                    let input =
+                        readings::worker_input(&place, &stats.snap(), &in_force, depths, &mut cpu.lock(), in_hand);
                     json_response(&status::document(&input))
                 }
                 "/metrics" => {
@@ -274,7 +332,7 @@ pub fn fork_worker_process(
                     let depths = reader.lock().read(&queues);
                     let mut procs = vec![("parent".to_string(), String::new(), parent)];
                     procs.extend(snap.children.iter().map(|(slot, pid)| ("child".to_string(), slot.to_string(), *pid)));
-                    let mut f = worker_families(topic, expected, &snap);
+                    let mut f = worker_families(topic, expected, &snap, &flow.limits_with_sources());
                     f.extend(process_families(&procs));
                     f.extend(queue_families(&depths));
                     Response::new(200, super::expo::CONTENT_TYPE, render(f))
@@ -425,7 +483,7 @@ mod tests {
         stats.child_started(0, 42);
         stats.task_begin(0, "ship", 0.2);
         stats.task_end(0, crate::outcome::STATE_SUCC, 0.003);
-        let text = render(worker_families("demo", 2, &stats.snap()));
+        let text = render(worker_families("demo", 2, &stats.snap(), &[]));
         for o in OUTCOMES {
             assert!(
                 text.contains(&format!("ebats_tasks_total{{topic=\"demo\",task=\"ship\",outcome=\"{o}\"}}")),
@@ -438,11 +496,29 @@ mod tests {
         assert!(text.contains("ebats_worker_child_starts_total{topic=\"demo\"} 1\n"), "{text}");
         assert!(text.contains("ebats_topic_paused{topic=\"demo\"} 0\n"), "{text}");
         assert!(text.contains("ebats_tasks_given_back_total{topic=\"demo\",reason=\"paused\"} 0\n"), "{text}");
+        assert!(text.contains("ebats_tasks_held_back_total{topic=\"demo\",reason=\"rate\"} 0\n"), "{text}");
+        assert!(text.contains("ebats_topic_limits{topic=\"demo\"} 0\n"), "{text}");
         stats.set_paused(0, true);
         stats.given_back();
-        let text = render(worker_families("demo", 2, &stats.snap()));
+        stats.held_back(crate::metrics::stats::Held::Concurrency);
+        stats.duplicate();
+        let limit = |spec| crate::flow::record::parse_limit("demo", &spec, true).unwrap();
+        let in_force = [
+            (limit(serde_json::json!({"rate": "600/m", "name": "send"})), Source::Code),
+            (limit(serde_json::json!({"concurrency": 2, "key": "{c}"})), Source::RunTime),
+        ];
+        let text = render(worker_families("demo", 2, &stats.snap(), &in_force));
         assert!(text.contains("ebats_topic_paused{topic=\"demo\"} 1\n"), "{text}");
         assert!(text.contains("ebats_tasks_given_back_total{topic=\"demo\",reason=\"paused\"} 1\n"), "{text}");
+        for line in [
+            "ebats_tasks_held_back_total{topic=\"demo\",reason=\"concurrency\"} 1\n",
+            "ebats_tasks_duplicate_total{topic=\"demo\"} 1\n",
+            "ebats_topic_limits{topic=\"demo\"} 2\n",
+            "ebats_topic_limit_rate{topic=\"demo\",limit=\"demo/send\",source=\"code\"} 10",
+            "ebats_topic_limit_concurrency{topic=\"demo\",limit=\"demo/{{c}}\",source=\"run time\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

@@ -24,6 +24,18 @@ const TIMED_OUT: usize = 5;
 /// Why a child ended, as the `reason` label says it.
 pub const REASONS: [&str; 4] = ["exit", "error", "signal", "time_limit"];
 
+/// Why a task was held back (not started now) by a limit, as the `reason` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Its rate limit's window was full.
+    Rate,
+    /// No permit of its concurrency limit was free.
+    Concurrency,
+}
+
+/// The `reason` labels of [`Held`], in its order.
+pub const HELD: [&str; 2] = ["rate", "concurrency"];
+
 const FREE: u32 = 0;
 const CLAIMING: u32 = 1;
 const READY: u32 = 2;
@@ -78,6 +90,10 @@ atomics! {
         last_wait_ms: AtomicU64,
         /// Tasks given back unstarted because their topic was paused.
         given_back: AtomicU64,
+        /// Tasks held back by a limit, by reason ([`Held`]): each hold counts (held back or waited for).
+        held_back: [AtomicU64; HELD.len()],
+        /// Tasks not made because a task with their unique key was already there.
+        duplicates: AtomicU64,
     }
 }
 
@@ -130,6 +146,10 @@ pub struct Snap {
     pub paused: bool,
     /// Tasks given back unstarted because their topic was paused.
     pub given_back: u64,
+    /// Tasks held back by a limit, by reason (in the order of [`HELD`]).
+    pub held_back: [u64; HELD.len()],
+    /// Tasks not made because one with their unique key was already there.
+    pub duplicates: u64,
 }
 
 /// Whether a worker's topic shows as paused: while any of its live children knows it paused (a
@@ -248,6 +268,16 @@ impl Stats {
     /// A child gave back, unstarted, a task of its paused topic.
     pub fn given_back(&self) {
         self.t().given_back.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A child held a task back (or waited for it) because of a limit.
+    pub fn held_back(&self, why: Held) {
+        self.t().held_back[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A task was not made because one with its unique key was already there.
+    pub fn duplicate(&self) {
+        self.t().duplicates.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The parent forked `pid` for `slot`.
@@ -370,6 +400,8 @@ impl Stats {
         Snap {
             paused: topic_paused(&per_child),
             given_back: t.given_back.load(Ordering::Relaxed),
+            held_back: std::array::from_fn(|r| t.held_back[r].load(Ordering::Relaxed)),
+            duplicates: t.duplicates.load(Ordering::Relaxed),
             tasks,
             wait: t.wait.snap(),
             children,
@@ -481,6 +513,28 @@ mod tests {
         s.child_started(0, 102);
         assert!(!s.snap().paused);
         assert_eq!(s.snap().given_back, 2, "the count is the worker's");
+    }
+
+    #[test]
+    fn holds_and_duplicates_are_counted_by_reason() {
+        let s = Stats::new().unwrap();
+        // (held back for a reason, or a duplicate; held back by reason and duplicates after it)
+        let rows: [(Option<Held>, [u64; 2], u64); 4] = [
+            (Some(Held::Rate), [1, 0], 0),
+            (Some(Held::Rate), [2, 0], 0),
+            (Some(Held::Concurrency), [2, 1], 0),
+            (None, [2, 1], 1),
+        ];
+        for (i, (step, held, dups)) in rows.into_iter().enumerate() {
+            match step {
+                Some(why) => s.held_back(why),
+                None => s.duplicate(),
+            }
+            let snap = s.snap();
+            assert_eq!((snap.held_back, snap.duplicates), (held, dups), "row {i}");
+        }
+        assert_eq!(HELD[Held::Rate as usize], "rate");
+        assert_eq!(HELD[Held::Concurrency as usize], "concurrency");
     }
 
     #[test]

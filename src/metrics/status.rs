@@ -7,7 +7,9 @@ use serde_json::{Map, Value};
 
 use super::cpu::Percent;
 use super::depth::Depths;
-use super::status_doc::{Children, DepthsDoc, InHand, PauseDoc, ProcessRow, QueueRow, StatusDoc, TaskTimes, Totals};
+use super::status_doc::{
+    Children, DepthsDoc, InHand, LimitsDoc, PauseDoc, ProcessRow, QueueRow, StatusDoc, TaskTimes, Totals,
+};
 
 pub const VERSION: u64 = 1;
 
@@ -36,6 +38,8 @@ pub struct Input {
     pub task_times: Option<TaskTimes>,
     /// A worker's pause, as its children know it.
     pub pause: Option<PauseDoc>,
+    /// A worker's limits in force and what they held back.
+    pub limits: Option<LimitsDoc>,
 }
 
 fn secs(ms: u64) -> f64 {
@@ -142,6 +146,7 @@ pub fn document(i: &Input) -> StatusDoc {
         depths: depths(i),
         task_times: i.task_times,
         pause: i.pause,
+        limits: i.limits.clone(),
     }
 }
 
@@ -149,6 +154,7 @@ pub fn document(i: &Input) -> StatusDoc {
 mod tests {
     use super::*;
     use crate::metrics::depth::QueueStat;
+    use crate::metrics::status_doc::{HeldBack, LimitRow};
     use serde_json::json;
 
     fn doc(i: &Input) -> Value {
@@ -210,6 +216,19 @@ mod tests {
                 wait_seconds_count: 10,
             }),
             pause: Some(PauseDoc { paused: true, given_back: 2 }),
+            limits: Some(LimitsDoc {
+                in_force: vec![LimitRow {
+                    id: "demo/send".into(),
+                    name: Some("send".into()),
+                    key: None,
+                    rate: Some("20/s".into()),
+                    burst: 5,
+                    concurrency: Some(4),
+                    source: "run time".into(),
+                }],
+                held_back: HeldBack { rate: 3, concurrency: 1 },
+                duplicates: 0,
+            }),
         }
     }
 
@@ -266,7 +285,9 @@ mod tests {
             {"queue":"p.delay.L3","role":"delay","ready":2,"consumers":0},
             {"queue":"p.failed.demo","role":"failed","ready":3,"consumers":0}]},
         "task_times":{"run_seconds_sum":0.5,"run_seconds_count":9,"wait_seconds_sum":3.0,"wait_seconds_count":10},
-        "pause":{"paused":true,"given_back":2}}"#;
+        "pause":{"paused":true,"given_back":2},
+        "limits":{"in_force":[{"id":"demo/send","name":"send","key":null,"rate":"20/s","burst":5,"concurrency":4,
+          "source":"run time"}],"held_back":{"rate":3,"concurrency":1},"duplicates":0}}"#;
 
     #[test]
     fn oldest_wait() {
@@ -305,9 +326,11 @@ mod tests {
         i.counters.insert("events_routed".into(), json!(3));
         i.task_times = None;
         i.pause = None;
+        i.limits = None;
         let d = doc(&i);
         assert_eq!(d["task_times"], Value::Null);
         assert_eq!(d["pause"], Value::Null);
+        assert_eq!(d["limits"], Value::Null);
         assert_eq!(d["children"], Value::Null);
         assert_eq!(d["depths"]["ready"], 2);
         assert_eq!(d["depths"]["delayed"], 0);

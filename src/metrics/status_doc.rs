@@ -38,6 +38,45 @@ pub struct StatusDoc {
     /// process older than the field).
     #[serde(default)]
     pub pause: Option<PauseDoc>,
+    /// A worker: the rate and concurrency limits in force for its topic, and what they held back;
+    /// none for a scheduler or consumer (and from a process older than the field).
+    #[serde(default)]
+    pub limits: Option<LimitsDoc>,
+}
+
+/// A worker's limits and what they did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LimitsDoc {
+    /// The limits in force (the worker's code's, each replaced by the run-time one of the same id).
+    pub in_force: Vec<LimitRow>,
+    /// Tasks held back (or waited for) by a limit, by reason, since the worker started.
+    pub held_back: HeldBack,
+    /// Tasks not made because one with their unique key was already there.
+    pub duplicates: u64,
+}
+
+/// One limit in force.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LimitRow {
+    /// The topic and scope: `demo`, `demo/send`, `demo/{customer:{id}}`, `demo/send/{...}`.
+    pub id: String,
+    /// The task name it counts (none: every name).
+    pub name: Option<String>,
+    /// The key template it counts by (none: not per key).
+    pub key: Option<String>,
+    /// Starts per window (`20/s`), and more after a quiet time.
+    pub rate: Option<String>,
+    pub burst: u32,
+    /// Tasks running at once.
+    pub concurrency: Option<u32>,
+    /// `code` (`Worker::setLimit`) or `run time` (`Limits::set`, `ebats limits:set`).
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeldBack {
+    pub rate: u64,
+    pub concurrency: u64,
 }
 
 /// A worker's pause, as its children know it.
@@ -140,7 +179,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// A document as an ebats of the first version served it (no `task_times`, no `pause`).
+    /// A document as an ebats of the first version served it (no `task_times`, no `pause`, no `limits`).
     fn first_version() -> Value {
         json!({
             "version": 1, "role": "worker", "topics": ["demo"], "host": "h", "address": "127.0.0.1:9464",
@@ -167,10 +206,12 @@ mod tests {
         let doc: StatusDoc = serde_json::from_value(first_version()).unwrap();
         assert_eq!(doc.task_times, None);
         assert_eq!(doc.pause, None);
+        assert_eq!(doc.limits, None);
         assert_eq!(doc.processes[0].task.as_ref().map(|t| t.name.as_str()), Some("slow"));
         let mut back = serde_json::to_value(&doc).unwrap();
         assert_eq!(back.as_object_mut().unwrap().remove("task_times"), Some(Value::Null));
         assert_eq!(back.as_object_mut().unwrap().remove("pause"), Some(Value::Null));
+        assert_eq!(back.as_object_mut().unwrap().remove("limits"), Some(Value::Null));
         assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&first_version()).unwrap());
     }
 

@@ -9,6 +9,7 @@ pub mod deferred;
 pub mod exceptions;
 pub mod groups;
 pub mod history;
+pub mod limits;
 pub mod migrate;
 pub mod producer;
 pub mod scheduler;
@@ -72,6 +73,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .class::<schedules::Schedules>()
         .class::<topics::Topics>()
         .class::<groups::Group>()
+        .class::<limits::Limits>()
         .class::<dashboard::Dashboard>()
         .class::<history::History>()
         .class::<deferred::Batch>()

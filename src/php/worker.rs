@@ -31,6 +31,8 @@ pub struct Worker {
     metrics: Option<std::net::SocketAddr>,
     /// Seconds between monitor lines; None: the setting `ebats.monitor_interval`.
     monitor: Option<u64>,
+    /// The limits `setLimit()` described, checked, in the order given.
+    flow_limits: Vec<serde_json::Value>,
 }
 
 /// The task class for a topic: "Task" . ucfirst($topic) . "Model".
@@ -166,6 +168,7 @@ impl Worker {
             grace: None,
             metrics: None,
             monitor: None,
+            flow_limits: Vec::new(),
         })
     }
 
@@ -313,12 +316,28 @@ impl Worker {
         Ok(self_)
     }
 
+    /// A rate and/or concurrency limit on this worker's topic, on every host (`rate` '20/s', `burst`,
+    /// `concurrency`), over one task `name` and/or a `key` template when given; one per scope (a
+    /// later call for the same scope replaces it). A limit set at run time (`Limits::set`) for the
+    /// same scope wins over it.
+    #[php(name = "setLimit")]
+    pub fn set_limit<'a>(
+        self_: &'a mut ZendClassObject<Worker>,
+        limit: &ZendHashTable,
+    ) -> PhpResult<&'a mut ZendClassObject<Worker>> {
+        let spec = args::array_json(limit, "Argument #1 ($limit)")?;
+        args::checked(services::limits::check_in_code(&spec))?;
+        self_.flow_limits.push(spec);
+        Ok(self_)
+    }
+
     /// Forks the children and supervises them until SIGTERM or SIGINT.
     pub fn run(&mut self) -> PhpResult<()> {
         let topic = self.topic.clone().ok_or_else(|| bad_input("call setQueue() (or setTopic()) before run()"))?;
         let settings = settings::current()?;
         let mut limits = self.limits.clone();
         limits.legacy_counters = settings::legacy_counters();
+        limits.flow = args::checked(services::limits::in_code(&topic, &self.flow_limits))?;
         let setup = Setup {
             topic,
             processes: self.processes as usize,

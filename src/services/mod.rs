@@ -9,6 +9,7 @@
 pub mod consuming;
 pub mod flow;
 pub mod groups;
+pub mod limits;
 pub mod periodic;
 pub mod publishing;
 pub mod run;

@@ -21,6 +21,7 @@ impl MetricsProcess {
         shared: &Shared,
         topic: &str,
         expected: usize,
+        code_limits: &[crate::flow::limits::Limit],
     ) -> Result<Option<MetricsProcess>, StartError> {
         let Some(addr) = crate::metrics::address(given, &settings.metrics_address).map_err(StartError::setup)? else {
             return Ok(None);
@@ -28,8 +29,15 @@ impl MetricsProcess {
         let listener = crate::metrics::bind(addr).map_err(StartError::setup)?;
         let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
         let in_hand = |slot: usize| shared.in_hand(slot);
-        let forked =
-            crate::metrics::serve::fork_worker_process(fd, shared.stats(), &in_hand, settings, topic, expected);
+        let forked = crate::metrics::serve::fork_worker_process(
+            fd,
+            shared.stats(),
+            &in_hand,
+            settings,
+            topic,
+            expected,
+            code_limits,
+        );
         let pid = forked.map_err(|e| {
             // SAFETY: closing the listening socket this process owns.
             unsafe { libc::close(fd) };

@@ -65,7 +65,14 @@ pub fn run(setup: &Setup, settings: &Settings, handler: &mut dyn Handler) -> Res
     };
     let shared =
         Shared::new(opts.processes).map_err(|e| StartError::setup(format!("cannot map shared memory: {e}")))?;
-    let metrics = MetricsProcess::start_if_asked(setup.metrics, settings, &shared, &setup.topic, opts.processes)?;
+    let metrics = MetricsProcess::start_if_asked(
+        setup.metrics,
+        settings,
+        &shared,
+        &setup.topic,
+        opts.processes,
+        &setup.limits.flow,
+    )?;
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // Both the parent (after its children stopped) and a child leaving for PHP (after `exit()` in
