@@ -87,9 +87,12 @@ impl Group {
         self.dir.join(if self.version == Version::V2 { v2 } else { v1 })
     }
 
-    /// Reads the usage now; `None` when the files cannot be read.
+    /// Reads the usage now; `None` when the files cannot be read. `memory.stat`, which the kernel
+    /// gathers over every CPU at each read, is read only when the usage alone (which the working
+    /// set never exceeds) is over the threshold: after most tasks one small file is read.
     pub fn pressure_reason(&self) -> Option<String> {
         let usage = read_u64(&self.file("memory.current", "memory.usage_in_bytes"))?;
+        pressure_reason(usage, 0, self.limit)?;
         let stat = std::fs::read_to_string(self.dir.join("memory.stat")).unwrap_or_default();
         let key = if self.version == Version::V2 { "inactive_file" } else { "total_inactive_file" };
         pressure_reason(usage, stat_value(&stat, key), self.limit)

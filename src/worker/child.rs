@@ -211,9 +211,13 @@ impl Host for TaskHost<'_> {
                 return After::Reopen;
             }
         };
-        if matches!(settled, Settled::Ran) {
-            self.done += 1;
-        }
+        let report = match settled {
+            Settled::Ran(report) => {
+                self.done += 1;
+                Some(report)
+            }
+            Settled::Moved(report) => report,
+        };
         let recycle = recycle::reason(self.limits, self.done, resident_mb, cgroup::recycle_reason);
         // Leaving after this task: cancel the consumer before the ack, so the broker does not
         // push the next task to a child that will not run it.
@@ -222,7 +226,16 @@ impl Host for TaskHost<'_> {
             sub.cancel();
         }
         self.acks.done(d.delivery_tag);
-        if (leaving || self.acks.full()) && !self.acks.flush(sub) {
+        let acked = !(leaving || self.acks.full()) || self.acks.flush(sub);
+        // The ack is on its way (at prefetch 1 the next delivery with it): the callback and the
+        // history run meanwhile.
+        if let Some(report) = report {
+            if report.make(&mut self.context()).is_err() {
+                self.acks.flush(sub);
+                return After::Leave(Stopped::Aborted);
+            }
+        }
+        if !acked {
             return After::Reopen;
         }
         if !leaving && !self.adapt(sub, started.elapsed()) {
@@ -449,13 +462,13 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
                 class: None,
                 millis: (limit * 1000) as f64,
             };
-            return settle(cx, task, ran).map(|_| Settled::Ran);
+            return settle(cx, task, ran).map(Settled::Ran);
         }
         Action::GiveBackCounted { redeliveries } => {
             // Publish the counted copy; it runs when its turn comes again.
             task.redeliveries = redeliveries;
             dispatch::send_one(cx.settings, dispatch::task(cx.names, &task, 0))?;
-            return Ok(Settled::Moved);
+            return Ok(Settled::Moved(None));
         }
         Action::Poison { deaths, counted_by } => {
             if counted_by == CountedBy::Workers {
@@ -481,7 +494,7 @@ fn refuse(cx: &mut Context, d: &Incoming, refused: &Refused) -> Result<Settled, 
     log::error(&format!("unreadable task id={id} moved to the failed store of '{topic}': {refused}"));
     let reason = refused.to_string();
     dispatch::send_one(cx.settings, dispatch::unreadable_task(cx.names, topic, &id, d.body, &reason))?;
-    Ok(Settled::Moved)
+    Ok(Settled::Moved(None))
 }
 
 /// Runs a task through the handler, marked in the shared memory while it runs, and settles it.
@@ -513,13 +526,13 @@ fn run_task(
     let ran = ran.map_err(|_| HandleError::Abort)?;
     tracking.shared.end(tracking.index);
     let secs = ran.millis / 1000.0;
-    let status = settle(cx, task, ran)?;
-    tracking.shared.stats().task_end(tracking.index, status, secs);
+    let report = settle(cx, task, ran)?;
+    tracking.shared.stats().task_end(tracking.index, report.status, secs);
     if let Some(f) = counter_file {
         // Its count now travels in the task (a retry is published in ebats's format).
         let _ = std::fs::remove_file(f);
     }
-    Ok(Settled::Ran)
+    Ok(Settled::Ran(report))
 }
 
 /// Moves a task that killed the processes running it `deaths` times to the failed store.
@@ -531,18 +544,39 @@ fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) ->
     task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, runs));
     dispatch::send_one(cx.settings, dispatch::failed(cx.names, &task, &msg))?;
     group_stream::end(cx.settings, &task, Outcome::Failed)?;
-    if let Some(w) = cx.history.as_deref_mut() {
-        w.write(&task, &run_of(&ran, crate::outcome::STATE_FAIL));
-    }
-    Ok(Settled::Moved)
+    // Recorded in the history, without a callback (the handler did not return).
+    Ok(Settled::Moved(Some(Report { task, ran, status: crate::outcome::STATE_FAIL, callback: false })))
 }
 
 /// What happened to a delivery.
 enum Settled {
     /// The task ran (or its timed-out run was counted): it counts toward max requests.
-    Ran,
+    Ran(Report),
     /// Moved without running (unreadable, poison, counted and requeued).
-    Moved,
+    Moved(Option<Report>),
+}
+
+/// What is told of a settled task (its history record, the worker's callback): told after its
+/// ack is handed over, since nothing of it decides the ack, so that at prefetch 1 the next task
+/// is on its way while the callback runs.
+struct Report {
+    task: TaskMsg,
+    ran: Ran,
+    status: i64,
+    callback: bool,
+}
+
+impl Report {
+    /// Records the run and calls the callback; `Err` when the callback called `exit()`.
+    fn make(self, cx: &mut Context) -> Result<(), Abort> {
+        if let Some(w) = cx.history.as_deref_mut() {
+            w.write(&self.task, &run_of(&self.ran, self.status));
+        }
+        if self.callback {
+            cx.handler.report(&self.task, &self.ran, self.status)?;
+        }
+        Ok(())
+    }
 }
 
 /// What the history records of a run.
@@ -556,9 +590,9 @@ fn run_of(ran: &Ran, status: i64) -> Run<'_> {
     }
 }
 
-/// Reports a run (to the callback and the history) and does what its outcome asks: nothing,
-/// publish again (delayed), or fail it. Returns the status reported.
-fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<i64, HandleError> {
+/// Does what a run's outcome asks: nothing, publish again (delayed), or fail it, confirmed.
+/// Returns what to report of it (to the history and the callback) once it is acked.
+fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<Report, HandleError> {
     let settings = cx.settings;
     let (status, next) = cx.policy.decide(&ran.ended, task.attempt, task.retry, task.service_errors);
     if settings.debug {
@@ -567,15 +601,8 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<i64, HandleError>
             task.topic, task.name, task.id, ran.millis, ran.message
         ));
     }
-    if let Some(w) = cx.history.as_deref_mut() {
-        w.write(&task, &run_of(&ran, status));
-    }
-    cx.handler.report(&task, &ran, status).map_err(|_| HandleError::Abort)?;
     match next {
-        Next::Ack => {
-            group_stream::end(settings, &task, Outcome::Succeeded)?;
-            Ok(status)
-        }
+        Next::Ack => group_stream::end(settings, &task, Outcome::Succeeded)?,
         Next::Again { delay } => {
             let mut again = task.clone();
             again.redeliveries = 0;
@@ -594,7 +621,6 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<i64, HandleError>
                 serde_json::json!({"message": crate::wire::kept_message(&ran.message), "class": ran.class, "at": crate::wire::round_ms(now())}),
             );
             dispatch::send_one(settings, dispatch::task(cx.names, &again, delay))?;
-            Ok(status)
         }
         Next::Fail => {
             let mut failed = task.clone();
@@ -607,9 +633,9 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<i64, HandleError>
             }
             dispatch::send_one(settings, dispatch::failed(cx.names, &failed, &ran.message))?;
             group_stream::end(settings, &task, Outcome::Failed)?;
-            Ok(status)
         }
     }
+    Ok(Report { task, ran, status, callback: true })
 }
 
 /// Time since `t` in milliseconds.
