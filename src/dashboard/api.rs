@@ -9,6 +9,7 @@
 //! POST /api/failed/replay   {"topic", "id"?}     one, or all when no id
 //! POST /api/failed/purge    {"topic"}
 //! POST /api/schedules/pause|resume|trigger  {"name"}
+//! POST /api/topics/pause|resume  {"topic"}     every worker of the topic, on every host
 
 use serde_json::{json, Value};
 
@@ -219,6 +220,21 @@ pub fn post(state: &State, req: &Request) -> Response {
             };
             match r {
                 Ok(v) => json_response(200, &v),
+                Err(e) => failed(e),
+            }
+        }
+        "/api/topics/pause" | "/api/topics/resume" => {
+            let topic = match shown_topic(state, field(&b, "topic")) {
+                Ok(t) => t,
+                Err(r) => return r,
+            };
+            let _one = state.broker.lock();
+            let r = match req.path.ends_with("pause") {
+                true => state.topics.pause(s, &topic),
+                false => state.topics.resume(s, &topic),
+            };
+            match r {
+                Ok(changed) => json_response(200, &json!({ "ok": true, "changed": changed })),
                 Err(e) => failed(e),
             }
         }

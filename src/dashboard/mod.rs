@@ -3,8 +3,8 @@
 //!
 //! One concept per file: `sources` (where executions and processes come from, as plain data),
 //! `series` (sampled counters and the figures they give), `sampler` (the thread that samples every
-//! few seconds), `auth` (token, Host, CSRF), `schedules` (the schedule actions it is handed by the
-//! services tier), `api` (the JSON API), `assets` (the page, its script
+//! few seconds), `auth` (token, Host, CSRF), `schedules` and `topics` (the schedule and topic actions
+//! it is handed by the services tier), `api` (the JSON API), `assets` (the page, its script
 //! and style, built into the extension) and `server` (listening, routing, security headers).
 //!
 //! The process never forks, so it uses threads freely: one accepts, one per connection (bounded),
@@ -18,6 +18,7 @@ pub mod schedules;
 pub mod series;
 pub mod server;
 pub mod sources;
+pub mod topics;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::config::Settings;
+use crate::metrics::status_doc::LimitRow;
 
 /// How a dashboard is set up.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +74,14 @@ pub struct TopicRow {
     pub legacy: Vec<LegacyQueue>,
     /// A worker of the topic shows it paused (`ebats topics:pause`).
     pub paused: bool,
+    /// The rate and concurrency limits in force, as a worker of the topic shows them.
+    pub limits: Vec<LimitRow>,
+    /// Summed over the topic's workers that answered (none when none did): tasks held back by a
+    /// limit (a full rate window, no free permit), duplicates not made, tasks given back by a pause.
+    pub held_back_rate: Option<f64>,
+    pub held_back_concurrency: Option<f64>,
+    pub duplicates: Option<f64>,
+    pub given_back: Option<f64>,
 }
 
 /// One of the original library's queues and the messages it holds.
@@ -110,10 +120,17 @@ pub struct State {
     pub broker: Mutex<()>,
     /// What the schedules' page does, handed down by the services tier.
     pub schedules: Box<dyn schedules::ScheduleActions>,
+    /// What the topics' page does (pause, resume), handed down by the services tier.
+    pub topics: Box<dyn topics::TopicActions>,
 }
 
 impl State {
-    pub fn new(settings: Settings, opts: Options, schedules: Box<dyn schedules::ScheduleActions>) -> State {
+    pub fn new(
+        settings: Settings,
+        opts: Options,
+        schedules: Box<dyn schedules::ScheduleActions>,
+        topics: Box<dyn topics::TopicActions>,
+    ) -> State {
         State {
             settings,
             opts,
@@ -123,6 +140,7 @@ impl State {
             history: Mutex::new(sources::HistoryView::default()),
             broker: Mutex::new(()),
             schedules,
+            topics,
         }
     }
 }

@@ -13,6 +13,7 @@ use super::series::Point;
 use super::{sources, LegacyQueue, State, TopicRow, View};
 use crate::broker::names::{Names, DELAY_LEVELS};
 use crate::metrics::depth::Reader;
+use crate::metrics::status_doc::LimitRow;
 use crate::wire::now_ms;
 
 /// The queues read for `topics`: each one's ready and failed queue and the original library's ready
@@ -77,6 +78,7 @@ pub fn sample(state: &State, reader: &mut Reader, mem: &mut Memory) {
     let mut topics: BTreeSet<String> = state.opts.topics.iter().cloned().collect();
     topics.extend(mem.found_topics.iter().cloned());
     let mut point = Point { at_ms: now_ms(), ..Default::default() };
+    let mut limits: BTreeMap<String, Vec<LimitRow>> = BTreeMap::new();
     let mut view = View { at_ms: point.at_ms, metrics: addresses.clone(), ..Default::default() };
     view.errors.extend(mem.found_error.clone());
     for s in &scrapes {
@@ -88,6 +90,10 @@ pub fn sample(state: &State, reader: &mut Reader, mem: &mut Memory) {
                 topics.insert(t.clone());
                 point.topics.entry(t.clone()).or_default().add(c);
             }
+        }
+        for (t, l) in &s.limits {
+            // Workers of one topic on other hosts may have set other limits in code: the first shown.
+            limits.entry(t.clone()).or_insert_with(|| l.clone());
         }
         for p in &s.processes {
             if let Some(cpu) = p.row.cpu_seconds {
@@ -119,6 +125,11 @@ pub fn sample(state: &State, reader: &mut Reader, mem: &mut Memory) {
             wait_s: waits.get(t).copied(),
             legacy: legacy_waiting(&by_name, &names, t),
             paused: counts.is_some_and(|c| c.paused > 0.0),
+            limits: limits.remove(t).unwrap_or_default(),
+            held_back_rate: counts.map(|c| c.held_back_rate),
+            held_back_concurrency: counts.map(|c| c.held_back_concurrency),
+            duplicates: counts.map(|c| c.duplicates),
+            given_back: counts.map(|c| c.given_back),
         });
     }
     for p in &mut view.processes {

@@ -26,7 +26,7 @@ use crate::config::Settings;
 use crate::history::record::{outcome_name, status_named};
 use crate::history::Record;
 use crate::metrics::fetch;
-use crate::metrics::status_doc::{ProcessRow, StatusDoc};
+use crate::metrics::status_doc::{LimitRow, ProcessRow, StatusDoc};
 use crate::outcome::STATE_FAIL;
 
 /// How long one address may take to answer.
@@ -271,6 +271,12 @@ pub struct TopicCounts {
     pub children: f64,
     /// Workers of the topic whose children know it paused.
     pub paused: f64,
+    /// Tasks held back by a limit (a full rate window, no free permit), duplicates not made, tasks
+    /// given back because of a pause.
+    pub held_back_rate: f64,
+    pub held_back_concurrency: f64,
+    pub duplicates: f64,
+    pub given_back: f64,
 }
 
 impl TopicCounts {
@@ -284,6 +290,10 @@ impl TopicCounts {
         self.in_flight += o.in_flight;
         self.children += o.children;
         self.paused += o.paused;
+        self.held_back_rate += o.held_back_rate;
+        self.held_back_concurrency += o.held_back_concurrency;
+        self.duplicates += o.duplicates;
+        self.given_back += o.given_back;
     }
 }
 
@@ -294,6 +304,8 @@ pub struct Scrape {
     pub error: Option<String>,
     pub processes: Vec<ProcessOf>,
     pub topics: BTreeMap<String, TopicCounts>,
+    /// The limits in force a worker showed, by its topic.
+    pub limits: BTreeMap<String, Vec<LimitRow>>,
 }
 
 /// The counters of the topic a worker serves, from its status document; none for a scheduler or a
@@ -311,6 +323,10 @@ pub fn topic_counts(doc: &StatusDoc) -> BTreeMap<String, TopicCounts> {
         in_flight: t.in_flight as f64,
         children: doc.children.map_or(0, |c| c.running) as f64,
         paused: doc.pause.is_some_and(|p| p.paused) as u8 as f64,
+        held_back_rate: doc.limits.as_ref().map_or(0, |l| l.held_back.rate) as f64,
+        held_back_concurrency: doc.limits.as_ref().map_or(0, |l| l.held_back.concurrency) as f64,
+        duplicates: doc.limits.as_ref().map_or(0, |l| l.duplicates) as f64,
+        given_back: doc.pause.map_or(0, |p| p.given_back) as f64,
     };
     BTreeMap::from([(topic.clone(), counts)])
 }
@@ -322,6 +338,10 @@ pub fn scrape_of(address: &str, doc: StatusDoc) -> Scrape {
         address: address.to_string(),
         error: None,
         topics: topic_counts(&doc),
+        limits: match (&topic, &doc.limits) {
+            (Some(t), Some(l)) if doc.role == "worker" => BTreeMap::from([(t.clone(), l.in_force.clone())]),
+            _ => BTreeMap::new(),
+        },
         processes: doc
             .processes
             .into_iter()

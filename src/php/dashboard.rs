@@ -145,7 +145,8 @@ impl Dashboard {
         let listener = self.listener.take().expect("bound above");
         let settings = settings::current()?;
         let actions = Box::new(crate::services::schedules::Actions);
-        let state = Arc::new(State::new(settings, self.options.clone(), actions));
+        let topics = Box::new(crate::services::flow::Actions);
+        let state = Arc::new(State::new(settings, self.options.clone(), actions, topics));
         let _stop = StopOnSignals::install(&call::unhandled_stop_signals());
         let running =
             server::start(state, listener).map_err(|e| bad_input(format!("cannot start the dashboard: {e}")))?;

@@ -5,6 +5,8 @@
 
 use crate::broker::{flow_stream, BrokerError};
 use crate::config::Settings;
+use crate::dashboard::schedules::Failed;
+use crate::dashboard::topics::TopicActions;
 
 /// Why a change was not made.
 #[derive(Debug)]
@@ -33,4 +35,25 @@ pub fn resume(settings: &Settings, topic: &str) -> Result<bool, Refused> {
 /// The paused topics, sorted.
 pub fn paused(settings: &Settings) -> Result<Vec<String>, BrokerError> {
     flow_stream::paused(settings)
+}
+
+/// The topic actions the dashboard offers, handed to it when it is started (it sits below this tier).
+pub struct Actions;
+
+impl From<Refused> for Failed {
+    fn from(e: Refused) -> Failed {
+        match e {
+            Refused::Broker(e) => Failed::Broker(e),
+            Refused::Bad(m) => Failed::Bad(m),
+        }
+    }
+}
+
+impl TopicActions for Actions {
+    fn pause(&self, settings: &Settings, topic: &str) -> Result<bool, Failed> {
+        Ok(pause(settings, topic)?)
+    }
+    fn resume(&self, settings: &Settings, topic: &str) -> Result<bool, Failed> {
+        Ok(resume(settings, topic)?)
+    }
 }

@@ -6,7 +6,9 @@ namespace Ebats\Tests;
 
 use Asynclib\Ebats\Dashboard;
 use Asynclib\Ebats\History;
+use Asynclib\Ebats\Limits;
 use Asynclib\Ebats\Task;
+use Asynclib\Ebats\Topics;
 use Asynclib\Ebats\Worker;
 use Asynclib\Exception\ExceptionInterface;
 use Ebats\Tests\Lib\Browser;
@@ -415,6 +417,45 @@ final class DashboardTest extends ProcTestCase
             $this->waitFor(fn () => $fired() > $n ?: null, 5, 'resumed in the browser, it fires again');
         } finally {
             $this->broker->deleteQueue($probe);
+        }
+    }
+
+    public function testTheTopicsViewShowsLimitsAndPausesATopic(): void
+    {
+        $metrics = '127.0.0.1:' . self::freePort();
+        $this->startWorker(['env' => [
+            'EBATS_T_METRICS' => $metrics,
+            'EBATS_T_LIMITS' => json_encode([['name' => 'ok', 'concurrency' => 3]]),
+        ]]);
+        try {
+            $this->assertTrue(Limits::set('demo', ['rate' => '20/s', 'burst' => 5]));
+            $url = $this->startDashboard(['--topics=demo', '--metrics=' . $metrics]);
+            $b = $this->browser();
+            $b->open($url . '#topics');
+            $row = '#topics tr[data-topic="demo"]';
+            $limits = fn () => $b->js('return Array.from(document.querySelectorAll(arguments[0])).map((e) => e.textContent)', ["$row .limit"]);
+            $b->waitFor(fn () => $limits() === ['demo/ok: 3 at once (code)', 'demo: 20/s +5 (run time)'], 15, 'the limits in force, with their source');
+            $this->assertSame('0', $b->text("$row .held-rate"));
+            $this->assertSame('0', $b->text("$row .duplicates"));
+            $b->screenshot(self::shot('topics-limits'));
+
+            $b->click("$row button.pause");
+            $b->click('#confirm-yes');
+            $this->waitFor(fn () => Topics::list() === ['demo'] ?: null, 10, 'the topic paused from the browser');
+            $b->waitFor(fn () => $b->text("$row .paused") === 'paused' && $b->text("$row button.resume") === 'Resume', 15, 'the topic shown paused, with a resume button');
+            $b->click("$row button.resume");
+            $b->click('#confirm-yes');
+            $this->waitFor(fn () => Topics::list() === [] ?: null, 10, 'the topic resumed from the browser');
+            $b->waitFor(fn () => $b->text("$row button.pause") === 'Pause', 15, 'the topic shown running');
+            // Every action needs the CSRF token.
+            $json = ['Content-Type' => 'application/json'];
+            $this->assertSame(403, self::http('POST', $url . 'api/topics/pause', $json, '{"topic":"demo"}')[0], 'no CSRF token');
+            $this->assertSame([], Topics::list());
+        } finally {
+            foreach (Topics::list() as $t) {
+                Topics::resume($t);
+            }
+            Limits::clear('demo');
         }
     }
 }

@@ -55,7 +55,16 @@ function fill(tbody, rows) {
   tbody.replaceChildren(...rows);
 }
 
-function topicRows(topics) {
+// A limit in force as text: "demo/send: 20/s +5, 4 at once (run time)".
+function limitText(l) {
+  const what = [];
+  if (l.rate) what.push(l.rate + (l.burst ? ' +' + l.burst : ''));
+  if (l.concurrency != null) what.push(l.concurrency + ' at once');
+  return l.id + ': ' + what.join(', ') + ' (' + l.source + ')';
+}
+
+// The topics' rows; `full` (the Topics view) adds the limits, their counts and the pause button.
+function topicRows(topics, full) {
   return topics.map((t) => el('tr', { 'data-topic': t.topic },
     el('td', {}, t.topic, ...(t.paused ? [' ', el('span', { class: 'paused' }, 'paused')] : []),
       ...(t.legacy || []).map((q) => el('div', { class: 'legacy' },
@@ -64,7 +73,29 @@ function topicRows(topics) {
     el('td', { class: 'num in-flight' }, num(t.in_flight)),
     el('td', { class: 'num failed' }, num(t.failed)),
     el('td', { class: 'num consumers' }, num(t.consumers)),
-    el('td', { class: 'num wait' }, secs(t.wait_s))));
+    el('td', { class: 'num wait' }, secs(t.wait_s)),
+    ...(full ? [
+      el('td', { class: 'limits' }, ...(t.limits.length ? t.limits.map((l) => el('div', { class: 'limit' }, limitText(l))) : ['none'])),
+      el('td', { class: 'num held-rate' }, num(t.held_back_rate)),
+      el('td', { class: 'num held-concurrency' }, num(t.held_back_concurrency)),
+      el('td', { class: 'num duplicates' }, num(t.duplicates)),
+      el('td', { class: 'num given-back' }, num(t.given_back)),
+      el('td', {}, pauseButton(t)),
+    ] : [])));
+}
+
+function pauseButton(t) {
+  const [what, label] = t.paused ? ['resume', 'Resume'] : ['pause', 'Pause'];
+  const b = el('button', { type: 'button', class: what }, label);
+  b.addEventListener('click', async () => {
+    const text = t.paused ? 'Resume topic ' + t.topic + ' on every host?'
+      : 'Pause topic ' + t.topic + '? Its workers on every host stop starting its tasks (they stay in the broker).';
+    if (!(await confirmed(text))) return;
+    act($('topics-result'), () => post('/api/topics/' + what, { topic: t.topic }),
+      (x) => 'topic ' + t.topic + (what === 'pause' ? ' paused' : ' resumed') + (x.changed ? '' : ' (it was already)') + '; the workers show it within a few seconds',
+      () => api('/api/state').then(renderState));
+  });
+  return b;
 }
 
 function renderState(s) {
@@ -84,8 +115,8 @@ function renderState(s) {
   $('ov-in-flight').textContent = num(o.in_flight);
   $('ov-delayed').textContent = num(o.delayed);
   $('topics-delayed').textContent = num(o.delayed);
-  fill($('ov-topics').tBodies[0], topicRows(s.topics));
-  fill($('topics').tBodies[0], topicRows(s.topics));
+  fill($('ov-topics').tBodies[0], topicRows(s.topics, false));
+  fill($('topics').tBodies[0], topicRows(s.topics, true));
   fill($('processes').tBodies[0], s.processes.map((p) => el('tr', { 'data-pid': p.pid },
     el('td', {}, p.source), el('td', {}, p.topic || ''), el('td', {}, p.role + (p.slot != null ? ' ' + p.slot : '')),
     el('td', { class: 'num' }, p.pid), el('td', { class: 'num' }, secs(p.uptime_seconds)),
