@@ -251,7 +251,23 @@ pub fn scheduler_families() -> Vec<Family> {
         fired,
         late,
         skipped,
+        Family::new(
+            "ebats_group_completions",
+            "Groups of tasks this scheduler completed while leading.",
+            Kind::Counter,
+        )
+        .with(&[], Value::Int(get(&c::GROUP_COMPLETIONS))),
     ];
+    if c::leader() == Some(true) {
+        out.push(
+            Family::new(
+                "ebats_groups_open",
+                "Groups of tasks in flight, as the leading scheduler folds them.",
+                Kind::Gauge,
+            )
+            .with(&[], Value::Int(get(&c::GROUPS_OPEN))),
+        );
+    }
     if let Some(l) = c::leader() {
         out.push(
             Family::new("ebats_scheduler_leader", "1 while this scheduler leads the periodic schedules.", Kind::Gauge)

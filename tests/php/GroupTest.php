@@ -9,6 +9,7 @@ use Asynclib\Ebats\Group;
 use Asynclib\Exception\TaskException;
 use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
+use Ebats\Tests\Lib\TestEnv;
 
 /**
  * Groups of tasks (src/group/): an event's tasks as a group with follow-ups registered by
@@ -138,6 +139,18 @@ final class GroupTest extends ProcTestCase
         $this->waitFor(fn () => $this->ran('orderAsync')[0] ?? null, 10, 'finally');
         $this->assertStays(fn () => $this->ran('virtualShipping') ?: (count($this->ran('count')) > 1 ? 'twice' : null), 1.5, 'then, or catch twice');
         $this->assertContains($id, array_column(Group::list(), 'id'));
+
+        $cli = fn (array $args) => Process::run(array_merge(TestEnv::phpCommand(), [TestEnv::repoRoot() . '/php/bin/ebats'], $args), static::childEnv(), 30);
+        $p = $cli(['groups:show', $id]);
+        $this->assertSame(0, $p->exitCode(), $p->describe());
+        $this->assertStringContainsString("group $id: 3/3 done (2 succeeded, 1 failed, 0 cancelled, 0 pending), completed", $p->stdout());
+        $this->assertMatchesRegularExpression('/hand-fail-1 +failed/', $p->stdout());
+        $p = $cli(['groups:list', '--json']);
+        $this->assertSame(0, $p->exitCode(), $p->describe());
+        $this->assertContains($id, array_column(json_decode($p->stdout(), true)['groups'], 'id'));
+        $p = $cli(['groups:show', 'nosuchgroup']);
+        $this->assertNotSame(0, $p->exitCode());
+        $this->assertStringContainsString("no group 'nosuchgroup'", $p->stderr());
     }
 
     public function testBadGroupsAreRefusedWithAClearMessage(): void
