@@ -97,6 +97,43 @@ impl Limit {
     }
 }
 
+/// What a limit is given as in code (a Worker setting): its parts as text, checked by [`Spec::limit`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spec {
+    /// A task name: the limit counts that name's tasks only.
+    pub name: Option<String>,
+    /// A key template: the limit counts each key's tasks apart.
+    pub key: Option<String>,
+    pub rate: Option<String>,
+    pub burst: Option<i64>,
+    pub concurrency: Option<i64>,
+}
+
+impl Spec {
+    /// The limit of `topic` this spec gives; an error says what is wrong.
+    pub fn limit(&self, topic: &str) -> Result<Limit, String> {
+        if self.rate.is_none() && self.concurrency.is_none() {
+            return Err("a limit needs a 'rate' (such as '20/s'), a 'concurrency', or both".into());
+        }
+        if let Some(n) = &self.name {
+            crate::rules::check_task_name(n)?;
+        }
+        let burst = match self.burst {
+            None => 0,
+            Some(_) if self.rate.is_none() => return Err("a 'burst' needs a 'rate'".into()),
+            Some(b) => u32::try_from(b).map_err(|_| format!("a burst is 0 to {COUNT_MAX}, not {b}"))?,
+        };
+        let rate = self.rate.as_deref().map(|r| Rate::parse(r, burst)).transpose()?;
+        let concurrency = self.concurrency.map(check_concurrency).transpose()?;
+        let scope = match (&self.key, &self.name) {
+            (Some(k), name) => Scope::Key { name: name.clone(), template: Template::parse(k)? },
+            (None, Some(n)) => Scope::Name(n.clone()),
+            (None, None) => Scope::Topic,
+        };
+        Ok(Limit { topic: topic.to_string(), scope, rate, concurrency })
+    }
+}
+
 /// A limit as it applies to one task: a counter's name (the limit's scope, with the task's key) and
 /// what it allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +228,36 @@ mod tests {
         assert_eq!(check_concurrency(1), Ok(1));
         for n in [0, -1, i64::from(COUNT_MAX) + 1] {
             assert!(check_concurrency(n).is_err(), "{n}");
+        }
+    }
+
+    #[test]
+    fn specs_give_limits_or_say_what_is_wrong() {
+        let spec =
+            |name: Option<&str>, key: Option<&str>, rate: Option<&str>, burst: Option<i64>, c: Option<i64>| Spec {
+                name: name.map(str::to_string),
+                key: key.map(str::to_string),
+                rate: rate.map(str::to_string),
+                burst,
+                concurrency: c,
+            };
+        let ok = spec(None, None, Some("20/s"), Some(2), None).limit("demo").unwrap();
+        assert_eq!((ok.id(), ok.rate, ok.concurrency), ("demo".into(), Rate::new(20, 1000, 2).ok(), None));
+        let by_key = spec(Some("send"), Some("c:{customer}"), Some("2/s"), None, Some(1)).limit("demo").unwrap();
+        assert_eq!(by_key.id(), "demo/send/{c:{customer}}");
+        assert_eq!(spec(Some("send"), None, None, None, Some(3)).limit("demo").unwrap().id(), "demo/send");
+        let errors: &[(Spec, &str)] = &[
+            (spec(None, None, None, None, None), "needs a 'rate'"),
+            (spec(None, None, None, Some(1), Some(1)), "'burst' needs a 'rate'"),
+            (spec(None, None, Some("20/x"), None, None), "a rate is written"),
+            (spec(None, None, Some("20/s"), Some(-1), None), "a burst is"),
+            (spec(None, None, None, None, Some(0)), "concurrency limit is 1 to"),
+            (spec(Some("bad name"), None, Some("1/s"), None, None), "bad name"),
+            (spec(None, Some("{"), Some("1/s"), None, None), "not closed"),
+        ];
+        for (s, want) in errors {
+            let e = s.limit("demo").unwrap_err();
+            assert!(e.contains(want), "{s:?}: {e}");
         }
     }
 
