@@ -78,6 +78,8 @@ atomics! {
         last_wait_ms: AtomicU64,
         /// Tasks given back unstarted because their topic was paused.
         given_back: AtomicU64,
+        /// Tasks held back or kept waiting by a limit: by rate, by concurrency.
+        held_back: [AtomicU64; 2],
     }
 }
 
@@ -130,6 +132,8 @@ pub struct Snap {
     pub paused: bool,
     /// Tasks given back unstarted because their topic was paused.
     pub given_back: u64,
+    /// Tasks held back or kept waiting by a limit: by rate, by concurrency.
+    pub held_back: [u64; 2],
 }
 
 /// Whether a worker's topic shows as paused: while any of its live children knows it paused (a
@@ -248,6 +252,15 @@ impl Stats {
     /// A child gave back, unstarted, a task of its paused topic.
     pub fn given_back(&self) {
         self.t().given_back.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A child held back a task, or kept it waiting, because of a limit.
+    pub fn held_back(&self, why: crate::worker::held::Why) {
+        let i = match why {
+            crate::worker::held::Why::Rate => 0,
+            crate::worker::held::Why::Concurrency => 1,
+        };
+        self.t().held_back[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The parent forked `pid` for `slot`.
@@ -370,6 +383,7 @@ impl Stats {
         Snap {
             paused: topic_paused(&per_child),
             given_back: t.given_back.load(Ordering::Relaxed),
+            held_back: std::array::from_fn(|i| t.held_back[i].load(Ordering::Relaxed)),
             tasks,
             wait: t.wait.snap(),
             children,

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use lapin::message::Delivery;
 
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
+use super::held::{self, Why};
 use super::paused::{self, Paused};
 use super::prefetch::Adaptive;
 use super::recycle;
 use super::shared::Shared;
+use super::throttle::{Admit, Throttle};
 use crate::broker::consume::{self, After, Finished, Host};
 use crate::broker::names::Names;
 use crate::broker::stop;
@@ -58,6 +60,8 @@ pub struct Limits {
     pub time_limit_secs: u64,
     /// Where the original library kept its retry counters (a file per task id), on this host.
     pub legacy_counters: PathBuf,
+    /// The rate and concurrency limits of the topic.
+    pub flow: crate::flow::limits::LimitSet,
 }
 
 impl Default for Limits {
@@ -69,6 +73,7 @@ impl Default for Limits {
             max_redeliveries: 5,
             time_limit_secs: 0,
             legacy_counters: PathBuf::from(crate::config::LEGACY_COUNTERS.default_value()),
+            flow: crate::flow::limits::LimitSet::default(),
         }
     }
 }
@@ -111,6 +116,8 @@ struct TaskHost<'a> {
     legacy_exists: bool,
     /// Whether this worker's topic is paused.
     paused: Paused,
+    /// The topic's rate limits.
+    throttle: Throttle,
 }
 
 impl<'a> TaskHost<'a> {
@@ -125,6 +132,8 @@ impl<'a> TaskHost<'a> {
             tracking: self.tracking,
             handler: &mut *self.handler,
             history: self.history.as_mut(),
+            paused: &self.paused,
+            throttle: &mut self.throttle,
         }
     }
 }
@@ -167,16 +176,7 @@ impl Host for TaskHost<'_> {
 
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Stopped> {
         if !self.paused.may_start() {
-            return match paused::give_back(self.settings, &self.names, sub, &d) {
-                Ok(()) => {
-                    self.tracking.shared.stats().given_back();
-                    After::Next
-                }
-                Err(e) => {
-                    log::error(&format!("worker could not give back a task of a paused topic: {e}"));
-                    After::Reopen
-                }
-            };
+            return self.give_back(sub, &d, true);
         }
         let started = Instant::now();
         let incoming = Incoming {
@@ -200,8 +200,11 @@ impl Host for TaskHost<'_> {
                 return After::Reopen;
             }
         };
-        if matches!(settled, Settled::Ran) {
-            self.done += 1;
+        match settled {
+            Settled::Ran => self.done += 1,
+            Settled::Moved => {}
+            // A stop or a pause while it waited for its topic's rate: back unstarted.
+            Settled::GiveBack { paused } => return self.give_back(sub, &d, paused),
         }
         let recycle = recycle::reason(self.limits, self.done, resident_mb, cgroup::recycle_reason);
         // Leaving after this task: cancel the consumer before the ack, so the broker does not
@@ -230,6 +233,23 @@ impl Host for TaskHost<'_> {
 }
 
 impl TaskHost<'_> {
+    /// Gives back a delivery unstarted (its topic is paused, or a stop came while it waited for a
+    /// rate), without using an attempt; counted when it was a pause.
+    fn give_back(&mut self, sub: &mut Subscription, d: &Delivery, paused: bool) -> After<Stopped> {
+        match paused::give_back(self.settings, &self.names, sub, d) {
+            Ok(()) => {
+                if paused {
+                    self.tracking.shared.stats().given_back();
+                }
+                After::Next
+            }
+            Err(e) => {
+                log::error(&format!("worker could not give back a task unstarted: {e}"));
+                After::Reopen
+            }
+        }
+    }
+
     /// A task took `took`: the prefetch follows when it adapts. False when the subscription broke.
     fn adapt(&mut self, sub: &mut Subscription, took: Duration) -> bool {
         let Some(adaptive) = self.adaptive.as_mut() else { return true };
@@ -306,6 +326,7 @@ pub fn run(
         legacy_looked: Instant::now(),
         legacy_exists: false,
         paused: Paused::watch(settings, topic),
+        throttle: Throttle::new(limits.flow.clone(), Names::new(&settings.prefix), topic),
     };
     let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
@@ -393,6 +414,8 @@ struct Context<'a> {
     tracking: &'a Tracking<'a>,
     handler: &'a mut dyn Handler,
     history: Option<&'a mut Writer>,
+    paused: &'a Paused,
+    throttle: &'a mut Throttle,
 }
 
 /// What a delivery brings.
@@ -447,6 +470,25 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
                 task.redeliveries = deaths;
             }
             return fail_poison(cx, task, deaths, counted_by.message(deaths));
+        }
+    }
+    if !cx.throttle.is_empty() {
+        let mut waited = false;
+        let paused = cx.paused;
+        let admit = cx.throttle.admit(cx.settings, &task, || !paused.may_start(), &mut waited)?;
+        if waited || !matches!(admit, Admit::Run) {
+            cx.tracking.shared.stats().held_back(Why::Rate);
+        }
+        match admit {
+            Admit::Run => {}
+            Admit::GiveBack { paused } => return Ok(Settled::GiveBack { paused }),
+            Admit::HoldBack { wait, limit } => {
+                if cx.settings.debug {
+                    log::debug(&format!("task {}/{} id={} over the rate of '{limit}'", task.topic, task.name, task.id));
+                }
+                held::hold_back(cx.settings, cx.names, &task, wait, Why::Rate)?;
+                return Ok(Settled::Moved);
+            }
         }
     }
     // Seen again after a death (counted in the message) or given back by the broker.
@@ -514,8 +556,10 @@ fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) ->
 enum Settled {
     /// The task ran (or its timed-out run was counted): it counts toward max requests.
     Ran,
-    /// Moved without running (unreadable, poison, counted and requeued).
+    /// Moved without running (unreadable, poison, counted and requeued, held back by a limit).
     Moved,
+    /// Not started: to be given back (a stop or a pause came while it waited for its topic's rate).
+    GiveBack { paused: bool },
 }
 
 /// What the history records of a run.
