@@ -195,6 +195,47 @@ impl Worker {
         Ok(self_)
     }
 
+    /// Limits the tasks of this worker's topic, in every process of every host: `['rate' => '20/s']`
+    /// (starts per window: `N/s`, `N/m`, `N/h`, `N/<k>s`), `'burst' => n` (that many more after a quiet
+    /// time), `'concurrency' => n` (at once), for one task name (`'name' => 'send'`) or for each key
+    /// built from the params (`'key' => 'customer:{customer_id}'`). Call it once per limit.
+    #[php(name = "setLimit")]
+    pub fn set_limit<'a>(
+        self_: &'a mut ZendClassObject<Worker>,
+        limit: &ZendHashTable,
+    ) -> PhpResult<&'a mut ZendClassObject<Worker>> {
+        let mut spec = crate::flow::limits::Spec::default();
+        let text = |v: &Zval, k: &str| {
+            v.str().map(str::to_string).ok_or_else(|| bad_input(format!("limit '{k}' must be a string")))
+        };
+        let whole =
+            |v: &Zval, k: &str| v.long().ok_or_else(|| bad_input(format!("limit '{k}' must be a whole number")));
+        for (k, v) in limit.iter() {
+            let key = k.to_string();
+            let v = v.dereference();
+            match key.as_str() {
+                "rate" => spec.rate = Some(text(v, "rate")?),
+                "burst" => spec.burst = Some(whole(v, "burst")?),
+                "concurrency" => spec.concurrency = Some(whole(v, "concurrency")?),
+                "name" => spec.name = Some(text(v, "name")?),
+                "key" => spec.key = Some(text(v, "key")?),
+                other => {
+                    return Err(bad_input(format!(
+                        "unknown limit option '{}': the options are rate, burst, concurrency, name, key",
+                        crate::log::escape(other)
+                    )))
+                }
+            }
+        }
+        // Checked now; its topic is the worker's, known at run().
+        let checked = spec.limit("").map_err(|e| bad_input(format!("invalid limit: {e}")))?;
+        let mut limits: Vec<_> = self_.limits.flow.limits().to_vec();
+        limits.retain(|l| l.id() != checked.id());
+        limits.push(checked);
+        self_.limits.flow = crate::flow::limits::LimitSet::new(limits);
+        Ok(self_)
+    }
+
     /// Seconds between retries after a RetryException without its own rule (default 5, 300, 600, 3600, 7800).
     #[php(name = "setRetryIntervals")]
     pub fn set_retry_intervals<'a>(
@@ -319,6 +360,9 @@ impl Worker {
         let settings = settings::current()?;
         let mut limits = self.limits.clone();
         limits.legacy_counters = settings::legacy_counters();
+        let flow =
+            limits.flow.limits().iter().map(|l| crate::flow::limits::Limit { topic: topic.clone(), ..l.clone() });
+        limits.flow = crate::flow::limits::LimitSet::new(flow.collect());
         let setup = Setup {
             topic,
             processes: self.processes as usize,
