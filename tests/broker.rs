@@ -343,3 +343,69 @@ fn announced_processes_are_discovered_newest_per_address() {
     let stream = Names::new(&st.prefix).processes_stream();
     s.block_on(async { ch.queue_delete(stream.as_str().into(), QueueDeleteOptions::default()).await }).unwrap();
 }
+
+/// Takes starts of a rate counter as fast as the broker answers for `secs` (the log holds 20, for 1 s):
+/// the starts, the most in any 1 s (by the times the confirms arrived), and how long after the start 20
+/// before it each start came, less 1 s (ms: mean, largest, smallest).
+fn rate_counter_run(secs: u64) -> (usize, usize, f64, f64, f64) {
+    use ebats::broker::rate::{Counters, Took};
+    let st = settings(&prefix("rate"), None);
+    let r = ebats::flow::limits::Rate::parse("20/s", 0).unwrap();
+    let queue = Names::new(&st.prefix).rate_counter("demo", "t", 20, ebats::flow::rate::window_ms(&r));
+    let mut counters = Counters::new();
+    let mut starts: Vec<Instant> = Vec::new();
+    let begin = Instant::now();
+    while begin.elapsed() < Duration::from_secs(secs) {
+        if counters.take(&st, &queue, &r).unwrap() == Took::Started {
+            starts.push(Instant::now());
+        }
+    }
+    let most = (0..starts.len())
+        .map(|i| starts[i..].iter().take_while(|t| t.duration_since(starts[i]) < Duration::from_secs(1)).count())
+        .max()
+        .unwrap_or(0);
+    let lags: Vec<f64> =
+        (20..starts.len()).map(|i| starts[i].duration_since(starts[i - 20]).as_secs_f64() * 1000.0 - 1000.0).collect();
+    let mean = lags.iter().sum::<f64>() / lags.len().max(1) as f64;
+    let max = lags.iter().cloned().fold(f64::MIN, f64::max);
+    let min = lags.iter().cloned().fold(f64::MAX, f64::min);
+    let mut s = Session::new().unwrap();
+    let ch = s.channel(&st).unwrap();
+    s.block_on(async { ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await }).unwrap();
+    (starts.len(), most, mean, max, min)
+}
+
+/// A rate counter lets at most its capacity start in any window, and expires its starts on time: at
+/// least 95 % of the limit with work always waiting. `EBATS_RATE_MEASURE_SECS` runs it longer.
+#[test]
+fn a_rate_counter_holds_its_limit_and_reaches_it() {
+    let secs: u64 = std::env::var("EBATS_RATE_MEASURE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let (n, most, mean, max, min) = rate_counter_run(secs);
+    eprintln!(
+        "rate counter: {n} starts in {secs} s (limit {}), at most {most} in any 1 s; a start came {mean:.1} ms \
+         (mean), {max:.1} ms (most), {min:.1} ms (least) more than 1 s after the 20th before it",
+        20 * secs
+    );
+    assert!(most <= 20, "{most} starts in one second");
+    assert!(n as f64 >= 0.95 * 20.0 * secs as f64, "{n} starts in {secs} s");
+}
+
+/// What a start of a limit that does not bind costs: one confirmed publish (printed: mean per take).
+#[test]
+fn a_rate_counter_that_does_not_bind_costs_one_confirmed_publish() {
+    use ebats::broker::rate::{Counters, Took};
+    let st = settings(&prefix("rate_free"), None);
+    let r = ebats::flow::limits::Rate::parse("1000000/s", 0).unwrap();
+    let queue = Names::new(&st.prefix).rate_counter("demo", "t", r.count, ebats::flow::rate::window_ms(&r));
+    let mut counters = Counters::new();
+    assert_eq!(counters.take(&st, &queue, &r).unwrap(), Took::Started, "declared and taken");
+    let n = 2000;
+    let begin = Instant::now();
+    for _ in 0..n {
+        assert_eq!(counters.take(&st, &queue, &r).unwrap(), Took::Started);
+    }
+    eprintln!("a start of a limit that does not bind: {:.0} µs", begin.elapsed().as_secs_f64() * 1e6 / n as f64);
+    let mut s = Session::new().unwrap();
+    let ch = s.channel(&st).unwrap();
+    s.block_on(async { ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await }).unwrap();
+}

@@ -9,6 +9,7 @@
  * Each child keeps, in PROGRESS_DIR/<pid>, "<tasks seen> <failures> <unix time of the last one>",
  * rewritten in place after every task, so the bench knows when the callback has seen all N and when.
  * Task "lat" appends now - params.t (seconds) to PROGRESS_DIR/lat.<pid>, one line per task.
+ * EBATS_BENCH_RATE (e.g. 200/s) sets that rate limit on the topic.
  */
 
 declare(strict_types=1);
@@ -61,5 +62,8 @@ if ($prefetch > 0) {
 }
 if ($metrics !== '') {
     $worker->setMetricsAddress($metrics);
+}
+if (($rate = getenv('EBATS_BENCH_RATE')) !== false && $rate !== '') {
+    $worker->setLimit(['rate' => $rate]);
 }
 $worker->run();

@@ -4,7 +4,7 @@
 //! process's session), `confirm` and `publisher` (confirmed, batched, deferred publishing),
 //! `consumer` (a consumer for async code), `subscription` and `consume` (consuming, and the loop every
 //! long-running process shares), `stream_read` (the one stream reader),
-//! `topology` (what is declared), `store` (the failed store) and `processes` (announcing and
+//! `topology` (what is declared), `rate` (the counter queues of rate limits), `store` (the failed store) and `processes` (announcing and
 //! discovering the processes that serve metrics).
 
 pub mod confirm;
@@ -20,6 +20,7 @@ pub mod names;
 pub mod park;
 pub mod processes;
 pub mod publisher;
+pub mod rate;
 pub mod session;
 pub mod stop;
 pub mod store;

@@ -23,4 +23,5 @@
 pub mod key;
 pub mod limits;
 pub mod pause;
+pub mod rate;
 pub mod record;

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use lapin::message::Delivery;
 
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
+use super::held;
 use super::paused::{self, Paused};
 use super::prefetch::Adaptive;
 use super::recycle;
 use super::shared::Shared;
+use super::throttle::{Admit, Throttle};
 use crate::broker::consume::{self, After, Finished, Host};
 use crate::broker::flow_stream::CurrentLimits;
 use crate::broker::names::Names;
@@ -27,6 +29,7 @@ use crate::history::record::Run;
 use crate::history::Writer;
 use crate::log;
 use crate::metrics::cgroup;
+use crate::metrics::stats::Held;
 use crate::outcome::{Ended, Next, Policy};
 use crate::wire::{now, TaskMsg};
 
@@ -121,6 +124,8 @@ struct TaskHost<'a> {
     paused: Paused,
     /// The rate and concurrency limits in force for this worker's topic.
     flow_limits: CurrentLimits,
+    /// The topic's rate limits.
+    throttle: Throttle,
 }
 
 impl<'a> TaskHost<'a> {
@@ -136,6 +141,8 @@ impl<'a> TaskHost<'a> {
             handler: &mut *self.handler,
             history: self.history.as_mut(),
             flow_limits: self.flow_limits.current(),
+            paused: &self.paused,
+            throttle: &mut self.throttle,
         }
     }
 }
@@ -178,16 +185,7 @@ impl Host for TaskHost<'_> {
 
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Stopped> {
         if !self.paused.may_start() {
-            return match paused::give_back(self.settings, &self.names, sub, &d) {
-                Ok(()) => {
-                    self.tracking.shared.stats().given_back();
-                    After::Next
-                }
-                Err(e) => {
-                    log::error(&format!("worker could not give back a task of a paused topic: {e}"));
-                    After::Reopen
-                }
-            };
+            return self.give_back(sub, &d, true);
         }
         let started = Instant::now();
         let incoming = Incoming {
@@ -217,6 +215,8 @@ impl Host for TaskHost<'_> {
                 Some(report)
             }
             Settled::Moved(report) => report,
+            // A stop or a pause while it waited for its topic's rate: back unstarted.
+            Settled::GiveBack { paused } => return self.give_back(sub, &d, paused),
         };
         let recycle = recycle::reason(self.limits, self.done, resident_mb, cgroup::recycle_reason);
         // Leaving after this task: cancel the consumer before the ack, so the broker does not
@@ -254,6 +254,23 @@ impl Host for TaskHost<'_> {
 }
 
 impl TaskHost<'_> {
+    /// Gives back a delivery unstarted (its topic is paused, or a stop came while it waited for a
+    /// rate), without using an attempt; counted when it was a pause.
+    fn give_back(&mut self, sub: &mut Subscription, d: &Delivery, paused: bool) -> After<Stopped> {
+        match paused::give_back(self.settings, &self.names, sub, d) {
+            Ok(()) => {
+                if paused {
+                    self.tracking.shared.stats().given_back();
+                }
+                After::Next
+            }
+            Err(e) => {
+                log::error(&format!("worker could not give back a task unstarted: {e}"));
+                After::Reopen
+            }
+        }
+    }
+
     /// A task took `took`: the prefetch follows when it adapts. False when the subscription broke.
     fn adapt(&mut self, sub: &mut Subscription, took: Duration) -> bool {
         let Some(adaptive) = self.adaptive.as_mut() else { return true };
@@ -332,6 +349,7 @@ pub fn run(
         legacy_exists: false,
         flow_limits: paused.limits(),
         paused,
+        throttle: Throttle::new(Names::new(&settings.prefix), topic),
     };
     let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
@@ -421,6 +439,8 @@ struct Context<'a> {
     history: Option<&'a mut Writer>,
     /// The limits in force when the delivery came (code and run time merged; most often none).
     flow_limits: Arc<LimitSet>,
+    paused: &'a Paused,
+    throttle: &'a mut Throttle,
 }
 
 /// What a delivery brings.
@@ -475,6 +495,25 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
                 task.redeliveries = deaths;
             }
             return fail_poison(cx, task, deaths, counted_by.message(deaths));
+        }
+    }
+    if !cx.flow_limits.is_empty() {
+        let mut waited = false;
+        let paused = cx.paused;
+        let admit = cx.throttle.admit(cx.settings, &cx.flow_limits, &task, || !paused.may_start(), &mut waited)?;
+        if waited || !matches!(admit, Admit::Run) {
+            cx.tracking.shared.stats().held_back(Held::Rate);
+        }
+        match admit {
+            Admit::Run => {}
+            Admit::GiveBack { paused } => return Ok(Settled::GiveBack { paused }),
+            Admit::HoldBack { wait, limit } => {
+                if cx.settings.debug {
+                    log::debug(&format!("task {}/{} id={} over the rate of '{limit}'", task.topic, task.name, task.id));
+                }
+                held::hold_back(cx.settings, cx.names, &task, wait, Held::Rate)?;
+                return Ok(Settled::Moved(None));
+            }
         }
     }
     // Seen again after a death (counted in the message) or given back by the broker.
@@ -552,8 +591,10 @@ fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) ->
 enum Settled {
     /// The task ran (or its timed-out run was counted): it counts toward max requests.
     Ran(Report),
-    /// Moved without running (unreadable, poison, counted and requeued).
+    /// Moved without running (unreadable, poison, counted and requeued, held back by a limit).
     Moved(Option<Report>),
+    /// Not started: to be given back (a stop or a pause came while it waited for its topic's rate).
+    GiveBack { paused: bool },
 }
 
 /// What is told of a settled task (its history record, the worker's callback): told after its

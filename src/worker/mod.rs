@@ -1,14 +1,17 @@
 //! The worker's process model: a supervising parent, children that run tasks, signals as data.
 //! What the parent and the children decide is in pure functions: `delivery` (what a child does
 //! with a delivery), `child_end` (how a child's end is read, when its replacement starts) and
-//! `recycle` (when a child leaves after a task).
+//! `recycle` (when a child leaves after a task). Limits: `throttle` (rates before a task starts) and
+//! `held` (a task held back by a limit of its name or key).
 
 pub mod child;
 pub mod child_end;
 pub mod delivery;
+pub mod held;
 pub mod paused;
 pub mod prefetch;
 pub mod recycle;
 pub mod shared;
 pub mod signals;
 pub mod supervisor;
+pub mod throttle;

@@ -71,7 +71,8 @@ abstract class ProcTestCase extends EbatsTestCase
     /**
      * Starts tests/fixtures/worker.php. Options (all optional):
      *   topic (default demo), procs (default 1), callback ('full' | 'six' | 'throw'), retry_intervals (list of s),
-     *   service_retry ([max, pause]), prefetch, max_requests, debug (bool), env (more environment)
+     *   service_retry ([max, pause]), prefetch, max_requests, limits (list of setLimit() arrays), debug (bool),
+     *   env (more environment)
      * With $waitReady, returns once the broker shows the worker's consumers on the topic's ready queue.
      */
     protected function startWorker(array $opts = [], bool $waitReady = true): Process
@@ -86,6 +87,7 @@ abstract class ProcTestCase extends EbatsTestCase
             'EBATS_T_SERVICE_RETRY' => isset($opts['service_retry']) ? json_encode($opts['service_retry']) : null,
             'EBATS_T_PREFETCH' => isset($opts['prefetch']) ? (string) $opts['prefetch'] : null,
             'EBATS_T_MAX_REQUESTS' => isset($opts['max_requests']) ? (string) $opts['max_requests'] : null,
+            'EBATS_T_LIMITS' => isset($opts['limits']) ? json_encode($opts['limits']) : null,
             'EBATS_DEBUG' => ($opts['debug'] ?? true) ? '1' : null,
         ];
         $proc = $this->startFixture($opts['name'] ?? "worker-$topic", 'worker.php', array_merge($env, $opts['env'] ?? []));

@@ -42,12 +42,18 @@ final class Worker implements Section
             }
             $rows["wk.tasks.p$pf.w1.metrics"] = ['tasks → Worker, 1 process, metrics scraped', 'metrics', 1, $pf];
             $rows["wk.tasks.p$pf.w1.history"] = ['tasks → Worker, 1 process, metrics scraped + history on', 'history', 1, $pf];
+            $rows["wk.tasks.p$pf.w1.ratefree"] = ['tasks → Worker, 1 process, a rate limit that does not bind (1000000/s)', 'ratefree', 1, $pf];
+            $rows["wk.tasks.p$pf.w2.rate"] = ['tasks → Worker, 2 processes, rate limit ' . self::RATE . '/s: rate reached', 'rate', 2, $pf];
             $rows["wk.bare.p$pf.amqp"] = ['php-amqp consume + ack each', 'amqp', 1, $pf];
             $rows["wk.bare.p$pf.amqplib"] = ['php-amqplib basic_consume + ack each', 'amqplib', 1, $pf];
             $rows["wk.bare.p$pf.lapin"] = ['lapin (Rust) consume + pipelined acks', 'lapin', 1, $pf];
         }
         return $rows;
     }
+
+    /** The binding rate limit of the row "rate reached" (tasks per second), and its tasks. */
+    private const RATE = 200;
+    private const RATE_N = 2000;
 
     public function run(Context $ctx): void
     {
@@ -65,6 +71,10 @@ final class Worker implements Section
                         'worker' => $this->workerOnly($ctx, $procs, $pf, $n),
                         'metrics' => $this->workerOnly($ctx, $procs, $pf, $n, true),
                         'history' => $this->workerOnly($ctx, $procs, $pf, $n, true, true),
+                        'ratefree' => $this->workerOnly($ctx, $procs, $pf, $n, limit: '1000000/s'),
+                        // The first window lets RATE start at once: the rate reached is that of the others.
+                        'rate' => $this->workerOnly($ctx, $procs, $pf, self::RATE_N, limit: self::RATE . '/s')
+                            * (self::RATE_N - self::RATE) / self::RATE_N,
                         'hop' => $this->twoHop($ctx, $pf, $n),
                         default => $this->bare($ctx, $kind, $pf, $n),
                     };
@@ -101,10 +111,17 @@ final class Worker implements Section
     /**
      * Tasks waiting -> Worker; timed from the worker's start to the N-th callback. With $metrics, the worker
      * serves metrics and a scraper reads /metrics every 0.5 s meanwhile; with $history, the worker writes
-     * the execution history (ebats.history) too.
+     * the execution history (ebats.history) too; with $limit, the worker has that topic rate limit.
      */
-    private function workerOnly(Context $ctx, int $procs, int $prefetch, int $n, bool $metrics = false, bool $history = false): float
-    {
+    private function workerOnly(
+        Context $ctx,
+        int $procs,
+        int $prefetch,
+        int $n,
+        bool $metrics = false,
+        bool $history = false,
+        string $limit = ''
+    ): float {
         $ctx->admin->purge($ctx->qTasks);
         $ctx->runJson($ctx->phpCmd('fill.php', ['tasks', $n]));
         $ctx->admin->waitMessages($ctx->qTasks, $n);
@@ -118,7 +135,8 @@ final class Worker implements Section
             $scraper = $ctx->spawn(['sh', '-c', "while :; do php -r 'echo @file_get_contents(\"http://$addr/metrics\");' > /dev/null; sleep 0.5; done"], "{$ctx->tmp}/scraper.log");
         }
         $t0 = microtime(true);
-        $w = Workers::startWorker($ctx, $procs, $prefetch, $dir, $addr, $history ? ['EBATS_HISTORY' => '1'] : []);
+        $env = ($history ? ['EBATS_HISTORY' => '1'] : []) + ($limit !== '' ? ['EBATS_BENCH_RATE' => $limit] : []);
+        $w = Workers::startWorker($ctx, $procs, $prefetch, $dir, $addr, $env);
         try {
             return self::rate(Workers::waitProgress($dir, $n, 60 + $n / 100), $n, $t0);
         } finally {
@@ -212,6 +230,16 @@ final class Worker implements Section
             if (!is_nan($h)) {
                 $report->target('  the same with metrics and history on / both off', $ratio($h, $w), 0.97, '>=',
                     sprintf('%s / %s = %.3f', $fmt($h), $fmt($w), $ratio($h, $w)));
+            }
+            $free = $res->med("wk.tasks.p$pf.w1.ratefree", 'rate');
+            if (!is_nan($free)) {
+                $report->target('  the same with a rate limit that does not bind / none', $ratio($free, $w), 0.95, '>=',
+                    sprintf('%s / %s = %.3f', $fmt($free), $fmt($w), $ratio($free, $w)));
+            }
+            $reached = $res->med("wk.tasks.p$pf.w2.rate", 'rate');
+            if (!is_nan($reached)) {
+                $report->target(sprintf('  rate reached / a limit of %d/s (2 procs)', self::RATE), $ratio($reached, self::RATE), 0.95, '>=',
+                    sprintf('%s / %d = %.3f', $fmt($reached), self::RATE, $ratio($reached, self::RATE)));
             }
             $e = $res->med("wk.e2e.p$pf.w1", 'rate');
             $report->target('  the same through the Scheduler (events → 1 proc)', $ratio($e, $ceil), 0.70, '>=',

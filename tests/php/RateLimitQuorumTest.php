@@ -1,0 +1,33 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Ebats\Tests;
+
+use Ebats\Tests\Lib\TestEnv;
+
+require_once __DIR__ . '/RateLimitTest.php';
+
+/**
+ * The rate limits of a worker on quorum queues: the same checks (the counters are classic queues whatever
+ * the queue type; a held-back task goes through quorum delay levels and ready queue).
+ */
+final class RateLimitQuorumTest extends RateLimitTest
+{
+    protected function setUp(): void
+    {
+        parent::setUp();
+        TestEnv::setEnv('EBATS_QUEUE_TYPE', 'quorum');
+    }
+
+    protected function tearDown(): void
+    {
+        TestEnv::setEnv('EBATS_QUEUE_TYPE', null);
+        parent::tearDown();
+    }
+
+    protected static function childEnv(array $overrides = []): array
+    {
+        return parent::childEnv(array_merge(['EBATS_QUEUE_TYPE' => 'quorum'], $overrides));
+    }
+}

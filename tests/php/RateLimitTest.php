@@ -1,0 +1,137 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Ebats\Tests;
+
+use Asynclib\Ebats\Task;
+use Asynclib\Ebats\Worker;
+use Asynclib\Exception\TaskException;
+use Ebats\Tests\Lib\ProcTestCase;
+
+/**
+ * Rate limits (`Worker::setLimit`): starts counted on the broker across every worker process. A topic
+ * limit is waited for in place; a key limit holds a task of a full key back (other keys go on) without
+ * using an attempt. Starts are counted from the handlers' own timestamps. The issue's check runs 30 s;
+ * this one runs 10 s to keep the suite fast (RATE_SECS).
+ */
+class RateLimitTest extends ProcTestCase
+{
+    /** How long the topic rate is measured, in s. */
+    protected const RATE_SECS = 10;
+    /** @return list<array<string,mixed>> the run records of task $name, by time */
+    private function runsOf(string $name): array
+    {
+        $runs = array_values(array_filter($this->records('run'), static fn (array $r): bool => $r['name'] === $name));
+        usort($runs, static fn (array $a, array $b): int => $a['t'] <=> $b['t']);
+        return $runs;
+    }
+
+    /** The most of $times (sorted, s) in any window of $window s. */
+    private static function mostInAnyWindow(array $times, float $window): int
+    {
+        $most = 0;
+        $j = 0;
+        foreach ($times as $i => $t) {
+            while ($times[$j] <= $t - $window) {
+                $j++;
+            }
+            $most = max($most, $i - $j + 1);
+        }
+        return $most;
+    }
+
+    private function assertNoAttemptUsedAndNothingFailed(array $runs): void
+    {
+        $attempts = array_count_values(array_map(
+            fn (array $cb): int => $cb['attempt'],
+            array_filter($this->records('cb'), static fn (array $cb): bool => $cb['taskname'] === $runs[0]['name'])
+        ));
+        $this->assertSame([1], array_keys($attempts), 'a task waiting or held back by a rate uses no attempt');
+        $this->assertSame(0, self::queueStats()[static::q('failed.demo')]['ready'] ?? 0, 'nothing in the failed store');
+    }
+
+    public function testATopicRateHoldsAcrossTwoWorkersAndIsReached(): void
+    {
+        $limits = [['rate' => '20/s']];
+        $this->startWorker(['procs' => 2, 'limits' => $limits, 'debug' => false, 'name' => 'worker-a']);
+        $this->startWorker(['procs' => 2, 'limits' => $limits, 'debug' => false, 'name' => 'worker-b']);
+        $n = 20 * (static::RATE_SECS + 3);
+        for ($i = 0; $i < $n; $i++) {
+            Task::create('demo', 'ok', ['i' => $i]);
+        }
+        $first = $this->waitFor(fn () => $this->runsOf('ok')[0]['t'] ?? null, 20, 'the first task');
+        $end = $first + static::RATE_SECS;
+        $this->waitFor(fn () => microtime(true) > $end + 0.5 ?: null, static::RATE_SECS + 5, 'the measured time', 0.2);
+        $times = array_values(array_filter(
+            array_column($this->runsOf('ok'), 't'),
+            static fn (float $t): bool => $t < $end
+        ));
+        $most = self::mostInAnyWindow($times, 1.0);
+        $this->assertLessThanOrEqual(20, $most, 'starts in one second');
+        $this->assertGreaterThanOrEqual(
+            (int) ceil(0.95 * 20 * static::RATE_SECS),
+            count($times),
+            sprintf('starts in %d s at 20/s (at most %d in any second)', static::RATE_SECS, $most)
+        );
+        $pids = array_unique(array_column($this->runsOf('ok'), 'pid'));
+        $this->assertGreaterThanOrEqual(3, count($pids), 'the starts came from several processes');
+        $this->assertNoAttemptUsedAndNothingFailed($this->runsOf('ok'));
+    }
+
+    public function testAKeyRateHoldsBackTheTasksOfAFullKeyOnly(): void
+    {
+        $limits = [['rate' => '2/s', 'key' => 'c:{c}', 'name' => 'ping']];
+        $this->startWorker(['procs' => 2, 'limits' => $limits, 'debug' => false, 'name' => 'worker-a']);
+        $this->startWorker(['procs' => 2, 'limits' => $limits, 'debug' => false, 'name' => 'worker-b']);
+        $keys = 50;
+        $per = 4;
+        for ($round = 0; $round < $per; $round++) {
+            for ($k = 0; $k < $keys; $k++) {
+                Task::create('demo', 'ping', ['c' => $k, 'r' => $round]);
+            }
+        }
+        // A task of another name is not limited by the key limit of ping.
+        $free = Task::create('demo', 'ok', ['c' => 1, 'tag' => 'free']);
+        $runs = $this->waitFor(
+            fn () => count($r = $this->runsOf('ping')) >= $keys * $per ? $r : null,
+            30,
+            'every task of every key'
+        );
+        $this->waitCallbacks($free, 1, 10, 'the task of another name');
+        $byKey = [];
+        foreach ($runs as $r) {
+            $byKey[$r['params']['c']][] = $r['t'];
+        }
+        $this->assertCount($keys, $byKey);
+        foreach ($byKey as $key => $times) {
+            $this->assertCount($per, $times, "key $key: each task ran once");
+            $this->assertLessThanOrEqual(2, self::mostInAnyWindow($times, 1.0), "key $key: starts in one second");
+        }
+        $this->waitFor(fn () => count($this->records('cb')) >= $keys * $per + 1 ?: null, 10, 'every callback');
+        $this->assertNoAttemptUsedAndNothingFailed($runs);
+    }
+
+    public function testABadLimitIsAClearError(): void
+    {
+        $w = new Worker(static function (): void {});
+        $cases = [
+            [[], 'needs a \'rate\''],
+            [['rate' => '20/x'], 'a rate is written'],
+            [['rate' => '20/s', 'bogus' => 1], 'unknown limit option \'bogus\''],
+            [['rate' => 20], '\'rate\' must be a string'],
+            [['burst' => 2, 'concurrency' => 1], '\'burst\' needs a \'rate\''],
+            [['rate' => '1/s', 'key' => 'c:{'], 'not closed'],
+            [['rate' => '1/s', 'name' => 'bad name'], 'bad name'],
+        ];
+        foreach ($cases as [$limit, $message]) {
+            try {
+                $w->setLimit($limit);
+                $this->fail('accepted ' . json_encode($limit));
+            } catch (TaskException $e) {
+                $this->assertStringContainsString($message, $e->getMessage());
+            }
+        }
+        $this->assertSame($w, $w->setLimit(['rate' => '10/s', 'burst' => 5]));
+    }
+}
