@@ -116,11 +116,11 @@ class RateLimitTest extends ProcTestCase
     {
         $w = new Worker(static function (): void {});
         $cases = [
-            [[], 'needs a \'rate\''],
+            [[], 'needs a rate, a concurrency or both'],
             [['rate' => '20/x'], 'a rate is written'],
-            [['rate' => '20/s', 'bogus' => 1], 'unknown limit option \'bogus\''],
-            [['rate' => 20], '\'rate\' must be a string'],
-            [['burst' => 2, 'concurrency' => 1], '\'burst\' needs a \'rate\''],
+            [['rate' => '20/s', 'bogus' => 1], 'a limit has no key \'bogus\''],
+            [['rate' => 20], '\'rate\' is a string'],
+            [['burst' => 2, 'concurrency' => 1], 'a burst goes with a rate'],
             [['rate' => '1/s', 'key' => 'c:{'], 'not closed'],
             [['rate' => '1/s', 'name' => 'bad name'], 'bad name'],
         ];
