@@ -646,6 +646,9 @@ namespace Asynclib\Ebats {
          * member ended), completed (its follow-ups published), opened_at, completed_at (ms), follow_ups (when,
          * event, published) and members (id, state: pending, succeeded, failed or cancelled).
          *
+         * For a group completed a while ago (beyond the newest 1,000, or over 10 minutes ago) only its counts are
+         * kept: members is null and follow_ups empty.
+         *
          * @return array<string,mixed>|null null when no such group is known (never opened, or completed over an hour ago)
          * @throws \Asynclib\Exception\TaskException when the id is invalid
          */
@@ -653,7 +656,7 @@ namespace Asynclib\Ebats {
         {
         }
 
-        /** @return list<array<string,mixed>> the groups in flight and those completed in the last hour, newest first, as status() without members */
+        /** @return list<array<string,mixed>> the groups in flight and the last ones completed (up to 1,000, within 10 minutes), newest first, as status() without members */
         public static function list(): array
         {
         }

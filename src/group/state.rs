@@ -20,11 +20,14 @@ use serde_json::Value;
 
 use super::FollowUp;
 
-/// A done group is kept whole (for its status) this long after it was done.
-pub const DONE_DETAIL_MS: i64 = 3600 * 1000;
-/// A done group's id is kept this long (a late copy of its `open` or of an `end` changes nothing); an
-/// `end` whose group was never opened is dropped after it too.
-pub const DONE_KEEP_MS: i64 = 24 * 3600 * 1000;
+/// A done group is kept whole (for its status, members included) at most this long after it was done...
+pub const DONE_DETAIL_MS: i64 = 600 * 1000;
+/// ... and only the newest this many of them: the others are kept as [`Closed`] (a leader prunes before
+/// each snapshot, so a snapshot stays small however fast groups complete).
+pub const DONE_DETAILED: usize = 1000;
+/// A done group's id and counts are kept this long (a late copy of its `open` or of an `end` changes
+/// nothing); an `end` whose group was never opened is dropped after it too.
+pub const DONE_KEEP_MS: i64 = 3600 * 1000;
 
 /// How a member ended for good.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,7 +136,7 @@ pub struct Group {
 }
 
 /// How far a group has got.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub total: usize,
     pub succeeded: usize,
@@ -213,8 +216,16 @@ pub struct State {
     pub groups: BTreeMap<String, Group>,
     /// Ends read before their group's `open`: group -> (first read at, member -> outcome).
     pub early: BTreeMap<String, (i64, BTreeMap<String, Outcome>)>,
-    /// Groups done longer ago, and when.
-    pub closed: BTreeMap<String, i64>,
+    /// Groups done longer ago: when, and their counts.
+    pub closed: BTreeMap<String, Closed>,
+}
+
+/// A group done and pruned: when it was done and how it ended (counts unknown, zero, when the fold met
+/// only its follow-up).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closed {
+    pub at: i64,
+    pub counts: Counts,
 }
 
 impl State {
@@ -271,7 +282,7 @@ impl State {
                     Self::settle(g, at);
                     new
                 }
-                None => self.closed.insert(group, at).is_none(),
+                None => self.close_unknown(group, at),
             },
             Record::Done { group } => match self.groups.get_mut(&group) {
                 Some(g) if g.done_at.is_none() => {
@@ -279,7 +290,7 @@ impl State {
                     true
                 }
                 Some(_) => false,
-                None => self.closed.insert(group, at).is_none(),
+                None => self.close_unknown(group, at),
             },
             Record::Snapshot { .. } => false,
         }
@@ -292,19 +303,31 @@ impl State {
         }
     }
 
-    /// Forgets what is old at `now`: done groups' details after [`DONE_DETAIL_MS`], their ids and the
-    /// ends of groups never opened after [`DONE_KEEP_MS`].
-    pub fn prune(&mut self, now: i64) {
-        let old: Vec<(String, i64)> = self
-            .groups
-            .iter()
-            .filter_map(|(id, g)| g.done_at.filter(|d| now - d > DONE_DETAIL_MS).map(|d| (id.clone(), d)))
-            .collect();
-        for (id, d) in old {
-            self.groups.remove(&id);
-            self.closed.insert(id, d);
+    /// A follow-up or `done` of a group the fold does not hold: closed (true when it was not yet).
+    fn close_unknown(&mut self, group: String, at: i64) -> bool {
+        if self.closed.contains_key(&group) {
+            return false;
         }
-        self.closed.retain(|_, d| now - *d <= DONE_KEEP_MS);
+        self.early.remove(&group);
+        self.closed.insert(group, Closed { at, counts: Counts::default() });
+        true
+    }
+
+    /// Forgets what is old at `now`: done groups' details after [`DONE_DETAIL_MS`] or beyond the newest
+    /// [`DONE_DETAILED`] (kept as [`Closed`]), those and the ends of groups never opened after
+    /// [`DONE_KEEP_MS`].
+    pub fn prune(&mut self, now: i64) {
+        let mut done: Vec<(i64, String)> =
+            self.groups.iter().filter_map(|(id, g)| g.done_at.map(|d| (d, id.clone()))).collect();
+        done.sort_unstable_by(|a, b| b.cmp(a));
+        for (k, (d, id)) in done.into_iter().enumerate() {
+            if k >= DONE_DETAILED || now - d > DONE_DETAIL_MS {
+                if let Some(g) = self.groups.remove(&id) {
+                    self.closed.insert(id, Closed { at: d, counts: g.counts() });
+                }
+            }
+        }
+        self.closed.retain(|_, c| now - c.at <= DONE_KEEP_MS);
         self.early.retain(|_, (first, _)| now - *first <= DONE_KEEP_MS);
     }
 
@@ -589,13 +612,42 @@ mod tests {
         );
         fo.state.prune(3 + DONE_DETAIL_MS + 1);
         assert!(fo.state.groups.is_empty());
-        assert_eq!(fo.state.closed.get("g"), Some(&3));
+        let counts = Counts { total: 1, succeeded: 1, ..Counts::default() };
+        assert_eq!(fo.state.closed.get("g"), Some(&Closed { at: 3, counts }));
         fo.push(10, open("g", &["a"], vec![f(When::Always, "fin")]));
         assert!(fo.state.groups.is_empty(), "a late open of a done group opens nothing");
         fo.push(11, end("x", "m", Failed));
         assert_eq!(fo.state.early.len(), 1);
         fo.state.prune(3 + DONE_KEEP_MS + 1);
         assert!(fo.state.closed.is_empty() && fo.state.early.is_empty());
+    }
+
+    #[test]
+    fn only_the_newest_done_groups_keep_their_details() {
+        let mut fo = Fold::default();
+        let n = DONE_DETAILED as i64 + 5;
+        for k in 0..n {
+            let g = format!("g{k}");
+            fo.apply(
+                Record::Open {
+                    group: g.clone(),
+                    members: vec!["a".into()],
+                    on: vec![],
+                    params: json!({}),
+                    origin: String::new(),
+                },
+                k,
+            );
+            fo.apply(Record::End { group: g.clone(), member: "a".into(), outcome: Failed }, k);
+            fo.apply(Record::Done { group: g }, k);
+        }
+        fo.state.prune(n);
+        assert_eq!((fo.state.groups.len(), fo.state.closed.len()), (DONE_DETAILED, 5));
+        assert!(fo.state.closed.contains_key("g0") && fo.state.groups.contains_key(&format!("g{}", n - 1)));
+        assert_eq!(fo.state.closed["g0"].counts.failed, 1);
+        // A follow-up of a group never seen closes it.
+        fo.apply(Record::Fired { group: "zz".into(), key: "always.x".into() }, 1);
+        assert_eq!(fo.state.closed["zz"].at, 1);
     }
 
     #[test]

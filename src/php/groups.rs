@@ -45,7 +45,7 @@ impl Group {
         })
     }
 
-    /// The groups in flight and those done in the last hour, newest first, without their members.
+    /// The groups in flight and the last ones done, newest first, without their members.
     pub fn list() -> PhpResult<Vec<Zval>> {
         Ok(groups::list(&settings::current()?).map_err(broker_err)?.iter().map(to_zval).collect())
     }

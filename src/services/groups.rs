@@ -9,7 +9,7 @@ use crate::broker::names::Names;
 use crate::broker::{BrokerError, Decl};
 use crate::config::Settings;
 use crate::dispatch::{self, merge_decls};
-use crate::group::state::{Fold, Group};
+use crate::group::state::{Closed, Fold, Group};
 use crate::group::{self as groups, FollowUp, When};
 use crate::rules;
 use crate::wire::TaskMsg;
@@ -135,16 +135,30 @@ fn shown(id: &str, g: &Group, members: bool) -> Value {
     v
 }
 
-/// The progress of the group `id` and its members' states; `None` when the stream knows no such group
-/// (never opened, or done longer ago than `group::state::DONE_DETAIL_MS`).
+/// A group done and pruned from the fold: its counts, without members and follow-ups.
+fn closed(id: &str, c: &Closed) -> Value {
+    let n = &c.counts;
+    json!({
+        "id": id, "origin": null, "total": n.total, "done": n.total - n.pending, "succeeded": n.succeeded,
+        "failed": n.failed, "cancelled": n.cancelled, "pending": n.pending, "complete": true, "completed": true,
+        "opened_at": null, "completed_at": c.at, "follow_ups": [], "members": null,
+    })
+}
+
+/// The progress of the group `id` and its members' states (a group done a while ago, see
+/// `group::state::prune`: its counts only); `None` when the stream knows no such group (never opened,
+/// or done longer ago than `group::state::DONE_KEEP_MS`).
 pub fn status(settings: &Settings, id: &str) -> Result<Option<Value>, Refused> {
     rules::check_id(id).map_err(Refused::Bad)?;
     let fold: Fold = group_stream::read_state(settings).map_err(Refused::Broker)?;
+    if let Some(c) = fold.state.closed.get(id) {
+        return Ok(Some(closed(id, c)));
+    }
     Ok(fold.state.groups.get(id).map(|g| shown(id, g, true)))
 }
 
-/// The groups the stream knows (in flight, and done within `group::state::DONE_DETAIL_MS`), without
-/// their members, newest first.
+/// The groups the stream holds whole (in flight, and the last ones done, see `group::state::prune`),
+/// without their members, newest first.
 pub fn list(settings: &Settings) -> Result<Vec<Value>, BrokerError> {
     let fold = group_stream::read_state(settings)?;
     let mut rows: Vec<(&String, &Group)> = fold.state.groups.iter().collect();

@@ -66,8 +66,9 @@ final class Workers
         return $ctx->spawn($ctx->phpCmd('worker.php', [$procs, $prefetch, $dir, $metrics]), "{$ctx->tmp}/worker.log", $env);
     }
 
-    public static function startScheduler(Context $ctx): Process
+    /** With $grouped, each event's task is a group with a follow-up (see scheduler.php). */
+    public static function startScheduler(Context $ctx, bool $grouped = false): Process
     {
-        return $ctx->spawn($ctx->phpCmd('scheduler.php', []), "{$ctx->tmp}/scheduler.log");
+        return $ctx->spawn($ctx->phpCmd('scheduler.php', $grouped ? ['grouped'] : []), "{$ctx->tmp}/scheduler.log");
     }
 }

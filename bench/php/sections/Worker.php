@@ -32,6 +32,7 @@ final class Worker implements Section
                 $rows["wk.e2e.p$p.w$procs"] = ["events → Scheduler → Worker, $procs process" . ($procs > 1 ? 'es' : ''), 'e2e', $procs, $pf];
             }
             if ($pf === 100) {
+                $rows['wk.grouped.p100.w1'] = ['events → Scheduler → Worker, 1 process, each event a group with a follow-up', 'grouped', 1, $pf];
                 $rows['wk.hop.p100.lapin'] = ['lapin (Rust) two-hop: consume A, publish confirmed to B, ack', 'hop', 1, $pf];
             }
             foreach ([1, 2] as $procs) {
@@ -68,6 +69,7 @@ final class Worker implements Section
                 $ctx->attempt("worker $label prefetch $pf", function () use ($ctx, $key, $label, $kind, $procs, $pf, $n, $rep) {
                     $rate = match ($kind) {
                         'e2e' => $this->endToEnd($ctx, $procs, $pf, $n),
+                        'grouped' => $this->endToEnd($ctx, $procs, $pf, $n, true),
                         'worker' => $this->workerOnly($ctx, $procs, $pf, $n),
                         'metrics' => $this->workerOnly($ctx, $procs, $pf, $n, true),
                         'history' => $this->workerOnly($ctx, $procs, $pf, $n, true, true),
@@ -85,8 +87,12 @@ final class Worker implements Section
         }
     }
 
-    /** Events waiting -> Scheduler -> Worker; timed from the scheduler's start to the N-th callback. */
-    private function endToEnd(Context $ctx, int $procs, int $prefetch, int $n): float
+    /**
+     * Events waiting -> Scheduler -> Worker; timed from the scheduler's start to the N-th callback. With
+     * $grouped each event's task is a group (its open record on the groups stream, its end appended before
+     * its ack, the follow-up published by the leader).
+     */
+    private function endToEnd(Context $ctx, int $procs, int $prefetch, int $n, bool $grouped = false): float
     {
         $ctx->admin->purge($ctx->qEvents);
         $ctx->admin->purge($ctx->qTasks);
@@ -98,7 +104,7 @@ final class Worker implements Section
         try {
             $ctx->admin->waitConsumers($ctx->qTasks, $procs);
             $t0 = microtime(true);
-            $s = Workers::startScheduler($ctx);
+            $s = Workers::startScheduler($ctx, $grouped);
             return self::rate(Workers::waitProgress($dir, $n, 60 + $n / 100), $n, $t0);
         } finally {
             if ($s) {
@@ -245,8 +251,13 @@ final class Worker implements Section
             $report->target('  the same through the Scheduler (events → 1 proc)', $ratio($e, $ceil), 0.70, '>=',
                 sprintf('%s / %s = %.2f', $fmt($e), $fmt($ceil), $ratio($e, $ceil)));
         }
-        $hop = $res->med('wk.hop.p100.lapin', 'rate');
+        $g = $res->med('wk.grouped.p100.w1', 'rate');
         $e = $res->med('wk.e2e.p100.w1', 'rate');
+        if (!is_nan($g) && !is_nan($e)) {
+            $report->target('grouped / ungrouped: events → Scheduler → Worker (1 proc), prefetch 100', $ratio($g, $e), 0.90, '>=',
+                sprintf('%s / %s = %.2f', $fmt($g), $fmt($e), $ratio($g, $e)));
+        }
+        $hop = $res->med('wk.hop.p100.lapin', 'rate');
         if (!is_nan($hop) && !is_nan($e)) {
             $report->target('events → Scheduler → Worker (1 proc), prefetch 100 / lapin two-hop', $ratio($e, $hop), 1.0, '>=',
                 sprintf('%s / %s = %.2f', $fmt($e), $fmt($hop), $ratio($e, $hop)));
