@@ -23,3 +23,4 @@
 pub mod key;
 pub mod limits;
 pub mod pause;
+pub mod unique;

@@ -10,6 +10,8 @@ pub static EVENTS_ROUTED: AtomicU64 = AtomicU64::new(0);
 pub static EVENTS_UNKNOWN: AtomicU64 = AtomicU64::new(0);
 pub static EVENTS_UNREADABLE: AtomicU64 = AtomicU64::new(0);
 pub static TASKS_MADE: AtomicU64 = AtomicU64::new(0);
+/// Unique tasks of events not made because another task held their key.
+pub static TASKS_DUPLICATE: AtomicU64 = AtomicU64::new(0);
 pub static CONSUMER_HANDLED: AtomicU64 = AtomicU64::new(0);
 pub static CONSUMER_FAILED: AtomicU64 = AtomicU64::new(0);
 /// Events (scheduler) or messages (consumer) taken in the last minute, whatever their outcome.

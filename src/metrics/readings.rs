@@ -116,6 +116,7 @@ pub fn scheduler_figures() -> (Totals, Map<String, Value>) {
     m.insert("events_unknown".into(), json!(unknown));
     m.insert("events_unreadable".into(), json!(unreadable));
     m.insert("tasks_made".into(), json!(get(&c::TASKS_MADE)));
+    m.insert("tasks_duplicate".into(), json!(get(&c::TASKS_DUPLICATE)));
     m.insert("cron_leader".into(), json!(c::leader()));
     (t, m)
 }

@@ -195,6 +195,12 @@ pub fn scheduler_families() -> Vec<Family> {
         events,
         Family::new("ebats_scheduler_tasks_made", "Tasks made from events.", Kind::Counter)
             .with(&[], Value::Int(get(&c::TASKS_MADE))),
+        Family::new(
+            "ebats_scheduler_tasks_duplicate",
+            "Unique tasks of events not made: another task held their key.",
+            Kind::Counter,
+        )
+        .with(&[], Value::Int(get(&c::TASKS_DUPLICATE))),
         fired,
         late,
         skipped,

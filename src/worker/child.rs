@@ -504,10 +504,37 @@ fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) ->
     let runs = task.attempt.saturating_sub(1).saturating_add(deaths);
     task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, runs));
     dispatch::send_one(cx.settings, dispatch::failed(cx.names, &task, &msg))?;
+    release_key(cx.settings, &task);
     if let Some(w) = cx.history.as_deref_mut() {
         w.write(&task, &run_of(&ran, crate::outcome::STATE_FAIL));
     }
     Ok(Settled::Moved)
+}
+
+/// A task that ended for good (succeeded, failed to the store, poison) releases its unique key,
+/// before its ack, unless the key is at the end of its lifetime. A key that cannot be released is logged and frees itself after its lifetime: the
+/// task is not run again for it.
+fn release_key(settings: &Settings, task: &TaskMsg) {
+    let Some(key) = &task.unique else { return };
+    if !crate::flow::unique::releases(key, now()) {
+        // At (or past) its lifetime: it frees itself, and may be another task's already.
+        return;
+    }
+    match crate::broker::unique::release(settings, &task.topic, key, &task.id) {
+        Ok(released) => {
+            if settings.debug {
+                let how = if released { "released" } else { "no longer held by it" };
+                log::debug(&format!(
+                    "task {}/{} id={}: unique key '{}' {how}",
+                    task.topic, task.name, task.id, key.key
+                ));
+            }
+        }
+        Err(e) => log::error(&format!(
+            "task {}/{} id={}: could not release its unique key '{}': {e}; it frees itself after its lifetime ({} s)",
+            task.topic, task.name, task.id, key.key, key.for_secs
+        )),
+    }
 }
 
 /// What happened to a delivery.
@@ -545,7 +572,10 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<i64, HandleError>
     }
     cx.handler.report(&task, &ran, status).map_err(|_| HandleError::Abort)?;
     match next {
-        Next::Ack => Ok(status),
+        Next::Ack => {
+            release_key(settings, &task);
+            Ok(status)
+        }
         Next::Again { delay } => {
             let mut again = task.clone();
             again.redeliveries = 0;
@@ -576,6 +606,7 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<i64, HandleError>
                 ));
             }
             dispatch::send_one(settings, dispatch::failed(cx.names, &failed, &ran.message))?;
+            release_key(settings, &task);
             Ok(status)
         }
     }
