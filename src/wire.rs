@@ -141,6 +141,49 @@ pub struct RetryRule {
     pub interval: Option<u64>,
 }
 
+/// The unique key a task holds while it waits or runs (`flow::unique`): the key as it names broker
+/// objects (`flow::key::Key::name`) and its lifetime in seconds. Retries keep it; the worker releases it
+/// when the task ends for good.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UniqueKey {
+    pub key: String,
+    pub for_secs: u64,
+    /// When the key frees itself (seconds since the epoch): its lifetime counted from before it was
+    /// taken, so the broker's copy never goes before it.
+    pub until: f64,
+}
+
+/// The longest lifetime of a unique key: a week.
+pub const MAX_UNIQUE_FOR: u64 = 7 * 86_400;
+
+impl UniqueKey {
+    /// The field's value in a body: `{"key": .., "for": .., "until": ..}`.
+    fn to_value(&self) -> Value {
+        json!({"key": self.key, "for": self.for_secs, "until": round_ms(self.until)})
+    }
+
+    /// A key read back must be one `Key::name` can make: 1 to 100 printable ASCII characters without
+    /// spaces (it names a queue), and a lifetime of 1 s to a week.
+    fn from_value(v: &Value) -> Result<UniqueKey, String> {
+        let o = v.as_object().ok_or("task body: 'unique' must be an object")?;
+        let key = o.get("key").and_then(Value::as_str).ok_or("task body: 'unique.key' must be a string")?;
+        if key.is_empty() || key.len() > crate::flow::key::NAME_MAX || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "task body: 'unique.key' must be 1 to {} printable ASCII characters, got '{}'",
+                crate::flow::key::NAME_MAX,
+                rules::printable(key)
+            ));
+        }
+        let for_secs = counter(o, "unique.for", 1, MAX_UNIQUE_FOR)?.ok_or("task body: 'unique.for' is missing")?;
+        let until = o
+            .get("until")
+            .and_then(Value::as_f64)
+            .filter(|u| u.is_finite() && *u >= 0.0)
+            .ok_or("task body: 'unique.until' must be a time in seconds")?;
+        Ok(UniqueKey { key: key.to_string(), for_secs, until })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskMsg {
     pub id: String,
@@ -163,6 +206,8 @@ pub struct TaskMsg {
     pub retry: Option<RetryRule>,
     /// The last failure, carried into retries and the failed store.
     pub error: Option<Value>,
+    /// The unique key it holds, if it was made unique.
+    pub unique: Option<UniqueKey>,
     /// Fields this version does not know, kept as they came.
     pub extra: Map<String, Value>,
 }
@@ -183,6 +228,7 @@ const KNOWN: &[&str] = &[
     "redeliveries",
     "retry",
     "error",
+    "unique",
 ];
 
 impl TaskMsg {
@@ -202,6 +248,7 @@ impl TaskMsg {
             redeliveries: 0,
             retry: None,
             error: None,
+            unique: None,
             extra: Map::new(),
         }
     }
@@ -232,6 +279,9 @@ impl TaskMsg {
         }
         if let Some(e) = &self.error {
             o.insert("error".into(), e.clone());
+        }
+        if let Some(u) = &self.unique {
+            o.insert("unique".into(), u.to_value());
         }
         for (k, v) in &self.extra {
             o.insert(k.clone(), v.clone());
@@ -291,6 +341,10 @@ impl TaskMsg {
             redeliveries: counter(&o, "redeliveries", 0, u32::MAX as u64)?.unwrap_or(0) as u32,
             retry,
             error: o.get("error").filter(|e| !e.is_null()).cloned(),
+            unique: match o.get("unique") {
+                None | Some(Value::Null) => None,
+                Some(u) => Some(UniqueKey::from_value(u)?),
+            },
             extra: Map::new(),
         };
         o.retain(|k, _| !KNOWN.contains(&k.as_str()));
@@ -363,6 +417,34 @@ mod tests {
         // key order of params is kept
         let s = String::from_utf8(t.to_json()).unwrap();
         assert!(s.find("\"b\"").unwrap() < s.find("\"a\"").unwrap());
+    }
+
+    #[test]
+    fn a_unique_key_travels_and_is_checked() {
+        let mut t = TaskMsg::new("demo", "x", json!({}), 0);
+        t.unique = Some(UniqueKey { key: "order:42".into(), for_secs: 60, until: 1.5 });
+        let s = String::from_utf8(t.to_json()).unwrap();
+        assert!(s.contains(r#""unique":{"key":"order:42","for":60,"until":1.5}"#), "{s}");
+        assert_eq!(TaskMsg::parse(s.as_bytes()).unwrap().unique, t.unique);
+        assert_eq!(TaskMsg::parse(br#"{"topic":"demo","name":"x","unique":null}"#).unwrap().unique, None);
+        let long = "k".repeat(crate::flow::key::NAME_MAX + 1);
+        for bad in [
+            json!(3),
+            json!({"for": 60, "until": 1}),
+            json!({"key": "", "for": 60, "until": 1}),
+            json!({"key": "a b", "for": 60, "until": 1}),
+            json!({"key": long, "for": 60, "until": 1}),
+            json!({"key": "k", "until": 1}),
+            json!({"key": "k", "for": 0, "until": 1}),
+            json!({"key": "k", "for": MAX_UNIQUE_FOR + 1, "until": 1}),
+            json!({"key": "k", "for": 60}),
+            json!({"key": "k", "for": 60, "until": -1}),
+            json!({"key": "k", "for": 60, "until": "1"}),
+        ] {
+            let body = json!({"topic": "demo", "name": "x", "unique": bad}).to_string();
+            let err = TaskMsg::parse(body.as_bytes()).unwrap_err();
+            assert!(err.starts_with("task body: 'unique"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -281,8 +281,11 @@ namespace Asynclib\Ebats {
         {
         }
 
-        /** Adds a task to create, as Task::create() would. */
-        public function task(string $topic, string $name, mixed $params = [], int $delay = 0): static
+        /**
+         * Adds a task to create, as Task::create() would (options: 'unique', 'unique_for'). A unique task whose
+         * key another task holds is not published; publish() gives that task's id in its place.
+         */
+        public function task(string $topic, string $name, mixed $params = [], int $delay = 0, array $options = []): static
         {
         }
 
@@ -367,10 +370,11 @@ namespace Asynclib\Ebats {
 
         /**
          * Moves the failed task $id, or all of them when $id is null, back to the ready queue as first attempts.
-         * Unreadable entries stay in the store.
+         * Unreadable entries stay in the store, and so does a unique task whose key another task holds now.
          *
          * @return int how many were moved
-         * @throws \Asynclib\Exception\TaskException when $id is an unreadable entry, or $topic is FailedStore::EVENTS
+         * @throws \Asynclib\Exception\TaskException when $id is an unreadable entry or a unique task whose key is held
+         *     (the message names the holder), or $topic is FailedStore::EVENTS
          *     (neither can be replayed), or $id is not a task id (1 to 128 printable ASCII characters, no spaces)
          */
         public static function replay(string $topic, ?string $id = null): int
@@ -678,9 +682,12 @@ namespace Asynclib\Ebats {
          * @param string $task_name the task name: the worker calls the method $task_name . 'Task'
          * @param string $topic the topic (queue) of the task: the worker's class is 'Task' . ucfirst($topic) . 'Model'
          * @param int $delay seconds to wait before the task runs, 0 for at once
-         * @throws \Asynclib\Exception\TaskException when a name or the delay is invalid
+         * @param array $options 'unique' => a key template such as 'order:{order_id}' (from the event's params),
+         *     'unique_for' => the key's lifetime in seconds (default 3600, at most 604800): the Scheduler does not
+         *     make the task while another task of the topic holds the key
+         * @throws \Asynclib\Exception\TaskException when a name, the delay or an option is invalid
          */
-        public static function register(string $event, string $task_name, string $topic, int $delay = 0): void
+        public static function register(string $event, string $task_name, string $topic, int $delay = 0, array $options = []): void
         {
         }
 
@@ -844,11 +851,15 @@ namespace Asynclib\Ebats {
          * @param string $name the task name
          * @param mixed $params anything JSON can hold
          * @param int $delay seconds to wait before the task runs
-         * @return string the task id
+         * @param array $options 'unique' => a key template such as 'order:{order_id}' (from $params), 'unique_for'
+         *     => the key's lifetime in seconds (default 3600, at most 604800): while a task of the topic holding the
+         *     key waits or runs (its retries too), no other is made
+         * @return string the task id; for a unique task whose key another task holds, that task's id (nothing is
+         *     enqueued; an empty string in the rare case the holder has not said who it is yet)
          * @throws \Asynclib\Exception\ConnectionedException
-         * @throws \Asynclib\Exception\TaskException
+         * @throws \Asynclib\Exception\TaskException when a value or an option is invalid, or the params give no key
          */
-        public static function create(string $topic, string $name, mixed $params = [], int $delay = 0): string
+        public static function create(string $topic, string $name, mixed $params = [], int $delay = 0, array $options = []): string
         {
         }
     }

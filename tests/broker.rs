@@ -409,3 +409,83 @@ fn a_rate_counter_that_does_not_bind_costs_one_confirmed_publish() {
     let ch = s.channel(&st).unwrap();
     s.block_on(async { ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await }).unwrap();
 }
+
+/// `take_on` on a session of its own.
+fn take(s: &mut Session, st: &Settings, queue: &str, id: &str, for_secs: u64) -> ebats::flow::unique::Take {
+    let conn = s.link(st).unwrap().connection.clone();
+    s.block_on(ebats::broker::unique::take_on(&conn, queue, id, for_secs)).unwrap()
+}
+
+fn release(s: &mut Session, st: &Settings, queue: &str, id: &str) -> bool {
+    let conn = s.link(st).unwrap().connection.clone();
+    s.block_on(ebats::broker::unique::release_on(&conn, queue, id)).unwrap()
+}
+
+fn queue_exists(s: &mut Session, st: &Settings, queue: &str) -> bool {
+    match s.queue_depth(st, queue) {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::NotFound => false,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn a_unique_key_is_taken_by_one_of_several_takers_at_once() {
+    use ebats::flow::unique::Take;
+    let st = settings(&prefix("unique_race"), None);
+    let queue = Names::new(&st.prefix).unique_queue("demo", "order:1");
+    let takers: Vec<_> = (0..8)
+        .map(|i| {
+            let (st, queue) = (st.clone(), queue.clone());
+            std::thread::spawn(move || {
+                let mut s = Session::new().unwrap();
+                (format!("task{i}"), take(&mut s, &st, &queue, &format!("task{i}"), 60))
+            })
+        })
+        .collect();
+    let results: Vec<(String, Take)> = takers.into_iter().map(|t| t.join().unwrap()).collect();
+    let winners: Vec<&String> = results.iter().filter(|(_, t)| *t == Take::Taken).map(|(id, _)| id).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (_, t) in &results {
+        assert!(*t == Take::Taken || *t == Take::Held(winners[0].clone()), "{results:?}");
+    }
+    let mut s = Session::new().unwrap();
+    assert_eq!(take(&mut s, &st, &queue, "late", 60), Take::Held(winners[0].clone()), "held until released");
+    assert_eq!(take(&mut s, &st, &queue, winners[0], 60), Take::Held(winners[0].clone()), "its own id");
+    assert!(release(&mut s, &st, &queue, winners[0]));
+    assert!(!queue_exists(&mut s, &st, &queue), "a released key costs no queue");
+    assert!(!queue_exists(&mut s, &st, &ebats::broker::names::unique_holder(&queue)), "nor its holder's");
+    assert!(!release(&mut s, &st, &queue, winners[0]), "released twice: nothing to do");
+}
+
+#[test]
+fn a_unique_key_is_released_only_by_its_holder() {
+    use ebats::flow::unique::Take;
+    let st = settings(&prefix("unique_release"), None);
+    let queue = Names::new(&st.prefix).unique_queue("demo", "order:2");
+    let mut s = Session::new().unwrap();
+    assert_eq!(take(&mut s, &st, &queue, "a", 60), Take::Taken);
+    assert!(!release(&mut s, &st, &queue, "b"), "another id releases nothing");
+    assert_eq!(take(&mut s, &st, &queue, "c", 60), Take::Held("a".into()), "still held by its holder");
+    assert!(release(&mut s, &st, &queue, "a"));
+    assert_eq!(take(&mut s, &st, &queue, "c", 60), Take::Taken, "free once released");
+    // Taken with another lifetime while held: a duplicate all the same; free, made again with its own.
+    assert_eq!(take(&mut s, &st, &queue, "d", 30), Take::Held("c".into()));
+    assert!(release(&mut s, &st, &queue, "c"));
+    assert_eq!(take(&mut s, &st, &queue, "d", 30), Take::Taken);
+    assert!(release(&mut s, &st, &queue, "d"));
+}
+
+#[test]
+fn a_unique_key_frees_itself_after_its_lifetime() {
+    use ebats::flow::unique::Take;
+    let st = settings(&prefix("unique_expiry"), None);
+    let queue = Names::new(&st.prefix).unique_queue("demo", "order:3");
+    let mut s = Session::new().unwrap();
+    assert_eq!(take(&mut s, &st, &queue, "lost", 1), Take::Taken);
+    assert_eq!(take(&mut s, &st, &queue, "b", 1), Take::Held("lost".into()));
+    wait_until("the key to expire", Duration::from_secs(10), || take(&mut s, &st, &queue, "b", 1) == Take::Taken);
+    // Unused for its lifetime, its queue goes too (looking at it would be a use: time is what is tested).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!queue_exists(&mut s, &st, &queue), "an expired key's queue is deleted");
+}

@@ -69,19 +69,27 @@ fn valid_task() -> impl Strategy<Value = TaskMsg> {
         prop::option::of(json_value().prop_filter("not null", |v| !v.is_null())),
         prop::option::of(".{1,20}"),
         0.0f64..4e9,
+        prop::option::of(("[!-~]{1,100}", 1..=ebats::wire::MAX_UNIQUE_FOR, 0.0f64..4e9)),
     )
-        .prop_map(|(topic, name, params, delay, attempt, service_errors, redeliveries, retry, error, event, t)| {
-            let mut m = TaskMsg::new(&topic, &name, params, delay);
-            m.attempt = attempt;
-            m.service_errors = service_errors;
-            m.redeliveries = redeliveries;
-            m.retry = retry.map(|(max, interval)| RetryRule { max, interval });
-            m.error = error;
-            m.event_id = event.as_ref().map(|_| ebats::wire::new_id());
-            m.event = event;
-            m.created_at = round_ms(t);
-            m
-        })
+        .prop_map(
+            |(topic, name, params, delay, attempt, service_errors, redeliveries, retry, error, event, t, unique)| {
+                let mut m = TaskMsg::new(&topic, &name, params, delay);
+                m.attempt = attempt;
+                m.service_errors = service_errors;
+                m.redeliveries = redeliveries;
+                m.retry = retry.map(|(max, interval)| RetryRule { max, interval });
+                m.error = error;
+                m.event_id = event.as_ref().map(|_| ebats::wire::new_id());
+                m.event = event;
+                m.created_at = round_ms(t);
+                m.unique = unique.map(|(key, for_secs, until)| ebats::wire::UniqueKey {
+                    key,
+                    for_secs,
+                    until: round_ms(until),
+                });
+                m
+            },
+        )
 }
 
 /// Any header value the broker could hand over, strings sometimes holding JSON.

@@ -4,8 +4,10 @@
  *
  *   php publish.php CLIENT MODE N [BATCH]
  *
- * CLIENT MODE: ebats event | ebats task | ebats batch | ebats deferred | amqplib each | amqplib batch
- *              | amqp each | amqp batch
+ * CLIENT MODE: ebats event | ebats task | ebats task_unique | ebats batch | ebats deferred | amqplib each
+ *              | amqplib batch | amqp each | amqp batch
+ * "task_unique" is "task" with the option 'unique' (a key of its own per task, held 60 s: each call takes
+ * a new key, which is the cost a unique task adds).
  * "each" awaits every message's confirm; "batch" and "deferred" await the confirms of every BATCH
  * messages (default 100). All persistent, about 200 bytes, into a durable queue. The connection
  * and declarations are made by one confirmed message before the clock starts.
@@ -19,7 +21,7 @@ if ($n < 1 || $batch < 1) {
     bench_fail('usage: publish.php CLIENT MODE N [BATCH]');
 }
 $rounds = intdiv($n, $batch);
-$n_timed = $mode === 'each' || $mode === 'event' || $mode === 'task' ? $n : $rounds * $batch;
+$n_timed = in_array($mode, ['each', 'event', 'task', 'task_unique'], true) ? $n : $rounds * $batch;
 
 switch ("$client $mode") {
     case 'ebats event':
@@ -50,6 +52,17 @@ switch ("$client $mode") {
         $t = microtime(true);
         for ($i = 0; $i < $n; $i++) {
             Asynclib\Ebats\Task::create('benchpub', 'noop', $params);
+        }
+        break;
+
+    case 'ebats task_unique':
+        $params = bench_task_params();
+        $options = ['unique' => 'bench:{run}:{n}', 'unique_for' => 60];
+        $run = bin2hex(random_bytes(4));
+        Asynclib\Ebats\Task::create('benchpub', 'noop', ['run' => $run, 'n' => -1] + $params, 0, $options);
+        $t = microtime(true);
+        for ($i = 0; $i < $n; $i++) {
+            Asynclib\Ebats\Task::create('benchpub', 'noop', ['run' => $run, 'n' => $i] + $params, 0, $options);
         }
         break;
 

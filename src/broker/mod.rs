@@ -27,6 +27,7 @@ pub mod store;
 pub mod stream_read;
 pub mod subscription;
 pub mod topology;
+pub mod unique;
 
 pub use error::{BrokerError, ErrorKind};
 pub use publisher::Outgoing;

@@ -99,6 +99,19 @@ impl Names {
         format!("{}.rate.{topic}.d.{digest}.{capacity}-{window_ms}", self.prefix)
     }
 
+    /// The classic queue that holds a unique key of `topic` while a task holds it (at most one
+    /// message: the holder's id). `key` is a `flow::key::Key::name`; a name that would leave no room
+    /// for [`unique_holder`]'s suffix within AMQP's 255 bytes uses a digest of the topic and key
+    /// instead (the same in every process).
+    pub fn unique_queue(&self, topic: &str, key: &str) -> String {
+        let name = format!("{}.unique.{topic}.{key}", self.prefix);
+        if name.len() <= 253 {
+            return name;
+        }
+        let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{topic}.{key}").as_bytes());
+        format!("{}.unique.~{}", self.prefix, digest.simple())
+    }
+
     pub fn legacy_ready_queue(&self, topic: &str) -> String {
         format!("{}.{topic}R", self.prefix)
     }
@@ -111,6 +124,12 @@ impl Names {
     pub fn switch_lock(&self) -> String {
         format!("{}.switch.lock", self.prefix)
     }
+}
+
+/// The queue beside a unique key's queue that tells who holds it (`~` is in no key name but a
+/// digest's first character, so no key's queue has this name).
+pub fn unique_holder(key_queue: &str) -> String {
+    format!("{key_queue}~h")
 }
 
 /// Routing key of a delayed message: DELAY_LEVELS binary digits, most significant first, then the topic.
@@ -144,6 +163,18 @@ mod tests {
         assert!(k.ends_with("1.0.1.0.demo"), "{k}");
         assert!(k.starts_with("0.0.0."));
         assert_eq!(delay_routing_key(MAX_DELAY as u64, "t"), format!("{}t", "1.".repeat(28)));
+    }
+
+    #[test]
+    fn unique_queues_fit_an_amqp_name() {
+        let n = Names::new("p");
+        assert_eq!(n.unique_queue("demo", "order:42"), "p.unique.demo.order:42");
+        let long = Names::new(&"p".repeat(64));
+        let (topic, key) = ("t".repeat(128), "k".repeat(100));
+        let q = long.unique_queue(&topic, &key);
+        assert!(unique_holder(&q).len() <= 255 && q.starts_with(&format!("{}.unique.~", "p".repeat(64))), "{q}");
+        assert_eq!(q, long.unique_queue(&topic, &key), "stable");
+        assert_ne!(q, long.unique_queue(&topic, &"j".repeat(100)));
     }
 
     #[test]

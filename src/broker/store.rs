@@ -17,7 +17,9 @@ use super::current::with_session;
 use super::error::BrokerError;
 use super::names::Names;
 use super::topology::Decl;
+use super::unique::take_on;
 use crate::config::Settings;
+use crate::flow::unique::{made, Made};
 use crate::headers;
 use crate::wire::{properties, TaskMsg, KIND_TASK, KIND_UNREADABLE, VERSION};
 
@@ -144,10 +146,13 @@ pub struct Replayed {
     pub moved: usize,
     /// Entries kept because they cannot be replayed: (id, why they are in the store).
     pub kept: Vec<(String, String)>,
+    /// Unique tasks kept because another task holds their key now: (id, the holder's id).
+    pub duplicates: Vec<(String, String)>,
 }
 
 /// Moves failed tasks back to their topic's ready queue as new first attempts: the one with `id`,
-/// or all. Bodies kept as they came stay in the store (listed in `kept`).
+/// or all. Bodies kept as they came stay in the store (listed in `kept`), and so does a unique task
+/// whose key another task holds now (listed in `kept` with that task's id).
 pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<Replayed, BrokerError> {
     let names = Names::new(&settings.prefix);
     let store = Store::Topic(topic.to_string());
@@ -157,6 +162,7 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<Repl
         // Only what is there now: a replayed task that fails again must not be replayed again.
         let present = s.queue_depth(settings, &queue)?;
         let ch = s.channel(settings)?;
+        let conn = s.link(settings)?.connection.clone();
         s.wait(settings.confirm_timeout * 30, "replaying the failed store", async {
             let mut done = Replayed::default();
             for _ in 0..present {
@@ -183,6 +189,22 @@ pub fn replay(settings: &Settings, topic: &str, id: Option<&str>) -> Result<Repl
                 };
                 if id.is_some_and(|id| id != t.id) {
                     continue;
+                }
+                // A unique task takes its key again; held by another task, it stays in the store.
+                if let Some(key) = t.unique.as_mut() {
+                    key.until = crate::wire::now() + key.for_secs as f64;
+                    let queue = names.unique_queue(topic, &key.key);
+                    if let Made::Duplicate(holder) = made(&t.id, take_on(&conn, &queue, &t.id, key.for_secs).await?) {
+                        crate::log::info(&format!(
+                            "failed task {topic}/{} id={} not replayed: its unique key '{}' is held by task {holder}",
+                            t.name, t.id, key.key
+                        ));
+                        done.duplicates.push((t.id.clone(), holder));
+                        if id.is_some() {
+                            break;
+                        }
+                        continue;
+                    }
                 }
                 as_first_attempt(&mut t);
                 send_again(&ch, &names, topic, &t).await?;

@@ -25,3 +25,4 @@ pub mod limits;
 pub mod pause;
 pub mod rate;
 pub mod record;
+pub mod unique;

@@ -156,6 +156,21 @@ pub fn open(
     }
 }
 
+/// The `open` record of a group without the members that were not made (a unique task whose key
+/// another task held): the group waits only for those that run.
+pub fn only_members(open: state::Record, made: &[crate::wire::TaskMsg]) -> state::Record {
+    match open {
+        state::Record::Open { group, members, on, params, origin } => state::Record::Open {
+            group,
+            members: members.into_iter().filter(|m| made.iter().any(|t| &t.id == m)).collect(),
+            on,
+            params,
+            origin,
+        },
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

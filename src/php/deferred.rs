@@ -3,7 +3,7 @@
 //! finished request leaves an unconfirmed message behind (what they do: `services::publishing`).
 
 use ext_php_rs::prelude::*;
-use ext_php_rs::types::{ZendClassObject, Zval};
+use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 
 use crate::php::args::{bad_input, params_json, string_arg};
 use crate::php::convert;
@@ -44,9 +44,10 @@ impl Batch {
         name: &Zval,
         params: Option<&Zval>,
         delay: Option<&Zval>,
+        options: Option<&ZendHashTable>,
     ) -> PhpResult<&'a mut ZendClassObject<Batch>> {
-        let (topic, name, params, delay) = create_args(topic, name, params, delay)?;
-        self_.0.add_task(&topic, &name, params, delay).map_err(refused)?;
+        let (topic, name, params, delay, options) = create_args(topic, name, params, delay, options)?;
+        self_.0.add_task(&topic, &name, params, delay, &options).map_err(refused)?;
         Ok(self_)
     }
 

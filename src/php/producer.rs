@@ -75,18 +75,25 @@ impl From<publishing::Task> for Task {
     }
 }
 
-/// The arguments of `Task::create()` and `Batch::task()` as values: topic, name, params, delay.
+/// The arguments of `Task::create()` and `Batch::task()` as values: topic, name, params, delay, options.
 pub fn create_args(
     topic: &Zval,
     name: &Zval,
     params: Option<&Zval>,
     delay: Option<&Zval>,
-) -> PhpResult<(String, String, Option<Value>, i64)> {
+    options: Option<&ZendHashTable>,
+) -> PhpResult<(String, String, Option<Value>, i64, Value)> {
     let topic = string_arg(topic, "Argument #1 ($topic)")?;
     let name = string_arg(name, "Argument #2 ($name)")?;
     let delay = int_arg(delay, 0, "Argument #4 ($delay)")?;
     let params = params.map(|p| params_json(p, "task params")).transpose()?;
-    Ok((topic, name, params, delay))
+    let options = options_json(options)?;
+    Ok((topic, name, params, delay, options))
+}
+
+/// An options array (`Task::create()`, `Batch::task()`, `EventManager::register()`) as JSON.
+pub fn options_json(options: Option<&ZendHashTable>) -> PhpResult<Value> {
+    options.map_or(Ok(Value::Array(vec![])), |o| array_json(o, "options"))
 }
 
 #[php_impl]
@@ -134,10 +141,18 @@ impl Task {
         publishing::publish_task(&settings::current()?, &self.0, defer).map_err(refused)
     }
 
-    /// Enqueues a task directly and returns its id once the broker confirmed it.
-    pub fn create(topic: &Zval, name: &Zval, params: Option<&Zval>, delay: Option<&Zval>) -> PhpResult<String> {
-        let (topic, name, params, delay) = create_args(topic, name, params, delay)?;
-        publishing::create_task(&settings::current()?, &topic, &name, params, delay).map_err(refused)
+    /// Enqueues a task directly and returns its id once the broker confirmed it. With the option
+    /// `unique` (a key template) and `unique_for` (seconds), returns the id of the task holding the
+    /// key instead when there is one (nothing is enqueued then).
+    pub fn create(
+        topic: &Zval,
+        name: &Zval,
+        params: Option<&Zval>,
+        delay: Option<&Zval>,
+        options: Option<&ZendHashTable>,
+    ) -> PhpResult<String> {
+        let (topic, name, params, delay, options) = create_args(topic, name, params, delay, options)?;
+        publishing::create_task(&settings::current()?, &topic, &name, params, delay, &options).map_err(refused)
     }
 }
 

@@ -1,10 +1,10 @@
 //! `EventManager` (what tasks each event makes) and `Scheduler` (routes events to tasks).
 
 use ext_php_rs::prelude::*;
-use ext_php_rs::types::{ZendClassObject, Zval};
+use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 
 use crate::php::args::{bad_input, checked, int_arg, string_arg};
-use crate::php::producer::{refused, Task};
+use crate::php::producer::{options_json, refused, Task};
 use crate::php::settings;
 use crate::php::subscriber::{run_err, Php};
 use crate::services::publishing;
@@ -16,13 +16,21 @@ pub struct EventManager;
 
 #[php_impl]
 impl EventManager {
-    /// Registers task `$task_name` on `$topic` for `$event`, delayed by `$delay` seconds.
-    pub fn register(event: &Zval, task_name: &Zval, topic: &Zval, delay: Option<&Zval>) -> PhpResult<()> {
+    /// Registers task `$task_name` on `$topic` for `$event`, delayed by `$delay` seconds, with
+    /// `$options` (`unique`, `unique_for`).
+    pub fn register(
+        event: &Zval,
+        task_name: &Zval,
+        topic: &Zval,
+        delay: Option<&Zval>,
+        options: Option<&ZendHashTable>,
+    ) -> PhpResult<()> {
         let event = string_arg(event, "Argument #1 ($event)")?;
         let task_name = string_arg(task_name, "Argument #2 ($task_name)")?;
         let topic = string_arg(topic, "Argument #3 ($topic)")?;
         let delay = int_arg(delay, 0, "Argument #4 ($delay)")?;
-        checked(scheduling::register(event, task_name, topic, delay))
+        let options = options_json(options)?;
+        checked(scheduling::register(event, task_name, topic, delay, &options))
     }
 
     /// Publishes `$follow_up` once every task an `$event` made has ended: `$when` `'always'` (finally),

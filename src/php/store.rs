@@ -46,6 +46,8 @@ impl FailedStore {
 
     /// Moves the failed task `$id` (or all when null) back to the ready queue; returns how many.
     /// Unreadable entries stay in the store: asked for by id, they are refused with a TaskException.
+    /// A unique task takes its key again; when another task holds it, it stays in the store (asked
+    /// for by id: a TaskException naming the holder).
     pub fn replay(topic: String, id: Option<String>) -> PhpResult<i64> {
         if topic == EVENTS {
             return Err(bad_input(
@@ -60,6 +62,13 @@ impl FailedStore {
         }
         let s = settings::current()?;
         let done = store::replay(&s, &topic, id.as_deref()).map_err(broker_err)?;
+        if let (Some(id), Some((_, holder))) = (&id, done.duplicates.first()) {
+            return Err(bad_input(format!(
+                "failed task {} of topic '{topic}' was not replayed: its unique key is held by task {holder}, \
+                 waiting or running; it stays in the store",
+                rules::printable(id)
+            )));
+        }
         if let (Some(id), Some((_, reason))) = (&id, done.kept.first()) {
             return Err(bad_input(format!(
                 "failed task {} of topic '{topic}' cannot be replayed: its body is not a task of this topic ({}); \

@@ -11,8 +11,9 @@ use crate::broker::names::Names;
 use crate::broker::{BrokerError, Decl, Outgoing};
 use crate::config::{Settings, WriteFormat};
 use crate::dispatch::{self, merge_decls, SendFailed};
+use crate::flow::unique::{self, Made, Unique};
 use crate::rules;
-use crate::wire::{properties, EventMsg, TaskMsg};
+use crate::wire::{properties, EventMsg, TaskMsg, UniqueKey};
 
 /// Why a publish was not made (or not confirmed).
 #[derive(Debug)]
@@ -59,6 +60,8 @@ pub struct Task {
     pub name: String,
     pub params: Value,
     pub delay: i64,
+    /// Made unique: the key it takes before it is published.
+    pub unique: Option<Unique>,
 }
 
 impl Task {
@@ -73,14 +76,41 @@ impl Task {
             name: name.to_string(),
             params: Value::Array(vec![]),
             delay,
+            unique: None,
         })
     }
 
+    /// The key this task takes (none when it is not unique); the error says why it has none.
+    fn unique_key(&self, settings: &Settings) -> Result<Option<UniqueKey>, Refused> {
+        let Some(u) = &self.unique else { return Ok(None) };
+        if settings.write_format == WriteFormat::Original {
+            return Err(Refused::Bad(
+                "a unique task needs ebats.write_format = ebats: the original library's format cannot carry its key"
+                    .into(),
+            ));
+        }
+        u.key_of(&self.params).map(Some).map_err(Refused::Bad)
+    }
+
+    /// Takes the task's key: whether the task is to be made, or the id of the one holding it.
+    fn take(&self, settings: &Settings, key: &UniqueKey) -> Result<Made, Refused> {
+        let took = crate::broker::unique::take(settings, &self.topic, key, &self.id).map_err(Refused::Broker)?;
+        let made = unique::made(&self.id, took);
+        if let (Made::Duplicate(holder), true) = (&made, settings.debug) {
+            crate::log::debug(&format!(
+                "task {}/{} not made: its unique key '{}' is held by task {holder}",
+                self.topic, self.name, key.key
+            ));
+        }
+        Ok(made)
+    }
+
     /// The task's message, in the format the settings ask for, and where it goes.
-    fn parts(&self, settings: &Settings) -> (Vec<Decl>, Outgoing) {
+    fn parts(&self, settings: &Settings, unique: Option<UniqueKey>) -> (Vec<Decl>, Outgoing) {
         let names = Names::new(&settings.prefix);
         let msg = TaskMsg {
             id: self.id.clone(),
+            unique,
             ..TaskMsg::new(&self.topic, &self.name, self.params.clone(), self.delay as u64)
         };
         match settings.write_format {
@@ -101,28 +131,106 @@ pub fn publish_event(settings: &Settings, event: &Event, defer: Option<bool>) ->
     Ok(id)
 }
 
-/// Enqueues the task (its id stays the same) and returns the id, as [`publish_event`].
+/// Enqueues the task (its id stays the same) and returns the id, as [`publish_event`]. A unique task
+/// takes its key first: when another task holds it, nothing is published and that task's id is returned.
 pub fn publish_task(settings: &Settings, task: &Task, defer: Option<bool>) -> Result<String, Refused> {
-    deliver(settings, vec![task.parts(settings)], defer.unwrap_or(settings.deferred))?;
+    let key = task.unique_key(settings)?;
+    let mut taken = Taken::default();
+    if let Some(k) = &key {
+        if let Made::Duplicate(holder) = task.take(settings, k)? {
+            return Ok(holder);
+        }
+        taken.0.push((task.id.clone(), task.topic.clone(), k.clone()));
+    }
+    let defer = defer.unwrap_or(settings.deferred);
+    let r = deliver(settings, vec![task.parts(settings, key)], defer);
+    taken.settle(settings, &r, defer);
+    r?;
     if settings.debug {
         crate::log::debug(&format!("task {}/{} published id={} delay={}s", task.topic, task.name, task.id, task.delay));
     }
     Ok(task.id.clone())
 }
 
-/// `Task::create()`: a new task with these parameters, enqueued; its id once confirmed.
+/// `Task::create()`: a new task with these parameters and options (`unique`, `unique_for`),
+/// enqueued; its id once confirmed (a unique one's holder's id when the key is held).
 pub fn create_task(
     settings: &Settings,
     topic: &str,
     name: &str,
     params: Option<Value>,
     delay: i64,
+    options: &Value,
 ) -> Result<String, Refused> {
+    let task = new_task(topic, name, params, delay, options)?;
+    publish_task(settings, &task, None)
+}
+
+/// A task as `Task::create()` and `Batch::task()` make it, its options read and its key checked.
+fn new_task(topic: &str, name: &str, params: Option<Value>, delay: i64, options: &Value) -> Result<Task, Refused> {
     let mut task = Task::new(topic, name, delay)?;
     if let Some(p) = params {
         task.params = p;
     }
-    publish_task(settings, &task, None)
+    task.unique = Unique::from_options(options).map_err(Refused::Bad)?;
+    if let Some(u) = &task.unique {
+        u.key_of(&task.params).map_err(Refused::Bad)?;
+    }
+    Ok(task)
+}
+
+/// Keys taken by tasks being published (task id, topic, key): released again when the publish
+/// surely failed (nothing stored), so a key is never left held by a task that does not exist. A
+/// deferred publish's keys wait for its confirm ([`flush`], [`end_request`]).
+#[derive(Default)]
+struct Taken(Vec<(String, String, UniqueKey)>);
+
+/// Keys of deferred publishes whose confirms are not settled yet.
+static DEFERRED_KEYS: Mutex<Vec<(String, String, UniqueKey)>> = Mutex::new(Vec::new());
+
+impl Taken {
+    fn settle<T>(self, settings: &Settings, r: &Result<T, Refused>, deferred: bool) {
+        if self.0.is_empty() {
+            return;
+        }
+        match r {
+            Ok(_) if deferred => DEFERRED_KEYS.lock().extend(self.0),
+            Ok(_) => {}
+            Err(Refused::Failed { failures, .. }) => release_unsent(settings, self.0, failures),
+            Err(_) => release_unsent(settings, self.0, &[]),
+        }
+    }
+}
+
+/// Releases the keys of tasks surely not stored: those that failed with nothing possibly stored,
+/// and all of them when no failure is named (the publish never started).
+fn release_unsent(settings: &Settings, keys: Vec<(String, String, UniqueKey)>, failures: &[Failed]) {
+    for (id, topic, key) in keys {
+        let stored = failures.iter().any(|f| f.sent.id.as_deref() == Some(id.as_str()) && f.maybe_stored);
+        let named = failures.is_empty() || failures.iter().any(|f| f.sent.id.as_deref() == Some(id.as_str()));
+        if stored || !named {
+            continue;
+        }
+        if let Err(e) = crate::broker::unique::release(settings, &topic, &key, &id) {
+            crate::log::error(&format!(
+                "could not release the unique key '{}' of task {id}, which was not published: {e}; it frees itself \
+                 after its lifetime ({} s)",
+                key.key, key.for_secs
+            ));
+        }
+    }
+}
+
+/// The confirms of the deferred publishes are settled: the keys of those surely not stored are released.
+fn settle_deferred_keys(settings: &Settings, failures: &[Failed]) {
+    let keys = std::mem::take(&mut *DEFERRED_KEYS.lock());
+    if !keys.is_empty() && !failures.is_empty() {
+        let failed: Vec<_> = keys
+            .into_iter()
+            .filter(|(id, _, _)| failures.iter().any(|f| f.sent.id.as_deref() == Some(id.as_str())))
+            .collect();
+        release_unsent(settings, failed, failures);
+    }
 }
 
 enum Item {
@@ -148,12 +256,15 @@ impl Batch {
     }
 
     /// Adds a task to create, as [`create_task`] would.
-    pub fn add_task(&mut self, topic: &str, name: &str, params: Option<Value>, delay: i64) -> Result<(), Refused> {
-        let mut t = Task::new(topic, name, delay)?;
-        if let Some(p) = params {
-            t.params = p;
-        }
-        self.items.push(Item::Task(t));
+    pub fn add_task(
+        &mut self,
+        topic: &str,
+        name: &str,
+        params: Option<Value>,
+        delay: i64,
+        options: &Value,
+    ) -> Result<(), Refused> {
+        self.items.push(Item::Task(new_task(topic, name, params, delay, options)?));
         Ok(())
     }
 
@@ -166,10 +277,14 @@ impl Batch {
     }
 
     /// Publishes everything added, in order, and empties the batch (kept as it was when the
-    /// publish fails). The ids once the broker confirmed all (or, deferred, once handed over).
+    /// publish fails). The ids once the broker confirmed all (or, deferred, once handed over); a
+    /// unique task whose key another task holds is not published, and that task's id is in its place.
     pub fn publish(&mut self, settings: &Settings, defer: Option<bool>) -> Result<Vec<String>, Refused> {
+        let defer = defer.unwrap_or(settings.deferred);
         let mut ids = Vec::with_capacity(self.items.len());
         let mut parts: Vec<(Vec<Decl>, Outgoing)> = Vec::with_capacity(self.items.len());
+        let mut taken = Taken::default();
+        let mut planned = Ok(());
         for item in &self.items {
             match item {
                 Item::Event(e) => {
@@ -178,14 +293,38 @@ impl Batch {
                     parts.push(p);
                 }
                 Item::Task(t) => {
+                    let key = match t.unique_key(settings) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            planned = Err(e);
+                            break;
+                        }
+                    };
+                    if let Some(k) = &key {
+                        match t.take(settings, k) {
+                            Ok(Made::Duplicate(holder)) => {
+                                ids.push(holder);
+                                continue;
+                            }
+                            Ok(Made::New) => taken.0.push((t.id.clone(), t.topic.clone(), k.clone())),
+                            Err(e) => {
+                                planned = Err(e);
+                                break;
+                            }
+                        }
+                    }
                     ids.push(t.id.clone());
-                    parts.push(t.parts(settings));
+                    parts.push(t.parts(settings, key));
                 }
             }
         }
-        if !parts.is_empty() {
-            deliver(settings, parts, defer.unwrap_or(settings.deferred))?;
-        }
+        let r = match planned {
+            Err(e) => Err(e),
+            Ok(()) if parts.is_empty() => Ok(()),
+            Ok(()) => deliver(settings, parts, defer),
+        };
+        taken.settle(settings, &r, defer);
+        r?;
         self.items.clear();
         Ok(ids)
     }
@@ -261,6 +400,7 @@ fn send_failed_message(e: &BrokerError, failures: &[Failed], uncertain: bool) ->
 /// the failures.
 pub fn flush(settings: &Settings) -> Result<usize, Refused> {
     let (ok, failures) = dispatch::flush(settings).map_err(Refused::Broker)?;
+    settle_deferred_keys(settings, &failures);
     if failures.is_empty() {
         return Ok(ok);
     }
@@ -296,7 +436,11 @@ const KEPT: usize = 1000;
 /// End of a request: waits for the confirms of its deferred publishes, logs the failures and keeps
 /// them for [`take_failures`].
 pub fn end_request(settings: &Settings) {
-    match dispatch::flush(settings) {
+    let flushed = dispatch::flush(settings);
+    if let Ok((_, failures)) = &flushed {
+        settle_deferred_keys(settings, failures);
+    }
+    match flushed {
         Ok((_, failures)) if !failures.is_empty() => {
             for f in &failures {
                 crate::log::error(&format!("deferred publish failed: {}: {}", f.sent.describe(), f.error));

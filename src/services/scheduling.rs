@@ -17,33 +17,38 @@ use crate::broker::{stop, BrokerError, Decl, Outgoing};
 use crate::config::Settings;
 use crate::cron::state::CodeSet;
 use crate::dispatch::{self, merge_decls};
+use crate::flow::unique::{made as made_of, Made, Unique};
 use crate::group::state::Record;
 use crate::group::{FollowUp, When};
 use crate::log;
 use crate::metrics::counters;
 use crate::rules;
 use crate::services::run::{self, Between, RunError};
-use crate::wire::{EventMsg, TaskMsg};
+use crate::wire::{EventMsg, TaskMsg, UniqueKey};
+use serde_json::Value;
 
-/// A task an event makes: its name, its topic and its delay in seconds.
+/// A task an event makes: its name, its topic, its delay in seconds and whether it is unique.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskDef {
     pub name: String,
     pub topic: String,
     pub delay: u64,
+    pub unique: Option<Unique>,
 }
 
 /// Registrations of this process, in the order they were made.
 static REGISTRY: Mutex<Vec<(String, Vec<TaskDef>)>> = Mutex::new(Vec::new());
 
-/// Registers task `task_name` on `topic` for `event`, delayed by `delay` seconds (a registration
-/// made before is kept once). The error says which value breaks which rule.
-pub fn register(event: String, task_name: String, topic: String, delay: i64) -> Result<(), String> {
+/// Registers task `task_name` on `topic` for `event`, delayed by `delay` seconds, with `options`
+/// (`unique`, `unique_for`: see `flow::unique`) (a registration made before is kept once). The error
+/// says which value breaks which rule.
+pub fn register(event: String, task_name: String, topic: String, delay: i64, options: &Value) -> Result<(), String> {
     rules::check_event_name(&event)?;
     rules::check_task_name(&task_name)?;
     rules::check_topic(&topic)?;
     let delay = rules::check_delay(delay)?;
-    let def = TaskDef { name: task_name, topic, delay };
+    let unique = Unique::from_options(options)?;
+    let def = TaskDef { name: task_name, topic, delay, unique };
     let mut reg = REGISTRY.lock();
     match reg.iter_mut().find(|(e, _)| *e == event) {
         Some((_, defs)) if defs.contains(&def) => {}
@@ -101,7 +106,9 @@ pub enum Route {
 }
 
 /// What an event read (or not) from a body makes, given the tasks and follow-ups registered for it.
-/// Pure but for the new tasks' ids (when not grouped) and times.
+/// A unique task carries its key (none when the params give none: it is made as a plain task). The
+/// tasks of a group and unique tasks take ids derived from the event's (`group::member_id`), the same
+/// each time the event is routed. Pure but for the other tasks' ids and the times.
 pub fn route(read: Result<EventMsg, String>, defs: &[TaskDef], on: &[FollowUp]) -> Route {
     let event = match read {
         Ok(e) => e,
@@ -112,10 +119,16 @@ pub fn route(read: Result<EventMsg, String>, defs: &[TaskDef], on: &[FollowUp]) 
     }
     let tasks = defs
         .iter()
-        .map(|d| {
+        .enumerate()
+        .map(|(i, d)| {
             let mut t = TaskMsg::new(&d.topic, &d.name, event.params.clone(), d.delay);
             t.event = Some(event.event.clone());
             t.event_id = Some(event.id.clone());
+            if let Some(u) = &d.unique {
+                // Routed again (its tasks could not all be sent), it finds the key it took its own.
+                t.unique = u.key_of(&event.params).ok();
+                t.id = crate::group::member_id(&event.id, i);
+            }
             t
         })
         .collect::<Vec<_>>();
@@ -153,9 +166,21 @@ pub fn after_send(sent: &Result<(), BrokerError>) -> Settle {
     }
 }
 
+/// Keys taken by tasks of a batch of events (task id, topic, key), released when the batch's tasks
+/// could not be sent (its events go back and are routed again).
+type Taken = Vec<(String, String, UniqueKey)>;
+
 /// Adds what one delivered event makes to `decls` and `msgs` (nothing for an event without tasks;
 /// an unreadable event goes to the store of unreadable events, as it came), counting and logging it.
-fn plan(settings: &Settings, names: &Names, d: &Delivery, decls: &mut Vec<Decl>, msgs: &mut Vec<Outgoing>) {
+/// A unique task takes its key first and is dropped (counted) when another task holds it.
+fn plan(
+    settings: &Settings,
+    names: &Names,
+    d: &Delivery,
+    decls: &mut Vec<Decl>,
+    msgs: &mut Vec<Outgoing>,
+    taken: &mut Taken,
+) -> Result<(), BrokerError> {
     counters::taken();
     let content_type = d.properties.content_type().as_ref().map(|s| s.as_str());
     let message_id = d.properties.message_id().as_ref().map(|s| s.as_str());
@@ -180,13 +205,36 @@ fn plan(settings: &Settings, names: &Names, d: &Delivery, decls: &mut Vec<Decl>,
         }
         Route::Tasks(event, tasks, open) => {
             counters::add(&counters::EVENTS_ROUTED, 1);
+            let mut made = Vec::with_capacity(tasks.len());
+            for (t, def) in tasks.into_iter().zip(&defs) {
+                if let Some(key) = &t.unique {
+                    let took = crate::broker::unique::take(settings, &t.topic, key, &t.id)?;
+                    if let Made::Duplicate(holder) = made_of(&t.id, took) {
+                        counters::duplicate(&t.topic);
+                        log::info(&format!(
+                            "event '{}' id={}: task {}/{} not made, its unique key '{}' is held by task {holder}",
+                            event.event, event.id, t.topic, t.name, key.key
+                        ));
+                        continue;
+                    }
+                    taken.push((t.id.clone(), t.topic.clone(), key.clone()));
+                } else if def.unique.is_some() {
+                    log::error(&format!(
+                        "event '{}' id={}: task {}/{} made without its unique key: the event's params give none",
+                        event.event, event.id, t.topic, t.name
+                    ));
+                }
+                made.push(t);
+            }
             if let Some(open) = open {
-                // Ahead of its tasks on the channel, in the same confirmed batch (`crate::group`).
+                // A member not made (a duplicate) is not waited for; ahead of its tasks on the channel, in
+                // the same confirmed batch (`crate::group`).
+                let open = crate::group::only_members(open, &made);
                 merge_decls(decls, vec![Decl::Groups]);
                 msgs.push(crate::broker::group_stream::record_message(names, &open));
             }
-            counters::add(&counters::TASKS_MADE, tasks.len() as u64);
-            for t in &tasks {
+            counters::add(&counters::TASKS_MADE, made.len() as u64);
+            for t in &made {
                 let (ds, out) = dispatch::task(names, t, t.delay);
                 merge_decls(decls, ds);
                 msgs.push(out);
@@ -199,6 +247,7 @@ fn plan(settings: &Settings, names: &Names, d: &Delivery, decls: &mut Vec<Decl>,
             }
         }
     }
+    Ok(())
 }
 
 /// How a Scheduler runs.
@@ -236,12 +285,17 @@ fn route_batch(
             None => break,
         }
     }
-    let (mut decls, mut msgs) = (Vec::new(), Vec::new());
-    for d in &batch {
-        plan(settings, names, d, &mut decls, &mut msgs);
-    }
+    let (mut decls, mut msgs, mut taken) = (Vec::new(), Vec::new(), Vec::new());
+    let planned = batch.iter().try_for_each(|d| plan(settings, names, d, &mut decls, &mut msgs, &mut taken));
     let last = batch.last().expect("at least one").delivery_tag;
-    let sent = if msgs.is_empty() { Ok(()) } else { dispatch::send(settings, &decls, &msgs) };
+    let sent = match planned {
+        Err(e) => Err(e),
+        Ok(()) if msgs.is_empty() => Ok(()),
+        Ok(()) => dispatch::send(settings, &decls, &msgs),
+    };
+    if sent.is_err() {
+        release(settings, taken);
+    }
     match after_send(&sent) {
         Settle::Ack => match sub.ack(last, true) {
             Ok(()) => After::Next,
@@ -267,6 +321,16 @@ fn route_batch(
             let _ = sub.requeue(last, true);
             stop::pause(pause, TICK, || false);
             After::Next
+        }
+    }
+}
+
+/// Releases the keys a batch took for tasks it could not send (best effort: a key not released frees
+/// itself after its lifetime; routed again, the event's task finds it its own).
+fn release(settings: &Settings, taken: Taken) {
+    for (id, topic, key) in taken {
+        if let Err(e) = crate::broker::unique::release(settings, &topic, &key, &id) {
+            log::error(&format!("scheduler could not release the unique key '{}' of task {id}: {e}", key.key));
         }
     }
 }
@@ -311,7 +375,7 @@ mod tests {
     use crate::broker::ErrorKind;
 
     fn def(name: &str, topic: &str, delay: u64) -> TaskDef {
-        TaskDef { name: name.into(), topic: topic.into(), delay }
+        TaskDef { name: name.into(), topic: topic.into(), delay, unique: None }
     }
 
     fn event(name: &str, id: &str) -> EventMsg {
@@ -408,6 +472,25 @@ mod tests {
     }
 
     #[test]
+    fn a_unique_task_of_an_event_carries_its_key_and_a_stable_id() {
+        let unique = Some(Unique::new("order:{a}", Some(60)).unwrap());
+        let defs = [TaskDef { unique: unique.clone(), ..def("mail", "shop", 0) }, def("log", "shop", 0)];
+        let routed = |e: EventMsg| match route(Ok(e), &defs, &[]) {
+            Route::Tasks(_, ts, _) => ts,
+            r => panic!("{r:?}"),
+        };
+        let once = routed(event("paid", "e1"));
+        let again = routed(event("paid", "e1"));
+        assert_eq!(once[0].unique.as_ref().map(|k| (k.key.as_str(), k.for_secs)), Some(("order:1", 60)));
+        assert_eq!(once[0].id, again[0].id, "routed again: the same id");
+        assert_ne!(once[0].id, routed(event("paid", "e2"))[0].id, "another event: another id");
+        assert_eq!(once[1].unique, None);
+        assert_ne!(once[1].id, again[1].id, "a plain task: a new id each time");
+        let keyless = EventMsg { params: json!({"b": 1}), ..event("paid", "e3") };
+        assert_eq!(routed(keyless)[0].unique, None, "no key in the params: made without one");
+    }
+
+    #[test]
     fn what_a_send_means_for_the_events() {
         let err = |k| Err(BrokerError::new(k, "x"));
         let table = [
@@ -426,16 +509,18 @@ mod tests {
     #[test]
     fn registry_keeps_order_and_one_of_each() {
         let ev = "scheduling.unit.registry";
-        register(ev.into(), "a".into(), "t".into(), 0).unwrap();
-        register(ev.into(), "b".into(), "t".into(), 5).unwrap();
-        register(ev.into(), "a".into(), "t".into(), 0).unwrap();
+        let none = json!([]);
+        register(ev.into(), "a".into(), "t".into(), 0, &none).unwrap();
+        register(ev.into(), "b".into(), "t".into(), 5, &none).unwrap();
+        register(ev.into(), "a".into(), "t".into(), 0, &none).unwrap();
         assert_eq!(tasks_for(ev), vec![def("a", "t", 0), def("b", "t", 5)]);
         assert!(events().iter().any(|e| e == ev));
         assert!(tasks_for("scheduling.unit.none").is_empty());
         let bad = [("", "a", "t", 0), (ev, "", "t", 0), (ev, "a", "", 0), (ev, "a", "t", -1)];
         for (e, n, t, d) in bad {
-            assert!(register(e.into(), n.into(), t.into(), d).is_err(), "{e:?} {n:?} {t:?} {d}");
+            assert!(register(e.into(), n.into(), t.into(), d, &none).is_err(), "{e:?} {n:?} {t:?} {d}");
         }
+        assert!(register(ev.into(), "a".into(), "t".into(), 0, &json!({"unique": "{"})).is_err());
         assert_eq!(tasks_for(ev).len(), 2, "a refused registration adds nothing");
     }
 }

@@ -583,8 +583,35 @@ fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) ->
     task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, runs));
     dispatch::send_one(cx.settings, dispatch::failed(cx.names, &task, &msg))?;
     group_stream::end(cx.settings, &task, Outcome::Failed)?;
+    release_key(cx.settings, &task);
     // Recorded in the history, without a callback (the handler did not return).
     Ok(Settled::Moved(Some(Report { task, ran, status: crate::outcome::STATE_FAIL, callback: false })))
+}
+
+/// A task that ended for good (succeeded, failed to the store, poison) releases its unique key,
+/// before its ack, unless the key is at the end of its lifetime. A key that cannot be released is logged and frees itself after its lifetime: the
+/// task is not run again for it.
+fn release_key(settings: &Settings, task: &TaskMsg) {
+    let Some(key) = &task.unique else { return };
+    if !crate::flow::unique::releases(key, now()) {
+        // At (or past) its lifetime: it frees itself, and may be another task's already.
+        return;
+    }
+    match crate::broker::unique::release(settings, &task.topic, key, &task.id) {
+        Ok(released) => {
+            if settings.debug {
+                let how = if released { "released" } else { "no longer held by it" };
+                log::debug(&format!(
+                    "task {}/{} id={}: unique key '{}' {how}",
+                    task.topic, task.name, task.id, key.key
+                ));
+            }
+        }
+        Err(e) => log::error(&format!(
+            "task {}/{} id={}: could not release its unique key '{}': {e}; it frees itself after its lifetime ({} s)",
+            task.topic, task.name, task.id, key.key, key.for_secs
+        )),
+    }
 }
 
 /// What happened to a delivery.
@@ -643,7 +670,10 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<Report, HandleErr
         ));
     }
     match next {
-        Next::Ack => group_stream::end(settings, &task, Outcome::Succeeded)?,
+        Next::Ack => {
+            group_stream::end(settings, &task, Outcome::Succeeded)?;
+            release_key(settings, &task);
+        }
         Next::Again { delay } => {
             let mut again = task.clone();
             again.redeliveries = 0;
@@ -674,6 +704,7 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<Report, HandleErr
             }
             dispatch::send_one(settings, dispatch::failed(cx.names, &failed, &ran.message))?;
             group_stream::end(settings, &task, Outcome::Failed)?;
+            release_key(settings, &task);
         }
     }
     Ok(Report { task, ran, status, callback: true })

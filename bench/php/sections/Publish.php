@@ -30,6 +30,7 @@ final class Publish implements Section
         return [
             'pub.each.ebats_event' => ['ebats Event::publish()', $php('ebats', 'event'), 'each'],
             'pub.each.ebats_task' => ['ebats Task::create()', $php('ebats', 'task'), 'each'],
+            'pub.each.ebats_task_unique' => ["ebats Task::create() with 'unique' (a new key each)", $php('ebats', 'task_unique'), 'each'],
             'pub.each.amqplib' => ['php-amqplib confirm_select + wait_for_pending_acks', $php('amqplib', 'each', [], false), 'each'],
             'pub.each.amqp' => ['php-amqp confirmSelect + waitForConfirm', $php('amqp', 'each', [], false), 'each'],
             'pub.each.lapin' => ['lapin (Rust), await each confirm  [ceiling]', $lapin('publish-each', []), 'each'],
