@@ -161,6 +161,8 @@ pub struct TaskMsg {
     pub retry: Option<RetryRule>,
     /// The last failure, carried into retries and the failed store.
     pub error: Option<Value>,
+    /// The task is a step of a chain: where, and the steps after it (`crate::chain`).
+    pub chain: Option<crate::chain::Chain>,
     /// Fields this version does not know, kept as they came.
     pub extra: Map<String, Value>,
 }
@@ -180,6 +182,7 @@ const KNOWN: &[&str] = &[
     "redeliveries",
     "retry",
     "error",
+    "chain",
 ];
 
 impl TaskMsg {
@@ -198,6 +201,7 @@ impl TaskMsg {
             redeliveries: 0,
             retry: None,
             error: None,
+            chain: None,
             extra: Map::new(),
         }
     }
@@ -225,6 +229,9 @@ impl TaskMsg {
         }
         if let Some(e) = &self.error {
             o.insert("error".into(), e.clone());
+        }
+        if let Some(c) = &self.chain {
+            o.insert("chain".into(), c.to_value());
         }
         for (k, v) in &self.extra {
             o.insert(k.clone(), v.clone());
@@ -276,6 +283,10 @@ impl TaskMsg {
             redeliveries: counter(&o, "redeliveries", 0, u32::MAX as u64)?.unwrap_or(0) as u32,
             retry,
             error: o.get("error").filter(|e| !e.is_null()).cloned(),
+            chain: match o.get("chain") {
+                None | Some(Value::Null) => None,
+                Some(c) => Some(crate::chain::Chain::from_value(c).map_err(|e| format!("task body: {e}"))?),
+            },
             extra: Map::new(),
         };
         o.retain(|k, _| !KNOWN.contains(&k.as_str()));

@@ -1,12 +1,13 @@
 //! The stream of paused topics `<prefix>.flow` on the broker (what it holds and why: `src/flow/`):
 //! appending a change, folding the stream to now, and the watcher a worker child runs to know, within
-//! a moment of its being appended, whether its topic is paused.
+//! a moment of its being appended, whether its topic is paused and which tasks are cancelled.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
+use parking_lot::Mutex;
 
 use super::consume::Backoff;
 use super::current::with_session;
@@ -14,6 +15,7 @@ use super::names::Names;
 use super::stream_read::{self, Go, Offset};
 use super::{stop, BrokerError, Decl, ErrorKind, Outgoing, Session};
 use crate::config::Settings;
+use crate::flow::cancel::{Cancels, Target};
 use crate::flow::pause::{Fold, Record};
 use crate::log;
 
@@ -71,8 +73,8 @@ pub fn read_to_now(
     let to = stream_read::read_through_marker(s, settings, &read, &id, |o, d| fold.push(o, record_of(o, d)))?;
     fold.finish();
     let due = match snapshot {
-        true => Some(Record::Snapshot { paused: fold.paused().clone(), through: to }),
-        false => fold.snapshot_due(to),
+        true => Some(fold.snapshot(to, crate::wire::now_ms())),
+        false => fold.snapshot_due(to, crate::wire::now_ms()),
     };
     if let Some(snap) = due {
         send(s, &[message(&names, &snap)])?;
@@ -93,6 +95,12 @@ pub fn change(settings: &Settings, topic: &str, paused: bool) -> Result<bool, Br
     })
 }
 
+/// Cancels `target` until `until` (ms since the epoch) for every worker, on the process's session:
+/// appended, confirmed, and folded through (a snapshot follows when one is due).
+pub fn cancel(settings: &Settings, target: Target, until: i64) -> Result<(), BrokerError> {
+    with_session(|s| read_to_now(s, settings, &[Record::Cancel { target, until }], false)).map(|_| ())
+}
+
 /// The paused topics, on the process's session.
 pub fn paused(settings: &Settings) -> Result<Vec<String>, BrokerError> {
     let (fold, _) = with_session(|s| read_to_now(s, settings, &[], false))?;
@@ -104,24 +112,32 @@ const RUNNING: u8 = 1;
 const PAUSED: u8 = 2;
 
 /// Whether one topic is paused, kept up to date by a thread of its own (on a connection of its own)
-/// that folds the stream to now, then follows it. A worker child starts one; it ends with the
-/// process or when a stop is asked.
+/// that folds the stream to now, then follows it; with it, the cancels in force. A worker child
+/// starts one; it ends with the process or when a stop is asked.
 pub struct Watch {
     state: Arc<AtomicU8>,
+    cancels: Arc<Mutex<Cancels>>,
 }
 
 impl Watch {
     pub fn start(settings: &Settings, topic: &str) -> Watch {
         let state = Arc::new(AtomicU8::new(UNKNOWN));
+        let cancels = Arc::new(Mutex::new(Cancels::default()));
         let (st, settings, topic) = (state.clone(), settings.clone(), topic.to_string());
+        let known = Known { state: st, cancels: cancels.clone() };
         let spawned =
-            std::thread::Builder::new().name("ebats-flow".into()).spawn(move || watch(&settings, &topic, &st));
+            std::thread::Builder::new().name("ebats-flow".into()).spawn(move || watch(&settings, &topic, &known));
         if let Err(e) = spawned {
             // Without a watcher a pause would never be seen: better to run than to stall for good.
             log::error(&format!("cannot start the thread watching paused topics ({e}): pauses are not followed"));
             state.store(RUNNING, Ordering::Release);
         }
-        Watch { state }
+        Watch { state, cancels }
+    }
+
+    /// The cancels in force, as folded so far (complete once [`Watch::paused`] is known).
+    pub fn cancels(&self) -> Arc<Mutex<Cancels>> {
+        self.cancels.clone()
     }
 
     /// Whether the topic is paused; `None` until the stream has been read to now once.
@@ -133,9 +149,23 @@ impl Watch {
     }
 }
 
-fn watch(settings: &Settings, topic: &str, state: &AtomicU8) {
+/// What the watcher hands on to its process.
+struct Known {
+    state: Arc<AtomicU8>,
+    cancels: Arc<Mutex<Cancels>>,
+}
+
+fn watch(settings: &Settings, topic: &str, known: &Known) {
     let stream = Names::new(&settings.prefix).flow_stream();
-    let set = |fold: &Fold| state.store(if fold.is_paused(topic) { PAUSED } else { RUNNING }, Ordering::Release);
+    let handed = std::cell::Cell::new(None);
+    let set = |fold: &Fold| {
+        // The cancels first: a task starts only once the state is known, and is checked against them.
+        if handed.get() != Some(fold.cancels_changed()) {
+            *known.cancels.lock() = fold.cancels().clone();
+            handed.set(Some(fold.cancels_changed()));
+        }
+        known.state.store(if fold.is_paused(topic) { PAUSED } else { RUNNING }, Ordering::Release)
+    };
     let mut backoff = Backoff::default();
     while stop::requested().is_none() {
         let watched = (|| {
@@ -145,6 +175,7 @@ fn watch(settings: &Settings, topic: &str, state: &AtomicU8) {
             let read = read_to_now(&mut s, settings, &[], false);
             s.close();
             let (mut fold, to) = read?;
+            handed.set(None);
             set(&fold);
             backoff.reset();
             stream_read::follow(

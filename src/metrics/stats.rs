@@ -78,6 +78,8 @@ atomics! {
         last_wait_ms: AtomicU64,
         /// Tasks given back unstarted because their topic was paused.
         given_back: AtomicU64,
+        /// Tasks not run because they were cancelled before they started.
+        cancelled: AtomicU64,
     }
 }
 
@@ -130,6 +132,8 @@ pub struct Snap {
     pub paused: bool,
     /// Tasks given back unstarted because their topic was paused.
     pub given_back: u64,
+    /// Tasks not run because they were cancelled before they started.
+    pub cancelled: u64,
 }
 
 /// Whether a worker's topic shows as paused: while any of its live children knows it paused (a
@@ -248,6 +252,11 @@ impl Stats {
     /// A child gave back, unstarted, a task of its paused topic.
     pub fn given_back(&self) {
         self.t().given_back.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A child acked, unstarted, a task cancelled before it started.
+    pub fn cancelled(&self) {
+        self.t().cancelled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The parent forked `pid` for `slot`.
@@ -370,6 +379,7 @@ impl Stats {
         Snap {
             paused: topic_paused(&per_child),
             given_back: t.given_back.load(Ordering::Relaxed),
+            cancelled: t.cancelled.load(Ordering::Relaxed),
             tasks,
             wait: t.wait.snap(),
             children,

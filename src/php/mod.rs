@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod call;
+pub mod chain;
 pub mod consumer;
 pub mod convert;
 pub mod dashboard;
@@ -70,6 +71,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .class::<status::Status>()
         .class::<schedules::Schedules>()
         .class::<topics::Topics>()
+        .class::<chain::Chain>()
         .class::<dashboard::Dashboard>()
         .class::<history::History>()
         .class::<deferred::Batch>()

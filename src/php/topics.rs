@@ -6,7 +6,8 @@ use crate::php::args::{bad_input, broker_err};
 use crate::php::settings;
 use crate::services::flow::{self, Refused};
 
-fn refused(e: Refused) -> PhpException {
+/// A flow change refused (a pause, a resume, a cancel), as PHP sees it.
+pub fn refused(e: Refused) -> PhpException {
     match e {
         Refused::Broker(e) => broker_err(e),
         Refused::Bad(m) => bad_input(m),

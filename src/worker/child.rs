@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 
+use super::cancelled::Cancelled;
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
 use super::paused::{self, Paused};
 use super::prefetch::Adaptive;
@@ -111,6 +112,8 @@ struct TaskHost<'a> {
     legacy_exists: bool,
     /// Whether this worker's topic is paused.
     paused: Paused,
+    /// The tasks cancelled, folded by the same watcher.
+    cancelled: Cancelled,
 }
 
 impl<'a> TaskHost<'a> {
@@ -125,6 +128,7 @@ impl<'a> TaskHost<'a> {
             tracking: self.tracking,
             handler: &mut *self.handler,
             history: self.history.as_mut(),
+            cancelled: &self.cancelled,
         }
     }
 }
@@ -291,6 +295,8 @@ pub fn run(
         first_open_fails: false,
     };
     let history = Writer::new(settings);
+    let paused = Paused::watch(settings, topic);
+    let cancelled = Cancelled::new(paused.cancels());
     let mut host = TaskHost {
         settings,
         topic,
@@ -305,7 +311,8 @@ pub fn run(
         done: 0,
         legacy_looked: Instant::now(),
         legacy_exists: false,
-        paused: Paused::watch(settings, topic),
+        paused,
+        cancelled,
     };
     let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
@@ -393,6 +400,7 @@ struct Context<'a> {
     tracking: &'a Tracking<'a>,
     handler: &'a mut dyn Handler,
     history: Option<&'a mut Writer>,
+    cancelled: &'a Cancelled,
 }
 
 /// What a delivery brings.
@@ -416,6 +424,9 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
         Ok(t) => t,
         Err(refused) => return refuse(cx, d, &refused),
     };
+    if cx.cancelled.of(&task) {
+        return skip_cancelled(cx, &task);
+    }
     let facts = Facts {
         queue_type: cx.settings.queue_type,
         given_back: d.redelivered.then(|| cx.tracking.shared.take_given_back(&task.id)).flatten(),
@@ -454,6 +465,28 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
     run_task(cx, task, seen_again, counter_file)
 }
 
+/// A task cancelled before it started: not run, not reported to the callback; recorded in the
+/// history with the status cancelled and counted, then acked. A chain stops there.
+fn skip_cancelled(cx: &mut Context, task: &TaskMsg) -> Result<Settled, HandleError> {
+    let chain = match &task.chain {
+        Some(c) => format!("; chain {} stops at step {} of {}", c.at.id, c.at.step, c.at.steps),
+        None => String::new(),
+    };
+    log::info(&format!("task {}/{} id={} cancelled: not run{chain}", task.topic, task.name, task.id));
+    if let Some(w) = cx.history.as_deref_mut() {
+        let run = Run {
+            millis: 0.0,
+            message: "cancelled before it started",
+            class: None,
+            status: crate::outcome::STATE_CANCELLED,
+            end_ms: crate::wire::now_ms(),
+        };
+        w.write(task, &run);
+    }
+    cx.tracking.shared.stats().cancelled();
+    Ok(Settled::Moved)
+}
+
 /// Keeps a delivery that is not run in the failed store as it came, under the id it came with (a
 /// new one if it had none or a strange one).
 fn refuse(cx: &mut Context, d: &Incoming, refused: &Refused) -> Result<Settled, HandleError> {
@@ -482,7 +515,9 @@ fn run_task(
     let tracking = cx.tracking;
     tracking.shared.begin(tracking.index, &task.id, cx.limits.time_limit_secs * 1000);
     tracking.shared.stats().task_begin(tracking.index, &task.name, now() - task.created_at);
+    cx.cancelled.running(&task);
     let ran = cx.handler.run(&task, seen_again);
+    cx.cancelled.ended();
     // After exit() the slot stays marked: the parent sees this process die holding the task.
     let ran = ran.map_err(|_| HandleError::Abort)?;
     tracking.shared.end(tracking.index);
@@ -545,7 +580,13 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<i64, HandleError>
     }
     cx.handler.report(&task, &ran, status).map_err(|_| HandleError::Abort)?;
     match next {
-        Next::Ack => Ok(status),
+        Next::Ack => {
+            // A chain goes on: its next step is confirmed before this one is acked.
+            if let Some(step) = task.chain.as_ref().and_then(|c| c.next()) {
+                dispatch::send_one(settings, dispatch::task(cx.names, &step, step.delay))?;
+            }
+            Ok(status)
+        }
         Next::Again { delay } => {
             let mut again = task.clone();
             again.redeliveries = 0;
@@ -576,6 +617,12 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<i64, HandleError>
                 ));
             }
             dispatch::send_one(settings, dispatch::failed(cx.names, &failed, &ran.message))?;
+            if let Some(c) = &task.chain {
+                log::error(&format!(
+                    "chain {} stopped at step {} of {} (task id={})",
+                    c.at.id, c.at.step, c.at.steps, task.id
+                ));
+            }
             Ok(status)
         }
     }

@@ -3,6 +3,7 @@
 //! with a delivery), `child_end` (how a child's end is read, when its replacement starts) and
 //! `recycle` (when a child leaves after a task).
 
+pub mod cancelled;
 pub mod child;
 pub mod child_end;
 pub mod delivery;
