@@ -10,6 +10,7 @@
 //! the schedule stream's fold), `flow` (paused topics' fold), `group` (groups of tasks: records, fold, ids), `legacy` (the original library's formats).
 
 pub mod broker;
+pub mod chain;
 pub mod config;
 pub mod cron;
 pub mod dashboard;

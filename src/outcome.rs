@@ -6,6 +6,8 @@ pub const STATE_ERR: i64 = -1;
 pub const STATE_SUCC: i64 = 0;
 pub const STATE_FAIL: i64 = 1;
 pub const STATE_RETRY: i64 = 2;
+/// Not run: the task was cancelled before it started (history records only; no callback).
+pub const STATE_CANCELLED: i64 = 3;
 
 pub const DEFAULT_RETRY_INTERVALS: [u64; 5] = [5, 300, 600, 3600, 7800];
 

@@ -208,6 +208,8 @@ pub struct TaskMsg {
     pub error: Option<Value>,
     /// The unique key it holds, if it was made unique.
     pub unique: Option<UniqueKey>,
+    /// The task is a step of a chain: where, and the steps after it (`crate::chain`).
+    pub chain: Option<crate::chain::Chain>,
     /// Fields this version does not know, kept as they came.
     pub extra: Map<String, Value>,
 }
@@ -229,6 +231,7 @@ const KNOWN: &[&str] = &[
     "retry",
     "error",
     "unique",
+    "chain",
 ];
 
 impl TaskMsg {
@@ -249,6 +252,7 @@ impl TaskMsg {
             retry: None,
             error: None,
             unique: None,
+            chain: None,
             extra: Map::new(),
         }
     }
@@ -282,6 +286,9 @@ impl TaskMsg {
         }
         if let Some(u) = &self.unique {
             o.insert("unique".into(), u.to_value());
+        }
+        if let Some(c) = &self.chain {
+            o.insert("chain".into(), c.to_value());
         }
         for (k, v) in &self.extra {
             o.insert(k.clone(), v.clone());
@@ -344,6 +351,10 @@ impl TaskMsg {
             unique: match o.get("unique") {
                 None | Some(Value::Null) => None,
                 Some(u) => Some(UniqueKey::from_value(u)?),
+            },
+            chain: match o.get("chain") {
+                None | Some(Value::Null) => None,
+                Some(c) => Some(crate::chain::Chain::from_value(c).map_err(|e| format!("task body: {e}"))?),
             },
             extra: Map::new(),
         };

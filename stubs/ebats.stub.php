@@ -664,6 +664,17 @@ namespace Asynclib\Ebats {
         public static function list(): array
         {
         }
+
+        /**
+         * Cancels every member of the group not started yet, for $for seconds (by default 7 days), on every
+         * worker, once the broker confirmed it: each ends as cancelled, counted by its group.
+         *
+         * @throws \Asynclib\Exception\TaskException when the id or $for is invalid
+         * @throws \Asynclib\Exception\ConnectionedException when the broker cannot be reached
+         */
+        public static function cancel(string $id, int $for = 604800): void
+        {
+        }
     }
 
     /**
@@ -860,6 +871,56 @@ namespace Asynclib\Ebats {
          * @throws \Asynclib\Exception\TaskException when a value or an option is invalid, or the params give no key
          */
         public static function create(string $topic, string $name, mixed $params = [], int $delay = 0, array $options = []): string
+        {
+        }
+
+        /**
+         * Cancels a task on every worker, held on the broker for `$for` seconds (across worker and broker
+         * restarts, and for workers started later): not started yet, it is not run (acked unstarted, its
+         * history record has the status 3, `cancelled`; the worker callback is not called); running, its
+         * handler is told by isCancelled() (the process is not signalled). A chain's id cancels its steps
+         * not started.
+         *
+         * @param string $id a task id (or a chain id)
+         * @param int $for seconds the cancel lasts (1 s to 10 years; default 7 days)
+         * @throws \Asynclib\Exception\TaskException when the id or the duration is invalid
+         * @throws \Asynclib\Exception\ConnectionedException when the broker cannot be reached
+         */
+        public static function cancel(string $id, int $for = 604800): void
+        {
+        }
+
+        /**
+         * Inside a task's handler: whether that task has been cancelled since it started (or before).
+         *
+         * @throws \Asynclib\Exception\TaskException when called outside a task's handler
+         */
+        public static function isCancelled(): bool
+        {
+        }
+    }
+
+    /**
+     * Tasks run one after the other: each step is published by the worker of the one before, once that
+     * one succeeded (confirmed before its ack). A step that fails for good (or is cancelled) stops the
+     * chain; its failed-store entry and history record name the chain and the step. Return values are not
+     * carried from one step to the next. Each step runs at least once (twice after a worker died at the
+     * wrong moment), always under the task id `<chain id>-<n>`.
+     */
+    class Chain
+    {
+        public function __construct()
+        {
+        }
+
+        /**
+         * @param list<array> $steps each `[topic, name, params, delay]` (params and delay optional), or an
+         *        array with those keys; 1 to 100 steps
+         * @return string the chain's id
+         * @throws \Asynclib\Exception\TaskException when a step is invalid
+         * @throws \Asynclib\Exception\ConnectionedException when the broker cannot be reached
+         */
+        public static function create(array $steps): string
         {
         }
     }

@@ -1,7 +1,7 @@
 //! The flow stream `<prefix>.flow` on the broker (paused topics and run-time limits; what it holds
 //! and why: `src/flow/`): appending a change, folding the stream to now, and the watcher a worker
-//! child runs to know, within a moment of its being appended, whether its topic is paused and which
-//! limits are in force for it.
+//! child runs to know, within a moment of its being appended, whether its topic is paused, which
+//! limits are in force for it and which tasks are cancelled.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -16,6 +16,7 @@ use super::names::Names;
 use super::stream_read::{self, Go, Offset};
 use super::{stop, BrokerError, Decl, ErrorKind, Outgoing, Session};
 use crate::config::Settings;
+use crate::flow::cancel::{Cancels, Target};
 use crate::flow::limits::{Limit, LimitSet};
 use crate::flow::record::{effective, Fold, Record, Source};
 use crate::log;
@@ -74,8 +75,8 @@ pub fn read_to_now(
     let to = stream_read::read_through_marker(s, settings, &read, &id, |o, d| fold.push(o, record_of(o, d)))?;
     fold.finish();
     let due = match snapshot {
-        true => Some(fold.snapshot(to)),
-        false => fold.snapshot_due(to),
+        true => Some(fold.snapshot(to, crate::wire::now_ms())),
+        false => fold.snapshot_due(to, crate::wire::now_ms()),
     };
     if let Some(snap) = due {
         send(s, &[message(&names, &snap)])?;
@@ -118,6 +119,12 @@ fn append(settings: &Settings, make: impl FnOnce(String) -> Record) -> Result<bo
     })
 }
 
+/// Cancels `target` until `until` (ms since the epoch) for every worker, on the process's session:
+/// appended, confirmed, and folded through (a snapshot follows when one is due).
+pub fn cancel(settings: &Settings, target: Target, until: i64) -> Result<(), BrokerError> {
+    with_session(|s| read_to_now(s, settings, &[Record::Cancel { target, until }], false)).map(|_| ())
+}
+
 /// The paused topics, on the process's session.
 pub fn paused(settings: &Settings) -> Result<Vec<String>, BrokerError> {
     let (fold, _) = with_session(|s| read_to_now(s, settings, &[], false))?;
@@ -137,11 +144,19 @@ struct Known {
     limits: parking_lot::Mutex<(Arc<LimitSet>, Vec<Source>)>,
     /// The limits set in the worker's code.
     code: Vec<Limit>,
+    /// The cancels in force, and the fold's count of their changes when they were handed on.
+    cancels: Arc<parking_lot::Mutex<Cancels>>,
+    cancels_handed: AtomicU64,
 }
 
 impl Known {
     /// The fold's state for `topic`: stored, and the limits replaced (version bumped) only when they changed.
     fn set(&self, fold: &Fold, topic: &str) {
+        // The cancels first: a task starts only once the state is known, and is checked against them.
+        if self.cancels_handed.load(Ordering::Relaxed) != fold.cancels_changed() {
+            *self.cancels.lock() = fold.cancels().clone();
+            self.cancels_handed.store(fold.cancels_changed(), Ordering::Relaxed);
+        }
         self.paused.store(if fold.is_paused(topic) { PAUSED } else { RUNNING }, Ordering::Release);
         let now = effective(topic, &self.code, fold.limits());
         let mut held = self.limits.lock();
@@ -174,6 +189,8 @@ impl Watch {
             version: AtomicU64::new(0),
             limits: parking_lot::Mutex::new((Arc::new(set), sources)),
             code,
+            cancels: Arc::new(parking_lot::Mutex::new(Cancels::default())),
+            cancels_handed: AtomicU64::new(u64::MAX),
         });
         let (k, settings, topic) = (known.clone(), settings.clone(), topic.to_string());
         let spawned = std::thread::Builder::new().name("ebats-flow".into()).spawn(move || watch(&settings, &topic, &k));
@@ -185,6 +202,11 @@ impl Watch {
             known.paused.store(RUNNING, Ordering::Release);
         }
         Watch { known }
+    }
+
+    /// The cancels in force, as folded so far (complete once [`Watch::paused`] is known).
+    pub fn cancels(&self) -> Arc<parking_lot::Mutex<Cancels>> {
+        self.known.cancels.clone()
     }
 
     /// Whether the topic is paused; `None` until the stream has been read to now once.
@@ -242,6 +264,7 @@ fn watch(settings: &Settings, topic: &str, known: &Known) {
             let read = read_to_now(&mut s, settings, &[], false);
             s.close();
             let (mut fold, to) = read?;
+            known.cancels_handed.store(u64::MAX, Ordering::Relaxed);
             known.set(&fold, topic);
             backoff.reset();
             stream_read::follow(

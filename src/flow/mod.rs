@@ -1,5 +1,6 @@
-//! Flow control decided on plain data (no broker here): which topics are paused, folded from the
-//! records of the stream `<prefix>.flow`, and whether a worker may start a task of its topic now.
+//! Flow control decided on plain data (no broker here): which topics are paused and which tasks are
+//! cancelled, folded from the records of the stream `<prefix>.flow`, and whether a worker may start a
+//! task of its topic now.
 //!
 //! Why a stream of records rather than a durable object holding the state: the pause must reach every
 //! worker of a topic on every host within a second and survive worker and broker restarts, on classic
@@ -19,7 +20,14 @@
 //! last snapshot appends one, so the part retention leaves always holds a snapshot, and a fold that
 //! starts after the stream's first offset takes its state from it ([`record::Fold`]). A worker child
 //! reads at most the retained part (4 MiB) when it starts, then only what is appended.
+//!
+//! Cancels (`cancel`) are records of the same stream, so the one watcher of each child follows them
+//! too and a cancel made while no worker ran is known to the first child that starts. A cancel is
+//! about 100 bytes and is not followed by a snapshot of its own (the state it adds can be 10,000
+//! entries); a snapshot, which carries the cancels in force, still comes at least every
+//! [`record::SNAPSHOT_EVERY`] records, so the retained part always holds one.
 
+pub mod cancel;
 pub mod key;
 pub mod limits;
 pub mod pause;

@@ -4,8 +4,9 @@
 //! Records are JSON objects `{"v":1,"type":...,"at":ms,...}`: `pause` and `resume` of a topic, `limit`
 //! (a limit set: its topic, scope, rate, burst, concurrency; it replaces the one with the same id,
 //! [`Limit::id`]) and `unlimit` (the limit of an id removed), each with the writer's request id so it
-//! can find its own record; and `snapshot`: the whole state (paused topics and limits) as folded
-//! through the offset `through`. Markers (`broker::stream_read::marker`) carry no record.
+//! can find its own record; `cancel` of a task or a group until a time (`flow::cancel`); and
+//! `snapshot`: the whole state (paused topics, limits, the cancels in force) as folded through the
+//! offset `through`. Markers (`broker::stream_read::marker`) carry no record.
 //!
 //! A fold that starts at the stream's offset 0 applies every change in order and ignores snapshots
 //! (they say what it already knows). One that starts later (retention deleted the start) keeps the
@@ -17,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
+use super::cancel::{Cancels, Target};
 use super::key::Template;
 use super::limits::{check_concurrency, Limit, LimitSet, Rate, Scope, COUNT_MAX};
 
@@ -28,11 +30,34 @@ const ID_MAX: usize = 1024;
 /// A record of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Pause { topic: String, rid: String },
-    Resume { topic: String, rid: String },
-    Limit { limit: Limit, rid: String },
-    Unlimit { topic: String, id: String, rid: String },
-    Snapshot { paused: BTreeSet<String>, limits: Vec<Limit>, through: u64 },
+    Pause {
+        topic: String,
+        rid: String,
+    },
+    Resume {
+        topic: String,
+        rid: String,
+    },
+    Limit {
+        limit: Limit,
+        rid: String,
+    },
+    Unlimit {
+        topic: String,
+        id: String,
+        rid: String,
+    },
+    Snapshot {
+        paused: BTreeSet<String>,
+        limits: Vec<Limit>,
+        through: u64,
+        cancels: Cancels,
+    },
+    /// A task (by id) or a group cancelled until `until` (ms since the epoch).
+    Cancel {
+        target: Target,
+        until: i64,
+    },
 }
 
 /// A rate as it is written (`10/s`, `600/m`, `5/10s`); the burst is apart.
@@ -146,9 +171,16 @@ impl Record {
             Record::Unlimit { topic, id, rid } => {
                 json!({"v":1,"type":"unlimit","topic":topic,"id":id,"rid":rid,"at":at})
             }
-            Record::Snapshot { paused, limits, through } => {
+            Record::Snapshot { paused, limits, through, cancels } => {
                 let limits: Vec<Value> = limits.iter().map(limit_json).collect();
-                json!({"v":1,"type":"snapshot","paused":paused,"limits":limits,"through":through,"at":at})
+                json!({"v":1,"type":"snapshot","paused":paused,"limits":limits,"through":through,
+                    "cancels":cancels.to_value(),"at":at})
+            }
+            Record::Cancel { target: Target::Task(id), until } => {
+                json!({"v":1,"type":"cancel","id":id,"until":until,"at":at})
+            }
+            Record::Cancel { target: Target::Group(id), until } => {
+                json!({"v":1,"type":"cancel","group":id,"until":until,"at":at})
             }
         }
         .to_string()
@@ -194,7 +226,19 @@ impl Record {
                         l.as_array().ok_or("'limits' is not a list")?.iter().map(limit).collect::<Result<_, _>>()?
                     }
                 };
-                Ok(Record::Snapshot { paused, limits, through })
+                let cancels = Cancels::from_value(&v["cancels"])?;
+                Ok(Record::Snapshot { paused, limits, through, cancels })
+            }
+            Some("cancel") => {
+                let until = v["until"].as_i64().ok_or("no 'until'")?;
+                let target = match (v["id"].as_str(), v["group"].as_str()) {
+                    (Some(id), None) => Target::Task(id.to_string()),
+                    (None, Some(g)) => Target::Group(g.to_string()),
+                    _ => return Err("a cancel names either an 'id' or a 'group'".into()),
+                };
+                let (Target::Task(id) | Target::Group(id)) = &target;
+                crate::rules::check_id(id)?;
+                Ok(Record::Cancel { target, until })
             }
             other => Err(format!("unknown record type {other:?}")),
         }
@@ -248,6 +292,9 @@ pub struct Fold {
     paused: BTreeSet<String>,
     /// Run-time limits by id.
     limits: BTreeMap<String, Limit>,
+    cancels: Cancels,
+    /// Counts the changes to `cancels` (a watcher hands them on when it moved).
+    cancels_changed: u64,
     /// The fold knows the whole state: it started at offset 0, or met a snapshot.
     grounded: bool,
     started: bool,
@@ -267,11 +314,13 @@ impl Fold {
             self.grounded = offset == 0;
         }
         match record {
-            Some(Record::Snapshot { paused, limits, through }) => {
+            Some(Record::Snapshot { paused, limits, through, cancels }) => {
                 self.since_snapshot = 0;
                 if !self.grounded {
                     self.paused = paused;
                     self.limits = limits.into_iter().map(|l| (l.id(), l)).collect();
+                    self.cancels = cancels;
+                    self.cancels_changed += 1;
                     self.grounded = true;
                     for (o, r) in std::mem::take(&mut self.pending) {
                         if o > through {
@@ -301,6 +350,11 @@ impl Fold {
                 (rid, old.as_ref() != Some(&limit))
             }
             Record::Unlimit { id, rid, .. } => (rid, self.limits.remove(&id).is_some()),
+            Record::Cancel { target, until } => {
+                self.cancels.add(target, until);
+                self.cancels_changed += 1;
+                return;
+            }
             Record::Snapshot { .. } => return,
         };
         if self.applied.len() >= 64 {
@@ -312,6 +366,8 @@ impl Fold {
     /// Read to now: a fold that met no snapshot after a deleted start applies what it kept (nothing
     /// is lost that a snapshot could have told: every change is followed by one).
     pub fn finish(&mut self) {
+        // What follows (a watcher reads on) is applied in order, whatever offset it starts at.
+        self.started = true;
         if !self.grounded {
             self.grounded = true;
             for (_, r) in std::mem::take(&mut self.pending) {
@@ -344,14 +400,30 @@ impl Fold {
         self.applied.iter().rev().find(|(r, _)| r == rid).map(|(_, c)| *c)
     }
 
-    /// The whole state as a snapshot read through `through`.
-    pub fn snapshot(&self, through: u64) -> Record {
-        Record::Snapshot { paused: self.paused.clone(), limits: self.limits.values().cloned().collect(), through }
+    /// The cancels folded (some may have ended: `Cancels::is_cancelled` compares with a clock).
+    pub fn cancels(&self) -> &Cancels {
+        &self.cancels
     }
 
-    /// The snapshot to append now, read through `through`, when too many records follow the last one.
-    pub fn snapshot_due(&self, through: u64) -> Option<Record> {
-        (self.grounded && self.since_snapshot > SNAPSHOT_EVERY).then(|| self.snapshot(through))
+    /// Grows whenever [`Fold::cancels`] changed.
+    pub fn cancels_changed(&self) -> u64 {
+        self.cancels_changed
+    }
+
+    /// The whole state as a snapshot read through `through`, the cancels ended at `now_ms` left out.
+    pub fn snapshot(&self, through: u64, now_ms: i64) -> Record {
+        Record::Snapshot {
+            paused: self.paused.clone(),
+            limits: self.limits.values().cloned().collect(),
+            through,
+            cancels: self.cancels.pruned(now_ms),
+        }
+    }
+
+    /// The snapshot to append now, read through `through`, when too many records follow the last one;
+    /// the cancels ended at `now_ms` left out.
+    pub fn snapshot_due(&self, through: u64, now_ms: i64) -> Option<Record> {
+        (self.grounded && self.since_snapshot > SNAPSHOT_EVERY).then(|| self.snapshot(through, now_ms))
     }
 }
 
@@ -368,8 +440,16 @@ mod tests {
     fn snap(ts: &[&str], through: u64) -> Option<Record> {
         snap_l(ts, vec![], through)
     }
+    fn cancel(id: &str, until: i64) -> Option<Record> {
+        Some(Record::Cancel { target: Target::Task(id.into()), until })
+    }
     fn snap_l(ts: &[&str], limits: Vec<Limit>, through: u64) -> Option<Record> {
-        Some(Record::Snapshot { paused: ts.iter().map(|t| t.to_string()).collect(), limits, through })
+        Some(Record::Snapshot {
+            paused: ts.iter().map(|t| t.to_string()).collect(),
+            limits,
+            through,
+            cancels: Cancels::default(),
+        })
     }
     /// A limit of `topic` from its description (checked).
     fn lim(topic: &str, spec: Value) -> Limit {
@@ -536,9 +616,53 @@ mod tests {
         for o in 2..=SNAPSHOT_EVERY + 1 {
             f.push(o, None);
         }
-        assert_eq!(f.snapshot_due(SNAPSHOT_EVERY), snap_l(&["a"], vec![l.clone()], SNAPSHOT_EVERY));
+        assert_eq!(f.snapshot_due(SNAPSHOT_EVERY, 0), snap_l(&["a"], vec![l.clone()], SNAPSHOT_EVERY));
         f.push(SNAPSHOT_EVERY + 2, snap_l(&["a"], vec![l], SNAPSHOT_EVERY));
-        assert_eq!(f.snapshot_due(SNAPSHOT_EVERY + 2), None);
+        assert_eq!(f.snapshot_due(SNAPSHOT_EVERY + 2, 0), None);
+    }
+
+    #[test]
+    fn changes_read_on_after_a_finished_fold_are_applied() {
+        // Read to now (markers only, none given to the fold), then followed from a later offset.
+        for first in [None, Some(0), Some(3)] {
+            let mut f = Fold::default();
+            if let Some(o) = first {
+                f.push(o, None);
+            }
+            f.finish();
+            f.push(5, pause("a", "1"));
+            f.push(6, cancel("t", 10));
+            assert!(f.is_paused("a"), "after {first:?}");
+            assert_eq!(f.cancels().len(), 1, "after {first:?}");
+        }
+    }
+
+    #[test]
+    fn cancels_fold_like_pauses() {
+        use super::super::cancel::Keys;
+        let on = |f: &Fold, id: &str| f.cancels().is_cancelled(Keys { id, group: None, chain: None }, 0);
+        let mut from_start = Fold::default();
+        for (o, r) in [cancel("a", 10), None, cancel("b", 10)].into_iter().enumerate() {
+            from_start.push(o as u64, r);
+        }
+        assert!(on(&from_start, "a") && on(&from_start, "b"));
+        assert_eq!(from_start.cancels_changed(), 2);
+        // After a deleted start: the snapshot's cancels, then the cancels it does not cover.
+        let mut later = Fold::default();
+        let mut cancels = Cancels::default();
+        cancels.add(Target::Task("a".into()), 10);
+        let snapshot = Some(Record::Snapshot { paused: BTreeSet::new(), limits: Vec::new(), through: 10, cancels });
+        for (o, r) in [cancel("x", 10), cancel("b", 10), snapshot].into_iter().enumerate() {
+            later.push(10 + o as u64, r);
+        }
+        later.finish();
+        assert!(on(&later, "a") && on(&later, "b") && !on(&later, "x"));
+        // A snapshot leaves out the cancels ended.
+        let mut f = Fold::default();
+        f.push(0, cancel("old", 5));
+        f.push(1, cancel("new", 50));
+        let Record::Snapshot { cancels, .. } = f.snapshot(1, 20) else { unreachable!() };
+        assert_eq!(cancels.len(), 1);
     }
 
     #[test]
@@ -554,6 +678,11 @@ mod tests {
             vec![pause("t-x", "r"), resume("t", "r2"), snap(&["a", "b"], 7), snap(&[], 0), unset("t", "t/{a}", "r")];
         records.extend(limits.iter().map(|l| set(l.clone(), "r")));
         records.push(snap_l(&["a"], limits.to_vec(), 3));
+        let mut cancels = Cancels::default();
+        cancels.add(Target::Group("g".into()), 9);
+        records.push(Some(Record::Snapshot { paused: BTreeSet::new(), limits: Vec::new(), through: 3, cancels }));
+        records.push(Some(Record::Cancel { target: Target::Group("g1".into()), until: 4 }));
+        records.push(cancel("t1", 3));
         for r in records {
             let r = r.unwrap();
             assert_eq!(Record::from_json(r.to_json(5).as_bytes()), Ok(r));
@@ -564,6 +693,10 @@ mod tests {
             br#"{"type":"pause","topic":"a b","rid":"r"}"#,
             br#"{"type":"nap"}"#,
             br#"{"type":"snapshot","paused":[1],"through":0}"#,
+            br#"{"type":"cancel","until":5}"#,
+            br#"{"type":"cancel","id":"a","group":"b","until":5}"#,
+            br#"{"type":"cancel","id":"a b","until":5}"#,
+            br#"{"type":"cancel","id":"a"}"#,
             br#"{"type":"snapshot","paused":[],"limits":{},"through":0}"#,
             br#"{"type":"limit","limit":{"topic":"t","rate":"0/s"},"rid":"r"}"#,
             br#"{"type":"limit","limit":{"rate":"1/s"},"rid":"r"}"#,

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::outcome::{STATE_ERR, STATE_FAIL, STATE_RETRY, STATE_SUCC};
+use crate::outcome::{STATE_CANCELLED, STATE_ERR, STATE_FAIL, STATE_RETRY, STATE_SUCC};
 use crate::wire::TaskMsg;
 
 pub const VERSION: u64 = 1;
@@ -26,9 +26,10 @@ pub struct Record {
     pub topic: String,
     /// The task's name.
     pub task: String,
-    /// The status the callback got: `Worker::STATE_*` (-1 err, 0 succ, 1 fail, 2 retry).
+    /// The status the callback got: `Worker::STATE_*` (-1 err, 0 succ, 1 fail, 2 retry); 3 for a task
+    /// cancelled before it started (no callback).
     pub status: i64,
-    /// The status's name: err, succ, fail, retry.
+    /// The status's name: err, succ, fail, retry, cancelled.
     pub outcome: String,
     /// The run this was: 1 for the first.
     pub attempt: u32,
@@ -53,6 +54,9 @@ pub struct Record {
     pub event: Option<String>,
     #[serde(default)]
     pub event_id: Option<String>,
+    /// The chain the task is a step of, and which step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<crate::chain::At>,
 }
 
 /// The name of a status, as records and filters write it.
@@ -62,6 +66,7 @@ pub fn outcome_name(status: i64) -> &'static str {
         STATE_FAIL => "fail",
         STATE_RETRY => "retry",
         STATE_ERR => "err",
+        STATE_CANCELLED => "cancelled",
         _ => "unknown",
     }
 }
@@ -73,7 +78,13 @@ pub fn status_named(name: &str) -> Result<i64, String> {
         "fail" | "failed" | "1" => STATE_FAIL,
         "retry" | "retried" | "2" => STATE_RETRY,
         "err" | "error" | "service" | "-1" => STATE_ERR,
-        _ => return Err(format!("unknown status '{}': use succ, fail, retry or err", crate::rules::printable(name))),
+        "cancelled" | "canceled" | "3" => STATE_CANCELLED,
+        _ => {
+            return Err(format!(
+                "unknown status '{}': use succ, fail, retry, err or cancelled",
+                crate::rules::printable(name)
+            ))
+        }
     })
 }
 
@@ -122,6 +133,7 @@ impl Record {
             end_ms: run.end_ms,
             event: task.event.clone(),
             event_id: task.event_id.clone(),
+            chain: task.chain.as_ref().map(|c| c.at.clone()),
         }
     }
 
@@ -163,7 +175,13 @@ mod tests {
 
     #[test]
     fn statuses_by_name_and_back() {
-        let table = [("succ", STATE_SUCC), ("fail", STATE_FAIL), ("retry", STATE_RETRY), ("err", STATE_ERR)];
+        let table = [
+            ("succ", STATE_SUCC),
+            ("fail", STATE_FAIL),
+            ("retry", STATE_RETRY),
+            ("err", STATE_ERR),
+            ("cancelled", STATE_CANCELLED),
+        ];
         for (name, status) in table {
             assert_eq!(status_named(name), Ok(status));
             assert_eq!(status_named(&name.to_uppercase()), Ok(status));

@@ -214,6 +214,8 @@ pub fn worker_families(topic: &str, expected: usize, s: &Snap, in_force: &[(Limi
             .with(&t, Value::Int(s.paused as u64)),
         Family::new("ebats_tasks_given_back", "Tasks given back unstarted, by reason.", Kind::Counter)
             .with(&[("topic", topic), ("reason", "paused")], Value::Int(s.given_back)),
+        Family::new("ebats_tasks_cancelled", "Tasks not run: cancelled before they started.", Kind::Counter)
+            .with(&t, Value::Int(s.cancelled)),
     ]
     .into_iter()
     .chain(limit_families(topic, s, in_force))

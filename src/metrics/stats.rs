@@ -94,6 +94,8 @@ atomics! {
         held_back: [AtomicU64; HELD.len()],
         /// Tasks not made because a task with their unique key was already there.
         duplicates: AtomicU64,
+        /// Tasks not run because they were cancelled before they started.
+        cancelled: AtomicU64,
     }
 }
 
@@ -150,6 +152,8 @@ pub struct Snap {
     pub held_back: [u64; HELD.len()],
     /// Tasks not made because one with their unique key was already there.
     pub duplicates: u64,
+    /// Tasks not run because they were cancelled before they started.
+    pub cancelled: u64,
 }
 
 /// Whether a worker's topic shows as paused: while any of its live children knows it paused (a
@@ -280,6 +284,11 @@ impl Stats {
         self.t().duplicates.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A child acked, unstarted, a task cancelled before it started.
+    pub fn cancelled(&self) {
+        self.t().cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The parent forked `pid` for `slot`.
     pub fn child_started(&self, slot: usize, pid: i32) {
         self.t().starts.fetch_add(1, Ordering::Relaxed);
@@ -402,6 +411,7 @@ impl Stats {
             given_back: t.given_back.load(Ordering::Relaxed),
             held_back: std::array::from_fn(|r| t.held_back[r].load(Ordering::Relaxed)),
             duplicates: t.duplicates.load(Ordering::Relaxed),
+            cancelled: t.cancelled.load(Ordering::Relaxed),
             tasks,
             wait: t.wait.snap(),
             children,

@@ -3,7 +3,7 @@
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendHashTable, Zval};
 
-use crate::php::args::{array_json, bad_input, broker_err};
+use crate::php::args::{array_json, bad_input, broker_err, int_arg, string_arg};
 use crate::php::convert::to_zval;
 use crate::php::settings;
 use crate::services::groups::{self, Refused};
@@ -43,6 +43,16 @@ impl Group {
             Some(v) => to_zval(&v),
             None => Zval::null(),
         })
+    }
+
+    /// Cancels every member of the group `$id` not started yet, for `$for` seconds (by default 7 days), on
+    /// every worker, once the broker confirmed it: each ends as cancelled, counted by its group.
+    pub fn cancel(id: &Zval, r#for: Option<&Zval>) -> PhpResult<()> {
+        let id = string_arg(id, "Argument #1 ($id)")?;
+        let secs = int_arg(r#for, crate::services::cancel::DEFAULT_FOR_SECS, "Argument #2 ($for)")?;
+        crate::services::cancel::group(&settings::current()?, &id, secs)
+            .map(|_| ())
+            .map_err(crate::php::topics::refused)
     }
 
     /// The groups in flight and the last ones done, newest first, without their members.

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod call;
+pub mod chain;
 pub mod consumer;
 pub mod convert;
 pub mod dashboard;
@@ -74,6 +75,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
         .class::<topics::Topics>()
         .class::<groups::Group>()
         .class::<limits::Limits>()
+        .class::<chain::Chain>()
         .class::<dashboard::Dashboard>()
         .class::<history::History>()
         .class::<deferred::Batch>()

@@ -9,6 +9,7 @@ use crate::php::args::{self, array_json, bad_input, broker_err, int_arg, params_
 use crate::php::convert;
 use crate::php::exceptions::connectioned_with;
 use crate::php::settings;
+use crate::services::cancel;
 use crate::services::publishing::{self, Refused};
 
 /// A publish refused, as PHP sees it: bad input a `TaskException`, a broker failure a
@@ -153,6 +154,21 @@ impl Task {
     ) -> PhpResult<String> {
         let (topic, name, params, delay, options) = create_args(topic, name, params, delay, options)?;
         publishing::create_task(&settings::current()?, &topic, &name, params, delay, &options).map_err(refused)
+    }
+
+    /// Cancels the task `$id` for `$for` seconds (by default 7 days), on every worker, once the
+    /// broker confirmed it: not started yet, it is not run; running, `isCancelled()` tells its
+    /// handler. A chain's id cancels the chain's steps not started.
+    pub fn cancel(id: &Zval, r#for: Option<&Zval>) -> PhpResult<()> {
+        let id = string_arg(id, "Argument #1 ($id)")?;
+        let secs = int_arg(r#for, crate::services::cancel::DEFAULT_FOR_SECS, "Argument #2 ($for)")?;
+        cancel::task(&settings::current()?, &id, secs).map(|_| ()).map_err(crate::php::topics::refused)
+    }
+
+    /// Inside a task's handler: whether that task has been cancelled (the handler may stop early).
+    #[php(name = "isCancelled")]
+    pub fn is_cancelled() -> PhpResult<bool> {
+        cancel::running_task().ok_or_else(|| bad_input("Task::isCancelled() answers inside a task's handler only"))
     }
 }
 

@@ -6,7 +6,7 @@ use crate::php::args::{bad_input, broker_err};
 use crate::php::settings;
 use crate::services::flow::{self, Refused};
 
-/// A refused flow change as the exception PHP code catches (a bad input, or the broker).
+/// A refused flow change (a pause, a resume, a limit, a cancel) as the exception PHP code catches.
 pub fn refused(e: Refused) -> PhpException {
     match e {
         Refused::Broker(e) => broker_err(e),

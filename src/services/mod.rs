@@ -6,6 +6,7 @@
 //! (a handler, a callback) comes down as a trait object or a closure. Calls go down, never up: where a
 //! lower module needs a service (the dashboard managing schedules), the service is handed down to it.
 
+pub mod cancel;
 pub mod consuming;
 pub mod flow;
 pub mod groups;

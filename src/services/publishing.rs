@@ -233,6 +233,21 @@ fn settle_deferred_keys(settings: &Settings, failures: &[Failed]) {
     }
 }
 
+/// `Chain::create()`: the first step of a chain of `steps` (see `crate::chain`), enqueued under the
+/// id `<chain id>-1` and confirmed; the chain's id (a new one). Always in ebats's format: the
+/// original's body cannot carry the chain.
+pub fn create_chain(settings: &Settings, steps: &Value) -> Result<String, Refused> {
+    let steps = crate::chain::steps_of(steps).map_err(Refused::Bad)?;
+    let id = crate::wire::new_id();
+    let first = crate::chain::Chain::first(&id, steps).map_err(Refused::Bad)?;
+    let names = Names::new(&settings.prefix);
+    deliver(settings, vec![dispatch::task(&names, &first, first.delay)], false)?;
+    if settings.debug {
+        crate::log::debug(&format!("chain {id} published, its first step id={}", first.id));
+    }
+    Ok(id)
+}
+
 enum Item {
     Event(Event),
     Task(Task),

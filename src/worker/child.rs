@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 
+use super::cancelled::Cancelled;
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
 use super::held;
 use super::paused::{self, Paused};
@@ -126,6 +127,8 @@ struct TaskHost<'a> {
     flow_limits: CurrentLimits,
     /// The topic's rate limits.
     throttle: Throttle,
+    /// The tasks cancelled, folded by the same watcher.
+    cancelled: Cancelled,
 }
 
 impl<'a> TaskHost<'a> {
@@ -143,6 +146,7 @@ impl<'a> TaskHost<'a> {
             flow_limits: self.flow_limits.current(),
             paused: &self.paused,
             throttle: &mut self.throttle,
+            cancelled: &self.cancelled,
         }
     }
 }
@@ -333,6 +337,7 @@ pub fn run(
     };
     let history = Writer::new(settings);
     let paused = Paused::watch(settings, topic, limits.flow.clone());
+    let cancelled = Cancelled::new(paused.cancels());
     let mut host = TaskHost {
         settings,
         topic,
@@ -350,6 +355,7 @@ pub fn run(
         flow_limits: paused.limits(),
         paused,
         throttle: Throttle::new(Names::new(&settings.prefix), topic),
+        cancelled,
     };
     let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
@@ -441,6 +447,7 @@ struct Context<'a> {
     flow_limits: Arc<LimitSet>,
     paused: &'a Paused,
     throttle: &'a mut Throttle,
+    cancelled: &'a Cancelled,
 }
 
 /// What a delivery brings.
@@ -464,6 +471,9 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
         Ok(t) => t,
         Err(refused) => return refuse(cx, d, &refused),
     };
+    if cx.cancelled.of(&task) {
+        return skip_cancelled(cx, &task);
+    }
     let facts = Facts {
         queue_type: cx.settings.queue_type,
         given_back: d.redelivered.then(|| cx.tracking.shared.take_given_back(&task.id)).flatten(),
@@ -521,6 +531,30 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
     run_task(cx, task, seen_again, counter_file)
 }
 
+/// A task cancelled before it started: not run, not reported to the callback; recorded in the
+/// history with the status cancelled and counted, then acked. A chain stops there.
+fn skip_cancelled(cx: &mut Context, task: &TaskMsg) -> Result<Settled, HandleError> {
+    let chain = match &task.chain {
+        Some(c) => format!("; chain {} stops at step {} of {}", c.at.id, c.at.step, c.at.steps),
+        None => String::new(),
+    };
+    log::info(&format!("task {}/{} id={} cancelled: not run{chain}", task.topic, task.name, task.id));
+    if let Some(w) = cx.history.as_deref_mut() {
+        let run = Run {
+            millis: 0.0,
+            message: "cancelled before it started",
+            class: None,
+            status: crate::outcome::STATE_CANCELLED,
+            end_ms: crate::wire::now_ms(),
+        };
+        w.write(task, &run);
+    }
+    cx.tracking.shared.stats().cancelled();
+    group_stream::end(cx.settings, task, Outcome::Cancelled)?;
+    release_key(cx.settings, task);
+    Ok(Settled::Moved(None))
+}
+
 /// Keeps a delivery that is not run in the failed store as it came, under the id it came with (a
 /// new one if it had none or a strange one).
 fn refuse(cx: &mut Context, d: &Incoming, refused: &Refused) -> Result<Settled, HandleError> {
@@ -560,7 +594,9 @@ fn run_task(
     let tracking = cx.tracking;
     tracking.shared.begin(tracking.index, &task.id, cx.limits.time_limit_secs * 1000);
     tracking.shared.stats().task_begin(tracking.index, &task.name, now() - task.created_at);
+    cx.cancelled.running(&task);
     let ran = cx.handler.run(&task, seen_again);
+    cx.cancelled.ended();
     // After exit() the slot stays marked: the parent sees this process die holding the task.
     let ran = ran.map_err(|_| HandleError::Abort)?;
     tracking.shared.end(tracking.index);
@@ -671,6 +707,10 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<Report, HandleErr
     }
     match next {
         Next::Ack => {
+            // A chain goes on: its next step is confirmed before this one is acked.
+            if let Some(step) = task.chain.as_ref().and_then(|c| c.next()) {
+                dispatch::send_one(settings, dispatch::task(cx.names, &step, step.delay))?;
+            }
             group_stream::end(settings, &task, Outcome::Succeeded)?;
             release_key(settings, &task);
         }
@@ -703,6 +743,12 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<Report, HandleErr
                 ));
             }
             dispatch::send_one(settings, dispatch::failed(cx.names, &failed, &ran.message))?;
+            if let Some(c) = &task.chain {
+                log::error(&format!(
+                    "chain {} stopped at step {} of {} (task id={})",
+                    c.at.id, c.at.step, c.at.steps, task.id
+                ));
+            }
             group_stream::end(settings, &task, Outcome::Failed)?;
             release_key(settings, &task);
         }

@@ -32,6 +32,11 @@ impl Paused {
         self.watch.limits()
     }
 
+    /// The cancels the watcher folds with the pauses.
+    pub fn cancels(&self) -> std::sync::Arc<parking_lot::Mutex<crate::flow::cancel::Cancels>> {
+        self.watch.cancels()
+    }
+
     pub fn may_start(&self) -> bool {
         may_start(self.watch.paused())
     }
