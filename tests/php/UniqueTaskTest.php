@@ -113,6 +113,21 @@ final class UniqueTaskTest extends ProcTestCase
         $this->waitFor(fn () => count($this->runs('e4')) === 2 ? true : null, 15, 'both tasks of e4 once the key is free');
     }
 
+    public function testCronFiringsMakeOneTaskWhileItsKeyIsHeld(): void
+    {
+        $scheduler = $this->startFixture('cron', 'cron_scheduler.php', [
+            'EBATS_T_CRON' => json_encode([['* * * * * *', 'tick', ['order' => 12, 'tag' => 'tick'], ['name' => 'every-second']]]),
+            'EBATS_T_REGISTER' => json_encode([['tick', 'ok', 'demo', 0, self::UNIQUE]]),
+            'EBATS_DEBUG' => '1',
+        ]);
+        $this->waitFor(
+            fn () => substr_count($scheduler->stderr(), "not made, its unique key 'order:12'") >= 2 ? true : null,
+            20,
+            'two firings whose task is not made'
+        );
+        $this->assertSame(1, self::ready(), 'one task made for all the firings');
+    }
+
     public function testAKeyFreesItselfAfterItsLifetime(): void
     {
         $options = ['unique' => 'order:{order}', 'unique_for' => 1];
