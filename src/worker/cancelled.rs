@@ -20,12 +20,7 @@ struct Ids {
 
 impl Ids {
     fn of(task: &TaskMsg) -> Ids {
-        Ids {
-            id: task.id.clone(),
-            // The task's group, as the group's producer writes it in the body.
-            group: task.extra.get("group").and_then(|g| g.as_str()).map(str::to_string),
-            chain: task.chain.as_ref().map(|c| c.at.id.clone()),
-        }
+        Ids { id: task.id.clone(), group: task.group.clone(), chain: task.chain.as_ref().map(|c| c.at.id.clone()) }
     }
 
     fn keys(&self) -> Keys<'_> {
