@@ -46,9 +46,11 @@
 //! with its members and outcomes (about 100 bytes a member, 300 a group: some 10 MB for 10,000 groups
 //! of 3, 1 MB for a group of 10,000); a done group is kept whole for at most [`state::DONE_DETAIL_MS`]
 //! (the newest [`state::DONE_DETAILED`] only), then as its id and counts for [`state::DONE_KEEP_MS`] (so a
-//! late copy of its `open` or `end` changes nothing), then forgotten. The leader appends a snapshot of the fold every minute when something changed, so a
-//! reader starts a few minutes back ([`READ_BACK_SECS`]) at the first snapshot, not at the stream's start;
-//! the stream keeps `broker::topology::GROUPS_MAX_AGE` of records.
+//! late copy of its `open` or `end` changes nothing), then forgotten. The leader appends a snapshot of
+//! the fold every minute when something changed (every 90 s anyway), so a reader starts a few minutes
+//! back ([`READ_BACK_SECS`]) at the first snapshot, not at the stream's start; the stream keeps
+//! `broker::topology::GROUPS_MAX_AGE` of records. A snapshot holds the groups in flight and the newest
+//! done ones whole, the other done ones as ids and counts.
 
 pub mod state;
 

@@ -2,7 +2,7 @@
 //! lead it appends a marker to the groups stream on the token's channel and folds the stream up to it,
 //! then follows the stream; a group whose members have all ended gets its follow-ups (or a plain `done`)
 //! published on the token's channel, confirmed, and the fold is snapshotted every minute while it
-//! changes.
+//! changes (every 90 s anyway).
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,8 @@ use crate::metrics::counters;
 use crate::wire::now_ms;
 
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+/// A snapshot even when nothing changed, within `group::READ_BACK_SECS`.
+const SNAPSHOT_AT_LEAST: Duration = Duration::from_secs(READ_BACK_SECS / 2);
 
 /// The groups as the leader knows them, and its reader of the stream.
 pub struct GroupsLeading {
@@ -86,7 +88,7 @@ impl GroupsLeading {
     /// knows every one published), then a snapshot when one is due.
     pub async fn complete(&mut self, token_ch: &Channel, names: &Names) -> Result<(), BrokerError> {
         let touched = self.fold.take_touched();
-        if touched.is_empty() && self.last_snapshot.elapsed() < SNAPSHOT_EVERY {
+        if touched.is_empty() && self.last_snapshot.elapsed() < SNAPSHOT_EVERY.min(SNAPSHOT_AT_LEAST) {
             return Ok(());
         }
         for id in touched {
@@ -125,7 +127,10 @@ impl GroupsLeading {
             }
         }
         counters::GROUPS_OPEN.store(self.fold.state.open_count() as u64, std::sync::atomic::Ordering::Relaxed);
-        if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY && self.fold.changes != self.snapshot_changes {
+        // Every minute while the fold changes, and within the readers' look back anyway: a reader always
+        // finds a snapshot a few minutes back and never reads the stream from its start.
+        let since = self.last_snapshot.elapsed();
+        if (since >= SNAPSHOT_EVERY && self.fold.changes != self.snapshot_changes) || since >= SNAPSHOT_AT_LEAST {
             self.fold.state.prune(now_ms());
             publish(token_ch, &record_message(names, &self.fold.snapshot(self.last_offset))).await?;
             self.last_snapshot = Instant::now();
