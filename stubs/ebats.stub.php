@@ -976,22 +976,6 @@ namespace Asynclib\Ebats {
         }
 
         /**
-         * Limits the tasks of this worker's topic across every process of every host, counted on the broker.
-         * Call it once per limit; a limit over the same scope replaces the one set before.
-         *
-         * @param array{rate?: string, burst?: int, concurrency?: int, name?: string, key?: string} $limit
-         *   'rate': starts per window, `N/s`, `N/m`, `N/h` or `N/<k>s` (`20/s`, `600/m`, `5/10s`); 'burst': that
-         *   many more may start at once after a quiet time; 'concurrency': tasks at once; 'name': only the tasks
-         *   of that name; 'key': a template built from the params (`customer:{customer_id}`), each key limited
-         *   on its own. A full topic rate keeps the task waiting in its process; a full name or key rate holds
-         *   it back (published again a second or more later, its attempt unchanged).
-         * @throws \Asynclib\Exception\TaskException an unknown option or a value that is not valid
-         */
-        public function setLimit(array $limit): static
-        {
-        }
-
-        /**
          * @param int[] $intervals the default retry intervals, one per retry (default 5, 300, 600, 3600, 7800)
          */
         public function setRetryIntervals(array $intervals): static
