@@ -91,6 +91,10 @@ pub fn status_named(name: &str) -> Result<i64, String> {
 /// The params as a record keeps them: as they are when their JSON fits in `limit` bytes, else the
 /// first `limit` bytes of the JSON text (cut at a character boundary) as a string, marked truncated.
 pub fn kept_params(params: &Value, limit: usize) -> (Value, bool) {
+    if json_len_bound(params) <= limit {
+        // Short enough without writing the text (the common case: one walk, no allocation).
+        return (params.clone(), false);
+    }
     let text = params.to_string();
     if text.len() <= limit {
         return (params.clone(), false);
@@ -100,6 +104,19 @@ pub fn kept_params(params: &Value, limit: usize) -> (Value, bool) {
         end -= 1;
     }
     (Value::String(text[..end].to_string()), true)
+}
+
+/// The most bytes `v`'s JSON text can take, found without writing it: a string's bytes counted
+/// at their longest escape (`\u00XX`, 6 bytes), a number at the longest serde_json writes (24).
+pub fn json_len_bound(v: &Value) -> usize {
+    let string = |s: &str| 2 + 6 * s.len();
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(s) => string(s),
+        Value::Array(a) => 2 + a.iter().map(|x| json_len_bound(x) + 1).sum::<usize>(),
+        Value::Object(o) => 2 + o.iter().map(|(k, x)| string(k) + 2 + json_len_bound(x)).sum::<usize>(),
+    }
 }
 
 /// What ran, for [`Record::of`].
@@ -207,6 +224,32 @@ mod tests {
         for (params, limit, kept, cut) in table {
             assert_eq!(kept_params(&params, limit), (kept, cut), "{params} at {limit}");
         }
+    }
+
+    #[test]
+    fn the_length_bound_is_never_below_the_text() {
+        let values = [
+            json!(null),
+            json!(false),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(-1.234_567_890_123_456_7e-308),
+            json!(f64::MAX),
+            json!(""),
+            json!("\u{1}\u{1f}\"\\\n"),
+            json!("é漢字🙂"),
+            json!([]),
+            json!({}),
+            json!([[[]], {}, [1, 2.5, "x"]]),
+            json!({"\u{0}": {"a": [null, true, {"b\t": "c"}]}, "": ""}),
+        ];
+        for v in values {
+            let text = v.to_string();
+            assert!(json_len_bound(&v) >= text.len(), "{text}: bound {} < {}", json_len_bound(&v), text.len());
+        }
+        // Within a few times the text for everyday params: under the limit, they are taken as they are.
+        let v = json!({"user": 42, "mail": "someone@example.com", "tags": ["a", "b"]});
+        assert!(json_len_bound(&v) <= 6 * v.to_string().len());
     }
 
     #[test]
