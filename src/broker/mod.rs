@@ -17,6 +17,7 @@ pub mod flow_stream;
 pub mod legacy_topology;
 pub mod names;
 pub mod park;
+pub mod permit;
 pub mod processes;
 pub mod publisher;
 pub mod session;
