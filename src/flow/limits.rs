@@ -151,6 +151,47 @@ impl LimitSet {
     }
 }
 
+/// A limit from an options array (`Worker::setLimit`): `concurrency` (tasks at once), `rate`
+/// (`10/s`) and `burst`, over the whole topic, or the tasks of one `name`, or each `key` (a key
+/// template), or each key of one name. At least a concurrency or a rate; an unknown option is an error.
+pub fn from_options(topic: &str, options: &serde_json::Map<String, Value>) -> Result<Limit, String> {
+    const KNOWN: [&str; 5] = ["concurrency", "rate", "burst", "name", "key"];
+    if let Some(k) = options.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(format!("unknown limit option '{k}' (known: {})", KNOWN.join(", ")));
+    }
+    let text = |k: &str| match options.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(v) => Err(format!("the limit option '{k}' must be a string, not {v}")),
+    };
+    let int = |k: &str| match options.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or_else(|| format!("the limit option '{k}' must be an integer, not {v}")),
+    };
+    let name = text("name")?.map(str::to_string);
+    if let Some(n) = &name {
+        crate::rules::check_task_name(n)?;
+    }
+    let burst = match int("burst")? {
+        None => 0,
+        Some(b) => u32::try_from(b).map_err(|_| format!("a burst is 0 to {COUNT_MAX}, not {b}"))?,
+    };
+    let rate = text("rate")?.map(|r| Rate::parse(r, burst)).transpose()?;
+    if rate.is_none() && burst > 0 {
+        return Err("a burst needs a rate".into());
+    }
+    let concurrency = int("concurrency")?.map(check_concurrency).transpose()?;
+    if rate.is_none() && concurrency.is_none() {
+        return Err("a limit needs a 'concurrency' or a 'rate'".into());
+    }
+    let scope = match (text("key")?, name) {
+        (Some(k), name) => Scope::Key { name, template: Template::parse(k)? },
+        (None, Some(n)) => Scope::Name(n),
+        (None, None) => Scope::Topic,
+    };
+    Ok(Limit { topic: topic.to_string(), scope, rate, concurrency })
+}
+
 /// A short stable tag of a key limit's scope, so two key limits of a topic never share counters.
 fn template_tag(l: &Limit) -> String {
     let ns = uuid::Uuid::NAMESPACE_OID;
@@ -191,6 +232,32 @@ mod tests {
         assert_eq!(check_concurrency(1), Ok(1));
         for n in [0, -1, i64::from(COUNT_MAX) + 1] {
             assert!(check_concurrency(n).is_err(), "{n}");
+        }
+    }
+
+    #[test]
+    fn limits_from_options() {
+        let parse = |v: Value| from_options("demo", v.as_object().unwrap());
+        let l = parse(json!({"concurrency": 1, "key": "c:{customer}"})).unwrap();
+        assert_eq!((l.id(), l.concurrency, l.rate), ("demo/{c:{customer}}".to_string(), Some(1), None));
+        let l = parse(json!({"rate": "10/s", "burst": 2, "name": "send"})).unwrap();
+        assert_eq!((l.id(), l.rate), ("demo/send".to_string(), Some(Rate { count: 10, per_ms: 1000, burst: 2 })));
+        assert_eq!(parse(json!({"concurrency": 3})).unwrap().scope, Scope::Topic);
+        let bad = [
+            (json!({}), "needs a 'concurrency' or a 'rate'"),
+            (json!({"concurrency": 0}), "1 to"),
+            (json!({"concurrency": "2"}), "must be an integer"),
+            (json!({"concurrency": 1, "burst": 2}), "a burst needs a rate"),
+            (json!({"rate": "10/x"}), "a rate is written"),
+            (json!({"rate": "1/s", "burst": -1}), "a burst is"),
+            (json!({"concurrency": 1, "keys": "x"}), "unknown limit option 'keys'"),
+            (json!({"concurrency": 1, "key": "a:{"}), "template"),
+            (json!({"concurrency": 1, "name": "bad name"}), "name"),
+            (json!({"concurrency": 1, "name": 5}), "must be a string"),
+        ];
+        for (options, want) in bad {
+            let e = parse(options.clone()).expect_err(&options.to_string());
+            assert!(e.contains(want), "{options}: {e}");
         }
     }
 

@@ -20,6 +20,7 @@
 //! starts after the stream's first offset takes its state from it ([`pause::Fold`]). A worker child
 //! reads at most the retained part (4 MiB) when it starts, then only what is appended.
 
+pub mod concurrency;
 pub mod key;
 pub mod limits;
 pub mod pause;

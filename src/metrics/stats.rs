@@ -78,8 +78,15 @@ atomics! {
         last_wait_ms: AtomicU64,
         /// Tasks given back unstarted because their topic was paused.
         given_back: AtomicU64,
+        /// Tasks held back or kept waiting by a limit, by reason ([`HELD_BACK_REASONS`]).
+        held_back: [AtomicU64; HELD_BACK_REASONS.len()],
     }
 }
+
+/// Why a task was held back or kept waiting by a limit: the `reason` label.
+pub const HELD_BACK_REASONS: [&str; 2] = ["rate", "concurrency"];
+/// The index of "concurrency" in [`HELD_BACK_REASONS`].
+pub const HELD_BACK_CONCURRENCY: usize = 1;
 
 /// The outcome index of a reported status (see `crate::outcome`).
 pub fn outcome_of(status: i64) -> usize {
@@ -130,6 +137,8 @@ pub struct Snap {
     pub paused: bool,
     /// Tasks given back unstarted because their topic was paused.
     pub given_back: u64,
+    /// Tasks held back or kept waiting by a limit, by reason ([`HELD_BACK_REASONS`]).
+    pub held_back: [u64; HELD_BACK_REASONS.len()],
 }
 
 /// Whether a worker's topic shows as paused: while any of its live children knows it paused (a
@@ -248,6 +257,14 @@ impl Stats {
     /// A child gave back, unstarted, a task of its paused topic.
     pub fn given_back(&self) {
         self.t().given_back.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A child held back a task, or kept it waiting, because of a limit (`reason`: an index of
+    /// [`HELD_BACK_REASONS`]).
+    pub fn held_back(&self, reason: usize) {
+        if let Some(c) = self.t().held_back.get(reason) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The parent forked `pid` for `slot`.
@@ -370,6 +387,7 @@ impl Stats {
         Snap {
             paused: topic_paused(&per_child),
             given_back: t.given_back.load(Ordering::Relaxed),
+            held_back: std::array::from_fn(|r| t.held_back[r].load(Ordering::Relaxed)),
             tasks,
             wait: t.wait.snap(),
             children,
@@ -472,6 +490,9 @@ mod tests {
         let snap = s.snap();
         assert!(snap.paused && !snap.per_child[0].paused && snap.per_child[1].paused);
         assert_eq!(snap.given_back, 2);
+        s.held_back(HELD_BACK_CONCURRENCY);
+        s.held_back(HELD_BACK_REASONS.len());
+        assert_eq!(s.snap().held_back, [0, 1], "counted by reason; an unknown reason is not counted");
         s.set_paused(1, false);
         assert!(!s.snap().paused);
         // a child that ends takes its knowledge with it; the next one in the slot starts unknowing
