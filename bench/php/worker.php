@@ -62,4 +62,8 @@ if ($prefetch > 0) {
 if ($metrics !== '') {
     $worker->setMetricsAddress($metrics);
 }
+if (($concurrency = getenv('EBATS_BENCH_CONCURRENCY')) !== false && $concurrency !== '') {
+    // A topic-wide limit far above what one worker runs: its cost when it does not bind.
+    $worker->setLimit(['concurrency' => (int) $concurrency]);
+}
 $worker->run();

@@ -7,6 +7,7 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 use ext_php_rs::zend::ClassEntry;
 
+use crate::flow::limits::{self, Limit, LimitSet};
 use crate::outcome::{Ended, Policy};
 use crate::php::args::{self, bad_input};
 use crate::php::call::{self, Thrown};
@@ -31,6 +32,8 @@ pub struct Worker {
     metrics: Option<std::net::SocketAddr>,
     /// Seconds between monitor lines; None: the setting `ebats.monitor_interval`.
     monitor: Option<u64>,
+    /// Limits set with `setLimit()`, their topic filled in by `run()`.
+    flow: Vec<Limit>,
 }
 
 /// The task class for a topic: "Task" . ucfirst($topic) . "Model".
@@ -166,6 +169,7 @@ impl Worker {
             grace: None,
             metrics: None,
             monitor: None,
+            flow: Vec::new(),
         })
     }
 
@@ -265,6 +269,27 @@ impl Worker {
         Ok(self_)
     }
 
+    /// A limit on the tasks of this worker's topic, across every worker of it: `concurrency` (tasks
+    /// at once), `rate` ('10/s') and `burst`, over the whole topic, the tasks of one `name`, or each
+    /// `key` (a key template such as 'customer:{customer_id}'). A limit over the same scope replaces
+    /// the one set before.
+    #[php(name = "setLimit")]
+    pub fn set_limit<'a>(
+        self_: &'a mut ZendClassObject<Worker>,
+        options: &ZendHashTable,
+    ) -> PhpResult<&'a mut ZendClassObject<Worker>> {
+        let options = args::array_json(options, "the limit's options")?;
+        let options = match options {
+            serde_json::Value::Object(m) => m,
+            serde_json::Value::Array(a) if a.is_empty() => serde_json::Map::new(),
+            _ => return Err(bad_input("the limit's options must be an array with string keys")),
+        };
+        let limit = limits::from_options("", &options).map_err(bad_input)?;
+        self_.flow.retain(|l| l.id() != limit.id());
+        self_.flow.push(limit);
+        Ok(self_)
+    }
+
     /// The task running in this process (id, topic, name, attempt, redeliveries, event), or null.
     #[php(name = "currentTask")]
     pub fn current_task() -> Zval {
@@ -319,6 +344,7 @@ impl Worker {
         let settings = settings::current()?;
         let mut limits = self.limits.clone();
         limits.legacy_counters = settings::legacy_counters();
+        limits.flow = LimitSet::new(self.flow.iter().map(|l| Limit { topic: topic.clone(), ..l.clone() }).collect());
         let setup = Setup {
             topic,
             processes: self.processes as usize,

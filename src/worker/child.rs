@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use lapin::message::Delivery;
 
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
+use super::held;
+use super::limited::{Admit, Gate};
 use super::paused::{self, Paused};
 use super::prefetch::Adaptive;
 use super::recycle;
@@ -19,10 +21,12 @@ use crate::broker::subscription::{self, Subscription};
 use crate::broker::{BrokerError, Decl};
 use crate::config::Settings;
 use crate::dispatch;
+use crate::flow::limits::LimitSet;
 use crate::history::record::Run;
 use crate::history::Writer;
 use crate::log;
 use crate::metrics::cgroup;
+use crate::metrics::stats::HELD_BACK_CONCURRENCY;
 use crate::outcome::{Ended, Next, Policy};
 use crate::wire::{now, TaskMsg};
 
@@ -58,6 +62,8 @@ pub struct Limits {
     pub time_limit_secs: u64,
     /// Where the original library kept its retry counters (a file per task id), on this host.
     pub legacy_counters: PathBuf,
+    /// The topic's rate and concurrency limits set in code (`Worker::setLimit`).
+    pub flow: LimitSet,
 }
 
 impl Default for Limits {
@@ -69,6 +75,7 @@ impl Default for Limits {
             max_redeliveries: 5,
             time_limit_secs: 0,
             legacy_counters: PathBuf::from(crate::config::LEGACY_COUNTERS.default_value()),
+            flow: LimitSet::default(),
         }
     }
 }
@@ -111,6 +118,8 @@ struct TaskHost<'a> {
     legacy_exists: bool,
     /// Whether this worker's topic is paused.
     paused: Paused,
+    /// The concurrency permits this child holds.
+    gate: Gate,
 }
 
 impl<'a> TaskHost<'a> {
@@ -125,6 +134,50 @@ impl<'a> TaskHost<'a> {
             tracking: self.tracking,
             handler: &mut *self.handler,
             history: self.history.as_mut(),
+            // Without limits (the common case) nothing more is done per task.
+            gate: (!self.limits.flow.is_empty()).then_some(&mut self.gate),
+            paused: &self.paused,
+        }
+    }
+
+    /// Gives back, unstarted, a task received while the topic is paused, or one that waited for a
+    /// permit when a stop or a pause came.
+    fn give_back(&mut self, sub: &mut Subscription, d: &Delivery) -> After<Stopped> {
+        match paused::give_back(self.settings, &self.names, sub, d) {
+            Ok(()) => {
+                if !self.paused.may_start() {
+                    self.tracking.shared.stats().given_back();
+                }
+                After::Next
+            }
+            Err(e) => {
+                log::error(&format!("worker could not give back a task it did not start: {e}"));
+                self.acks.flush(sub);
+                After::Reopen
+            }
+        }
+    }
+
+    /// Holds back a task a name or key limit does not let start now (see `worker::held`).
+    fn hold_back(
+        &mut self,
+        sub: &mut Subscription,
+        d: &Delivery,
+        task: &TaskMsg,
+        wait: Duration,
+        limit: &str,
+    ) -> After<Stopped> {
+        let why = format!("concurrency limit '{limit}' reached");
+        match held::hold_back(self.settings, &self.names, sub, d, task, wait, &why) {
+            Ok(()) => {
+                self.tracking.shared.stats().held_back(HELD_BACK_CONCURRENCY);
+                After::Next
+            }
+            Err(e) => {
+                log::error(&format!("worker could not hold back task {}: {e}; it will be delivered again", task.id));
+                self.acks.flush(sub);
+                After::Reopen
+            }
         }
     }
 }
@@ -154,6 +207,7 @@ impl Host for TaskHost<'_> {
     fn idle(&mut self, sub: &mut Subscription) -> bool {
         // Ack what is done before waiting for more.
         let acked = self.acks.flush(sub) && self.paused.follow(sub);
+        self.gate.idle(self.settings);
         if acked && self.legacy_exists && self.legacy_looked.elapsed() >= LEGACY_LOOK_EVERY {
             self.legacy_looked = Instant::now();
             self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
@@ -167,16 +221,7 @@ impl Host for TaskHost<'_> {
 
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Stopped> {
         if !self.paused.may_start() {
-            return match paused::give_back(self.settings, &self.names, sub, &d) {
-                Ok(()) => {
-                    self.tracking.shared.stats().given_back();
-                    After::Next
-                }
-                Err(e) => {
-                    log::error(&format!("worker could not give back a task of a paused topic: {e}"));
-                    After::Reopen
-                }
-            };
+            return self.give_back(sub, &d);
         }
         let started = Instant::now();
         let incoming = Incoming {
@@ -199,6 +244,11 @@ impl Host for TaskHost<'_> {
                 self.acks.flush(sub);
                 return After::Reopen;
             }
+        };
+        let settled = match settled {
+            Settled::HoldBack { task, wait, limit } => return self.hold_back(sub, &d, &task, wait, &limit),
+            Settled::GiveBack => return self.give_back(sub, &d),
+            s => s,
         };
         if matches!(settled, Settled::Ran) {
             self.done += 1;
@@ -306,6 +356,7 @@ pub fn run(
         legacy_looked: Instant::now(),
         legacy_exists: false,
         paused: Paused::watch(settings, topic),
+        gate: Gate::new(),
     };
     let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
@@ -393,6 +444,9 @@ struct Context<'a> {
     tracking: &'a Tracking<'a>,
     handler: &'a mut dyn Handler,
     history: Option<&'a mut Writer>,
+    /// The permits of the child, when the topic has limits.
+    gate: Option<&'a mut Gate>,
+    paused: &'a Paused,
 }
 
 /// What a delivery brings.
@@ -449,9 +503,26 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
             return fail_poison(cx, task, deaths, counted_by.message(deaths));
         }
     }
+    if let Some(gate) = cx.gate.as_deref_mut() {
+        let paused = cx.paused;
+        match gate.admit(cx.settings, cx.names, &cx.limits.flow, &task, &|| !paused.may_start())? {
+            Admit::Start { waited } => {
+                if waited {
+                    cx.tracking.shared.stats().held_back(HELD_BACK_CONCURRENCY);
+                }
+            }
+            Admit::HoldBack { wait, limit } => return Ok(Settled::HoldBack { task: Box::new(task), wait, limit }),
+            Admit::GiveBack => return Ok(Settled::GiveBack),
+        }
+    }
     // Seen again after a death (counted in the message) or given back by the broker.
     let seen_again = d.redelivered || task.redeliveries > 0;
-    run_task(cx, task, seen_again, counter_file)
+    let ran = run_task(cx, task, seen_again, counter_file);
+    // Its key permits go back, however it ended (a process that dies gives them back with its connection).
+    if let Some(gate) = cx.gate.as_deref_mut() {
+        gate.finished(cx.settings);
+    }
+    ran
 }
 
 /// Keeps a delivery that is not run in the failed store as it came, under the id it came with (a
@@ -516,6 +587,10 @@ enum Settled {
     Ran,
     /// Moved without running (unreadable, poison, counted and requeued).
     Moved,
+    /// Not started: a name or key limit says not now; it is to be held back (`worker::held`).
+    HoldBack { task: Box<TaskMsg>, wait: Duration, limit: String },
+    /// Not started: it waited for a permit and a stop or a pause came; it is to be given back.
+    GiveBack,
 }
 
 /// What the history records of a run.

@@ -42,6 +42,7 @@ final class Worker implements Section
             }
             $rows["wk.tasks.p$pf.w1.metrics"] = ['tasks → Worker, 1 process, metrics scraped', 'metrics', 1, $pf];
             $rows["wk.tasks.p$pf.w1.history"] = ['tasks → Worker, 1 process, metrics scraped + history on', 'history', 1, $pf];
+            $rows["wk.tasks.p$pf.w1.concurrency"] = ['tasks → Worker, 1 process, topic concurrency limit not binding', 'concurrency', 1, $pf];
             $rows["wk.bare.p$pf.amqp"] = ['php-amqp consume + ack each', 'amqp', 1, $pf];
             $rows["wk.bare.p$pf.amqplib"] = ['php-amqplib basic_consume + ack each', 'amqplib', 1, $pf];
             $rows["wk.bare.p$pf.lapin"] = ['lapin (Rust) consume + pipelined acks', 'lapin', 1, $pf];
@@ -65,6 +66,7 @@ final class Worker implements Section
                         'worker' => $this->workerOnly($ctx, $procs, $pf, $n),
                         'metrics' => $this->workerOnly($ctx, $procs, $pf, $n, true),
                         'history' => $this->workerOnly($ctx, $procs, $pf, $n, true, true),
+                        'concurrency' => $this->workerOnly($ctx, $procs, $pf, $n, false, false, ['EBATS_BENCH_CONCURRENCY' => '1000']),
                         'hop' => $this->twoHop($ctx, $pf, $n),
                         default => $this->bare($ctx, $kind, $pf, $n),
                     };
@@ -101,9 +103,9 @@ final class Worker implements Section
     /**
      * Tasks waiting -> Worker; timed from the worker's start to the N-th callback. With $metrics, the worker
      * serves metrics and a scraper reads /metrics every 0.5 s meanwhile; with $history, the worker writes
-     * the execution history (ebats.history) too.
+     * the execution history (ebats.history) too; $env goes to the worker (a concurrency limit).
      */
-    private function workerOnly(Context $ctx, int $procs, int $prefetch, int $n, bool $metrics = false, bool $history = false): float
+    private function workerOnly(Context $ctx, int $procs, int $prefetch, int $n, bool $metrics = false, bool $history = false, array $env = []): float
     {
         $ctx->admin->purge($ctx->qTasks);
         $ctx->runJson($ctx->phpCmd('fill.php', ['tasks', $n]));
@@ -118,7 +120,7 @@ final class Worker implements Section
             $scraper = $ctx->spawn(['sh', '-c', "while :; do php -r 'echo @file_get_contents(\"http://$addr/metrics\");' > /dev/null; sleep 0.5; done"], "{$ctx->tmp}/scraper.log");
         }
         $t0 = microtime(true);
-        $w = Workers::startWorker($ctx, $procs, $prefetch, $dir, $addr, $history ? ['EBATS_HISTORY' => '1'] : []);
+        $w = Workers::startWorker($ctx, $procs, $prefetch, $dir, $addr, ($history ? ['EBATS_HISTORY' => '1'] : []) + $env);
         try {
             return self::rate(Workers::waitProgress($dir, $n, 60 + $n / 100), $n, $t0);
         } finally {
@@ -212,6 +214,11 @@ final class Worker implements Section
             if (!is_nan($h)) {
                 $report->target('  the same with metrics and history on / both off', $ratio($h, $w), 0.97, '>=',
                     sprintf('%s / %s = %.3f', $fmt($h), $fmt($w), $ratio($h, $w)));
+            }
+            $c = $res->med("wk.tasks.p$pf.w1.concurrency", 'rate');
+            if (!is_nan($c)) {
+                $report->target('  the same with a topic concurrency limit not binding / none', $ratio($c, $w), 0.95, '>=',
+                    sprintf('%s / %s = %.3f', $fmt($c), $fmt($w), $ratio($c, $w)));
             }
             $e = $res->med("wk.e2e.p$pf.w1", 'rate');
             $report->target('  the same through the Scheduler (events → 1 proc)', $ratio($e, $ceil), 0.70, '>=',
