@@ -290,7 +290,7 @@ mod tests {
         assert_eq!(kind_of(&protocol(406), Stage::Open), ErrorKind::PreconditionFailed);
         assert_eq!(kind_of(&protocol(403), Stage::Open), ErrorKind::AccessRefused);
         assert_eq!(kind_of(&protocol(405), Stage::Open), ErrorKind::Locked);
-        assert_eq!(kind_of(&protocol(506), Stage::Open), ErrorKind::ChannelClosed { reply_code: 506 });
+        assert_eq!(kind_of(&protocol(311), Stage::Open), ErrorKind::ChannelClosed { reply_code: 311 });
         assert!(!ErrorKind::Locked.is_recoverable());
         assert_eq!(reply_kind(504, true, Stage::Open), ErrorKind::ConnectionLost);
         assert!(!ErrorKind::PreconditionFailed.is_recoverable());
