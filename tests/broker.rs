@@ -490,3 +490,35 @@ fn a_unique_key_frees_itself_after_its_lifetime() {
     std::thread::sleep(Duration::from_millis(2500));
     assert!(!queue_exists(&mut s, &st, &queue), "an expired key's queue is deleted");
 }
+
+#[test]
+fn at_most_n_permits_held_and_each_back_when_released_or_its_connection_closes() {
+    use ebats::broker::permit::Permits;
+    let st = settings(&prefix("permit"), None);
+    let n = Names::new(&st.prefix);
+    let slot = |i| n.permit("demo", "k.0a1b2c3d.c:1", i);
+    let mut holders: Vec<Permits> = (0..4).map(|_| Permits::own(Session::new().unwrap())).collect();
+    let mut got: Vec<_> = holders.iter_mut().map(|h| h.acquire(&st, 2, slot).unwrap()).collect();
+    let held: Vec<usize> = (0..4).filter(|&i| got[i].is_some()).collect();
+    let refused: Vec<usize> = (0..4).filter(|&i| got[i].is_none()).collect();
+    assert_eq!(held.len(), 2, "two slots, two holders");
+    assert_ne!(got[held[0]].as_ref().unwrap().queue(), got[held[1]].as_ref().unwrap().queue());
+    assert!(holders[held[0]].holds(got[held[0]].as_ref().unwrap()));
+    // A refused holder asks again on a new channel: still refused while both are held.
+    assert_eq!(holders[refused[0]].acquire(&st, 2, slot).unwrap(), None);
+    // Released: one other holder gets it.
+    let p = got[held[0]].take().unwrap();
+    holders[held[0]].release(&st, p).unwrap();
+    let again =
+        wait_for("the released permit", Duration::from_secs(5), || holders[refused[0]].acquire(&st, 2, slot).unwrap());
+    assert_eq!(holders[refused[1]].acquire(&st, 2, slot).unwrap(), None, "still two holders at most");
+    // The connection of a holder closes: its permit comes back by itself.
+    holders[held[1]].close();
+    let last = wait_for("the permit of a closed connection", Duration::from_secs(5), || {
+        holders[refused[1]].acquire(&st, 2, slot).unwrap()
+    });
+    assert_ne!(again.queue(), last.queue());
+    for h in &mut holders {
+        h.close();
+    }
+}

@@ -66,4 +66,8 @@ if ($metrics !== '') {
 if (($rate = getenv('EBATS_BENCH_RATE')) !== false && $rate !== '') {
     $worker->setLimit(['rate' => $rate]);
 }
+if (($concurrency = getenv('EBATS_BENCH_CONCURRENCY')) !== false && $concurrency !== '') {
+    // A topic-wide limit far above what one worker runs: its cost when it does not bind.
+    $worker->setLimit(['concurrency' => (int) $concurrency]);
+}
 $worker->run();

@@ -30,6 +30,9 @@ pub enum ErrorKind {
     Inequivalent,
     /// The user may not use this resource (403 on a queue or an exchange).
     AccessRefused,
+    /// Another connection holds the resource (405 RESOURCE_LOCKED: an exclusive queue declared by
+    /// another connection). The broker closed the channel.
+    Locked,
     /// The broker closed the channel with another reply code, or the channel was used after it closed.
     ChannelClosed { reply_code: u16 },
     /// No answer in the configured time.
@@ -224,6 +227,7 @@ pub fn reply_kind(code: u16, connection_level: bool, stage: Stage) -> ErrorKind 
         (_, Some(AMQPHardError::INVALIDPATH)) if stage == Stage::Connect => ErrorKind::VhostRefused,
         (Some(AMQPSoftError::ACCESSREFUSED), _) => ErrorKind::AccessRefused,
         (Some(AMQPSoftError::NOTFOUND), _) => ErrorKind::NotFound,
+        (Some(AMQPSoftError::RESOURCELOCKED), _) => ErrorKind::Locked,
         (Some(AMQPSoftError::PRECONDITIONFAILED), _) => ErrorKind::PreconditionFailed,
         (Some(AMQPSoftError::NOROUTE), _) => ErrorKind::Unroutable,
         (_, Some(AMQPHardError::CONNECTIONFORCED)) => ErrorKind::ConnectionLost,
@@ -285,7 +289,9 @@ mod tests {
         assert_eq!(kind_of(&protocol(404), Stage::Open), ErrorKind::NotFound);
         assert_eq!(kind_of(&protocol(406), Stage::Open), ErrorKind::PreconditionFailed);
         assert_eq!(kind_of(&protocol(403), Stage::Open), ErrorKind::AccessRefused);
-        assert_eq!(kind_of(&protocol(405), Stage::Open), ErrorKind::ChannelClosed { reply_code: 405 });
+        assert_eq!(kind_of(&protocol(405), Stage::Open), ErrorKind::Locked);
+        assert_eq!(kind_of(&protocol(311), Stage::Open), ErrorKind::ChannelClosed { reply_code: 311 });
+        assert!(!ErrorKind::Locked.is_recoverable());
         assert_eq!(reply_kind(504, true, Stage::Open), ErrorKind::ConnectionLost);
         assert!(!ErrorKind::PreconditionFailed.is_recoverable());
         assert!(!ErrorKind::AccessRefused.is_recoverable());

@@ -181,7 +181,7 @@ pub async fn ensure_delay_exchange(conn: &Connection, n: &Names) -> Result<bool,
                 let _ = lock.close(200, "done".into()).await;
                 return r;
             }
-            Err(e) if kind_of(&e, Stage::Open) == (ErrorKind::ChannelClosed { reply_code: 405 }) => {}
+            Err(e) if kind_of(&e, Stage::Open) == ErrorKind::Locked => {}
             Err(e) => return Err(BrokerError::lapin(&format!("cannot declare the lock '{}'", n.switch_lock()), &e)),
         }
         if stop::requested().is_some() {

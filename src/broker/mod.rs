@@ -18,6 +18,7 @@ pub mod group_stream;
 pub mod legacy_topology;
 pub mod names;
 pub mod park;
+pub mod permit;
 pub mod processes;
 pub mod publisher;
 pub mod rate;

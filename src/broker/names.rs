@@ -124,6 +124,17 @@ impl Names {
     pub fn switch_lock(&self) -> String {
         format!("{}.switch.lock", self.prefix)
     }
+    /// Slot `i` of a concurrency limit's counter (`flow::limits::Applied::counter`): an exclusive
+    /// queue, held by one connection at a time. A name that would pass 255 bytes names the counter
+    /// by a digest of it.
+    pub fn permit(&self, topic: &str, counter: &str, i: u32) -> String {
+        let name = format!("{}.slot.{topic}.{counter}.{i}", self.prefix);
+        if name.len() <= 255 {
+            return name;
+        }
+        let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, counter.as_bytes()).simple().to_string();
+        format!("{}.slot.{topic}.~{digest}.{i}", self.prefix)
+    }
 }
 
 /// The queue beside a unique key's queue that tells who holds it (`~` is in no key name but a
@@ -175,6 +186,16 @@ mod tests {
         assert!(unique_holder(&q).len() <= 255 && q.starts_with(&format!("{}.unique.~", "p".repeat(64))), "{q}");
         assert_eq!(q, long.unique_queue(&topic, &key), "stable");
         assert_ne!(q, long.unique_queue(&topic, &"j".repeat(100)));
+    }
+
+    #[test]
+    fn permit_names_stay_valid() {
+        let n = Names::new("p");
+        assert_eq!(n.permit("demo", "k.0a1b2c3d.c:7", 2), "p.slot.demo.k.0a1b2c3d.c:7.2");
+        let long = format!("k.0a1b2c3d.{}", "x".repeat(100));
+        let a = Names::new(&"p".repeat(64)).permit(&"t".repeat(128), &long, 999_999);
+        assert!(a.len() <= 255 && a.ends_with(".999999"), "{a}");
+        assert_ne!(a, Names::new(&"p".repeat(64)).permit(&"t".repeat(128), &format!("{long}y"), 999_999));
     }
 
     #[test]

@@ -514,6 +514,8 @@ mod tests {
         let snap = s.snap();
         assert!(snap.paused && !snap.per_child[0].paused && snap.per_child[1].paused);
         assert_eq!(snap.given_back, 2);
+        s.held_back(Held::Concurrency);
+        assert_eq!(s.snap().held_back, [0, 1], "counted by reason");
         s.set_paused(1, false);
         assert!(!s.snap().paused);
         // a child that ends takes its knowledge with it; the next one in the slot starts unknowing

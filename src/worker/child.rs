@@ -11,6 +11,7 @@ use lapin::message::Delivery;
 use super::cancelled::Cancelled;
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
 use super::held;
+use super::limited::{self, Gate};
 use super::paused::{self, Paused};
 use super::prefetch::Adaptive;
 use super::recycle;
@@ -129,6 +130,8 @@ struct TaskHost<'a> {
     throttle: Throttle,
     /// The tasks cancelled, folded by the same watcher.
     cancelled: Cancelled,
+    /// The concurrency permits this child holds.
+    gate: Gate,
 }
 
 impl<'a> TaskHost<'a> {
@@ -147,6 +150,7 @@ impl<'a> TaskHost<'a> {
             paused: &self.paused,
             throttle: &mut self.throttle,
             cancelled: &self.cancelled,
+            gate: &mut self.gate,
         }
     }
 }
@@ -176,6 +180,7 @@ impl Host for TaskHost<'_> {
     fn idle(&mut self, sub: &mut Subscription) -> bool {
         // Ack what is done before waiting for more.
         let acked = self.acks.flush(sub) && self.paused.follow(sub);
+        self.gate.idle(self.settings);
         if acked && self.legacy_exists && self.legacy_looked.elapsed() >= LEGACY_LOOK_EVERY {
             self.legacy_looked = Instant::now();
             self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
@@ -356,6 +361,7 @@ pub fn run(
         paused,
         throttle: Throttle::new(Names::new(&settings.prefix), topic),
         cancelled,
+        gate: Gate::new(),
     };
     let stopped = match consume::run(&spec, &mut host) {
         Finished::Stopped(_) => Stopped::Asked,
@@ -448,6 +454,8 @@ struct Context<'a> {
     paused: &'a Paused,
     throttle: &'a mut Throttle,
     cancelled: &'a Cancelled,
+    /// The concurrency permits of the child.
+    gate: &'a mut Gate,
 }
 
 /// What a delivery brings.
@@ -521,14 +529,32 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
                 if cx.settings.debug {
                     log::debug(&format!("task {}/{} id={} over the rate of '{limit}'", task.topic, task.name, task.id));
                 }
-                held::hold_back(cx.settings, cx.names, &task, wait, Held::Rate)?;
+                held::hold_back(cx.settings, cx.names, &task, d.delivery_count, wait, &format!("rate of '{limit}'"))?;
                 return Ok(Settled::Moved(None));
             }
+        }
+        let paused = cx.paused;
+        match cx.gate.admit(cx.settings, cx.names, &cx.flow_limits, &task, &|| !paused.may_start())? {
+            limited::Admit::Start { waited } => {
+                if waited {
+                    cx.tracking.shared.stats().held_back(Held::Concurrency);
+                }
+            }
+            limited::Admit::HoldBack { wait, limit } => {
+                cx.tracking.shared.stats().held_back(Held::Concurrency);
+                let why = format!("concurrency limit '{limit}' reached");
+                held::hold_back(cx.settings, cx.names, &task, d.delivery_count, wait, &why)?;
+                return Ok(Settled::Moved(None));
+            }
+            limited::Admit::GiveBack => return Ok(Settled::GiveBack { paused: !paused.may_start() }),
         }
     }
     // Seen again after a death (counted in the message) or given back by the broker.
     let seen_again = d.redelivered || task.redeliveries > 0;
-    run_task(cx, task, seen_again, counter_file)
+    let ran = run_task(cx, task, seen_again, counter_file);
+    // Its key permits go back, however it ended (a process that dies gives them back with its connection).
+    cx.gate.finished(cx.settings);
+    ran
 }
 
 /// A task cancelled before it started: not run, not reported to the callback; recorded in the

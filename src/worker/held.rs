@@ -1,28 +1,58 @@
-//! Holding a task back: a limit of its name or key says "not now", so it is published again through
-//! the delay levels and its delivery acked, so that tasks of other names and keys go on meanwhile.
+//! Holding a task back: a limit of its name or key says "not now", so the task is published again
+//! (confirmed) through the delay exchange to come back after a wait, and its delivery is acked by
+//! the caller like every settled one. The worker goes on with tasks of other names and keys
+//! meanwhile. A held-back task keeps its attempt and counters: it never uses up an attempt and never
+//! goes to the failed store. It goes to the end of its queue when it comes back.
 
 use std::time::Duration;
 
 use crate::broker::names::Names;
 use crate::broker::BrokerError;
-use crate::config::Settings;
-use crate::dispatch;
-use crate::metrics::stats::Held;
+use crate::config::{QueueType, Settings};
+use crate::log;
+use crate::rules::MAX_DELAY;
 use crate::wire::TaskMsg;
 
-/// Publishes `task` again (confirmed) through the delay levels, after the smallest delay of at least
-/// `wait` (a whole number of seconds, at least 1), its attempt and counters unchanged: holding back
-/// never uses an attempt and never fails a task. The caller acks the delivery as every settled one.
+/// The delay, in whole seconds, that is the smallest at least `wait` (1 s at least, the longest the
+/// delay levels hold at most).
+pub fn delay_secs(wait: Duration) -> u64 {
+    let ms = wait.as_millis().max(1);
+    (ms.div_ceil(1000) as u64).min(MAX_DELAY as u64)
+}
+
+/// Publishes `task` again to come back after `wait`, confirmed. `why` names the limit, for the debug
+/// log. On a quorum queue the broker's count of deliveries of the task (`delivery_count`: deaths of
+/// the workers that held it) goes into the copy, as a given-back task's does.
 pub fn hold_back(
     settings: &Settings,
     names: &Names,
     task: &TaskMsg,
+    delivery_count: u32,
     wait: Duration,
-    why: Held,
+    why: &str,
 ) -> Result<(), BrokerError> {
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    if settings.debug {
-        crate::log::debug(&format!("task {}/{} id={} held back {secs} s ({why:?})", task.topic, task.name, task.id));
+    let delay = delay_secs(wait);
+    let mut copy = task.clone();
+    if settings.queue_type == QueueType::Quorum {
+        copy.redeliveries = copy.redeliveries.saturating_add(delivery_count);
     }
-    dispatch::send_one(settings, dispatch::task(names, task, secs))
+    copy.delay = delay;
+    crate::dispatch::send_one(settings, crate::dispatch::task(names, &copy, delay))?;
+    if settings.debug {
+        log::debug(&format!("task {}/{} id={} held back {delay} s: {why}", task.topic, task.name, task.id));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smallest_whole_delay_at_least_the_wait() {
+        let table = [(0, 1), (1, 1), (999, 1), (1000, 1), (1001, 2), (7_500, 8), (u64::MAX / 2, MAX_DELAY as u64)];
+        for (ms, secs) in table {
+            assert_eq!(delay_secs(Duration::from_millis(ms)), secs, "{ms} ms");
+        }
+    }
 }

@@ -9,6 +9,7 @@ pub mod child;
 pub mod child_end;
 pub mod delivery;
 pub mod held;
+pub mod limited;
 pub mod paused;
 pub mod prefetch;
 pub mod recycle;

@@ -45,6 +45,7 @@ final class Worker implements Section
             $rows["wk.tasks.p$pf.w1.history"] = ['tasks → Worker, 1 process, metrics scraped + history on', 'history', 1, $pf];
             $rows["wk.tasks.p$pf.w1.ratefree"] = ['tasks → Worker, 1 process, a rate limit that does not bind (1000000/s)', 'ratefree', 1, $pf];
             $rows["wk.tasks.p$pf.w2.rate"] = ['tasks → Worker, 2 processes, rate limit ' . self::RATE . '/s: rate reached', 'rate', 2, $pf];
+            $rows["wk.tasks.p$pf.w1.concurrency"] = ['tasks → Worker, 1 process, topic concurrency limit not binding', 'concurrency', 1, $pf];
             $rows["wk.bare.p$pf.amqp"] = ['php-amqp consume + ack each', 'amqp', 1, $pf];
             $rows["wk.bare.p$pf.amqplib"] = ['php-amqplib basic_consume + ack each', 'amqplib', 1, $pf];
             $rows["wk.bare.p$pf.lapin"] = ['lapin (Rust) consume + pipelined acks', 'lapin', 1, $pf];
@@ -77,6 +78,7 @@ final class Worker implements Section
                         // The first window lets RATE start at once: the rate reached is that of the others.
                         'rate' => $this->workerOnly($ctx, $procs, $pf, self::RATE_N, limit: self::RATE . '/s')
                             * (self::RATE_N - self::RATE) / self::RATE_N,
+                        'concurrency' => $this->workerOnly($ctx, $procs, $pf, $n, env: ['EBATS_BENCH_CONCURRENCY' => '1000']),
                         'hop' => $this->twoHop($ctx, $pf, $n),
                         default => $this->bare($ctx, $kind, $pf, $n),
                     };
@@ -117,7 +119,8 @@ final class Worker implements Section
     /**
      * Tasks waiting -> Worker; timed from the worker's start to the N-th callback. With $metrics, the worker
      * serves metrics and a scraper reads /metrics every 0.5 s meanwhile; with $history, the worker writes
-     * the execution history (ebats.history) too; with $limit, the worker has that topic rate limit.
+     * the execution history (ebats.history) too; with $limit, the worker has that topic rate limit; $env goes
+     * to the worker (a concurrency limit).
      */
     private function workerOnly(
         Context $ctx,
@@ -126,7 +129,8 @@ final class Worker implements Section
         int $n,
         bool $metrics = false,
         bool $history = false,
-        string $limit = ''
+        string $limit = '',
+        array $env = []
     ): float {
         $ctx->admin->purge($ctx->qTasks);
         $ctx->runJson($ctx->phpCmd('fill.php', ['tasks', $n]));
@@ -141,7 +145,7 @@ final class Worker implements Section
             $scraper = $ctx->spawn(['sh', '-c', "while :; do php -r 'echo @file_get_contents(\"http://$addr/metrics\");' > /dev/null; sleep 0.5; done"], "{$ctx->tmp}/scraper.log");
         }
         $t0 = microtime(true);
-        $env = ($history ? ['EBATS_HISTORY' => '1'] : []) + ($limit !== '' ? ['EBATS_BENCH_RATE' => $limit] : []);
+        $env += ($history ? ['EBATS_HISTORY' => '1'] : []) + ($limit !== '' ? ['EBATS_BENCH_RATE' => $limit] : []);
         $w = Workers::startWorker($ctx, $procs, $prefetch, $dir, $addr, $env);
         try {
             return self::rate(Workers::waitProgress($dir, $n, 60 + $n / 100), $n, $t0);
@@ -246,6 +250,11 @@ final class Worker implements Section
             if (!is_nan($reached)) {
                 $report->target(sprintf('  rate reached / a limit of %d/s (2 procs)', self::RATE), $ratio($reached, self::RATE), 0.95, '>=',
                     sprintf('%s / %d = %.3f', $fmt($reached), self::RATE, $ratio($reached, self::RATE)));
+            }
+            $c = $res->med("wk.tasks.p$pf.w1.concurrency", 'rate');
+            if (!is_nan($c)) {
+                $report->target('  the same with a topic concurrency limit not binding / none', $ratio($c, $w), 0.95, '>=',
+                    sprintf('%s / %s = %.3f', $fmt($c), $fmt($w), $ratio($c, $w)));
             }
             $e = $res->med("wk.e2e.p$pf.w1", 'rate');
             $report->target('  the same through the Scheduler (events → 1 proc)', $ratio($e, $ceil), 0.70, '>=',

@@ -1,0 +1,153 @@
+//! Concurrency permits held on the broker: a limit of N at once is N slots, each an exclusive queue
+//! (`Names::permit`, no messages ever). Declaring one succeeds for one connection only; any other
+//! gets 405 RESOURCE_LOCKED ([`ErrorKind::Locked`]), which closes that channel, so permits use a
+//! channel of their own, opened again after a refusal. A permit is released by deleting its queue,
+//! and the broker deletes it itself when the connection that holds it dies (kill -9, a lost host, a
+//! cut): the permit comes back within the broker's own detection of a dead connection (the
+//! heartbeat), never after a timeout of ours that could let two run at once.
+//!
+//! Permits are taken on the process's session connection, the one its consumer uses, so a lost
+//! connection gives back its unacked tasks and its permits together.
+
+use std::sync::Arc;
+
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+
+use super::connection;
+use super::current::with_session;
+use super::error::{BrokerError, ErrorKind};
+use super::session::Session;
+use crate::config::Settings;
+
+/// One slot taken, on the connection of generation `generation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit {
+    queue: String,
+    generation: u64,
+}
+
+impl Permit {
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+}
+
+/// Permits taken on one connection: the channel they are taken on, and which connection that is.
+#[derive(Default)]
+pub struct Permits {
+    /// A session of their own; `None`: the process's session.
+    own: Option<Session>,
+    conn: Option<Arc<Connection>>,
+    ch: Option<Channel>,
+    /// Counts the connections permits were taken on: a permit of an earlier one is gone.
+    generation: u64,
+}
+
+impl Permits {
+    /// Permits taken on the process's session connection.
+    pub fn new() -> Permits {
+        Permits::default()
+    }
+
+    /// Permits taken on a session of their own (its own connection): several holders in one process.
+    pub fn own(session: Session) -> Permits {
+        Permits { own: Some(session), ..Permits::default() }
+    }
+
+    /// Closes the session of its own (every permit taken on it goes back); nothing for the process's.
+    pub fn close(&mut self) {
+        if let Some(s) = self.own.as_mut() {
+            s.close();
+        }
+    }
+
+    fn on<R>(&mut self, f: impl FnOnce(&mut Session) -> Result<R, BrokerError>) -> Result<R, BrokerError> {
+        match self.own.as_mut() {
+            Some(s) => f(s),
+            None => with_session(f),
+        }
+    }
+
+    /// Whether `p` is still held: its connection is the current one and still open.
+    pub fn holds(&self, p: &Permit) -> bool {
+        p.generation == self.generation && self.conn.as_ref().is_some_and(|c| c.status().connected())
+    }
+
+    /// Takes one of the `n` slots named by `slot(i)`, trying them from a random start; `None` when
+    /// every slot is held by another connection.
+    pub fn acquire(
+        &mut self,
+        settings: &Settings,
+        n: u32,
+        slot: impl Fn(u32) -> String,
+    ) -> Result<Option<Permit>, BrokerError> {
+        let start = (uuid::Uuid::new_v4().as_u128() % u128::from(n.max(1))) as u32;
+        for j in 0..n {
+            let queue = slot((start + j) % n);
+            let ch = self.channel(settings)?;
+            let declared = self.on(|s| {
+                s.wait(settings.confirm_timeout, "taking a concurrency permit", async {
+                    ch.queue_declare(
+                        queue.as_str().into(),
+                        QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| BrokerError::lapin(&format!("cannot declare the permit '{queue}'"), &e))
+                })
+            });
+            match declared {
+                Ok(_) => return Ok(Some(Permit { queue, generation: self.generation })),
+                Err(e) => {
+                    // The broker closed the channel (a refusal) or it is in doubt: a new one next time.
+                    self.ch = None;
+                    if e.kind() != ErrorKind::Locked {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives a permit back (its queue deleted, not waiting for the answer: a later declaration on
+    /// the same channel comes after it). A permit of a connection that is gone went with it.
+    pub fn release(&mut self, settings: &Settings, p: Permit) -> Result<(), BrokerError> {
+        if !self.holds(&p) {
+            return Ok(());
+        }
+        let ch = self.channel(settings)?;
+        if !self.holds(&p) {
+            return Ok(());
+        }
+        self.on(|s| {
+            s.wait(settings.confirm_timeout, "releasing a concurrency permit", async {
+                ch.queue_delete(p.queue.as_str().into(), QueueDeleteOptions { nowait: true, ..Default::default() })
+                    .await
+                    .map_err(|e| BrokerError::lapin(&format!("cannot delete the permit '{}'", p.queue), &e))
+            })
+        })
+        .map(|_| ())
+        .inspect_err(|_| self.ch = None)
+    }
+
+    /// The permits' channel, opened on the session's connection when there is none (or it closed).
+    fn channel(&mut self, settings: &Settings) -> Result<Channel, BrokerError> {
+        if let Some(ch) = self.ch.as_ref().filter(|c| c.status().connected()) {
+            return Ok(ch.clone());
+        }
+        let (conn, ch) = self.on(|s| {
+            let conn = s.link(settings)?.connection.clone();
+            let ch = s.wait(settings.confirm_timeout, "opening a channel for permits", connection::channel(&conn))?;
+            Ok((conn, ch))
+        })?;
+        if !self.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+            self.generation += 1;
+            self.conn = Some(conn);
+        }
+        self.ch = Some(ch.clone());
+        Ok(ch)
+    }
+}

@@ -1,0 +1,185 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Ebats\Tests;
+
+use Asynclib\Ebats\Task;
+use Asynclib\Ebats\Worker;
+use Asynclib\Exception\TaskException;
+use Ebats\Tests\Lib\ProcTestCase;
+
+/**
+ * Concurrency limits (`Worker::setLimit(['concurrency' => N, ...])`) with real worker processes, two parents
+ * of two children each: never more than N tasks of a key (or of the topic) run at once, as the start and end
+ * times the handlers write show; a task held back by a limit keeps its attempt and never reaches the failed
+ * store; the permit of a child killed mid-task comes back by itself and its task runs again.
+ */
+final class ConcurrencyLimitTest extends ProcTestCase
+{
+    /** Starts two worker parents of topic "limited", two children each, with these limits. */
+    private function startWorkers(array $limits): void
+    {
+        foreach (['w1', 'w2'] as $name) {
+            $this->startWorker(
+                ['topic' => 'limited', 'procs' => 2, 'name' => $name, 'env' => ['EBATS_T_LIMITS' => json_encode($limits)]],
+                false
+            );
+        }
+        $this->waitConsumers(static::q('task.limited'), 4, 20);
+    }
+
+    /**
+     * The runs the handlers recorded, each [key, tag, pid, start, end]; a run whose process died has no end
+     * record and ends at $killedAt[pid].
+     *
+     * @param array<int,float> $killedAt
+     * @return list<array{key:?string,tag:?string,pid:int,start:float,end:?float}>
+     */
+    private function intervals(array $killedAt = []): array
+    {
+        $open = [];
+        $out = [];
+        foreach ($this->records() as $r) {
+            $kind = $r['kind'] ?? '';
+            if ($kind === 'lim_start') {
+                $open[$r['pid']] = count($out);
+                $out[] = ['key' => $r['key'], 'tag' => $r['tag'], 'pid' => $r['pid'], 'start' => $r['t'], 'end' => null];
+            } elseif ($kind === 'lim_end' && isset($open[$r['pid']])) {
+                $out[$open[$r['pid']]]['end'] = $r['t'];
+                unset($open[$r['pid']]);
+            }
+        }
+        foreach ($out as &$run) {
+            if ($run['end'] === null && isset($killedAt[$run['pid']])) {
+                $run['end'] = $killedAt[$run['pid']];
+            }
+        }
+        return $out;
+    }
+
+    /** The most runs of $runs that were running at one moment. */
+    private static function mostAtOnce(array $runs): int
+    {
+        $events = [];
+        foreach ($runs as $r) {
+            $events[] = [$r['start'], 1];
+            $events[] = [$r['end'] ?? INF, -1];
+        }
+        // At one instant an end comes before a start: a run that starts as another ends does not overlap it.
+        usort($events, static fn (array $a, array $b): int => [$a[0], $a[1]] <=> [$b[0], $b[1]]);
+        $now = 0;
+        $most = 0;
+        foreach ($events as [, $d]) {
+            $now += $d;
+            $most = max($most, $now);
+        }
+        return $most;
+    }
+
+    /** Every task of $ids ran to its end once, at attempt 1, and nothing is in the failed store. */
+    private function assertEachRanOnceAtItsFirstAttempt(array $ids, float $timeout): void
+    {
+        foreach ($ids as $id) {
+            $cbs = $this->waitCallbacks($id, 1, $timeout, 'every task ends');
+            $this->assertSame(1, $cbs[0]['attempt'], 'a task held back by a limit keeps its attempt');
+            $this->assertSame(Worker::STATE_SUCC, $cbs[0]['status']);
+        }
+        $this->assertStays(fn () => count($this->records('cb')) > count($ids) ? $this->records('cb') : null, 1.0, 'a task ran twice');
+        $this->assertSame(0, self::queueStats()[static::q('failed.limited')]['ready'] ?? 0, 'nothing in the failed store');
+    }
+
+    public function testOneTaskAtATimePerKeyAcrossTwoWorkers(): void
+    {
+        $this->startWorkers([['concurrency' => 1, 'key' => 'customer:{c}']]);
+        $ids = [];
+        for ($i = 0; $i < 6; $i++) {
+            foreach (['a', 'b', 'c', 'd'] as $key) {
+                $ids[] = Task::create('limited', 'work', ['c' => $key, 'ms' => 150, 'tag' => "$key$i"]);
+            }
+        }
+        $this->assertEachRanOnceAtItsFirstAttempt($ids, 60);
+        $runs = $this->intervals();
+        $this->assertCount(24, $runs);
+        foreach (['a', 'b', 'c', 'd'] as $key) {
+            $of = array_values(array_filter($runs, static fn (array $r): bool => $r['key'] === $key));
+            $this->assertSame(1, self::mostAtOnce($of), "two tasks of key $key ran at once: " . json_encode($of));
+        }
+        $this->assertGreaterThanOrEqual(2, self::mostAtOnce($runs), 'tasks of different keys run side by side');
+    }
+
+    public function testATopicConcurrencyOfTwoWithFourChildren(): void
+    {
+        $this->startWorkers([['concurrency' => 2]]);
+        $ids = [];
+        for ($i = 0; $i < 20; $i++) {
+            $ids[] = Task::create('limited', 'work', ['ms' => 200, 'tag' => "t$i"]);
+        }
+        $this->assertEachRanOnceAtItsFirstAttempt($ids, 60);
+        $runs = $this->intervals();
+        $this->assertCount(20, $runs);
+        $this->assertSame(2, self::mostAtOnce($runs), 'at most two at once, and two reached: ' . json_encode($runs));
+        $this->assertGreaterThanOrEqual(3, count(array_unique(array_column($runs, 'pid'))), 'the children take turns');
+    }
+
+    public function testAKilledHolderGivesItsPermitBackAndItsTaskRunsAgain(): void
+    {
+        $this->startWorkers([['concurrency' => 1, 'key' => '{c}']]);
+        $ids = [];
+        foreach (['k1', 'k2', 'k3'] as $tag) {
+            $ids[$tag] = Task::create('limited', 'work', ['c' => 'k', 'ms' => 2500, 'tag' => $tag]);
+        }
+        $other = Task::create('limited', 'work', ['c' => 'other', 'ms' => 100, 'tag' => 'o']);
+        $first = $this->waitFor(
+            fn () => array_values(array_filter($this->records('lim_start'), static fn (array $r): bool => $r['key'] === 'k'))[0] ?? null,
+            20,
+            'a task of key k starts'
+        );
+        usleep(300000);
+        posix_kill($first['pid'], SIGKILL);
+        $killedAt = microtime(true);
+
+        $this->waitCallbacks($other, 1, 20, 'a task of another key runs meanwhile');
+        $next = $this->waitFor(
+            fn () => array_values(array_filter($this->records('lim_start'), static fn (array $r): bool => $r['key'] === 'k' && $r['t'] > $killedAt))[0] ?? null,
+            20,
+            'a task of key k starts after the kill'
+        );
+        $this->assertLessThan(6.0, $next['t'] - $killedAt, 'the permit of the killed child came back within seconds');
+        foreach ($ids as $id) {
+            $this->waitCallbacks($id, 1, 60, 'every task of key k ends');
+        }
+        $runs = $this->intervals([$first['pid'] => $killedAt]);
+        $k = array_values(array_filter($runs, static fn (array $r): bool => $r['key'] === 'k'));
+        $this->assertSame(1, self::mostAtOnce($k), 'two tasks of key k ran at once: ' . json_encode($k));
+        $this->assertCount(2, array_filter($k, static fn (array $r): bool => $r['tag'] === $first['tag']), 'the killed task ran again');
+        $this->assertCount(4, $k, 'three tasks, one of them twice');
+        foreach ($ids as $tag => $id) {
+            if ($tag !== $first['tag']) {
+                $this->assertSame(1, $this->callbacks($id)[0]['attempt'], "held back, $tag keeps its attempt");
+            }
+        }
+        $this->assertSame(0, self::queueStats()[static::q('failed.limited')]['ready'] ?? 0, 'nothing in the failed store');
+    }
+
+    public function testBadLimitOptionsAreRefused(): void
+    {
+        $worker = new Worker(static function (): void {
+        });
+        $this->assertSame($worker, $worker->setLimit(['concurrency' => 2, 'key' => 'c:{customer}', 'name' => 'send']));
+        $cases = [
+            [[], "a limit needs a 'concurrency' or a 'rate'"],
+            [['concurrency' => 0], 'a concurrency limit is 1 to 1000000 tasks at once, not 0'],
+            [['concurrency' => 1, 'keys' => 'x'], "unknown limit option 'keys'"],
+            [['concurrency' => 1, 'key' => 'c:{'], "key template 'c:{'"],
+            [['concurrency' => '1'], "the limit option 'concurrency' must be an integer"],
+            [['rate' => '10/d'], 'a rate is written'],
+            [[1], "the limit's options must be an array with string keys"],
+        ];
+        foreach ($cases as [$options, $message]) {
+            $e = self::thrown(fn () => $worker->setLimit($options));
+            $this->assertInstanceOf(TaskException::class, $e, json_encode($options));
+            $this->assertStringContainsString($message, $e->getMessage());
+        }
+    }
+}
