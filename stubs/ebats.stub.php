@@ -1005,20 +1005,6 @@ namespace Asynclib\Ebats {
         }
 
         /**
-         * A limit on this worker's topic, held across every worker of it on every host.
-         *
-         * @param array{concurrency?: int, rate?: string, burst?: int, name?: string, key?: string} $options
-         *        'concurrency': at most this many tasks at once; 'rate': starts per window ('10/s', '600/m',
-         *        '5/10s') and 'burst' more after a quiet time; over the whole topic, the tasks of one 'name', or
-         *        each 'key' (a template filled from the task's params, e.g. 'customer:{customer_id}'). A limit
-         *        over the same scope replaces the one set before.
-         * @throws \Asynclib\Exception\TaskException an unknown option or a bad value
-         */
-        public function setLimit(array $options): static
-        {
-        }
-
-        /**
          * A task still running after this many seconds is stopped (its process killed and replaced) and counts
          * as a failed attempt that follows the retry rules; 0 for no limit. Keep it below RabbitMQ's consumer
          * ack timeout (30 minutes by default).
