@@ -151,9 +151,6 @@ impl LimitSet {
     }
 }
 
-/// A limit from an options array (`Worker::setLimit`): `concurrency` (tasks at once), `rate`
-/// (`10/s`) and `burst`, over the whole topic, or the tasks of one `name`, or each `key` (a key
-
 /// A short stable tag of a key limit's scope, so two key limits of a topic never share counters.
 fn template_tag(l: &Limit) -> String {
     let ns = uuid::Uuid::NAMESPACE_OID;

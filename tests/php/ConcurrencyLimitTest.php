@@ -168,13 +168,16 @@ final class ConcurrencyLimitTest extends ProcTestCase
         });
         $this->assertSame($worker, $worker->setLimit(['concurrency' => 2, 'key' => 'c:{customer}', 'name' => 'send']));
         $cases = [
-            [[], "a limit needs a 'concurrency' or a 'rate'"],
+            [[], 'a limit needs a rate, a concurrency or both'],
             [['concurrency' => 0], 'a concurrency limit is 1 to 1000000 tasks at once, not 0'],
-            [['concurrency' => 1, 'keys' => 'x'], "unknown limit option 'keys'"],
+            [['concurrency' => 1, 'keys' => 'x'], "a limit has no key 'keys'"],
             [['concurrency' => 1, 'key' => 'c:{'], "key template 'c:{'"],
-            [['concurrency' => '1'], "the limit option 'concurrency' must be an integer"],
+            [['concurrency' => '1'], "a limit's 'concurrency' is a whole number"],
+            [['rate' => 20], "a limit's 'rate' is a string"],
             [['rate' => '10/d'], 'a rate is written'],
-            [[1], "the limit's options must be an array with string keys"],
+            [['burst' => 2, 'concurrency' => 1], 'a burst goes with a rate'],
+            [['rate' => '1/s', 'name' => 'bad name'], 'bad name'],
+            [[1], 'a limit is an array of keys'],
         ];
         foreach ($cases as [$options, $message]) {
             $e = self::thrown(fn () => $worker->setLimit($options));

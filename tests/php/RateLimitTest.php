@@ -5,8 +5,6 @@ declare(strict_types=1);
 namespace Ebats\Tests;
 
 use Asynclib\Ebats\Task;
-use Asynclib\Ebats\Worker;
-use Asynclib\Exception\TaskException;
 use Ebats\Tests\Lib\ProcTestCase;
 
 /**
@@ -110,28 +108,5 @@ class RateLimitTest extends ProcTestCase
         }
         $this->waitFor(fn () => count($this->records('cb')) >= $keys * $per + 1 ?: null, 10, 'every callback');
         $this->assertNoAttemptUsedAndNothingFailed($runs);
-    }
-
-    public function testABadLimitIsAClearError(): void
-    {
-        $w = new Worker(static function (): void {});
-        $cases = [
-            [[], 'needs a rate, a concurrency or both'],
-            [['rate' => '20/x'], 'a rate is written'],
-            [['rate' => '20/s', 'bogus' => 1], 'a limit has no key \'bogus\''],
-            [['rate' => 20], '\'rate\' is a string'],
-            [['burst' => 2, 'concurrency' => 1], 'a burst goes with a rate'],
-            [['rate' => '1/s', 'key' => 'c:{'], 'not closed'],
-            [['rate' => '1/s', 'name' => 'bad name'], 'bad name'],
-        ];
-        foreach ($cases as [$limit, $message]) {
-            try {
-                $w->setLimit($limit);
-                $this->fail('accepted ' . json_encode($limit));
-            } catch (TaskException $e) {
-                $this->assertStringContainsString($message, $e->getMessage());
-            }
-        }
-        $this->assertSame($w, $w->setLimit(['rate' => '10/s', 'burst' => 5]));
     }
 }
