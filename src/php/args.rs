@@ -112,3 +112,12 @@ pub fn exchange(name: String, kind: String) -> PhpResult<(String, String)> {
     crate::broker::topology::exchange_kind(&kind).map_err(|e| bad_input(e.to_string()))?;
     Ok((name, kind))
 }
+
+/// A service's refusal ([`crate::services::refused::Refused`]) as the exception PHP code catches: a
+/// `TaskException` for the caller's input, a `ConnectionedException` for the broker.
+pub fn refused(e: crate::services::refused::Refused) -> PhpException {
+    match e {
+        crate::services::refused::Refused::Broker(e) => broker_err(e),
+        crate::services::refused::Refused::Bad(m) => bad_input(m),
+    }
+}

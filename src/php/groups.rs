@@ -3,17 +3,10 @@
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendHashTable, Zval};
 
-use crate::php::args::{array_json, bad_input, broker_err, int_arg, string_arg};
+use crate::php::args::{array_json, broker_err, int_arg, refused, string_arg};
 use crate::php::convert::to_zval;
 use crate::php::settings;
-use crate::services::groups::{self, Refused};
-
-fn refused(e: Refused) -> PhpException {
-    match e {
-        Refused::Broker(e) => broker_err(e),
-        Refused::Bad(m) => bad_input(m),
-    }
-}
+use crate::services::groups;
 
 #[php_class]
 #[php(name = "Asynclib\\Ebats\\Group")]
@@ -50,9 +43,7 @@ impl Group {
     pub fn cancel(id: &Zval, r#for: Option<&Zval>) -> PhpResult<()> {
         let id = string_arg(id, "Argument #1 ($id)")?;
         let secs = int_arg(r#for, crate::services::cancel::DEFAULT_FOR_SECS, "Argument #2 ($for)")?;
-        crate::services::cancel::group(&settings::current()?, &id, secs)
-            .map(|_| ())
-            .map_err(crate::php::topics::refused)
+        crate::services::cancel::group(&settings::current()?, &id, secs).map(|_| ()).map_err(refused)
     }
 
     /// The groups in flight and the last ones done, newest first, without their members.

@@ -5,9 +5,10 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendHashTable, Zval};
 use serde_json::Value;
 
+use crate::php::args::refused;
 use crate::php::args::{array_json, bad_input};
+use crate::php::convert;
 use crate::php::settings;
-use crate::php::{convert, topics::refused};
 use crate::services::limits::{self, Refused};
 
 fn all(r: Result<Vec<Value>, Refused>) -> PhpResult<Vec<Zval>> {

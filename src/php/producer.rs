@@ -162,7 +162,7 @@ impl Task {
     pub fn cancel(id: &Zval, r#for: Option<&Zval>) -> PhpResult<()> {
         let id = string_arg(id, "Argument #1 ($id)")?;
         let secs = int_arg(r#for, crate::services::cancel::DEFAULT_FOR_SECS, "Argument #2 ($for)")?;
-        cancel::task(&settings::current()?, &id, secs).map(|_| ()).map_err(crate::php::topics::refused)
+        cancel::task(&settings::current()?, &id, secs).map(|_| ()).map_err(args::refused)
     }
 
     /// Inside a task's handler: whether that task has been cancelled (the handler may stop early).

@@ -6,19 +6,12 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
 use serde_json::{Map, Value};
 
-use crate::php::args::{bad_input, broker_err, string_arg};
+use crate::php::args::{bad_input, broker_err, refused, string_arg};
 use crate::php::convert;
 use crate::php::settings;
-use crate::services::schedules::{self, Refused};
+use crate::services::schedules;
 
 pub use crate::services::schedules::code_schedules;
-
-fn refused(e: Refused) -> PhpException {
-    match e {
-        Refused::Broker(e) => broker_err(e),
-        Refused::Bad(m) => bad_input(m),
-    }
-}
 
 /// An array argument as a JSON value (`[]` is an empty list).
 fn array_value(zv: Option<&Zval>, what: &str) -> PhpResult<Value> {

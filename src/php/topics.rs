@@ -2,17 +2,9 @@
 
 use ext_php_rs::prelude::*;
 
-use crate::php::args::{bad_input, broker_err};
+use crate::php::args::{broker_err, refused};
 use crate::php::settings;
-use crate::services::flow::{self, Refused};
-
-/// A refused flow change (a pause, a resume, a limit, a cancel) as the exception PHP code catches.
-pub fn refused(e: Refused) -> PhpException {
-    match e {
-        Refused::Broker(e) => broker_err(e),
-        Refused::Bad(m) => bad_input(m),
-    }
-}
+use crate::services::flow;
 
 #[php_class]
 #[php(name = "Asynclib\\Ebats\\Topics")]

@@ -7,7 +7,7 @@
 use crate::broker::flow_stream;
 use crate::config::Settings;
 use crate::flow::cancel::{self, Target};
-use crate::services::flow::Refused;
+use crate::services::refused::Refused;
 
 /// How long a cancel lasts when not said: a task's lifetime of 7 days.
 pub const DEFAULT_FOR_SECS: i64 = 7 * 24 * 3600;

@@ -8,13 +8,7 @@ use crate::config::Settings;
 use crate::dashboard::schedules::Failed;
 use crate::dashboard::topics::TopicActions;
 
-/// Why a change was not made.
-#[derive(Debug)]
-pub enum Refused {
-    /// The caller's input (a topic name no worker can have).
-    Bad(String),
-    Broker(BrokerError),
-}
+pub use super::refused::Refused;
 
 fn change(settings: &Settings, topic: &str, paused: bool) -> Result<bool, Refused> {
     crate::rules::check_topic(topic).map_err(Refused::Bad)?;
@@ -39,15 +33,6 @@ pub fn paused(settings: &Settings) -> Result<Vec<String>, BrokerError> {
 
 /// The topic actions the dashboard offers, handed to it when it is started (it sits below this tier).
 pub struct Actions;
-
-impl From<Refused> for Failed {
-    fn from(e: Refused) -> Failed {
-        match e {
-            Refused::Broker(e) => Failed::Broker(e),
-            Refused::Bad(m) => Failed::Bad(m),
-        }
-    }
-}
 
 impl TopicActions for Actions {
     fn pause(&self, settings: &Settings, topic: &str) -> Result<bool, Failed> {

@@ -14,13 +14,7 @@ use crate::group::{self as groups, FollowUp, When};
 use crate::rules;
 use crate::wire::TaskMsg;
 
-/// Why a group was not made.
-#[derive(Debug)]
-pub enum Refused {
-    /// The caller's input: what is wrong with it.
-    Bad(String),
-    Broker(BrokerError),
-}
+pub use super::refused::Refused;
 
 /// The tasks of a group as given: a list of `{topic, name, params?, delay?, id?}`.
 fn members(tasks: &Value, group: &str) -> Result<Vec<TaskMsg>, String> {

@@ -9,7 +9,7 @@ use crate::broker::flow_stream;
 use crate::config::Settings;
 use crate::flow::limits::Limit;
 use crate::flow::record::{limit_json, parse_limit, scope_id};
-pub use crate::services::flow::Refused;
+pub use crate::services::refused::Refused;
 
 /// Sets the limit `spec` describes (`rate`, `burst`, `concurrency`, `name`, `key`) for every worker
 /// of `topic`, replacing the run-time limit of the same scope. True when that changed something

@@ -13,6 +13,7 @@ pub mod groups;
 pub mod limits;
 pub mod periodic;
 pub mod publishing;
+pub mod refused;
 pub mod run;
 pub mod schedules;
 pub mod scheduling;

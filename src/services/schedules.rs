@@ -16,34 +16,7 @@ use crate::history::event_tasks::EventTasks;
 use crate::services::periodic::stream;
 use crate::wire::now_ms;
 
-/// Why a management call failed, its kind: the broker failed, or the request cannot be done (a bad
-/// definition, a name taken or unknown; the message is for people).
-#[derive(Debug)]
-pub enum Refused {
-    Broker(BrokerError),
-    Bad(String),
-}
-
-impl From<BrokerError> for Refused {
-    fn from(e: BrokerError) -> Self {
-        Refused::Broker(e)
-    }
-}
-
-impl From<crate::cron::Error> for Refused {
-    fn from(e: crate::cron::Error) -> Self {
-        Refused::Bad(e.message().to_string())
-    }
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refused::Broker(e) => write!(f, "{e}"),
-            Refused::Bad(m) => f.write_str(m),
-        }
-    }
-}
+pub use super::refused::Refused;
 
 /// Schedules declared in code in this process, in the order they were declared.
 static CODE: Mutex<Vec<Def>> = Mutex::new(Vec::new());
@@ -290,15 +263,6 @@ pub fn trigger(settings: &Settings, name: &str) -> Result<String, Refused> {
 
 /// The schedule actions the dashboard offers, handed to it when it is started (it sits below this tier).
 pub struct Actions;
-
-impl From<Refused> for Failed {
-    fn from(e: Refused) -> Failed {
-        match e {
-            Refused::Broker(e) => Failed::Broker(e),
-            Refused::Bad(m) => Failed::Bad(m),
-        }
-    }
-}
 
 impl ScheduleActions for Actions {
     fn list(&self, settings: &Settings) -> Result<Vec<Value>, BrokerError> {
