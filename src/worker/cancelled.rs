@@ -41,9 +41,12 @@ impl Cancelled {
         Cancelled { cancels }
     }
 
-    /// Whether `task` is cancelled now (by its id, its group or its chain).
+    /// Whether `task` is cancelled now (by its id, its group or its chain). Borrows the task's ids:
+    /// asked before every task, it allocates nothing.
     pub fn of(&self, task: &TaskMsg) -> bool {
-        self.cancels.lock().is_cancelled(Ids::of(task).keys(), crate::wire::now_ms())
+        let keys =
+            Keys { id: &task.id, group: task.group.as_deref(), chain: task.chain.as_ref().map(|c| c.at.id.as_str()) };
+        self.cancels.lock().is_cancelled(keys, crate::wire::now_ms())
     }
 
     /// The handler starts running `task`: [`current`] answers for it until [`Cancelled::ended`].

@@ -533,7 +533,6 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
                 return Ok(Settled::Moved(None));
             }
         }
-        let paused = cx.paused;
         match cx.gate.admit(cx.settings, cx.names, &cx.flow_limits, &task, &|| !paused.may_start())? {
             limited::Admit::Start { waited } => {
                 if waited {
@@ -576,8 +575,7 @@ fn skip_cancelled(cx: &mut Context, task: &TaskMsg) -> Result<Settled, HandleErr
         w.write(task, &run);
     }
     cx.tracking.shared.stats().cancelled();
-    group_stream::end(cx.settings, task, Outcome::Cancelled)?;
-    release_key(cx.settings, task);
+    ended(cx.settings, task, Outcome::Cancelled)?;
     Ok(Settled::Moved(None))
 }
 
@@ -644,15 +642,22 @@ fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) ->
     let runs = task.attempt.saturating_sub(1).saturating_add(deaths);
     task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, runs));
     dispatch::send_one(cx.settings, dispatch::failed(cx.names, &task, &msg))?;
-    group_stream::end(cx.settings, &task, Outcome::Failed)?;
-    release_key(cx.settings, &task);
+    ended(cx.settings, &task, Outcome::Failed)?;
     // Recorded in the history, without a callback (the handler did not return).
     Ok(Settled::Moved(Some(Report { task, ran, status: crate::outcome::STATE_FAIL, callback: false })))
 }
 
-/// A task that ended for good (succeeded, failed to the store, poison) releases its unique key,
-/// before its ack, unless the key is at the end of its lifetime. A key that cannot be released is logged and frees itself after its lifetime: the
-/// task is not run again for it.
+/// A task ended for good (succeeded, failed to the store, poison, cancelled), before its ack: its
+/// group counts its end (confirmed; nothing for a task without a group) and its unique key is released.
+fn ended(settings: &Settings, task: &TaskMsg, outcome: Outcome) -> Result<(), BrokerError> {
+    group_stream::end(settings, task, outcome)?;
+    release_key(settings, task);
+    Ok(())
+}
+
+/// Releases the unique key of a task that ended for good, unless the key is at the end of its
+/// lifetime. A key that cannot be released is logged and frees itself after its lifetime: the task is
+/// not run again for it.
 fn release_key(settings: &Settings, task: &TaskMsg) {
     let Some(key) = &task.unique else { return };
     if !crate::flow::unique::releases(key, now()) {
@@ -737,8 +742,7 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<Report, HandleErr
             if let Some(step) = task.chain.as_ref().and_then(|c| c.next()) {
                 dispatch::send_one(settings, dispatch::task(cx.names, &step, step.delay))?;
             }
-            group_stream::end(settings, &task, Outcome::Succeeded)?;
-            release_key(settings, &task);
+            ended(settings, &task, Outcome::Succeeded)?;
         }
         Next::Again { delay } => {
             let mut again = task.clone();
@@ -775,8 +779,7 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<Report, HandleErr
                     c.at.id, c.at.step, c.at.steps, task.id
                 ));
             }
-            group_stream::end(settings, &task, Outcome::Failed)?;
-            release_key(settings, &task);
+            ended(settings, &task, Outcome::Failed)?;
         }
     }
     Ok(Report { task, ran, status, callback: true })
