@@ -88,15 +88,15 @@ impl Names {
     }
 
     /// The counter queue of a rate limit (`broker::rate`): the counter's name within the topic, and the
-    /// log's shape (capacity and window), so a changed limit starts a log of its own. A name longer
-    /// than AMQP allows names the counter by a digest of it.
+    /// log's shape (capacity in bytes, `b`, and window), so a changed limit starts a log of its own. A
+    /// name longer than AMQP allows names the counter by a digest of it.
     pub fn rate_counter(&self, topic: &str, counter: &str, capacity: u32, window_ms: u64) -> String {
-        let name = format!("{}.rate.{topic}.{counter}.{capacity}-{window_ms}", self.prefix);
+        let name = format!("{}.rate.{topic}.{counter}.{capacity}b-{window_ms}", self.prefix);
         if name.len() <= 255 {
             return name;
         }
         let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, counter.as_bytes()).simple().to_string();
-        format!("{}.rate.{topic}.d.{digest}.{capacity}-{window_ms}", self.prefix)
+        format!("{}.rate.{topic}.d.{digest}.{capacity}b-{window_ms}", self.prefix)
     }
 
     /// The classic queue that holds a unique key of `topic` while a task holds it (at most one

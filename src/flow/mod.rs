@@ -33,5 +33,6 @@ pub mod key;
 pub mod limits;
 pub mod pause;
 pub mod rate;
+pub mod rate_block;
 pub mod record;
 pub mod unique;

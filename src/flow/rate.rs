@@ -1,11 +1,13 @@
 //! A rate limit as a sliding log held by the broker: the arithmetic of it (pure). The broker side is
 //! `broker::rate`; the worker child's use of it `worker::throttle`.
 //!
-//! A rate `count` per `per_ms` with a `burst` is a counter queue of at most `count + burst` messages
-//! (`x-max-length`, `x-overflow = reject-publish`) whose messages expire `window_ms` after they were
-//! put in (`x-message-ttl`). A start is a confirmed publish to it; a refusal (negative confirm) means
-//! the log is full and the task may not start now. Nothing refills it, nothing leads: each message
-//! leaves by itself when it expires, so the limit holds across every process on every host.
+//! A rate `count` per `per_ms` with a `burst` is a counter queue of at most `count + burst` bytes
+//! (`x-max-length-bytes`, `x-overflow = reject-publish`), one byte per start, whose messages expire
+//! `window_ms` after they were put in (`x-message-ttl`). A start is a confirmed publish to it (several
+//! starts taken at once are one message of as many bytes: `rate_block`); a refusal (negative confirm)
+//! means the log has no room for them and the task may not start now. Nothing refills it, nothing
+//! leads: each message leaves by itself when it expires, so the limit holds across every process on
+//! every host.
 //!
 //! The window is `per_ms × (count + burst) / count`, not `per_ms`: the log then lets `count + burst`
 //! start at once after a quiet time (the burst) and `count` per `per_ms` when work keeps waiting
@@ -37,7 +39,7 @@ pub const WAIT_IN_PLACE_MAX: Duration = Duration::from_secs(10);
 /// [`redeclare_after`]).
 pub const IDLE_MS: u64 = 60_000;
 
-/// How many starts the log holds (`x-max-length`).
+/// How many starts the log holds (`x-max-length-bytes`, a byte per start).
 pub fn capacity(rate: &Rate) -> u32 {
     rate.count.saturating_add(rate.burst)
 }
@@ -50,8 +52,10 @@ pub fn window_ms(rate: &Rate) -> u64 {
 
 /// How long a start stays in the log (`x-message-ttl`), in ms: the window and a margin of 2 % (10 ms to
 /// a second) for the time between the broker logging a start and the task starting, which varies by
-/// a few milliseconds: without it, two starts a window apart in the log could start a little less than
-/// a window apart.
+/// a few milliseconds (and which a block of starts taken ahead may use up: `rate_block`): without it,
+/// two starts a window apart in the log could start a little less than a window apart. Every start used
+/// within the margin after it was logged, the starts of any `per_ms` were logged within `per_ms` plus
+/// the margin, which is at most the TTL: they were all in the log together, so at most its capacity.
 pub fn ttl_ms(rate: &Rate) -> u64 {
     let w = window_ms(rate);
     w + (w / 50).clamp(10, 1000)
