@@ -12,7 +12,9 @@ use Ebats\Tests\Lib\Process;
  * for the class and removed after it: quorum queues (delay levels included), a URL list with a dead first
  * entry, a type mismatch, the poison count across two worker parents, and the ledger of numbered events
  * (producers -> Schedulers -> Worker) while the node every process is connected to is killed (kill -9) and
- * brought back, with a Consumer and the cron leadership (one leader, each tick fired once) going on too.
+ * brought back, with a Consumer and the cron leadership (one leader, each tick fired once) going on too; a
+ * group, a unique key and a pause through the kill of the unique key's node; a concurrency and a rate limit
+ * through the kill of the rate counter's node.
  *
  * @group cluster
  */
