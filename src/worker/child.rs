@@ -516,23 +516,10 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
         }
     }
     if !cx.flow_limits.is_empty() {
-        let mut waited = false;
         let paused = cx.paused;
-        let admit = cx.throttle.admit(cx.settings, &cx.flow_limits, &task, || !paused.may_start(), &mut waited)?;
-        if waited || !matches!(admit, Admit::Run) {
-            cx.tracking.shared.stats().held_back(Held::Rate);
-        }
-        match admit {
-            Admit::Run => {}
-            Admit::GiveBack { paused } => return Ok(Settled::GiveBack { paused }),
-            Admit::HoldBack { wait, limit } => {
-                if cx.settings.debug {
-                    log::debug(&format!("task {}/{} id={} over the rate of '{limit}'", task.topic, task.name, task.id));
-                }
-                held::hold_back(cx.settings, cx.names, &task, d.delivery_count, wait, &format!("rate of '{limit}'"))?;
-                return Ok(Settled::Moved(None));
-            }
-        }
+        // The permits first, the rate's starts last: a start is counted by the broker as near the
+        // handler's start as can be, with no permit's declaration (on a cluster, a round trip to
+        // another node) between them, which the log's margin (`flow::rate`) does not cover.
         match cx.gate.admit(cx.settings, cx.names, &cx.flow_limits, &task, &|| !paused.may_start())? {
             limited::Admit::Start { waited } => {
                 if waited {
@@ -546,6 +533,27 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
                 return Ok(Settled::Moved(None));
             }
             limited::Admit::GiveBack => return Ok(Settled::GiveBack { paused: !paused.may_start() }),
+        }
+        let mut waited = false;
+        let admit = cx.throttle.admit(cx.settings, &cx.flow_limits, &task, || !paused.may_start(), &mut waited);
+        if !matches!(admit, Ok(Admit::Run)) {
+            // Not starting now: the permits taken for it go back.
+            cx.gate.finished(cx.settings);
+        }
+        let admit = admit?;
+        if waited || !matches!(admit, Admit::Run) {
+            cx.tracking.shared.stats().held_back(Held::Rate);
+        }
+        match admit {
+            Admit::Run => {}
+            Admit::GiveBack { paused } => return Ok(Settled::GiveBack { paused }),
+            Admit::HoldBack { wait, limit } => {
+                if cx.settings.debug {
+                    log::debug(&format!("task {}/{} id={} over the rate of '{limit}'", task.topic, task.name, task.id));
+                }
+                held::hold_back(cx.settings, cx.names, &task, d.delivery_count, wait, &format!("rate of '{limit}'"))?;
+                return Ok(Settled::Moved(None));
+            }
         }
     }
     // Seen again after a death (counted in the message) or given back by the broker.

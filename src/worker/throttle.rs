@@ -1,4 +1,5 @@
-//! Rate limits in a worker child: before a task starts, a start is taken from the counter of each
+//! Rate limits in a worker child: before a task starts, once its permits are held (`worker::limited`,
+//! given back when the rate does not let it start), a start is taken from the counter of each
 //! rate limit that applies to it (`broker::rate`, in the order of `flow::rate::in_order`). A full name
 //! or key limit holds the task back (`held`); a full topic limit is waited for in place, asking again
 //! after `flow::rate::retry_after`, while neither a stop nor a pause of the topic is asked (and up to

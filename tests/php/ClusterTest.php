@@ -12,7 +12,9 @@ use Ebats\Tests\Lib\Process;
  * for the class and removed after it: quorum queues (delay levels included), a URL list with a dead first
  * entry, a type mismatch, the poison count across two worker parents, and the ledger of numbered events
  * (producers -> Schedulers -> Worker) while the node every process is connected to is killed (kill -9) and
- * brought back, with a Consumer and the cron leadership (one leader, each tick fired once) going on too.
+ * brought back, with a Consumer and the cron leadership (one leader, each tick fired once) going on too; a
+ * group, a unique key and a pause through the kill of the unique key's node; a concurrency and a rate limit
+ * through the kill of the rate counter's node.
  *
  * @group cluster
  */
@@ -161,6 +163,278 @@ final class ClusterTest extends LedgerTestCase
         $parents = array_unique(array_column($runs, 'ppid'));
         $this->assertCount(2, $parents, 'both worker parents ran it: ' . json_encode($runs));
         $this->assertFalse($a->hasExited() || $b->hasExited(), 'both workers go on');
+    }
+
+    /** Runs $code in a PHP process on the cluster; returns it. */
+    private function onCluster(string $code, array $args = [], array $env = []): Process
+    {
+        return Process::runPhp($code, static::childEnv($this->env($env)), 60.0, args: $args);
+    }
+
+    /** The cluster's URLs with node $first first (a process connects to the first that answers). */
+    private static function urlsFrom(int $first): string
+    {
+        $urls = explode(',', self::$urls);
+        return implode(',', array_merge(array_slice($urls, $first - 1), array_slice($urls, 0, $first - 1)));
+    }
+
+    /** The node a test killed and has not brought back yet. */
+    private static ?int $killed = null;
+
+    /** The node (1 to 3) where the first queue whose name starts with $prefix lives (its leader or home). */
+    private function nodeOf(string $prefix): int
+    {
+        $out = self::cluster(['ctl', (string) self::$ask, '-q', 'list_queues', '--no-table-headers', 'name', 'pid'])->stdout();
+        $found = preg_match('/^' . preg_quote($prefix, '/') . '\S*\s+<ebats-c(\d)@/m', $out, $m);
+        $this->assertSame(1, $found, "no queue $prefix* in\n$out");
+        return (int) $m[1];
+    }
+
+    /** Kills node $n (kill -9); returns when: [before the kill, once it is dead]. */
+    private function killNode(int $n): array
+    {
+        $before = microtime(true);
+        self::$ask = $n === 1 ? 2 : 1;
+        self::$killed = $n;
+        $this->assertSame(0, self::cluster(['kill', (string) $n])->exitCode());
+        return [$before, microtime(true)];
+    }
+
+    private function restartKilled(): void
+    {
+        $this->assertSame(0, self::cluster(['restart', (string) self::$killed], 120.0)->exitCode());
+        self::$killed = null;
+        self::$ask = 1;
+    }
+
+    /** A node killed by a test is brought back for the next one. */
+    protected function tearDown(): void
+    {
+        try {
+            parent::tearDown();
+        } finally {
+            if (self::$killed !== null) {
+                $this->restartKilled();
+            }
+        }
+    }
+
+    /** @return list<array> the params of the runs of the handler $name */
+    private function ran(string $name): array
+    {
+        return array_values(array_map(
+            static fn (array $r) => $r['params'],
+            array_filter($this->records('run'), static fn (array $r): bool => $r['name'] === $name)
+        ));
+    }
+
+    /** Task::create of a unique task on topic uq (no worker) with key order:{o}: [exit code, id or '', stderr]. */
+    private function createUnique(int $o): array
+    {
+        $p = $this->onCluster(
+            '<?php echo \Asynclib\Ebats\Task::create("uq", "x", ["o" => (int) $argv[1]], 0, ["unique" => "order:{o}"]);',
+            [(string) $o]
+        );
+        return [$p->exitCode(), trim($p->stdout()), $p->stderr()];
+    }
+
+    /**
+     * The node holding a unique key's queue killed mid-group and brought back: a group made by hand (10 steps
+     * of 500 ms and a failure, decided by one of two Schedulers) publishes its follow-up exactly once with the
+     * counts the handlers recorded; the key taken before the kill refuses a duplicate during it (README: taking
+     * a key whose node is down throws, never a second holder) and after it; a paused topic stays paused through
+     * it and runs once resumed.
+     */
+    public function testAGroupAUniqueKeyAndAPauseHoldThroughANodeKill(): void
+    {
+        $regs = [['kill_done', 'count', 'demo', 0]];
+        $schedulers = [];
+        foreach (['scheduler-a', 'scheduler-b'] as $name) {
+            $schedulers[] = $this->startFixture($name, 'scheduler.php', $this->env([
+                'EBATS_T_REGISTER' => json_encode($regs), 'EBATS_T_THEN' => '[]', 'EBATS_DEBUG' => '1', 'EBATS_HEARTBEAT' => '2',
+            ]));
+        }
+        $worker = $this->startWorker(['env' => $this->env(['EBATS_HEARTBEAT' => '2']), 'procs' => 2, 'debug' => false], false);
+        $other = $this->startWorker(['env' => $this->env(['EBATS_HEARTBEAT' => '2']), 'topic' => 'other', 'debug' => false, 'name' => 'worker-other'], false);
+        $this->waitClusterConsumers($this->readyQueue(), 2, [$worker, $other]);
+        $this->waitClusterConsumers(static::prefix() . '.task.other', 1, [$worker, $other]);
+        $this->waitFor(static function () use ($schedulers): bool {
+            foreach ($schedulers as $s) {
+                if (str_contains($s->stderr(), 'cron: took over the leadership')) {
+                    return true;
+                }
+            }
+            return false;
+        }, 30, 'a Scheduler leads');
+
+        // The pause, and a task of the paused topic waiting.
+        $p = $this->onCluster('<?php var_export(\Asynclib\Ebats\Topics::pause("other")); echo \Asynclib\Ebats\Task::create("other", "x", ["tag" => "paused"]);');
+        $this->assertSame(0, $p->exitCode(), $p->stderr());
+        // A unique key held, and a duplicate refused with the holder's id.
+        [$code, $holder, $err] = $this->createUnique(7);
+        $this->assertSame(0, $code, $err);
+        self::assertId($holder);
+        $this->assertSame([0, $holder], array_slice($this->createUnique(7), 0, 2), 'a duplicate before the kill');
+
+        $tasks = [];
+        for ($i = 0; $i < 10; $i++) {
+            $tasks[] = ['topic' => 'demo', 'name' => 'step', 'params' => ['tag' => "k$i", 'ms' => 500], 'id' => "kill-$i"];
+        }
+        $tasks[] = ['topic' => 'demo', 'name' => 'step', 'params' => ['tag' => 'kfail', 'fail' => true], 'id' => 'kill-fail'];
+        $p = $this->onCluster(
+            '<?php echo \Asynclib\Ebats\Group::create(json_decode($argv[1], true), ["finally" => "kill_done"], ["order" => "K1"]);',
+            [json_encode($tasks)]
+        );
+        $this->assertSame(0, $p->exitCode(), $p->stderr());
+        $group = trim($p->stdout());
+        $ended = fn (): array => array_values(array_unique(array_column(array_filter(
+            $this->records('step_end'),
+            static fn (array $r): bool => str_starts_with($r['id'], 'kill-')
+        ), 'id')));
+        $this->waitFor(fn () => count($ended()) >= 2 ?: null, 30, 'the group under way');
+        $this->assertLessThan(10, count($ended()), 'the group is not done before the kill');
+
+        // The node of the key's queue goes (README: taking a key whose node is down throws, never a second holder).
+        $node = $this->nodeOf(static::prefix() . '.unique.uq.');
+        $this->killNode($node);
+        [$code, $id, $err] = $this->createUnique(7);
+        $this->assertNotSame(0, $code, "a duplicate while the key's node is down: id '$id' (holder $holder)");
+        $this->assertStringContainsString('ConnectionedException', $err);
+
+        $done = $this->waitFor(fn () => $this->ran('count')[0] ?? null, 90, 'the follow-up after the kill');
+        $g = $done['_group'];
+        $this->assertSame('K1', $done['order']);
+        $this->assertSame([$group, 11, 10, 1, 0], [$g['id'], $g['total'], $g['succeeded'], $g['failed'], $g['cancelled']]);
+        $this->assertCount(10, $ended(), 'every step the handlers ended, each counted once');
+        $this->assertSame(['kill-fail'], $g['failed_ids']);
+        $this->assertSame([], $this->ran('x'), "a task of the paused topic ran while node $node was down");
+
+        $this->restartKilled();
+        $this->assertStays(fn () => count($this->ran('count')) > 1 ? $this->ran('count') : null, 3.0, 'the follow-up came twice');
+        $this->assertSame([0, $holder], array_slice($this->createUnique(7), 0, 2), 'a duplicate after the node came back');
+        $this->assertSame(1, $this->clusterQueues()[static::prefix() . '.task.uq'][2] ?? null, 'one task of the key queued');
+        $p = $this->onCluster('<?php echo json_encode(\Asynclib\Ebats\Topics::list());');
+        $this->assertSame('["other"]', $p->stdout(), 'the pause is still there: ' . $p->stderr());
+        $this->assertSame([], $this->ran('x'), 'a task of the paused topic ran');
+        $this->assertSame(0, $this->onCluster('<?php \Asynclib\Ebats\Topics::resume("other");')->exitCode());
+        $this->waitFor(fn () => $this->ran('x') ?: null, 30, 'the task of the topic once resumed');
+        $this->assertFalse($worker->hasExited() || $other->hasExited(), 'the workers went on');
+    }
+
+    /**
+     * The runs of topic "limited" the handlers recorded ([key, pid, ppid, start, end]); a run whose process
+     * never wrote its end ends at INF.
+     */
+    private function limitedRuns(): array
+    {
+        $open = [];
+        $out = [];
+        foreach ($this->records() as $r) {
+            if ($r['kind'] === 'lim_start') {
+                $open[$r['pid']] = count($out);
+                $out[] = ['key' => $r['key'], 'tag' => $r['tag'], 'pid' => $r['pid'], 'ppid' => $r['ppid'], 'start' => $r['t'], 'end' => INF];
+            } elseif ($r['kind'] === 'lim_end' && isset($open[$r['pid']])) {
+                $out[$open[$r['pid']]]['end'] = $r['t'];
+                unset($open[$r['pid']]);
+            }
+        }
+        return $out;
+    }
+
+    /** Pairs of $runs (of one key) that ran at once. */
+    private static function overlaps(array $runs): array
+    {
+        $pairs = [];
+        foreach ($runs as $i => $a) {
+            foreach (array_slice($runs, $i + 1) as $b) {
+                if ($a['start'] < $b['end'] && $b['start'] < $a['end']) {
+                    $pairs[] = [$a, $b];
+                }
+            }
+        }
+        return $pairs;
+    }
+
+    /**
+     * Limits through a node kill: two workers of 2 children each (one starting at node 1 of the list, one at
+     * node 2, so their connections spread over the nodes), a concurrency of 1 per key and a rate of 10/s for
+     * the topic; the node holding the rate's counter is killed mid-way (brought back by tearDown). Checked from
+     * the times the handlers write: no two runs of a key at once, except with a run under way at the kill
+     * (README: a permit lives on the node of its connection and is freed with it; the task comes back to
+     * others while its handler may still run); never more than 10 starts in any second, except in a second
+     * that holds the kill, where the counter lost with its node lets at most twice the limit (README).
+     */
+    public function testConcurrencyAndRateLimitsHoldThroughANodeKill(): void
+    {
+        $limits = [['concurrency' => 1, 'key' => 'c:{c}'], ['rate' => '10/s']];
+        $start = fn (int $node, string $name): Process => $this->startWorker([
+            'topic' => 'limited', 'procs' => 2, 'name' => $name, 'debug' => false, 'limits' => $limits,
+            'env' => $this->env(['EBATS_AMQP_URL' => self::urlsFrom($node), 'EBATS_HEARTBEAT' => '2']),
+        ], false);
+        $queue = static::prefix() . '.task.limited';
+        $workers = ['w1' => $start(1, 'w1'), 'w2' => $start(2, 'w2')];
+        $this->waitClusterConsumers($queue, 4, $workers);
+        $tasks = [];
+        for ($i = 0; $i < 15; $i++) {
+            foreach (range('a', 'h') as $key) {
+                $tasks[] = [$key, "$key$i"];
+            }
+        }
+        $p = $this->onCluster(
+            '<?php foreach (json_decode($argv[1], true) as [$c, $tag]) { \Asynclib\Ebats\Task::create("limited", "work", ["c" => $c, "tag" => $tag, "ms" => 150]); }',
+            [json_encode($tasks)]
+        );
+        $this->assertSame(0, $p->exitCode(), $p->stderr());
+        $this->waitFor(fn () => count($this->limitedRuns()) >= 40 ?: null, 30, '40 tasks run before the kill');
+        // The node of the rate's counter goes, with the permits and connections it held.
+        [$killFrom, $killTo] = $this->killNode($this->nodeOf(static::prefix() . '.rate.limited.'));
+        $tags = fn (): array => array_unique(array_column(array_filter($this->limitedRuns(), static fn (array $r): bool => is_finite($r['end'])), 'tag'));
+        $this->waitFor(fn () => count($tags()) >= count($tasks) ?: null, 90, 'every task ran to its end');
+        $runs = $this->limitedRuns();
+
+        $cut = static fn (array $r): bool => $r['start'] < $killTo && $r['end'] > $killFrom;
+        $byKey = [];
+        foreach ($runs as $r) {
+            $byKey[$r['key']][] = $r;
+        }
+        $excused = 0;
+        foreach ($byKey as $key => $of) {
+            foreach (self::overlaps($of) as [$a, $b]) {
+                if ($cut($a) || $cut($b)) {
+                    $excused++;
+                    continue;
+                }
+                $this->fail("two tasks of key $key ran at once: " . json_encode([$a, $b], JSON_PRETTY_PRINT));
+            }
+        }
+        $cutRuns = count(array_filter($runs, $cut));
+        fwrite(STDERR, "ClusterTest: runs under way at the kill: $cutRuns; runs of a key at once with one of them: $excused\n");
+
+        $starts = array_column($runs, 'start');
+        sort($starts);
+        $most = 0;
+        $mostAcross = 0;
+        $over = [];
+        foreach ($starts as $t) {
+            // The window (t - 1 s, t]: does it hold (a moment of) the kill?
+            $in = array_values(array_filter($starts, static fn (float $s): bool => $s > $t - 1.0 && $s <= $t));
+            if ($t - 1.0 < $killTo && $killFrom <= $t) {
+                $mostAcross = max($mostAcross, count($in));
+            } else {
+                $most = max($most, count($in));
+                if (count($in) > 10) {
+                    $over[] = array_map(static fn (float $s): string => sprintf('%+.3f', $s - $killFrom), $in);
+                }
+            }
+        }
+        fwrite(STDERR, "ClusterTest: most starts in a second: $most, in a second holding the kill: $mostAcross\n");
+        $this->assertLessThanOrEqual(10, $most, sprintf(
+            "starts in a second away from the kill (kill at +0 to %+.3f s; starts of each window over the limit, from the kill):\n%s",
+            $killTo - $killFrom,
+            json_encode($over)
+        ));
+        $this->assertLessThanOrEqual(20, $mostAcross, 'starts in a second holding the kill (a lost counter: twice the limit at most)');
+        $this->assertSame(0, $this->clusterQueues()[static::prefix() . '.failed.limited'][2] ?? 0, 'nothing in the failed store');
     }
 
     /**
