@@ -6,7 +6,8 @@
  *
  * events: event bench_evt (into <prefix>.events, for the scheduler); tasks: task bench/noop (into
  * <prefix>.task.bench, for the worker). Parameters pad each document to about 200 bytes. keyed: tasks
- * bench/noop with N distinct keys (params k = 0 .. N-1); unique: the same, each unique by key 'k:{k}'.
+ * bench/noop with N distinct keys (params k = 0 .. N-1); unique: the same, each unique by key 'k:{k}' (a
+ * batch refused by the broker is sent again, twice at most).
  */
 
 declare(strict_types=1);
@@ -31,7 +32,19 @@ while ($done < $n) {
             bench_fail('usage: fill.php events|tasks|keyed|unique N');
         }
     }
-    $b->publish(false);
+    // A batch of unique tasks may be sent again after a broker error: keys already taken give the
+    // holder's id, nothing is made twice.
+    for ($try = 1; ; $try++) {
+        try {
+            $b->publish(false);
+            break;
+        } catch (Asynclib\Exception\ConnectionedException $e) {
+            if ($kind !== 'unique' || $try >= 3) {
+                throw $e;
+            }
+            fwrite(STDERR, "fill: batch sent again after: {$e->getMessage()}\n");
+        }
+    }
     $done += $k;
 }
 bench_result(['n' => $done]);
