@@ -8,6 +8,9 @@ pub const STATE_FAIL: i64 = 1;
 pub const STATE_RETRY: i64 = 2;
 /// Not run: the task was cancelled before it started (history records only; no callback).
 pub const STATE_CANCELLED: i64 = 3;
+/// Not started now: held back by a rate or concurrency limit, or given back because its topic is
+/// paused (history records only; no callback). The task runs later, on the same attempt.
+pub const STATE_HELD: i64 = 4;
 
 pub const DEFAULT_RETRY_INTERVALS: [u64; 5] = [5, 300, 600, 3600, 7800];
 

@@ -419,17 +419,20 @@ namespace Asynclib\Ebats {
     /**
      * The execution history: with the setting ebats.history on, every worker child appends a record of each run
      * it settles to the stream <prefix>.history (retention ebats.history_max_age, ebats.history_max_bytes).
-     * Also on the command line: php php/bin/ebats history [--topic T] [--task N] [--status S] [--since 10m]
-     * [--limit N] [--id ID] [--follow] [--json].
+     * Also on the command line: php php/bin/ebats history [--topic T] [--task N] [--status S] [--held H]
+     * [--since 10m] [--limit N] [--id ID] [--follow] [--json].
      *
      * A record: id (the task's id, the same in its retries and in the failed store), topic, task, status
-     * (Worker::STATE_*), outcome ('succ', 'fail', 'retry', 'err'), attempt, ms (time used), message, class (of
+     * (Worker::STATE_*; 3 cancelled, 4 held), outcome ('succ', 'fail', 'retry', 'err', 'cancelled', 'held'), attempt, ms (time used), message, class (of
      * what the handler threw, or null), params (or, when longer than ebats.history_params_bytes as JSON, the start
      * of their JSON text as a string), params_truncated, pid, host, start_ms, end_ms (milliseconds since the
-     * epoch), event and event_id (the event that made the task, or null), v.
+     * epoch), event and event_id (the event that made the task, or null), v; held ('rate', 'concurrency',
+     * 'paused', only when something held the task: on a 'held' record what kept it from starting, on a run's
+     * record what it waited for in place first).
      *
-     * Filter keys: topic, task, status ('succ', 'fail', 'retry', 'err' or Worker::STATE_*), since (seconds back
-     * from now, or '10m', '2h', '7d'), limit (1 to 1000000, default 1000), id (a task id).
+     * Filter keys: topic, task, status ('succ', 'fail', 'retry', 'err', 'cancelled', 'held' or Worker::STATE_*),
+     * held ('rate', 'concurrency', 'paused'), since (seconds back from now, or '10m', '2h', '7d'), limit (1 to
+     * 1000000, default 1000), id (a task id).
      */
     class History
     {

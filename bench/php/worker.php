@@ -9,7 +9,8 @@
  * Each child keeps, in PROGRESS_DIR/<pid>, "<tasks seen> <failures> <unix time of the last one>",
  * rewritten in place after every task, so the bench knows when the callback has seen all N and when.
  * Task "lat" appends now - params.t (seconds) to PROGRESS_DIR/lat.<pid>, one line per task.
- * EBATS_BENCH_RATE (e.g. 200/s) sets that rate limit on the topic.
+ * EBATS_BENCH_RATE (e.g. 200/s) sets that rate limit on the topic. EBATS_BENCH_KEY_RATE (e.g. 1/s) and
+ * EBATS_BENCH_KEY_CONCURRENCY (e.g. 1) set that limit per key 'k:{k}' of the tasks' params.
  */
 
 declare(strict_types=1);
@@ -69,5 +70,11 @@ if (($rate = getenv('EBATS_BENCH_RATE')) !== false && $rate !== '') {
 if (($concurrency = getenv('EBATS_BENCH_CONCURRENCY')) !== false && $concurrency !== '') {
     // A topic-wide limit far above what one worker runs: its cost when it does not bind.
     $worker->setLimit(['concurrency' => (int) $concurrency]);
+}
+if (($rate = getenv('EBATS_BENCH_KEY_RATE')) !== false && $rate !== '') {
+    $worker->setLimit(['rate' => $rate, 'key' => 'k:{k}']);
+}
+if (($concurrency = getenv('EBATS_BENCH_KEY_CONCURRENCY')) !== false && $concurrency !== '') {
+    $worker->setLimit(['concurrency' => (int) $concurrency, 'key' => 'k:{k}']);
 }
 $worker->run();

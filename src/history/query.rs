@@ -1,7 +1,7 @@
-//! What a reader of the history asks for: filters on topic, task name, status, time and task id,
-//! and how many of the newest matches to keep; `since` written as `10m`, `2h`, `7d`. Pure.
+//! What a reader of the history asks for: filters on topic, task name, status, time, task id and
+//! what held a task back (`held`: its `held` records and the runs that waited for it), and how many of the newest matches to keep; `since` written as `10m`, `2h`, `7d`. Pure.
 
-use super::record::{status_named, Record};
+use super::record::{status_named, Hold, Record};
 
 /// The most records a read returns.
 pub const MAX_LIMIT: usize = 1_000_000;
@@ -20,6 +20,8 @@ pub struct Query {
     pub limit: Option<usize>,
     /// Only the records of this task (all its attempts).
     pub id: Option<String>,
+    /// Only the records of tasks this held back (not started then, or started after waiting for it).
+    pub held: Option<Hold>,
 }
 
 impl Query {
@@ -29,6 +31,7 @@ impl Query {
             && self.status.is_none_or(|s| s == r.status)
             && self.since_ms.is_none_or(|s| r.end_ms >= s)
             && self.id.as_ref().is_none_or(|id| *id == r.id)
+            && self.held.is_none_or(|h| r.held == Some(h))
     }
 
     pub fn limit(&self) -> usize {
@@ -45,6 +48,7 @@ impl Query {
                 "task" => q.task = Some(v),
                 "id" => q.id = Some(v),
                 "status" => q.status = Some(status_named(&v)?),
+                "held" => q.held = Some(Hold::named(&v)?),
                 "since" => q.since_ms = Some(now_ms - since_ms(&v)?),
                 "limit" => {
                     q.limit =
@@ -56,7 +60,7 @@ impl Query {
                 }
                 other => {
                     return Err(format!(
-                        "unknown history filter '{}': the filters are topic, task, status, since, limit, id",
+                        "unknown history filter '{}': the filters are topic, task, status, since, limit, id, held",
                         crate::rules::printable(other)
                     ))
                 }
@@ -137,6 +141,12 @@ mod tests {
         let by_id = Query { id: Some(r.id.clone()), ..Query::default() };
         assert!(by_id.matches(&r));
         assert!(!Query { id: Some("x".into()), ..Query::default() }.matches(&r));
+        assert!(!pairs(&[("held", "rate")]).matches(&r));
+        let waited = Record { held: Some(Hold::Concurrency), ..r.clone() };
+        for (held, want) in [("concurrency", true), ("rate", false), ("paused", false)] {
+            assert_eq!(pairs(&[("held", held)]).matches(&waited), want, "{held}");
+        }
+        assert!(pairs(&[("held", "concurrency"), ("status", "fail")]).matches(&waited));
         assert_eq!(pairs(&[("limit", "5")]).limit(), 5);
         assert_eq!(Query::default().limit(), DEFAULT_LIMIT);
     }
@@ -146,6 +156,7 @@ mod tests {
         let e = |k: &'static str, v: &str| Query::from_pairs([(k, v.to_string())], 0).unwrap_err();
         assert!(e("colour", "red").contains("unknown history filter 'colour'"));
         assert!(e("status", "weird").contains("unknown status 'weird'"));
+        assert!(e("held", "slow").contains("unknown hold 'slow'"));
         assert!(e("since", "yesterday").contains("since must be"));
         assert!(e("limit", "0").contains("limit must be"));
         assert!(e("limit", "many").contains("limit must be"));

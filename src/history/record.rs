@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::outcome::{STATE_CANCELLED, STATE_ERR, STATE_FAIL, STATE_RETRY, STATE_SUCC};
+use crate::outcome::{STATE_CANCELLED, STATE_ERR, STATE_FAIL, STATE_HELD, STATE_RETRY, STATE_SUCC};
 use crate::wire::TaskMsg;
 
 pub const VERSION: u64 = 1;
@@ -27,9 +27,9 @@ pub struct Record {
     /// The task's name.
     pub task: String,
     /// The status the callback got: `Worker::STATE_*` (-1 err, 0 succ, 1 fail, 2 retry); 3 for a task
-    /// cancelled before it started (no callback).
+    /// cancelled before it started, 4 for a task held back unstarted (no callback for either).
     pub status: i64,
-    /// The status's name: err, succ, fail, retry, cancelled.
+    /// The status's name: err, succ, fail, retry, cancelled, held.
     pub outcome: String,
     /// The run this was: 1 for the first.
     pub attempt: u32,
@@ -57,6 +57,43 @@ pub struct Record {
     /// The chain the task is a step of, and which step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<crate::chain::At>,
+    /// What held the task back: on a `held` record, why it was not started then; on a run's record,
+    /// what it waited for in place before it started. Absent when nothing held it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Hold>,
+}
+
+/// What holds a task back, as records and filters name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hold {
+    /// A rate limit's window was full.
+    Rate,
+    /// No permit of a concurrency limit was free.
+    Concurrency,
+    /// Its topic was paused: given back unstarted.
+    Paused,
+}
+
+impl Hold {
+    pub const ALL: [Hold; 3] = [Hold::Rate, Hold::Concurrency, Hold::Paused];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Hold::Rate => "rate",
+            Hold::Concurrency => "concurrency",
+            Hold::Paused => "paused",
+        }
+    }
+
+    /// A hold given by name (`rate`, `concurrency`, `paused`).
+    pub fn named(name: &str) -> Result<Hold, String> {
+        let n = name.trim().to_ascii_lowercase();
+        Hold::ALL
+            .into_iter()
+            .find(|h| h.name() == n)
+            .ok_or_else(|| format!("unknown hold '{}': use rate, concurrency or paused", crate::rules::printable(name)))
+    }
 }
 
 /// The name of a status, as records and filters write it.
@@ -67,6 +104,7 @@ pub fn outcome_name(status: i64) -> &'static str {
         STATE_RETRY => "retry",
         STATE_ERR => "err",
         STATE_CANCELLED => "cancelled",
+        STATE_HELD => "held",
         _ => "unknown",
     }
 }
@@ -79,9 +117,10 @@ pub fn status_named(name: &str) -> Result<i64, String> {
         "retry" | "retried" | "2" => STATE_RETRY,
         "err" | "error" | "service" | "-1" => STATE_ERR,
         "cancelled" | "canceled" | "3" => STATE_CANCELLED,
+        "held" | "4" => STATE_HELD,
         _ => {
             return Err(format!(
-                "unknown status '{}': use succ, fail, retry, err or cancelled",
+                "unknown status '{}': use succ, fail, retry, err, cancelled or held",
                 crate::rules::printable(name)
             ))
         }
@@ -151,7 +190,22 @@ impl Record {
             event: task.event.clone(),
             event_id: task.event_id.clone(),
             chain: task.chain.as_ref().map(|c| c.at.clone()),
+            held: None,
         }
+    }
+
+    /// The record of a task not started now (`held`): `why` says what held it and for how long.
+    pub fn held(
+        task: &TaskMsg,
+        hold: Hold,
+        why: &str,
+        end_ms: i64,
+        params_limit: usize,
+        pid: u32,
+        host: &str,
+    ) -> Record {
+        let run = Run { millis: 0.0, message: why, class: None, status: STATE_HELD, end_ms };
+        Record { held: Some(hold), ..Record::of(task, &run, params_limit, pid, host) }
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -198,6 +252,7 @@ mod tests {
             ("retry", STATE_RETRY),
             ("err", STATE_ERR),
             ("cancelled", STATE_CANCELLED),
+            ("held", STATE_HELD),
         ];
         for (name, status) in table {
             assert_eq!(status_named(name), Ok(status));
@@ -207,7 +262,33 @@ mod tests {
         assert_eq!(status_named("failed"), Ok(STATE_FAIL));
         assert_eq!(status_named("1"), Ok(STATE_FAIL));
         assert!(status_named("nope").unwrap_err().contains("'nope'"));
+        assert_eq!(status_named("4"), Ok(STATE_HELD));
         assert_eq!(outcome_name(7), "unknown");
+    }
+
+    #[test]
+    fn holds_by_name_and_back() {
+        for h in Hold::ALL {
+            assert_eq!(Hold::named(h.name()), Ok(h));
+            assert_eq!(Hold::named(&h.name().to_uppercase()), Ok(h));
+            assert_eq!(serde_json::to_value(h).unwrap(), json!(h.name()));
+        }
+        assert!(Hold::named("slow").unwrap_err().contains("'slow'"));
+    }
+
+    #[test]
+    fn a_held_record_and_a_run_that_waited() {
+        let r = Record::held(&task(json!({"c": 1})), Hold::Rate, "held back 2 s: rate of 'per-c'", 77, 4096, 1, "h");
+        assert_eq!((r.status, r.outcome.as_str(), r.ms, r.start_ms, r.end_ms), (STATE_HELD, "held", 0.0, 77, 77));
+        assert_eq!((r.held, r.message.as_str(), r.attempt), (Some(Hold::Rate), "held back 2 s: rate of 'per-c'", 2));
+        let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
+        assert_eq!(v["held"], json!("rate"));
+        assert_eq!(Record::parse(&r.to_json()), Ok(r));
+        // A record without the field (every run nothing held, and records written before it) reads as none.
+        let run = Run { millis: 1.0, message: "ok.", class: None, status: 0, end_ms: 5 };
+        let plain = Record::of(&task(json!([])), &run, 10, 1, "h");
+        assert!(!String::from_utf8(plain.to_json()).unwrap().contains("held"));
+        assert_eq!(Record::parse(&plain.to_json()).unwrap().held, None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::record::{Record, Run, KIND_RECORD};
+use super::record::{Hold, Record, Run, KIND_RECORD};
 use crate::broker::current::with_session;
 use crate::broker::names::Names;
 use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing};
@@ -118,7 +118,23 @@ impl Writer {
 
     /// Adds the record of a run to the batch; sends the batch when it is full or old enough.
     pub fn write(&mut self, task: &TaskMsg, run: &Run) {
-        self.batch.push(Record::of(task, run, self.settings.history.params_bytes, self.pid, &self.host));
+        self.add(Record::of(task, run, self.settings.history.params_bytes, self.pid, &self.host));
+    }
+
+    /// Adds the record of a run that waited in place for `waited` before it started.
+    pub fn write_waited(&mut self, task: &TaskMsg, run: &Run, waited: Hold) {
+        let r = Record::of(task, run, self.settings.history.params_bytes, self.pid, &self.host);
+        self.add(Record { held: Some(waited), ..r });
+    }
+
+    /// Adds the record of a task not started now (`held`, no run): `why` says what held it.
+    pub fn write_held(&mut self, task: &TaskMsg, hold: Hold, why: &str) {
+        let now = crate::wire::now_ms();
+        self.add(Record::held(task, hold, why, now, self.settings.history.params_bytes, self.pid, &self.host));
+    }
+
+    fn add(&mut self, record: Record) {
+        self.batch.push(record);
         self.since.get_or_insert_with(Instant::now);
         if self.batch.len() >= BATCH_RECORDS {
             self.send();

@@ -54,8 +54,9 @@ pub struct History;
 #[php_impl]
 impl History {
     /// The newest records (at most `limit`, default 1000) matching the filter, oldest first.
-    /// Filter keys: topic, task, status (succ, fail, retry, err or Worker::STATE_*), since (seconds,
-    /// or 10m, 2h, 7d), limit, id (a task id: every attempt of that task).
+    /// Filter keys: topic, task, status (succ, fail, retry, err, cancelled, held or Worker::STATE_*),
+    /// held (rate, concurrency, paused), since (seconds, or 10m, 2h, 7d), limit, id (a task id: every
+    /// attempt of that task).
     pub fn read(filter: Option<&Zval>) -> PhpResult<Vec<Zval>> {
         let q = query(filter)?;
         let s = settings::current()?;

@@ -27,7 +27,7 @@ use crate::config::Settings;
 use crate::dispatch;
 use crate::flow::limits::{Limit, LimitSet};
 use crate::group::state::Outcome;
-use crate::history::record::Run;
+use crate::history::record::{Hold, Run};
 use crate::history::Writer;
 use crate::log;
 use crate::metrics::cgroup;
@@ -270,6 +270,7 @@ impl TaskHost<'_> {
             Ok(()) => {
                 if paused {
                     self.tracking.shared.stats().given_back();
+                    self.record_paused(d);
                 }
                 After::Next
             }
@@ -277,6 +278,18 @@ impl TaskHost<'_> {
                 log::error(&format!("worker could not give back a task unstarted: {e}"));
                 After::Reopen
             }
+        }
+    }
+
+    /// A task given back because its topic is known paused: recorded in the history as held (an
+    /// ebats task body only; one record per delivery given back).
+    fn record_paused(&mut self, d: &Delivery) {
+        let Some(w) = self.history.as_mut() else { return };
+        if !self.paused.is_paused() {
+            return;
+        }
+        if let Ok(task) = TaskMsg::parse(&d.data) {
+            w.write_held(&task, Hold::Paused, &format!("given back unstarted: topic '{}' is paused", self.topic));
         }
     }
 
@@ -515,6 +528,8 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
             return fail_poison(cx, task, deaths, counted_by.message(deaths));
         }
     }
+    // What the task waited for in place before it starts (told on its run's record).
+    let mut waited_for = None;
     if !cx.flow_limits.is_empty() {
         let paused = cx.paused;
         // The permits first, the rate's starts last: a start is counted by the broker as near the
@@ -524,12 +539,14 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
             limited::Admit::Start { waited } => {
                 if waited {
                     cx.tracking.shared.stats().held_back(Held::Concurrency);
+                    waited_for = Some(Hold::Concurrency);
                 }
             }
             limited::Admit::HoldBack { wait, limit } => {
                 cx.tracking.shared.stats().held_back(Held::Concurrency);
                 let why = format!("concurrency limit '{limit}' reached");
-                held::hold_back(cx.settings, cx.names, &task, d.delivery_count, wait, &why)?;
+                let delay = held::hold_back(cx.settings, cx.names, &task, d.delivery_count, wait, &why)?;
+                record_hold(cx, &task, Hold::Concurrency, &format!("held back {delay} s: {why}"));
                 return Ok(Settled::Moved(None));
             }
             limited::Admit::GiveBack => return Ok(Settled::GiveBack { paused: !paused.may_start() }),
@@ -545,23 +562,40 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
             cx.tracking.shared.stats().held_back(Held::Rate);
         }
         match admit {
-            Admit::Run => {}
+            Admit::Run => {
+                if waited {
+                    waited_for = Some(Hold::Rate);
+                }
+            }
             Admit::GiveBack { paused } => return Ok(Settled::GiveBack { paused }),
             Admit::HoldBack { wait, limit } => {
                 if cx.settings.debug {
                     log::debug(&format!("task {}/{} id={} over the rate of '{limit}'", task.topic, task.name, task.id));
                 }
-                held::hold_back(cx.settings, cx.names, &task, d.delivery_count, wait, &format!("rate of '{limit}'"))?;
+                let why = format!("rate of '{limit}'");
+                let delay = held::hold_back(cx.settings, cx.names, &task, d.delivery_count, wait, &why)?;
+                record_hold(cx, &task, Hold::Rate, &format!("held back {delay} s: {why}"));
                 return Ok(Settled::Moved(None));
             }
         }
     }
     // Seen again after a death (counted in the message) or given back by the broker.
     let seen_again = d.redelivered || task.redeliveries > 0;
-    let ran = run_task(cx, task, seen_again, counter_file);
+    let ran = run_task(cx, task, seen_again, counter_file).map(|s| match s {
+        Settled::Ran(report) => Settled::Ran(Report { waited: waited_for, ..report }),
+        other => other,
+    });
     // Its key permits go back, however it ended (a process that dies gives them back with its connection).
     cx.gate.finished(cx.settings);
     ran
+}
+
+/// A task held back unstarted by a limit (published again to come back later): recorded in the
+/// history with the status held, what held it and for how long.
+fn record_hold(cx: &mut Context, task: &TaskMsg, hold: Hold, why: &str) {
+    if let Some(w) = cx.history.as_deref_mut() {
+        w.write_held(task, hold, why);
+    }
 }
 
 /// A task cancelled before it started: not run, not reported to the callback; recorded in the
@@ -652,7 +686,7 @@ fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) ->
     dispatch::send_one(cx.settings, dispatch::failed(cx.names, &task, &msg))?;
     ended(cx.settings, &task, Outcome::Failed)?;
     // Recorded in the history, without a callback (the handler did not return).
-    Ok(Settled::Moved(Some(Report { task, ran, status: crate::outcome::STATE_FAIL, callback: false })))
+    Ok(Settled::Moved(Some(Report { task, ran, status: crate::outcome::STATE_FAIL, callback: false, waited: None })))
 }
 
 /// A task ended for good (succeeded, failed to the store, poison, cancelled), before its ack: its
@@ -707,13 +741,18 @@ struct Report {
     ran: Ran,
     status: i64,
     callback: bool,
+    /// What it waited for in place before it started, if anything.
+    waited: Option<Hold>,
 }
 
 impl Report {
     /// Records the run and calls the callback; `Err` when the callback called `exit()`.
     fn make(self, cx: &mut Context) -> Result<(), Abort> {
         if let Some(w) = cx.history.as_deref_mut() {
-            w.write(&self.task, &run_of(&self.ran, self.status));
+            match self.waited {
+                None => w.write(&self.task, &run_of(&self.ran, self.status)),
+                Some(hold) => w.write_waited(&self.task, &run_of(&self.ran, self.status), hold),
+            }
         }
         if self.callback {
             cx.handler.report(&self.task, &self.ran, self.status)?;
@@ -790,7 +829,7 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<Report, HandleErr
             ended(settings, &task, Outcome::Failed)?;
         }
     }
-    Ok(Report { task, ran, status, callback: true })
+    Ok(Report { task, ran, status, callback: true, waited: None })
 }
 
 /// Time since `t` in milliseconds.

@@ -20,8 +20,8 @@ pub fn delay_secs(wait: Duration) -> u64 {
     (ms.div_ceil(1000) as u64).min(MAX_DELAY as u64)
 }
 
-/// Publishes `task` again to come back after `wait`, confirmed. `why` names the limit, for the debug
-/// log. On a quorum queue the broker's count of deliveries of the task (`delivery_count`: deaths of
+/// Publishes `task` again to come back after `wait`, confirmed; returns the delay it got, in
+/// seconds. `why` names the limit, for the debug log. On a quorum queue the broker's count of deliveries of the task (`delivery_count`: deaths of
 /// the workers that held it) goes into the copy, as a given-back task's does.
 pub fn hold_back(
     settings: &Settings,
@@ -30,7 +30,7 @@ pub fn hold_back(
     delivery_count: u32,
     wait: Duration,
     why: &str,
-) -> Result<(), BrokerError> {
+) -> Result<u64, BrokerError> {
     let delay = delay_secs(wait);
     let mut copy = task.clone();
     if settings.queue_type == QueueType::Quorum {
@@ -41,7 +41,7 @@ pub fn hold_back(
     if settings.debug {
         log::debug(&format!("task {}/{} id={} held back {delay} s: {why}", task.topic, task.name, task.id));
     }
-    Ok(())
+    Ok(delay)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use Asynclib\Ebats\FailedStore;
 use Asynclib\Ebats\History;
 use Asynclib\Ebats\Schedules;
 use Asynclib\Ebats\Task;
+use Asynclib\Ebats\Topics;
 use Asynclib\Exception\ConnectionedException;
 use Asynclib\Exception\TaskException;
 use Ebats\Tests\Lib\BrokerProxy;
@@ -163,6 +164,72 @@ final class HistoryTest extends ProcTestCase
         $after = $this->waitRecords(241);
         $this->assertSame(array_slice($after, 0, 240), $records);
         $this->assertSame($id, $after[240]['id']);
+    }
+
+    public function testTasksHeldBackByALimitOrAPauseAreRecorded(): void
+    {
+        // A key rate holds the tasks of a full key back through the delay levels (a `held` record each
+        // time); a topic concurrency of 1 makes the second child wait in place (its run's record says so).
+        $limits = [['rate' => '1/s', 'key' => 'c:{c}', 'name' => 'ping'], ['concurrency' => 1]];
+        $this->startWorker(['procs' => 2, 'prefetch' => 1, 'limits' => $limits, 'debug' => false, 'env' => self::ON]);
+        $pings = [];
+        for ($i = 0; $i < 3; $i++) {
+            $pings[] = Task::create('demo', 'ping', ['c' => 'k1', 'i' => $i]);
+        }
+        $slow = [];
+        for ($i = 0; $i < 4; $i++) {
+            $slow[] = Task::create('demo', 'slow', ['ms' => 200, 'tag' => "s$i"]);
+        }
+        foreach (array_merge($pings, $slow) as $id) {
+            $this->waitCallbacks($id, 1, 30, 'every task ends');
+        }
+        $runs = $this->waitRecords(7, ['status' => 'succ']);
+        $held = History::read(['status' => 'held']);
+        $this->assertGreaterThanOrEqual(2, count($held), 'two tasks of the full key at least were held back');
+        foreach ($held as $r) {
+            $this->assertSame([4, 'held', 'rate', 1], [$r['status'], $r['outcome'], $r['held'], $r['attempt']]);
+            $this->assertContains($r['id'], $pings);
+            $this->assertMatchesRegularExpression("/^held back \\d+ s: rate of '/", $r['message']);
+        }
+        $this->assertSame($held, History::read(['held' => 'rate', 'status' => 4]), 'by status name or number, by hold');
+        $waited = History::read(['held' => 'concurrency']);
+        $this->assertNotEmpty($waited, 'a run that waited in place for the topic permit');
+        foreach ($waited as $r) {
+            $this->assertSame('succ', $r['outcome']);
+        }
+        foreach ($runs as $r) {
+            $this->assertSame(1, $r['attempt'], 'a held task keeps its attempt');
+        }
+        $cli = $this->cli(['history', '--held=rate', '--json']);
+        $this->assertSame(0, $cli->exitCode(), $cli->describe());
+        $this->assertCount(count($held), array_filter(explode("\n", trim($cli->stdout()))));
+        $bad = $this->cli(['history', '--held=slow']);
+        $this->assertNotSame(0, $bad->exitCode());
+        $this->assertStringContainsString("unknown hold 'slow'", $bad->stdout() . $bad->stderr());
+    }
+
+    public function testTasksGivenBackByAPauseAreRecorded(): void
+    {
+        $this->startWorker(['prefetch' => 5, 'debug' => false, 'env' => self::ON]);
+        $ids = [];
+        for ($i = 0; $i < 30; $i++) {
+            $ids[] = Task::create('demo', 'slow', ['ms' => 100, 'tag' => "p$i"]);
+        }
+        $this->waitFor(fn () => count($this->records('run')) >= 2 ?: null, 20, 'tasks running');
+        $this->assertTrue(Topics::pause('demo'));
+        try {
+            $held = $this->waitRecords(1, ['held' => 'paused'], 20);
+        } finally {
+            Topics::resume('demo');
+        }
+        foreach ($held as $r) {
+            $this->assertSame(['held', 1], [$r['outcome'], $r['attempt']]);
+            $this->assertStringContainsString("topic 'demo' is paused", $r['message']);
+        }
+        foreach ($ids as $id) {
+            $this->waitCallbacks($id, 1, 30, 'every task after the resume');
+        }
+        $this->assertCount(30, History::read(['status' => 'succ', 'limit' => 1000]));
     }
 
     public function testFollowPrintsARecordAppendedAfterItStarted(): void
