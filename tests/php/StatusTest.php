@@ -228,6 +228,8 @@ final class StatusTest extends ProcTestCase
         $groups = Status::fetch($addr)['groups'];
         $this->assertGreaterThanOrEqual(1, $groups['completions']);
         $this->assertNotContains($id, array_column($groups['in_flight'], 'id'));
+        $p = $this->cli(["--metrics=$addr"]);
+        $this->assertMatchesRegularExpression('/^  groups: 0 in flight, [1-9]\d* completed while leading/m', $p->stdout(), $p->describe());
     }
 
     public function testWatchRedrawsUntilSigterm(): void
