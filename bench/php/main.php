@@ -3,7 +3,7 @@
  * The benchmark driver, started by bench/run (which sets everything up). It runs every measurement
  * several times, interleaving the clients of a section within each repetition, and prints one table.
  *
- *   php main.php [--quick] [--reps N] [--only publish,fpm,worker,latency,memory,cron,keys] [--rows PREFIX,...]
+ *   php main.php [--quick] [--reps N] [--only publish,fpm,worker,latency,memory,cron,keys,groups] [--rows PREFIX,...]
  *
  * --rows keeps the rows whose key starts with one of the prefixes (keys as in results.json: wk.tasks.p1.w1
  * is the worker section's 1-process rows at prefetch 1, with metrics, with metrics and history).
@@ -31,7 +31,7 @@ foreach (glob(__DIR__ . '/sections/*.php') ?: [] as $file) {
 
 $opts = getopt('', ['quick', 'reps:', 'only:', 'rows:', 'help']);
 if (isset($opts['help'])) {
-    echo "usage: bench/run [--quick] [--reps N] [--only publish,fpm,worker,latency,memory,cron,keys] [--rows PREFIX,...]\n";
+    echo "usage: bench/run [--quick] [--reps N] [--only publish,fpm,worker,latency,memory,cron,keys,groups] [--rows PREFIX,...]\n";
     exit(0);
 }
 $quick = isset($opts['quick']);
@@ -53,11 +53,14 @@ $settings = [
     'mem_n' => $quick ? 10000 : 100000,
     'cron_secs' => $quick ? 3 : 30,
     'keys_n' => $quick ? 1000 : 10000,
+    'groups_n' => $quick ? 1000 : 10000,
+    'groups_size' => 3,
+    'group_big' => $quick ? 1000 : 10000,
 ];
 
 /** @var array<string,Section> in the order of the table */
 $sections = [];
-foreach ([new Sections\Publish(), new Sections\Fpm(), new Sections\Worker(), new Sections\Latency(), new Sections\Memory(), new Sections\Cron(), new Sections\Keys()] as $section) {
+foreach ([new Sections\Publish(), new Sections\Fpm(), new Sections\Worker(), new Sections\Latency(), new Sections\Memory(), new Sections\Cron(), new Sections\Keys(), new Sections\Groups()] as $section) {
     $sections[$section->name()] = $section;
 }
 $only = isset($opts['only']) ? explode(',', (string) $opts['only']) : array_keys($sections);

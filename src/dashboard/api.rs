@@ -6,10 +6,13 @@
 //! GET  /api/executions?topic=&task=&status=&limit=
 //! GET  /api/failed?topic=&limit=      the failed store of a topic (error and params of each)
 //! GET  /api/schedules                 schedules with next and last runs
+//! GET  /api/groups                    groups with their progress, newest first (at most 500)
+//! GET  /api/group?id=                 one group, its members and their states (pending ones too)
 //! POST /api/failed/replay   {"topic", "id"?}     one, or all when no id
 //! POST /api/failed/purge    {"topic"}
 //! POST /api/schedules/pause|resume|trigger  {"name"}
 //! POST /api/topics/pause|resume  {"topic"}     every worker of the topic, on every host
+//! POST /api/groups/cancel   {"id"}       every member of the group not started
 
 use serde_json::{json, Value};
 
@@ -23,6 +26,8 @@ use crate::wire::now_ms;
 
 /// The most entries a list gives.
 const MAX_LIST: usize = 500;
+/// The most members of a group a page shows.
+const MAX_MEMBERS: usize = 2000;
 
 pub fn json_response(status: u16, v: &Value) -> Response {
     Response::new(status, "application/json; charset=utf-8", v.to_string())
@@ -158,6 +163,33 @@ pub fn get(state: &State, req: &Request) -> Response {
                 Err(e) => broker_error(e),
             }
         }
+        "/api/groups" => {
+            let _one = state.broker.lock();
+            match state.groups.list(&state.settings) {
+                Ok(mut list) => {
+                    let total = list.len();
+                    list.truncate(MAX_LIST);
+                    json_response(200, &json!({ "groups": list, "total": total }))
+                }
+                Err(e) => broker_error(e),
+            }
+        }
+        "/api/group" => {
+            let Some(id) = req.param("id").filter(|s| !s.is_empty()) else { return error(400, "give the group's id") };
+            let _one = state.broker.lock();
+            match state.groups.status(&state.settings, &id) {
+                Ok(Some(mut g)) => {
+                    if let Some(Value::Array(m)) = g.get_mut("members") {
+                        let total = m.len();
+                        m.truncate(MAX_MEMBERS);
+                        g["members_total"] = json!(total);
+                    }
+                    json_response(200, &json!({ "group": g }))
+                }
+                Ok(None) => error(404, format!("no group '{}' (never opened, or done over an hour ago)", id)),
+                Err(e) => failed(e),
+            }
+        }
         _ => error(404, "no such API path"),
     }
 }
@@ -235,6 +267,14 @@ pub fn post(state: &State, req: &Request) -> Response {
             };
             match r {
                 Ok(changed) => json_response(200, &json!({ "ok": true, "changed": changed })),
+                Err(e) => failed(e),
+            }
+        }
+        "/api/groups/cancel" => {
+            let Some(id) = field(&b, "id").filter(|n| !n.is_empty()) else { return error(400, "give the group's id") };
+            let _one = state.broker.lock();
+            match state.groups.cancel(s, id) {
+                Ok(until) => json_response(200, &json!({ "ok": true, "until_ms": until })),
                 Err(e) => failed(e),
             }
         }

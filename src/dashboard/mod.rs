@@ -3,8 +3,8 @@
 //!
 //! One concept per file: `sources` (where executions and processes come from, as plain data),
 //! `series` (sampled counters and the figures they give), `sampler` (the thread that samples every
-//! few seconds), `auth` (token, Host, CSRF), `schedules` and `topics` (the schedule and topic actions
-//! it is handed by the services tier), `api` (the JSON API), `assets` (the page, its script
+//! few seconds), `auth` (token, Host, CSRF), `schedules`, `topics` and `groups` (the schedule, topic
+//! and group actions it is handed by the services tier), `api` (the JSON API), `assets` (the page, its script
 //! and style, built into the extension) and `server` (listening, routing, security headers).
 //!
 //! The process never forks, so it uses threads freely: one accepts, one per connection (bounded),
@@ -13,6 +13,7 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod groups;
 pub mod sampler;
 pub mod schedules;
 pub mod series;
@@ -122,6 +123,8 @@ pub struct State {
     pub schedules: Box<dyn schedules::ScheduleActions>,
     /// What the topics' page does (pause, resume), handed down by the services tier.
     pub topics: Box<dyn topics::TopicActions>,
+    /// What the groups' pages do (list, show, cancel), handed down by the services tier.
+    pub groups: Box<dyn groups::GroupActions>,
 }
 
 impl State {
@@ -130,6 +133,7 @@ impl State {
         opts: Options,
         schedules: Box<dyn schedules::ScheduleActions>,
         topics: Box<dyn topics::TopicActions>,
+        groups: Box<dyn groups::GroupActions>,
     ) -> State {
         State {
             settings,
@@ -141,6 +145,7 @@ impl State {
             broker: Mutex::new(()),
             schedules,
             topics,
+            groups,
         }
     }
 }

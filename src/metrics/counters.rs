@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use super::status_doc::GroupsDoc;
+
 pub static EVENTS_ROUTED: AtomicU64 = AtomicU64::new(0);
 pub static EVENTS_UNKNOWN: AtomicU64 = AtomicU64::new(0);
 pub static EVENTS_UNREADABLE: AtomicU64 = AtomicU64::new(0);
@@ -18,6 +20,8 @@ pub static LAST_MINUTE: super::rate::MinuteRing = super::rate::MinuteRing::new()
 pub static GROUP_COMPLETIONS: AtomicU64 = AtomicU64::new(0);
 /// Groups in flight as the leader folds them (0 while this process does not lead).
 pub static GROUPS_OPEN: AtomicU64 = AtomicU64::new(0);
+/// The groups as the leader last summed them up (none while this process does not lead).
+static GROUPS: Mutex<Option<GroupsDoc>> = Mutex::new(None);
 /// 1 while this scheduler leads the periodic schedules, 0 while it does not, -1 when unknown.
 static LEADER: AtomicI64 = AtomicI64::new(-1);
 
@@ -80,6 +84,15 @@ pub fn duplicates() -> Vec<(String, u64)> {
 /// This process took or lost the lead of the periodic schedules.
 pub fn set_leader(leading: bool) {
     LEADER.store(leading as i64, Ordering::Relaxed);
+}
+
+/// The groups as the leader sums them up for its status document; none when it stops leading.
+pub fn set_groups(groups: Option<GroupsDoc>) {
+    *GROUPS.lock() = groups;
+}
+
+pub fn groups() -> Option<GroupsDoc> {
+    GROUPS.lock().clone()
 }
 
 pub fn leader() -> Option<bool> {

@@ -132,6 +132,7 @@ pub fn worker_input(
         task_times: Some(task_times(snap)),
         pause: Some(PauseDoc { paused: snap.paused, given_back: snap.given_back }),
         limits: Some(limits_doc(in_force, snap)),
+        groups: None,
     }
 }
 
@@ -207,6 +208,7 @@ pub fn thread_input(
         task_times: None,
         pause: None,
         limits: None,
+        groups: c::groups(),
     }
 }
 

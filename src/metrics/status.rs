@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::cpu::Percent;
 use super::depth::Depths;
 use super::status_doc::{
-    Children, DepthsDoc, InHand, LimitsDoc, PauseDoc, ProcessRow, QueueRow, StatusDoc, TaskTimes, Totals,
+    Children, DepthsDoc, GroupsDoc, InHand, LimitsDoc, PauseDoc, ProcessRow, QueueRow, StatusDoc, TaskTimes, Totals,
 };
 
 pub const VERSION: u64 = 1;
@@ -40,6 +40,8 @@ pub struct Input {
     pub pause: Option<PauseDoc>,
     /// A worker's limits in force and what they held back.
     pub limits: Option<LimitsDoc>,
+    /// The leading scheduler's groups of tasks.
+    pub groups: Option<GroupsDoc>,
 }
 
 fn secs(ms: u64) -> f64 {
@@ -147,6 +149,7 @@ pub fn document(i: &Input) -> StatusDoc {
         task_times: i.task_times,
         pause: i.pause,
         limits: i.limits.clone(),
+        groups: i.groups.clone(),
     }
 }
 
@@ -154,7 +157,7 @@ pub fn document(i: &Input) -> StatusDoc {
 mod tests {
     use super::*;
     use crate::metrics::depth::QueueStat;
-    use crate::metrics::status_doc::{HeldBack, LimitRow};
+    use crate::metrics::status_doc::{GroupRow, HeldBack, LimitRow};
     use serde_json::json;
 
     fn doc(i: &Input) -> Value {
@@ -229,6 +232,7 @@ mod tests {
                 held_back: HeldBack { rate: 3, concurrency: 1 },
                 duplicates: 0,
             }),
+            groups: None,
         }
     }
 
@@ -287,7 +291,8 @@ mod tests {
         "task_times":{"run_seconds_sum":0.5,"run_seconds_count":9,"wait_seconds_sum":3.0,"wait_seconds_count":10},
         "pause":{"paused":true,"given_back":2},
         "limits":{"in_force":[{"id":"demo/send","name":"send","key":null,"rate":"20/s","burst":5,"concurrency":4,
-          "source":"run time"}],"held_back":{"rate":3,"concurrency":1},"duplicates":0}}"#;
+          "source":"run time"}],"held_back":{"rate":3,"concurrency":1},"duplicates":0},
+        "groups":null}"#;
 
     #[test]
     fn oldest_wait() {
@@ -327,7 +332,23 @@ mod tests {
         i.task_times = None;
         i.pause = None;
         i.limits = None;
+        let row = GroupRow {
+            id: "g1".into(),
+            total: 3,
+            done: 1,
+            succeeded: 1,
+            pending: 2,
+            opened_at: 5,
+            ..Default::default()
+        };
+        i.groups = Some(GroupsDoc { at_ms: 9, open: 1, completions: 4, in_flight: vec![row], recently_done: vec![] });
         let d = doc(&i);
+        assert_eq!(
+            d["groups"],
+            json!({"at_ms": 9, "open": 1, "completions": 4, "recently_done": [], "in_flight": [{
+                "id": "g1", "origin": "", "total": 3, "done": 1, "succeeded": 1, "failed": 0, "cancelled": 0,
+                "pending": 2, "opened_at": 5, "completed_at": null}]})
+        );
         assert_eq!(d["task_times"], Value::Null);
         assert_eq!(d["pause"], Value::Null);
         assert_eq!(d["limits"], Value::Null);

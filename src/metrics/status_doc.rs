@@ -42,6 +42,44 @@ pub struct StatusDoc {
     /// none for a scheduler or consumer (and from a process older than the field).
     #[serde(default)]
     pub limits: Option<LimitsDoc>,
+    /// The leading scheduler: the groups of tasks as it folds them (bounded lists, newest first); none
+    /// for a scheduler that does not lead, a worker or a consumer (and from a process older than the
+    /// field).
+    #[serde(default)]
+    pub groups: Option<GroupsDoc>,
+}
+
+/// The groups of tasks as the leading scheduler folds them (`services::groups::summary`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupsDoc {
+    /// When the leader summed them up (Unix ms; at most a second or two behind its fold).
+    pub at_ms: i64,
+    /// Groups in flight (not every member ended).
+    pub open: u64,
+    /// Groups this scheduler completed (follow-ups or a plain `done` published) while it led.
+    pub completions: u64,
+    /// The newest groups in flight, newest first, at most `services::groups::SHOWN_OPEN`.
+    pub in_flight: Vec<GroupRow>,
+    /// The groups done last, newest first, at most `services::groups::SHOWN_DONE`.
+    pub recently_done: Vec<GroupRow>,
+}
+
+/// One group's progress.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupRow {
+    pub id: String,
+    /// The event whose tasks the group is (empty for a group made by hand).
+    pub origin: String,
+    pub total: u64,
+    /// Members that ended (succeeded, failed for good or cancelled).
+    pub done: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    /// Members not ended yet: waiting, delayed, being retried or running.
+    pub pending: u64,
+    pub opened_at: i64,
+    pub completed_at: Option<i64>,
 }
 
 /// A worker's limits and what they did.
@@ -179,7 +217,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// A document as an ebats of the first version served it (no `task_times`, no `pause`, no `limits`).
+    /// A document as an ebats of the first version served it (no `task_times`, `pause`, `limits`, `groups`).
     fn first_version() -> Value {
         json!({
             "version": 1, "role": "worker", "topics": ["demo"], "host": "h", "address": "127.0.0.1:9464",
@@ -207,11 +245,13 @@ mod tests {
         assert_eq!(doc.task_times, None);
         assert_eq!(doc.pause, None);
         assert_eq!(doc.limits, None);
+        assert_eq!(doc.groups, None);
         assert_eq!(doc.processes[0].task.as_ref().map(|t| t.name.as_str()), Some("slow"));
         let mut back = serde_json::to_value(&doc).unwrap();
         assert_eq!(back.as_object_mut().unwrap().remove("task_times"), Some(Value::Null));
         assert_eq!(back.as_object_mut().unwrap().remove("pause"), Some(Value::Null));
         assert_eq!(back.as_object_mut().unwrap().remove("limits"), Some(Value::Null));
+        assert_eq!(back.as_object_mut().unwrap().remove("groups"), Some(Value::Null));
         assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&first_version()).unwrap());
     }
 

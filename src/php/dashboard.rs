@@ -146,7 +146,8 @@ impl Dashboard {
         let settings = settings::current()?;
         let actions = Box::new(crate::services::schedules::Actions);
         let topics = Box::new(crate::services::flow::Actions);
-        let state = Arc::new(State::new(settings, self.options.clone(), actions, topics));
+        let groups = Box::new(crate::services::groups::Actions);
+        let state = Arc::new(State::new(settings, self.options.clone(), actions, topics, groups));
         let _stop = StopOnSignals::install(&call::unhandled_stop_signals());
         let running =
             server::start(state, listener).map_err(|e| bad_input(format!("cannot start the dashboard: {e}")))?;

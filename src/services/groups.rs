@@ -8,9 +8,12 @@ use crate::broker::group_stream;
 use crate::broker::names::Names;
 use crate::broker::{BrokerError, Decl};
 use crate::config::Settings;
+use crate::dashboard::groups::GroupActions;
+use crate::dashboard::schedules::Failed;
 use crate::dispatch::{self, merge_decls};
-use crate::group::state::{Closed, Fold, Group};
+use crate::group::state::{Closed, Fold, Group, State};
 use crate::group::{self as groups, FollowUp, When};
+use crate::metrics::status_doc::{GroupRow, GroupsDoc};
 use crate::rules;
 use crate::wire::TaskMsg;
 
@@ -160,6 +163,68 @@ pub fn list(settings: &Settings) -> Result<Vec<Value>, BrokerError> {
     Ok(rows.into_iter().map(|(id, g)| shown(id, g, false)).collect())
 }
 
+/// The group actions the dashboard offers, handed to it when it is started (it sits below this tier).
+pub struct Actions;
+
+impl GroupActions for Actions {
+    fn list(&self, settings: &Settings) -> Result<Vec<Value>, BrokerError> {
+        list(settings)
+    }
+    fn status(&self, settings: &Settings, id: &str) -> Result<Option<Value>, Failed> {
+        Ok(status(settings, id)?)
+    }
+    fn cancel(&self, settings: &Settings, id: &str) -> Result<i64, Failed> {
+        Ok(super::cancel::group(settings, id, super::cancel::DEFAULT_FOR_SECS)?)
+    }
+}
+
+/// The status document lists at most this many groups in flight, and this many done.
+pub const SHOWN_OPEN: usize = 20;
+pub const SHOWN_DONE: usize = 10;
+
+/// A group's progress as the status document shows it.
+fn row(id: &str, g: &Group) -> GroupRow {
+    let c = g.counts();
+    GroupRow {
+        id: id.to_string(),
+        origin: g.origin.clone(),
+        total: c.total as u64,
+        done: (c.total - c.pending) as u64,
+        succeeded: c.succeeded as u64,
+        failed: c.failed as u64,
+        cancelled: c.cancelled as u64,
+        pending: c.pending as u64,
+        opened_at: g.opened_at,
+        completed_at: g.done_at,
+    }
+}
+
+/// The `n` groups of `rows` with the greatest `key`, greatest first (linear in the groups, then
+/// sorting only the `n`).
+fn newest<'a>(mut rows: Vec<(&'a String, &'a Group)>, n: usize, key: fn(&Group) -> i64) -> Vec<GroupRow> {
+    let by = |a: &(&String, &Group), b: &(&String, &Group)| key(b.1).cmp(&key(a.1)).then_with(|| a.0.cmp(b.0));
+    if rows.len() > n && n > 0 {
+        rows.select_nth_unstable_by(n - 1, by);
+    }
+    rows.truncate(n);
+    rows.sort_by(by);
+    rows.into_iter().map(|(id, g)| row(id, g)).collect()
+}
+
+/// The groups of a fold summed up for the status document at `now` (the leader's fold, so no second
+/// one): how many are in flight, `completions` (this leader's), the newest in flight and the last
+/// done, each list bounded ([`SHOWN_OPEN`], [`SHOWN_DONE`]).
+pub fn summary(state: &State, completions: u64, now: i64) -> GroupsDoc {
+    let (open, done): (Vec<_>, Vec<_>) = state.groups.iter().partition(|(_, g)| g.done_at.is_none());
+    GroupsDoc {
+        at_ms: now,
+        open: open.len() as u64,
+        completions,
+        in_flight: newest(open, SHOWN_OPEN, |g| g.opened_at),
+        recently_done: newest(done, SHOWN_DONE, |g| g.done_at.unwrap_or(0)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +255,42 @@ mod tests {
         assert!(follow_ups(&json!({"later": "x"})).is_err());
         assert!(follow_ups(&json!({"then": 3})).is_err());
         assert!(follow_ups(&json!("x")).is_err());
+    }
+
+    #[test]
+    fn summed_up_bounded_and_newest_first() {
+        use crate::group::state::Outcome;
+        let group = |opened_at: i64, ends: usize, done_at: Option<i64>| Group {
+            members: (0..3).map(|i| format!("m{i}")).collect(),
+            on: vec![],
+            params: Value::Null,
+            origin: "ev".into(),
+            opened_at,
+            ends: (0..ends)
+                .map(|i| (format!("m{i}"), if i == 0 { Outcome::Failed } else { Outcome::Succeeded }))
+                .collect(),
+            fired: Default::default(),
+            done_at,
+        };
+        let mut state = State::default();
+        for i in 0..(SHOWN_OPEN as i64 + 5) {
+            state.groups.insert(format!("open{i:03}"), group(i, (i % 3) as usize, None));
+        }
+        for i in 0..(SHOWN_DONE as i64 + 3) {
+            state.groups.insert(format!("done{i:03}"), group(i, 3, Some(1000 - i)));
+        }
+        let s = summary(&state, 7, 2000);
+        assert_eq!((s.at_ms, s.open, s.completions), (2000, SHOWN_OPEN as u64 + 5, 7));
+        assert_eq!(s.in_flight.len(), SHOWN_OPEN);
+        assert_eq!(s.in_flight[0].id, format!("open{:03}", SHOWN_OPEN + 4), "the newest first");
+        assert!(s.in_flight.windows(2).all(|w| w[0].opened_at > w[1].opened_at));
+        let r = &s.in_flight[0]; // 24 % 3 = 0 members ended
+        assert_eq!((r.total, r.done, r.pending, r.failed), (3, 0, 3, 0));
+        let r = &s.in_flight[1]; // 23 % 3 = 2: one failed, one succeeded
+        assert_eq!((r.total, r.done, r.pending, r.failed, r.succeeded), (3, 2, 1, 1, 1));
+        assert_eq!(s.recently_done.len(), SHOWN_DONE);
+        assert_eq!((s.recently_done[0].id.as_str(), s.recently_done[0].completed_at), ("done000", Some(1000)));
+        let empty = summary(&State::default(), 0, 1);
+        assert_eq!((empty.open, empty.in_flight.len(), empty.recently_done.len()), (0, 0, 0));
     }
 }

@@ -5,6 +5,7 @@ declare(strict_types=1);
 namespace Ebats\Tests;
 
 use Asynclib\Ebats\Dashboard;
+use Asynclib\Ebats\Group;
 use Asynclib\Ebats\History;
 use Asynclib\Ebats\Limits;
 use Asynclib\Ebats\Task;
@@ -457,5 +458,44 @@ final class DashboardTest extends ProcTestCase
             }
             Limits::clear('demo');
         }
+    }
+
+    public function testTheGroupsViewShowsPendingMembersAndCancelsAGroup(): void
+    {
+        // No worker yet: both members wait in their queue.
+        $tasks = [['topic' => 'demo', 'name' => 'ok', 'params' => ['n' => 1]], ['topic' => 'demo', 'name' => 'ok', 'id' => 'dash-member-2']];
+        $id = Group::create($tasks, ['finally' => 'dash_group_done']);
+        $url = $this->startDashboard(['--topics=demo']);
+        $b = $this->browser();
+        $b->open($url . '#groups');
+        $row = "#groups tr[data-group=\"$id\"]";
+        $b->waitFor(fn () => $b->text("$row .total") === '2', 15, 'the group listed');
+        $this->assertSame(['0', '2', '0', '0'], [$b->text("$row .done"), $b->text("$row .pending"), $b->text("$row .succeeded"), $b->text("$row .cancelled")]);
+        $this->assertSame('in flight', $b->text("$row .state"));
+        $b->screenshot(self::shot('groups'));
+
+        $b->click($row);
+        $member = '#group-members tr[data-member="dash-member-2"]';
+        $b->waitFor(fn () => $b->text("$member .state") === 'pending', 15, "the group's page shows its pending member");
+        $states = fn () => $b->js('return Array.from(document.querySelectorAll("#group-members .state")).map((e) => e.textContent)');
+        $this->assertSame(['pending', 'pending'], $states());
+        $this->assertSame('0/2', $b->text('#group-done'));
+        $b->screenshot(self::shot('group-pending'));
+
+        // Every action needs the CSRF token.
+        $json = ['Content-Type' => 'application/json'];
+        $this->assertSame(403, self::http('POST', $url . 'api/groups/cancel', $json, json_encode(['id' => $id]))[0], 'no CSRF token');
+        $b->click('#group-cancel');
+        $b->click('#confirm-yes');
+        $b->waitFor(fn () => str_contains((string) $b->text('#group-result'), 'cancelled:'), 15, 'the cancel accepted');
+
+        // A worker started after the cancel runs neither member: both end as cancelled, counted by the group.
+        $this->startWorker();
+        $s = $this->waitFor(fn () => (($s = Group::status($id)) !== null && $s['pending'] === 0) ? $s : null, 30, 'the members ended');
+        $this->assertSame([2, 0, 2], [$s['cancelled'], $s['succeeded'], $s['done']]);
+        $this->assertSame([], $this->records('run'), 'no member ran');
+        $b->waitFor(fn () => $states() === ['cancelled', 'cancelled'], 15, 'the page shows the members cancelled');
+        $this->assertSame('2', $b->text('#group-cancelled'));
+        $b->screenshot(self::shot('group-cancelled'));
     }
 }

@@ -4,6 +4,7 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
+use Asynclib\Ebats\Group;
 use Asynclib\Ebats\Status;
 use Asynclib\Ebats\Task;
 use Asynclib\Ebats\Worker;
@@ -201,6 +202,34 @@ final class StatusTest extends ProcTestCase
         $p = $this->cli(['--json']);
         $this->assertSame(1, $p->exitCode(), $p->describe());
         $this->assertSame([false, false], array_column(json_decode($p->stdout(), true), 'up'));
+    }
+
+    public function testTheLeadingSchedulerShowsTheGroups(): void
+    {
+        $addr = '127.0.0.1:' . self::freePort();
+        $scheduler = $this->startFixture('scheduler', 'scheduler.php', [
+            'EBATS_METRICS_ADDRESS' => $addr, 'EBATS_T_REGISTER' => '[]', 'EBATS_DEBUG' => '1',
+        ]);
+        $this->waitFor(static fn () => str_contains($scheduler->stderr(), 'cron: took over the leadership'), 30, "the scheduler leads\n" . $scheduler->describe());
+        // No worker yet: the group's members are pending.
+        $id = Group::create([['topic' => 'demo', 'name' => 'ok'], ['topic' => 'demo', 'name' => 'ok'], ['topic' => 'demo', 'name' => 'ok']]);
+        $row = fn (string $list) => $this->waitFor(static function () use ($addr, $id, $list): ?array {
+            $g = Status::fetch($addr)['groups'] ?? null;
+            return $g === null ? null : (array_column($g[$list], null, 'id')[$id] ?? null);
+        }, 20, "the group in $list");
+        $open = $row('in_flight');
+        $this->assertSame([3, 0, 3, '', null], [$open['total'], $open['done'], $open['pending'], $open['origin'], $open['completed_at']]);
+        $this->assertGreaterThanOrEqual(1, Status::fetch($addr)['groups']['open']);
+
+        $this->startWorker();
+        $done = $row('recently_done');
+        $this->assertSame([3, 3, 3, 0, 0], [$done['total'], $done['done'], $done['succeeded'], $done['failed'], $done['pending']]);
+        $this->assertIsInt($done['completed_at']);
+        $groups = Status::fetch($addr)['groups'];
+        $this->assertGreaterThanOrEqual(1, $groups['completions']);
+        $this->assertNotContains($id, array_column($groups['in_flight'], 'id'));
+        $p = $this->cli(["--metrics=$addr"]);
+        $this->assertMatchesRegularExpression('/^  groups: 0 in flight, [1-9]\d* completed while leading/m', $p->stdout(), $p->describe());
     }
 
     public function testWatchRedrawsUntilSigterm(): void

@@ -235,11 +235,59 @@ async function loadSchedules() {
   }));
 }
 
+// A group's progress: done of total, with a bar.
+function progress(g) {
+  const bar = el('progress', { max: String(g.total || 1), value: String(g.done) });
+  return el('span', { class: 'progress' }, bar, ' ' + g.done + '/' + g.total);
+}
+
+function groupState(g) {
+  return g.completed ? 'completed' : g.complete ? 'ended, follow-ups due' : 'in flight';
+}
+
+async function loadGroups() {
+  const r = await api('/api/groups');
+  $('groups-result').textContent = r.total > r.groups.length ? 'the newest ' + r.groups.length + ' of ' + r.total + ' groups' : '';
+  fill($('groups').tBodies[0], r.groups.map((g) => {
+    const row = el('tr', { class: 'clickable', 'data-group': g.id },
+      el('td', {}, el('a', { href: '#group/' + encodeURIComponent(g.id) }, g.id)), el('td', {}, g.origin || '(by hand)'),
+      el('td', {}, progress(g)), el('td', { class: 'num done' }, g.done), el('td', { class: 'num succeeded' }, g.succeeded),
+      el('td', { class: 'num failed' }, g.failed), el('td', { class: 'num cancelled' }, g.cancelled),
+      el('td', { class: 'num pending' }, g.pending), el('td', { class: 'num total' }, g.total),
+      el('td', {}, time(g.opened_at)), el('td', { class: 'state' }, groupState(g)));
+    row.addEventListener('click', () => { location.hash = '#group/' + encodeURIComponent(g.id); });
+    return row;
+  }));
+}
+
+// The group shown on its page (the part of the hash after "#group/").
+const shownGroup = () => decodeURIComponent((location.hash.match(/^#group\/(.*)$/) || [])[1] || '');
+
+async function loadGroup() {
+  const id = shownGroup();
+  $('group-id').textContent = id;
+  const g = (await api('/api/group?id=' + encodeURIComponent(id))).group;
+  if (shownGroup() !== id) return;
+  for (const k of ['done', 'succeeded', 'failed', 'cancelled', 'pending']) $('group-' + k).textContent = k === 'done' ? g.done + '/' + g.total : g[k];
+  $('group-state').textContent = groupState(g) + (g.origin ? ' · tasks of the event ' + g.origin : ' · made by hand')
+    + (g.opened_at ? ' · opened ' + time(g.opened_at) : '') + (g.completed_at ? ' · completed ' + time(g.completed_at) : '');
+  $('group-cancel').hidden = g.pending === 0;
+  fill($('group-follow-ups').tBodies[0], g.follow_ups.map((f) => el('tr', {},
+    el('td', {}, f.when), el('td', {}, f.event), el('td', {}, f.published ? 'yes' : 'no'))));
+  const members = g.members || [];
+  $('group-members-note').textContent = g.members == null ? 'Done over ten minutes ago: only its counts are kept.'
+    : g.members_total > members.length ? 'The first ' + members.length + ' of ' + g.members_total + ' members.' : '';
+  fill($('group-members').tBodies[0], members.map((m) => el('tr', { 'data-member': m.id },
+    el('td', {}, m.id), el('td', { class: 'state member-' + m.state }, m.state))));
+}
+
 function show() {
-  const view = (location.hash || '#overview').slice(1);
+  let view = (location.hash || '#overview').slice(1);
+  if (view.startsWith('group/')) view = 'group';
   for (const s of document.querySelectorAll('.view')) s.hidden = s.id !== 'view-' + view;
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.view === view);
-  const load = { executions: loadExecutions, failed: loadFailed, schedules: loadSchedules }[view];
+  for (const a of document.querySelectorAll('#nav a')) if (view === 'group' && a.dataset.view === 'groups') a.classList.add('active');
+  const load = { executions: loadExecutions, failed: loadFailed, schedules: loadSchedules, groups: loadGroups, group: loadGroup }[view];
   if (load) load().catch((e) => { $('status').textContent = 'error: ' + e.message; });
 }
 
@@ -258,9 +306,19 @@ document.addEventListener('DOMContentLoaded', () => {
     if (!topic || !(await confirmed('Delete every failed task of topic ' + topic + '? This cannot be undone.'))) return;
     act($('failed-result'), () => post('/api/failed/purge', { topic }), (x) => x.purged + ' failed task(s) deleted', loadFailed);
   });
+  $('group-cancel').addEventListener('click', async () => {
+    const id = shownGroup();
+    if (!id || !(await confirmed('Cancel every member of group ' + id + ' not started? They end as cancelled, counted by the group.'))) return;
+    act($('group-result'), () => post('/api/groups/cancel', { id }),
+      () => 'group ' + id + ' cancelled: its members not started end as cancelled when a worker takes them', loadGroup);
+  });
   refreshState().then(show);
   refreshCharts();
   setInterval(refreshState, 3000);
   setInterval(refreshCharts, 5000);
   setInterval(() => { if (location.hash === '#schedules') loadSchedules().catch(() => {}); }, 5000);
+  setInterval(() => {
+    if (location.hash === '#groups') loadGroups().catch(() => {});
+    else if (location.hash.startsWith('#group/')) loadGroup().catch(() => {});
+  }, 3000);
 });

@@ -21,6 +21,8 @@ use crate::metrics::counters;
 use crate::wire::now_ms;
 
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+/// The groups summed up for the status document at most this often (and within it of a change).
+const SUMMARY_EVERY: Duration = Duration::from_secs(1);
 /// A snapshot even when nothing changed, within `group::READ_BACK_SECS`.
 const SNAPSHOT_AT_LEAST: Duration = Duration::from_secs(READ_BACK_SECS / 2);
 
@@ -33,6 +35,8 @@ pub struct GroupsLeading {
     last_snapshot: Instant,
     /// `fold.changes` at the last snapshot.
     snapshot_changes: u64,
+    /// When the groups were last summed up for the status document, and `fold.changes` then.
+    last_summary: Option<(Instant, u64)>,
 }
 
 impl GroupsLeading {
@@ -70,6 +74,7 @@ impl GroupsLeading {
                 last_offset: last,
                 last_snapshot: Instant::now(),
                 snapshot_changes,
+                last_summary: None,
             });
         }
         unreachable!("a fold from the first offset is grounded")
@@ -87,6 +92,7 @@ impl GroupsLeading {
     /// Publishes what the groups that changed and are complete are due (each follow-up once: the fold
     /// knows every one published), then a snapshot when one is due.
     pub async fn complete(&mut self, token_ch: &Channel, names: &Names) -> Result<(), BrokerError> {
+        self.sum_up();
         let touched = self.fold.take_touched();
         if touched.is_empty() && self.last_snapshot.elapsed() < SNAPSHOT_EVERY.min(SNAPSHOT_AT_LEAST) {
             return Ok(());
@@ -139,5 +145,17 @@ impl GroupsLeading {
         // What this leader applied itself is not to be looked at again.
         let _ = self.fold.take_touched();
         Ok(())
+    }
+
+    /// Sums the groups up for the status document when the fold changed, at most every
+    /// [`SUMMARY_EVERY`] (the leader's loop comes by at least every second).
+    fn sum_up(&mut self) {
+        let changed =
+            self.last_summary.is_none_or(|(at, changes)| changes != self.fold.changes && at.elapsed() >= SUMMARY_EVERY);
+        if changed {
+            let completions = counters::get(&counters::GROUP_COMPLETIONS);
+            counters::set_groups(Some(crate::services::groups::summary(&self.fold.state, completions, now_ms())));
+            self.last_summary = Some((Instant::now(), self.fold.changes));
+        }
     }
 }

@@ -154,6 +154,7 @@ async fn participate(
     .await;
     // Whatever ended the loop, this process holds no token any more.
     counters::set_leader(false);
+    counters::set_groups(None);
     let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "bye".into())).await;
     if let Err(e) = &r {
         if e.kind() == ErrorKind::Stopped {
