@@ -36,7 +36,9 @@
 //! in precedes the new leader's marker in the stream; anything later is refused on a dead channel. The
 //! new leader appends a marker on its token channel and folds the stream up to it before deciding
 //! anything, so it sees every follow-up already published and never publishes one again. A follow-up
-//! published but not confirmed before a crash is in the stream or was never routed, never half. Its event
+//! published but not confirmed before a crash is in the stream or was never routed, never half (so the
+//! follow-ups of groups completed together are published together and their confirms awaited after the
+//! last: nothing here needs a confirm before the next publish). Its event
 //! id is derived from the group and the follow-up ([`follow_up_id`]), so a consumer can drop a copy in the
 //! one case left: the record lost with the stream itself.
 //!
@@ -44,8 +46,8 @@
 //! record (about 150 bytes) appended with a confirm before its ack; a group costs its `open` (some 100
 //! bytes plus its members' ids and params) and its follow-up messages. The fold holds a group in flight
 //! with its members and outcomes (measured by `bench/run --only groups`: 7.7 MB more resident memory for
-//! 10,000 groups of 3 in flight, 0.4 MB for a group of 10,000; figures in the README); a done group is kept whole for at most [`state::DONE_DETAIL_MS`]
-//! (the newest [`state::DONE_DETAILED`] only), then as its id and counts for [`state::DONE_KEEP_MS`] (so a
+//! 10,000 groups of 3 in flight, 0.4 MB for a group of 10,000; figures in the README); a done group is
+//! kept whole for at most [`state::DONE_DETAIL_MS`] (the newest [`state::DONE_DETAILED`] only), then as its id and counts for [`state::DONE_KEEP_MS`] (so a
 //! late copy of its `open` or `end` changes nothing), then forgotten. The leader appends a snapshot of
 //! the fold every minute when something changed (every 90 s anyway), so a reader starts a few minutes
 //! back ([`READ_BACK_SECS`]) at the first snapshot, not at the stream's start; the stream keeps

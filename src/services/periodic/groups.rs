@@ -10,10 +10,11 @@ use lapin::message::Delivery;
 use lapin::{Channel, Connection, Consumer};
 
 use super::leader::publish;
+use crate::broker::confirm::settle;
 use crate::broker::group_stream::{self, follow_up_message, record_message};
 use crate::broker::names::Names;
 use crate::broker::stream_read::{self, Offset};
-use crate::broker::{connection, consumer, BrokerError};
+use crate::broker::{connection, consumer, publisher, BrokerError};
 use crate::group::state::{completion, Fold, Record};
 use crate::group::READ_BACK_SECS;
 use crate::log;
@@ -21,6 +22,8 @@ use crate::metrics::counters;
 use crate::wire::now_ms;
 
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+/// Messages of the stream followed at most before the groups they complete are completed.
+const READ_AHEAD: usize = 500;
 /// The groups summed up for the status document at most this often (and within it of a change).
 const SUMMARY_EVERY: Duration = Duration::from_secs(1);
 /// A snapshot even when nothing changed, within `group::READ_BACK_SECS`.
@@ -89,14 +92,30 @@ impl GroupsLeading {
         Ok(())
     }
 
+    /// Follows, besides `d`, what the reader already holds (up to [`READ_AHEAD`] messages), so that the
+    /// groups they complete are completed together.
+    pub async fn follow_all(&mut self, d: Delivery) -> Result<(), BrokerError> {
+        self.follow(d).await?;
+        for _ in 0..READ_AHEAD {
+            match futures_lite::future::poll_once(consumer::next(&mut self.reader, group_stream::WHAT)).await {
+                Some(d) => self.follow(d?).await?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes what the groups that changed and are complete are due (each follow-up once: the fold
-    /// knows every one published), then a snapshot when one is due.
+    /// knows every one published), then a snapshot when one is due. The follow-ups of one call are
+    /// published together and their confirms awaited after the last: what a leader that dies meanwhile
+    /// published precedes its successor's marker all the same (`src/group/mod.rs`).
     pub async fn complete(&mut self, token_ch: &Channel, names: &Names) -> Result<(), BrokerError> {
         self.sum_up();
         let touched = self.fold.take_touched();
         if touched.is_empty() && self.last_snapshot.elapsed() < SNAPSHOT_EVERY.min(SNAPSHOT_AT_LEAST) {
             return Ok(());
         }
+        let mut confirms = Vec::new();
         for id in touched {
             let Some(g) = self.fold.state.groups.get(&id) else { continue };
             let todo = completion(g);
@@ -110,7 +129,7 @@ impl GroupsLeading {
                         (record_message(names, &r), r)
                     }
                 };
-                publish(token_ch, &msg).await?;
+                confirms.push((msg.sent(), publisher::send(token_ch, &msg).await?));
                 let c = g.counts();
                 match &f {
                     Some(f) => log::info(&format!(
@@ -131,6 +150,9 @@ impl GroupsLeading {
             if published && self.fold.state.groups.get(&id).is_some_and(|g| g.done_at.is_some()) {
                 counters::add(&counters::GROUP_COMPLETIONS, 1);
             }
+        }
+        for (sent, confirm) in confirms {
+            settle(&sent, confirm).await?;
         }
         counters::GROUPS_OPEN.store(self.fold.state.open_count() as u64, std::sync::atomic::Ordering::Relaxed);
         // Every minute while the fold changes, and within the readers' look back anyway: a reader always

@@ -236,7 +236,7 @@ impl Joined {
                 }
                 Wake::Groups(d) => {
                     let l = self.leading.as_mut().expect("reading only while leading");
-                    l.groups.follow(d?).await?;
+                    l.groups.follow_all(d?).await?;
                 }
                 Wake::Tick => {}
             }
