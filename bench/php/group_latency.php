@@ -1,6 +1,6 @@
 <?php
 /**
- * Reads the run's groups stream (<prefix>.groups) from its start until N follow-ups of groups whose last
+ * Reads the run's groups stream (<prefix>.groups) from SINCE (the chunk holding it) until N follow-ups of groups whose last
  * member ended at or after SINCE (Unix ms) are on it (or TIMEOUT seconds pass), and prints, over those groups, the time from a group's last member end to its
  * follow-up being published: the end's time is the one its record carries (`at`, stamped by the worker child
  * that ended the member as it sends the record), the follow-up's the one in its header (x-ebats-group `at`,
@@ -37,7 +37,7 @@ $ch->basic_consume(bench_prefix() . '.groups', '', false, false, false, false,
             }
         }
         $m->ack();
-    }, null, new AMQPTable(['x-stream-offset' => 'first']));
+    }, null, new AMQPTable(['x-stream-offset' => (new DateTimeImmutable())->setTimestamp(intdiv($since, 1000) - 1)]));
 $counted = static function () use (&$lastEnd, &$fired, $since): array {
     $lat = [];
     foreach ($fired as $group => $at) {
