@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 
+use crate::broker::confirm::{Failed, Lot};
 use crate::broker::current::with_session;
 use crate::broker::names::{delay_routing_key, Names};
 use crate::broker::{BrokerError, Decl, Outgoing};
@@ -180,11 +181,22 @@ pub fn send_telling(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) 
 /// Like [`send`], but returns once the messages are handed to the connection; [`flush`] (or the
 /// end of the PHP request) awaits their confirms.
 pub fn send_deferred(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), SendFailed> {
+    deferred(Lot::Request, settings, decls, messages)
+}
+
+/// Like [`send_deferred`], for what a worker child must have confirmed before it acks the tasks
+/// that published it (a group member's end): [`settle_before_acks`] awaits them, apart from the
+/// request's deferred publishes.
+pub fn send_before_acks(settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), BrokerError> {
+    deferred(Lot::BeforeAcks, settings, decls, messages).map_err(|f| f.error)
+}
+
+fn deferred(lot: Lot, settings: &Settings, decls: &[Decl], messages: &[Outgoing]) -> Result<(), SendFailed> {
     let handed = Cell::new(false);
     with_session(|s| {
         s.declare(settings, decls)?;
         handed.set(true);
-        s.publish_deferred(settings, messages)
+        s.publish_deferred(lot, settings, messages)
     })
     .map_err(failed_after(&handed))
 }
@@ -203,7 +215,12 @@ pub fn send_one(settings: &Settings, (decls, out): (Vec<Decl>, Outgoing)) -> Res
     send(settings, &decls, std::slice::from_ref(&out))
 }
 
-/// Awaits every deferred publish of this process: (confirmed, failures).
-pub fn flush(settings: &Settings) -> Result<(usize, Vec<crate::broker::confirm::Failed>), BrokerError> {
-    with_session(|s| Ok(s.flush(settings)))
+/// Awaits every deferred publish of this process's request: (confirmed, failures).
+pub fn flush(settings: &Settings) -> Result<(usize, Vec<Failed>), BrokerError> {
+    with_session(|s| Ok(s.flush(Lot::Request, settings)))
+}
+
+/// Awaits every publish of [`send_before_acks`] not awaited yet: (confirmed, failures).
+pub fn settle_before_acks(settings: &Settings) -> Result<(usize, Vec<Failed>), BrokerError> {
+    with_session(|s| Ok(s.flush(Lot::BeforeAcks, settings)))
 }

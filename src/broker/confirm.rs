@@ -64,8 +64,18 @@ impl Failed {
 /// A publish in flight: resolves to its confirm once its frames are written.
 pub type Publishing<'a> = Pin<Box<dyn Future<Output = Result<lapin::PublisherConfirm, BrokerError>> + Send + 'a>>;
 
+/// Whose deferred publishes these are, each kind awaited on its own: the PHP request's (awaited by
+/// `flush`, at the latest when the request ends), or a worker child's records that must be confirmed
+/// before the acks that cover them (the group ends: awaited before each ack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lot {
+    Request,
+    BeforeAcks,
+}
+
 /// A deferred publish waiting for its confirm to be settled.
 pub struct Pending {
+    pub lot: Lot,
     pub sent: Sent,
     pub publishing: Publishing<'static>,
 }

@@ -39,10 +39,10 @@ pub fn shutdown() {
     }
 }
 
-/// Deferred publishes of this process still waiting for their confirm (0 without a session).
-pub fn pending_here() -> usize {
+/// Deferred publishes of `lot` of this process still waiting for their confirm (0 without a session).
+pub fn pending_here(lot: super::confirm::Lot) -> usize {
     SESSION
         .try_lock()
-        .and_then(|g| g.as_ref().filter(|s| s.pid() == std::process::id()).map(|s| s.pending()))
+        .and_then(|g| g.as_ref().filter(|s| s.pid() == std::process::id()).map(|s| s.pending(lot)))
         .unwrap_or(0)
 }

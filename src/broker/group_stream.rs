@@ -87,13 +87,18 @@ pub fn append(settings: &Settings, records: &[Record]) -> Result<(), BrokerError
     crate::dispatch::send(settings, &[Decl::Groups], &msgs)
 }
 
-/// Records, confirmed, that the task `task` ended for good with `outcome` when it is a member of a group
-/// (nothing else); a worker calls it for every final end (succeeded, failed for good, poison,
-/// cancelled) before it acks the task, so a task that ended is counted even when its worker dies
-/// before the ack (it runs again and its second end counts for nothing).
-pub fn end(settings: &Settings, task: &crate::wire::TaskMsg, outcome: Outcome) -> Result<(), BrokerError> {
-    let Some(group) = &task.group else { return Ok(()) };
-    append(settings, &[Record::End { group: group.clone(), member: task.id.clone(), outcome }])
+/// Records that the task `task` ended for good with `outcome` when it is a member of a group (nothing
+/// else), handed to the connection without waiting: true when a record was sent. A worker calls it
+/// for every final end (succeeded, failed for good, poison, cancelled) and awaits its confirm
+/// (`dispatch::settle_before_acks`) before it acks the task, so a task that ended is counted even when
+/// its worker dies before the ack (it runs again and its second end counts for nothing); an end refused
+/// or unanswered leaves the task unacked.
+pub fn end(settings: &Settings, task: &crate::wire::TaskMsg, outcome: Outcome) -> Result<bool, BrokerError> {
+    let Some(group) = &task.group else { return Ok(false) };
+    let names = Names::new(&settings.prefix);
+    let record = Record::End { group: group.clone(), member: task.id.clone(), outcome };
+    crate::dispatch::send_before_acks(settings, &[Decl::Groups], &[record_message(&names, &record)])?;
+    Ok(true)
 }
 
 /// The stream folded to now, on the process's session: appends a marker, folds from a few minutes back

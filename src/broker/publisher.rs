@@ -6,7 +6,7 @@ use std::cell::Cell;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
 
-use super::confirm::{settle, settle_to, Failed, Pending, Publishing, Sent};
+use super::confirm::{settle, settle_to, Failed, Lot, Pending, Publishing, Sent};
 use super::error::{BrokerError, ErrorKind};
 use super::session::Session;
 use super::topology::Decl;
@@ -104,8 +104,13 @@ impl Session {
     }
 
     /// Hands the messages to the connection and returns at once; their confirms are awaited by
-    /// [`Session::flush`] (at the latest when the PHP request ends).
-    pub fn publish_deferred(&mut self, settings: &Settings, messages: &[Outgoing]) -> Result<(), BrokerError> {
+    /// [`Session::flush`] of the same `lot` (for the request's, at the latest when it ends).
+    pub fn publish_deferred(
+        &mut self,
+        lot: Lot,
+        settings: &Settings,
+        messages: &[Outgoing],
+    ) -> Result<(), BrokerError> {
         let ch = self.link(settings)?.publisher.clone();
         let mut queued = Vec::with_capacity(messages.len());
         let r = self.wait(settings.confirm_timeout, "handing a message to the connection", async {
@@ -119,7 +124,7 @@ impl Session {
                     Some(Ok(confirm)) => Box::pin(async move { Ok(confirm) }),
                     None => publishing,
                 };
-                queued.push(Pending { sent: m.sent(), publishing: state });
+                queued.push(Pending { lot, sent: m.sent(), publishing: state });
             }
             Ok(())
         });
@@ -164,21 +169,23 @@ impl Session {
         r
     }
 
-    /// Messages published deferred whose confirm has not been awaited yet.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
+    /// Messages of `lot` published deferred whose confirm has not been awaited yet.
+    pub fn pending(&self, lot: Lot) -> usize {
+        self.pending.iter().filter(|p| p.lot == lot).count()
     }
 
-    /// Awaits the confirms of every deferred publish; returns how many were confirmed and the
-    /// publishes that failed, each with its error.
-    pub fn flush(&mut self, settings: &Settings) -> (usize, Vec<Failed>) {
-        let pending = std::mem::take(&mut self.pending);
+    /// Awaits the confirms of every deferred publish of `lot`; returns how many were confirmed and
+    /// the publishes that failed, each with its error.
+    pub fn flush(&mut self, lot: Lot, settings: &Settings) -> (usize, Vec<Failed>) {
+        let (pending, others): (Vec<Pending>, Vec<Pending>) =
+            std::mem::take(&mut self.pending).into_iter().partition(|p| p.lot == lot);
+        self.pending = others;
         if pending.is_empty() {
             return (0, Vec::new());
         }
         let total = pending.len();
         let mut failures = Vec::new();
-        for Pending { sent, publishing } in pending {
+        for Pending { sent, publishing, .. } in pending {
             let r =
                 self.wait(settings.confirm_timeout, "waiting for the broker to confirm a deferred publish", async {
                     settle(&sent, publishing.await?).await

@@ -9,7 +9,9 @@
 //! event with follow-ups sends it in the same confirmed batch as the tasks, ahead of them on the channel;
 //! `Group::create` likewise. Each task carries its group (`TaskMsg::group`). A worker child that ends a
 //! grouped task for good (it succeeded, failed after its retries, was moved as poison, or was cancelled)
-//! appends `end {group, member, outcome}` and waits for its confirm before it acks the task.
+//! appends `end {group, member, outcome}` and waits for its confirm before it acks the task (sent at
+//! once, its confirm awaited with those of the other ends of the batch of acks that covers it; an end
+//! refused or unanswered: none of those acks is sent, and the tasks run again).
 //!
 //! **Deterministic ids.** A routed event's members take ids derived from the event's id and their index
 //! ([`member_id`]), and the group takes the event's id. An event routed twice (the Scheduler died before
@@ -43,7 +45,7 @@
 //! one case left: the record lost with the stream itself.
 //!
 //! **What it costs and why it stays bounded.** A member costs its id in the `open` record and one `end`
-//! record (about 150 bytes) appended with a confirm before its ack; a group costs its `open` (some 100
+//! record (about 150 bytes) confirmed before its ack (one wait for the ends of a batch of acks); a group costs its `open` (some 100
 //! bytes plus its members' ids and params) and its follow-up messages. The fold holds a group in flight
 //! with its members and outcomes (measured by `bench/run --only groups`: 7.7 MB more resident memory for
 //! 10,000 groups of 3 in flight, 0.4 MB for a group of 10,000; figures in the README); a done group is

@@ -472,7 +472,7 @@ pub fn end_request(settings: &Settings) {
 
 /// Whether this process has deferred publishes awaiting their confirms.
 pub fn pending() -> bool {
-    crate::broker::current::pending_here() != 0
+    crate::broker::current::pending_here(crate::broker::confirm::Lot::Request) != 0
 }
 
 /// The failures [`end_request`] kept, each as [`failure_entry`] makes it; reading them clears them.

@@ -151,6 +151,7 @@ impl<'a> TaskHost<'a> {
             throttle: &mut self.throttle,
             cancelled: &self.cancelled,
             gate: &mut self.gate,
+            releases: &mut self.acks.releases,
         }
     }
 }
@@ -179,7 +180,7 @@ impl Host for TaskHost<'_> {
 
     fn idle(&mut self, sub: &mut Subscription) -> bool {
         // Ack what is done before waiting for more.
-        let acked = self.acks.flush(sub) && self.paused.follow(sub);
+        let acked = self.acks.flush(self.settings, sub) && self.paused.follow(sub);
         self.gate.idle(self.settings);
         if acked && self.legacy_exists && self.legacy_looked.elapsed() >= LEGACY_LOOK_EVERY {
             self.legacy_looked = Instant::now();
@@ -189,7 +190,7 @@ impl Host for TaskHost<'_> {
     }
 
     fn stopping(&mut self, sub: &Subscription) {
-        self.acks.flush(sub);
+        self.acks.flush(self.settings, sub);
     }
 
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Stopped> {
@@ -208,13 +209,13 @@ impl Host for TaskHost<'_> {
             Ok(s) => s,
             Err(HandleError::Abort) => {
                 // exit() in PHP: the tasks done before still get their acks.
-                self.acks.flush(sub);
+                self.acks.flush(self.settings, sub);
                 return After::Leave(Stopped::Aborted);
             }
             Err(HandleError::Broker(e)) => {
                 // Not acked: the broker gives the task again. Reconnect and go on.
                 log::error(&format!("worker could not settle a task: {e}; it will be delivered again"));
-                self.acks.flush(sub);
+                self.acks.flush(self.settings, sub);
                 return After::Reopen;
             }
         };
@@ -235,12 +236,12 @@ impl Host for TaskHost<'_> {
             sub.cancel();
         }
         self.acks.done(d.delivery_tag);
-        let acked = !(leaving || self.acks.full()) || self.acks.flush(sub);
+        let acked = !(leaving || self.acks.full()) || self.acks.flush(self.settings, sub);
         // The ack is on its way (at prefetch 1 the next delivery with it): the callback and the
         // history run meanwhile.
         if let Some(report) = report {
             if report.make(&mut self.context()).is_err() {
-                self.acks.flush(sub);
+                self.acks.flush(self.settings, sub);
                 return After::Leave(Stopped::Aborted);
             }
         }
@@ -305,7 +306,7 @@ impl TaskHost<'_> {
         let Some(prefetch) = adaptive.ran(took) else { return true };
         if let Err(e) = sub.set_prefetch(prefetch) {
             log::error(&format!("worker could not change its prefetch to {prefetch}: {e}; reconnecting"));
-            self.acks.flush(sub);
+            self.acks.flush(self.settings, sub);
             return false;
         }
         if self.settings.debug {
@@ -317,7 +318,7 @@ impl TaskHost<'_> {
         if prefetch < before {
             // Tasks are longer than the buffer was sized for: what it holds goes back to the queue,
             // for idle children, rather than waiting here behind them (done tasks acked first).
-            if !self.acks.flush(sub) {
+            if !self.acks.flush(self.settings, sub) {
                 return false;
             }
             if let Err(e) = sub.give_back_pending() {
@@ -393,12 +394,16 @@ pub fn run(
 
 /// Tasks done but not yet acked, acked together with one `basic.ack multiple` (every delivery
 /// tag up to the last one): after `batch` tasks, whenever the worker would wait for the next task,
-/// and before the channel closes. At prefetch 1 every task is acked at once.
+/// and before the channel closes. At prefetch 1 every task is acked at once. Before the ack, the
+/// group ends these tasks sent without waiting are awaited (one wait for the whole batch), then the
+/// unique keys of those of them that wait for it are released.
 #[derive(Default)]
 struct Acks {
     last: Option<u64>,
     count: usize,
     batch: usize,
+    /// Tasks of a group with a unique key: released after their end is confirmed.
+    releases: Vec<TaskMsg>,
 }
 
 /// At most this many finished tasks wait for their ack (prefetch > 1).
@@ -418,10 +423,20 @@ impl Acks {
         self.count >= self.batch
     }
 
-    /// Acks what is done; false (logged) when the ack failed: those tasks will run again.
-    fn flush(&mut self, sub: &Subscription) -> bool {
-        let Some(tag) = self.last.take() else { return true };
-        let n = std::mem::take(&mut self.count);
+    /// Acks what is done, once the group ends it sent are confirmed; false (logged) when an end was
+    /// refused or unanswered, or the ack failed: those tasks are not acked and will run again (the
+    /// caller opens the subscription anew), and a second end of theirs counts for nothing.
+    fn flush(&mut self, settings: &Settings, sub: &Subscription) -> bool {
+        let (last, n) = (self.last.take(), std::mem::take(&mut self.count));
+        let releases = std::mem::take(&mut self.releases);
+        if let Err(why) = ends_confirmed(settings) {
+            log::error(&format!("{why}: {n} task(s) not acked; they will be delivered again"));
+            return last.is_none();
+        }
+        for task in &releases {
+            release_key(settings, task);
+        }
+        let Some(tag) = last else { return true };
         // Not waiting for the I/O thread to write the ack saves a thread hand-off per ack.
         match sub.ack_up_to_queued(tag) {
             Ok(()) => true,
@@ -430,6 +445,24 @@ impl Acks {
                 false
             }
         }
+    }
+}
+
+/// Awaits the group ends sent since the last call; the first failure, with its kind, when one was
+/// refused or unanswered (or the wait could not be made).
+fn ends_confirmed(settings: &Settings) -> Result<(), String> {
+    match dispatch::settle_before_acks(settings) {
+        Ok((_, failures)) => match failures.first() {
+            None => Ok(()),
+            Some(f) => Err(format!(
+                "{} group end(s) not confirmed ({:?}: {}: {})",
+                failures.len(),
+                f.error.kind(),
+                f.sent.describe(),
+                f.error
+            )),
+        },
+        Err(e) => Err(format!("group ends not awaited ({:?}: {e})", e.kind())),
     }
 }
 
@@ -469,6 +502,8 @@ struct Context<'a> {
     cancelled: &'a Cancelled,
     /// The concurrency permits of the child.
     gate: &'a mut Gate,
+    /// Tasks whose unique key is released once their group's end is confirmed, before their ack.
+    releases: &'a mut Vec<TaskMsg>,
 }
 
 /// What a delivery brings.
@@ -617,7 +652,7 @@ fn skip_cancelled(cx: &mut Context, task: &TaskMsg) -> Result<Settled, HandleErr
         w.write(task, &run);
     }
     cx.tracking.shared.stats().cancelled();
-    ended(cx.settings, task, Outcome::Cancelled)?;
+    ended(cx, task, Outcome::Cancelled)?;
     Ok(Settled::Moved(None))
 }
 
@@ -684,16 +719,20 @@ fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) ->
     let runs = task.attempt.saturating_sub(1).saturating_add(deaths);
     task.extra.insert("failed".into(), failure(&ran, crate::outcome::STATE_FAIL, runs));
     dispatch::send_one(cx.settings, dispatch::failed(cx.names, &task, &msg))?;
-    ended(cx.settings, &task, Outcome::Failed)?;
+    ended(cx, &task, Outcome::Failed)?;
     // Recorded in the history, without a callback (the handler did not return).
     Ok(Settled::Moved(Some(Report { task, ran, status: crate::outcome::STATE_FAIL, callback: false, waited: None })))
 }
 
 /// A task ended for good (succeeded, failed to the store, poison, cancelled), before its ack: its
-/// group counts its end (confirmed; nothing for a task without a group) and its unique key is released.
-fn ended(settings: &Settings, task: &TaskMsg, outcome: Outcome) -> Result<(), BrokerError> {
-    group_stream::end(settings, task, outcome)?;
-    release_key(settings, task);
+/// group counts its end (sent now, confirmed before the ack: `Acks::flush`; nothing for a task without
+/// a group) and its unique key is released (a member's once its end is confirmed).
+fn ended(cx: &mut Context, task: &TaskMsg, outcome: Outcome) -> Result<(), BrokerError> {
+    let counted = group_stream::end(cx.settings, task, outcome)?;
+    match counted && task.unique.is_some() {
+        true => cx.releases.push(task.clone()),
+        false => release_key(cx.settings, task),
+    }
     Ok(())
 }
 
@@ -789,7 +828,7 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<Report, HandleErr
             if let Some(step) = task.chain.as_ref().and_then(|c| c.next()) {
                 dispatch::send_one(settings, dispatch::task(cx.names, &step, step.delay))?;
             }
-            ended(settings, &task, Outcome::Succeeded)?;
+            ended(cx, &task, Outcome::Succeeded)?;
         }
         Next::Again { delay } => {
             let mut again = task.clone();
@@ -826,7 +865,7 @@ fn settle(cx: &mut Context, task: TaskMsg, ran: Ran) -> Result<Report, HandleErr
                     c.at.id, c.at.step, c.at.steps, task.id
                 ));
             }
-            ended(settings, &task, Outcome::Failed)?;
+            ended(cx, &task, Outcome::Failed)?;
         }
     }
     Ok(Report { task, ran, status, callback: true, waited: None })

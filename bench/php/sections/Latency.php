@@ -10,12 +10,26 @@ use Ebats\Bench\Results;
 use Ebats\Bench\Section;
 use Ebats\Bench\Workers;
 
-/** Event → handler latency at a steady rate, through one Scheduler and one Worker process. */
+/**
+ * Event → handler latency at a steady rate, through one Scheduler and one Worker process; and a group's
+ * completion latency: its last member's end to its follow-up published (each event's task a group).
+ */
 final class Latency implements Section
 {
+    /** The groups of the completion latency row, and the rate their events are published at (per second). */
+    private const GROUPS = 200;
+    private const GROUP_RATE = 50;
+
     public function name(): string
     {
         return 'latency';
+    }
+
+    /** Whether --rows (when given) keeps the row $key. */
+    private static function wanted(Context $ctx, string $key): bool
+    {
+        $wanted = $ctx->settings['rows'] ?? [];
+        return !$wanted || (bool) array_filter($wanted, static fn (string $p): bool => str_starts_with($key, $p));
     }
 
     public function run(Context $ctx): void
@@ -23,6 +37,12 @@ final class Latency implements Section
         $c = $ctx->settings;
         $n = (int) round($c['lat_rate'] * $c['lat_secs']);
         for ($rep = 1; $rep <= $c['reps']; $rep++) {
+            if (self::wanted($ctx, 'lat.group')) {
+                $ctx->attempt('group completion latency', fn () => $this->groupCompletion($ctx, $rep));
+            }
+            if (!self::wanted($ctx, 'lat.event')) {
+                continue;
+            }
             $ctx->attempt('latency', function () use ($ctx, $c, $n, $rep) {
                 $ctx->admin->purge($ctx->qEvents);
                 $ctx->admin->purge($ctx->qTasks);
@@ -54,9 +74,52 @@ final class Latency implements Section
         }
     }
 
+    /**
+     * GROUPS events of a follow-up (each event's task a group of one, see scheduler.php) at GROUP_RATE/s
+     * through one Scheduler (the deciding leader) and one Worker process (prefetch 1); then, from the groups
+     * stream (group_latency.php), each group's last member end (the time its end record carries) to its
+     * follow-up published (the time in the follow-up's header).
+     */
+    private function groupCompletion(Context $ctx, int $rep): void
+    {
+        $ctx->admin->purge($ctx->qEvents);
+        $ctx->admin->purge($ctx->qTasks);
+        $dir = Workers::progressDir($ctx, 'latency-group');
+        $since = (int) floor(microtime(true) * 1000);
+        $w = Workers::startWorker($ctx, 1, 1, $dir);
+        $s = Workers::startScheduler($ctx, true);
+        try {
+            $ctx->admin->waitConsumers($ctx->qTasks, 1);
+            $ctx->admin->waitConsumers($ctx->qEvents, 1);
+            $secs = self::GROUPS / self::GROUP_RATE;
+            $ctx->runJson($ctx->phpCmd('producer_rate.php', [self::GROUP_RATE, $secs, 'bench_evt']), 60 + $secs);
+            Workers::waitProgress($dir, self::GROUPS, 30);
+            $r = $ctx->runJson($ctx->phpCmd('group_latency.php', [self::GROUPS, $since, 60], false), 120);
+        } finally {
+            $ctx->stop($s);
+            $ctx->stop($w);
+        }
+        $lat = $r['lat'];
+        if (count($lat) < self::GROUPS) {
+            throw new \RuntimeException(sprintf('%d of %d follow-ups seen on the groups stream', count($lat), self::GROUPS));
+        }
+        $p50 = Results::pct($lat, 50);
+        $p99 = Results::pct($lat, 99);
+        $ctx->results->record('lat.group', ['p50' => $p50, 'p99' => $p99, 'max' => end($lat), 'n' => count($lat)]);
+        $ctx->note(sprintf('group completion latency rep %d  %d groups at %d/s: p50 %.0f ms  p99 %.0f ms  max %.0f ms',
+            $rep, count($lat), self::GROUP_RATE, $p50, $p99, end($lat)));
+    }
+
     public function report(Context $ctx, Report $report): void
     {
         $res = $ctx->results;
+        if ($res->has('lat.group')) {
+            $report->line(sprintf('4b. Group completion latency, %d groups (an event\'s task and a follow-up) at %d/s, one Scheduler (deciding), one Worker process (prefetch 1)',
+                self::GROUPS, self::GROUP_RATE));
+            $report->row('', 'p50 ms', 'p99 ms', 'max ms');
+            $report->row('last member\'s end record sent → follow-up published', $res->cell('lat.group', 'p50'), $res->cell('lat.group', 'p99'), $res->cell('lat.group', 'max'));
+            $report->line();
+        }
         if (!$res->has('lat')) {
             return;
         }
