@@ -174,6 +174,9 @@ impl Host for TaskHost<'_> {
         }
         let prefetch = self.adaptive.as_ref().map_or(self.limits.prefetch.unwrap_or(1), Adaptive::current);
         self.acks = Acks::for_prefetch(prefetch);
+        // Ends sent before the subscription was lost belong to tasks never acked, which come back: they
+        // are settled here and forgotten, so that they do not hold back the new subscription's acks.
+        let _ = crate::dispatch::settle_before_acks(self.settings);
         self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
         self.legacy_looked = Instant::now();
     }
