@@ -3,6 +3,8 @@
 //! class, and the event that made the task. Built and read back here; pure. Params and message are
 //! bounded, so a batch of records always fits one message.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -129,20 +131,20 @@ pub fn status_named(name: &str) -> Result<i64, String> {
 
 /// The params as a record keeps them: as they are when their JSON fits in `limit` bytes, else the
 /// first `limit` bytes of the JSON text (cut at a character boundary) as a string, marked truncated.
-pub fn kept_params(params: &Value, limit: usize) -> (Value, bool) {
+pub fn kept_params(params: &Value, limit: usize) -> (Cow<'_, Value>, bool) {
     if json_len_bound(params) <= limit {
         // Short enough without writing the text (the common case: one walk, no allocation).
-        return (params.clone(), false);
+        return (Cow::Borrowed(params), false);
     }
     let text = params.to_string();
     if text.len() <= limit {
-        return (params.clone(), false);
+        return (Cow::Borrowed(params), false);
     }
     let mut end = limit;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    (Value::String(text[..end].to_string()), true)
+    (Cow::Owned(Value::String(text[..end].to_string())), true)
 }
 
 /// The most bytes `v`'s JSON text can take, found without writing it: a string's bytes counted
@@ -167,30 +169,145 @@ pub struct Run<'a> {
     pub end_ms: i64,
 }
 
-impl Record {
-    pub fn of(task: &TaskMsg, run: &Run, params_limit: usize, pid: u32, host: &str) -> Record {
+impl<'a> Run<'a> {
+    /// What a task held back unstarted at `end_ms` is recorded as: no time used, `why` as its message.
+    pub fn held(why: &'a str, end_ms: i64) -> Run<'a> {
+        Run { millis: 0.0, message: why, class: None, status: STATE_HELD, end_ms }
+    }
+}
+
+/// A record as it is written, borrowed from the task and the run: the fields of [`Record`], written
+/// in its order so that the JSON is the owned record's byte for byte (a writer builds no owned record).
+struct Written<'a> {
+    v: u64,
+    id: &'a str,
+    topic: &'a str,
+    task: &'a str,
+    status: i64,
+    outcome: &'static str,
+    attempt: u32,
+    ms: f64,
+    message: Cow<'a, str>,
+    class: Option<&'a str>,
+    params: Cow<'a, Value>,
+    params_truncated: bool,
+    pid: u32,
+    host: &'a str,
+    start_ms: i64,
+    end_ms: i64,
+    event: Option<&'a str>,
+    event_id: Option<&'a str>,
+    chain: Option<&'a crate::chain::At>,
+    held: Option<Hold>,
+}
+
+/// Appends the JSON of one value.
+fn json(out: &mut Vec<u8>, v: &impl Serialize) {
+    serde_json::to_writer(out, v).expect("a record's field always serializes");
+}
+
+impl<'a> Written<'a> {
+    fn of(task: &'a TaskMsg, run: &Run<'a>, params_limit: usize, pid: u32, host: &'a str) -> Written<'a> {
         let (params, params_truncated) = kept_params(&task.params, params_limit);
-        Record {
+        Written {
             v: VERSION,
-            id: task.id.clone(),
-            topic: task.topic.clone(),
-            task: task.name.clone(),
+            id: &task.id,
+            topic: &task.topic,
+            task: &task.name,
             status: run.status,
-            outcome: outcome_name(run.status).to_string(),
+            outcome: outcome_name(run.status),
             attempt: task.attempt,
             ms: (run.millis * 1000.0).round() / 1000.0,
-            message: crate::rules::bounded(run.message, MESSAGE_BYTES).into_owned(),
-            class: run.class.map(str::to_string),
+            message: crate::rules::bounded(run.message, MESSAGE_BYTES),
+            class: run.class,
             params,
             params_truncated,
             pid,
-            host: host.to_string(),
+            host,
             start_ms: run.end_ms - run.millis.round() as i64,
             end_ms: run.end_ms,
-            event: task.event.clone(),
-            event_id: task.event_id.clone(),
-            chain: task.chain.as_ref().map(|c| c.at.clone()),
+            event: task.event.as_deref(),
+            event_id: task.event_id.as_deref(),
+            chain: task.chain.as_ref().map(|c| &c.at),
             held: None,
+        }
+    }
+
+    /// Appends the JSON `serde` writes for the [`Record`] (the keys are constant text, only the values
+    /// go through the serializer: most of a record's cost was its keys).
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"v\":");
+        json(out, &self.v);
+        out.extend_from_slice(b",\"id\":");
+        json(out, &self.id);
+        out.extend_from_slice(b",\"topic\":");
+        json(out, &self.topic);
+        out.extend_from_slice(b",\"task\":");
+        json(out, &self.task);
+        out.extend_from_slice(b",\"status\":");
+        json(out, &self.status);
+        out.extend_from_slice(b",\"outcome\":");
+        json(out, &self.outcome);
+        out.extend_from_slice(b",\"attempt\":");
+        json(out, &self.attempt);
+        out.extend_from_slice(b",\"ms\":");
+        json(out, &self.ms);
+        out.extend_from_slice(b",\"message\":");
+        json(out, &self.message);
+        out.extend_from_slice(b",\"class\":");
+        json(out, &self.class);
+        out.extend_from_slice(b",\"params\":");
+        json(out, &self.params);
+        out.extend_from_slice(b",\"params_truncated\":");
+        json(out, &self.params_truncated);
+        out.extend_from_slice(b",\"pid\":");
+        json(out, &self.pid);
+        out.extend_from_slice(b",\"host\":");
+        json(out, &self.host);
+        out.extend_from_slice(b",\"start_ms\":");
+        json(out, &self.start_ms);
+        out.extend_from_slice(b",\"end_ms\":");
+        json(out, &self.end_ms);
+        out.extend_from_slice(b",\"event\":");
+        json(out, &self.event);
+        out.extend_from_slice(b",\"event_id\":");
+        json(out, &self.event_id);
+        if let Some(chain) = self.chain {
+            out.extend_from_slice(b",\"chain\":");
+            json(out, chain);
+        }
+        if let Some(held) = self.held {
+            out.extend_from_slice(b",\"held\":");
+            json(out, &held);
+        }
+        out.push(b'}');
+    }
+}
+
+impl Record {
+    pub fn of(task: &TaskMsg, run: &Run, params_limit: usize, pid: u32, host: &str) -> Record {
+        let w = Written::of(task, run, params_limit, pid, host);
+        Record {
+            v: w.v,
+            id: w.id.to_string(),
+            topic: w.topic.to_string(),
+            task: w.task.to_string(),
+            status: w.status,
+            outcome: w.outcome.to_string(),
+            attempt: w.attempt,
+            ms: w.ms,
+            message: w.message.into_owned(),
+            class: w.class.map(str::to_string),
+            params: w.params.into_owned(),
+            params_truncated: w.params_truncated,
+            pid: w.pid,
+            host: w.host.to_string(),
+            start_ms: w.start_ms,
+            end_ms: w.end_ms,
+            event: w.event.map(str::to_string),
+            event_id: w.event_id.map(str::to_string),
+            chain: w.chain.cloned(),
+            held: w.held,
         }
     }
 
@@ -204,8 +321,22 @@ impl Record {
         pid: u32,
         host: &str,
     ) -> Record {
-        let run = Run { millis: 0.0, message: why, class: None, status: STATE_HELD, end_ms };
-        Record { held: Some(hold), ..Record::of(task, &run, params_limit, pid, host) }
+        Record { held: Some(hold), ..Record::of(task, &Run::held(why, end_ms), params_limit, pid, host) }
+    }
+
+    /// Appends the JSON of the record of a run to `out` (with what held the task, if anything), the
+    /// same bytes as `Record::of(..).to_json()` with that `held`, without building the record (the
+    /// writer's path: no copy of the task's strings and params).
+    pub fn write_json(
+        task: &TaskMsg,
+        run: &Run,
+        held: Option<Hold>,
+        params_limit: usize,
+        pid: u32,
+        host: &str,
+        out: &mut Vec<u8>,
+    ) {
+        Written { held, ..Written::of(task, run, params_limit, pid, host) }.write(out);
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -303,7 +434,8 @@ mod tests {
             (json!("é"), 2, json!("\""), true),
         ];
         for (params, limit, kept, cut) in table {
-            assert_eq!(kept_params(&params, limit), (kept, cut), "{params} at {limit}");
+            let (k, c) = kept_params(&params, limit);
+            assert_eq!((k.into_owned(), c), (kept, cut), "{params} at {limit}");
         }
     }
 
@@ -350,6 +482,33 @@ mod tests {
         let cut = Record::of(&task(json!({"big": "x".repeat(100)})), &run, 10, 42, "h1");
         assert!(cut.params_truncated);
         assert_eq!(cut.params, json!("{\"big\":\"xx"));
+    }
+
+    #[test]
+    fn the_written_json_is_the_records() {
+        let mut chained = task(json!({"n": [1, 2.5, null]}));
+        chained.chain =
+            Some(crate::chain::Chain { at: crate::chain::At { id: "c1".into(), step: 2, steps: 3 }, rest: vec![] });
+        let mut plain = TaskMsg::new("demo", "pong", json!([]), 0);
+        plain.event = None;
+        let long = "é".repeat(MESSAGE_BYTES);
+        let runs = [
+            Run { millis: 12.3456, message: "boom", class: Some("TaskException"), status: 1, end_ms: 1_000_000 },
+            Run { millis: 0.0004, message: "", class: None, status: 0, end_ms: 5 },
+            Run { millis: 3.5, message: &long, class: None, status: 3, end_ms: 7 },
+        ];
+        for t in [task(json!({"tag": "x\"\u{1}"})), task(json!({"big": "x".repeat(100)})), chained, plain] {
+            for run in &runs {
+                for limit in [0, 10, 4096] {
+                    for held in [None, Some(Hold::Rate), Some(Hold::Paused)] {
+                        let mut out = Vec::new();
+                        Record::write_json(&t, run, held, limit, 42, "h1", &mut out);
+                        let owned = Record { held, ..Record::of(&t, run, limit, 42, "h1") };
+                        assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(owned.to_json()).unwrap());
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Writing execution records from a worker child, off the task path: records are gathered into a
-//! batch (one message), sent when it holds [`BATCH_RECORDS`] or its oldest is [`BATCH_AGE`] old
+//! Writing execution records from a worker child, off the task path: records are written as JSON
+//! straight into a batch (one message, a JSON list), without an owned copy of each, sent when it holds [`BATCH_RECORDS`] or its oldest is [`BATCH_AGE`] old
 //! (checked after each task and at least every 100 ms while the child waits), handed to the
 //! connection without waiting; its confirm is awaited on the session's runtime. When the child
 //! leaves, the batch is sent and every confirm awaited (bounded). A failure never reaches the task:
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::record::{Hold, Record, Run, KIND_RECORD};
+
 use crate::broker::current::with_session;
 use crate::broker::names::Names;
 use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing};
@@ -85,8 +86,10 @@ pub struct Writer {
     pid: u32,
     shared: Arc<Shared>,
     paused_until: Option<Instant>,
-    /// Records not sent yet, and since when the first of them waits.
-    batch: Vec<Record>,
+    /// The JSON list of the records not sent yet (its closing bracket not written), how many it
+    /// holds, and since when the first of them waits.
+    batch: Vec<u8>,
+    records: usize,
     since: Option<Instant>,
 }
 
@@ -111,32 +114,34 @@ impl Writer {
             pid: std::process::id(),
             shared: Arc::default(),
             paused_until: None,
-            batch: Vec::with_capacity(BATCH_RECORDS),
+            batch: Vec::new(),
+            records: 0,
             since: None,
         })
     }
 
     /// Adds the record of a run to the batch; sends the batch when it is full or old enough.
     pub fn write(&mut self, task: &TaskMsg, run: &Run) {
-        self.add(Record::of(task, run, self.settings.history.params_bytes, self.pid, &self.host));
+        self.add(task, run, None);
     }
 
     /// Adds the record of a run that waited in place for `waited` before it started.
     pub fn write_waited(&mut self, task: &TaskMsg, run: &Run, waited: Hold) {
-        let r = Record::of(task, run, self.settings.history.params_bytes, self.pid, &self.host);
-        self.add(Record { held: Some(waited), ..r });
+        self.add(task, run, Some(waited));
     }
 
     /// Adds the record of a task not started now (`held`, no run): `why` says what held it.
     pub fn write_held(&mut self, task: &TaskMsg, hold: Hold, why: &str) {
-        let now = crate::wire::now_ms();
-        self.add(Record::held(task, hold, why, now, self.settings.history.params_bytes, self.pid, &self.host));
+        self.add(task, &Run::held(why, crate::wire::now_ms()), Some(hold));
     }
 
-    fn add(&mut self, record: Record) {
-        self.batch.push(record);
+    fn add(&mut self, task: &TaskMsg, run: &Run, held: Option<Hold>) {
+        self.batch.push(if self.records == 0 { b'[' } else { b',' });
+        let limit = self.settings.history.params_bytes;
+        Record::write_json(task, run, held, limit, self.pid, &self.host, &mut self.batch);
+        self.records += 1;
         self.since.get_or_insert_with(Instant::now);
-        if self.batch.len() >= BATCH_RECORDS {
+        if self.records >= BATCH_RECORDS {
             self.send();
         } else {
             self.send_due();
@@ -153,11 +158,14 @@ impl Writer {
     /// Hands the batch to the connection without waiting for the broker.
     fn send(&mut self) {
         self.since = None;
-        if self.batch.is_empty() {
+        if self.records == 0 {
             return;
         }
-        let records = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_RECORDS));
-        let n = records.len();
+        self.batch.push(b']');
+        // The next batch starts at about this one's size.
+        let size = self.batch.len();
+        let body = std::mem::replace(&mut self.batch, Vec::with_capacity(size));
+        let n = std::mem::take(&mut self.records);
         if self.paused_until.is_some_and(|t| Instant::now() < t) {
             self.shared.tally.lock().lost += n as u64;
             return;
@@ -166,7 +174,7 @@ impl Writer {
         let out = Outgoing {
             exchange: String::new(),
             routing_key: self.stream.clone(),
-            body: serde_json::to_vec(&records).expect("records always serialize"),
+            body,
             properties: properties(&crate::wire::new_id(), KIND_RECORD),
             mandatory: true,
         };
