@@ -122,10 +122,11 @@ impl Counters {
             self.declared.insert(queue.to_string(), Instant::now());
         }
         let block = self.blocks.entry(queue.to_string()).or_default();
+        if granted < want {
+            // The block was refused (a single start may have been taken instead).
+            block.refused();
+        }
         if granted == 0 {
-            if want > 1 {
-                block.refused();
-            }
             self.full_since.entry(queue.to_string()).or_insert_with(Instant::now);
             return Ok(Took::Full);
         }
