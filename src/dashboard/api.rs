@@ -12,6 +12,8 @@
 //! POST /api/failed/purge    {"topic"}
 //! POST /api/schedules/pause|resume|trigger  {"name"}
 //! POST /api/topics/pause|resume  {"topic"}     every worker of the topic, on every host
+//! POST /api/limits/set      {"topic", "limit": {rate, burst, concurrency, name, key}}  a run-time limit
+//! POST /api/limits/clear    {"topic", "scope": {name, key}}   (no scope: the topic's own limit)
 //! POST /api/groups/cancel   {"id"}       every member of the group not started
 
 use serde_json::{json, Value};
@@ -264,6 +266,21 @@ pub fn post(state: &State, req: &Request) -> Response {
             let r = match req.path.ends_with("pause") {
                 true => state.topics.pause(s, &topic),
                 false => state.topics.resume(s, &topic),
+            };
+            match r {
+                Ok(changed) => json_response(200, &json!({ "ok": true, "changed": changed })),
+                Err(e) => failed(e),
+            }
+        }
+        "/api/limits/set" | "/api/limits/clear" => {
+            let topic = match shown_topic(state, field(&b, "topic")) {
+                Ok(t) => t,
+                Err(r) => return r,
+            };
+            let _one = state.broker.lock();
+            let r = match req.path.ends_with("set") {
+                true => state.topics.set_limit(s, &topic, b.get("limit").unwrap_or(&Value::Null)),
+                false => state.topics.clear_limit(s, &topic, b.get("scope").unwrap_or(&json!({}))),
             };
             match r {
                 Ok(changed) => json_response(200, &json!({ "ok": true, "changed": changed })),

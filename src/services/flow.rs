@@ -3,6 +3,8 @@
 //! stream `<prefix>.flow` (why, and what it costs: `src/flow/mod.rs`); workers follow it
 //! (`worker::paused`).
 
+use serde_json::Value;
+
 use crate::broker::{flow_stream, BrokerError};
 use crate::config::Settings;
 use crate::dashboard::schedules::Failed;
@@ -31,7 +33,7 @@ pub fn paused(settings: &Settings) -> Result<Vec<String>, BrokerError> {
     flow_stream::paused(settings)
 }
 
-/// The topic actions the dashboard offers, handed to it when it is started (it sits below this tier).
+/// The topic actions the dashboard offers (pausing, and the limits of `services::limits`), handed to it when it is started (it sits below this tier).
 pub struct Actions;
 
 impl TopicActions for Actions {
@@ -40,5 +42,11 @@ impl TopicActions for Actions {
     }
     fn resume(&self, settings: &Settings, topic: &str) -> Result<bool, Failed> {
         Ok(resume(settings, topic)?)
+    }
+    fn set_limit(&self, settings: &Settings, topic: &str, spec: &Value) -> Result<bool, Failed> {
+        Ok(super::limits::set(settings, topic, spec)?)
+    }
+    fn clear_limit(&self, settings: &Settings, topic: &str, scope: &Value) -> Result<bool, Failed> {
+        Ok(super::limits::clear(settings, topic, scope)?)
     }
 }

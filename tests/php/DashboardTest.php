@@ -460,6 +460,51 @@ final class DashboardTest extends ProcTestCase
         }
     }
 
+    public function testTheTopicsViewSetsAndClearsALimit(): void
+    {
+        $metrics = '127.0.0.1:' . self::freePort();
+        $this->startWorker(['env' => ['EBATS_T_METRICS' => $metrics]]);
+        try {
+            $url = $this->startDashboard(['--topics=demo', '--metrics=' . $metrics]);
+            $b = $this->browser();
+            $b->open($url . '#topics');
+            $row = '#topics tr[data-topic="demo"]';
+            $b->waitFor(fn () => $b->text("$row td.limits") !== null, 15, 'the topic shown');
+            $limits = fn () => $b->js('return Array.from(document.querySelectorAll(arguments[0])).map((e) => e.textContent)', ["$row .limit"]);
+            $fillForm = fn (array $values) => $b->js(
+                'const f = document.querySelector(arguments[0]); for (const [k, v] of Object.entries(arguments[1])) f.querySelector("." + k).value = v;',
+                ["$row form.limit-form", (object) $values]
+            );
+
+            // A bad limit: the parser's message, nothing set.
+            $fillForm(['rate' => '', 'burst' => '', 'concurrency' => '']);
+            $b->click("$row button.set-limit");
+            $b->waitFor(fn () => str_starts_with((string) $b->text('#topics-result'), 'refused: ') ?: null, 10, 'the refusal shown');
+            $this->assertSame('refused: a limit needs a rate, a concurrency or both', $b->text('#topics-result'));
+            $this->assertSame([], Limits::list('demo'));
+
+            $fillForm(['rate' => '7/s', 'burst' => '2']);
+            $b->click("$row button.set-limit");
+            $set = $this->waitFor(fn () => Limits::list('demo') ?: null, 10, 'the limit set from the browser');
+            $this->assertSame([['id' => 'demo', 'topic' => 'demo', 'name' => null, 'key' => null, 'rate' => '7/s', 'burst' => 2, 'concurrency' => null]], $set);
+            $b->waitFor(fn () => $limits() === ['demo: 7/s +2 (run time)'], 15, 'the limit shown in force');
+            $b->screenshot(self::shot('topics-limit-set'));
+
+            $b->click("$row button.clear-limit");
+            $b->click('#confirm-yes');
+            $this->waitFor(fn () => Limits::list('demo') === [] ?: null, 10, 'the limit cleared from the browser');
+            $b->waitFor(fn () => $limits() === [], 15, 'the limit no longer shown');
+
+            // Every action needs the CSRF token.
+            $json = ['Content-Type' => 'application/json'];
+            $this->assertSame(403, self::http('POST', $url . 'api/limits/set', $json, '{"topic":"demo","limit":{"rate":"1/s"}}')[0], 'no CSRF token');
+            $this->assertSame(403, self::http('POST', $url . 'api/limits/clear', $json, '{"topic":"demo"}')[0], 'no CSRF token');
+            $this->assertSame([], Limits::list('demo'));
+        } finally {
+            Limits::clear('demo');
+        }
+    }
+
     public function testTheGroupsViewShowsPendingMembersAndCancelsAGroup(): void
     {
         // No worker yet: both members wait in their queue.

@@ -75,13 +75,51 @@ function topicRows(topics, full) {
     el('td', { class: 'num consumers' }, num(t.consumers)),
     el('td', { class: 'num wait' }, secs(t.wait_s)),
     ...(full ? [
-      el('td', { class: 'limits' }, ...(t.limits.length ? t.limits.map((l) => el('div', { class: 'limit' }, limitText(l))) : ['none'])),
+      el('td', { class: 'limits' }, ...(t.limits.length ? t.limits.map((l) => limitLine(t.topic, l)) : ['none']), limitForm(t.topic)),
       el('td', { class: 'num held-rate' }, num(t.held_back_rate)),
       el('td', { class: 'num held-concurrency' }, num(t.held_back_concurrency)),
       el('td', { class: 'num duplicates' }, num(t.duplicates)),
       el('td', { class: 'num given-back' }, num(t.given_back)),
       el('td', {}, pauseButton(t)),
     ] : [])));
+}
+
+// A limit in force; one set at run time has a button that clears it.
+function limitLine(topic, l) {
+  if (l.source !== 'run time') return el('div', { class: 'limit' }, limitText(l));
+  const b = el('button', { type: 'button', class: 'clear-limit' }, 'clear');
+  b.addEventListener('click', async () => {
+    if (!(await confirmed('Clear the run-time limit ' + l.id + '? A limit set in the workers\' code applies again.'))) return;
+    act($('topics-result'), () => post('/api/limits/clear', { topic, scope: { name: l.name, key: l.key } }),
+      (x) => 'limit ' + l.id + (x.changed ? ' cleared' : ' was not set') + '; the workers show it within a few seconds',
+      () => api('/api/state').then(renderState));
+  });
+  return el('div', { class: 'limit-line' }, el('span', { class: 'limit' }, limitText(l)), ' ', b);
+}
+
+// The form that sets a run-time limit of a topic, kept across refreshes so what is typed stays.
+const limitForms = new Map();
+function limitForm(topic) {
+  if (limitForms.has(topic)) return limitForms.get(topic);
+  const input = (cls, placeholder, size) => el('input', { type: 'text', class: cls, placeholder, size: String(size) });
+  const f = el('form', { class: 'limit-form' }, input('rate', 'rate 20/s', 7), input('burst', 'burst', 4),
+    input('concurrency', 'at once', 5), input('name', 'task name', 8), input('key', 'key {id}', 8),
+    el('button', { type: 'submit', class: 'set-limit' }, 'set'));
+  f.addEventListener('submit', (e) => {
+    e.preventDefault();
+    document.activeElement.blur();
+    const spec = {};
+    for (const k of ['rate', 'name', 'key']) { const v = f.querySelector('.' + k).value.trim(); if (v !== '') spec[k] = v; }
+    for (const k of ['burst', 'concurrency']) {
+      const v = f.querySelector('.' + k).value.trim();
+      if (v !== '') spec[k] = /^-?\d+$/.test(v) ? Number(v) : v;
+    }
+    act($('topics-result'), () => post('/api/limits/set', { topic, limit: spec }),
+      (x) => 'limit of ' + topic + (x.changed ? ' set' : ' was set already') + '; the workers show it within a few seconds',
+      () => api('/api/state').then(renderState));
+  });
+  limitForms.set(topic, f);
+  return f;
 }
 
 function pauseButton(t) {
@@ -116,7 +154,10 @@ function renderState(s) {
   $('ov-delayed').textContent = num(o.delayed);
   $('topics-delayed').textContent = num(o.delayed);
   fill($('ov-topics').tBodies[0], topicRows(s.topics, false));
-  fill($('topics').tBodies[0], topicRows(s.topics, true));
+  // Not while a limit is being typed (the rows are drawn again, and the field would lose its focus).
+  if (!$('topics').contains(document.activeElement) || document.activeElement.tagName !== 'INPUT') {
+    fill($('topics').tBodies[0], topicRows(s.topics, true));
+  }
   fill($('processes').tBodies[0], s.processes.map((p) => el('tr', { 'data-pid': p.pid },
     el('td', {}, p.source), el('td', {}, p.topic || ''), el('td', {}, p.role + (p.slot != null ? ' ' + p.slot : '')),
     el('td', { class: 'num' }, p.pid), el('td', { class: 'num' }, secs(p.uptime_seconds)),
