@@ -210,6 +210,8 @@ pub struct TaskMsg {
     pub unique: Option<UniqueKey>,
     /// The task is a step of a chain: where, and the steps after it (`crate::chain`).
     pub chain: Option<crate::chain::Chain>,
+    /// A limit it carries, set where it was made (`flow::carried`): its description.
+    pub limit: Option<Value>,
     /// Fields this version does not know, kept as they came.
     pub extra: Map<String, Value>,
 }
@@ -232,6 +234,7 @@ const KNOWN: &[&str] = &[
     "error",
     "unique",
     "chain",
+    "limit",
 ];
 
 impl TaskMsg {
@@ -253,6 +256,7 @@ impl TaskMsg {
             error: None,
             unique: None,
             chain: None,
+            limit: None,
             extra: Map::new(),
         }
     }
@@ -289,6 +293,9 @@ impl TaskMsg {
         }
         if let Some(c) = &self.chain {
             o.insert("chain".into(), c.to_value());
+        }
+        if let Some(l) = &self.limit {
+            o.insert("limit".into(), l.clone());
         }
         for (k, v) in &self.extra {
             o.insert(k.clone(), v.clone());
@@ -355,6 +362,11 @@ impl TaskMsg {
             chain: match o.get("chain") {
                 None | Some(Value::Null) => None,
                 Some(c) => Some(crate::chain::Chain::from_value(c).map_err(|e| format!("task body: {e}"))?),
+            },
+            limit: match o.get("limit") {
+                None | Some(Value::Null) => None,
+                Some(l @ Value::Object(_)) => Some(l.clone()),
+                Some(_) => return Err("task body: 'limit' must be an object".into()),
             },
             extra: Map::new(),
         };

@@ -282,7 +282,7 @@ namespace Asynclib\Ebats {
         }
 
         /**
-         * Adds a task to create, as Task::create() would (options: 'unique', 'unique_for'). A unique task whose
+         * Adds a task to create, as Task::create() would (options: 'unique', 'unique_for', 'limit'). A unique task whose
          * key another task holds is not published; publish() gives that task's id in its place.
          */
         public function task(string $topic, string $name, mixed $params = [], int $delay = 0, array $options = []): static
@@ -698,7 +698,8 @@ namespace Asynclib\Ebats {
          * @param int $delay seconds to wait before the task runs, 0 for at once
          * @param array $options 'unique' => a key template such as 'order:{order_id}' (from the event's params),
          *     'unique_for' => the key's lifetime in seconds (default 3600, at most 604800): the Scheduler does not
-         *     make the task while another task of the topic holds the key
+         *     make the task while another task of the topic holds the key; 'limit' => a limit its tasks carry, as
+         *     Task::create() takes it
          * @throws \Asynclib\Exception\TaskException when a name, the delay or an option is invalid
          */
         public static function register(string $event, string $task_name, string $topic, int $delay = 0, array $options = []): void
@@ -867,7 +868,10 @@ namespace Asynclib\Ebats {
          * @param int $delay seconds to wait before the task runs
          * @param array $options 'unique' => a key template such as 'order:{order_id}' (from $params), 'unique_for'
          *     => the key's lifetime in seconds (default 3600, at most 604800): while a task of the topic holding the
-         *     key waits or runs (its retries too), no other is made
+         *     key waits or runs (its retries too), no other is made; 'limit' => ['rate' => '10/m', 'burst' => 0,
+         *     'concurrency' => 1, 'key' => 'customer:{customer_id}'] (each optional, a rate or a concurrency at
+         *     least): a limit of this task's name (and key) that the task carries to whichever worker runs it, as
+         *     Worker::setLimit() takes it without 'name'; a worker's own limit of the same name and key replaces it
          * @return string the task id; for a unique task whose key another task holds, that task's id (nothing is
          *     enqueued; an empty string in the rare case the holder has not said who it is yet)
          * @throws \Asynclib\Exception\ConnectionedException

@@ -28,6 +28,7 @@
 //! [`record::SNAPSHOT_EVERY`] records, so the retained part always holds one.
 
 pub mod cancel;
+pub mod carried;
 pub mod concurrency;
 pub mod key;
 pub mod limits;

@@ -45,10 +45,19 @@ impl Unique {
         let o = match options {
             Value::Object(o) => o.clone(),
             Value::Array(a) if a.is_empty() => Map::new(),
-            _ => return Err(format!("options must be an array with string keys ('{OPTION}', '{OPTION_FOR}')")),
+            _ => {
+                return Err(format!(
+                    "options must be an array with string keys ('{OPTION}', '{OPTION_FOR}', '{}')",
+                    super::carried::OPTION
+                ))
+            }
         };
-        if let Some(k) = o.keys().find(|k| *k != OPTION && *k != OPTION_FOR) {
-            return Err(format!("unknown option '{}' (known: '{OPTION}', '{OPTION_FOR}')", crate::rules::printable(k)));
+        let limit = super::carried::OPTION;
+        if let Some(k) = o.keys().find(|k| *k != OPTION && *k != OPTION_FOR && *k != limit) {
+            return Err(format!(
+                "unknown option '{}' (known: '{OPTION}', '{OPTION_FOR}', '{limit}')",
+                crate::rules::printable(k)
+            ));
         }
         let for_secs = match o.get(OPTION_FOR) {
             None | Some(Value::Null) => None,

@@ -144,7 +144,7 @@ impl Task {
 
     /// Enqueues a task directly and returns its id once the broker confirmed it. With the option
     /// `unique` (a key template) and `unique_for` (seconds), returns the id of the task holding the
-    /// key instead when there is one (nothing is enqueued then).
+    /// key instead when there is one (nothing is enqueued then); `limit` is a limit the task carries.
     pub fn create(
         topic: &Zval,
         name: &Zval,

@@ -17,7 +17,7 @@ pub struct EventManager;
 #[php_impl]
 impl EventManager {
     /// Registers task `$task_name` on `$topic` for `$event`, delayed by `$delay` seconds, with
-    /// `$options` (`unique`, `unique_for`).
+    /// `$options` (`unique`, `unique_for`, `limit`).
     pub fn register(
         event: &Zval,
         task_name: &Zval,

@@ -62,6 +62,8 @@ pub struct Task {
     pub delay: i64,
     /// Made unique: the key it takes before it is published.
     pub unique: Option<Unique>,
+    /// A limit it carries (`flow::carried`), checked.
+    pub limit: Option<Value>,
 }
 
 impl Task {
@@ -77,11 +79,19 @@ impl Task {
             params: Value::Array(vec![]),
             delay,
             unique: None,
+            limit: None,
         })
     }
 
-    /// The key this task takes (none when it is not unique); the error says why it has none.
+    /// The key this task takes (none when it is not unique); the error says why it has none, or why
+    /// the settings' format cannot carry the task.
     fn unique_key(&self, settings: &Settings) -> Result<Option<UniqueKey>, Refused> {
+        if self.limit.is_some() && settings.write_format == WriteFormat::Original {
+            return Err(Refused::Bad(
+                "a task carrying a limit needs ebats.write_format = ebats: the original library's format cannot carry it"
+                    .into(),
+            ));
+        }
         let Some(u) = &self.unique else { return Ok(None) };
         if settings.write_format == WriteFormat::Original {
             return Err(Refused::Bad(
@@ -111,6 +121,7 @@ impl Task {
         let msg = TaskMsg {
             id: self.id.clone(),
             unique,
+            limit: self.limit.clone(),
             ..TaskMsg::new(&self.topic, &self.name, self.params.clone(), self.delay as u64)
         };
         match settings.write_format {
@@ -152,7 +163,7 @@ pub fn publish_task(settings: &Settings, task: &Task, defer: Option<bool>) -> Re
     Ok(task.id.clone())
 }
 
-/// `Task::create()`: a new task with these parameters and options (`unique`, `unique_for`),
+/// `Task::create()`: a new task with these parameters and options (`unique`, `unique_for`, `limit`),
 /// enqueued; its id once confirmed (a unique one's holder's id when the key is held).
 pub fn create_task(
     settings: &Settings,
@@ -173,6 +184,7 @@ fn new_task(topic: &str, name: &str, params: Option<Value>, delay: i64, options:
         task.params = p;
     }
     task.unique = Unique::from_options(options).map_err(Refused::Bad)?;
+    task.limit = crate::flow::carried::from_options(topic, name, options).map_err(Refused::Bad)?;
     if let Some(u) = &task.unique {
         u.key_of(&task.params).map_err(Refused::Bad)?;
     }

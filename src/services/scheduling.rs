@@ -27,20 +27,24 @@ use crate::services::run::{self, Between, RunError};
 use crate::wire::{EventMsg, TaskMsg, UniqueKey};
 use serde_json::Value;
 
-/// A task an event makes: its name, its topic, its delay in seconds and whether it is unique.
+/// A task an event makes: its name, its topic, its delay in seconds, whether it is unique and the
+/// limit it carries.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskDef {
     pub name: String,
     pub topic: String,
     pub delay: u64,
     pub unique: Option<Unique>,
+    /// A limit its tasks carry (`flow::carried`).
+    pub limit: Option<Value>,
 }
 
 /// Registrations of this process, in the order they were made.
 static REGISTRY: Mutex<Vec<(String, Vec<TaskDef>)>> = Mutex::new(Vec::new());
 
 /// Registers task `task_name` on `topic` for `event`, delayed by `delay` seconds, with `options`
-/// (`unique`, `unique_for`: see `flow::unique`) (a registration made before is kept once). The error
+/// (`unique`, `unique_for`: see `flow::unique`; `limit`: `flow::carried`) (a registration made before is
+/// kept once). The error
 /// says which value breaks which rule.
 pub fn register(event: String, task_name: String, topic: String, delay: i64, options: &Value) -> Result<(), String> {
     rules::check_event_name(&event)?;
@@ -48,7 +52,8 @@ pub fn register(event: String, task_name: String, topic: String, delay: i64, opt
     rules::check_topic(&topic)?;
     let delay = rules::check_delay(delay)?;
     let unique = Unique::from_options(options)?;
-    let def = TaskDef { name: task_name, topic, delay, unique };
+    let limit = crate::flow::carried::from_options(&topic, &task_name, options)?;
+    let def = TaskDef { name: task_name, topic, delay, unique, limit };
     let mut reg = REGISTRY.lock();
     match reg.iter_mut().find(|(e, _)| *e == event) {
         Some((_, defs)) if defs.contains(&def) => {}
@@ -124,6 +129,7 @@ pub fn route(read: Result<EventMsg, String>, defs: &[TaskDef], on: &[FollowUp]) 
             let mut t = TaskMsg::new(&d.topic, &d.name, event.params.clone(), d.delay);
             t.event = Some(event.event.clone());
             t.event_id = Some(event.id.clone());
+            t.limit = d.limit.clone();
             if let Some(u) = &d.unique {
                 // Routed again (its tasks could not all be sent), it finds the key it took its own.
                 t.unique = u.key_of(&event.params).ok();
@@ -375,7 +381,7 @@ mod tests {
     use crate::broker::ErrorKind;
 
     fn def(name: &str, topic: &str, delay: u64) -> TaskDef {
-        TaskDef { name: name.into(), topic: topic.into(), delay, unique: None }
+        TaskDef { name: name.into(), topic: topic.into(), delay, unique: None, limit: None }
     }
 
     fn event(name: &str, id: &str) -> EventMsg {

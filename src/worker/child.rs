@@ -568,12 +568,13 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
     }
     // What the task waited for in place before it starts (told on its run's record).
     let mut waited_for = None;
-    if !cx.flow_limits.is_empty() {
+    let limits = limits_of(cx, &task);
+    if !limits.is_empty() {
         let paused = cx.paused;
         // The permits first, the rate's starts last: a start is counted by the broker as near the
         // handler's start as can be, with no permit's declaration (on a cluster, a round trip to
         // another node) between them, which the log's margin (`flow::rate`) does not cover.
-        match cx.gate.admit(cx.settings, cx.names, &cx.flow_limits, &task, &|| !paused.may_start())? {
+        match cx.gate.admit(cx.settings, cx.names, &limits, &task, &|| !paused.may_start())? {
             limited::Admit::Start { waited } => {
                 if waited {
                     cx.tracking.shared.stats().held_back(Held::Concurrency);
@@ -590,7 +591,7 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
             limited::Admit::GiveBack => return Ok(Settled::GiveBack { paused: !paused.may_start() }),
         }
         let mut waited = false;
-        let admit = cx.throttle.admit(cx.settings, &cx.flow_limits, &task, || !paused.may_start(), &mut waited);
+        let admit = cx.throttle.admit(cx.settings, &limits, &task, || !paused.may_start(), &mut waited);
         if !matches!(admit, Ok(Admit::Run)) {
             // Not starting now: the permits taken for it go back.
             cx.gate.finished(cx.settings);
@@ -626,6 +627,20 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
     // Its key permits go back, however it ended (a process that dies gives them back with its connection).
     cx.gate.finished(cx.settings);
     ran
+}
+
+/// The limits of `task`: the worker's in force, with the one the task carries (`flow::carried`) unless
+/// the worker has its own of the same id. A carried limit that cannot be read is logged and left out.
+fn limits_of(cx: &Context, task: &TaskMsg) -> Arc<LimitSet> {
+    let Some(carried) = &task.limit else { return cx.flow_limits.clone() };
+    match crate::flow::carried::with_carried(&cx.flow_limits, &task.topic, &task.name, carried) {
+        Ok(Some(with)) => Arc::new(with),
+        Ok(None) => cx.flow_limits.clone(),
+        Err(e) => {
+            log::error(&format!("task {}/{} id={}: its limit is left out: {e}", task.topic, task.name, task.id));
+            cx.flow_limits.clone()
+        }
+    }
 }
 
 /// A task held back unstarted by a limit (published again to come back later): recorded in the

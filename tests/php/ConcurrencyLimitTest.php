@@ -162,6 +162,60 @@ final class ConcurrencyLimitTest extends ProcTestCase
         $this->assertSame(0, self::queueStats()[static::q('failed.limited')]['ready'] ?? 0, 'nothing in the failed store');
     }
 
+    public function testALimitTheTasksCarryHoldsOnWorkersWithoutLimits(): void
+    {
+        $this->startWorkers([]);
+        $this->startScheduler([['order_paid', 'work', 'limited', 0, ['limit' => ['concurrency' => 1, 'key' => 'customer:{c}']]]]);
+        $ids = [];
+        for ($i = 0; $i < 4; $i++) {
+            foreach (['a', 'b', 'c'] as $key) {
+                $ids[] = Task::create('limited', 'work', ['c' => $key, 'ms' => 150, 'tag' => "$key$i"], 0, [
+                    'limit' => ['concurrency' => 1, 'key' => 'customer:{c}'],
+                ]);
+            }
+        }
+        // Made by the Scheduler of an event: the registration's limit, the same key.
+        for ($i = 0; $i < 3; $i++) {
+            (new \Asynclib\Ebats\Event('order_paid'))->setOptions(['c' => 'a', 'ms' => 150, 'tag' => "e$i"])->publish();
+        }
+        $this->waitFor(fn () => count(array_filter($this->intervals(), static fn (array $r): bool => $r['end'] !== null)) >= 15 ?: null, 60, 'every task ran');
+        foreach ($ids as $id) {
+            $this->assertSame(1, $this->waitCallbacks($id, 1, 10, 'its callback')[0]['attempt'], 'a task held back keeps its attempt');
+        }
+        $this->assertSame(0, self::queueStats()[static::q('failed.limited')]['ready'] ?? 0, 'nothing in the failed store');
+        $runs = $this->intervals();
+        $this->assertCount(15, $runs);
+        foreach (['a', 'b', 'c'] as $key) {
+            $of = array_values(array_filter($runs, static fn (array $r): bool => $r['key'] === $key));
+            $this->assertSame(1, self::mostAtOnce($of), "two tasks of key $key ran at once: " . json_encode($of));
+        }
+        $this->assertCount(7, array_filter($runs, static fn (array $r): bool => $r['key'] === 'a'), 'the events\' tasks ran, key a');
+        $this->assertGreaterThanOrEqual(2, self::mostAtOnce($runs), 'tasks of different keys run side by side');
+    }
+
+    public function testABadLimitToCarryIsRefusedWhereTheTaskIsMade(): void
+    {
+        $cases = [
+            [['limit' => '2/s'], "'limit' must be an array of keys"],
+            [['limit' => ['rate' => '2/s', 'name' => 'x']], "takes no 'name'"],
+            [['limit' => []], "'limit': a limit needs a rate, a concurrency or both"],
+            [['limit' => ['rate' => '2/d']], 'a rate is written'],
+            [['limit' => ['concurrency' => 1, 'key' => 'c:{']], "key template 'c:{'"],
+            [['limits' => ['rate' => '2/s']], "unknown option 'limits'"],
+        ];
+        foreach ($cases as [$options, $message]) {
+            foreach ([
+                fn () => Task::create('limited', 'work', ['c' => 1], 0, $options),
+                fn () => \Asynclib\Ebats\EventManager::register('order_paid', 'work', 'limited', 0, $options),
+            ] as $make) {
+                $e = self::thrown($make);
+                $this->assertInstanceOf(TaskException::class, $e, json_encode($options));
+                $this->assertStringContainsString($message, $e->getMessage());
+            }
+        }
+        $this->assertSame(0, self::queueStats()[static::q('task.limited')]['ready'] ?? 0, 'nothing was published');
+    }
+
     public function testBadLimitOptionsAreRefused(): void
     {
         $worker = new Worker(static function (): void {
