@@ -151,7 +151,7 @@ impl<'a> TaskHost<'a> {
             throttle: &mut self.throttle,
             cancelled: &self.cancelled,
             gate: &mut self.gate,
-            releases: &mut self.acks.releases,
+            ending: &mut self.acks.ending,
         }
     }
 }
@@ -173,10 +173,12 @@ impl Host for TaskHost<'_> {
             self.adaptive = Some(Adaptive::default());
         }
         let prefetch = self.adaptive.as_ref().map_or(self.limits.prefetch.unwrap_or(1), Adaptive::current);
-        self.acks = Acks::for_prefetch(prefetch);
-        // Ends sent before the subscription was lost belong to tasks never acked, which come back: they
-        // are settled here and forgotten, so that they do not hold back the new subscription's acks.
-        let _ = crate::dispatch::settle_before_acks(self.settings);
+        let old = std::mem::replace(&mut self.acks, Acks::for_prefetch(prefetch));
+        if old.ending.ends_sent {
+            // Ends sent before the subscription was lost belong to tasks never acked, which come back:
+            // settled here and forgotten, so that they do not hold back the new subscription's acks.
+            let _ = crate::dispatch::settle_before_acks(self.settings);
+        }
         self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
         self.legacy_looked = Instant::now();
     }
@@ -405,7 +407,15 @@ struct Acks {
     last: Option<u64>,
     count: usize,
     batch: usize,
-    /// Tasks of a group with a unique key: released after their end is confirmed.
+    /// What ended for good since the last flush.
+    ending: Ending,
+}
+
+/// Tasks that ended for good since the last flush: whether any sent its group's end (then the ends are
+/// awaited before the acks), and those of a group with a unique key, released once their end is confirmed.
+#[derive(Default)]
+struct Ending {
+    ends_sent: bool,
     releases: Vec<TaskMsg>,
 }
 
@@ -431,12 +441,14 @@ impl Acks {
     /// caller opens the subscription anew), and a second end of theirs counts for nothing.
     fn flush(&mut self, settings: &Settings, sub: &Subscription) -> bool {
         let (last, n) = (self.last.take(), std::mem::take(&mut self.count));
-        let releases = std::mem::take(&mut self.releases);
-        if let Err(why) = ends_confirmed(settings) {
-            log::error(&format!("{why}: {n} task(s) not acked; they will be delivered again"));
-            return last.is_none();
+        let ending = std::mem::take(&mut self.ending);
+        if ending.ends_sent {
+            if let Err(why) = ends_confirmed(settings) {
+                log::error(&format!("{why}: {n} task(s) not acked; they will be delivered again"));
+                return last.is_none();
+            }
         }
-        for task in &releases {
+        for task in &ending.releases {
             release_key(settings, task);
         }
         let Some(tag) = last else { return true };
@@ -505,8 +517,9 @@ struct Context<'a> {
     cancelled: &'a Cancelled,
     /// The concurrency permits of the child.
     gate: &'a mut Gate,
-    /// Tasks whose unique key is released once their group's end is confirmed, before their ack.
-    releases: &'a mut Vec<TaskMsg>,
+    /// What ended for good since the last ack: group ends sent, unique keys released once they are
+    /// confirmed, before the ack.
+    ending: &'a mut Ending,
 }
 
 /// What a delivery brings.
@@ -747,8 +760,9 @@ fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) ->
 /// a group) and its unique key is released (a member's once its end is confirmed).
 fn ended(cx: &mut Context, task: &TaskMsg, outcome: Outcome) -> Result<(), BrokerError> {
     let counted = group_stream::end(cx.settings, task, outcome)?;
+    cx.ending.ends_sent |= counted;
     match counted && task.unique.is_some() {
-        true => cx.releases.push(task.clone()),
+        true => cx.ending.releases.push(task.clone()),
         false => release_key(cx.settings, task),
     }
     Ok(())
