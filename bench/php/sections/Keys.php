@@ -104,20 +104,20 @@ final class Keys implements Section
             // BENCH_KEYS_KINDS (e.g. "unique") runs some kinds only.
             $kinds = explode(',', getenv('BENCH_KEYS_KINDS') ?: 'rate,concurrency,unique');
 
-            $base = self::reading($ctx);
-            if (in_array('rate', $kinds, true)) {
-                [$held, $ended] = self::drive($ctx, 'rate', ['EBATS_BENCH_KEY_RATE' => '1/s'], 'rate');
-                $after = self::untilGone($ctx, 'rate', 300);
-                $rows['rate'] = ['base' => $base, 'held' => $held, 'after' => $after, 'gone_s' => $after['at'] - $ended];
-                $ctx->note('keys rate ' . json_encode($rows['rate']));
-            }
-
-            if (in_array('concurrency', $kinds, true)) {
+            // Each kind of per-key limit: the worker's setting, and how long its queues may take to go (s).
+            $limits = [
+                'rate' => [['EBATS_BENCH_KEY_RATE' => '1/s'], 300],
+                'concurrency' => [['EBATS_BENCH_KEY_CONCURRENCY' => '1'], 60],
+            ];
+            foreach ($limits as $kind => [$env, $goneWithin]) {
+                if (!in_array($kind, $kinds, true)) {
+                    continue;
+                }
                 $base = self::reading($ctx);
-                [$held, $ended] = self::drive($ctx, 'concurrency', ['EBATS_BENCH_KEY_CONCURRENCY' => '1'], 'concurrency');
-                $after = self::untilGone($ctx, 'concurrency', 60);
-                $rows['concurrency'] = ['base' => $base, 'held' => $held, 'after' => $after, 'gone_s' => $after['at'] - $ended];
-                $ctx->note('keys concurrency ' . json_encode($rows['concurrency']));
+                [$held, $ended] = self::drive($ctx, $kind, $env, $kind);
+                $after = self::untilGone($ctx, $kind, $goneWithin);
+                $rows[$kind] = ['base' => $base, 'held' => $held, 'after' => $after, 'gone_s' => $after['at'] - $ended];
+                $ctx->note("keys $kind " . json_encode($rows[$kind]));
             }
 
             if (in_array('unique', $kinds, true)) {
