@@ -22,7 +22,7 @@ use crate::broker::flow_stream::CurrentLimits;
 use crate::broker::names::Names;
 use crate::broker::subscription::{self, Subscription};
 use crate::broker::{group_stream, stop};
-use crate::broker::{BrokerError, Decl};
+use crate::broker::{BrokerError, Decl, ErrorKind};
 use crate::config::Settings;
 use crate::dispatch;
 use crate::flow::limits::{Limit, LimitSet};
@@ -630,6 +630,15 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
                 return Ok(Settled::Moved(None));
             }
         }
+    }
+    if !limits.is_empty() && !cx.gate.holds_all() {
+        // Its connection died since the permits were taken (checked last, as near the start as can be).
+        cx.gate.finished(cx.settings);
+        let why = format!(
+            "task {}/{} id={} not started: its permits went with its connection",
+            task.topic, task.name, task.id
+        );
+        return Err(BrokerError::new(ErrorKind::ConnectionLost, why).into());
     }
     // Seen again after a death (counted in the message) or given back by the broker.
     let seen_again = d.redelivered || task.redeliveries > 0;

@@ -116,6 +116,14 @@ impl Gate {
         Ok(Admit::Start { waited })
     }
 
+    /// Whether every permit the task about to start was given is still held: a permit lives with the
+    /// connection it was taken on, which may have died while the task waited for its rate (a node
+    /// killed, a cut). A task whose permits are gone must not start: the broker already gave its
+    /// delivery, which came on that connection, to another process, which may hold them now.
+    pub fn holds_all(&self) -> bool {
+        self.running.iter().chain(self.kept.iter().map(|k| &k.permit)).all(|p| self.permits.holds(p))
+    }
+
     /// The task ended (in any way its process lives through): its key permits go back, and kept
     /// permits held for long.
     pub fn finished(&mut self, settings: &Settings) {

@@ -404,7 +404,13 @@ final class ClusterTest extends LedgerTestCase
                     $excused++;
                     continue;
                 }
-                $this->fail("two tasks of key $key ran at once: " . json_encode([$a, $b], JSON_PRETTY_PRINT));
+                $this->fail(sprintf(
+                    "two tasks of key %s ran at once (the kill from %.3f to %.3f): %s",
+                    $key,
+                    $killFrom,
+                    $killTo,
+                    json_encode([$a, $b], JSON_PRETTY_PRINT)
+                ));
             }
         }
         $cutRuns = count(array_filter($runs, $cut));
