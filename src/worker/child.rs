@@ -642,7 +642,7 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
     }
     // Seen again after a death (counted in the message) or given back by the broker.
     let seen_again = d.redelivered || task.redeliveries > 0;
-    let ran = run_task(cx, task, seen_again, counter_file).map(|s| match s {
+    let ran = run_task(cx, task, &limits, seen_again, counter_file).map(|s| match s {
         Settled::Ran(report) => Settled::Ran(Report { waited: waited_for, ..report }),
         other => other,
     });
@@ -712,16 +712,18 @@ fn refuse(cx: &mut Context, d: &Incoming, refused: &Refused) -> Result<Settled, 
 }
 
 /// Runs a task through the handler, marked in the shared memory while it runs, and settles it.
+/// `limits`: those it was admitted under (the worker's, with the one it carries), for the debug log.
 fn run_task(
     cx: &mut Context,
     task: TaskMsg,
+    limits: &LimitSet,
     seen_again: bool,
     counter_file: Option<PathBuf>,
 ) -> Result<Settled, HandleError> {
     if cx.settings.debug {
-        let applied: Vec<String> = match cx.flow_limits.is_empty() {
+        let applied: Vec<String> = match limits.is_empty() {
             true => Vec::new(),
-            false => cx.flow_limits.for_task(&task.name, &task.params).into_iter().map(|a| a.counter).collect(),
+            false => limits.for_task(&task.name, &task.params).into_iter().map(|a| a.counter).collect(),
         };
         log::debug(&format!(
             "task start {}/{} id={} attempt={} limits=[{}]",

@@ -186,6 +186,11 @@ final class LimitsTest extends ProcTestCase
         $this->assertTrue(Limits::clear('demo'));
         $this->waitShownLimits($addr, ['demo/ok=c3@code'], 1.0, 'the code limit again within a second');
 
+        // A limit the task carries applies beside the worker's own (and is told in the same line).
+        $id = Task::create('demo', 'ok', ['tag' => 'c', 'k' => 'x'], 0, ['limit' => ['concurrency' => 1, 'key' => 'k:{k}']]);
+        $this->waitCallbacks($id, 1, 15, 'a task carrying a limit');
+        $this->assertMatchesRegularExpression('/^n\.ok,k\.[0-9a-f]+\.k:x$/', (string) $this->appliedWhenStarted($worker, $id));
+
         // The counters are exposed (held back by the enforcement, duplicates by unique tasks).
         [, $text] = self::httpGet($addr, '/metrics');
         foreach ([
