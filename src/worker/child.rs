@@ -26,7 +26,7 @@ use crate::broker::{BrokerError, Decl};
 use crate::config::Settings;
 use crate::dispatch;
 use crate::flow::limits::{Limit, LimitSet};
-use crate::group::state::Outcome;
+use crate::group::state::{Outcome, Record};
 use crate::history::record::{Hold, Run};
 use crate::history::Writer;
 use crate::log;
@@ -173,12 +173,8 @@ impl Host for TaskHost<'_> {
             self.adaptive = Some(Adaptive::default());
         }
         let prefetch = self.adaptive.as_ref().map_or(self.limits.prefetch.unwrap_or(1), Adaptive::current);
-        let old = std::mem::replace(&mut self.acks, Acks::for_prefetch(prefetch));
-        if old.ending.ends_sent {
-            // Ends sent before the subscription was lost belong to tasks never acked, which come back:
-            // settled here and forgotten, so that they do not hold back the new subscription's acks.
-            let _ = crate::dispatch::settle_before_acks(self.settings);
-        }
+        // Ends not appended of tasks never acked are dropped: the tasks come back and end again.
+        self.acks = Acks::for_prefetch(prefetch);
         self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
         self.legacy_looked = Instant::now();
     }
@@ -400,8 +396,8 @@ pub fn run(
 /// Tasks done but not yet acked, acked together with one `basic.ack multiple` (every delivery
 /// tag up to the last one): after `batch` tasks, whenever the worker would wait for the next task,
 /// and before the channel closes. At prefetch 1 every task is acked at once. Before the ack, the
-/// group ends these tasks sent without waiting are awaited (one wait for the whole batch), then the
-/// unique keys of those of them that wait for it are released.
+/// group ends of these tasks are appended to the groups stream as one record, its confirm awaited,
+/// then the unique keys of those of them that wait for it are released.
 #[derive(Default)]
 struct Acks {
     last: Option<u64>,
@@ -411,11 +407,11 @@ struct Acks {
     ending: Ending,
 }
 
-/// Tasks that ended for good since the last flush: whether any sent its group's end (then the ends are
-/// awaited before the acks), and those of a group with a unique key, released once their end is confirmed.
+/// Tasks that ended for good since the last flush: the group ends to append before the acks, and the
+/// members with a unique key, released once their end is confirmed.
 #[derive(Default)]
 struct Ending {
-    ends_sent: bool,
+    ends: Vec<Record>,
     releases: Vec<TaskMsg>,
 }
 
@@ -436,17 +432,20 @@ impl Acks {
         self.count >= self.batch
     }
 
-    /// Acks what is done, once the group ends it sent are confirmed; false (logged) when an end was
-    /// refused or unanswered, or the ack failed: those tasks are not acked and will run again (the
-    /// caller opens the subscription anew), and a second end of theirs counts for nothing.
+    /// Acks what is done, once the group ends of it are appended (one record, confirmed); false
+    /// (logged) when that record was refused or unanswered, or the ack failed: those tasks are not
+    /// acked and will run again (the caller opens the subscription anew), and a second end of theirs
+    /// counts for nothing.
     fn flush(&mut self, settings: &Settings, sub: &Subscription) -> bool {
         let (last, n) = (self.last.take(), std::mem::take(&mut self.count));
         let ending = std::mem::take(&mut self.ending);
-        if ending.ends_sent {
-            if let Err(why) = ends_confirmed(settings) {
-                log::error(&format!("{why}: {n} task(s) not acked; they will be delivered again"));
-                return last.is_none();
-            }
+        let ends = ending.ends.len();
+        if let Err(e) = group_stream::append_together(settings, ending.ends) {
+            log::error(&format!(
+                "{ends} group end(s) not appended ({:?}: {e}): {n} task(s) not acked; they will be delivered again",
+                e.kind()
+            ));
+            return last.is_none();
         }
         for task in &ending.releases {
             release_key(settings, task);
@@ -460,24 +459,6 @@ impl Acks {
                 false
             }
         }
-    }
-}
-
-/// Awaits the group ends sent since the last call; the first failure, with its kind, when one was
-/// refused or unanswered (or the wait could not be made).
-fn ends_confirmed(settings: &Settings) -> Result<(), String> {
-    match dispatch::settle_before_acks(settings) {
-        Ok((_, failures)) => match failures.first() {
-            None => Ok(()),
-            Some(f) => Err(format!(
-                "{} group end(s) not confirmed ({:?}: {}: {})",
-                failures.len(),
-                f.error.kind(),
-                f.sent.describe(),
-                f.error
-            )),
-        },
-        Err(e) => Err(format!("group ends not awaited ({:?}: {e})", e.kind())),
     }
 }
 
@@ -756,11 +737,13 @@ fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) ->
 }
 
 /// A task ended for good (succeeded, failed to the store, poison, cancelled), before its ack: its
-/// group counts its end (sent now, confirmed before the ack: `Acks::flush`; nothing for a task without
-/// a group) and its unique key is released (a member's once its end is confirmed).
+/// group counts its end (appended with the others of its batch of acks, confirmed before the ack:
+/// `Acks::flush`; nothing for a task without a group) and its unique key is released (a member's once
+/// its end is confirmed).
 fn ended(cx: &mut Context, task: &TaskMsg, outcome: Outcome) -> Result<(), BrokerError> {
-    let counted = group_stream::end(cx.settings, task, outcome)?;
-    cx.ending.ends_sent |= counted;
+    let end = group_stream::end(task, outcome);
+    let counted = end.is_some();
+    cx.ending.ends.extend(end);
     match counted && task.unique.is_some() {
         true => cx.ending.releases.push(task.clone()),
         false => release_key(cx.settings, task),
