@@ -88,11 +88,15 @@ pub fn append(settings: &Settings, records: &[Record]) -> Result<(), BrokerError
     crate::dispatch::send(settings, &[Decl::Groups], &msgs)
 }
 
-/// Appends `records` as ONE record ([`Record::batch`]), confirmed: all of them are in the stream or
-/// none is. A worker child appends so the ends of a batch of acks before those acks (`worker::child`).
-pub fn append_together(settings: &Settings, records: Vec<Record>) -> Result<(), BrokerError> {
-    let Some(record) = Record::batch(records) else { return Ok(()) };
-    append(settings, std::slice::from_ref(&record))
+/// Appends `records` as ONE record ([`Record::batch`]): all of them are in the stream or none is.
+/// Handed to the connection without waiting: `dispatch::settle_before_acks` awaits its confirm. A
+/// worker child appends so the ends of a batch of acks before those acks (`worker::child`). False
+/// when there was nothing to append.
+pub fn append_before_acks(settings: &Settings, records: Vec<Record>) -> Result<bool, BrokerError> {
+    let Some(record) = Record::batch(records) else { return Ok(false) };
+    let names = Names::new(&settings.prefix);
+    crate::dispatch::send_before_acks(settings, &[Decl::Groups], &[record_message(&names, &record)])?;
+    Ok(true)
 }
 
 /// The `end` record of the task `task` that ended for good with `outcome`, when it is a member of a

@@ -173,8 +173,13 @@ impl Host for TaskHost<'_> {
             self.adaptive = Some(Adaptive::default());
         }
         let prefetch = self.adaptive.as_ref().map_or(self.limits.prefetch.unwrap_or(1), Adaptive::current);
-        // Ends not appended of tasks never acked are dropped: the tasks come back and end again.
-        self.acks = Acks::for_prefetch(prefetch);
+        let old = std::mem::replace(&mut self.acks, Acks::for_prefetch(prefetch));
+        if old.appending.is_some() {
+            // Ends appended before the subscription was lost belong to tasks never acked, which come
+            // back: settled here and forgotten, so that they do not hold back the new subscription's
+            // acks. Ends not appended are dropped: their tasks end again.
+            let _ = crate::dispatch::settle_before_acks(self.settings);
+        }
         self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
         self.legacy_looked = Instant::now();
     }
@@ -237,7 +242,11 @@ impl Host for TaskHost<'_> {
             sub.cancel();
         }
         self.acks.done(d.delivery_tag);
-        let acked = !(leaving || self.acks.full()) || self.acks.flush(self.settings, sub);
+        let acked = match (leaving, self.acks.full()) {
+            (true, _) => self.acks.flush(self.settings, sub),
+            (false, true) => self.acks.pass(self.settings, sub),
+            (false, false) => true,
+        };
         // The ack is on its way (at prefetch 1 the next delivery with it): the callback and the
         // history run meanwhile.
         if let Some(report) = report {
@@ -397,7 +406,9 @@ pub fn run(
 /// tag up to the last one): after `batch` tasks, whenever the worker would wait for the next task,
 /// and before the channel closes. At prefetch 1 every task is acked at once. Before the ack, the
 /// group ends of these tasks are appended to the groups stream as one record, its confirm awaited,
-/// then the unique keys of those of them that wait for it are released.
+/// then the unique keys of those of them that wait for it are released. A full batch while tasks
+/// keep coming does not wait for that confirm: its record is appended and the worker goes on; the
+/// confirm is awaited, and the batch acked, at the next flush (before anything later is acked).
 #[derive(Default)]
 struct Acks {
     last: Option<u64>,
@@ -405,6 +416,16 @@ struct Acks {
     batch: usize,
     /// What ended for good since the last flush.
     ending: Ending,
+    /// The batch before, when its ends are appended and their confirm not yet awaited.
+    appending: Option<Appending>,
+}
+
+/// A batch of done tasks whose group ends are appended, their confirm not yet awaited: its last
+/// delivery tag, its size, its members with a unique key to release.
+struct Appending {
+    last: u64,
+    count: usize,
+    releases: Vec<TaskMsg>,
 }
 
 /// Tasks that ended for good since the last flush: the group ends to append before the acks, and the
@@ -437,28 +458,79 @@ impl Acks {
     /// acked and will run again (the caller opens the subscription anew), and a second end of theirs
     /// counts for nothing.
     fn flush(&mut self, settings: &Settings, sub: &Subscription) -> bool {
-        let (last, n) = (self.last.take(), std::mem::take(&mut self.count));
+        self.append(settings) && self.settle(settings, sub)
+    }
+
+    /// A full batch while tasks keep coming: the batch before is settled (its ends confirmed, its
+    /// tasks acked), this one's ends appended without waiting ([`Acks::flush`] when it has none).
+    fn pass(&mut self, settings: &Settings, sub: &Subscription) -> bool {
+        if self.ending.ends.is_empty() {
+            return self.flush(settings, sub);
+        }
+        self.settle(settings, sub) && self.append(settings)
+    }
+
+    /// Appends the ends of the tasks done since the last call (one record, not awaited) and makes
+    /// them the batch appending; false (logged) when the record could not be handed over (the tasks
+    /// are not acked). Tasks without ends are acked with the batch before, when there is one.
+    fn append(&mut self, settings: &Settings) -> bool {
+        let Some(last) = self.last.take() else { return true };
+        let count = std::mem::take(&mut self.count);
         let ending = std::mem::take(&mut self.ending);
         let ends = ending.ends.len();
-        if let Err(e) = group_stream::append_together(settings, ending.ends) {
+        if let Err(e) = group_stream::append_before_acks(settings, ending.ends) {
             log::error(&format!(
-                "{ends} group end(s) not appended ({:?}: {e}): {n} task(s) not acked; they will be delivered again",
+                "{ends} group end(s) not appended ({:?}: {e}): {count} task(s) not acked; they will be delivered again",
                 e.kind()
             ));
-            return last.is_none();
+            return false;
         }
-        for task in &ending.releases {
+        let releases = ending.releases;
+        self.appending = Some(match self.appending.take() {
+            // Settled together: a later tag acks the earlier ones.
+            Some(a) => Appending { last, count: a.count + count, releases: [a.releases, releases].concat() },
+            None => Appending { last, count, releases },
+        });
+        true
+    }
+
+    /// Awaits the confirm of the ends appended, then releases the unique keys waiting for it and acks
+    /// the batch appending; false (logged) when an end was refused or unanswered, or the ack failed.
+    fn settle(&mut self, settings: &Settings, sub: &Subscription) -> bool {
+        let Some(a) = self.appending.take() else { return true };
+        if let Err(why) = ends_confirmed(settings) {
+            log::error(&format!("{why}: {} task(s) not acked; they will be delivered again", a.count));
+            return false;
+        }
+        for task in &a.releases {
             release_key(settings, task);
         }
-        let Some(tag) = last else { return true };
         // Not waiting for the I/O thread to write the ack saves a thread hand-off per ack.
-        match sub.ack_up_to_queued(tag) {
+        match sub.ack_up_to_queued(a.last) {
             Ok(()) => true,
             Err(e) => {
-                log::error(&format!("ack of {n} task(s) failed ({e}); they will be delivered again"));
+                log::error(&format!("ack of {} task(s) failed ({e}); they will be delivered again", a.count));
                 false
             }
         }
+    }
+}
+
+/// Awaits the group ends appended since the last call; the first failure, with its kind, when one
+/// was refused or unanswered (or the wait could not be made).
+fn ends_confirmed(settings: &Settings) -> Result<(), String> {
+    match dispatch::settle_before_acks(settings) {
+        Ok((_, failures)) => match failures.first() {
+            None => Ok(()),
+            Some(f) => Err(format!(
+                "{} group end(s) not confirmed ({:?}: {}: {})",
+                failures.len(),
+                f.error.kind(),
+                f.sent.describe(),
+                f.error
+            )),
+        },
+        Err(e) => Err(format!("group ends not awaited ({:?}: {e})", e.kind())),
     }
 }
 
