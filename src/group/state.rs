@@ -3,7 +3,8 @@
 //! written in `broker::group_stream`, decided on in `services::groups`.
 //!
 //! Records are JSON objects `{"v":1,"type":...,"at":ms,...}`: `open`, `end`, `done`, `snapshot` (the whole
-//! fold as read through the offset `through`); a published follow-up is an event message whose header
+//! fold as read through the offset `through`), `batch` (`records`: `open`s and `end`s written as one
+//! message, applied in order; its `at` for all of them); a published follow-up is an event message whose header
 //! `crate::headers::GROUP_FOLLOW_UP` holds [`Record::Fired`]. Markers carry no record.
 //!
 //! A fold that starts at the stream's offset 0 applies every record and ignores snapshots. One that
