@@ -3,7 +3,7 @@
  * Reads the run's groups stream (<prefix>.groups) from SINCE (the chunk holding it) until N follow-ups of groups whose last
  * member ended at or after SINCE (Unix ms) are on it (or TIMEOUT seconds pass), and prints, over those groups, the time from a group's last member end to its
  * follow-up being published: the end's time is the one its record carries (`at`, stamped by the worker child
- * that ended the member as it sends the record), the follow-up's the one in its header (x-ebats-group `at`,
+ * that ended the member as it sends the record: one record for the ends of a batch of acks), the follow-up's the one in its header (x-ebats-group `at`,
  * stamped by the deciding leader as it publishes it). Both in ms, on this host's clock.
  *
  *   php group_latency.php N SINCE [TIMEOUT]
@@ -32,8 +32,12 @@ $ch->basic_consume(bench_prefix() . '.groups', '', false, false, false, false,
             }
         } else {
             $r = json_decode($m->getBody(), true);
-            if (is_array($r) && ($r['type'] ?? '') === 'end' && isset($r['group'], $r['at'])) {
-                $lastEnd[$r['group']] = max($lastEnd[$r['group']] ?? 0, (int) $r['at']);
+            // An end alone, or the ends of a worker's batch of acks in one record (its `at` for all).
+            $ends = is_array($r) && ($r['type'] ?? '') === 'batch' ? ($r['records'] ?? []) : [$r];
+            foreach ($ends as $e) {
+                if (is_array($e) && ($e['type'] ?? '') === 'end' && isset($e['group'], $r['at'])) {
+                    $lastEnd[$e['group']] = max($lastEnd[$e['group']] ?? 0, (int) $r['at']);
+                }
             }
         }
         $m->ack();

@@ -30,6 +30,7 @@ pub fn record_message(names: &Names, record: &Record) -> Outgoing {
         Record::Fired { .. } => "ebats.group.fired",
         Record::Done { .. } => "ebats.group.done",
         Record::Snapshot { .. } => "ebats.group.snapshot",
+        Record::Batch { .. } => "ebats.group.batch",
     };
     Outgoing {
         exchange: String::new(),
@@ -87,18 +88,25 @@ pub fn append(settings: &Settings, records: &[Record]) -> Result<(), BrokerError
     crate::dispatch::send(settings, &[Decl::Groups], &msgs)
 }
 
-/// Records that the task `task` ended for good with `outcome` when it is a member of a group (nothing
-/// else), handed to the connection without waiting: true when a record was sent. A worker calls it
-/// for every final end (succeeded, failed for good, poison, cancelled) and awaits its confirm
-/// (`dispatch::settle_before_acks`) before it acks the task, so a task that ended is counted even when
-/// its worker dies before the ack (it runs again and its second end counts for nothing); an end refused
-/// or unanswered leaves the task unacked.
-pub fn end(settings: &Settings, task: &crate::wire::TaskMsg, outcome: Outcome) -> Result<bool, BrokerError> {
-    let Some(group) = &task.group else { return Ok(false) };
+/// Appends `records` as ONE record ([`Record::batch`]): all of them are in the stream or none is.
+/// Handed to the connection without waiting: `dispatch::settle_before_acks` awaits its confirm. A
+/// worker child appends so the ends of a batch of acks before those acks (`worker::child`). False
+/// when there was nothing to append.
+pub fn append_before_acks(settings: &Settings, records: Vec<Record>) -> Result<bool, BrokerError> {
+    let Some(record) = Record::batch(records) else { return Ok(false) };
     let names = Names::new(&settings.prefix);
-    let record = Record::End { group: group.clone(), member: task.id.clone(), outcome };
     crate::dispatch::send_before_acks(settings, &[Decl::Groups], &[record_message(&names, &record)])?;
     Ok(true)
+}
+
+/// The `end` record of the task `task` that ended for good with `outcome`, when it is a member of a
+/// group (`None` else). A worker makes it for every final end (succeeded, failed for good, poison,
+/// cancelled) and appends it, with the others of its batch of acks, before it acks the task, so a
+/// task that ended is counted even when its worker dies before the ack (it runs again and its second
+/// end counts for nothing); an end refused or unanswered leaves the task unacked.
+pub fn end(task: &crate::wire::TaskMsg, outcome: Outcome) -> Option<Record> {
+    let group = task.group.as_ref()?;
+    Some(Record::End { group: group.clone(), member: task.id.clone(), outcome })
 }
 
 /// The stream folded to now, on the process's session: appends a marker, folds from a few minutes back

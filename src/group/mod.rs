@@ -4,14 +4,18 @@
 //!
 //! # How a group completes exactly once
 //!
-//! **Records.** A group is opened by one `open` record (its id, its members' ids, its follow-ups, the
-//! params they carry, where it came from), appended before or with its tasks: the Scheduler routing an
-//! event with follow-ups sends it in the same confirmed batch as the tasks, ahead of them on the channel;
-//! `Group::create` likewise. Each task carries its group (`TaskMsg::group`). A worker child that ends a
-//! grouped task for good (it succeeded, failed after its retries, was moved as poison, or was cancelled)
-//! appends `end {group, member, outcome}` and waits for its confirm before it acks the task (sent at
-//! once, its confirm awaited with those of the other ends of the batch of acks that covers it; an end
-//! refused or unanswered: none of those acks is sent, and the tasks run again).
+//! **Records.** A group is opened by an `open` record (its id, its members' ids, its follow-ups, the
+//! params they carry, where it came from), appended before or with its tasks: the Scheduler routing a
+//! batch of events puts the `open`s of the batch's groups in ONE `batch` record, sent in the same
+//! confirmed send as their tasks, ahead of them on the channel; `Group::create` likewise. Each task
+//! carries its group (`TaskMsg::group`). A worker child that ends a grouped task for good (it succeeded,
+//! failed after its retries, was moved as poison, or was cancelled) keeps `end {group, member, outcome}`
+//! for the ack that covers the task; before that ack it appends the ends of the whole batch of acks as
+//! ONE record and has its confirm before the ack is sent (a full batch while tasks keep coming: appended
+//! at once and its confirm awaited at the next flush, before anything later is acked; a record refused
+//! or unanswered: none of those acks is sent, and the tasks run again). A `batch` record is one message:
+//! in the stream whole or not at all, and folded as its records one by one, in order, so everything
+//! below holds for each of its records as for a record alone (a stream may hold both forms).
 //!
 //! **Deterministic ids.** A routed event's members take ids derived from the event's id and their index
 //! ([`member_id`]), and the group takes the event's id. An event routed twice (the Scheduler died before
@@ -44,9 +48,14 @@
 //! id is derived from the group and the follow-up ([`follow_up_id`]), so a consumer can drop a copy in the
 //! one case left: the record lost with the stream itself.
 //!
-//! **What it costs and why it stays bounded.** A member costs its id in the `open` record and one `end`
-//! record (about 150 bytes) confirmed before its ack (one wait for the ends of a batch of acks); a group costs its `open` (some 100
-//! bytes plus its members' ids and params) and its follow-up messages. The fold holds a group in flight
+//! **What it costs and why it stays bounded.** A member costs its id in the `open` record and its `end`
+//! (some 80 bytes) in the record of its batch of acks: one stream message and one confirm per batch (up
+//! to 16 tasks at a prefetch above 1), not per member; a group costs its `open` (some 100 bytes plus its
+//! members' ids and params) in the record of its routing batch (up to the Scheduler's prefetch of
+//! events, one message) and its follow-up messages, one each. So a grouped event whose group has one
+//! follow-up adds about one stream message (the follow-up) to the ungrouped path, where each record
+//! alone made three (`open`, `end`, follow-up). The leader acks its reading of the stream once per run
+//! of records, not per message. The fold holds a group in flight
 //! with its members and outcomes (measured by `bench/run --only groups`: 7.7 MB more resident memory for
 //! 10,000 groups of 3 in flight, 0.4 MB for a group of 10,000; figures in the README); a done group is
 //! kept whole for at most [`state::DONE_DETAIL_MS`] (the newest [`state::DONE_DETAILED`] only), then as its id and counts for [`state::DONE_KEEP_MS`] (so a

@@ -3,7 +3,8 @@
 //! written in `broker::group_stream`, decided on in `services::groups`.
 //!
 //! Records are JSON objects `{"v":1,"type":...,"at":ms,...}`: `open`, `end`, `done`, `snapshot` (the whole
-//! fold as read through the offset `through`); a published follow-up is an event message whose header
+//! fold as read through the offset `through`), `batch` (`records`: `open`s and `end`s written as one
+//! message, applied in order; its `at` for all of them); a published follow-up is an event message whose header
 //! `crate::headers::GROUP_FOLLOW_UP` holds [`Record::Fired`]. Markers carry no record.
 //!
 //! A fold that starts at the stream's offset 0 applies every record and ignores snapshots. One that
@@ -80,6 +81,11 @@ pub enum Record {
         through: u64,
         state: Box<State>,
     },
+    /// Several `open` and `end` records written as one (a Scheduler's routing batch, a worker's batch
+    /// of acks): all of them or none are in the stream, applied in their order.
+    Batch {
+        records: Vec<Record>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,6 +98,15 @@ struct Envelope {
 }
 
 impl Record {
+    /// `records` as one record: none for none, the record itself for one, else a [`Record::Batch`].
+    pub fn batch(mut records: Vec<Record>) -> Option<Record> {
+        match records.len() {
+            0 => None,
+            1 => records.pop(),
+            _ => Some(Record::Batch { records }),
+        }
+    }
+
     pub fn to_json(&self, at: i64) -> String {
         let e = Envelope { v: 1, at, record: self.clone() };
         serde_json::to_string(&e).expect("a record always serializes")
@@ -116,6 +131,10 @@ impl Record {
             Record::End { group, member, .. } => check_id(group).and_then(|_| check_id(member)),
             Record::Fired { group, .. } | Record::Done { group } => check_id(group),
             Record::Snapshot { .. } => Ok(()),
+            Record::Batch { records } => records.iter().try_for_each(|r| match r {
+                Record::Open { .. } | Record::End { .. } => r.check(),
+                _ => Err("a batch of group records holds only 'open' and 'end' records".to_string()),
+            }),
         }
     }
 }
@@ -292,7 +311,8 @@ impl State {
                 Some(_) => false,
                 None => self.close_unknown(group, at),
             },
-            Record::Snapshot { .. } => false,
+            // Applied record by record by the fold (`Fold::apply`).
+            Record::Snapshot { .. } | Record::Batch { .. } => false,
         }
     }
 
@@ -385,10 +405,13 @@ impl Fold {
 
     /// Applies a record directly (what the leader itself published).
     pub fn apply(&mut self, r: Record, at: i64) {
+        if let Record::Batch { records } = r {
+            return records.into_iter().for_each(|r| self.apply(r, at));
+        }
         let group = match &r {
             Record::Open { group, .. } | Record::End { group, .. } => Some(group.clone()),
             Record::Fired { group, .. } | Record::Done { group } => Some(group.clone()),
-            Record::Snapshot { .. } => None,
+            Record::Snapshot { .. } | Record::Batch { .. } => None,
         };
         if self.state.apply(r, at) {
             self.changes += 1;
@@ -650,6 +673,64 @@ mod tests {
         assert_eq!(fo.state.closed["zz"].at, 1);
     }
 
+    /// A batch is its records applied in order: each member counted once, wherever its ends are.
+    #[test]
+    fn a_batch_record_folds_as_its_records_one_by_one() {
+        let rec = |r: Option<(Record, i64)>| r.unwrap().0;
+        let batch =
+            |rs: Vec<Option<(Record, i64)>>| Some((Record::batch(rs.into_iter().map(rec).collect()).unwrap(), 2));
+        let on = || vec![f(When::Always, "fin")];
+        // (records, pending of g, due keys of g)
+        type Case = (Vec<Option<(Record, i64)>>, usize, Vec<&'static str>);
+        let table: Vec<Case> = vec![
+            (vec![batch(vec![open("g", &["a", "b"], on()), open("h", &["c"], on())])], 2, vec![]),
+            (
+                vec![open("g", &["a", "b"], on()), batch(vec![end("g", "a", Succeeded), end("h", "c", Failed)])],
+                1,
+                vec![],
+            ),
+            // A batch read again (sent twice) and single ends mixed with it count each member once.
+            (
+                vec![
+                    batch(vec![open("g", &["a", "b"], on()), open("h", &["c"], on())]),
+                    batch(vec![end("g", "a", Succeeded), end("g", "b", Failed)]),
+                    batch(vec![end("g", "a", Failed), end("g", "b", Succeeded)]),
+                    end("g", "b", Succeeded),
+                ],
+                0,
+                vec!["always.fin"],
+            ),
+            // Ends before their open, in one batch and the next.
+            (
+                vec![batch(vec![end("g", "a", Succeeded), end("g", "b", Succeeded)]), open("g", &["a", "b"], on())],
+                0,
+                vec!["always.fin"],
+            ),
+        ];
+        for (i, (records, pending, due)) in table.into_iter().enumerate() {
+            let fo = fold(0, records);
+            let g = &fo.state.groups["g"];
+            assert_eq!(g.counts().pending, pending, "case {i}");
+            assert_eq!(g.due().iter().map(FollowUp::key).collect::<Vec<_>>(), due, "case {i}");
+        }
+        let both = fold(
+            0,
+            vec![
+                batch(vec![open("g", &["a", "b"], on())]),
+                batch(vec![end("g", "a", Succeeded), end("g", "b", Failed)]),
+            ],
+        );
+        assert_eq!(both.state.groups["g"].counts().failed, 1);
+        // A fold that starts later keeps a batch until its snapshot, like any record.
+        let mut late = Fold::default();
+        late.push(10, batch(vec![end("g", "a", Succeeded), end("g", "b", Succeeded)]));
+        late.push(11, Some((fold(0, vec![open("g", &["a", "b"], on())]).snapshot(9), 3)));
+        assert_eq!(late.state.groups["g"].due().len(), 1);
+        // None, one, several.
+        assert_eq!(Record::batch(vec![]), None);
+        assert_eq!(Record::batch(vec![rec(end("g", "a", Failed))]), Some(rec(end("g", "a", Failed))));
+    }
+
     #[test]
     fn follow_ups_carry_the_params_and_the_outcome() {
         let fo = fold(0, vec![open("g", &["a", "b"], vec![]), end("g", "a", Succeeded), end("g", "b", Failed)]);
@@ -670,6 +751,10 @@ mod tests {
             end("g", "a", Failed),
             fired("g", "k"),
             Some((snap, 1)),
+            Some((
+                Record::batch(vec![open("g", &["a"], vec![]).unwrap().0, end("h", "b", Succeeded).unwrap().0]).unwrap(),
+                1,
+            )),
         ] {
             let (r, _) = r.unwrap();
             assert_eq!(Record::from_json(r.to_json(5).as_bytes()), Ok((r, 5)));
@@ -680,6 +765,10 @@ mod tests {
             br#"{"v":1,"type":"end","group":"g","member":"a","outcome":"maybe"}"#,
             br#"{"v":1,"type":"open","group":"g","members":["a"],"on":[{"when":"always","event":""}]}"#,
             br#"{"v":1,"type":"nap"}"#,
+            // A batch holds opens and ends only, each checked.
+            br#"{"v":1,"type":"batch","records":[{"type":"done","group":"g"}]}"#,
+            br#"{"v":1,"type":"batch","records":[{"type":"batch","records":[]}]}"#,
+            br#"{"v":1,"type":"batch","records":[{"type":"end","group":"g","member":"a b","outcome":"failed"}]}"#,
         ] {
             assert!(Record::from_json(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }

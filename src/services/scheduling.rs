@@ -177,7 +177,8 @@ pub fn after_send(sent: &Result<(), BrokerError>) -> Settle {
 type Taken = Vec<(String, String, UniqueKey)>;
 
 /// Adds what one delivered event makes to `decls` and `msgs` (nothing for an event without tasks;
-/// an unreadable event goes to the store of unreadable events, as it came), counting and logging it.
+/// an unreadable event goes to the store of unreadable events, as it came) and its group's `open` record
+/// to `opens`, counting and logging it.
 /// A unique task takes its key first and is dropped (counted) when another task holds it.
 fn plan(
     settings: &Settings,
@@ -185,6 +186,7 @@ fn plan(
     d: &Delivery,
     decls: &mut Vec<Decl>,
     msgs: &mut Vec<Outgoing>,
+    opens: &mut Vec<Record>,
     taken: &mut Taken,
 ) -> Result<(), BrokerError> {
     counters::taken();
@@ -233,11 +235,8 @@ fn plan(
                 made.push(t);
             }
             if let Some(open) = open {
-                // A member not made (a duplicate) is not waited for; ahead of its tasks on the channel, in
-                // the same confirmed batch (`crate::group`).
-                let open = crate::group::only_members(open, &made);
-                merge_decls(decls, vec![Decl::Groups]);
-                msgs.push(crate::broker::group_stream::record_message(names, &open));
+                // A member not made (a duplicate) is not waited for.
+                opens.push(crate::group::only_members(open, &made));
             }
             counters::add(&counters::TASKS_MADE, made.len() as u64);
             for t in &made {
@@ -291,8 +290,15 @@ fn route_batch(
             None => break,
         }
     }
-    let (mut decls, mut msgs, mut taken) = (Vec::new(), Vec::new(), Vec::new());
-    let planned = batch.iter().try_for_each(|d| plan(settings, names, d, &mut decls, &mut msgs, &mut taken));
+    let (mut decls, mut msgs, mut opens, mut taken) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let planned =
+        batch.iter().try_for_each(|d| plan(settings, names, d, &mut decls, &mut msgs, &mut opens, &mut taken));
+    if let Some(opens) = Record::batch(opens) {
+        // The groups of the batch opened by one record, ahead of their tasks on the channel, in the same
+        // confirmed send (`crate::group`).
+        merge_decls(&mut decls, vec![Decl::Groups]);
+        msgs.insert(0, crate::broker::group_stream::record_message(names, &opens));
+    }
     let last = batch.last().expect("at least one").delivery_tag;
     let sent = match planned {
         Err(e) => Err(e),

@@ -26,7 +26,7 @@ use crate::broker::{BrokerError, Decl, ErrorKind};
 use crate::config::Settings;
 use crate::dispatch;
 use crate::flow::limits::{Limit, LimitSet};
-use crate::group::state::Outcome;
+use crate::group::state::{Outcome, Record};
 use crate::history::record::{Hold, Run};
 use crate::history::Writer;
 use crate::log;
@@ -174,9 +174,10 @@ impl Host for TaskHost<'_> {
         }
         let prefetch = self.adaptive.as_ref().map_or(self.limits.prefetch.unwrap_or(1), Adaptive::current);
         let old = std::mem::replace(&mut self.acks, Acks::for_prefetch(prefetch));
-        if old.ending.ends_sent {
-            // Ends sent before the subscription was lost belong to tasks never acked, which come back:
-            // settled here and forgotten, so that they do not hold back the new subscription's acks.
+        if old.appending.is_some() {
+            // Ends appended before the subscription was lost belong to tasks never acked, which come
+            // back: settled here and forgotten, so that they do not hold back the new subscription's
+            // acks. Ends not appended are dropped: their tasks end again.
             let _ = crate::dispatch::settle_before_acks(self.settings);
         }
         self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
@@ -241,7 +242,11 @@ impl Host for TaskHost<'_> {
             sub.cancel();
         }
         self.acks.done(d.delivery_tag);
-        let acked = !(leaving || self.acks.full()) || self.acks.flush(self.settings, sub);
+        let acked = match (leaving, self.acks.full()) {
+            (true, _) => self.acks.flush(self.settings, sub),
+            (false, true) => self.acks.pass(self.settings, sub),
+            (false, false) => true,
+        };
         // The ack is on its way (at prefetch 1 the next delivery with it): the callback and the
         // history run meanwhile.
         if let Some(report) = report {
@@ -400,8 +405,10 @@ pub fn run(
 /// Tasks done but not yet acked, acked together with one `basic.ack multiple` (every delivery
 /// tag up to the last one): after `batch` tasks, whenever the worker would wait for the next task,
 /// and before the channel closes. At prefetch 1 every task is acked at once. Before the ack, the
-/// group ends these tasks sent without waiting are awaited (one wait for the whole batch), then the
-/// unique keys of those of them that wait for it are released.
+/// group ends of these tasks are appended to the groups stream as one record, its confirm awaited,
+/// then the unique keys of those of them that wait for it are released. A full batch while tasks
+/// keep coming does not wait for that confirm: its record is appended and the worker goes on; the
+/// confirm is awaited, and the batch acked, at the next flush (before anything later is acked).
 #[derive(Default)]
 struct Acks {
     last: Option<u64>,
@@ -409,13 +416,23 @@ struct Acks {
     batch: usize,
     /// What ended for good since the last flush.
     ending: Ending,
+    /// The batch before, when its ends are appended and their confirm not yet awaited.
+    appending: Option<Appending>,
 }
 
-/// Tasks that ended for good since the last flush: whether any sent its group's end (then the ends are
-/// awaited before the acks), and those of a group with a unique key, released once their end is confirmed.
+/// A batch of done tasks whose group ends are appended, their confirm not yet awaited: its last
+/// delivery tag, its size, its members with a unique key to release.
+struct Appending {
+    last: u64,
+    count: usize,
+    releases: Vec<TaskMsg>,
+}
+
+/// Tasks that ended for good since the last flush: the group ends to append before the acks, and the
+/// members with a unique key, released once their end is confirmed.
 #[derive(Default)]
 struct Ending {
-    ends_sent: bool,
+    ends: Vec<Record>,
     releases: Vec<TaskMsg>,
 }
 
@@ -436,35 +453,71 @@ impl Acks {
         self.count >= self.batch
     }
 
-    /// Acks what is done, once the group ends it sent are confirmed; false (logged) when an end was
-    /// refused or unanswered, or the ack failed: those tasks are not acked and will run again (the
-    /// caller opens the subscription anew), and a second end of theirs counts for nothing.
+    /// Acks what is done, once the group ends of it are appended (one record, confirmed); false
+    /// (logged) when that record was refused or unanswered, or the ack failed: those tasks are not
+    /// acked and will run again (the caller opens the subscription anew), and a second end of theirs
+    /// counts for nothing.
     fn flush(&mut self, settings: &Settings, sub: &Subscription) -> bool {
-        let (last, n) = (self.last.take(), std::mem::take(&mut self.count));
-        let ending = std::mem::take(&mut self.ending);
-        if ending.ends_sent {
-            if let Err(why) = ends_confirmed(settings) {
-                log::error(&format!("{why}: {n} task(s) not acked; they will be delivered again"));
-                return last.is_none();
-            }
+        self.append(settings) && self.settle(settings, sub)
+    }
+
+    /// A full batch while tasks keep coming: the batch before is settled (its ends confirmed, its
+    /// tasks acked), this one's ends appended without waiting ([`Acks::flush`] when it has none).
+    fn pass(&mut self, settings: &Settings, sub: &Subscription) -> bool {
+        if self.ending.ends.is_empty() {
+            return self.flush(settings, sub);
         }
-        for task in &ending.releases {
+        self.settle(settings, sub) && self.append(settings)
+    }
+
+    /// Appends the ends of the tasks done since the last call (one record, not awaited) and makes
+    /// them the batch appending; false (logged) when the record could not be handed over (the tasks
+    /// are not acked). Tasks without ends are acked with the batch before, when there is one.
+    fn append(&mut self, settings: &Settings) -> bool {
+        let Some(last) = self.last.take() else { return true };
+        let count = std::mem::take(&mut self.count);
+        let ending = std::mem::take(&mut self.ending);
+        let ends = ending.ends.len();
+        if let Err(e) = group_stream::append_before_acks(settings, ending.ends) {
+            log::error(&format!(
+                "{ends} group end(s) not appended ({:?}: {e}): {count} task(s) not acked; they will be delivered again",
+                e.kind()
+            ));
+            return false;
+        }
+        let releases = ending.releases;
+        self.appending = Some(match self.appending.take() {
+            // Settled together: a later tag acks the earlier ones.
+            Some(a) => Appending { last, count: a.count + count, releases: [a.releases, releases].concat() },
+            None => Appending { last, count, releases },
+        });
+        true
+    }
+
+    /// Awaits the confirm of the ends appended, then releases the unique keys waiting for it and acks
+    /// the batch appending; false (logged) when an end was refused or unanswered, or the ack failed.
+    fn settle(&mut self, settings: &Settings, sub: &Subscription) -> bool {
+        let Some(a) = self.appending.take() else { return true };
+        if let Err(why) = ends_confirmed(settings) {
+            log::error(&format!("{why}: {} task(s) not acked; they will be delivered again", a.count));
+            return false;
+        }
+        for task in &a.releases {
             release_key(settings, task);
         }
-        let Some(tag) = last else { return true };
         // Not waiting for the I/O thread to write the ack saves a thread hand-off per ack.
-        match sub.ack_up_to_queued(tag) {
+        match sub.ack_up_to_queued(a.last) {
             Ok(()) => true,
             Err(e) => {
-                log::error(&format!("ack of {n} task(s) failed ({e}); they will be delivered again"));
+                log::error(&format!("ack of {} task(s) failed ({e}); they will be delivered again", a.count));
                 false
             }
         }
     }
 }
 
-/// Awaits the group ends sent since the last call; the first failure, with its kind, when one was
-/// refused or unanswered (or the wait could not be made).
+/// Awaits the group ends appended since the last call; the first failure, with its kind, when one
+/// was refused or unanswered (or the wait could not be made).
 fn ends_confirmed(settings: &Settings) -> Result<(), String> {
     match dispatch::settle_before_acks(settings) {
         Ok((_, failures)) => match failures.first() {
@@ -767,11 +820,13 @@ fn fail_poison(cx: &mut Context, mut task: TaskMsg, deaths: u32, msg: String) ->
 }
 
 /// A task ended for good (succeeded, failed to the store, poison, cancelled), before its ack: its
-/// group counts its end (sent now, confirmed before the ack: `Acks::flush`; nothing for a task without
-/// a group) and its unique key is released (a member's once its end is confirmed).
+/// group counts its end (appended with the others of its batch of acks, confirmed before the ack:
+/// `Acks::flush`; nothing for a task without a group) and its unique key is released (a member's once
+/// its end is confirmed).
 fn ended(cx: &mut Context, task: &TaskMsg, outcome: Outcome) -> Result<(), BrokerError> {
-    let counted = group_stream::end(cx.settings, task, outcome)?;
-    cx.ending.ends_sent |= counted;
+    let end = group_stream::end(task, outcome);
+    let counted = end.is_some();
+    cx.ending.ends.extend(end);
     match counted && task.unique.is_some() {
         true => cx.ending.releases.push(task.clone()),
         false => release_key(cx.settings, task),

@@ -22,8 +22,9 @@ use crate::metrics::counters;
 use crate::wire::now_ms;
 
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
-/// Messages of the stream followed at most before the groups they complete are completed.
-const READ_AHEAD: usize = 500;
+/// Messages of the stream followed at most before the groups they complete are completed (and the
+/// run acked): half the reader's prefetch, so that the broker keeps sending meanwhile.
+const READ_AHEAD: usize = group_stream::READ_PREFETCH as usize / 2;
 /// The groups summed up for the status document at most this often (and within it of a change).
 const SUMMARY_EVERY: Duration = Duration::from_secs(1);
 /// A snapshot even when nothing changed, within `group::READ_BACK_SECS`.
@@ -83,26 +84,25 @@ impl GroupsLeading {
         unreachable!("a fold from the first offset is grounded")
     }
 
-    /// A message read live from the stream.
-    pub async fn follow(&mut self, d: Delivery) -> Result<(), BrokerError> {
-        consumer::ack(&self.reader_ch, d.delivery_tag, true).await?;
+    /// A message read live from the stream; its delivery tag.
+    fn follow(&mut self, d: Delivery) -> u64 {
         let offset = stream_read::offset_in(&d.properties).unwrap_or(self.last_offset);
         self.last_offset = offset;
         self.fold.push(offset, group_stream::record_of(offset, &d));
-        Ok(())
+        d.delivery_tag
     }
 
-    /// Follows, besides `d`, what the reader already holds (up to [`READ_AHEAD`] messages), so that the
-    /// groups they complete are completed together.
+    /// Follows, besides `d`, what the reader already holds (up to [`READ_AHEAD`] messages), so that the groups they complete are completed together; acks them at
+    /// once (one ack for the run, not one per message).
     pub async fn follow_all(&mut self, d: Delivery) -> Result<(), BrokerError> {
-        self.follow(d).await?;
+        let mut last = self.follow(d);
         for _ in 0..READ_AHEAD {
             match futures_lite::future::poll_once(consumer::next(&mut self.reader, group_stream::WHAT)).await {
-                Some(d) => self.follow(d?).await?,
+                Some(d) => last = self.follow(d?),
                 None => break,
             }
         }
-        Ok(())
+        consumer::ack(&self.reader_ch, last, true).await
     }
 
     /// Publishes what the groups that changed and are complete are due (each follow-up once: the fold
@@ -154,7 +154,6 @@ impl GroupsLeading {
         for (sent, confirm) in confirms {
             settle(&sent, confirm).await?;
         }
-        counters::GROUPS_OPEN.store(self.fold.state.open_count() as u64, std::sync::atomic::Ordering::Relaxed);
         // Every minute while the fold changes, and within the readers' look back anyway: a reader always
         // finds a snapshot a few minutes back and never reads the stream from its start.
         let since = self.last_snapshot.elapsed();
@@ -175,6 +174,7 @@ impl GroupsLeading {
         let changed =
             self.last_summary.is_none_or(|(at, changes)| changes != self.fold.changes && at.elapsed() >= SUMMARY_EVERY);
         if changed {
+            counters::GROUPS_OPEN.store(self.fold.state.open_count() as u64, std::sync::atomic::Ordering::Relaxed);
             let completions = counters::get(&counters::GROUP_COMPLETIONS);
             counters::set_groups(Some(crate::services::groups::summary(&self.fold.state, completions, now_ms())));
             self.last_summary = Some((Instant::now(), self.fold.changes));
