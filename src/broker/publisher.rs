@@ -195,7 +195,11 @@ impl Session {
         let mut answers: Vec<Option<Result<(), BrokerError>>> = sent.iter().map(|_| None).collect();
         let progress = Cell::new(0);
         let what = "waiting for the broker to confirm a deferred publish";
+        let ch = self.publisher();
         let r = self.wait_progressing(settings.confirm_timeout, what, &progress, async {
+            if let Some(ch) = &ch {
+                last_answer(ch).await;
+            }
             let mut written: Vec<Option<lapin::PublisherConfirm>> = sent.iter().map(|_| None).collect();
             last_first(&mut publishing, |i, w| match w {
                 Ok(c) => written[i] = Some(c),
@@ -282,11 +286,16 @@ async fn send_owned(ch: &Channel, m: Outgoing) -> Result<lapin::PublisherConfirm
 
 /// Publishes all messages, in order. The first poll of a publish queues its frames (so the
 /// delivery tags follow the messages); awaiting each publish before starting the next would wait
-/// for the I/O thread to write every message in turn. The first polls are quiet and the writes
-/// awaited last first, so this thread is woken once when the lot is written, not once a message.
+/// for the I/O thread to write every message in turn. The first polls are quiet, then this thread
+/// waits for the broker's answer to the channel's last publish ([`last_answer`]): by then every
+/// write is done, and it was woken once for the lot (not once for the writes and once for the
+/// confirms, nor once a message).
 async fn send_all(ch: &Channel, messages: &[Outgoing]) -> Result<Vec<lapin::PublisherConfirm>, BrokerError> {
     let mut sending: Vec<Publishing> = messages.iter().map(|m| Box::pin(send(ch, m)) as Publishing).collect();
     let mut written: Vec<_> = sending.iter_mut().map(|f| poll_quietly(f.as_mut())).collect();
+    if written.iter().any(Option::is_none) {
+        last_answer(ch).await;
+    }
     let mut waiting = Vec::new();
     let mut at = Vec::new();
     for (i, (f, w)) in sending.into_iter().zip(&written).enumerate() {
@@ -297,6 +306,16 @@ async fn send_all(ch: &Channel, messages: &[Outgoing]) -> Result<Vec<lapin::Publ
     }
     last_first(&mut waiting, |j, r| written[at[j]] = Some(r)).await;
     written.into_iter().map(|w| w.expect("every publish awaited")).collect()
+}
+
+/// Waits until the broker answered the last message published on `ch` (acked, refused, or the
+/// channel closed). Only a hint for the waits that follow, which still await each publish and each
+/// confirm: an error here is theirs to tell. Sound because the session's publishing channel is
+/// published on only by the thread holding the session, which is the one waiting here: the
+/// channel's last publish is the lot's last (lapin settles that wait when the answered delivery tag
+/// is the channel's latest).
+async fn last_answer(ch: &Channel) {
+    let _ = ch.wait_for_confirms().await;
 }
 
 /// Errors after which a send is tried once more (on a new connection or channel): the connection
