@@ -190,38 +190,35 @@ impl Session {
         let total = pending.len();
         let (sent, mut publishing): (Vec<Sent>, Vec<Publishing>) =
             pending.into_iter().map(|p| (p.sent, p.publishing)).unzip();
-        // One wait for the lot, the last of each step first (see `last_first`); it times out only
-        // after the confirm timeout without a new answer, as a wait per message would.
+        // One wait for the lot, taken a slice at a time, the last of each step first (see
+        // `last_first`): the thread is woken about twice a slice. It times out only after the confirm
+        // timeout without a slice answered, so a long lot is never cut short while the broker answers.
         let mut answers: Vec<Option<Result<(), BrokerError>>> = sent.iter().map(|_| None).collect();
         let progress = Cell::new(0);
         let what = "waiting for the broker to confirm a deferred publish";
-        let ch = self.publisher();
         let r = self.wait_progressing(settings.confirm_timeout, what, &progress, async {
-            if let Some(ch) = &ch {
-                last_answer(ch).await;
-            }
-            let mut written: Vec<Option<lapin::PublisherConfirm>> = sent.iter().map(|_| None).collect();
-            last_first(&mut publishing, |i, w| match w {
-                Ok(c) => written[i] = Some(c),
-                Err(e) => {
-                    answers[i] = Some(Err(e));
-                    progress.set(progress.get() + 1);
+            for (n, slice) in publishing.chunks_mut(FLUSH_SLICE).enumerate() {
+                let base = n * FLUSH_SLICE;
+                let mut written: Vec<Option<lapin::PublisherConfirm>> = slice.iter().map(|_| None).collect();
+                last_first(slice, |i, w| match w {
+                    Ok(c) => written[i] = Some(c),
+                    Err(e) => answers[base + i] = Some(Err(e)),
+                })
+                .await;
+                let (mut index, mut confirms) = (Vec::new(), Vec::new());
+                for (i, c) in written.into_iter().enumerate() {
+                    if let Some(c) = c {
+                        index.push(base + i);
+                        confirms.push(c);
+                    }
                 }
-            })
-            .await;
-            let (mut index, mut confirms) = (Vec::new(), Vec::new());
-            for (i, c) in written.into_iter().enumerate() {
-                if let Some(c) = c {
-                    index.push(i);
-                    confirms.push(c);
-                }
-            }
-            last_first(&mut confirms, |j, a| {
-                let i = index[j];
-                answers[i] = Some(judge(&sent[i].exchange, &sent[i].routing_key, a));
+                last_first(&mut confirms, |j, a| {
+                    let i = index[j];
+                    answers[i] = Some(judge(&sent[i].exchange, &sent[i].routing_key, a));
+                })
+                .await;
                 progress.set(progress.get() + 1);
-            })
-            .await;
+            }
             Ok(())
         });
         let mut failures = Vec::new();
@@ -256,6 +253,10 @@ impl Session {
         }
     }
 }
+
+/// How many deferred publishes `flush` settles at a time: each slice must be answered within the
+/// confirm timeout (100 messages: at least 10 answers a second with the default 10 s).
+const FLUSH_SLICE: usize = 100;
 
 /// Publishes one message on `ch` and returns its confirm, not awaited.
 pub(crate) async fn send(ch: &Channel, m: &Outgoing) -> Result<lapin::PublisherConfirm, BrokerError> {

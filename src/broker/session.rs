@@ -100,11 +100,6 @@ impl Session {
         }
     }
 
-    /// The publishing channel of the current connection, if any (without connecting).
-    pub(super) fn publisher(&self) -> Option<Channel> {
-        self.link.as_ref().map(|l| l.publisher.clone())
-    }
-
     pub fn is_connected(&self) -> bool {
         self.link.as_ref().is_some_and(Link::usable)
     }
