@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod outcome;
 pub mod php;
+pub mod random;
 pub mod rules;
 pub mod services;
 pub mod shm;

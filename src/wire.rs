@@ -28,8 +28,9 @@ pub fn kept_message(message: &str) -> std::borrow::Cow<'_, str> {
     rules::bounded(message, MAX_MESSAGE)
 }
 
+/// A new id: a random (version 4) UUID in 32 hex digits, its bytes from [`crate::random`].
 pub fn new_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    uuid::Builder::from_random_bytes(crate::random::bytes16()).into_uuid().simple().to_string()
 }
 
 pub fn now() -> f64 {

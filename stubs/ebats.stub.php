@@ -1103,7 +1103,8 @@ namespace {
     }
 
     /**
-     * Waits for the confirms of every deferred publish of this process (see ebats.deferred_confirms).
+     * Waits for the confirms of every deferred publish of this process (see ebats.deferred_confirms), all in one
+     * wait that gives up on those still unanswered once ebats.confirm_timeout passed without the broker answering more of them.
      *
      * @return int how many were confirmed
      * @throws \Asynclib\Exception\ConnectionedException naming exactly the publishes that failed, in its message

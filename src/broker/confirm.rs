@@ -88,7 +88,12 @@ pub async fn settle(m: &Sent, c: lapin::PublisherConfirm) -> Result<(), BrokerEr
 /// Waits for the broker's confirm of one publish to `exchange` with `routing_key` (named only when
 /// it failed: nothing is built for a publish that was confirmed).
 pub async fn settle_to(exchange: &str, routing_key: &str, c: lapin::PublisherConfirm) -> Result<(), BrokerError> {
-    match c.await.map_err(|e| BrokerError::lapin("publish failed", &e))? {
+    judge(exchange, routing_key, c.await)
+}
+
+/// What the broker's answer to one publish to `exchange` with `routing_key` means.
+pub fn judge(exchange: &str, routing_key: &str, answer: Result<Confirmation, lapin::Error>) -> Result<(), BrokerError> {
+    match answer.map_err(|e| BrokerError::lapin("publish failed", &e))? {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(ret)) => Err(BrokerError::new(
             ErrorKind::Unroutable,
@@ -118,6 +123,14 @@ mod tests {
             id: Some("abc".into()),
             kind: Some(kind.into()),
         }
+    }
+
+    #[test]
+    fn what_an_answer_means() {
+        let kind = |a| judge("p.x", "k", a).map_err(|e| e.kind());
+        assert_eq!(kind(Ok(Confirmation::Ack(None))), Ok(()));
+        assert_eq!(kind(Ok(Confirmation::Nack(None))), Err(ErrorKind::Nacked));
+        assert_eq!(kind(Ok(Confirmation::NotRequested)), Err(ErrorKind::Runtime));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `stop` (the stop token), `park` (waiting on this thread), `connection` (connect, channel in
 //! confirm mode), `session` (runtime, connection reuse, declare cache) and `current` (this
 //! process's session), `confirm` and `publisher` (confirmed, batched, deferred publishing),
+//! `last_first` (awaiting a lot of publishes or confirms with one wake-up),
 //! `consumer` (a consumer for async code), `subscription` and `consume` (consuming, and the loop every
 //! long-running process shares), `stream_read` (the one stream reader),
 //! `topology` (what is declared), `rate` (the counter queues of rate limits), `store` (the failed store) and `processes` (announcing and
@@ -15,6 +16,7 @@ pub mod current;
 pub mod error;
 pub mod flow_stream;
 pub mod group_stream;
+pub mod last_first;
 pub mod legacy_topology;
 pub mod names;
 pub mod park;

@@ -5,6 +5,7 @@
 //! timeout would also wake the runtime's timer thread for every message: one more thread hand-off
 //! on the hottest paths (publishing, taking the next task).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -36,15 +37,26 @@ const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// Polls `f` on this thread until it is ready, `timeout` has passed, or a stop cuts it short.
 pub fn wait<F: Future>(f: F, timeout: Duration) -> Result<F::Output, Cut> {
+    wait_progressing(f, timeout, &Cell::new(0))
+}
+
+/// [`wait`] for a lot of answers (`f` counts them in `progress`): it times out only after `timeout`
+/// without a new one, as if each answer were awaited with its own deadline.
+pub fn wait_progressing<F: Future>(f: F, timeout: Duration, progress: &Cell<usize>) -> Result<F::Output, Cut> {
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut f = pin!(f);
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
+    let mut seen = progress.get();
     loop {
         if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
             return Ok(v);
         }
         let now = Instant::now();
+        if progress.get() != seen {
+            seen = progress.get();
+            deadline = now + timeout;
+        }
         if now >= deadline {
             return Err(Cut::TimedOut);
         }
@@ -66,6 +78,30 @@ mod tests {
         let start = Instant::now();
         assert_eq!(wait(std::future::pending::<()>(), Duration::from_millis(120)), Err(Cut::TimedOut));
         assert!(start.elapsed() >= Duration::from_millis(120));
+    }
+
+    #[test]
+    fn a_lot_times_out_only_after_a_pause_in_its_progress() {
+        let progress = Cell::new(0);
+        let start = Instant::now();
+        // Six steps of 30 ms each under a deadline of 100 ms: each step moves it.
+        let steps = async {
+            for _ in 0..6 {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_millis(30) {
+                    futures_lite::future::yield_now().await;
+                }
+                progress.set(progress.get() + 1);
+            }
+            7
+        };
+        assert_eq!(wait_progressing(steps, Duration::from_millis(100), &progress), Ok(7));
+        assert!(start.elapsed() >= Duration::from_millis(180));
+        let stuck = async {
+            progress.set(progress.get() + 1);
+            std::future::pending::<()>().await
+        };
+        assert_eq!(wait_progressing(stuck, Duration::from_millis(50), &progress), Err(Cut::TimedOut));
     }
 
     #[test]

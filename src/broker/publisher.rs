@@ -6,8 +6,9 @@ use std::cell::Cell;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
 
-use super::confirm::{settle, settle_to, Failed, Lot, Pending, Publishing, Sent};
+use super::confirm::{judge, settle, Failed, Lot, Pending, Publishing, Sent};
 use super::error::{BrokerError, ErrorKind};
+use super::last_first::{last_first, poll_quietly};
 use super::session::Session;
 use super::topology::Decl;
 use crate::config::Settings;
@@ -88,10 +89,12 @@ impl Session {
     ) -> Result<Vec<(usize, BrokerError)>, BrokerError> {
         let ch = self.link(settings)?.publisher.clone();
         let r = self.wait(settings.confirm_timeout, "waiting for the broker to confirm a publish", async {
-            let confirms = send_all(&ch, messages).await?;
+            let mut confirms = send_all(&ch, messages).await?;
+            let mut answers: Vec<_> = confirms.iter().map(|_| None).collect();
+            last_first(&mut confirms, |i, a| answers[i] = Some(a)).await;
             let mut unroutable = Vec::new();
-            for (i, (m, c)) in messages.iter().zip(confirms).enumerate() {
-                match settle_to(&m.exchange, &m.routing_key, c).await {
+            for (i, (m, a)) in messages.iter().zip(answers).enumerate() {
+                match judge(&m.exchange, &m.routing_key, a.expect("every confirm awaited")) {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::Unroutable => unroutable.push((i, e)),
                     Err(e) => return Err(e),
@@ -115,11 +118,12 @@ impl Session {
         let mut queued = Vec::with_capacity(messages.len());
         let r = self.wait(settings.confirm_timeout, "handing a message to the connection", async {
             // Only the first poll of each publish, which queues its frames: waiting until the I/O
-            // thread has written them is left to `flush`, with the confirm.
+            // thread has written them is left to `flush`, with the confirm. A quiet poll: the
+            // write, when done, does not wake this thread (it is not waiting for it).
             for m in messages {
                 let (ch, owned) = (ch.clone(), m.clone());
                 let mut publishing: Publishing<'static> = Box::pin(async move { send_owned(&ch, owned).await });
-                let state: Publishing<'static> = match futures_lite::future::poll_once(publishing.as_mut()).await {
+                let state: Publishing<'static> = match poll_quietly(publishing.as_mut()) {
                     Some(Err(e)) => return Err(e),
                     Some(Ok(confirm)) => Box::pin(async move { Ok(confirm) }),
                     None => publishing,
@@ -149,7 +153,7 @@ impl Session {
         let r = self.wait(settings.confirm_timeout, "handing a message to the connection", async move {
             let mut publishing: Publishing<'static> = Box::pin(async move { send_owned(&ch, owned).await });
             // The first poll queues the frames, in order with what this thread publishes next.
-            let first = futures_lite::future::poll_once(publishing.as_mut()).await;
+            let first = poll_quietly(publishing.as_mut());
             if let Some(Err(e)) = first {
                 return Err(e);
             }
@@ -184,15 +188,48 @@ impl Session {
             return (0, Vec::new());
         }
         let total = pending.len();
-        let mut failures = Vec::new();
-        for Pending { sent, publishing, .. } in pending {
-            let r =
-                self.wait(settings.confirm_timeout, "waiting for the broker to confirm a deferred publish", async {
-                    settle(&sent, publishing.await?).await
-                });
-            if let Err(error) = r {
-                failures.push(Failed::after_handing_over(sent, error));
+        let (sent, mut publishing): (Vec<Sent>, Vec<Publishing>) =
+            pending.into_iter().map(|p| (p.sent, p.publishing)).unzip();
+        // One wait for the lot, taken a slice at a time, the last of each step first (see
+        // `last_first`): the thread is woken about twice a slice. It times out only after the confirm
+        // timeout without a slice answered, so a long lot is never cut short while the broker answers.
+        let mut answers: Vec<Option<Result<(), BrokerError>>> = sent.iter().map(|_| None).collect();
+        let progress = Cell::new(0);
+        let what = "waiting for the broker to confirm a deferred publish";
+        let r = self.wait_progressing(settings.confirm_timeout, what, &progress, async {
+            for (n, slice) in publishing.chunks_mut(FLUSH_SLICE).enumerate() {
+                let base = n * FLUSH_SLICE;
+                let mut written: Vec<Option<lapin::PublisherConfirm>> = slice.iter().map(|_| None).collect();
+                last_first(slice, |i, w| match w {
+                    Ok(c) => written[i] = Some(c),
+                    Err(e) => answers[base + i] = Some(Err(e)),
+                })
+                .await;
+                let (mut index, mut confirms) = (Vec::new(), Vec::new());
+                for (i, c) in written.into_iter().enumerate() {
+                    if let Some(c) = c {
+                        index.push(base + i);
+                        confirms.push(c);
+                    }
+                }
+                last_first(&mut confirms, |j, a| {
+                    let i = index[j];
+                    answers[i] = Some(judge(&sent[i].exchange, &sent[i].routing_key, a));
+                })
+                .await;
+                progress.set(progress.get() + 1);
             }
+            Ok(())
+        });
+        let mut failures = Vec::new();
+        for (sent, answer) in sent.into_iter().zip(answers) {
+            let error = match answer {
+                Some(Ok(())) => continue,
+                Some(Err(e)) => e,
+                // Unanswered when the wait ended: its timeout or stop.
+                None => r.clone().expect_err("a wait that ended well answered every publish"),
+            };
+            failures.push(Failed::after_handing_over(sent, error));
         }
         if failures.iter().any(|f| f.error.kind() == ErrorKind::Nacked) {
             self.publish_refused();
@@ -216,6 +253,10 @@ impl Session {
         }
     }
 }
+
+/// How many deferred publishes `flush` settles at a time: each slice must be answered within the
+/// confirm timeout (100 messages: at least 10 answers a second with the default 10 s).
+const FLUSH_SLICE: usize = 100;
 
 /// Publishes one message on `ch` and returns its confirm, not awaited.
 pub(crate) async fn send(ch: &Channel, m: &Outgoing) -> Result<lapin::PublisherConfirm, BrokerError> {
@@ -246,21 +287,36 @@ async fn send_owned(ch: &Channel, m: Outgoing) -> Result<lapin::PublisherConfirm
 
 /// Publishes all messages, in order. The first poll of a publish queues its frames (so the
 /// delivery tags follow the messages); awaiting each publish before starting the next would wait
-/// for the I/O thread to write every message in turn.
+/// for the I/O thread to write every message in turn. The first polls are quiet, then this thread
+/// waits for the broker's answer to the channel's last publish ([`last_answer`]): by then every
+/// write is done, and it was woken once for the lot (not once for the writes and once for the
+/// confirms, nor once a message).
 async fn send_all(ch: &Channel, messages: &[Outgoing]) -> Result<Vec<lapin::PublisherConfirm>, BrokerError> {
     let mut sending: Vec<Publishing> = messages.iter().map(|m| Box::pin(send(ch, m)) as Publishing).collect();
-    let mut first = Vec::with_capacity(sending.len());
-    for f in sending.iter_mut() {
-        first.push(futures_lite::future::poll_once(f.as_mut()).await);
+    let mut written: Vec<_> = sending.iter_mut().map(|f| poll_quietly(f.as_mut())).collect();
+    if written.iter().any(Option::is_none) {
+        last_answer(ch).await;
     }
-    let mut confirms = Vec::with_capacity(sending.len());
-    for (f, ready) in sending.iter_mut().zip(first) {
-        confirms.push(match ready {
-            Some(r) => r?,
-            None => f.await?,
-        });
+    let mut waiting = Vec::new();
+    let mut at = Vec::new();
+    for (i, (f, w)) in sending.into_iter().zip(&written).enumerate() {
+        if w.is_none() {
+            waiting.push(f);
+            at.push(i);
+        }
     }
-    Ok(confirms)
+    last_first(&mut waiting, |j, r| written[at[j]] = Some(r)).await;
+    written.into_iter().map(|w| w.expect("every publish awaited")).collect()
+}
+
+/// Waits until the broker answered the last message published on `ch` (acked, refused, or the
+/// channel closed). Only a hint for the waits that follow, which still await each publish and each
+/// confirm: an error here is theirs to tell. Sound because the session's publishing channel is
+/// published on only by the thread holding the session, which is the one waiting here: the
+/// channel's last publish is the lot's last (lapin settles that wait when the answered delivery tag
+/// is the channel's latest).
+async fn last_answer(ch: &Channel) {
+    let _ = ch.wait_for_confirms().await;
 }
 
 /// Errors after which a send is tried once more (on a new connection or channel): the connection

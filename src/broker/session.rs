@@ -1,6 +1,7 @@
 //! One process's link to the broker: a tokio runtime, one connection reused by every call, its
 //! publishing channel in confirm mode, and the set of names already declared on it.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -79,8 +80,20 @@ impl Session {
         what: &str,
         f: impl Future<Output = Result<T, BrokerError>>,
     ) -> Result<T, BrokerError> {
+        self.wait_progressing(t, what, &Cell::new(0), f)
+    }
+
+    /// [`Session::wait`] for a lot of answers that `f` counts in `progress`: the timeout is `t`
+    /// without a new answer (see [`park::wait_progressing`]).
+    pub fn wait_progressing<T>(
+        &self,
+        t: Duration,
+        what: &str,
+        progress: &Cell<usize>,
+        f: impl Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
         let _ctx = self.runtime.enter();
-        match park::wait(f, t) {
+        match park::wait_progressing(f, t, progress) {
             Ok(r) => r,
             Err(Cut::TimedOut) => Err(BrokerError::timeout(t, what)),
             Err(Cut::Stopped) => Err(BrokerError::new(ErrorKind::Stopped, format!("stopped while {what}"))),
