@@ -148,8 +148,8 @@ final class ClusterTest extends LedgerTestCase
 
     public function testAPoisonTaskIsCountedAcrossTwoWorkerParents(): void
     {
-        $a = $this->startWorker(['env' => $this->env(), 'debug' => false, 'name' => 'worker-a'], false);
-        $b = $this->startWorker(['env' => $this->env(), 'debug' => false, 'name' => 'worker-b'], false);
+        $a = $this->startWorker(['env' => $this->env(), 'debug' => true, 'name' => 'worker-a'], false);
+        $b = $this->startWorker(['env' => $this->env(), 'debug' => true, 'name' => 'worker-b'], false);
         $this->waitClusterConsumers($this->readyQueue(), 2, [$a, $b]);
         $code = '<?php echo \Asynclib\Ebats\Task::create("demo", "dieAlways", ["tag" => "poison"]);';
         $p = Process::runPhp($code, static::childEnv($this->env()), 30.0);
@@ -159,7 +159,7 @@ final class ClusterTest extends LedgerTestCase
         $runs = $this->runs('poison');
         // x-delivery-count is the broker's, so the count holds whichever parent's child ran it: 5 deliveries
         // died, the 6th went to the failed store. Counted per parent, up to 2 x 5 would run.
-        $this->assertCount(5, $runs, json_encode($runs));
+        $this->assertCount(5, $runs, json_encode($runs) . "\n" . $a->describe() . "\n" . $b->describe());
         $parents = array_unique(array_column($runs, 'ppid'));
         $this->assertCount(2, $parents, 'both worker parents ran it: ' . json_encode($runs));
         $this->assertFalse($a->hasExited() || $b->hasExited(), 'both workers go on');
