@@ -25,6 +25,43 @@ final class TaskBenchModel
     {
     }
 
+    /** The other tasks of an event of the fan-out rows (scheduler.php FANOUT), as "noop". */
+    public function noop1Task($params): void
+    {
+    }
+
+    public function noop2Task($params): void
+    {
+    }
+
+    public function noop3Task($params): void
+    {
+    }
+
+    public function noop4Task($params): void
+    {
+    }
+
+    public function noop5Task($params): void
+    {
+    }
+
+    public function noop6Task($params): void
+    {
+    }
+
+    public function noop7Task($params): void
+    {
+    }
+
+    public function noop8Task($params): void
+    {
+    }
+
+    public function noop9Task($params): void
+    {
+    }
+
     public function latTask($params): void
     {
         $now = microtime(true);

@@ -66,9 +66,9 @@ final class Workers
         return $ctx->spawn($ctx->phpCmd('worker.php', [$procs, $prefetch, $dir, $metrics]), "{$ctx->tmp}/worker.log", $env);
     }
 
-    /** With $grouped, each event's task is a group with a follow-up (see scheduler.php). */
-    public static function startScheduler(Context $ctx, bool $grouped = false): Process
+    /** With $grouped, each event's tasks are a group with a follow-up; $fanout tasks an event (see scheduler.php). */
+    public static function startScheduler(Context $ctx, bool $grouped = false, int $fanout = 1): Process
     {
-        return $ctx->spawn($ctx->phpCmd('scheduler.php', $grouped ? ['grouped'] : []), "{$ctx->tmp}/scheduler.log");
+        return $ctx->spawn($ctx->phpCmd('scheduler.php', [$grouped ? 'grouped' : 'plain', $fanout]), "{$ctx->tmp}/scheduler.log");
     }
 }

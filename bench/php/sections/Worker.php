@@ -33,6 +33,9 @@ final class Worker implements Section
             }
             if ($pf === 100) {
                 $rows['wk.grouped.p100.w1'] = ['events → Scheduler → Worker, 1 process, each event a group with a follow-up', 'grouped', 1, $pf];
+                $f = self::FANOUT;
+                $rows['wk.fanout.p100.w1'] = ["events of $f tasks each → Scheduler → Worker, 1 process (tasks/s)", 'fanout', 1, $pf];
+                $rows['wk.fanout.grouped.p100.w1'] = ["events of $f tasks each → Scheduler → Worker, 1 process, each event's tasks a group with a follow-up (tasks/s)", 'fanout.grouped', 1, $pf];
                 $rows['wk.hop.p100.lapin'] = ['lapin (Rust) two-hop: consume A, publish confirmed to B, ack', 'hop', 1, $pf];
             }
             foreach ([1, 2] as $procs) {
@@ -53,6 +56,9 @@ final class Worker implements Section
         return $rows;
     }
 
+    /** The tasks of each event in the fan-out rows (scheduler.php registers as many). */
+    private const FANOUT = 10;
+
     /** The binding rate limit of the row "rate reached" (tasks per second), and its tasks. */
     private const RATE = 200;
     private const RATE_N = 2000;
@@ -71,6 +77,8 @@ final class Worker implements Section
                     $rate = match ($kind) {
                         'e2e' => $this->endToEnd($ctx, $procs, $pf, $n),
                         'grouped' => $this->endToEnd($ctx, $procs, $pf, $n, true),
+                        'fanout' => $this->endToEnd($ctx, $procs, $pf, $n, false, self::FANOUT),
+                        'fanout.grouped' => $this->endToEnd($ctx, $procs, $pf, $n, true, self::FANOUT),
                         'worker' => $this->workerOnly($ctx, $procs, $pf, $n),
                         'metrics' => $this->workerOnly($ctx, $procs, $pf, $n, true),
                         'history' => $this->workerOnly($ctx, $procs, $pf, $n, true, true),
@@ -92,21 +100,24 @@ final class Worker implements Section
     /**
      * Events waiting -> Scheduler -> Worker; timed from the scheduler's start to the N-th callback. With
      * $grouped each event's task is a group (its open record on the groups stream, its end appended before
-     * its ack, the follow-up published by the leader).
+     * its ack, the follow-up published by the leader). With $fanout > 1, N / $fanout events of $fanout tasks
+     * each (the rate is of tasks, the same N of them).
      */
-    private function endToEnd(Context $ctx, int $procs, int $prefetch, int $n, bool $grouped = false): float
+    private function endToEnd(Context $ctx, int $procs, int $prefetch, int $n, bool $grouped = false, int $fanout = 1): float
     {
         $ctx->admin->purge($ctx->qEvents);
         $ctx->admin->purge($ctx->qTasks);
-        $ctx->runJson($ctx->phpCmd('fill.php', ['events', $n]));
-        $ctx->admin->waitMessages($ctx->qEvents, $n);
+        $events = intdiv($n, $fanout);
+        $n = $events * $fanout;
+        $ctx->runJson($ctx->phpCmd('fill.php', ['events', $events]));
+        $ctx->admin->waitMessages($ctx->qEvents, $events);
         $dir = Workers::progressDir($ctx, 'e2e');
         $w = Workers::startWorker($ctx, $procs, $prefetch, $dir);
         $s = null;
         try {
             $ctx->admin->waitConsumers($ctx->qTasks, $procs);
             $t0 = microtime(true);
-            $s = Workers::startScheduler($ctx, $grouped);
+            $s = Workers::startScheduler($ctx, $grouped, $fanout);
             return self::rate(Workers::waitProgress($dir, $n, 60 + $n / 100), $n, $t0);
         } finally {
             if ($s) {
@@ -265,6 +276,12 @@ final class Worker implements Section
         if (!is_nan($g) && !is_nan($e)) {
             $report->target('grouped / ungrouped: events → Scheduler → Worker (1 proc), prefetch 100', $ratio($g, $e), 0.90, '>=',
                 sprintf('%s / %s = %.2f', $fmt($g), $fmt($e), $ratio($g, $e)));
+        }
+        $g = $res->med('wk.fanout.grouped.p100.w1', 'rate');
+        $e10 = $res->med('wk.fanout.p100.w1', 'rate');
+        if (!is_nan($g) && !is_nan($e10)) {
+            $report->target(sprintf('grouped / ungrouped: events of %d tasks → Scheduler → Worker (1 proc), prefetch 100, tasks/s', self::FANOUT),
+                $ratio($g, $e10), 0.90, '>=', sprintf('%s / %s = %.2f', $fmt($g), $fmt($e10), $ratio($g, $e10)));
         }
         $hop = $res->med('wk.hop.p100.lapin', 'rate');
         if (!is_nan($hop) && !is_nan($e)) {
