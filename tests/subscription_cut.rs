@@ -52,8 +52,10 @@ fn the_end_of_a_consumer_seen_by_ready_is_reported_by_next() {
     let mut main = Session::new().unwrap();
     let ch = main.channel(&main_st).unwrap();
     main.block_on(async {
-        let _ = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-        for x in [n.task_exchange(), n.delay_due()] {
+        for q in [queue.clone(), n.unroutable()] {
+            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+        for x in [n.task_exchange(), n.delay_due(), n.unroutable()] {
             let _ = ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()).await;
         }
     });

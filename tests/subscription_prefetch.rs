@@ -104,8 +104,10 @@ fn a_new_prefetch_loses_and_repeats_nothing_and_what_was_held_goes_back() {
     with_session(|s| {
         let ch = s.channel(&st)?;
         s.block_on(async {
-            let _ = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-            for x in [n.task_exchange(), n.delay_due()] {
+            for q in [queue.clone(), n.unroutable()] {
+                let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+            }
+            for x in [n.task_exchange(), n.delay_due(), n.unroutable()] {
                 let _ = ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()).await;
             }
         });
