@@ -71,6 +71,20 @@ fn shown_topic(state: &State, topic: Option<&str>) -> Result<String, Response> {
     Ok(t.to_string())
 }
 
+/// An action on the topic a request's body names (one the dashboard shows), one broker call at a
+/// time: `{"ok": true, "changed": ...}`, or the action's refusal.
+fn topic_action(state: &State, b: &Value, act: impl FnOnce(&str) -> Result<bool, Failed>) -> Response {
+    let topic = match shown_topic(state, field(b, "topic")) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let _one = state.broker.lock();
+    match act(&topic) {
+        Ok(changed) => json_response(200, &json!({ "ok": true, "changed": changed })),
+        Err(e) => failed(e),
+    }
+}
+
 fn state_json(state: &State) -> Value {
     let view = state.view.lock().clone();
     let (per_min, failed_1h, covered) = {
@@ -257,35 +271,13 @@ pub fn post(state: &State, req: &Request) -> Response {
                 Err(e) => failed(e),
             }
         }
-        "/api/topics/pause" | "/api/topics/resume" => {
-            let topic = match shown_topic(state, field(&b, "topic")) {
-                Ok(t) => t,
-                Err(r) => return r,
-            };
-            let _one = state.broker.lock();
-            let r = match req.path.ends_with("pause") {
-                true => state.topics.pause(s, &topic),
-                false => state.topics.resume(s, &topic),
-            };
-            match r {
-                Ok(changed) => json_response(200, &json!({ "ok": true, "changed": changed })),
-                Err(e) => failed(e),
-            }
+        "/api/topics/pause" => topic_action(state, &b, |topic| state.topics.pause(s, topic)),
+        "/api/topics/resume" => topic_action(state, &b, |topic| state.topics.resume(s, topic)),
+        "/api/limits/set" => {
+            topic_action(state, &b, |topic| state.topics.set_limit(s, topic, b.get("limit").unwrap_or(&Value::Null)))
         }
-        "/api/limits/set" | "/api/limits/clear" => {
-            let topic = match shown_topic(state, field(&b, "topic")) {
-                Ok(t) => t,
-                Err(r) => return r,
-            };
-            let _one = state.broker.lock();
-            let r = match req.path.ends_with("set") {
-                true => state.topics.set_limit(s, &topic, b.get("limit").unwrap_or(&Value::Null)),
-                false => state.topics.clear_limit(s, &topic, b.get("scope").unwrap_or(&json!({}))),
-            };
-            match r {
-                Ok(changed) => json_response(200, &json!({ "ok": true, "changed": changed })),
-                Err(e) => failed(e),
-            }
+        "/api/limits/clear" => {
+            topic_action(state, &b, |topic| state.topics.clear_limit(s, topic, b.get("scope").unwrap_or(&json!({}))))
         }
         "/api/groups/cancel" => {
             let Some(id) = field(&b, "id").filter(|n| !n.is_empty()) else { return error(400, "give the group's id") };
