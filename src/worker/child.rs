@@ -174,7 +174,7 @@ impl Host for TaskHost<'_> {
         }
         let prefetch = self.adaptive.as_ref().map_or(self.limits.prefetch.unwrap_or(1), Adaptive::current);
         let old = std::mem::replace(&mut self.acks, Acks::for_prefetch(prefetch));
-        if old.appending.is_some() {
+        if old.appending.is_some_and(|a| a.ends_sent) {
             // Ends appended before the subscription was lost belong to tasks never acked, which come
             // back: settled here and forgotten, so that they do not hold back the new subscription's
             // acks. Ends not appended are dropped: their tasks end again.
@@ -421,10 +421,12 @@ struct Acks {
 }
 
 /// A batch of done tasks whose group ends are appended, their confirm not yet awaited: its last
-/// delivery tag, its size, its members with a unique key to release.
+/// delivery tag, its size, whether it appended any end (a batch without one never touches the
+/// session to be acked), its members with a unique key to release.
 struct Appending {
     last: u64,
     count: usize,
+    ends_sent: bool,
     releases: Vec<TaskMsg>,
 }
 
@@ -478,18 +480,26 @@ impl Acks {
         let count = std::mem::take(&mut self.count);
         let ending = std::mem::take(&mut self.ending);
         let ends = ending.ends.len();
-        if let Err(e) = group_stream::append_before_acks(settings, ending.ends) {
-            log::error(&format!(
-                "{ends} group end(s) not appended ({:?}: {e}): {count} task(s) not acked; they will be delivered again",
-                e.kind()
-            ));
-            return false;
-        }
+        let sent = match group_stream::append_before_acks(settings, ending.ends) {
+            Ok(sent) => sent,
+            Err(e) => {
+                log::error(&format!(
+                    "{ends} group end(s) not appended ({:?}: {e}): {count} task(s) not acked; they will be delivered again",
+                    e.kind()
+                ));
+                return false;
+            }
+        };
         let releases = ending.releases;
         self.appending = Some(match self.appending.take() {
             // Settled together: a later tag acks the earlier ones.
-            Some(a) => Appending { last, count: a.count + count, releases: [a.releases, releases].concat() },
-            None => Appending { last, count, releases },
+            Some(a) => Appending {
+                last,
+                count: a.count + count,
+                ends_sent: a.ends_sent || sent,
+                releases: [a.releases, releases].concat(),
+            },
+            None => Appending { last, count, ends_sent: sent, releases },
         });
         true
     }
@@ -498,7 +508,7 @@ impl Acks {
     /// the batch appending; false (logged) when an end was refused or unanswered, or the ack failed.
     fn settle(&mut self, settings: &Settings, sub: &Subscription) -> bool {
         let Some(a) = self.appending.take() else { return true };
-        if let Err(why) = ends_confirmed(settings) {
+        if let Err(why) = if a.ends_sent { ends_confirmed(settings) } else { Ok(()) } {
             log::error(&format!("{why}: {} task(s) not acked; they will be delivered again", a.count));
             return false;
         }
