@@ -82,13 +82,7 @@ pub struct Pending {
 
 /// Waits for the broker's confirm of one publish.
 pub async fn settle(m: &Sent, c: lapin::PublisherConfirm) -> Result<(), BrokerError> {
-    settle_to(&m.exchange, &m.routing_key, c).await
-}
-
-/// Waits for the broker's confirm of one publish to `exchange` with `routing_key` (named only when
-/// it failed: nothing is built for a publish that was confirmed).
-pub async fn settle_to(exchange: &str, routing_key: &str, c: lapin::PublisherConfirm) -> Result<(), BrokerError> {
-    judge(exchange, routing_key, c.await)
+    judge(&m.exchange, &m.routing_key, c.await)
 }
 
 /// What the broker's answer to one publish to `exchange` with `routing_key` means.
