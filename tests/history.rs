@@ -179,6 +179,121 @@ fn newest_records_are_read_from_the_end() {
     delete_stream(&st);
 }
 
+/// A stream of small segments: `bytes` of retention (`None`: none), 2,000 messages of 300 bytes.
+/// Each new segment starts with a chunk of the broker's own that takes an offset and is never
+/// delivered, so offsets have gaps.
+fn small_segments(st: &Settings, name: &str, bytes: Option<i64>) -> String {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    let stream = format!("{}.{name}", st.prefix);
+    with_session(|s| {
+        let ch = s.channel(st)?;
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
+        if let Some(b) = bytes {
+            args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(b));
+        }
+        args.insert("x-stream-max-segment-size-bytes".into(), AMQPValue::LongLongInt(8_000));
+        let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        s.block_on(ch.queue_declare(stream.as_str().into(), opts, args)).unwrap();
+        Ok(())
+    })
+    .unwrap();
+    for batch in 0..20 {
+        let msgs: Vec<ebats::broker::Outgoing> = (0..100)
+            .map(|i| ebats::broker::Outgoing {
+                exchange: String::new(),
+                routing_key: stream.clone(),
+                body: format!("{batch}:{i}:{}", "x".repeat(300)).into_bytes(),
+                properties: ebats::wire::properties(&ebats::wire::new_id(), "ebats.test"),
+                mandatory: true,
+            })
+            .collect();
+        with_session(|s| s.publish(st, &msgs)).unwrap();
+    }
+    stream
+}
+
+/// Every message's offset, read forwards from the stream's first.
+fn offsets_forwards(st: &Settings, stream: &str) -> Vec<u64> {
+    use ebats::broker::stream_read::{self, Offset, Read};
+    let mut all = Vec::new();
+    let r = Read { stream, what: "test stream", from: Offset::First, prefetch: 500, within: LONG };
+    with_session(|s| stream_read::read_to_now(s, st, &r, |o, _| all.push(o))).unwrap();
+    all
+}
+
+/// Every message's offset, read backwards to the stream's start, in stream order; and what was read.
+fn offsets_backwards(st: &Settings, stream: &str) -> (Vec<u64>, ebats::broker::stream_read::ReadBack) {
+    use ebats::broker::stream_read::{self, Back};
+    let (mut newest, mut windows) = (Vec::new(), Vec::<Vec<u64>>::new());
+    let stats = with_session(|s| {
+        stream_read::read_back(s, st, stream, "test stream", 500, |b| {
+            match (b, windows.last_mut()) {
+                (Back::Message(o, _), Some(w)) => w.push(o),
+                (Back::Message(o, _), None) => newest.push(o),
+                (Back::WindowDone, _) => windows.push(Vec::new()),
+            }
+            false
+        })
+    })
+    .unwrap();
+    // Windows come newest first, each oldest first.
+    let mut all: Vec<u64> = windows.into_iter().rev().flatten().collect();
+    all.extend(newest);
+    (all, stats)
+}
+
+fn delete_queue(st: &Settings, name: &str) {
+    with_session(|s| {
+        let ch = s.channel(st)?;
+        let _ = s.block_on(ch.queue_delete(name.into(), QueueDeleteOptions::default()));
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// Offsets have gaps where segments start: a read back gives every message however its windows fall
+/// on them. Each read appends a marker, so the 30 reads start their windows at 30 successive
+/// offsets and sweep across the gaps (a window that began on one was once taken for the stream's start).
+#[test]
+fn a_read_back_gives_every_message_across_segment_starts() {
+    let _one = one_at_a_time();
+    let st = settings("1D");
+    let stream = small_segments(&st, "segments", None);
+    let forwards = offsets_forwards(&st, &stream);
+    assert_eq!(forwards.len(), 2000);
+    assert!(forwards.last() > Some(&2000), "segment starts take offsets: {:?}", forwards.last());
+    for read in 0..30 {
+        let (backwards, stats) = offsets_backwards(&st, &stream);
+        assert_eq!(stats.from, 0, "read {read}: {stats:?}");
+        assert!(
+            backwards == forwards,
+            "read {read}: {stats:?}, {} offsets against {}",
+            backwards.len(),
+            forwards.len()
+        );
+    }
+    delete_queue(&st, &stream);
+}
+
+/// A stream whose oldest segments retention took: a read back that wants everything ends at the
+/// stream's first offset and gives every message from there on, each once.
+#[test]
+fn a_read_back_ends_where_retention_left_the_stream() {
+    let _one = one_at_a_time();
+    let st = settings("1D");
+    let stream = small_segments(&st, "trimmed", Some(40_000));
+    let (backwards, stats) = offsets_backwards(&st, &stream);
+    let forwards = offsets_forwards(&st, &stream);
+    assert!(stats.from > 0, "retention took the oldest messages: {stats:?}");
+    assert_eq!(backwards.first(), Some(&stats.from), "{stats:?}");
+    // The forward read came later: retention may have taken more meanwhile, never given less.
+    let tail: Vec<u64> = backwards.iter().copied().filter(|o| Some(o) >= forwards.first()).collect();
+    assert_eq!(tail, forwards, "{stats:?}");
+    delete_queue(&st, &stream);
+}
+
 /// A broker node in front of the real one that the test can kill: its connections are cut and it
 /// accepts no more (connections to it are refused).
 struct Node {

@@ -281,9 +281,12 @@ fn window(end: u64, size: u64) -> (u64, u64) {
 /// each four times the one before, oldest message first within a window, until the caller answers
 /// [`Back::WindowDone`] with true or the stream's start is reached.
 ///
-/// Why windows by offset rather than by time: a stream's offsets are dense (one per message) and the
-/// same on every node, so a window of `n` offsets costs `n` messages whatever the rate they were
-/// written at; a window of time costs whatever was written in it (a burst of millions in a minute).
+/// Why windows by offset rather than by time: a stream's offsets are nearly dense (one per message, and
+/// one per segment for a chunk of the broker's own that is never delivered) and the same on every node,
+/// so a window of `n` offsets costs about `n` messages whatever the rate they were written at; a window
+/// of time costs whatever was written in it (a burst of millions in a minute). Because of those gaps, a
+/// window whose first message comes after its start is not taken for the stream's start: the next
+/// window ends at that message, and only a window with nothing in its range ends the read.
 /// Growing fourfold, a read that needs the newest `k` messages reads at most about `5k` (plus the
 /// last chunk), and needs few round trips when `k` is large.
 pub fn read_back(
@@ -308,16 +311,14 @@ pub fn read_back(
         let oldest = r.window(s, start, stop_at, &mut stats, &mut each)?;
         stats.windows += 1;
         enough = each(Back::WindowDone);
+        // The next window ends where this one's oldest message was: a window that started later than
+        // asked (retention took its start, or the broker began after `start`) is read on from there,
+        // never taken for the stream's start. Past the start, a window reads nothing in its range.
         match oldest {
-            // The stream starts later than asked (retention took the rest): this was its start.
-            Some(o) if o > start => {
-                stats.from = o;
-                break;
-            }
             Some(o) => stats.from = o,
             None => break,
         }
-        end = start;
+        end = stats.from;
         size = (size * 4).min(LARGEST_WINDOW);
     }
     Ok(stats)
