@@ -33,13 +33,7 @@ fn settings(max_age: &str) -> Settings {
 }
 
 fn delete_stream(st: &Settings) {
-    let stream = ebats::broker::names::Names::new(&st.prefix).history_stream();
-    with_session(|s| {
-        let ch = s.channel(st)?;
-        let _ = s.block_on(ch.queue_delete(stream.as_str().into(), QueueDeleteOptions::default()));
-        Ok(())
-    })
-    .unwrap();
+    delete_queue(st, &ebats::broker::names::Names::new(&st.prefix).history_stream());
 }
 
 #[test]
