@@ -151,6 +151,28 @@ fn missing_queue_is_not_found() {
     cleanup(&mut s, &st, &["demo"]);
 }
 
+/// A channel the broker closed with an error (a passive declaration of a missing queue, as the probe
+/// of the original library's queues makes) leaves its id marked with that error in lapin; once the ids
+/// come round again (2,047 channels later on the same connection), a channel opened on it must still
+/// open, not fail with the old 404.
+#[test]
+fn a_channel_opened_on_the_id_of_one_the_broker_closed_opens() {
+    let st = settings(&prefix("reuse"), None);
+    let mut s = Session::new().unwrap();
+    let ch = s.channel(&st).unwrap();
+    let missing = format!("{}.missing", st.prefix);
+    let r = s.block_on(ch.queue_declare(
+        missing.as_str().into(),
+        QueueDeclareOptions { passive: true, ..Default::default() },
+        FieldTable::default(),
+    ));
+    assert!(r.is_err(), "the queue does not exist");
+    for i in 0..2_200 {
+        let c = s.channel(&st).unwrap_or_else(|e| panic!("channel {i} after the 404: {e}"));
+        let _ = s.block_on(c.close(200, "done".into()));
+    }
+}
+
 #[test]
 fn redeclare_with_other_arguments_is_inequivalent_naming_the_queue() {
     let st = settings(&prefix("clash"), None);

@@ -70,9 +70,38 @@ async fn connect_node(settings: &Settings, i: usize) -> Result<Connection, Broke
     }
 }
 
-/// A new channel on `conn`.
+/// A new channel on `conn`: the one way ebats opens one.
+///
+/// lapin marks the id of a channel the broker closed (a passive declaration of a missing queue, a
+/// refused declaration) with that close's error and does not clear the mark when the channel goes;
+/// once its ids come round (after `channel_max` channels on the connection), a channel given that id
+/// fails at once with the old error, with no frame sent. The broker itself never answers `channel.open`
+/// with a channel-level error, so such a failure is a stale mark: the next id is tried (the failed
+/// channel keeps its id, so it is not given again), up to [`STALE_IDS`] times.
 pub async fn channel(conn: &Connection) -> Result<Channel, BrokerError> {
-    conn.create_channel().await.map_err(|e| BrokerError::lapin("cannot open a channel", &e))
+    let mut stale = 0;
+    loop {
+        match conn.create_channel().await {
+            Ok(ch) => return Ok(ch),
+            Err(e) if stale < STALE_IDS && stale_mark(&e) => stale += 1,
+            Err(e) => return Err(BrokerError::lapin("cannot open a channel", &e)),
+        }
+    }
+}
+
+/// Channel ids with a stale mark passed over at most in one [`channel`] call.
+const STALE_IDS: u32 = 256;
+
+/// Whether a failed `channel.open` is a stale mark on its id (see [`channel`]): a channel-level
+/// (soft) protocol error, or a channel state error; never the connection's failure.
+fn stale_mark(e: &lapin::Error) -> bool {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => matches!(amqp.kind(), lapin::protocol::AMQPErrorKind::Soft(_)),
+        lapin::ErrorKind::InvalidChannelState(state, _) => {
+            !matches!(state, lapin::ChannelState::Error | lapin::ChannelState::Reconnecting)
+        }
+        _ => false,
+    }
 }
 
 /// A new channel on `conn` whose publishes the broker confirms.
@@ -82,4 +111,37 @@ pub async fn confirmed_channel(conn: &Connection) -> Result<Channel, BrokerError
         .await
         .map_err(|e| BrokerError::lapin("confirm.select failed", &e))?;
     Ok(ch)
+}
+
+#[cfg(test)]
+mod stale_mark_tests {
+    use super::stale_mark;
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPHardError, AMQPSoftError};
+    use lapin::{ChannelState, ErrorKind};
+
+    fn protocol(kind: AMQPErrorKind) -> lapin::Error {
+        ErrorKind::ProtocolError(AMQPError::new(kind, "NOT_FOUND - no queue 'q'".into())).into()
+    }
+
+    #[test]
+    fn only_a_channel_level_failure_is_a_stale_mark() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let cases: Vec<(&str, lapin::Error, bool)> = vec![
+            ("a 404 the broker closed a channel with", protocol(AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)), true),
+            ("a 406", protocol(AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)), true),
+            (
+                "a closed channel's state",
+                ErrorKind::InvalidChannelState(ChannelState::Closing, "close-ok sent").into(),
+                true,
+            ),
+            ("a connection-level error", protocol(AMQPErrorKind::Hard(AMQPHardError::CHANNELERROR)), false),
+            ("the connection failed under it", ErrorKind::InvalidChannelState(ChannelState::Error, "x").into(), false),
+            ("reconnecting", ErrorKind::InvalidChannelState(ChannelState::Reconnecting, "x").into(), false),
+            ("a socket error", ErrorKind::IOError(std::sync::Arc::new(io)).into(), false),
+            ("too many channels", ErrorKind::ChannelsLimitReached.into(), false),
+        ];
+        for (what, e, stale) in cases {
+            assert_eq!(stale_mark(&e), stale, "{what}");
+        }
+    }
 }

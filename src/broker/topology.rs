@@ -5,6 +5,7 @@ use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptio
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
 
+use super::connection;
 use super::error::{BrokerError, ErrorKind};
 use super::names::{delay_level_pattern, Names, DELAY_LEVELS};
 use crate::config::QueueType;
@@ -107,7 +108,7 @@ impl Decl {
         qt: QueueType,
         known: &mut Known,
     ) -> Result<(), BrokerError> {
-        let ch = conn.create_channel().await.map_err(|e| BrokerError::lapin("cannot open a channel", &e))?;
+        let ch = connection::channel(conn).await?;
         let mut q = Queues { conn, ch, qt, known: std::mem::take(known) };
         let mut r = Ok(());
         for d in decls {
@@ -320,7 +321,7 @@ async fn event_exchange(q: &mut Queues<'_>, n: &Names) -> Result<EventExchange, 
         return Err(e);
     }
     // The refusal closed the channel: the rest goes on a new one.
-    q.ch = q.conn.create_channel().await.map_err(|e| BrokerError::lapin("cannot open a channel", &e))?;
+    q.ch = connection::channel(q.conn).await?;
     match declare_exchange(&q.ch, &name, ExchangeKind::Direct, FieldTable::default()).await {
         Ok(()) => {
             if !ADOPTED_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -334,7 +335,7 @@ async fn event_exchange(q: &mut Queues<'_>, n: &Names) -> Result<EventExchange, 
             Ok(EventExchange::Direct)
         }
         Err(_) => {
-            q.ch = q.conn.create_channel().await.map_err(|e| BrokerError::lapin("cannot open a channel", &e))?;
+            q.ch = connection::channel(q.conn).await?;
             Err(q.exchange_clash(&name, ExchangeKind::Fanout, FieldTable::default(), Owner::Ebats, &e).await)
         }
     }
@@ -476,7 +477,7 @@ impl Queues<'_> {
     ) -> BrokerError {
         let mut found = None;
         for kind in EXCHANGE_KINDS.iter().filter(|k| **k != wanted) {
-            let Ok(ch) = self.conn.create_channel().await else { break };
+            let Ok(ch) = connection::channel(self.conn).await else { break };
             if declare_exchange(&ch, name, kind.clone(), args.clone()).await.is_ok() {
                 let _ = ch.close(200, "probed".into()).await;
                 found = Some(kind.clone());
@@ -509,7 +510,7 @@ impl Queues<'_> {
             QueueType::Quorum => QueueType::Classic,
         };
         let probe = async {
-            let ch = self.conn.create_channel().await.map_err(|e| BrokerError::lapin("cannot open a channel", &e))?;
+            let ch = connection::channel(self.conn).await?;
             let r = queue(&ch, name, typed(args, other)).await;
             if r.is_ok() {
                 let _ = ch.close(200, "probed".into()).await;
