@@ -51,8 +51,8 @@
 //! one case left: the record lost with the stream itself.
 //!
 //! **What it costs and why it stays bounded.** A member costs its id in the `open` record and its `end`
-//! (some 80 bytes) in the record of its batch of acks: one stream message and one confirm per batch (up
-//! to 16 tasks at a prefetch above 1), not per member; a group costs its `open` (some 100 bytes plus its
+//! (some 80 bytes) in the record of its batch of acks: one stream message and one confirm per batch (a
+//! quarter of the prefetch, 16 to 64 tasks, at a prefetch above 1: `worker::ack_batch`), not per member; a group costs its `open` (some 100 bytes plus its
 //! members' ids and params) in the record of its routing batch (up to the Scheduler's prefetch of
 //! events, one message) and its follow-up messages, one each. So a grouped event whose group has one
 //! follow-up adds about one stream message (the follow-up) to the ungrouped path, where each record
