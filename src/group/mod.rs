@@ -34,9 +34,10 @@
 //! holds the token, confirmed, to the fanout exchange `<prefix>.groups.done` bound both to the stream and
 //! (exchange to exchange) to the event exchange: the follow-up event and its record (a header naming the
 //! group and the follow-up) are one message, routed to both or to neither. A complete group with no
-//! follow-up that applies gets a plain `done` record, on the same channel. Once a group is due, the
-//! leader reads on for a few milliseconds ([`window`]) and completes every group due by then in one
-//! burst: a lone confirmed write costs the broker about ten times one written with others.
+//! follow-up that applies gets a plain `done` record, on the same channel. Once a group is due while
+//! groups complete often, the leader reads on for a few milliseconds ([`window`]) and completes every
+//! group due by then in one burst: a lone confirmed write costs the broker about ten times one
+//! written with others.
 //!
 //! **Why each follow-up is published once**, as the firings are: the leader publishes only through the
 //! token's channel. The broker gives the token to the next Scheduler only after it closed the old

@@ -42,6 +42,9 @@ pub struct GroupsLeading {
     snapshot_changes: u64,
     /// When the groups were last summed up for the status document, and `fold.changes` then.
     last_summary: Option<(Instant, u64)>,
+    /// When this leader last completed a group (the window of [`window::keep_reading`] opens only while
+    /// groups complete often).
+    last_completed: Option<Instant>,
 }
 
 impl GroupsLeading {
@@ -80,6 +83,7 @@ impl GroupsLeading {
                 last_snapshot: Instant::now(),
                 snapshot_changes,
                 last_summary: None,
+                last_completed: None,
             });
         }
         unreachable!("a fold from the first offset is grounded")
@@ -94,20 +98,22 @@ impl GroupsLeading {
     }
 
     /// Follows, besides `d`, what the reader already holds (up to [`READ_AHEAD`] messages), so that the
-    /// groups they complete are completed together; then, when some group is due, what arrives within
-    /// the window of [`window::keep_reading`], so that the follow-ups of the groups due by then go out
-    /// in one burst. Acks what it read in runs (one ack per run, not one per message).
+    /// groups they complete are completed together; then, when some group is due and groups complete
+    /// often, what arrives within the window of [`window::keep_reading`], so that the follow-ups of the
+    /// groups due by then go out in one burst. Acks what it read in runs (one ack per run, not one per message).
     pub async fn follow_all(&mut self, d: Delivery) -> Result<(), BrokerError> {
         let mut last = self.follow(d);
         let mut unacked = 1 + self.follow_ready(&mut last).await?;
         let mut due_since: Option<Instant> = None;
+        // How long the leader completed nothing, as this read began.
+        let idle = self.last_completed.map(|t| t.elapsed());
         loop {
             let due = self.fold.due();
             let since = match due {
                 0 => Duration::ZERO,
                 _ => due_since.get_or_insert_with(Instant::now).elapsed(),
             };
-            let Some(left) = window::keep_reading(due, since) else { break };
+            let Some(left) = window::keep_reading(due, since, idle) else { break };
             if unacked >= READ_AHEAD {
                 consumer::ack(&self.reader_ch, last, true).await?;
                 unacked = 0;
@@ -183,6 +189,9 @@ impl GroupsLeading {
             if published && self.fold.state.groups.get(&id).is_some_and(|g| g.done_at.is_some()) {
                 counters::add(&counters::GROUP_COMPLETIONS, 1);
             }
+        }
+        if !confirms.is_empty() {
+            self.last_completed = Some(Instant::now());
         }
         for (sent, confirm) in confirms {
             settle(&sent, confirm).await?;
