@@ -424,6 +424,12 @@ impl Fold {
         std::mem::take(&mut self.touched)
     }
 
+    /// How many of the groups changed since [`Fold::take_touched`] have something to publish
+    /// ([`completion`]).
+    pub fn due(&self) -> usize {
+        self.touched.iter().filter(|id| self.state.groups.get(*id).is_some_and(|g| !completion(g).is_empty())).count()
+    }
+
     /// Whether the fold knows the whole state.
     pub fn grounded(&self) -> bool {
         self.grounded
@@ -600,6 +606,48 @@ mod tests {
         // Not complete: nothing.
         let fo = fold(0, vec![open("g", &["a", "b"], vec![]), end("g", "a", Failed)]);
         assert!(completion(&fo.state.groups["g"]).is_empty());
+    }
+
+    /// (records, groups due; after taking what was touched, then more records, groups due)
+    #[test]
+    fn groups_due_are_those_touched_with_something_to_publish() {
+        let on = || vec![f(When::Always, "fin")];
+        type Case = (Vec<Option<(Record, i64)>>, usize, Vec<Option<(Record, i64)>>, usize);
+        let table: Vec<Case> = vec![
+            (vec![open("g", &["a", "b"], on()), end("g", "a", Succeeded)], 0, vec![], 0),
+            (vec![open("g", &["a"], on()), end("g", "a", Succeeded)], 1, vec![], 0),
+            // A group without a follow-up that applies is due its plain `done`.
+            (vec![open("g", &["a"], vec![f(When::Success, "ok")]), end("g", "a", Failed)], 1, vec![], 0),
+            (
+                vec![open("g", &["a"], on()), open("h", &["a"], on()), end("g", "a", Succeeded), end("h", "a", Failed)],
+                2,
+                vec![],
+                0,
+            ),
+            // Published: no longer due; another completed after the take: due.
+            (
+                vec![open("g", &["a"], on()), open("h", &["a"], on()), end("g", "a", Succeeded)],
+                1,
+                vec![fired("g", "always.fin"), end("h", "a", Succeeded)],
+                1,
+            ),
+            // A second end of a done group touches nothing.
+            (
+                vec![open("g", &["a"], on()), end("g", "a", Succeeded), fired("g", "always.fin")],
+                0,
+                vec![end("g", "a", Failed)],
+                0,
+            ),
+        ];
+        for (i, (first, due, then, due_then)) in table.into_iter().enumerate() {
+            let mut fo = fold(0, first);
+            assert_eq!(fo.due(), due, "case {i}");
+            let _ = fo.take_touched();
+            for r in then {
+                fo.push(100, r);
+            }
+            assert_eq!(fo.due(), due_then, "case {i} after");
+        }
     }
 
     #[test]

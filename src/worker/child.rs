@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 
+use super::ack_batch;
 use super::cancelled::Cancelled;
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
 use super::held;
@@ -403,7 +404,8 @@ pub fn run(
 }
 
 /// Tasks done but not yet acked, acked together with one `basic.ack multiple` (every delivery
-/// tag up to the last one): after `batch` tasks, whenever the worker would wait for the next task,
+/// tag up to the last one): after `batch` tasks (a quarter of the prefetch, 16 to 64), or at the
+/// end of the next task once the first ended 20 ms ago ([`ack_batch`]), whenever the worker would wait for the next task,
 /// and before the channel closes. At prefetch 1 every task is acked at once. Before the ack, the
 /// group ends of these tasks are appended to the groups stream as one record, its confirm awaited,
 /// then the unique keys of those of them that wait for it are released. A full batch while tasks
@@ -413,6 +415,8 @@ pub fn run(
 struct Acks {
     last: Option<u64>,
     count: usize,
+    /// When the first of the tasks done since the last flush ended.
+    first_at: Option<Instant>,
     batch: usize,
     /// What ended for good since the last flush.
     ending: Ending,
@@ -438,21 +442,21 @@ struct Ending {
     releases: Vec<TaskMsg>,
 }
 
-/// At most this many finished tasks wait for their ack (prefetch > 1).
-const ACK_BATCH: usize = 16;
-
 impl Acks {
     fn for_prefetch(prefetch: u16) -> Acks {
-        Acks { batch: if prefetch > 1 { ACK_BATCH } else { 1 }, ..Acks::default() }
+        Acks { batch: ack_batch::size(prefetch), ..Acks::default() }
     }
 
     fn done(&mut self, tag: u64) {
         self.last = Some(tag);
         self.count += 1;
+        self.first_at.get_or_insert_with(Instant::now);
     }
 
+    /// The batch is to be acked now: full, or its first task ended a while ago ([`ack_batch::full`]).
     fn full(&self) -> bool {
-        self.count >= self.batch
+        let oldest = self.first_at.map_or(Duration::ZERO, |t| t.elapsed());
+        ack_batch::full(self.count, self.batch, oldest)
     }
 
     /// Acks what is done, once the group ends of it are appended (one record, confirmed); false
@@ -478,6 +482,7 @@ impl Acks {
     fn append(&mut self, settings: &Settings) -> bool {
         let Some(last) = self.last.take() else { return true };
         let count = std::mem::take(&mut self.count);
+        self.first_at = None;
         let ending = std::mem::take(&mut self.ending);
         let ends = ending.ends.len();
         let sent = match group_stream::append_before_acks(settings, ending.ends) {

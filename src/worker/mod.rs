@@ -4,6 +4,7 @@
 //! `recycle` (when a child leaves after a task). Limits: `throttle` (rates before a task starts) and
 //! `held` (a task held back by a limit of its name or key).
 
+pub mod ack_batch;
 pub mod cancelled;
 pub mod child;
 pub mod child_end;

@@ -2,7 +2,8 @@
 //! lead it appends a marker to the groups stream on the token's channel and folds the stream up to it,
 //! then follows the stream; a group whose members have all ended gets its follow-ups (or a plain `done`)
 //! published on the token's channel, confirmed, and the fold is snapshotted every minute while it
-//! changes (every 90 s anyway).
+//! changes (every 90 s anyway). Once something is due, the leader reads on within a short window
+//! (`group::window`) so that the groups due by its end are completed in one burst.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use crate::broker::names::Names;
 use crate::broker::stream_read::{self, Offset};
 use crate::broker::{connection, consumer, publisher, BrokerError};
 use crate::group::state::{completion, Fold, Record};
-use crate::group::READ_BACK_SECS;
+use crate::group::{window, READ_BACK_SECS};
 use crate::log;
 use crate::metrics::counters;
 use crate::wire::now_ms;
@@ -41,6 +42,9 @@ pub struct GroupsLeading {
     snapshot_changes: u64,
     /// When the groups were last summed up for the status document, and `fold.changes` then.
     last_summary: Option<(Instant, u64)>,
+    /// When this leader last completed a group (the window of [`window::keep_reading`] opens only while
+    /// groups complete often).
+    last_completed: Option<Instant>,
 }
 
 impl GroupsLeading {
@@ -79,6 +83,7 @@ impl GroupsLeading {
                 last_snapshot: Instant::now(),
                 snapshot_changes,
                 last_summary: None,
+                last_completed: None,
             });
         }
         unreachable!("a fold from the first offset is grounded")
@@ -92,17 +97,51 @@ impl GroupsLeading {
         d.delivery_tag
     }
 
-    /// Follows, besides `d`, what the reader already holds (up to [`READ_AHEAD`] messages), so that the groups they complete are completed together; acks them at
-    /// once (one ack for the run, not one per message).
+    /// Follows, besides `d`, what the reader already holds (up to [`READ_AHEAD`] messages), so that the
+    /// groups they complete are completed together; then, when some group is due and groups complete
+    /// often, what arrives within the window of [`window::keep_reading`], so that the follow-ups of the
+    /// groups due by then go out in one burst. Acks what it read in runs (one ack per run, not one per message).
     pub async fn follow_all(&mut self, d: Delivery) -> Result<(), BrokerError> {
         let mut last = self.follow(d);
-        for _ in 0..READ_AHEAD {
-            match futures_lite::future::poll_once(consumer::next(&mut self.reader, group_stream::WHAT)).await {
-                Some(d) => last = self.follow(d?),
-                None => break,
+        let mut unacked = 1 + self.follow_ready(&mut last).await?;
+        let mut due_since: Option<Instant> = None;
+        // How long the leader completed nothing, as this read began.
+        let idle = self.last_completed.map(|t| t.elapsed());
+        loop {
+            let due = self.fold.due();
+            let since = match due {
+                0 => Duration::ZERO,
+                _ => due_since.get_or_insert_with(Instant::now).elapsed(),
+            };
+            let Some(left) = window::keep_reading(due, since, idle) else { break };
+            if unacked >= READ_AHEAD {
+                consumer::ack(&self.reader_ch, last, true).await?;
+                unacked = 0;
+            }
+            match tokio::time::timeout(left, consumer::next(&mut self.reader, group_stream::WHAT)).await {
+                Ok(d) => {
+                    last = self.follow(d?);
+                    unacked += 1 + self.follow_ready(&mut last).await?;
+                }
+                Err(_) => break,
             }
         }
-        consumer::ack(&self.reader_ch, last, true).await
+        if unacked > 0 {
+            consumer::ack(&self.reader_ch, last, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Follows what the reader already holds, up to [`READ_AHEAD`] messages; how many (`last`: the
+    /// delivery tag of the last one).
+    async fn follow_ready(&mut self, last: &mut u64) -> Result<usize, BrokerError> {
+        for n in 0..READ_AHEAD {
+            match futures_lite::future::poll_once(consumer::next(&mut self.reader, group_stream::WHAT)).await {
+                Some(d) => *last = self.follow(d?),
+                None => return Ok(n),
+            }
+        }
+        Ok(READ_AHEAD)
     }
 
     /// Publishes what the groups that changed and are complete are due (each follow-up once: the fold
@@ -150,6 +189,9 @@ impl GroupsLeading {
             if published && self.fold.state.groups.get(&id).is_some_and(|g| g.done_at.is_some()) {
                 counters::add(&counters::GROUP_COMPLETIONS, 1);
             }
+        }
+        if !confirms.is_empty() {
+            self.last_completed = Some(Instant::now());
         }
         for (sent, confirm) in confirms {
             settle(&sent, confirm).await?;
