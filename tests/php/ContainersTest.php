@@ -104,10 +104,14 @@ final class ContainersTest extends TestCase
         return self::$project . '_' . $service . '_' . $n;
     }
 
-    /** Runs PHP code in a running container of the compose file; returns its stdout (fails on an error). */
+    /**
+     * Runs PHP code in a running container of the compose file; returns its stdout (fails on an error). Its
+     * connection may take longer than the default 3 s on a loaded machine (the compose network's name
+     * lookup, the broker's container): what is tested is what the code does once connected.
+     */
     private function inContainer(string $container, string $code, float $timeout = 60.0): string
     {
-        $p = self::podman(['exec', $container, 'php', '-r', $code], $timeout);
+        $p = self::podman(['exec', $container, 'php', '-d', 'ebats.connect_timeout=15', '-r', $code], $timeout);
         $this->assertSame(0, $p->exitCode(), "php in $container:\n" . $p->describe());
         return $p->stdout();
     }
