@@ -7,8 +7,9 @@
 //!   steadily its bytes trickle in (a per-read timeout alone would let it live for ever);
 //! - when every slot is taken, a new connection takes the slot of the connection that has been
 //!   reading its head the longest, which is dropped. A real client (Prometheus, a browser, curl)
-//!   sends its head in one packet and leaves that stage within a millisecond of being accepted, so
-//!   what is dropped is a slow client, never one already admitted. Unauthenticated connections of
+//!   sends its head in one packet and leaves that stage within a millisecond of being accepted, and
+//!   one whose whole head waits unread (its thread not yet run, on a loaded machine) counts as
+//!   admitted, so what is dropped is a slow client, never one already admitted. Unauthenticated connections of
 //!   the dashboard have no share of their own: the token is checked as soon as the head is read
 //!   and a request without it is answered at once (its body never read), so the only connections
 //!   that keep a slot for long are admitted ones. Slow ones hold slots only until a new connection
@@ -63,6 +64,16 @@ pub fn place(conns: &[(Stage, Instant)], cap: usize) -> Placement {
         .map_or(Placement::Refuse, |(i, _)| Placement::Evict(i))
 }
 
+/// Whether the end of a request head (a blank line) waits unread in `s`'s socket buffer; never blocks.
+fn head_waiting(s: &TcpStream) -> bool {
+    let mut buf = [0u8; 2048];
+    // SAFETY: `buf` is valid for writes of its length for the call; the descriptor is owned by `s`,
+    // which outlives the call; MSG_PEEK leaves the data in the socket, MSG_DONTWAIT keeps it from blocking.
+    let n =
+        unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n > 0 && buf[..n as usize].windows(4).any(|w| w == b"\r\n\r\n")
+}
+
 struct Conn {
     id: u64,
     stream: TcpStream,
@@ -77,7 +88,15 @@ impl Table {
     /// Takes a slot for `s` (accepted at `since`) under the id `id`; false when refused.
     fn enter(&self, id: u64, s: &TcpStream, since: Instant, cap: usize) -> bool {
         let mut conns = self.0.lock();
-        let seen: Vec<(Stage, Instant)> = conns.iter().map(|c| (c.stage, c.since)).collect();
+        // A connection whose whole head already waits in its socket is a real client whose thread has
+        // not read it yet (a loaded machine): it is counted as admitted, never evicted for a newcomer.
+        let seen: Vec<(Stage, Instant)> = conns
+            .iter()
+            .map(|c| match c.stage {
+                Stage::Head if head_waiting(&c.stream) => (Stage::Admitted, c.since),
+                stage => (stage, c.since),
+            })
+            .collect();
         match place(&seen, cap) {
             Placement::Refuse => return false,
             Placement::Evict(i) => {
