@@ -90,10 +90,12 @@ impl Table {
         let mut conns = self.0.lock();
         // A connection whose whole head already waits in its socket is a real client whose thread has
         // not read it yet (a loaded machine): it is counted as admitted, never evicted for a newcomer.
+        // Looked at only when every slot is taken (only then is one evicted).
+        let full = conns.iter().filter(|c| c.stage != Stage::Dropped).count() >= cap;
         let seen: Vec<(Stage, Instant)> = conns
             .iter()
             .map(|c| match c.stage {
-                Stage::Head if head_waiting(&c.stream) => (Stage::Admitted, c.since),
+                Stage::Head if full && head_waiting(&c.stream) => (Stage::Admitted, c.since),
                 stage => (stage, c.since),
             })
             .collect();
