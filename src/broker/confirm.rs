@@ -77,7 +77,15 @@ pub enum Lot {
 pub struct Pending {
     pub lot: Lot,
     pub sent: Sent,
-    pub publishing: Publishing<'static>,
+    pub answer: Answer,
+}
+
+/// Where a deferred publish's answer comes from.
+pub enum Answer {
+    /// The lapin channel's: the publish, resolving to its confirm.
+    Lapin(Publishing<'static>),
+    /// The connection publishing on this thread (`broker::direct`): its serial and the publish's id.
+    Direct { serial: u64, id: u64 },
 }
 
 /// Waits for the broker's confirm of one publish.
@@ -89,21 +97,30 @@ pub async fn settle(m: &Sent, c: lapin::PublisherConfirm) -> Result<(), BrokerEr
 pub fn judge(exchange: &str, routing_key: &str, answer: Result<Confirmation, lapin::Error>) -> Result<(), BrokerError> {
     match answer.map_err(|e| BrokerError::lapin("publish failed", &e))? {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(ret)) => Err(BrokerError::new(
-            ErrorKind::Unroutable,
-            format!(
-                "message to exchange '{exchange}' with routing key '{routing_key}' is unroutable ({} {}): no queue is bound for it",
-                ret.reply_code, ret.reply_text
-            ),
-        )),
-        Confirmation::Nack(_) => Err(BrokerError::new(
-            ErrorKind::Nacked,
-            format!("the broker refused the message to exchange '{exchange}' (negative confirm)"),
-        )),
+        Confirmation::Ack(Some(ret)) => Err(unroutable(exchange, routing_key, ret.reply_code, ret.reply_text.as_str())),
+        Confirmation::Nack(_) => Err(refused(exchange)),
         Confirmation::NotRequested => {
             Err(BrokerError::new(ErrorKind::Runtime, "publisher confirms are not enabled on this channel"))
         }
     }
+}
+
+/// A mandatory message the broker returned with `code` and `text`: no queue is bound for it.
+pub fn unroutable(exchange: &str, routing_key: &str, code: u16, text: &str) -> BrokerError {
+    BrokerError::new(
+        ErrorKind::Unroutable,
+        format!(
+            "message to exchange '{exchange}' with routing key '{routing_key}' is unroutable ({code} {text}): no queue is bound for it"
+        ),
+    )
+}
+
+/// A message the broker refused with a negative confirm.
+pub fn refused(exchange: &str) -> BrokerError {
+    BrokerError::new(
+        ErrorKind::Nacked,
+        format!("the broker refused the message to exchange '{exchange}' (negative confirm)"),
+    )
 }
 
 #[cfg(test)]

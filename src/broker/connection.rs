@@ -16,6 +16,11 @@ use crate::nodes::attempt_order;
 /// starts after it, so one that dies moves to the next node.
 static LAST_NODE: AtomicUsize = AtomicUsize::new(usize::MAX);
 
+/// The node this process's last connection went to, if any.
+pub fn last_node() -> Option<usize> {
+    Some(LAST_NODE.load(Ordering::Relaxed)).filter(|&n| n != usize::MAX)
+}
+
 /// How long connecting may take in all: every node within the connect timeout.
 pub fn connect_budget(settings: &Settings) -> Duration {
     settings.connect_timeout * settings.nodes.len() as u32

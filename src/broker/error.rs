@@ -107,7 +107,7 @@ impl ErrorKind {
     }
 
     /// The likely cause, for the errors users meet most.
-    fn hint(self) -> Option<&'static str> {
+    pub(crate) fn hint(self) -> Option<&'static str> {
         match self {
             ErrorKind::CredentialsRefused => Some("wrong user name or password?"),
             ErrorKind::VhostRefused => Some("does the vhost exist, and may this user use it?"),

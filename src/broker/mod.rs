@@ -1,7 +1,8 @@
 //! The broker layer, no PHP. From the ground up: `names` (pure), `error` (the one error type),
 //! `stop` (the stop token), `park` (waiting on this thread), `connection` (connect, channel in
 //! confirm mode), `session` (runtime, connection reuse, declare cache) and `current` (this
-//! process's session), `confirm` and `publisher` (confirmed, batched, deferred publishing),
+//! process's session), `confirm` and `publisher` (confirmed, batched, deferred publishing), `direct`
+//! (publishing on the calling thread's own socket, no hand-off),
 //! `last_first` (awaiting a lot of publishes or confirms with one wake-up),
 //! `consumer` (a consumer for async code), `subscription` and `consume` (consuming, and the loop every
 //! long-running process shares), `stream_read` (the one stream reader),
@@ -13,6 +14,7 @@ pub mod connection;
 pub mod consume;
 pub mod consumer;
 pub mod current;
+pub mod direct;
 pub mod error;
 pub mod flow_stream;
 pub mod group_stream;

@@ -32,8 +32,18 @@ pub enum Cut {
     Stopped,
 }
 
+impl Cut {
+    /// The error of a wait for `what` (at most `t`) that this ended.
+    pub fn error(self, t: Duration, what: &str) -> super::BrokerError {
+        match self {
+            Cut::TimedOut => super::BrokerError::timeout(t, what),
+            Cut::Stopped => super::BrokerError::new(super::ErrorKind::Stopped, format!("stopped while {what}")),
+        }
+    }
+}
+
 /// How often a sleeping wait looks at the stop token.
-const STOP_CHECK: Duration = Duration::from_millis(50);
+pub const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// Polls `f` on this thread until it is ready, `timeout` has passed, or a stop cuts it short.
 pub fn wait<F: Future>(f: F, timeout: Duration) -> Result<F::Output, Cut> {

@@ -6,7 +6,7 @@ use std::cell::Cell;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
 
-use super::confirm::{judge, settle, Failed, Lot, Pending, Publishing, Sent};
+use super::confirm::{judge, settle, Answer, Failed, Lot, Pending, Publishing, Sent};
 use super::error::{BrokerError, ErrorKind};
 use super::last_first::{last_first, poll_quietly};
 use super::session::Session;
@@ -88,6 +88,11 @@ impl Session {
         messages: &[Outgoing],
     ) -> Result<Vec<(usize, BrokerError)>, BrokerError> {
         let ch = self.link(settings)?.publisher.clone();
+        if self.direct(settings).is_some() {
+            let r = self.publish_direct(settings, messages);
+            self.after_error(&r);
+            return r;
+        }
         let r = self.wait(settings.confirm_timeout, "waiting for the broker to confirm a publish", async {
             let mut confirms = send_all(&ch, messages).await?;
             let mut answers: Vec<_> = confirms.iter().map(|_| None).collect();
@@ -106,6 +111,31 @@ impl Session {
         r
     }
 
+    /// [`Session::publish_routed`] on the direct connection: one write, then this thread reads the
+    /// answers itself.
+    fn publish_direct(
+        &mut self,
+        settings: &Settings,
+        messages: &[Outgoing],
+    ) -> Result<Vec<(usize, BrokerError)>, BrokerError> {
+        let t = settings.confirm_timeout;
+        let d = self.direct.as_mut().expect("called with a direct connection");
+        let ids = d.send(messages, t)?;
+        let waited = d.wait(&ids, t, "waiting for the broker to confirm a publish");
+        // Every answer taken, so none is left behind whatever the outcome.
+        let answers: Vec<_> = ids.iter().map(|id| d.take(*id)).collect();
+        waited?;
+        let mut unroutable = Vec::new();
+        for (i, a) in answers.into_iter().enumerate() {
+            match a.expect("every publish answered") {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Unroutable => unroutable.push((i, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(unroutable)
+    }
+
     /// Hands the messages to the connection and returns at once; their confirms are awaited by
     /// [`Session::flush`] of the same `lot` (for the request's, at the latest when it ends).
     pub fn publish_deferred(
@@ -115,6 +145,16 @@ impl Session {
         messages: &[Outgoing],
     ) -> Result<(), BrokerError> {
         let ch = self.link(settings)?.publisher.clone();
+        if let Some(d) = self.direct(settings) {
+            let serial = d.serial();
+            let r = d.send(messages, settings.confirm_timeout).map(|ids| {
+                for (m, id) in messages.iter().zip(ids) {
+                    self.pending.push(Pending { lot, sent: m.sent(), answer: Answer::Direct { serial, id } });
+                }
+            });
+            self.after_error(&r);
+            return r;
+        }
         let mut queued = Vec::with_capacity(messages.len());
         let r = self.wait(settings.confirm_timeout, "handing a message to the connection", async {
             // Only the first poll of each publish, which queues its frames: waiting until the I/O
@@ -128,7 +168,7 @@ impl Session {
                     Some(Ok(confirm)) => Box::pin(async move { Ok(confirm) }),
                     None => publishing,
                 };
-                queued.push(Pending { lot, sent: m.sent(), publishing: state });
+                queued.push(Pending { lot, sent: m.sent(), answer: Answer::Lapin(state) });
             }
             Ok(())
         });
@@ -188,8 +228,19 @@ impl Session {
             return (0, Vec::new());
         }
         let total = pending.len();
-        let (sent, mut publishing): (Vec<Sent>, Vec<Publishing>) =
-            pending.into_iter().map(|p| (p.sent, p.publishing)).unzip();
+        let (direct, pending): (Vec<Pending>, Vec<Pending>) =
+            pending.into_iter().partition(|p| matches!(p.answer, Answer::Direct { .. }));
+        let mut failures = self.flush_direct(settings, direct);
+        if pending.is_empty() {
+            return self.flushed(total, failures);
+        }
+        let (sent, mut publishing): (Vec<Sent>, Vec<Publishing>) = pending
+            .into_iter()
+            .map(|p| match p.answer {
+                Answer::Lapin(f) => (p.sent, f),
+                Answer::Direct { .. } => unreachable!("partitioned above"),
+            })
+            .unzip();
         // One wait for the lot, taken a slice at a time, the last of each step first (see
         // `last_first`): the thread is woken about twice a slice. It times out only after the confirm
         // timeout without a slice answered, so a long lot is never cut short while the broker answers.
@@ -221,7 +272,6 @@ impl Session {
             }
             Ok(())
         });
-        let mut failures = Vec::new();
         for (sent, answer) in sent.into_iter().zip(answers) {
             let error = match answer {
                 Some(Ok(())) => continue,
@@ -231,6 +281,60 @@ impl Session {
             };
             failures.push(Failed::after_handing_over(sent, error));
         }
+        self.flushed(total, failures)
+    }
+
+    /// The deferred publishes of a lot made on a direct connection: read until each is answered
+    /// (timing out only after the confirm timeout without a new answer), or taken from what a
+    /// connection given up left.
+    fn flush_direct(&mut self, settings: &Settings, pending: Vec<Pending>) -> Vec<Failed> {
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        let serial = self.direct.as_ref().map(|d| d.serial());
+        let ids: Vec<u64> = pending
+            .iter()
+            .filter_map(|p| match p.answer {
+                Answer::Direct { serial: s, id } if Some(s) == serial => Some(id),
+                _ => None,
+            })
+            .collect();
+        let waited = match self.direct.as_mut() {
+            Some(d) if !ids.is_empty() => {
+                d.wait(&ids, settings.confirm_timeout, "waiting for the broker to confirm a deferred publish")
+            }
+            _ => Ok(()),
+        };
+        let mut failures = Vec::new();
+        for p in pending {
+            let Answer::Direct { serial: s, id } = p.answer else { continue };
+            let answer = match self.direct.as_mut() {
+                Some(d) if Some(s) == serial => d.take(id),
+                _ => self.settled.remove(&(s, id)),
+            };
+            let error = match answer {
+                Some(Ok(())) => continue,
+                Some(Err(e)) => e,
+                None => match &waited {
+                    Err(e) => e.clone(),
+                    Ok(()) => BrokerError::new(
+                        ErrorKind::ConnectionLost,
+                        "the publishing connection was closed before the broker answered",
+                    ),
+                },
+            };
+            failures.push(Failed::after_handing_over(p.sent, error));
+        }
+        if let Err(e) = &waited {
+            if e.kind().breaks_connection() {
+                self.disconnect();
+            }
+        }
+        failures
+    }
+
+    /// What a flush of `total` publishes returns, after settling the session's state for `failures`.
+    fn flushed(&mut self, total: usize, failures: Vec<Failed>) -> (usize, Vec<Failed>) {
         if failures.iter().any(|f| f.error.kind() == ErrorKind::Nacked) {
             self.publish_refused();
         }
@@ -249,6 +353,8 @@ impl Session {
             }
             if e.kind().breaks_connection() || !self.is_connected() {
                 self.disconnect();
+            } else if self.direct.as_ref().is_some_and(|d| d.broken().is_some()) {
+                self.drop_direct(false);
             }
         }
     }

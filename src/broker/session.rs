@@ -2,15 +2,16 @@
 //! publishing channel in confirm mode, and the set of names already declared on it.
 
 use std::cell::Cell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::{Channel, Connection};
 
-use super::confirm::Pending;
+use super::confirm::{Answer, Pending};
 use super::connection;
+use super::direct::{self, Direct};
 use super::error::{BrokerError, ErrorKind};
 use super::park::{self, Cut};
 use super::stop::CutWaitsShort;
@@ -46,6 +47,16 @@ pub struct Session {
     link: Option<Link>,
     /// Deferred publishes waiting for their confirm.
     pub(super) pending: Vec<Pending>,
+    /// The connection publishing on this thread (`broker::direct`), beside the link's; opened on the
+    /// first publish, dropped with the link.
+    pub(super) direct: Option<Direct>,
+    /// No direct connection on this link: its node is TLS, or one could not be opened (lapin's
+    /// publishing channel publishes then).
+    direct_off: bool,
+    /// The broker refused a publish on the direct connection: it is replaced once nothing waits on it.
+    renew_direct: bool,
+    /// Answers of deferred publishes made on a direct connection since given up, by serial and id.
+    pub(super) settled: HashMap<(u64, u64), Result<(), BrokerError>>,
 }
 
 impl Session {
@@ -56,7 +67,16 @@ impl Session {
             .enable_all()
             .build()
             .map_err(|e| BrokerError::new(ErrorKind::Runtime, format!("cannot start the I/O runtime: {e}")))?;
-        Ok(Session { pid: std::process::id(), runtime, link: None, pending: Vec::new() })
+        Ok(Session {
+            pid: std::process::id(),
+            runtime,
+            link: None,
+            pending: Vec::new(),
+            direct: None,
+            direct_off: false,
+            renew_direct: false,
+            settled: HashMap::new(),
+        })
     }
 
     /// The process that built this session; a forked child must not use it.
@@ -92,12 +112,13 @@ impl Session {
         progress: &Cell<usize>,
         f: impl Future<Output = Result<T, BrokerError>>,
     ) -> Result<T, BrokerError> {
+        self.waited(t, progress, f).unwrap_or_else(|c| Err(c.error(t, what)))
+    }
+
+    /// Polls `f` on this thread inside the runtime's context (see [`park::wait_progressing`]).
+    fn waited<F: Future>(&self, t: Duration, progress: &Cell<usize>, f: F) -> Result<F::Output, Cut> {
         let _ctx = self.runtime.enter();
-        match park::wait_progressing(f, t, progress) {
-            Ok(r) => r,
-            Err(Cut::TimedOut) => Err(BrokerError::timeout(t, what)),
-            Err(Cut::Stopped) => Err(BrokerError::new(ErrorKind::Stopped, format!("stopped while {what}"))),
-        }
+        park::wait_progressing(f, t, progress)
     }
 
     pub fn is_connected(&self) -> bool {
@@ -106,6 +127,8 @@ impl Session {
 
     /// Drops the connection (closing it in the background); the next call connects anew.
     pub fn disconnect(&mut self) {
+        self.drop_direct(false);
+        self.direct_off = false;
         if let Some(link) = self.link.take() {
             let conn = link.connection;
             self.runtime.spawn(async move {
@@ -116,6 +139,8 @@ impl Session {
 
     /// Closes the connection and waits (bounded) for the broker to see it closed.
     pub fn close(&mut self) {
+        self.drop_direct(true);
+        self.settled.clear();
         let pending = std::mem::take(&mut self.pending);
         if let Some(link) = self.link.take() {
             // Everything is dropped inside the runtime, so no lapin object reaches for a runtime of
@@ -139,19 +164,22 @@ impl Session {
             let t = connection::connect_budget(settings) + settings.connect_timeout;
             let where_ = settings.masked_url();
             let _cut = CutWaitsShort::begin();
-            let (connection, publisher) = self
-                .wait(t, "connecting", async {
-                    let conn = connection::connect(settings).await?;
-                    let ch = connection::confirmed_channel(&conn).await?;
-                    Ok((conn, ch))
-                })
-                .map_err(|e| match e.kind() {
-                    ErrorKind::Timeout => BrokerError::new(
-                        ErrorKind::Timeout,
-                        format!("cannot connect to the broker at {where_}: no answer within {:.1} s", t.as_secs_f64()),
-                    ),
-                    _ => e,
-                })?;
+            let connecting = async {
+                let conn = connection::connect(settings).await?;
+                let ch = connection::confirmed_channel(&conn).await?;
+                Ok((conn, ch))
+            };
+            // A node that gave up within its own connect timeout says so; only the whole budget
+            // running out is named by it.
+            let (connection, publisher) = match self.waited(t, &Cell::new(0), connecting) {
+                Ok(r) => r?,
+                Err(Cut::TimedOut) => {
+                    let m =
+                        format!("cannot connect to the broker at {where_}: no answer within {:.1} s", t.as_secs_f64());
+                    return Err(BrokerError::new(ErrorKind::Timeout, m));
+                }
+                Err(c) => return Err(c.error(t, "connecting")),
+            };
             self.link = Some(Link {
                 endpoint: settings.clone(),
                 connection: Arc::new(connection),
@@ -169,6 +197,60 @@ impl Session {
     pub(super) fn publish_refused(&mut self) {
         if let Some(l) = self.link.as_mut() {
             l.renew_publisher = true;
+        }
+        self.renew_direct = self.direct.is_some();
+    }
+
+    /// The direct connection to publish on, opened as needed on the link's node; None when this link
+    /// has none (lapin's publishing channel publishes). Called after [`Session::link`].
+    pub(super) fn direct(&mut self, settings: &Settings) -> Option<&mut Direct> {
+        if self.direct.as_ref().is_some_and(|d| d.broken().is_some()) {
+            self.drop_direct(false);
+        }
+        if self.renew_direct && !self.pending.iter().any(|p| matches!(p.answer, Answer::Direct { .. })) {
+            self.drop_direct(true);
+            self.renew_direct = false;
+        }
+        if self.direct.is_none() && !self.direct_off {
+            let i = connection::last_node().filter(|&i| i < settings.nodes.len()).unwrap_or(0);
+            let node = &settings.nodes[i];
+            if direct::serves(node) {
+                match Direct::open(node, &settings.masked_node(i), settings.connect_timeout) {
+                    Ok(d) => self.direct = Some(d),
+                    Err(e) => {
+                        crate::log::info(&format!("publishing on the shared connection: {e}"));
+                        self.direct_off = true;
+                    }
+                }
+            } else {
+                self.direct_off = true;
+            }
+        }
+        self.direct.as_mut()
+    }
+
+    /// Gives the direct connection up (`graceful`: closed with the broker's close-ok, bounded), keeping
+    /// the answers deferred publishes still wait for.
+    pub(super) fn drop_direct(&mut self, graceful: bool) {
+        let Some(d) = self.direct.take() else { return };
+        let serial = d.serial();
+        let why = BrokerError::new(
+            ErrorKind::ConnectionLost,
+            "the publishing connection was closed before the broker answered",
+        );
+        let answers = if graceful { d.close(&why) } else { d.abandon(&why) };
+        let wanted: HashSet<u64> = self
+            .pending
+            .iter()
+            .filter_map(|p| match p.answer {
+                Answer::Direct { serial: s, id } if s == serial => Some(id),
+                _ => None,
+            })
+            .collect();
+        for (id, r) in answers {
+            if wanted.contains(&id) {
+                self.settled.insert((serial, id), r);
+            }
         }
     }
 
