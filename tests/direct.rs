@@ -135,9 +135,12 @@ fn a_cut_connection_fails_what_waits_and_the_session_publishes_on_a_new_one() {
     let relay = Relay::start();
     let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", relay.port);
     let st = settings(&prefix("cut"), Some(&url));
-    let mut s = Session::new().unwrap();
+    let st_admin = settings(&st.prefix, None);
+    let mut admin = Session::new().unwrap();
     let queue = format!("{}.q", st.prefix);
-    declare_queue(&mut s, &st, &queue);
+    declare_queue(&mut admin, &st_admin, &queue);
+    // A session that only publishes: on its direct connection, through the relay.
+    let mut s = Session::new().unwrap();
     s.publish(&st, &[to_queue(&queue, b"before".to_vec(), "before")]).expect("published");
     // Deferred publishes, then the cut before their confirms are awaited: each is a failure that may
     // have been stored (or, if its confirm came first, a success), never a hang.
@@ -156,23 +159,22 @@ fn a_cut_connection_fails_what_waits_and_the_session_publishes_on_a_new_one() {
         assert_eq!(f.error.kind(), ErrorKind::ConnectionLost, "{}", f.error);
     }
     s.publish(&st, &[to_queue(&queue, b"after".to_vec(), "after")]).expect("published on new connections");
-    let mut main = Session::new().unwrap();
-    let st_main = settings(&st.prefix, None);
     let mut bodies = Vec::new();
-    while let Some(b) = get_body(&mut main, &st_main, &queue) {
+    while let Some(b) = get_body(&mut admin, &st_admin, &queue) {
         bodies.push(String::from_utf8(b).unwrap());
     }
     assert_eq!(bodies.first().map(String::as_str), Some("before"));
     assert_eq!(bodies.last().map(String::as_str), Some("after"));
-    delete_queue(&mut main, &st_main, &queue);
+    delete_queue(&mut admin, &st_admin, &queue);
 }
 
 #[test]
 fn deferred_publishes_are_confirmed_by_one_flush_in_their_lot() {
     let st = settings(&prefix("deferred"), None);
-    let mut s = Session::new().unwrap();
+    let mut admin = Session::new().unwrap();
     let queue = format!("{}.q", st.prefix);
-    declare_queue(&mut s, &st, &queue);
+    declare_queue(&mut admin, &st, &queue);
+    let mut s = Session::new().unwrap();
     for i in 0..250 {
         let lot = if i % 5 == 0 { Lot::BeforeAcks } else { Lot::Request };
         s.publish_deferred(lot, &st, &[to_queue(&queue, format!("m{i}").into_bytes(), &format!("m{i}"))]).unwrap();
@@ -182,7 +184,25 @@ fn deferred_publishes_are_confirmed_by_one_flush_in_their_lot() {
     assert_eq!((ok, failed.len(), s.pending(Lot::Request)), (50, 0, 200));
     let (ok, failed) = s.flush(Lot::Request, &st);
     assert_eq!((ok, failed.len()), (200, 0));
-    let (ready, _) = s.queue_counts(&st, &queue).unwrap();
+    let (ready, _) = admin.queue_counts(&st, &queue).unwrap();
     assert_eq!(ready, 250);
-    delete_queue(&mut s, &st, &queue);
+    delete_queue(&mut admin, &st, &queue);
+}
+
+#[test]
+fn a_deferred_publish_still_waiting_is_answered_after_the_session_takes_other_uses() {
+    // Deferred publishes on the direct connection, then a channel (the link has other uses from then
+    // on, and publishes itself): the flush still gets the direct connection's answers.
+    let st = settings(&prefix("busy"), None);
+    let mut s = Session::new().unwrap();
+    let mut admin = Session::new().unwrap();
+    let queue = format!("{}.q", st.prefix);
+    declare_queue(&mut admin, &st, &queue);
+    s.publish_deferred(Lot::Request, &st, &[to_queue(&queue, b"d".to_vec(), "d")]).unwrap();
+    let _ch = s.channel(&st).unwrap();
+    s.publish(&st, &[to_queue(&queue, b"on the link".to_vec(), "l")]).unwrap();
+    assert_eq!(s.flush(Lot::Request, &st).0, 1);
+    s.publish(&st, &[to_queue(&queue, b"after".to_vec(), "a")]).unwrap();
+    assert_eq!(admin.queue_counts(&st, &queue).unwrap().0, 3);
+    delete_queue(&mut admin, &st, &queue);
 }

@@ -87,12 +87,14 @@ impl Session {
         settings: &Settings,
         messages: &[Outgoing],
     ) -> Result<Vec<(usize, BrokerError)>, BrokerError> {
-        let ch = self.link(settings)?.publisher.clone();
-        if self.direct(settings).is_some() {
+        let Some(ch) = self.publishing_on(settings)? else {
             let r = self.publish_direct(settings, messages);
             self.after_error(&r);
+            if r.is_ok() {
+                self.rest_link();
+            }
             return r;
-        }
+        };
         let r = self.wait(settings.confirm_timeout, "waiting for the broker to confirm a publish", async {
             let mut confirms = send_all(&ch, messages).await?;
             let mut answers: Vec<_> = confirms.iter().map(|_| None).collect();
@@ -144,8 +146,8 @@ impl Session {
         settings: &Settings,
         messages: &[Outgoing],
     ) -> Result<(), BrokerError> {
-        let ch = self.link(settings)?.publisher.clone();
-        if let Some(d) = self.direct(settings) {
+        let Some(ch) = self.publishing_on(settings)? else {
+            let d = self.direct.as_mut().expect("publishing on the direct connection");
             let serial = d.serial();
             let r = d.send(messages, settings.confirm_timeout).map(|ids| {
                 for (m, id) in messages.iter().zip(ids) {
@@ -153,8 +155,11 @@ impl Session {
                 }
             });
             self.after_error(&r);
+            if r.is_ok() {
+                self.rest_link();
+            }
             return r;
-        }
+        };
         let mut queued = Vec::with_capacity(messages.len());
         let r = self.wait(settings.confirm_timeout, "handing a message to the connection", async {
             // Only the first poll of each publish, which queues its frames: waiting until the I/O

@@ -19,20 +19,27 @@ use super::topology::{Decl, Known};
 use crate::config::{QueueType, Settings};
 
 pub struct Link {
-    /// The settings it was made with: reused while they name the same endpoints.
-    endpoint: Settings,
     pub connection: Arc<Connection>,
     pub(super) publisher: Channel,
-    declared: HashSet<String>,
-    /// The last list of declarations found all done (prefix, queue type, list): a producer publishing
-    /// the same kind of message again skips building and looking up their keys.
-    all_declared: Option<(String, QueueType, Vec<Decl>)>,
-    /// What declaring learnt of the broker on this connection (the event exchange's type).
-    known: Known,
     /// The broker refused a publish on `publisher`: it is replaced before the next publish. (On
     /// RabbitMQ 3.10 a channel whose first publish to a quorum queue met the queue's old leader, on
     /// a node just killed, refuses every later publish to that queue; a new channel asks again.)
     renew_publisher: bool,
+    /// Used for more than declaring and publishing (a channel, a subscription, a store): kept open.
+    /// Otherwise it is closed once the direct connection publishes (see [`Session::rest_link`]).
+    busy: bool,
+}
+
+/// What was declared on the broker since the session last dropped its connections (a broker that
+/// restarted since may have lost it: a connection lost drops them, and this with them).
+#[derive(Default)]
+struct Declared {
+    keys: HashSet<String>,
+    /// The last list of declarations found all done (prefix, queue type, list): a producer publishing
+    /// the same kind of message again skips building and looking up their keys.
+    all: Option<(String, QueueType, Vec<Decl>)>,
+    /// What declaring learnt of the broker (the event exchange's type).
+    known: Known,
 }
 
 impl Link {
@@ -44,7 +51,10 @@ impl Link {
 pub struct Session {
     pid: u32,
     runtime: tokio::runtime::Runtime,
+    /// The settings the connections were made with: reused while they name the same endpoints.
+    endpoint: Option<Settings>,
     link: Option<Link>,
+    declared: Declared,
     /// Deferred publishes waiting for their confirm.
     pub(super) pending: Vec<Pending>,
     /// The connection publishing on this thread (`broker::direct`), beside the link's; opened on the
@@ -70,7 +80,9 @@ impl Session {
         Ok(Session {
             pid: std::process::id(),
             runtime,
+            endpoint: None,
             link: None,
+            declared: Declared::default(),
             pending: Vec::new(),
             direct: None,
             direct_off: false,
@@ -121,14 +133,23 @@ impl Session {
         park::wait_progressing(f, t, progress)
     }
 
+    /// Whether the session's connection (or, once that rests, its direct one) is up.
     pub fn is_connected(&self) -> bool {
-        self.link.as_ref().is_some_and(Link::usable)
+        self.link.as_ref().is_some_and(Link::usable) || self.direct.as_ref().is_some_and(Direct::alive)
     }
 
-    /// Drops the connection (closing it in the background); the next call connects anew.
+    /// Drops the connections (closing them in the background); the next call connects anew and
+    /// declares again.
     pub fn disconnect(&mut self) {
         self.drop_direct(false);
         self.direct_off = false;
+        self.declared = Declared::default();
+        self.endpoint = None;
+        self.drop_link();
+    }
+
+    /// Closes the lapin connection in the background.
+    fn drop_link(&mut self) {
         if let Some(link) = self.link.take() {
             let conn = link.connection;
             self.runtime.spawn(async move {
@@ -141,6 +162,8 @@ impl Session {
     pub fn close(&mut self) {
         self.drop_direct(true);
         self.settled.clear();
+        self.declared = Declared::default();
+        self.endpoint = None;
         let pending = std::mem::take(&mut self.pending);
         if let Some(link) = self.link.take() {
             // Everything is dropped inside the runtime, so no lapin object reaches for a runtime of
@@ -153,13 +176,36 @@ impl Session {
         }
     }
 
-    /// The live connection for these settings, connecting (or reconnecting) as needed.
+    /// The live connection for these settings, connecting (or reconnecting) as needed; kept open
+    /// from then on.
     pub fn link(&mut self, settings: &Settings) -> Result<&mut Link, BrokerError> {
-        let reuse = self.link.as_ref().is_some_and(|l| l.endpoint.same_endpoint(settings) && l.usable());
+        self.link_quietly(settings)?.busy = true;
+        // One connection per process: once the link has other uses, it publishes too.
+        if self.direct.is_some() && !self.pending.iter().any(|p| matches!(p.answer, Answer::Direct { .. })) {
+            self.drop_direct(true);
+        }
+        Ok(self.link.as_mut().expect("link set above"))
+    }
+
+    /// Everything else is dropped when `settings` name other endpoints than the connections'.
+    fn same_endpoint(&mut self, settings: &Settings) {
+        if self.endpoint.as_ref().is_some_and(|e| !e.same_endpoint(settings)) {
+            self.disconnect();
+        }
+    }
+
+    /// [`Session::link`] for declaring and publishing, which may let it rest afterwards.
+    fn link_quietly(&mut self, settings: &Settings) -> Result<&mut Link, BrokerError> {
+        self.same_endpoint(settings);
+        let reuse = self.link.as_ref().is_some_and(Link::usable);
         if reuse {
             self.renew_publisher(settings)?;
         } else {
-            self.disconnect();
+            // A link that died takes everything with it; one that rested left the direct connection
+            // and what was declared, still good.
+            if self.link.is_some() || self.direct.is_none() {
+                self.disconnect();
+            }
             // Every node within the connect timeout, and the channel after.
             let t = connection::connect_budget(settings) + settings.connect_timeout;
             let where_ = settings.masked_url();
@@ -180,15 +226,8 @@ impl Session {
                 }
                 Err(c) => return Err(c.error(t, "connecting")),
             };
-            self.link = Some(Link {
-                endpoint: settings.clone(),
-                connection: Arc::new(connection),
-                publisher,
-                declared: HashSet::new(),
-                all_declared: None,
-                known: Known::default(),
-                renew_publisher: false,
-            });
+            self.link = Some(Link { connection: Arc::new(connection), publisher, renew_publisher: false, busy: false });
+            self.endpoint = Some(settings.clone());
         }
         Ok(self.link.as_mut().expect("link set above"))
     }
@@ -201,9 +240,40 @@ impl Session {
         self.renew_direct = self.direct.is_some();
     }
 
+    /// What publishes the next message: the direct connection when there is one (opened as needed,
+    /// on the node the link went to) and the link is used for nothing else, else the link's
+    /// publishing channel.
+    pub(super) fn publishing_on(&mut self, settings: &Settings) -> Result<Option<Channel>, BrokerError> {
+        self.same_endpoint(settings);
+        if self.link.as_ref().is_some_and(|l| l.busy) {
+            return self.link(settings).map(|l| Some(l.publisher.clone()));
+        }
+        if self.direct.as_ref().is_some_and(|d| !d.alive()) {
+            // Gone while idle (the broker restarted): found before publishing, not by a publish.
+            self.disconnect();
+        }
+        let up = self.direct.is_some();
+        if up && !self.renew_direct {
+            return Ok(None);
+        }
+        let ch = self.link_quietly(settings)?.publisher.clone();
+        Ok(if self.direct(settings).is_some() { None } else { Some(ch) })
+    }
+
+    /// A connection used for nothing but declaring and publishing is closed once the direct
+    /// connection publishes: a process that only publishes (a web request's) holds one connection,
+    /// and declares on a new one only for a kind of message it has not sent yet.
+    pub(super) fn rest_link(&mut self) {
+        let idle = self.link.as_ref().is_some_and(|l| !l.busy && Arc::strong_count(&l.connection) == 1);
+        let lapin_pending = self.pending.iter().any(|p| matches!(p.answer, Answer::Lapin(_)));
+        if idle && !lapin_pending && self.direct.as_ref().is_some_and(|d| d.broken().is_none()) {
+            self.drop_link();
+        }
+    }
+
     /// The direct connection to publish on, opened as needed on the link's node; None when this link
     /// has none (lapin's publishing channel publishes). Called after [`Session::link`].
-    pub(super) fn direct(&mut self, settings: &Settings) -> Option<&mut Direct> {
+    fn direct(&mut self, settings: &Settings) -> Option<&mut Direct> {
         if self.direct.as_ref().is_some_and(|d| d.broken().is_some()) {
             self.drop_direct(false);
         }
@@ -281,44 +351,38 @@ impl Session {
 
     /// Forgets what was declared, so the next `declare` runs again (someone deleted a queue).
     pub fn forget_declarations(&mut self) {
-        if let Some(l) = self.link.as_mut() {
-            l.declared.clear();
-            l.all_declared = None;
-            l.known = Known::default();
-        }
+        self.declared = Declared::default();
     }
 
-    /// Declares what `decls` need, once per connection.
+    /// Declares what `decls` need, once per session's connections.
     pub fn declare(&mut self, settings: &Settings, decls: &[Decl]) -> Result<(), BrokerError> {
+        self.same_endpoint(settings);
         let names = super::names::Names::new(&settings.prefix);
-        let link = self.link(settings)?;
         let qt = settings.queue_type;
-        if link.all_declared.as_ref().is_some_and(|(p, q, d)| *p == settings.prefix && *q == qt && d == decls) {
+        let done = &mut self.declared;
+        if done.all.as_ref().is_some_and(|(p, q, d)| *p == settings.prefix && *q == qt && d == decls) {
             return Ok(());
         }
         let todo: Vec<&Decl> = decls
             .iter()
-            .filter(|d| !link.declared.contains(&d.key(&names, qt)) && !d.is_no_op(&names, &link.known))
+            .filter(|d| !done.keys.contains(&d.key(&names, qt)) && !d.is_no_op(&names, &done.known))
             .collect();
         if todo.is_empty() {
-            link.all_declared = Some((settings.prefix.clone(), qt, decls.to_vec()));
+            done.all = Some((settings.prefix.clone(), qt, decls.to_vec()));
             return Ok(());
         }
-        let conn = link.connection.clone();
-        let mut known = link.known.clone();
+        let mut known = self.declared.known.clone();
+        let conn = self.link_quietly(settings)?.connection.clone();
         let result = self.wait(settings.confirm_timeout, "declaring broker topology", async {
             Decl::declare_all_knowing(&conn, &todo, &names, qt, &mut known).await
         });
-        if let Some(link) = self.link.as_mut() {
-            link.known = known;
-        }
+        self.declared.known = known;
         match result {
             Ok(()) => {
-                let link = self.link.as_mut().expect("link set above");
                 for d in todo {
-                    link.declared.insert(d.key(&names, qt));
+                    self.declared.keys.insert(d.key(&names, qt));
                 }
-                link.all_declared = Some((settings.prefix.clone(), qt, decls.to_vec()));
+                self.declared.all = Some((settings.prefix.clone(), qt, decls.to_vec()));
                 Ok(())
             }
             Err(e) => {

@@ -16,12 +16,15 @@
 //! Only publishing with confirms: the handshake (PLAIN login, no heartbeat: see below), one channel in
 //! confirm mode, `basic.publish` with its content, and the broker's answers (`basic.ack`/`nack`,
 //! `basic.return`, `channel.close`, `connection.close`, `connection.blocked`). Declaring, consuming and
-//! everything else stay on the session's lapin connection, which also tells whether the broker is
-//! still there: this connection asks for no heartbeats (nothing would send them while PHP runs other
-//! code between publishes), and the session drops it whenever its lapin connection goes. A channel
-//! the broker closed (a publish to a missing exchange) is opened anew before the next publish; the
-//! connection is given up on any other failure, and the session opens another one on its next
-//! publish. The confirms' bookkeeping is [`confirms`] (pure).
+//! everything else stay on the session's lapin connection. The session publishes here only while
+//! that connection has no other use, and closes it once a publish went out here, so a process that
+//! only publishes holds this one connection (`Session::publishing_on`, `rest_link`); once the lapin
+//! connection has other uses it publishes there, and this one is closed. This connection asks for no
+//! heartbeats (nothing would send them while PHP runs other code between publishes); one the broker
+//! closed or reset meanwhile is seen before the next publish ([`Direct::alive`]) and replaced. A
+//! channel the broker closed (a publish to a missing exchange) is opened anew before the next
+//! publish; the connection is given up on any other failure, and the session opens another one on
+//! its next publish. The confirms' bookkeeping is [`confirms`] (pure).
 //!
 //! # Guarantees kept
 //!
@@ -228,6 +231,21 @@ impl Direct {
     /// Why it cannot be used any more, if so.
     pub fn broken(&self) -> Option<&BrokerError> {
         self.broken.as_ref()
+    }
+
+    /// Whether the connection is still up as far as can be told without waiting: not given up, and
+    /// the broker has not closed or reset the socket (even with answers still unread before the end).
+    pub fn alive(&self) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        let mut fd =
+            libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&self.stream), events: libc::POLLRDHUP, revents: 0 };
+        // SAFETY: `fd` is one valid pollfd for the stream's descriptor, open for as long as `self`
+        // is; a timeout of 0 never blocks.
+        let n = unsafe { libc::poll(&mut fd, 1, 0) };
+        // A poll that failed (interrupted) tells nothing: the next read will.
+        n <= 0 || fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) == 0
     }
 
     /// Publishes still waiting for the broker's answer.

@@ -1,0 +1,91 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Ebats\Tests;
+
+use Ebats\Tests\Lib\EbatsTestCase;
+use Ebats\Tests\Lib\Process;
+use Ebats\Tests\Lib\TestEnv;
+
+/**
+ * A process that only publishes holds one connection: its publishing connection (`ebats pid <pid>
+ * (publishing)`, whose socket the PHP thread writes and reads itself). The connection it declares on is closed
+ * once it published; a kind of message it has not sent yet is declared on a new one, closed again after. The
+ * messages arrive, and what was published is confirmed.
+ */
+final class PublishConnectionTest extends EbatsTestCase
+{
+    /** Connection names of process $pid in the test vhost, as the broker lists them. */
+    private static function connectionsOf(int $pid): array
+    {
+        $out = TestEnv::rabbitmqctl(['list_connections', '-q', '--no-table-headers', 'vhost', 'client_properties']);
+        $names = [];
+        foreach (explode("\n", $out) as $line) {
+            if (str_starts_with($line, TestEnv::vhost() . "\t") && preg_match('/"(ebats pid (\d+)[^"]*)"/', $line, $m) && (int) $m[2] === $pid) {
+                $names[] = $m[1];
+            }
+        }
+        sort($names);
+        return $names;
+    }
+
+    public function testAProcessThatOnlyPublishesHoldsOneConnection(): void
+    {
+        $exchange = static::prefix() . '_published';
+        $queue = $exchange . '_q';
+        $this->broker->declareExchange($exchange, 'fanout');
+        $this->broker->declareQueue($queue);
+        $this->broker->bindQueue($queue, $exchange, '');
+        $agent = Process::php(Process::scriptFile(<<<'PHP'
+            <?php
+            use Asynclib\Core\Publish;
+            use Asynclib\Ebats\Event;
+            $exchange = $argv[1];
+            echo getmypid(), "\n";
+            while (($line = fgets(STDIN)) !== false) {
+                $n = 0;
+                switch (trim($line)) {
+                    case 'events':
+                        foreach (['conn_a', 'conn_b', 'conn_a'] as $name) {
+                            (new Event($name))->setOptions(['k' => 1])->publish(false);
+                            $n++;
+                        }
+                        break;
+                    case 'new':
+                        (new Event('conn_c'))->setOptions(['k' => 2])->publish(false);
+                        $n++;
+                        break;
+                    case 'send':
+                        (new Publish())->setExchange($exchange, 'fanout')->send(['n' => 1]);
+                        (new Event('conn_a'))->setOptions(['k' => 3])->publish(true);
+                        $n = 1 + ebats_flush();
+                        break;
+                }
+                echo "done $n\n";
+            }
+            PHP), [$exchange]);
+        $pid = (int) $agent->readLine(15);
+        $this->assertGreaterThan(0, $pid, $agent->describe());
+        $expected = ["ebats pid $pid (publishing)"];
+
+        $agent->writeLine('events');
+        $this->assertSame('done 3', $agent->readLine(15), $agent->describe());
+        $this->assertSame($expected, self::connectionsOf($pid), 'after publishing events of two names');
+
+        $agent->writeLine('new');
+        $this->assertSame('done 1', $agent->readLine(15), $agent->describe());
+        $this->assertSame($expected, self::connectionsOf($pid), 'after an event of a name not published before');
+
+        $agent->writeLine('send');
+        $this->assertSame('done 2', $agent->readLine(15), $agent->describe());
+        $this->assertSame($expected, self::connectionsOf($pid), 'after Publish::send() and a deferred publish');
+        $this->assertSame(['n' => 1], json_decode($this->expectMessage($queue)[0], true));
+        $this->assertSame(5, $this->broker->count(static::prefix() . '.events') ?? -1, 'the events published are in the events queue');
+
+        $agent->closeStdin();
+        $this->assertSame(0, $agent->waitExit(15), $agent->describe());
+        Process::until(fn () => self::connectionsOf($pid) === [] ? true : null, 10);
+        $this->assertSame([], self::connectionsOf($pid), 'the connection is closed when the process ends');
+    }
+}
