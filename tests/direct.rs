@@ -113,6 +113,15 @@ fn a_missing_exchange_fails_what_waits_on_the_channel_and_the_next_publish_opens
     let e = d.wait(&ids, T, "confirming").map(|_| ()).and_then(|_| d.take(ids[0]).unwrap()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(d.broken().is_none(), "a closed channel keeps the connection: {e}");
+    // Closes in a row: each time the channel is opened again, and the connection stays.
+    let mut lost = to_queue("k", b"x".to_vec(), "lost");
+    lost.exchange = format!("{}.no_such_exchange", st.prefix);
+    for i in 0..300 {
+        let ids = d.send(std::slice::from_ref(&lost), T).unwrap_or_else(|e| panic!("close {i}: {e}"));
+        let _ = d.wait(&ids, T, "confirming");
+        let e = d.take(ids[0]).expect("answered").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "close {i}: {e}");
+    }
     let ids = d.send(&[to_queue(&queue, b"after".to_vec(), "after")], T).unwrap();
     d.wait(&ids, T, "confirming").unwrap();
     assert_eq!(kinds(&mut d, &ids), [Ok(())]);

@@ -51,6 +51,9 @@ use super::park::{Cut, STOP_CHECK};
 use super::publisher::Outgoing;
 use confirms::Confirms;
 
+/// The one channel publishes go on (opened again on the same id after the broker closed it).
+const CHANNEL: u16 = 1;
+
 /// The largest frame asked for (the broker may offer less).
 const FRAME_MAX: u32 = 131_072;
 
@@ -81,7 +84,6 @@ pub struct Direct {
     stream: TcpStream,
     /// The largest body a frame carries.
     body_max: usize,
-    channel: u16,
     channel_open: bool,
     out: Vec<u8>,
     input: Vec<u8>,
@@ -127,7 +129,6 @@ impl Direct {
             serial: SERIAL.fetch_add(1, Ordering::Relaxed),
             stream,
             body_max: FRAME_MAX as usize - FRAME_OVERHEAD,
-            channel: 0,
             channel_open: false,
             out: Vec::with_capacity(4096),
             input: Vec::with_capacity(4096),
@@ -204,10 +205,10 @@ impl Direct {
         }
     }
 
-    /// Opens the next channel in confirm mode (after the broker closed the one before).
+    /// Opens the channel in confirm mode (again after the broker closed it: its `close-ok` was sent,
+    /// so its id is free).
     fn open_channel(&mut self, deadline: Instant) -> Result<(), BrokerError> {
-        self.channel = if self.channel == u16::MAX { 1 } else { self.channel + 1 };
-        let ch = self.channel;
+        let ch = CHANNEL;
         self.put_method(ch, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})));
         self.put_method(ch, AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select { nowait: false })));
         self.write_out()?;
@@ -340,7 +341,7 @@ impl Direct {
 
     /// Frames of a `basic.publish` with its content, appended to the output.
     fn put_message(&mut self, m: &Outgoing) {
-        let ch = self.channel;
+        let ch = CHANNEL;
         self.put_method(
             ch,
             AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
@@ -506,7 +507,7 @@ impl Direct {
                     reply_kind(c.reply_code, false, stage),
                     format!("the broker closed the publishing channel: {} {}", c.reply_code, c.reply_text),
                 );
-                self.put_method(self.channel, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                self.put_method(CHANNEL, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
                 self.confirms.fail_all(&e);
                 self.channel_open = false;
                 Some(e)
