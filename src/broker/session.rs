@@ -187,16 +187,18 @@ impl Session {
         Ok(self.link.as_mut().expect("link set above"))
     }
 
-    /// Everything else is dropped when `settings` name other endpoints than the connections'.
-    fn same_endpoint(&mut self, settings: &Settings) {
-        if self.endpoint.as_ref().is_some_and(|e| !e.same_endpoint(settings)) {
+    /// Everything is dropped when `settings` name other endpoints than the connections', or when the
+    /// direct connection was closed while idle (the broker restarted: what was declared is asked again).
+    fn check_connections(&mut self, settings: &Settings) {
+        let moved = self.endpoint.as_ref().is_some_and(|e| !e.same_endpoint(settings));
+        if moved || self.direct.as_ref().is_some_and(|d| !d.alive()) {
             self.disconnect();
         }
     }
 
     /// [`Session::link`] for declaring and publishing, which may let it rest afterwards.
     fn link_quietly(&mut self, settings: &Settings) -> Result<&mut Link, BrokerError> {
-        self.same_endpoint(settings);
+        self.check_connections(settings);
         let reuse = self.link.as_ref().is_some_and(Link::usable);
         if reuse {
             self.renew_publisher(settings)?;
@@ -244,13 +246,10 @@ impl Session {
     /// on the node the link went to) and the link is used for nothing else, else the link's
     /// publishing channel.
     pub(super) fn publishing_on(&mut self, settings: &Settings) -> Result<Option<Channel>, BrokerError> {
-        self.same_endpoint(settings);
+        // A direct connection gone while idle is found here, before publishing, not by a publish.
+        self.check_connections(settings);
         if self.link.as_ref().is_some_and(|l| l.busy) {
             return self.link(settings).map(|l| Some(l.publisher.clone()));
-        }
-        if self.direct.as_ref().is_some_and(|d| !d.alive()) {
-            // Gone while idle (the broker restarted): found before publishing, not by a publish.
-            self.disconnect();
         }
         let up = self.direct.is_some();
         if up && !self.renew_direct {
@@ -356,7 +355,7 @@ impl Session {
 
     /// Declares what `decls` need, once per session's connections.
     pub fn declare(&mut self, settings: &Settings, decls: &[Decl]) -> Result<(), BrokerError> {
-        self.same_endpoint(settings);
+        self.check_connections(settings);
         let names = super::names::Names::new(&settings.prefix);
         let qt = settings.queue_type;
         let done = &mut self.declared;
