@@ -1,5 +1,7 @@
 //! One process's link to the broker: a tokio runtime, one connection reused by every call, its
-//! publishing channel in confirm mode, and the set of names already declared on it.
+//! publishing channel in confirm mode, and the set of names already declared. A process that only
+//! publishes does so on a direct connection instead (`broker::direct`), and the lapin connection rests
+//! between the declarations it is opened for: one connection per process either way.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
