@@ -22,7 +22,7 @@ fn prefix(name: &str) -> String {
 }
 
 fn open(st: &Settings) -> Direct {
-    Direct::open(&st.nodes[0], &st.masked_node(0), T).expect("connected")
+    Direct::open(&st.nodes[0], &st.masked_node(0), T, Some(Duration::from_secs(10))).expect("connected")
 }
 
 fn to_queue(queue: &str, body: Vec<u8>, id: &str) -> Outgoing {
@@ -132,10 +132,10 @@ fn a_missing_exchange_fails_what_waits_on_the_channel_and_the_next_publish_opens
 #[test]
 fn a_refused_login_and_an_unknown_vhost_say_so() {
     let bad = settings(&prefix("login"), Some("amqp://guest:wrong@127.0.0.1:5672/%2f"));
-    let e = Direct::open(&bad.nodes[0], &bad.masked_node(0), T).err().expect("refused");
+    let e = Direct::open(&bad.nodes[0], &bad.masked_node(0), T, None).err().expect("refused");
     assert_eq!(e.kind(), ErrorKind::CredentialsRefused, "{e}");
     let vhost = settings(&prefix("vhost"), Some("amqp://guest:guest@127.0.0.1:5672/no_such_vhost_here"));
-    let e = Direct::open(&vhost.nodes[0], &vhost.masked_node(0), T).err().expect("refused");
+    let e = Direct::open(&vhost.nodes[0], &vhost.masked_node(0), T, None).err().expect("refused");
     assert_eq!(e.kind(), ErrorKind::VhostRefused, "{e}");
 }
 

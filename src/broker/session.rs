@@ -286,7 +286,8 @@ impl Session {
             let i = connection::last_node().filter(|&i| i < settings.nodes.len()).unwrap_or(0);
             let node = &settings.nodes[i];
             if direct::serves(node) {
-                match Direct::open(node, &settings.masked_node(i), settings.connect_timeout) {
+                let keepalive = (settings.heartbeat > 0).then(|| Duration::from_secs(settings.heartbeat.into()));
+                match Direct::open(node, &settings.masked_node(i), settings.connect_timeout, keepalive) {
                     Ok(d) => self.direct = Some(d),
                     Err(e) => {
                         crate::log::info(&format!("publishing on the shared connection: {e}"));

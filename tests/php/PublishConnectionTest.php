@@ -39,6 +39,29 @@ final class PublishConnectionTest extends EbatsTestCase
         return Process::until(static fn () => self::connectionsOf($pid) === $expected ? $expected : null, 10) ?? self::connectionsOf($pid);
     }
 
+    /**
+     * Timers of the TCP sockets process $pid holds to the broker, from /proc/net/tcp: "<timer>:<jiffies>"
+     * each (timer 02 is the kernel's keepalive).
+     */
+    private static function brokerSocketTimers(int $pid): array
+    {
+        $inodes = [];
+        foreach (glob("/proc/$pid/fd/*") ?: [] as $fd) {
+            if (preg_match('/^socket:\[(\d+)\]$/', (string) @readlink($fd), $m)) {
+                $inodes[$m[1]] = true;
+            }
+        }
+        $port = sprintf(':%04X', (int) (parse_url(TestEnv::amqpUrl(), PHP_URL_PORT) ?: 5672));
+        $timers = [];
+        foreach (@file('/proc/net/tcp') ?: [] as $line) {
+            $f = preg_split('/\s+/', trim($line));
+            if (isset($f[9], $inodes[$f[9]]) && str_ends_with($f[2], $port)) {
+                $timers[] = $f[5];
+            }
+        }
+        return $timers;
+    }
+
     public function testAProcessThatOnlyPublishesHoldsOneConnection(): void
     {
         $exchange = static::prefix() . '_published';
@@ -81,6 +104,11 @@ final class PublishConnectionTest extends EbatsTestCase
         $agent->writeLine('events');
         $this->assertSame('done 3', $agent->readLine(15), $agent->describe());
         $this->assertSame($expected, self::settledConnectionsOf($pid, $expected), 'after publishing events of two names');
+        // It exchanges no heartbeats: the kernel probes it once idle for the heartbeat (10 s by default).
+        $timers = self::brokerSocketTimers($pid);
+        $this->assertCount(1, $timers, 'one socket to the broker: ' . json_encode($timers));
+        $this->assertStringStartsWith('02:', $timers[0], 'the keepalive timer is armed on the publishing socket');
+        $this->assertLessThanOrEqual(10 * 100, hexdec(substr($timers[0], 3)), 'within the heartbeat (clock ticks, 100 a second)');
 
         $agent->writeLine('new');
         $this->assertSame('done 1', $agent->readLine(15), $agent->describe());

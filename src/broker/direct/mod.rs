@@ -20,8 +20,9 @@
 //! that connection has no other use, and closes it once a publish went out here, so a process that
 //! only publishes holds this one connection (`Session::publishing_on`, `rest_link`); once the lapin
 //! connection has other uses it publishes there, and this one is closed. This connection asks for no
-//! heartbeats (nothing would send them while PHP runs other code between publishes); one the broker
-//! closed or reset meanwhile is seen before the next publish ([`Direct::alive`]) and replaced. A
+//! heartbeats (nothing would send them while PHP runs other code between publishes): the kernel's TCP
+//! keepalive stands for them ([`keep_alive`]); one the broker closed or reset meanwhile, or that the
+//! keepalive gave up, is seen before the next publish ([`Direct::alive`]) and replaced. A
 //! channel the broker closed (a publish to a missing exchange) is opened anew before the next
 //! publish; the connection is given up on any other failure, and the session opens another one on
 //! its next publish. The confirms' bookkeeping is [`confirms`] (pure).
@@ -101,7 +102,13 @@ pub struct Direct {
 
 impl Direct {
     /// Connects to `uri` (`where_`: how errors name it) and opens a confirm channel, within `timeout`.
-    pub fn open(uri: &AMQPUri, where_: &str, timeout: Duration) -> Result<Direct, BrokerError> {
+    /// With `keepalive`, the kernel probes the idle socket that often (see [`keep_alive`]).
+    pub fn open(
+        uri: &AMQPUri,
+        where_: &str,
+        timeout: Duration,
+        keepalive: Option<Duration>,
+    ) -> Result<Direct, BrokerError> {
         let deadline = Instant::now() + timeout;
         let refused = |e: std::io::Error| {
             let kind = if e.kind() == Io::TimedOut { ErrorKind::Timeout } else { ErrorKind::ConnectRefused };
@@ -128,7 +135,8 @@ impl Direct {
         let setup = |s: &TcpStream| -> std::io::Result<()> {
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(STOP_CHECK))?;
-            s.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
+            s.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+            keepalive.map_or(Ok(()), |every| keep_alive(s, every))
         };
         setup(&stream).map_err(refused)?;
         let mut d = Direct {
@@ -550,6 +558,38 @@ impl Direct {
         }
         e
     }
+}
+
+/// TCP keepalive on `s`: after `every` without traffic the kernel probes the broker every `every`, and
+/// gives the socket up after 3 probes unanswered. It stands for the heartbeats this connection does
+/// not exchange: an idle process (a web server's worker between requests) keeps its path through
+/// firewalls that drop quiet connections, and a broker gone without a word is found (the socket
+/// errs, which [`Direct::alive`] sees) before a publish waits on it for its whole timeout.
+fn keep_alive(s: &TcpStream, every: Duration) -> std::io::Result<()> {
+    let secs = every.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(s);
+    for (level, name, value) in [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3),
+    ] {
+        // SAFETY: `fd` is the open socket of `s`, borrowed for the call; the option's value is a
+        // c_int that lives across the call, and its size is passed with it.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The time left until `deadline`.
