@@ -107,7 +107,7 @@ impl ErrorKind {
     }
 
     /// The likely cause, for the errors users meet most.
-    pub(crate) fn hint(self) -> Option<&'static str> {
+    fn hint(self) -> Option<&'static str> {
         match self {
             ErrorKind::CredentialsRefused => Some("wrong user name or password?"),
             ErrorKind::VhostRefused => Some("does the vhost exist, and may this user use it?"),
@@ -148,8 +148,12 @@ impl BrokerError {
 
     /// A lapin error met while connecting: a refusal there is about the login or the vhost.
     pub fn connecting(where_: &str, e: &lapin::Error) -> BrokerError {
-        let kind = kind_of(e, Stage::Connect);
-        let mut message = format!("cannot connect to the broker at {where_}: {e}");
+        BrokerError::not_connected(where_, kind_of(e, Stage::Connect), e)
+    }
+
+    /// Connecting to `where_` failed with `kind` for `why`; the likely cause follows where there is one.
+    pub fn not_connected(where_: &str, kind: ErrorKind, why: impl fmt::Display) -> BrokerError {
+        let mut message = format!("cannot connect to the broker at {where_}: {why}");
         if let Some(hint) = kind.hint() {
             message = format!("{message} ({hint})");
         }

@@ -89,10 +89,7 @@ impl Session {
     ) -> Result<Vec<(usize, BrokerError)>, BrokerError> {
         let Some(ch) = self.publishing_on(settings)? else {
             let r = self.publish_direct(settings, messages);
-            self.after_error(&r);
-            if r.is_ok() {
-                self.rest_link();
-            }
+            self.after_direct(&r);
             return r;
         };
         let r = self.wait(settings.confirm_timeout, "waiting for the broker to confirm a publish", async {
@@ -154,10 +151,7 @@ impl Session {
                     self.pending.push(Pending { lot, sent: m.sent(), answer: Answer::Direct { serial, id } });
                 }
             });
-            self.after_error(&r);
-            if r.is_ok() {
-                self.rest_link();
-            }
+            self.after_direct(&r);
             return r;
         };
         let mut queued = Vec::with_capacity(messages.len());
@@ -347,6 +341,15 @@ impl Session {
             self.disconnect();
         }
         (total - failures.len(), failures)
+    }
+
+    /// After a publish on the direct connection: the lapin connection rests when it went out, and
+    /// [`Session::after_error`] when it did not.
+    fn after_direct<T>(&mut self, r: &Result<T, BrokerError>) {
+        match r {
+            Ok(_) => self.rest_link(),
+            Err(_) => self.after_error(r),
+        }
     }
 
     /// After a failed publish: a connection that broke, timed out or is gone is dropped, so the

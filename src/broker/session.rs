@@ -183,7 +183,7 @@ impl Session {
     pub fn link(&mut self, settings: &Settings) -> Result<&mut Link, BrokerError> {
         self.link_quietly(settings)?.busy = true;
         // One connection per process: once the link has other uses, it publishes too.
-        if self.direct.is_some() && !self.pending.iter().any(|p| matches!(p.answer, Answer::Direct { .. })) {
+        if self.direct.is_some() && !self.waits_on_direct() {
             self.drop_direct(true);
         }
         Ok(self.link.as_mut().expect("link set above"))
@@ -278,7 +278,7 @@ impl Session {
         if self.direct.as_ref().is_some_and(|d| d.broken().is_some()) {
             self.drop_direct(false);
         }
-        if self.renew_direct && !self.pending.iter().any(|p| matches!(p.answer, Answer::Direct { .. })) {
+        if self.renew_direct && !self.waits_on_direct() {
             self.drop_direct(true);
             self.renew_direct = false;
         }
@@ -299,6 +299,11 @@ impl Session {
             }
         }
         self.direct.as_mut()
+    }
+
+    /// Whether a deferred publish waits for its answer on a direct connection (closing it would lose it).
+    fn waits_on_direct(&self) -> bool {
+        self.pending.iter().any(|p| matches!(p.answer, Answer::Direct { .. }))
     }
 
     /// Gives the direct connection up (`graceful`: closed with the broker's close-ok, bounded), keeping

@@ -112,7 +112,7 @@ impl Direct {
         let deadline = Instant::now() + timeout;
         let refused = |e: std::io::Error| {
             let kind = if e.kind() == Io::TimedOut { ErrorKind::Timeout } else { ErrorKind::ConnectRefused };
-            BrokerError::new(kind, format!("cannot connect to the broker at {where_}: {e}"))
+            BrokerError::not_connected(where_, kind, e)
         };
         let host = uri.authority.host.as_str();
         let addrs = (host, uri.authority.port).to_socket_addrs().map_err(refused)?;
@@ -163,11 +163,7 @@ impl Direct {
                 ErrorKind::ConnectionLost => ErrorKind::ConnectRefused,
                 k => k,
             };
-            let mut message = format!("cannot connect to the broker at {where_}: {}", e.message());
-            if let Some(hint) = kind.hint() {
-                message = format!("{message} ({hint})");
-            }
-            BrokerError::new(kind, message)
+            BrokerError::not_connected(where_, kind, e.message())
         };
         self.out.extend_from_slice(b"AMQP\x00\x00\x09\x01");
         self.write_out().map_err(failed)?;
