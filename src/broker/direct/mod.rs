@@ -98,6 +98,8 @@ pub struct Direct {
     broken: Option<BrokerError>,
     /// When the broker's last bytes were read.
     last_read: Instant,
+    /// [`Direct::alive`] saw the socket closed or reset by the broker (answers may still be unread).
+    hung_up: std::cell::Cell<bool>,
 }
 
 impl Direct {
@@ -150,6 +152,7 @@ impl Direct {
             returning: None,
             broken: None,
             last_read: Instant::now(),
+            hung_up: std::cell::Cell::new(false),
         };
         d.handshake(uri, where_, deadline)?;
         d.open_channel(deadline)?;
@@ -247,10 +250,11 @@ impl Direct {
 
     /// Whether the connection is still up as far as can be told without waiting: not given up, and
     /// the broker has not closed or reset the socket (even with answers still unread before the end).
-    /// Within [`FRESH`] of the broker's last answer it is taken as up without asking the socket: a
-    /// publish that finds it gone after all fails as lost and is sent again on a new connection.
+    /// Within [`FRESH`] of the broker's last answer it is taken as up without asking the socket (a
+    /// publish that finds it gone after all fails as lost and is sent again on a new connection), unless
+    /// an earlier look saw it closed: answers read after the close came in do not make it up again.
     pub fn alive(&self) -> bool {
-        if self.broken.is_some() {
+        if self.broken.is_some() || self.hung_up.get() {
             return false;
         }
         if self.last_read.elapsed() < FRESH {
@@ -262,7 +266,9 @@ impl Direct {
         // is; a timeout of 0 never blocks.
         let n = unsafe { libc::poll(&mut fd, 1, 0) };
         // A poll that failed (interrupted) tells nothing: the next read will.
-        n <= 0 || fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) == 0
+        let up = n <= 0 || fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) == 0;
+        self.hung_up.set(!up);
+        up
     }
 
     /// Publishes still waiting for the broker's answer.
