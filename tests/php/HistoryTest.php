@@ -172,6 +172,9 @@ final class HistoryTest extends ProcTestCase
         // time); a topic concurrency of 1 makes the second child wait in place (its run's record says so).
         $limits = [['rate' => '1/s', 'key' => 'c:{c}', 'name' => 'ping'], ['concurrency' => 1]];
         $this->startWorker(['procs' => 2, 'prefetch' => 1, 'limits' => $limits, 'debug' => false, 'env' => self::ON]);
+        // Both children consuming before the tasks come: a child started late under load would leave
+        // every slow task to the other, and none would wait for the permit.
+        $this->waitConsumers(static::q('task.demo'), 2, 20);
         $pings = [];
         for ($i = 0; $i < 3; $i++) {
             $pings[] = Task::create('demo', 'ping', ['c' => 'k1', 'i' => $i]);
