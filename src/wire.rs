@@ -7,6 +7,9 @@ use serde_json::{json, Map, Value};
 
 use crate::rules;
 
+mod fields;
+use fields::Fields;
+
 pub const VERSION: u64 = 1;
 
 /// The `type` property of each kind of message ebats publishes.
@@ -310,23 +313,30 @@ impl TaskMsg {
 
     /// Reads a task body; only `topic` and `name` are required, so other languages can produce tasks.
     pub fn parse(body: &[u8]) -> Result<TaskMsg, String> {
-        let v: Value = serde_json::from_slice(body).map_err(|e| format!("task body is not JSON: {e}"))?;
-        Self::from_value(v)
+        match Fields::read(body) {
+            Some(f) => Self::from_fields(f),
+            // Not an object: a plain read says whether it is JSON at all.
+            None => match serde_json::from_slice::<Value>(body) {
+                Err(e) => Err(format!("task body is not JSON: {e}")),
+                Ok(Value::Object(o)) => Self::from_fields(Fields::of(o)),
+                Ok(_) => Err("task body is not a JSON object".into()),
+            },
+        }
     }
 
-    /// Reads a decoded task body. The topic and name follow the rules they were sent with; a counter
-    /// is a whole number in its range (absent or null: its default).
-    pub fn from_value(v: Value) -> Result<TaskMsg, String> {
-        let Value::Object(mut o) = v else {
-            return Err("task body is not a JSON object".into());
+    /// Reads the fields of a task body. The topic and name follow the rules they were sent with; a
+    /// counter is a whole number in its range (absent or null: its default).
+    fn from_fields(mut f: Fields) -> Result<TaskMsg, String> {
+        let s = |f: &mut Fields, k: &str| match f.take(k) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
         };
-        let s = |o: &Map<String, Value>, k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
-        let topic = s(&o, "topic").ok_or("task body has no string field 'topic'")?;
-        let name = s(&o, "name").ok_or("task body has no string field 'name'")?;
+        let topic = s(&mut f, "topic").ok_or("task body has no string field 'topic'")?;
+        let name = s(&mut f, "name").ok_or("task body has no string field 'name'")?;
         rules::check_topic(&topic).map_err(|e| format!("task body: {e}"))?;
         rules::check_task_name(&name).map_err(|e| format!("task body: {e}"))?;
         let max_delay = rules::MAX_DELAY as u64;
-        let retry = match o.get("retry") {
+        let retry = match f.get("retry") {
             None | Some(Value::Null) => None,
             Some(Value::Object(r)) => Some(RetryRule {
                 max: counter(r, "retry.max", 0, u32::MAX as u64)?.map(|m| m as u32),
@@ -334,52 +344,63 @@ impl TaskMsg {
             }),
             Some(_) => return Err("task body: 'retry' must be an object".into()),
         };
-        let msg = TaskMsg {
-            id: id_of(&o, "task")?,
+        let id = match f.take("id") {
+            Some(Value::String(id)) => match rules::check_id(&id) {
+                Ok(()) => id,
+                Err(e) => return Err(format!("task body: {e}")),
+            },
+            other => id_in(other.as_ref(), "task")?,
+        };
+        Ok(TaskMsg {
+            id,
             topic,
             name,
-            params: o.get("params").cloned().unwrap_or(Value::Array(vec![])),
-            delay: counter(&o, "delay", 0, max_delay)?.unwrap_or(0),
-            attempt: counter(&o, "attempt", 1, u32::MAX as u64)?.unwrap_or(1) as u32,
-            created_at: o.get("created_at").and_then(Value::as_f64).unwrap_or_else(now),
-            event: s(&o, "event"),
-            event_id: s(&o, "event_id"),
-            group: match o.get("group") {
+            delay: counter_in(f.get("delay"), "delay", 0, max_delay)?.unwrap_or(0),
+            attempt: counter_in(f.get("attempt"), "attempt", 1, u32::MAX as u64)?.unwrap_or(1) as u32,
+            created_at: f.get("created_at").and_then(Value::as_f64).unwrap_or_else(now),
+            event: s(&mut f, "event"),
+            event_id: s(&mut f, "event_id"),
+            group: match f.take("group") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(g)) => {
-                    rules::check_id(g).map_err(|e| format!("task body: group {e}"))?;
-                    Some(g.clone())
+                    rules::check_id(&g).map_err(|e| format!("task body: group {e}"))?;
+                    Some(g)
                 }
                 Some(_) => return Err("task body: 'group' must be a string".into()),
             },
-            service_errors: counter(&o, "service_errors", 0, u32::MAX as u64)?.unwrap_or(0) as u32,
-            redeliveries: counter(&o, "redeliveries", 0, u32::MAX as u64)?.unwrap_or(0) as u32,
+            service_errors: counter_in(f.get("service_errors"), "service_errors", 0, u32::MAX as u64)?.unwrap_or(0)
+                as u32,
+            redeliveries: counter_in(f.get("redeliveries"), "redeliveries", 0, u32::MAX as u64)?.unwrap_or(0) as u32,
             retry,
-            error: o.get("error").filter(|e| !e.is_null()).cloned(),
-            unique: match o.get("unique") {
+            unique: match f.get("unique") {
                 None | Some(Value::Null) => None,
                 Some(u) => Some(UniqueKey::from_value(u)?),
             },
-            chain: match o.get("chain") {
+            chain: match f.get("chain") {
                 None | Some(Value::Null) => None,
                 Some(c) => Some(crate::chain::Chain::from_value(c).map_err(|e| format!("task body: {e}"))?),
             },
-            limit: match o.get("limit") {
+            limit: match f.take("limit") {
                 None | Some(Value::Null) => None,
-                Some(l @ Value::Object(_)) => Some(l.clone()),
+                Some(l @ Value::Object(_)) => Some(l),
                 Some(_) => return Err("task body: 'limit' must be an object".into()),
             },
-            extra: Map::new(),
-        };
-        o.retain(|k, _| !KNOWN.contains(&k.as_str()));
-        Ok(TaskMsg { extra: o, ..msg })
+            error: f.take("error").filter(|e| !e.is_null()),
+            params: f.take("params").unwrap_or(Value::Array(vec![])),
+            extra: std::mem::take(&mut f.extra),
+        })
     }
 }
 
 /// The `id` of a `what` body: a new one when absent or null, else a string that follows
 /// `rules::check_id` (what a worker can track, store and show).
 fn id_of(o: &Map<String, Value>, what: &str) -> Result<String, String> {
-    match o.get("id") {
+    id_in(o.get("id"), what)
+}
+
+/// [`id_of`] of the field's value.
+fn id_in(v: Option<&Value>, what: &str) -> Result<String, String> {
+    match v {
         None | Some(Value::Null) => Ok(new_id()),
         Some(Value::String(id)) => match rules::check_id(id) {
             Ok(()) => Ok(id.clone()),
@@ -392,8 +413,12 @@ fn id_of(o: &Map<String, Value>, what: &str) -> Result<String, String> {
 /// The whole number at `key` (its name in messages is `what`), which must lie in `min..=max`;
 /// None when absent or null.
 fn counter(o: &Map<String, Value>, what: &str, min: u64, max: u64) -> Result<Option<u64>, String> {
-    let key = what.rsplit('.').next().unwrap_or(what);
-    match o.get(key) {
+    counter_in(o.get(what.rsplit('.').next().unwrap_or(what)), what, min, max)
+}
+
+/// [`counter`] of the field's value.
+fn counter_in(v: Option<&Value>, what: &str, min: u64, max: u64) -> Result<Option<u64>, String> {
+    match v {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
@@ -548,7 +573,7 @@ mod tests {
         let parse = |extra: Value| {
             let mut v = json!({"topic": "demo", "name": "x"});
             v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            TaskMsg::from_value(v)
+            TaskMsg::parse(v.to_string().as_bytes())
         };
         assert_eq!(parse(json!({"attempt": 3})).unwrap().attempt, 3);
         assert_eq!(parse(json!({"attempt": null})).unwrap().attempt, 1);
