@@ -124,6 +124,13 @@ final class Worker implements Section
                 $ctx->stop($s);
             }
             $ctx->stop($w);
+            if ($grouped) {
+                // The row is timed to its tasks: the follow-ups of the groups still open when it stops would
+                // be published by the next Scheduler to lead, in the middle of the next row (each a routed
+                // event), with the stream's whole backlog folded first. The rows after start clean.
+                $ctx->admin->channel()->queue_delete("{$ctx->prefix}.groups");
+                $ctx->admin->purge($ctx->qEvents);
+            }
         }
     }
 
