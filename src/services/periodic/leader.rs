@@ -4,7 +4,9 @@
 //! 2). Holding a token unacked is leading; a second token that arrives is acked away. While leading it
 //! folds the stream to its marker, appends the set of schedules declared in code, fires every due tick on
 //! the token's channel (confirmed), follows the stream live for changes, and appends a snapshot every
-//! minute. A stop closes the connection: the broker requeues the token for the next scheduler.
+//! minute. It reads the groups stream up to a marker of its own meanwhile, and completes groups once it
+//! has (`super::groups`): a stream holding many groups takes seconds to read, and the firings do not wait
+//! for it. A stop closes the connection: the broker requeues the token for the next scheduler.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -169,8 +171,16 @@ enum Wake {
     Token(Result<Delivery, BrokerError>),
     Stream(Result<Delivery, BrokerError>),
     Groups(Result<Delivery, BrokerError>),
+    /// The groups stream was read up to the leader's marker: the groups are led from now on.
+    GroupsTaken(Result<GroupsLeading, BrokerError>),
     Tick,
 }
+
+/// A leader's reading of the groups stream up to its marker, under way while the schedules already
+/// fire: a stream holding many groups (an hour of them closed, each in every snapshot) takes seconds
+/// to read, and the firings must not wait for it.
+type TakingGroups<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<GroupsLeading, BrokerError>> + Send + 'a>>;
 
 /// Taking part on one connection: the token's channel and its consumer, and the leading state once
 /// the token came.
@@ -221,6 +231,7 @@ impl Joined {
     /// Until a stop (Ok) or a failure: a token makes this process lead, the stream read live
     /// changes what it fires, and every wake fires what is due.
     async fn take_part(&mut self, conn: &Connection, part: &Part) -> Result<(), BrokerError> {
+        let mut taking_groups: Option<TakingGroups> = None;
         loop {
             if part.stopped() {
                 if self.leading.is_some() {
@@ -228,32 +239,61 @@ impl Joined {
                 }
                 return Ok(());
             }
-            match self.next_wake().await {
-                Wake::Token(d) => self.token(d?, conn, part).await?,
+            match self.next_wake(&mut taking_groups).await {
+                Wake::Token(d) => {
+                    if self.token(d?, conn, part).await? {
+                        taking_groups = Some(self.take_over_groups(conn));
+                    }
+                }
                 Wake::Stream(d) => {
                     let l = self.leading.as_mut().expect("reading only while leading");
                     l.follow(d?).await?;
                 }
                 Wake::Groups(d) => {
                     let l = self.leading.as_mut().expect("reading only while leading");
-                    l.groups.follow_all(d?).await?;
+                    l.groups.as_mut().expect("reading only once taken over").follow_all(d?).await?;
+                }
+                Wake::GroupsTaken(g) => {
+                    taking_groups = None;
+                    let l = self.leading.as_mut().expect("taking over only while leading");
+                    l.groups = Some(g?);
                 }
                 Wake::Tick => {}
             }
             if let Some(l) = self.leading.as_mut() {
                 l.fire_due(&self.token_ch, &self.names).await?;
-                l.groups.complete(&self.token_ch, &self.names).await?;
+                if let Some(g) = l.groups.as_mut() {
+                    g.complete(&self.token_ch, &self.names).await?;
+                }
             }
         }
     }
 
+    /// The groups stream read up to a marker of this leader's (`GroupsLeading::take_over`), bounded in
+    /// time as the taking over of the schedules is.
+    fn take_over_groups<'a>(&self, conn: &'a Connection) -> TakingGroups<'a> {
+        let (ch, names, t) = (self.token_ch.clone(), self.names.clone(), self.t.max(Duration::from_secs(30)));
+        Box::pin(async move {
+            let what = "taking over the groups";
+            tokio::time::timeout(t, GroupsLeading::take_over(conn, &ch, &names))
+                .await
+                .unwrap_or_else(|_| Err(BrokerError::timeout(t, what)))
+        })
+    }
+
     /// A token, the next message of the stream (while leading), or the time to look again (the next
     /// tick, at most [`STOP_CHECK`] away).
-    async fn next_wake(&mut self) -> Wake {
+    async fn next_wake(&mut self, taking_groups: &mut Option<TakingGroups<'_>>) -> Wake {
         let wake = self.leading.as_ref().map(|l| l.wake).unwrap_or(STOP_CHECK).min(STOP_CHECK);
         let (reader, groups) = match self.leading.as_mut() {
-            Some(l) => (Some(&mut l.reader), Some(&mut l.groups.reader)),
+            Some(l) => (Some(&mut l.reader), l.groups.as_mut().map(|g| &mut g.reader)),
             None => (None, None),
+        };
+        let taken = async {
+            match taking_groups.as_mut() {
+                Some(f) => f.await,
+                None => std::future::pending().await,
+            }
         };
         let stream_next = async {
             match reader {
@@ -271,21 +311,23 @@ impl Joined {
             d = consumer::next(&mut self.tokens, "leadership queue") => Wake::Token(d),
             d = stream_next => Wake::Stream(d),
             d = groups_next => Wake::Groups(d),
+            g = taken => Wake::GroupsTaken(g),
             _ = tokio::time::sleep(wake) => Wake::Tick,
         }
     }
 
-    /// A token delivered: the first makes this process lead; a second one (two schedulers started
-    /// at once) is acked away, one is enough.
-    async fn token(&mut self, d: Delivery, conn: &Connection, part: &Part) -> Result<(), BrokerError> {
+    /// A token delivered: the first makes this process lead (true: the groups are to be taken over);
+    /// a second one (two schedulers started at once) is acked away, one is enough.
+    async fn token(&mut self, d: Delivery, conn: &Connection, part: &Part) -> Result<bool, BrokerError> {
         if self.leading.is_some() {
-            return consumer::ack(&self.token_ch, d.delivery_tag, false).await;
+            consumer::ack(&self.token_ch, d.delivery_tag, false).await?;
+            return Ok(false);
         }
         let t = self.t.max(Duration::from_secs(30));
         let taking = Leading::take_over(conn, &self.token_ch, &self.names);
         self.leading = Some(bounded(part, t, "taking over", taking).await?);
         counters::set_leader(true);
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -301,8 +343,9 @@ struct Leading {
     wake: Duration,
     /// Records to append on the token's channel (skips, snapshots).
     outbox: Vec<Record>,
-    /// The groups of tasks, completed by the leader.
-    groups: GroupsLeading,
+    /// The groups of tasks, completed by the leader once it read the groups stream up to its marker
+    /// (none until then: the schedules fire meanwhile).
+    groups: Option<GroupsLeading>,
 }
 
 impl Leading {
@@ -341,7 +384,7 @@ impl Leading {
             last_snapshot: Instant::now() - SNAPSHOT_EVERY,
             wake: Duration::ZERO,
             outbox: Vec::new(),
-            groups: GroupsLeading::take_over(conn, token_ch, names).await?,
+            groups: None,
         };
         l.rebuild();
         let from_code =
