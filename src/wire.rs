@@ -318,7 +318,6 @@ impl TaskMsg {
             // Not an object: a plain read says whether it is JSON at all.
             None => match serde_json::from_slice::<Value>(body) {
                 Err(e) => Err(format!("task body is not JSON: {e}")),
-                Ok(Value::Object(o)) => Self::from_fields(Fields::of(o)),
                 Ok(_) => Err("task body is not a JSON object".into()),
             },
         }
@@ -344,15 +343,8 @@ impl TaskMsg {
             }),
             Some(_) => return Err("task body: 'retry' must be an object".into()),
         };
-        let id = match f.take("id") {
-            Some(Value::String(id)) => match rules::check_id(&id) {
-                Ok(()) => id,
-                Err(e) => return Err(format!("task body: {e}")),
-            },
-            other => id_in(other.as_ref(), "task")?,
-        };
         Ok(TaskMsg {
-            id,
+            id: id_in(f.get("id"), "task")?,
             topic,
             name,
             delay: counter_in(f.get("delay"), "delay", 0, max_delay)?.unwrap_or(0),

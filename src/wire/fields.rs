@@ -27,15 +27,6 @@ impl Fields {
         serde_json::from_slice(body).ok()
     }
 
-    /// The fields of a JSON object already read.
-    pub fn of(o: Map<String, Value>) -> Fields {
-        let mut f = Fields::empty();
-        for (k, v) in o {
-            f.put(Cow::Owned(k), v);
-        }
-        f
-    }
-
     fn empty() -> Fields {
         Fields { known: std::array::from_fn(|_| None), extra: Map::new() }
     }
@@ -160,15 +151,5 @@ mod tests {
         }
         let f = Fields::read(br#"{"x":1,"topic":"t","y":2}"#).unwrap();
         assert_eq!(f.extra.keys().collect::<Vec<_>>(), ["x", "y"]);
-    }
-
-    #[test]
-    fn a_map_already_read_gives_the_same_fields() {
-        let body = r#"{"topic":"demo","q":1,"name":"x","p":2}"#;
-        let Ok(Value::Object(o)) = serde_json::from_str::<Value>(body) else { unreachable!() };
-        let f = Fields::of(o);
-        assert_eq!(f.get("topic"), Some(&Value::from("demo")));
-        assert_eq!(f.extra.keys().collect::<Vec<_>>(), ["q", "p"]);
-        assert_eq!(f.get("params"), None);
     }
 }

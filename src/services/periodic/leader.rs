@@ -269,10 +269,15 @@ impl Joined {
         }
     }
 
+    /// How long reading a stream up to the leader's marker may take.
+    fn take_over_within(&self) -> Duration {
+        self.t.max(Duration::from_secs(30))
+    }
+
     /// The groups stream read up to a marker of this leader's (`GroupsLeading::take_over`), bounded in
     /// time as the taking over of the schedules is.
     fn take_over_groups<'a>(&self, conn: &'a Connection) -> TakingGroups<'a> {
-        let (ch, names, t) = (self.token_ch.clone(), self.names.clone(), self.t.max(Duration::from_secs(30)));
+        let (ch, names, t) = (self.token_ch.clone(), self.names.clone(), self.take_over_within());
         Box::pin(async move {
             let what = "taking over the groups";
             tokio::time::timeout(t, GroupsLeading::take_over(conn, &ch, &names))
@@ -323,9 +328,8 @@ impl Joined {
             consumer::ack(&self.token_ch, d.delivery_tag, false).await?;
             return Ok(false);
         }
-        let t = self.t.max(Duration::from_secs(30));
         let taking = Leading::take_over(conn, &self.token_ch, &self.names);
-        self.leading = Some(bounded(part, t, "taking over", taking).await?);
+        self.leading = Some(bounded(part, self.take_over_within(), "taking over", taking).await?);
         counters::set_leader(true);
         Ok(true)
     }
