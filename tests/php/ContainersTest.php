@@ -111,7 +111,14 @@ final class ContainersTest extends TestCase
      */
     private function inContainer(string $container, string $code, float $timeout = 60.0): string
     {
-        $p = self::podman(['exec', $container, 'php', '-d', 'ebats.connect_timeout=15', '-r', $code], $timeout);
+        $run = fn () => self::podman(['exec', $container, 'php', '-d', 'ebats.connect_timeout=15', '-r', $code], $timeout);
+        $p = $run();
+        // Once more when it could not connect at all (seen once in a loaded CI run: no answer from the
+        // broker's container within 15 s); the code's own outcome is what the tests assert.
+        if ($p->exitCode() !== 0 && str_contains($p->stderr(), 'cannot connect to the broker')) {
+            fwrite(STDERR, "[containers] php in $container could not connect; once more:\n" . $p->stderr());
+            $p = $run();
+        }
         $this->assertSame(0, $p->exitCode(), "php in $container:\n" . $p->describe());
         return $p->stdout();
     }
