@@ -56,6 +56,7 @@ $settings = [
     'groups_n' => $quick ? 1000 : 10000,
     'groups_size' => 3,
     'group_big' => $quick ? 1000 : 10000,
+    'takeover_n' => $quick ? 5000 : 100000,
 ];
 
 /** @var array<string,Section> in the order of the table */

@@ -11,8 +11,8 @@ use super::names::Names;
 use super::stream_read::{self, Offset};
 use super::{BrokerError, Decl, Outgoing};
 use crate::config::Settings;
-use crate::group::state::{Fold, Group, Outcome, Record};
-use crate::group::{follow_up_id, FollowUp, READ_BACK_SECS};
+use crate::group::state::{snapshot_from_json, snapshot_json, Fold, Group, Outcome, Record, State};
+use crate::group::{follow_up_id, look_back, FollowUp};
 use crate::headers::GROUP_FOLLOW_UP;
 use crate::log;
 use crate::wire::{now_ms, properties, properties_with_headers, EventMsg};
@@ -22,6 +22,9 @@ pub const READ_PREFETCH: u16 = 500;
 /// The stream, as errors name it.
 pub const WHAT: &str = "groups stream";
 
+/// The kind of a snapshot's message.
+const KIND_SNAPSHOT: &str = "ebats.group.snapshot";
+
 /// A record, to the stream.
 pub fn record_message(names: &Names, record: &Record) -> Outgoing {
     let kind = match record {
@@ -29,7 +32,7 @@ pub fn record_message(names: &Names, record: &Record) -> Outgoing {
         Record::End { .. } => "ebats.group.end",
         Record::Fired { .. } => "ebats.group.fired",
         Record::Done { .. } => "ebats.group.done",
-        Record::Snapshot { .. } => "ebats.group.snapshot",
+        Record::Snapshot { .. } => KIND_SNAPSHOT,
         Record::Batch { .. } => "ebats.group.batch",
     };
     Outgoing {
@@ -37,6 +40,18 @@ pub fn record_message(names: &Names, record: &Record) -> Outgoing {
         routing_key: names.groups_stream(),
         body: record.to_json(now_ms()).into_bytes(),
         properties: properties(&crate::wire::new_id(), kind),
+        mandatory: true,
+    }
+}
+
+/// A snapshot of `state` read through the offset `through`, to the stream (written from the state
+/// itself: nothing of it is copied).
+pub fn snapshot_message(names: &Names, state: &State, through: u64) -> Outgoing {
+    Outgoing {
+        exchange: String::new(),
+        routing_key: names.groups_stream(),
+        body: snapshot_json(state, through, now_ms()).into_bytes(),
+        properties: properties(&crate::wire::new_id(), KIND_SNAPSHOT),
         mandatory: true,
     }
 }
@@ -56,9 +71,26 @@ pub fn follow_up_message(names: &Names, id: &str, g: &Group, f: &FollowUp) -> Ou
     }
 }
 
+fn is_snapshot(d: &Delivery) -> bool {
+    d.properties.kind().as_ref().is_some_and(|k| k.as_str() == KIND_SNAPSHOT)
+}
+
+/// Folds the message at `offset` into `fold`. A snapshot the fold would not take (it knows the whole
+/// state already: every reader that follows the stream meets one a minute, megabytes each) is not read.
+pub fn fold_message(fold: &mut Fold, offset: u64, d: &Delivery) {
+    let record = match is_snapshot(d) {
+        true if !fold.takes_snapshot_at(offset) => None,
+        true => snapshot_from_json(&d.data)
+            .inspect_err(|e| log::error(&format!("skipping the message at offset {offset} of the groups stream: {e}")))
+            .ok(),
+        false => record_of(offset, d),
+    };
+    fold.push(offset, record);
+}
+
 /// The record a message holds, with its time; `None` for a marker, and for a message that is not a
 /// record (logged).
-pub fn record_of(offset: u64, d: &Delivery) -> Option<(Record, i64)> {
+fn record_of(offset: u64, d: &Delivery) -> Option<(Record, i64)> {
     if stream_read::marker_id(&d.properties).is_some() {
         return None;
     }
@@ -109,34 +141,114 @@ pub fn end(task: &crate::wire::TaskMsg, outcome: Outcome) -> Option<Record> {
     Some(Record::End { group: group.clone(), member: task.id.clone(), outcome })
 }
 
-/// The stream folded to now, on the process's session: appends a marker, folds from a few minutes back
-/// when a snapshot is there, else from the start.
+/// What a first pass over the stream found. A reader folds in two passes: the first, from a minute
+/// and a half back to its marker ([`look_back`]), only looks for the newest snapshot (no other snapshot
+/// is parsed); the second folds from just after what that snapshot covers to the same marker
+/// ([`Newest::start`]). A first pass that starts at the stream's first offset (a young stream) also
+/// folds what it reads until it meets a snapshot: with none in the stream, that fold is the state, and
+/// no second pass is needed. One pass from a few minutes back holding every record before the first
+/// snapshot until it came (at a thousand groups a second, hundreds of megabytes) is what this replaces.
+#[derive(Default)]
+pub struct Newest {
+    started: bool,
+    /// The stream folded from offset 0, while no snapshot was met.
+    fold: Option<Fold>,
+    /// The newest snapshot met (its body, as it was read).
+    snapshot: Option<Vec<u8>>,
+}
+
+impl Newest {
+    /// Whether the pass found what the fold starts from.
+    pub fn found(&self) -> bool {
+        self.fold.is_some() || self.snapshot.is_some()
+    }
+
+    /// Takes the message at `offset`.
+    pub fn see(&mut self, offset: u64, d: &Delivery) {
+        if !self.started {
+            self.started = true;
+            self.fold = (offset == 0).then(Fold::default);
+        }
+        if is_snapshot(d) {
+            self.snapshot = Some(d.data.clone());
+            self.fold = None;
+        } else if let Some(fold) = &mut self.fold {
+            fold_message(fold, offset, d);
+        }
+    }
+
+    /// The fold to read on into, and from where, the pass having read to the marker at `marker`: the
+    /// newest snapshot's state, from the offset after the last one it covers; else the whole stream
+    /// folded, from the marker; with neither (or a snapshot that does not read), an empty fold, from
+    /// the first offset.
+    pub fn start(self, marker: u64) -> (Fold, Offset) {
+        match (self.snapshot, self.fold) {
+            (Some(body), _) => match snapshot_from_json(&body) {
+                Ok((Record::Snapshot { through, state }, _)) => (Fold::from_snapshot(*state), Offset::At(through + 1)),
+                Ok(_) => unreachable!("a snapshot's body reads as a snapshot"),
+                Err(e) => {
+                    log::error(&format!("reading the groups stream from its start: {e}"));
+                    (Fold::default(), Offset::First)
+                }
+            },
+            (None, Some(fold)) => (fold, Offset::At(marker)),
+            (None, None) => (Fold::default(), Offset::First),
+        }
+    }
+}
+
+/// The stream folded to now, on the process's session: appends a marker, finds the newest snapshot
+/// before it and folds from there ([`Newest`]; from the start when there is none).
 pub fn read_state(settings: &Settings) -> Result<Fold, BrokerError> {
     let names = Names::new(&settings.prefix);
     let stream = names.groups_stream();
     let id = crate::wire::new_id();
     crate::dispatch::send(settings, &[Decl::Groups], &[stream_read::marker(&stream, &id)])?;
-    let back = (now_ms() / 1000) as u64 - READ_BACK_SECS;
-    let within = stream_read::WHOLE_READ;
-    for from in [Offset::Time(back), Offset::First] {
-        let mut fold = Fold::default();
-        let read = stream_read::Read { stream: &stream, what: WHAT, from, prefetch: READ_PREFETCH, within };
+    let read = |from| stream_read::Read {
+        stream: &stream,
+        what: WHAT,
+        from,
+        prefetch: READ_PREFETCH,
+        within: stream_read::WHOLE_READ,
+    };
+    let (mut newest, mut marker) = (Newest::default(), 0);
+    for back in look_back((now_ms() / 1000) as u64) {
+        newest = Newest::default();
+        // Every message, markers included: whether the pass starts at the stream's first offset matters.
         with_session(|s| {
-            stream_read::read_through_marker(s, settings, &read, &id, |o, d| fold.push(o, record_of(o, d)))
+            stream_read::read_from(s, settings, &read(Offset::Time(back)), |d| {
+                marker = stream_read::offset_in(&d.properties).unwrap_or(0);
+                newest.see(marker, d);
+                stream_read::marker_id(&d.properties) == Some(id.as_str())
+            })
         })?;
-        if from == Offset::First {
-            fold.finish_from_first();
-        }
-        if fold.grounded() {
-            return Ok(fold);
+        if newest.found() {
+            break;
         }
     }
-    unreachable!("a fold from the first offset is grounded")
+    let (mut fold, from) = newest.start(marker);
+    with_session(|s| {
+        stream_read::read_through_marker(s, settings, &read(from), &id, |o, d| fold_message(&mut fold, o, d))
+    })?;
+    if from == Offset::First {
+        fold.finish_from_first();
+    }
+    Ok(fold)
 }
 
 /// Starts consuming the stream on `ch` (for the leader).
 pub async fn open_reader(ch: &Channel, names: &Names, from: Offset, tag: &str) -> Result<Consumer, BrokerError> {
     stream_read::open(ch, &names.groups_stream(), from, READ_PREFETCH, tag).await
+}
+
+/// Reads `consumer` up to the marker `marker` into `newest` (a first pass); returns the marker's offset.
+pub async fn find_newest(
+    ch: &Channel,
+    consumer: &mut Consumer,
+    newest: &mut Newest,
+    marker: &str,
+) -> Result<u64, BrokerError> {
+    stream_read::read_to_marker(ch, consumer, READ_PREFETCH, WHAT, marker, |o, d| newest.see(o, d)).await
 }
 
 /// Reads `consumer` into `fold` up to the marker `marker`; returns its offset.
@@ -146,5 +258,89 @@ pub async fn read_to_marker(
     fold: &mut Fold,
     marker: &str,
 ) -> Result<u64, BrokerError> {
-    stream_read::read_to_marker(ch, consumer, READ_PREFETCH, WHAT, marker, |o, d| fold.push(o, record_of(o, d))).await
+    stream_read::read_to_marker(ch, consumer, READ_PREFETCH, WHAT, marker, |o, d| fold_message(fold, o, d)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::{FollowUp, When};
+    use lapin::types::AMQPValue;
+
+    fn names() -> Names {
+        Names::new("t")
+    }
+
+    /// A delivery of `m` at the stream offset `offset`.
+    fn at(offset: u64, m: Outgoing) -> Delivery {
+        let mut d = Delivery::mock(offset + 1, "".into(), m.routing_key.as_str().into(), false, m.body);
+        let mut headers = m.properties.headers().clone().unwrap_or_default();
+        headers.insert("x-stream-offset".into(), AMQPValue::LongLongInt(offset as i64));
+        d.properties = m.properties.with_headers(headers);
+        d
+    }
+
+    fn open(group: &str, members: &[&str]) -> Record {
+        Record::Open {
+            group: group.into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            on: vec![FollowUp { when: When::Always, event: "fin".into() }],
+            params: serde_json::Value::Null,
+            origin: String::new(),
+        }
+    }
+
+    fn end(group: &str, member: &str) -> Record {
+        Record::End { group: group.into(), member: member.into(), outcome: Outcome::Succeeded }
+    }
+
+    /// The state of `records` folded.
+    fn state(records: &[Record]) -> State {
+        let mut f = Fold::default();
+        records.iter().for_each(|r| f.apply(r.clone(), 1));
+        f.state
+    }
+
+    /// A first pass keeps the newest snapshot, and the fold goes on from after what that one covers;
+    /// with none, from offset 0 it folded everything, from later the fold is read from the stream's start,
+    /// as with a snapshot that does not read.
+    #[test]
+    fn a_first_pass_finds_where_the_fold_starts() {
+        let n = names();
+        let older = state(&[open("g0", &["x"])]);
+        let mut newest = state(&[open("g0", &["x"]), open("g1", &["a", "b"]), end("g1", "a")]);
+        newest.groups.extend(state(&[open("gs", &["y"])]).groups);
+        let mut unreadable = snapshot_message(&n, &older, 0);
+        unreadable.body = b"{}".to_vec();
+        // Offsets from `first`: open g0, open g1, end g1.a, the snapshots, end g1.b, the marker.
+        let stream = |first: u64, snapshots: Vec<Outgoing>| {
+            let mut ms =
+                [open("g0", &["x"]), open("g1", &["a", "b"]), end("g1", "a")].map(|r| record_message(&n, &r)).to_vec();
+            ms.extend(snapshots);
+            ms.push(record_message(&n, &end("g1", "b")));
+            ms.push(stream_read::marker(&n.groups_stream(), "m"));
+            ms.into_iter().enumerate().map(|(k, m)| at(first + k as u64, m)).collect::<Vec<_>>()
+        };
+        let both = |first: u64| vec![snapshot_message(&n, &older, first), snapshot_message(&n, &newest, first + 2)];
+        type Case = (u64, Vec<Outgoing>, bool, Offset, Vec<&'static str>);
+        let table: Vec<Case> = vec![
+            // From the stream's start with no snapshot: all of it folded; read on from the marker.
+            (0, vec![], true, Offset::At(4), vec!["g0", "g1"]),
+            // With snapshots, from the start as from later: the newest (it knows gs), read on after what it covers.
+            (0, both(0), true, Offset::At(3), vec!["g0", "g1", "gs"]),
+            (10, both(10), true, Offset::At(13), vec!["g0", "g1", "gs"]),
+            (10, vec![], false, Offset::First, vec![]),
+            (10, vec![snapshot_message(&n, &newest, 12), unreadable], true, Offset::First, vec![]),
+        ];
+        for (i, (first, snapshots, found, from, groups)) in table.into_iter().enumerate() {
+            let ds = stream(first, snapshots);
+            let mut pass = Newest::default();
+            ds.iter().enumerate().for_each(|(k, d)| pass.see(first + k as u64, d));
+            assert_eq!(pass.found(), found, "case {i}");
+            let (fold, start) = pass.start(first + ds.len() as u64 - 1);
+            assert_eq!(start, from, "case {i}");
+            assert_eq!(fold.state.groups.keys().map(String::as_str).collect::<Vec<_>>(), groups, "case {i}");
+            assert_eq!(fold.grounded(), from != Offset::First, "case {i}");
+        }
+    }
 }

@@ -61,21 +61,35 @@
 //! of records, not per message. The fold holds a group in flight
 //! with its members and outcomes (measured by `bench/run --only groups`: 7.7 MB more resident memory for
 //! 10,000 groups of 3 in flight, 0.4 MB for a group of 10,000; figures in the README); a done group is
-//! kept whole for at most [`state::DONE_DETAIL_MS`] (the newest [`state::DONE_DETAILED`] only), then as its id and counts for [`state::DONE_KEEP_MS`] (so a
-//! late copy of its `open` or `end` changes nothing), then forgotten. The leader appends a snapshot of
-//! the fold every minute when something changed (every 90 s anyway), so a reader starts a few minutes
-//! back ([`READ_BACK_SECS`]) at the first snapshot, not at the stream's start; the stream keeps
-//! `broker::topology::GROUPS_MAX_AGE` of records. A snapshot holds the groups in flight and the newest
-//! done ones whole, the other done ones as ids and counts.
+//! kept whole for at most [`state::DONE_DETAIL_MS`] (the newest [`state::DONE_DETAILED`] only: every
+//! fold closes the others as it goes), then as its id and counts (the newest [`state::CLOSED_KEPT`], for
+//! [`state::DONE_KEEP_MS`] at most: a late copy of its `open` or `end` changes nothing), then forgotten.
+//! The leader appends a snapshot of the fold every minute when something changed (every 90 s anyway): it
+//! holds the groups in flight and the newest done ones whole, the other done ones as ids and counts, so
+//! its size is bounded by the groups in flight. A reader (a new leader, `Group::status`) reads in two
+//! passes up to a marker of its own: from a minute and a half back ([`look_back`]), only to find the
+//! newest snapshot (no snapshot but the newest is parsed; a pass that starts at the stream's first
+//! offset folds until it meets one); then it folds from that snapshot's state, from the offset just after
+//! what the snapshot covers; the stream's start only when there is no snapshot. A reader that follows the
+//! stream after skips the snapshots it meets. The stream
+//! keeps `broker::topology::GROUPS_MAX_AGE` of records.
 
 pub mod state;
 pub mod window;
 
 use serde::{Deserialize, Serialize};
 
-/// A reader of the stream starts this far back, where the leader's last snapshot (at most a minute
-/// old while a leader runs) is; without one there, it reads from the start.
+/// A reader of the stream looks for the newest snapshot from this far back (the leader's last one is at
+/// most a minute and a half old while a leader runs); without one there, it reads from the start.
 pub const READ_BACK_SECS: u64 = 180;
+
+/// How far back, in seconds before now, a reader looks for the newest snapshot, one after the other
+/// until it finds one: first a little more than the longest a leader goes without writing one (a
+/// read costs what was written since, so this one reads half as much), then [`READ_BACK_SECS`] (no
+/// leader wrote one for a while, or the broker's clock, which stamps the stream, is behind ours).
+pub fn look_back(now_secs: u64) -> [u64; 2] {
+    [now_secs.saturating_sub(READ_BACK_SECS / 2 + 5), now_secs.saturating_sub(READ_BACK_SECS)]
+}
 
 /// When a follow-up is published: the group's members all succeeded, one failed (or was cancelled),
 /// or always.

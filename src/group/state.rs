@@ -10,7 +10,9 @@
 //! A fold that starts at the stream's offset 0 applies every record and ignores snapshots. One that
 //! starts later keeps the records it reads until the first snapshot, takes the snapshot's state, and
 //! applies on top those read before it that it does not cover (offset after `through`); one that met no
-//! snapshot is not [`Fold::grounded`] and its reader reads again from the start. Applying a record twice
+//! snapshot is not [`Fold::grounded`] and its reader reads again from the start. A reader that found the
+//! newest snapshot first starts from its state ([`Fold::from_snapshot`]) at the offset after `through`
+//! (`broker::group_stream::Newest`). Applying a record twice
 //! changes nothing (ends count once per member, opens once per group), so every reader reaches the same
 //! state.
 
@@ -29,6 +31,11 @@ pub const DONE_DETAILED: usize = 1000;
 /// A done group's id and counts are kept this long (a late copy of its `open` or of an `end` changes
 /// nothing); an `end` whose group was never opened is dropped after it too.
 pub const DONE_KEEP_MS: i64 = 3600 * 1000;
+/// ... and only the newest this many: each is some 130 bytes of every snapshot, which stays well below
+/// the largest message a broker takes (16 MiB by default on RabbitMQ 4) however fast groups complete. A
+/// late copy of an `open` comes from an event routed again after its Scheduler died before its ack,
+/// which the broker redelivers at once: far sooner than this many groups later at any rate measured.
+pub const CLOSED_KEPT: usize = 50_000;
 
 /// How a member ended for good.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,13 +95,57 @@ pub enum Record {
     },
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Envelope {
-    v: i64,
+    #[serde(rename = "v")]
+    _version: i64,
     #[serde(default)]
     at: i64,
     #[serde(flatten)]
     record: Record,
+}
+
+/// A record as written: borrowed, so that writing one copies nothing.
+#[derive(Serialize)]
+struct Written<'a> {
+    v: i64,
+    at: i64,
+    #[serde(flatten)]
+    record: &'a Record,
+}
+
+/// A snapshot as written and read, apart from [`Envelope`]: a snapshot holds every group the fold
+/// knows (megabytes), and reading it through `Envelope` (a flattened, tagged enum) would first build a
+/// generic tree of all of it; writing it from a borrowed [`State`] copies nothing.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody<S> {
+    v: i64,
+    #[serde(default)]
+    at: i64,
+    #[serde(rename = "type")]
+    kind: String,
+    through: u64,
+    state: S,
+}
+
+const SNAPSHOT: &str = "snapshot";
+
+/// The body of a snapshot of `state` read through the offset `through`, written at `at` (read back by
+/// [`Record::from_json`] or [`snapshot_from_json`] as a [`Record::Snapshot`]).
+pub fn snapshot_json(state: &State, through: u64, at: i64) -> String {
+    let body = SnapshotBody { v: 1, at, kind: SNAPSHOT.to_string(), through, state };
+    serde_json::to_string(&body).expect("a snapshot always serializes")
+}
+
+/// A snapshot's body (one whose message says it is a snapshot) as a [`Record::Snapshot`] and its time,
+/// read straight into its [`State`].
+pub fn snapshot_from_json(body: &[u8]) -> Result<(Record, i64), String> {
+    let b: SnapshotBody<Box<State>> =
+        serde_json::from_slice(body).map_err(|e| format!("not a snapshot of the groups: {e}"))?;
+    if b.kind != SNAPSHOT {
+        return Err(format!("not a snapshot of the groups: a '{}' record", crate::rules::printable(&b.kind)));
+    }
+    Ok((Record::Snapshot { through: b.through, state: b.state }, b.at))
 }
 
 impl Record {
@@ -108,8 +159,7 @@ impl Record {
     }
 
     pub fn to_json(&self, at: i64) -> String {
-        let e = Envelope { v: 1, at, record: self.clone() };
-        serde_json::to_string(&e).expect("a record always serializes")
+        serde_json::to_string(&Written { v: 1, at, record: self }).expect("a record always serializes")
     }
 
     /// The record in a body and its time; an error naming what is wrong (ids and names are checked
@@ -333,10 +383,25 @@ impl State {
         true
     }
 
-    /// Forgets what is old at `now`: done groups' details after [`DONE_DETAIL_MS`] or beyond the newest
-    /// [`DONE_DETAILED`] (kept as [`Closed`]), those and the ends of groups never opened after
+    /// Forgets what is old at `now`: done groups' details ([`State::close_done`]), closed groups after
+    /// [`DONE_KEEP_MS`] or beyond the newest [`CLOSED_KEPT`], and the ends of groups never opened after
     /// [`DONE_KEEP_MS`].
     pub fn prune(&mut self, now: i64) {
+        self.close_done(now);
+        self.closed.retain(|_, c| now - c.at <= DONE_KEEP_MS);
+        if self.closed.len() > CLOSED_KEPT {
+            let mut by_age: Vec<(i64, String)> = self.closed.iter().map(|(id, c)| (c.at, id.clone())).collect();
+            by_age.sort_unstable();
+            for (_, id) in by_age.into_iter().take(self.closed.len() - CLOSED_KEPT) {
+                self.closed.remove(&id);
+            }
+        }
+        self.early.retain(|_, (first, _)| now - *first <= DONE_KEEP_MS);
+    }
+
+    /// Keeps done groups whole for [`DONE_DETAIL_MS`], the newest [`DONE_DETAILED`] only; the others
+    /// as [`Closed`] (their id and counts).
+    pub fn close_done(&mut self, now: i64) {
         let mut done: Vec<(i64, String)> =
             self.groups.iter().filter_map(|(id, g)| g.done_at.map(|d| (d, id.clone()))).collect();
         done.sort_unstable_by(|a, b| b.cmp(a));
@@ -347,8 +412,6 @@ impl State {
                 }
             }
         }
-        self.closed.retain(|_, c| now - c.at <= DONE_KEEP_MS);
-        self.early.retain(|_, (first, _)| now - *first <= DONE_KEEP_MS);
     }
 
     /// The groups complete whose follow-ups (or plain `done`) are still to be published.
@@ -375,6 +438,8 @@ pub struct Fold {
     pub changes: u64,
     /// The groups changed since the caller last took them ([`Fold::take_touched`]).
     touched: BTreeSet<String>,
+    /// Groups done since done groups were last closed ([`Fold::apply`]).
+    done_unclosed: usize,
 }
 
 impl Fold {
@@ -403,6 +468,12 @@ impl Fold {
         }
     }
 
+    /// A fold that starts from a snapshot's state (read on from the offset after what it covers).
+    pub fn from_snapshot(state: State) -> Fold {
+        let touched = state.groups.keys().cloned().collect();
+        Fold { state, grounded: true, started: true, touched, ..Fold::default() }
+    }
+
     /// Applies a record directly (what the leader itself published).
     pub fn apply(&mut self, r: Record, at: i64) {
         if let Record::Batch { records } = r {
@@ -413,9 +484,21 @@ impl Fold {
             Record::Fired { group, .. } | Record::Done { group } => Some(group.clone()),
             Record::Snapshot { .. } | Record::Batch { .. } => None,
         };
+        let ends_a_group = matches!(r, Record::Fired { .. } | Record::Done { .. });
         if self.state.apply(r, at) {
             self.changes += 1;
             self.touched.extend(group);
+            // Done groups beyond those kept whole are closed as the fold goes, whoever folds: a fold of
+            // a stream where thousands of groups completed (a new leader's, a reader's with no snapshot
+            // to start from, the leader's own between snapshots) never holds more than twice
+            // DONE_DETAILED of them whole (some 1.5 KB each, closed some 150 bytes).
+            if ends_a_group {
+                self.done_unclosed += 1;
+                if self.done_unclosed >= DONE_DETAILED {
+                    self.state.close_done(at);
+                    self.done_unclosed = 0;
+                }
+            }
         }
     }
 
@@ -428,6 +511,15 @@ impl Fold {
     /// ([`completion`]).
     pub fn due(&self) -> usize {
         self.touched.iter().filter(|id| self.state.groups.get(*id).is_some_and(|g| !completion(g).is_empty())).count()
+    }
+
+    /// Whether a snapshot at `offset` would be taken ([`Fold::push`]); a reader need not read one
+    /// that would not.
+    pub fn takes_snapshot_at(&self, offset: u64) -> bool {
+        match self.started {
+            false => offset != 0,
+            true => !self.grounded,
+        }
     }
 
     /// Whether the fold knows the whole state.
@@ -650,6 +742,25 @@ mod tests {
         }
     }
 
+    /// A reader that starts from the newest snapshot and folds what follows what it covers reaches the
+    /// state of one that folded everything, and completes what that one would.
+    #[test]
+    fn a_fold_from_a_snapshot_goes_on_as_the_whole_fold() {
+        let on = || vec![f(When::Always, "fin")];
+        let before = vec![open("g", &["a", "b"], on()), end("g", "a", Succeeded), open("h", &["c"], on())];
+        let after = vec![end("g", "b", Failed), end("h", "c", Succeeded), fired("h", "always.fin")];
+        let mut whole = fold(0, before.clone());
+        let mut late = Fold::from_snapshot(fold(0, before).state);
+        assert!(late.grounded() && !late.takes_snapshot_at(3));
+        assert_eq!(late.take_touched().into_iter().collect::<Vec<_>>(), ["g", "h"]);
+        for (k, r) in after.into_iter().enumerate() {
+            whole.push(3 + k as u64, r.clone());
+            late.push(3 + k as u64, r);
+        }
+        assert_eq!(late.state, whole.state);
+        assert_eq!((late.due(), whole.due()), (1, 1));
+    }
+
     #[test]
     fn a_late_fold_starts_at_the_first_snapshot() {
         let mut base = fold(0, vec![open("g", &["a", "b"], vec![f(When::Always, "fin")]), end("g", "a", Succeeded)]);
@@ -667,6 +778,14 @@ mod tests {
         // From offset 0 a snapshot is not taken.
         base.push(12, snap);
         assert_eq!(base.state.groups["g"].counts().pending, 1);
+        // Which snapshots a fold would take: one read first (not at offset 0), or before any other
+        // after a later start; none once it knows the whole state.
+        let mut fo = Fold::default();
+        assert!(!fo.takes_snapshot_at(0) && fo.takes_snapshot_at(10));
+        fo.push(10, end("g", "b", Succeeded));
+        assert!(fo.takes_snapshot_at(12));
+        fo.push(12, Some((Record::Snapshot { through: 11, state: Box::new(base.state.clone()) }, 5)));
+        assert!(!fo.takes_snapshot_at(13));
         // No snapshot after a later start: not grounded until read from the first offset.
         let mut fo = Fold::default();
         fo.push(10, open("h", &["a"], vec![]));
@@ -691,6 +810,13 @@ mod tests {
         assert_eq!(fo.state.early.len(), 1);
         fo.state.prune(3 + DONE_KEEP_MS + 1);
         assert!(fo.state.closed.is_empty() && fo.state.early.is_empty());
+        // Beyond the newest CLOSED_KEPT, the oldest closed groups are forgotten first.
+        for k in 0..CLOSED_KEPT as i64 + 3 {
+            fo.state.closed.insert(format!("c{k}"), Closed { at: 1000 + k, counts: Counts::default() });
+        }
+        fo.state.prune(1000);
+        assert_eq!(fo.state.closed.len(), CLOSED_KEPT);
+        assert!(!fo.state.closed.contains_key("c2") && fo.state.closed.contains_key("c3"));
     }
 
     #[test]
@@ -712,8 +838,22 @@ mod tests {
             fo.apply(Record::End { group: g.clone(), member: "a".into(), outcome: Failed }, k);
             fo.apply(Record::Done { group: g }, k);
         }
-        fo.state.prune(n);
+        fo.state.close_done(n);
         assert_eq!((fo.state.groups.len(), fo.state.closed.len()), (DONE_DETAILED, 5));
+        // The fold closes them as it goes: never more than twice DONE_DETAILED whole.
+        let mut going = Fold::default();
+        for k in 0..3 * DONE_DETAILED as i64 {
+            let g = format!("g{k}");
+            let members = vec!["a".into()];
+            going.apply(
+                Record::Open { group: g.clone(), members, on: vec![], params: json!({}), origin: String::new() },
+                k,
+            );
+            going.apply(Record::End { group: g.clone(), member: "a".into(), outcome: Succeeded }, k);
+            going.apply(Record::Done { group: g }, k);
+            assert!(going.state.groups.len() <= 2 * DONE_DETAILED, "{k}");
+        }
+        assert_eq!(going.state.groups.len() + going.state.closed.len(), 3 * DONE_DETAILED);
         assert!(fo.state.closed.contains_key("g0") && fo.state.groups.contains_key(&format!("g{}", n - 1)));
         assert_eq!(fo.state.closed["g0"].counts.failed, 1);
         // A follow-up of a group never seen closes it.
@@ -807,6 +947,20 @@ mod tests {
             let (r, _) = r.unwrap();
             assert_eq!(Record::from_json(r.to_json(5).as_bytes()), Ok((r, 5)));
         }
+        // A snapshot written from the state itself reads back the same both ways, and only a snapshot
+        // is read as one.
+        let state = fold(0, vec![open("g", &["a", "b"], vec![f(When::Always, "e")]), end("g", "a", Failed)]).state;
+        let body = snapshot_json(&state, 7, 5);
+        let want = Ok((Record::Snapshot { through: 7, state: Box::new(state) }, 5));
+        assert_eq!(snapshot_from_json(body.as_bytes()), want);
+        assert_eq!(Record::from_json(body.as_bytes()), want);
+        let open_record = open("g", &["a"], vec![]).unwrap().0.to_json(1);
+        assert!(snapshot_from_json(open_record.as_bytes()).is_err());
+        assert!(snapshot_from_json(
+            br#"{"v":1,"type":"nap","through":1,"state":{"groups":{},"early":{},"closed":{}}}"#
+        )
+        .unwrap_err()
+        .contains("'nap'"));
         for bad in [
             &b"x"[..],
             br#"{"v":1,"type":"end","group":"g","member":"a b","outcome":"failed"}"#,

@@ -100,7 +100,7 @@ final class Context
             return;
         }
         unset($this->running[$p->pid()]);
-        if ($p->stop($grace, $sig) === 128 + SIGKILL) {
+        if ($p->stop($grace, $sig) === 128 + SIGKILL && $sig !== SIGKILL) {
             $this->note("process {$p->pid()} did not stop in {$grace} s: killed it");
         }
     }

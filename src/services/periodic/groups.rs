@@ -17,7 +17,7 @@ use crate::broker::names::Names;
 use crate::broker::stream_read::{self, Offset};
 use crate::broker::{connection, consumer, publisher, BrokerError};
 use crate::group::state::{completion, Fold, Record};
-use crate::group::{window, READ_BACK_SECS};
+use crate::group::{look_back, window, READ_BACK_SECS};
 use crate::log;
 use crate::metrics::counters;
 use crate::wire::now_ms;
@@ -54,46 +54,51 @@ impl GroupsLeading {
         let started = Instant::now();
         let marker = crate::wire::new_id();
         publish(token_ch, &stream_read::marker(&names.groups_stream(), &marker)).await?;
-        let back = (now_ms() / 1000) as u64 - READ_BACK_SECS;
-        for from in [Offset::Time(back), Offset::First] {
+        // The newest snapshot before the marker (`group_stream::Newest`), on a channel of its own...
+        let (mut newest, mut marker_at) = (group_stream::Newest::default(), 0);
+        let tag = stream_read::tag("groups-leader");
+        for back in look_back((now_ms() / 1000) as u64) {
+            newest = group_stream::Newest::default();
             let ch = connection::channel(conn).await?;
-            let tag = stream_read::tag("groups-leader");
-            let mut reader = group_stream::open_reader(&ch, names, from, &tag).await?;
-            let mut fold = Fold::default();
-            let last = group_stream::read_to_marker(&ch, &mut reader, &mut fold, &marker).await?;
-            if from == Offset::First {
-                fold.finish_from_first();
+            let mut finding = group_stream::open_reader(&ch, names, Offset::Time(back), &tag).await?;
+            marker_at = group_stream::find_newest(&ch, &mut finding, &mut newest, &marker).await?;
+            let _ = ch.close(200, "looked for the newest snapshot".into()).await;
+            if newest.found() {
+                break;
             }
-            if !fold.grounded() {
-                let _ = ch.close(200, "no snapshot here".into()).await;
-                continue;
-            }
-            log::info(&format!(
-                "groups: {} group(s) in flight (stream read in {} ms)",
-                fold.state.open_count(),
-                started.elapsed().as_millis()
-            ));
-            counters::GROUPS_OPEN.store(fold.state.open_count() as u64, std::sync::atomic::Ordering::Relaxed);
-            let snapshot_changes = fold.changes;
-            return Ok(GroupsLeading {
-                fold,
-                reader_ch: ch,
-                reader,
-                last_offset: last,
-                last_snapshot: Instant::now(),
-                snapshot_changes,
-                last_summary: None,
-                last_completed: None,
-            });
         }
-        unreachable!("a fold from the first offset is grounded")
+        // ... then the fold from it to the marker, by the reader that follows the stream after.
+        let (mut fold, from) = newest.start(marker_at);
+        let ch = connection::channel(conn).await?;
+        let mut reader = group_stream::open_reader(&ch, names, from, &tag).await?;
+        let last = group_stream::read_to_marker(&ch, &mut reader, &mut fold, &marker).await?;
+        if from == Offset::First {
+            fold.finish_from_first();
+        }
+        log::info(&format!(
+            "groups: {} group(s) in flight (stream read in {} ms)",
+            fold.state.open_count(),
+            started.elapsed().as_millis()
+        ));
+        counters::GROUPS_OPEN.store(fold.state.open_count() as u64, std::sync::atomic::Ordering::Relaxed);
+        let snapshot_changes = fold.changes;
+        Ok(GroupsLeading {
+            fold,
+            reader_ch: ch,
+            reader,
+            last_offset: last,
+            last_snapshot: Instant::now(),
+            snapshot_changes,
+            last_summary: None,
+            last_completed: None,
+        })
     }
 
     /// A message read live from the stream; its delivery tag.
     fn follow(&mut self, d: Delivery) -> u64 {
         let offset = stream_read::offset_in(&d.properties).unwrap_or(self.last_offset);
         self.last_offset = offset;
-        self.fold.push(offset, group_stream::record_of(offset, &d));
+        group_stream::fold_message(&mut self.fold, offset, &d);
         d.delivery_tag
     }
 
@@ -201,7 +206,16 @@ impl GroupsLeading {
         let since = self.last_snapshot.elapsed();
         if (since >= SNAPSHOT_EVERY && self.fold.changes != self.snapshot_changes) || since >= SNAPSHOT_AT_LEAST {
             self.fold.state.prune(now_ms());
-            publish(token_ch, &record_message(names, &self.fold.snapshot(self.last_offset))).await?;
+            let snapshot = group_stream::snapshot_message(names, &self.fold.state, self.last_offset);
+            publish(token_ch, &snapshot).await?;
+            let st = &self.fold.state;
+            log::info(&format!(
+                "groups: snapshot written ({} group(s) in flight, {} done, {} closed; {} KB)",
+                st.open_count(),
+                st.groups.len() - st.open_count(),
+                st.closed.len(),
+                snapshot.body.len() / 1024
+            ));
             self.last_snapshot = Instant::now();
             self.snapshot_changes = self.fold.changes;
         }
