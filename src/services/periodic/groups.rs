@@ -191,7 +191,8 @@ impl GroupsLeading {
                 }
                 self.fold.apply(record, now_ms());
             }
-            if published && self.fold.state.groups.get(&id).is_some_and(|g| g.done_at.is_some()) {
+            // Done now: done, or closed already by the fold (`Fold::apply`).
+            if published && !self.fold.state.groups.get(&id).is_some_and(|g| g.done_at.is_none()) {
                 counters::add(&counters::GROUP_COMPLETIONS, 1);
             }
         }
