@@ -656,7 +656,8 @@ namespace Asynclib\Ebats {
          * For a group completed a while ago (beyond the newest 1,000, or over 10 minutes ago) only its counts are
          * kept: members is null and follow_ups empty.
          *
-         * @return array<string,mixed>|null null when no such group is known (never opened, or completed over an hour ago)
+         * @return array<string,mixed>|null null when no such group is known (never opened, or completed over an hour ago
+         *     or more than 50,000 completed groups ago)
          * @throws \Asynclib\Exception\TaskException when the id is invalid
          */
         public static function status(string $id): mixed

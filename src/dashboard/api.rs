@@ -202,7 +202,9 @@ pub fn get(state: &State, req: &Request) -> Response {
                     }
                     json_response(200, &json!({ "group": g }))
                 }
-                Ok(None) => error(404, format!("no group '{}' (never opened, or done over an hour ago)", id)),
+                Ok(None) => {
+                    error(404, format!("no group '{}' (never opened, or done over an hour or 50,000 groups ago)", id))
+                }
                 Err(e) => failed(e),
             }
         }
