@@ -81,6 +81,7 @@ pub fn fold_message(fold: &mut Fold, offset: u64, d: &Delivery) {
     let record = match is_snapshot(d) {
         true if !fold.takes_snapshot_at(offset) => None,
         true => snapshot_from_json(&d.data)
+            .map(|(through, state, at)| (Record::Snapshot { through, state }, at))
             .inspect_err(|e| log::error(&format!("skipping the message at offset {offset} of the groups stream: {e}")))
             .ok(),
         false => record_of(offset, d),
@@ -184,8 +185,7 @@ impl Newest {
     pub fn start(self, marker: u64) -> (Fold, Offset) {
         match (self.snapshot, self.fold) {
             (Some(body), _) => match snapshot_from_json(&body) {
-                Ok((Record::Snapshot { through, state }, _)) => (Fold::from_snapshot(*state), Offset::At(through + 1)),
-                Ok(_) => unreachable!("a snapshot's body reads as a snapshot"),
+                Ok((through, state, _)) => (Fold::from_snapshot(*state), Offset::At(through + 1)),
                 Err(e) => {
                     log::error(&format!("reading the groups stream from its start: {e}"));
                     (Fold::default(), Offset::First)
