@@ -192,7 +192,7 @@ impl GroupsLeading {
                 self.fold.apply(record, now_ms());
             }
             // Done now: done, or closed already by the fold (`Fold::apply`).
-            if published && !self.fold.state.groups.get(&id).is_some_and(|g| g.done_at.is_none()) {
+            if published && self.fold.state.groups.get(&id).is_none_or(|g| g.done_at.is_some()) {
                 counters::add(&counters::GROUP_COMPLETIONS, 1);
             }
         }
