@@ -82,10 +82,7 @@ final class Groups implements Section
         $probe = "{$ctx->prefix}.groups_probe";
         $w = null;
         try {
-            $leads = Process::until(static fn () => str_contains((string) @file_get_contents($log), 'cron: took over the leadership') ?: null, 30, 0.05);
-            if ($leads === null) {
-                throw new \RuntimeException("the Scheduler did not lead in 30 s:\n" . @file_get_contents($log));
-            }
+            self::waitLog($log, '/cron: took over the leadership/', 30, 'the Scheduler leads');
             // Past what a leader allocates on taking over (its fold of the stream so far).
             Process::until(static fn () => self::status($addr)['groups'] ?? null, 20, 0.1);
             [$before] = self::rss($sched->pid());
@@ -160,8 +157,8 @@ final class Groups implements Section
             $w = Workers::startWorker($ctx, 1, 100, $dir);
             Workers::waitProgress($dir, $n, 120 + $n / 20);
             // The groups done, then the leader's next snapshot (a minute after it took the lead, or after the one before).
-            $open = Process::until(static fn () => preg_match_all('/groups: group \S+ ended/', (string) @file_get_contents($logA)) >= $n ?: null, 120, 0.2);
-            if ($open === null) {
+            $ended = Process::until(static fn () => preg_match_all('/groups: group \S+ ended/', (string) @file_get_contents($logA)) >= $n ?: null, 120, 0.2);
+            if ($ended === null) {
                 throw new \RuntimeException("the leader did not complete the $n groups in 120 s");
             }
             $seen = substr_count((string) @file_get_contents($logA), 'groups: snapshot written');
