@@ -2,7 +2,8 @@
 //! `stop` (the stop token), `park` (waiting on this thread), `connection` (connect, channel in
 //! confirm mode), `session` (runtime, connection reuse, declare cache) and `current` (this
 //! process's session), `confirm` and `publisher` (confirmed, batched, deferred publishing), `direct`
-//! (publishing on the calling thread's own socket, no hand-off),
+//! (publishing on the calling thread's own socket, no hand-off), `resolve` (host names
+//! resolved within a deadline),
 //! `last_first` (awaiting a lot of publishes or confirms with one wake-up),
 //! `consumer` (a consumer for async code), `subscription` and `consume` (consuming, and the loop every
 //! long-running process shares), `stream_read` (the one stream reader),
@@ -26,6 +27,7 @@ pub mod permit;
 pub mod processes;
 pub mod publisher;
 pub mod rate;
+pub mod resolve;
 pub mod session;
 pub mod stop;
 pub mod store;

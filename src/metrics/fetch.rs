@@ -3,7 +3,7 @@
 //! connection) up to a size cap and parsed by `httparse`.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use super::status_doc::StatusDoc;
@@ -80,7 +80,8 @@ fn read_to_end(s: &mut TcpStream, deadline: Instant) -> std::io::Result<Vec<u8>>
 pub fn get(address: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
     check_address(address)?;
     let deadline = Instant::now() + timeout;
-    let addrs: Vec<_> = address.to_socket_addrs().map_err(|e| format!("cannot resolve {address}: {e}"))?.collect();
+    let addrs = crate::broker::resolve::resolve_address(address, timeout)
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?;
     let mut last = format!("cannot resolve {address}");
     for a in addrs {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));

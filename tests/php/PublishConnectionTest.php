@@ -124,4 +124,80 @@ final class PublishConnectionTest extends EbatsTestCase
         $this->assertSame(0, $agent->waitExit(15), $agent->describe());
         $this->assertSame([], self::settledConnectionsOf($pid, []), 'the connection is closed when the process ends');
     }
+
+    /**
+     * The publishing connection is opened again while the name server has stopped answering: the publish
+     * takes the shared connection after the connect timeout, where the C library's resolver alone would
+     * wait 30 s. The agent runs in a mount namespace of its own whose /etc/resolv.conf names the test's
+     * name server (tests/fixtures/name_server.php on 127.0.0.54:53), which answers the shared connection's
+     * lookup and never the publishing connection's.
+     */
+    public function testAPublishingConnectionOpenedWhileNamesAreNotResolvedGivesWayWithinTheConnectTimeout(): void
+    {
+        $dir = sys_get_temp_dir() . '/ebats_names_' . bin2hex(random_bytes(4));
+        mkdir($dir);
+        file_put_contents("$dir/hosts", "127.0.0.1 localhost\n");
+        file_put_contents("$dir/resolv.conf", "nameserver 127.0.0.54\noptions timeout:10 attempts:3\n");
+        file_put_contents("$dir/mode", "all\n");
+        $server = Process::php(__DIR__ . '/../fixtures/name_server.php', ['127.0.0.54', "$dir/mode"], [], false);
+        $name = 'ebats-broker-' . bin2hex(random_bytes(3));
+        $url = str_replace('@' . parse_url(TestEnv::amqpUrl(), PHP_URL_HOST) . ':', "@$name:", TestEnv::amqpUrl());
+        $script = Process::scriptFile(<<<'PHP'
+            <?php
+            use Asynclib\Ebats\Event;
+            echo getmypid(), "\n";
+            while (fgets(STDIN) !== false) {
+                $t = microtime(true);
+                try {
+                    (new Event('names_probe'))->setOptions(['k' => 1])->publish(false);
+                    $what = 'published';
+                } catch (Throwable $e) {
+                    $what = get_class($e) . ': ' . $e->getMessage();
+                }
+                printf("%.2f %s\n", microtime(true) - $t, $what);
+            }
+            PHP);
+        $php = implode(' ', array_map('escapeshellarg', array_merge(TestEnv::phpCommand(), [$script])));
+        $mounts = sprintf('mount --bind %s /etc/hosts && mount --bind %s /etc/resolv.conf', escapeshellarg("$dir/hosts"), escapeshellarg("$dir/resolv.conf"));
+        $agent = null;
+        try {
+            $this->assertSame('ready', $server->readLine(15), $server->describe());
+            $agent = Process::start(
+                ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', "$mounts && exec $php"],
+                ['EBATS_AMQP_URL' => $url, 'EBATS_CONNECT_TIMEOUT' => '2'],
+                ['name' => 'names agent']
+            );
+            $pid = (int) $agent->readLine(15);
+            $this->assertGreaterThan(0, $pid, $agent->describe());
+            $agent->writeLine('publish');
+            $this->assertMatchesRegularExpression('/^[\d.]+ published$/', (string) $agent->readLine(15), $agent->describe());
+            $expected = ["ebats pid $pid (publishing)"];
+            $this->assertSame($expected, self::settledConnectionsOf($pid, $expected));
+
+            // From now on the name server answers one lookup more; the broker closes the publishing
+            // connection (the agent reads the close at its next publish).
+            file_put_contents("$dir/mode", "one\n");
+            $conn = null;
+            foreach (explode("\n", TestEnv::rabbitmqctl(['list_connections', '-q', '--no-table-headers', 'pid', 'client_properties'])) as $line) {
+                if (str_contains($line, "\"ebats pid $pid (publishing)\"")) {
+                    $conn = strtok($line, "\t");
+                }
+            }
+            $this->assertNotNull($conn, 'the publishing connection is listed');
+            TestEnv::rabbitmqctl(['close_connection', $conn, 'closed by the test']);
+
+            $agent->writeLine('publish');
+            $line = (string) $agent->readLine(60);
+            $this->assertMatchesRegularExpression('/^[\d.]+ published$/', $line, $agent->describe());
+            $this->assertLessThan(8.0, (float) $line, "the connect timeout (2 s) for the publishing connection, then the shared one: $line");
+            $this->assertStringContainsString("publishing on the shared connection: cannot connect to the broker at amqp://guest:***@$name", $agent->stderr());
+            $this->assertStringContainsString("the name '$name' was not resolved within", $agent->stderr());
+            $this->assertSame(2, $this->broker->count(static::prefix() . '.events') ?? -1, 'both events are in the events queue');
+        } finally {
+            $agent?->kill();
+            $server->kill();
+            array_map('unlink', glob("$dir/*") ?: []);
+            rmdir($dir);
+        }
+    }
 }

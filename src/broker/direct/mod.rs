@@ -38,7 +38,7 @@
 pub mod confirms;
 
 use std::io::{ErrorKind as Io, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -117,7 +117,7 @@ impl Direct {
             BrokerError::not_connected(where_, kind, e)
         };
         let host = uri.authority.host.as_str();
-        let addrs = (host, uri.authority.port).to_socket_addrs().map_err(refused)?;
+        let addrs = super::resolve::resolve(host, uri.authority.port, remaining(deadline)).map_err(refused)?;
         let mut last = None;
         let mut stream = None;
         for a in addrs {
