@@ -4,8 +4,9 @@
 
 use lapin::message::Delivery;
 use lapin::types::AMQPValue;
-use lapin::{Channel, Consumer};
+use lapin::{Channel, Connection, Consumer};
 
+use super::connection;
 use super::current::with_session;
 use super::names::Names;
 use super::stream_read::{self, Offset};
@@ -197,68 +198,68 @@ impl Newest {
     }
 }
 
-/// The stream folded to now, on the process's session: appends a marker, finds the newest snapshot
-/// before it and folds from there ([`Newest`]; from the start when there is none).
-pub fn read_state(settings: &Settings) -> Result<Fold, BrokerError> {
-    let names = Names::new(&settings.prefix);
-    let stream = names.groups_stream();
-    let id = crate::wire::new_id();
-    crate::dispatch::send(settings, &[Decl::Groups], &[stream_read::marker(&stream, &id)])?;
-    let read = |from| stream_read::Read {
-        stream: &stream,
-        what: WHAT,
-        from,
-        prefetch: READ_PREFETCH,
-        within: stream_read::WHOLE_READ,
-    };
-    let (mut newest, mut marker) = (Newest::default(), 0);
+/// The stream folded to a marker, and the reader that read it, standing just after the marker on a
+/// channel of its own (the leader follows the stream on it; others close it).
+pub struct Folded {
+    pub fold: Fold,
+    pub ch: Channel,
+    pub reader: Consumer,
+    /// The marker's offset.
+    pub last: u64,
+}
+
+/// Folds the stream up to the marker `marker` (appended by the caller) on channels of `conn`, in the
+/// two passes of [`Newest`]: the first from each [`look_back`] in turn until it finds where the fold
+/// starts (its channel closed after), the second from there, on the reader returned. The one read of
+/// the stream's state, for a new leader and for everyone else ([`read_state`]).
+pub async fn fold_to_marker(conn: &Connection, names: &Names, marker: &str, tag: &str) -> Result<Folded, BrokerError> {
+    let (mut newest, mut marker_at) = (Newest::default(), 0);
     for back in look_back((now_ms() / 1000) as u64) {
         newest = Newest::default();
+        let ch = connection::channel(conn).await?;
         // Every message, markers included: whether the pass starts at the stream's first offset matters.
-        with_session(|s| {
-            stream_read::read_from(s, settings, &read(Offset::Time(back)), |d| {
-                marker = stream_read::offset_in(&d.properties).unwrap_or(0);
-                newest.see(marker, d);
-                stream_read::marker_id(&d.properties) == Some(id.as_str())
-            })
-        })?;
+        let mut finding = open_reader(&ch, names, Offset::Time(back), tag).await?;
+        marker_at =
+            stream_read::read_to_marker(&ch, &mut finding, READ_PREFETCH, WHAT, marker, |o, d| newest.see(o, d))
+                .await?;
+        let _ = ch.close(200, "looked for the newest snapshot".into()).await;
         if newest.found() {
             break;
         }
     }
-    let (mut fold, from) = newest.start(marker);
-    with_session(|s| {
-        stream_read::read_through_marker(s, settings, &read(from), &id, |o, d| fold_message(&mut fold, o, d))
-    })?;
+    let (mut fold, from) = newest.start(marker_at);
+    let ch = connection::channel(conn).await?;
+    let mut reader = open_reader(&ch, names, from, tag).await?;
+    let last = stream_read::read_to_marker(&ch, &mut reader, READ_PREFETCH, WHAT, marker, |o, d| {
+        fold_message(&mut fold, o, d)
+    })
+    .await?;
     if from == Offset::First {
         fold.finish_from_first();
     }
-    Ok(fold)
+    Ok(Folded { fold, ch, reader, last })
+}
+
+/// The stream folded to now, on the process's session: appends a marker and folds up to it
+/// ([`fold_to_marker`]).
+pub fn read_state(settings: &Settings) -> Result<Fold, BrokerError> {
+    let names = Names::new(&settings.prefix);
+    let id = crate::wire::new_id();
+    crate::dispatch::send(settings, &[Decl::Groups], &[stream_read::marker(&names.groups_stream(), &id)])?;
+    with_session(|s| {
+        let conn = s.link(settings)?.connection.clone();
+        let tag = stream_read::tag(WHAT);
+        let folded =
+            s.wait(stream_read::WHOLE_READ, &format!("reading the {WHAT}"), fold_to_marker(&conn, &names, &id, &tag))?;
+        // Closing the channel ends its consumer; the stream keeps everything (reading takes nothing).
+        let _ = s.block_on(folded.ch.close(200, "read".into()));
+        Ok(folded.fold)
+    })
 }
 
 /// Starts consuming the stream on `ch` (for the leader).
 pub async fn open_reader(ch: &Channel, names: &Names, from: Offset, tag: &str) -> Result<Consumer, BrokerError> {
     stream_read::open(ch, &names.groups_stream(), from, READ_PREFETCH, tag).await
-}
-
-/// Reads `consumer` up to the marker `marker` into `newest` (a first pass); returns the marker's offset.
-pub async fn find_newest(
-    ch: &Channel,
-    consumer: &mut Consumer,
-    newest: &mut Newest,
-    marker: &str,
-) -> Result<u64, BrokerError> {
-    stream_read::read_to_marker(ch, consumer, READ_PREFETCH, WHAT, marker, |o, d| newest.see(o, d)).await
-}
-
-/// Reads `consumer` into `fold` up to the marker `marker`; returns its offset.
-pub async fn read_to_marker(
-    ch: &Channel,
-    consumer: &mut Consumer,
-    fold: &mut Fold,
-    marker: &str,
-) -> Result<u64, BrokerError> {
-    stream_read::read_to_marker(ch, consumer, READ_PREFETCH, WHAT, marker, |o, d| fold_message(fold, o, d)).await
 }
 
 #[cfg(test)]

@@ -14,10 +14,10 @@ use super::leader::publish;
 use crate::broker::confirm::settle;
 use crate::broker::group_stream::{self, follow_up_message, record_message};
 use crate::broker::names::Names;
-use crate::broker::stream_read::{self, Offset};
-use crate::broker::{connection, consumer, publisher, BrokerError};
+use crate::broker::stream_read;
+use crate::broker::{consumer, publisher, BrokerError};
 use crate::group::state::{completion, Fold, Record};
-use crate::group::{look_back, window, READ_BACK_SECS};
+use crate::group::{window, READ_BACK_SECS};
 use crate::log;
 use crate::metrics::counters;
 use crate::wire::now_ms;
@@ -54,27 +54,8 @@ impl GroupsLeading {
         let started = Instant::now();
         let marker = crate::wire::new_id();
         publish(token_ch, &stream_read::marker(&names.groups_stream(), &marker)).await?;
-        // The newest snapshot before the marker (`group_stream::Newest`), on a channel of its own...
-        let (mut newest, mut marker_at) = (group_stream::Newest::default(), 0);
-        let tag = stream_read::tag("groups-leader");
-        for back in look_back((now_ms() / 1000) as u64) {
-            newest = group_stream::Newest::default();
-            let ch = connection::channel(conn).await?;
-            let mut finding = group_stream::open_reader(&ch, names, Offset::Time(back), &tag).await?;
-            marker_at = group_stream::find_newest(&ch, &mut finding, &mut newest, &marker).await?;
-            let _ = ch.close(200, "looked for the newest snapshot".into()).await;
-            if newest.found() {
-                break;
-            }
-        }
-        // ... then the fold from it to the marker, by the reader that follows the stream after.
-        let (mut fold, from) = newest.start(marker_at);
-        let ch = connection::channel(conn).await?;
-        let mut reader = group_stream::open_reader(&ch, names, from, &tag).await?;
-        let last = group_stream::read_to_marker(&ch, &mut reader, &mut fold, &marker).await?;
-        if from == Offset::First {
-            fold.finish_from_first();
-        }
+        let group_stream::Folded { fold, ch, reader, last } =
+            group_stream::fold_to_marker(conn, names, &marker, &stream_read::tag("groups-leader")).await?;
         log::info(&format!(
             "groups: {} group(s) in flight (stream read in {} ms)",
             fold.state.open_count(),
