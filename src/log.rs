@@ -6,7 +6,9 @@
 //! in them is escaped here, so no value can start a line of its own. (Messages are `&str`: bytes from
 //! the broker reach them decoded, invalid UTF-8 replaced.)
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 /// The longest message written; the rest is cut, saying how long the whole was.
 const MAX_MESSAGE: usize = 3800;
@@ -60,6 +62,48 @@ pub fn debug(msg: &str) {
     line("DEBUG", msg);
 }
 
+/// Lines about a happening that may repeat at the rate of messages (an event no task is registered
+/// for), by key: the first line of a key at once, then at most one per `every` for it, saying how many
+/// were not written since. Keys come from outside (event names): past [`Throttle::KEYS`] of them, the
+/// oldest lines are forgotten (a key forgotten gets its next line at once).
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    /// Per key: when its last line was written, and how many were not written since.
+    keys: HashMap<String, (Instant, u64)>,
+}
+
+impl Throttle {
+    /// The most keys remembered.
+    pub const KEYS: usize = 1000;
+
+    pub fn new(every: Duration) -> Throttle {
+        Throttle { every, keys: HashMap::new() }
+    }
+
+    /// Whether to write the line for `key` at `now`: `Some(n)` with the number of lines of that key
+    /// not written before it, or `None` (counted).
+    pub fn admit(&mut self, key: &str, now: Instant) -> Option<u64> {
+        if let Some((last, skipped)) = self.keys.get_mut(key) {
+            if now.saturating_duration_since(*last) < self.every {
+                *skipped += 1;
+                return None;
+            }
+            *last = now;
+            return Some(std::mem::take(skipped));
+        }
+        if self.keys.len() >= Self::KEYS {
+            let every = self.every;
+            self.keys.retain(|_, (last, _)| now.saturating_duration_since(*last) < every);
+            if self.keys.len() >= Self::KEYS {
+                self.keys.clear();
+            }
+        }
+        self.keys.insert(key.to_string(), (now, 0));
+        Some(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +128,39 @@ mod tests {
         assert!(long.len() < 4096, "{}", long.len());
         assert!(long.ends_with(" ... [cut: 10000 bytes in all]\n"), "{long}");
         assert_eq!(long.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn a_repeated_line_is_written_once_per_interval_with_the_count_left_out() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut t = Throttle::new(Duration::from_secs(60));
+        let table: &[(&str, u64, Option<u64>)] = &[
+            ("a", 0, Some(0)),
+            ("a", 10, None),
+            ("b", 20, Some(0)),
+            ("a", 59_999, None),
+            ("a", 60_000, Some(2)),
+            ("a", 60_001, None),
+            ("b", 60_020, Some(0)),
+            ("a", 200_000, Some(1)),
+        ];
+        for (i, (key, ms, want)) in table.iter().enumerate() {
+            assert_eq!(t.admit(key, at(*ms)), *want, "step {i}: {key} at {ms} ms");
+        }
+    }
+
+    #[test]
+    fn keys_from_outside_stay_bounded() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(Duration::from_secs(60));
+        for i in 0..Throttle::KEYS {
+            assert_eq!(t.admit(&format!("e{i}"), t0), Some(0));
+        }
+        assert_eq!(t.admit("e1", t0), None, "still remembered");
+        // One more key within the interval: every key is still quiet, so all are forgotten.
+        assert_eq!(t.admit("new", t0), Some(0));
+        assert!(t.keys.len() <= 1, "{}", t.keys.len());
+        assert_eq!(t.admit("e1", t0), Some(0), "forgotten: its next line comes at once");
     }
 }

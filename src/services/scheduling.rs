@@ -97,6 +97,10 @@ pub fn events() -> Vec<String> {
     REGISTRY.lock().iter().map(|(e, _)| e.clone()).collect()
 }
 
+/// The lines about events no task is registered for ([`log::Throttle`]).
+static UNKNOWN: once_cell::sync::Lazy<parking_lot::Mutex<log::Throttle>> =
+    once_cell::sync::Lazy::new(|| parking_lot::Mutex::new(log::Throttle::new(std::time::Duration::from_secs(60))));
+
 /// What one delivered event becomes.
 #[derive(Debug)]
 pub enum Route {
@@ -209,7 +213,17 @@ fn plan(
         }
         Route::Unknown(event) => {
             counters::add(&counters::EVENTS_UNKNOWN, 1);
-            log::info(&format!("event '{}' id={} has no registered task; acked", event.event, event.id));
+            // A line per name a minute at most (each is counted in the metrics): events no task is
+            // registered for may come at the rate of events (a group's follow-up no task is for).
+            let now = std::time::Instant::now();
+            let admitted = if settings.debug { Some(0) } else { UNKNOWN.lock().admit(&event.event, now) };
+            if let Some(left_out) = admitted {
+                let more = match left_out {
+                    0 => String::new(),
+                    n => format!(" ({n} more of this name in the last minute not logged)"),
+                };
+                log::info(&format!("event '{}' id={} has no registered task; acked{more}", event.event, event.id));
+            }
         }
         Route::Tasks(event, tasks, open) => {
             counters::add(&counters::EVENTS_ROUTED, 1);

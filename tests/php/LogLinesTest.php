@@ -44,6 +44,30 @@ final class LogLinesTest extends ProcTestCase
         $this->assertFalse($scheduler->hasExited(), $scheduler->describe());
     }
 
+    /**
+     * Events no task is registered for may come at the rate of events: a line per name a minute at
+     * most without EBATS_DEBUG, every one with it.
+     */
+    public function testEventsNoTaskIsRegisteredForAreLoggedOnceAMinutePerName(): void
+    {
+        foreach (['0' => 1, '1' => 3] as $debug => $lines) {
+            $scheduler = $this->startFixture("scheduler-debug-$debug", 'scheduler.php', [
+                'EBATS_T_REGISTER' => json_encode([['order_paied', 'virtualShipping', 'demo', 0]]),
+                'EBATS_DEBUG' => (string) $debug,
+            ]);
+            $this->waitConsumers(static::q('events'), 1, 20, [$scheduler], true);
+            for ($i = 0; $i < 3; $i++) {
+                (new Event('nobody_listens'))->publish();
+            }
+            // Events are routed in order: once the next name is logged, the three were handled.
+            (new Event('nobody_listens_either'))->publish();
+            $this->waitFor(fn () => str_contains($scheduler->stderr(), "event 'nobody_listens_either'") ? true : null, 15, 'the next event is logged');
+            $logged = preg_grep("~ INFO pid=\\d+\\] event 'nobody_listens' id=\\w+ has no registered task; acked\$~", explode("\n", $scheduler->stderr()));
+            $this->assertCount($lines, $logged, "EBATS_DEBUG=$debug:\n" . $scheduler->stderr());
+            $scheduler->stop();
+        }
+    }
+
     public function testExceptionMessageWithControlCharactersStaysOnItsLine(): void
     {
         $worker = $this->startWorker();

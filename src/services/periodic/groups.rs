@@ -45,12 +45,19 @@ pub struct GroupsLeading {
     /// When this leader last completed a group (the window of [`window::keep_reading`] opens only while
     /// groups complete often).
     last_completed: Option<Instant>,
+    /// A line per group completed (`EBATS_DEBUG`): groups may complete at the rate of events.
+    debug: bool,
 }
 
 impl GroupsLeading {
     /// Folds the stream up to a marker appended on the token's channel: after it, every follow-up
     /// the previous leader published (all of them precede the marker) is known.
-    pub async fn take_over(conn: &Connection, token_ch: &Channel, names: &Names) -> Result<Self, BrokerError> {
+    pub async fn take_over(
+        conn: &Connection,
+        token_ch: &Channel,
+        names: &Names,
+        debug: bool,
+    ) -> Result<Self, BrokerError> {
         let started = Instant::now();
         let marker = crate::wire::new_id();
         publish(token_ch, &stream_read::marker(&names.groups_stream(), &marker)).await?;
@@ -72,6 +79,7 @@ impl GroupsLeading {
             snapshot_changes,
             last_summary: None,
             last_completed: None,
+            debug,
         })
     }
 
@@ -156,19 +164,21 @@ impl GroupsLeading {
                 };
                 confirms.push((msg.sent(), publisher::send(token_ch, &msg).await?));
                 let c = g.counts();
-                match &f {
-                    Some(f) => log::info(&format!(
-                        "groups: group {id} ended ({} succeeded, {} failed, {} cancelled): published '{}' id={}",
-                        c.succeeded,
-                        c.failed,
-                        c.cancelled,
-                        f.event,
-                        crate::group::follow_up_id(&id, f)
-                    )),
-                    None => log::info(&format!(
-                        "groups: group {id} ended ({} succeeded, {} failed, {} cancelled): no follow-up applies",
-                        c.succeeded, c.failed, c.cancelled
-                    )),
+                if self.debug {
+                    match &f {
+                        Some(f) => log::debug(&format!(
+                            "groups: group {id} ended ({} succeeded, {} failed, {} cancelled): published '{}' id={}",
+                            c.succeeded,
+                            c.failed,
+                            c.cancelled,
+                            f.event,
+                            crate::group::follow_up_id(&id, f)
+                        )),
+                        None => log::debug(&format!(
+                            "groups: group {id} ended ({} succeeded, {} failed, {} cancelled): no follow-up applies",
+                            c.succeeded, c.failed, c.cancelled
+                        )),
+                    }
                 }
                 self.fold.apply(record, now_ms());
             }

@@ -191,6 +191,8 @@ struct Joined {
     token_ch: Channel,
     tokens: Consumer,
     leading: Option<Leading>,
+    /// Lines per group completed (`EBATS_DEBUG`).
+    debug: bool,
 }
 
 impl Joined {
@@ -225,7 +227,7 @@ impl Joined {
             Ok((token_ch, tokens))
         })
         .await?;
-        Ok(Joined { names, t, token_ch, tokens, leading: None })
+        Ok(Joined { names, t, token_ch, tokens, leading: None, debug: settings.debug })
     }
 
     /// Until a stop (Ok) or a failure: a token makes this process lead, the stream read live
@@ -277,10 +279,10 @@ impl Joined {
     /// The groups stream read up to a marker of this leader's (`GroupsLeading::take_over`), bounded in
     /// time as the taking over of the schedules is.
     fn take_over_groups<'a>(&self, conn: &'a Connection) -> TakingGroups<'a> {
-        let (ch, names, t) = (self.token_ch.clone(), self.names.clone(), self.take_over_within());
+        let (ch, names, t, debug) = (self.token_ch.clone(), self.names.clone(), self.take_over_within(), self.debug);
         Box::pin(async move {
             let what = "taking over the groups";
-            tokio::time::timeout(t, GroupsLeading::take_over(conn, &ch, &names))
+            tokio::time::timeout(t, GroupsLeading::take_over(conn, &ch, &names, debug))
                 .await
                 .unwrap_or_else(|_| Err(BrokerError::timeout(t, what)))
         })
