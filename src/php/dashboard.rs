@@ -1,7 +1,7 @@
 //! `Asynclib\Ebats\Dashboard`: the dashboard in the browser, served by this process until
 //! SIGTERM/SIGINT.
 
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,15 +19,14 @@ const KEYS: &str = "listen, token, token_file, topics, metrics, sample_every";
 
 fn listen_address(s: &str) -> PhpResult<SocketAddr> {
     let bad = || bad_input(format!("invalid dashboard address '{s}': expected host:port, such as 127.0.0.1:8080"));
-    if let Ok(a) = s.trim().parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let (host, port) = s.trim().rsplit_once(':').ok_or_else(bad)?;
-    port.parse::<u16>().map_err(|_| bad())?;
-    if host.is_empty() {
-        return Err(bad());
-    }
-    s.trim().to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)
+    // A name not resolved within a few seconds is refused, as a name that does not resolve.
+    let found = crate::broker::resolve::resolve_address(s.trim(), std::time::Duration::from_secs(5)).map_err(|e| {
+        match e.kind() {
+            std::io::ErrorKind::InvalidInput => bad(),
+            _ => bad_input(format!("invalid dashboard address '{s}': {e}")),
+        }
+    })?;
+    found.into_iter().next().ok_or_else(bad)
 }
 
 /// A list option: an array of strings, or one string of comma-separated items.

@@ -86,6 +86,7 @@ final class DashboardTest extends ProcTestCase
         foreach ([
             [['listen' => '0.0.0.0:0', 'topics' => ['demo']], 'not a loopback address'],
             [['listen' => 'nowhere', 'topics' => ['demo']], 'invalid dashboard address'],
+            [['listen' => 'no-such-host.invalid:8080', 'topics' => ['demo']], "invalid dashboard address 'no-such-host.invalid:8080': "],
             [['topics' => ['demo'], 'token' => 'short'], 'at least 16'],
             [['topics' => ['bad topic']], 'topic'],
             [['topics' => ['demo'], 'metrics' => ['x']], 'invalid metrics address'],
