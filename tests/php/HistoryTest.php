@@ -175,13 +175,16 @@ final class HistoryTest extends ProcTestCase
         // Both children consuming before the tasks come: a child started late under load would leave
         // every slow task to the other, and none would wait for the permit.
         $this->waitConsumers(static::q('task.demo'), 2, 20);
-        $pings = [];
-        for ($i = 0; $i < 3; $i++) {
-            $pings[] = Task::create('demo', 'ping', ['c' => 'k1', 'i' => $i]);
-        }
+        // The slow tasks first: the first two go one to each child, so one of them waits in place with a
+        // task it then runs. (A ping first could leave its child waiting for the permit with a ping,
+        // and then hold it back for its key's rate: no run would have waited.)
         $slow = [];
         for ($i = 0; $i < 4; $i++) {
             $slow[] = Task::create('demo', 'slow', ['ms' => 200, 'tag' => "s$i"]);
+        }
+        $pings = [];
+        for ($i = 0; $i < 3; $i++) {
+            $pings[] = Task::create('demo', 'ping', ['c' => 'k1', 'i' => $i]);
         }
         foreach (array_merge($pings, $slow) as $id) {
             $this->waitCallbacks($id, 1, 30, 'every task ends');
