@@ -64,8 +64,9 @@ pub fn debug(msg: &str) {
 
 /// Lines about a happening that may repeat at the rate of messages (an event no task is registered
 /// for), by key: the first line of a key at once, then at most one per `every` for it, saying how many
-/// were not written since. Keys come from outside (event names): past [`Throttle::KEYS`] of them, the
-/// oldest lines are forgotten (a key forgotten gets its next line at once).
+/// were not written since. Keys come from outside (event names): at [`Throttle::KEYS`] of them, the keys
+/// whose line is older than `every` are forgotten, or all of them when none is (a key forgotten gets its
+/// next line at once).
 #[derive(Debug)]
 pub struct Throttle {
     every: Duration,
@@ -158,7 +159,7 @@ mod tests {
             assert_eq!(t.admit(&format!("e{i}"), t0), Some(0));
         }
         assert_eq!(t.admit("e1", t0), None, "still remembered");
-        // One more key within the interval: every key is still quiet, so all are forgotten.
+        // One more key within the interval: no key's line is old enough to forget it alone, so all go.
         assert_eq!(t.admit("new", t0), Some(0));
         assert!(t.keys.len() <= 1, "{}", t.keys.len());
         assert_eq!(t.admit("e1", t0), Some(0), "forgotten: its next line comes at once");

@@ -257,8 +257,8 @@ pub fn read_state(settings: &Settings) -> Result<Fold, BrokerError> {
     })
 }
 
-/// Starts consuming the stream on `ch` (for the leader).
-pub async fn open_reader(ch: &Channel, names: &Names, from: Offset, tag: &str) -> Result<Consumer, BrokerError> {
+/// Starts consuming the stream on `ch`.
+async fn open_reader(ch: &Channel, names: &Names, from: Offset, tag: &str) -> Result<Consumer, BrokerError> {
     stream_read::open(ch, &names.groups_stream(), from, READ_PREFETCH, tag).await
 }
 
