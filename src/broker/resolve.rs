@@ -37,9 +37,6 @@ pub fn resolve(host: &str, port: u16, within: Duration) -> io::Result<Vec<Socket
 
 /// The addresses of `address` (`host:port`, an IPv6 host in brackets), as [`resolve`] gives them.
 pub fn resolve_address(address: &str, within: Duration) -> io::Result<Vec<SocketAddr>> {
-    if let Ok(a) = address.parse::<SocketAddr>() {
-        return Ok(vec![a]);
-    }
     let bad = || io::Error::new(io::ErrorKind::InvalidInput, format!("'{address}' is not host:port"));
     let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
     let port = port.parse::<u16>().map_err(|_| bad())?;
