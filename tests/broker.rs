@@ -554,3 +554,50 @@ fn at_most_n_permits_held_and_each_back_when_released_or_its_connection_closes()
         h.close();
     }
 }
+
+#[test]
+fn a_permit_handed_over_wakes_one_holder_waiting_in_its_line_who_takes_it_at_once() {
+    use ebats::broker::permit::Permits;
+    let st = settings(&prefix("permitline"), None);
+    let n = Names::new(&st.prefix);
+    let slot = |i| n.permit("demo", "t", i);
+    let line = n.permit_line("demo", "t");
+    let mut keeper = Permits::own(Session::new().unwrap());
+    let held = keeper.acquire(&st, 1, slot).unwrap().expect("the one slot");
+    assert_eq!(keeper.waiting(&st, &line).unwrap(), 0, "nobody waits yet");
+    // Two holders refused, each waiting in the line (up to 4 s) on a thread of its own.
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let (st, line) = (st.clone(), line.clone());
+            std::thread::spawn(move || {
+                let n = Names::new(&st.prefix);
+                let slot = |i| n.permit("demo", "t", i);
+                let mut p = Permits::own(Session::new().unwrap());
+                assert_eq!(p.acquire(&st, 1, slot).unwrap(), None, "held by the keeper");
+                let start = Instant::now();
+                let stopped = p.wait_turn(&st, &line, Duration::from_secs(4), &|| false);
+                let waited = start.elapsed();
+                let got = p.acquire(&st, 1, slot).unwrap();
+                p.leave_line(&st);
+                (stopped, waited, got.is_some(), p)
+            })
+        })
+        .collect();
+    wait_until("both in the line", Duration::from_secs(5), || keeper.waiting(&st, &line).unwrap() == 2);
+    // Handed over: released, then one wake on the same channel.
+    keeper.release(&st, held).unwrap();
+    keeper.wake(&st, &line);
+    let mut ends: Vec<_> = waiters.into_iter().map(|t| t.join().unwrap()).collect();
+    ends.sort_by_key(|e| e.1);
+    assert!(!ends[0].0 && !ends[1].0, "neither was stopped");
+    assert!(ends[0].1 < Duration::from_secs(2) && ends[0].2, "the woken one took the permit at once: {:?}", ends[0].1);
+    assert!(ends[1].1 >= Duration::from_secs(4) && !ends[1].2, "the other waited its whole wait: {:?}", ends[1].1);
+    wait_until("the line empty once they left", Duration::from_secs(5), || keeper.waiting(&st, &line).unwrap() == 0);
+    for (_, _, _, mut p) in ends {
+        p.close();
+    }
+    let mut s = Session::new().unwrap();
+    let ch = s.channel(&st).unwrap();
+    s.block_on(ch.queue_delete(line.as_str().into(), QueueDeleteOptions::default())).unwrap();
+    keeper.close();
+}

@@ -24,6 +24,7 @@ pub mod legacy_topology;
 pub mod names;
 pub mod park;
 pub mod permit;
+pub mod permit_line;
 pub mod processes;
 pub mod publisher;
 pub mod rate;

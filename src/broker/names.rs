@@ -128,12 +128,25 @@ impl Names {
     /// queue, held by one connection at a time. A name that would pass 255 bytes names the counter
     /// by a digest of it.
     pub fn permit(&self, topic: &str, counter: &str, i: u32) -> String {
-        let name = format!("{}.slot.{topic}.{counter}.{i}", self.prefix);
+        self.slot_name(topic, counter, &i.to_string())
+    }
+
+    /// The waiting line of a concurrency limit's counter: a queue the children waiting in place for
+    /// one of its permits consume (their number tells a holder that someone waits), where a holder
+    /// giving a permit back puts a message that wakes one of them (`broker::permit_line`).
+    pub fn permit_line(&self, topic: &str, counter: &str) -> String {
+        self.slot_name(topic, counter, "waiting")
+    }
+
+    /// `<prefix>.slot.<topic>.<counter>.<last>`, the counter named by a digest of it when that would
+    /// pass 255 bytes.
+    fn slot_name(&self, topic: &str, counter: &str, last: &str) -> String {
+        let name = format!("{}.slot.{topic}.{counter}.{last}", self.prefix);
         if name.len() <= 255 {
             return name;
         }
         let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, counter.as_bytes()).simple().to_string();
-        format!("{}.slot.{topic}.~{digest}.{i}", self.prefix)
+        format!("{}.slot.{topic}.~{digest}.{last}", self.prefix)
     }
 }
 
@@ -196,6 +209,9 @@ mod tests {
         let a = Names::new(&"p".repeat(64)).permit(&"t".repeat(128), &long, 999_999);
         assert!(a.len() <= 255 && a.ends_with(".999999"), "{a}");
         assert_ne!(a, Names::new(&"p".repeat(64)).permit(&"t".repeat(128), &format!("{long}y"), 999_999));
+        assert_eq!(n.permit_line("demo", "t"), "p.slot.demo.t.waiting");
+        let line = Names::new(&"p".repeat(64)).permit_line(&"t".repeat(128), &long);
+        assert!(line.len() <= 255 && line.ends_with(".waiting"), "{line}");
     }
 
     #[test]

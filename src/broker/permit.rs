@@ -10,16 +10,19 @@
 //! connection gives back its unacked tasks and its permits together.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
+use lapin::{Channel, Connection, Consumer};
 
-use super::connection;
 use super::current::with_session;
 use super::error::{BrokerError, ErrorKind};
+use super::park::{self, Cut, STOP_CHECK};
 use super::session::Session;
+use super::{connection, permit_line, stop};
 use crate::config::Settings;
+use crate::log;
 
 /// One slot taken, on the connection of generation `generation`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,11 @@ pub struct Permits {
     ch: Option<Channel>,
     /// Counts the connections permits were taken on: a permit of an earlier one is gone.
     generation: u64,
+    /// The channel of the waiting lines (`broker::permit_line`), on the same connection: not the
+    /// permits' one, which a refusal closes.
+    line_ch: Option<Channel>,
+    /// The line this holder waits in, and its consumer there.
+    in_line: Option<(String, Consumer)>,
 }
 
 impl Permits {
@@ -131,6 +139,107 @@ impl Permits {
         })
         .map(|_| ())
         .inspect_err(|_| self.ch = None)
+    }
+
+    /// Waits in place at most `wait` for a permit whose counter has the waiting line `line`: in that
+    /// line (joined at the first call, left by [`Permits::leave_line`]), so that a holder giving a
+    /// permit back wakes it, which ends the wait at once. True when a stop was asked or `interrupted`
+    /// said to leave. A line that cannot be joined is logged and the wait is a plain one.
+    pub fn wait_turn(
+        &mut self,
+        settings: &Settings,
+        line: &str,
+        wait: Duration,
+        interrupted: &dyn Fn() -> bool,
+    ) -> bool {
+        if let Err(e) = self.join(settings, line) {
+            log::error(&format!("waiting in place without a turn: {e}"));
+            return stop::pause(wait, wait, interrupted);
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            if stop::requested().is_some() || interrupted() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let Some((_, consumer)) = self.in_line.as_mut() else { return stop::pause(left, left, interrupted) };
+            match park::wait(permit_line::woken(consumer), left.min(STOP_CHECK)) {
+                Ok(true) => return false,
+                // Its channel or connection closed: a plain wait; the next call joins again.
+                Ok(false) => {
+                    self.in_line = None;
+                    return stop::pause(left, left, interrupted);
+                }
+                Err(Cut::Stopped) => return true,
+                Err(Cut::TimedOut) => {}
+            }
+        }
+    }
+
+    /// Joins `line`, leaving another one first; nothing when already in it.
+    fn join(&mut self, settings: &Settings, line: &str) -> Result<(), BrokerError> {
+        let open = self.line_ch.as_ref().is_some_and(|c| c.status().connected());
+        match &self.in_line {
+            Some((l, _)) if l == line && open => return Ok(()),
+            Some(_) => self.leave_line(settings),
+            None => {}
+        }
+        let ch = self.line_channel(settings)?;
+        let tag = format!("line-{}-{}", std::process::id(), self.generation);
+        let consumer = self
+            .on(|s| s.wait(settings.confirm_timeout, "joining a waiting line", permit_line::join(&ch, line, &tag)))?;
+        self.in_line = Some((line.to_string(), consumer));
+        Ok(())
+    }
+
+    /// Leaves the waiting line this holder is in, if any (a wake already sent to it is lost: a turn,
+    /// not a permit).
+    pub fn leave_line(&mut self, settings: &Settings) {
+        let Some((_, consumer)) = self.in_line.take() else { return };
+        let Some(ch) = self.line_ch.clone().filter(|c| c.status().connected()) else { return };
+        if self
+            .on(|s| s.wait(settings.confirm_timeout, "leaving a waiting line", permit_line::leave(&ch, &consumer)))
+            .is_err()
+        {
+            self.line_ch = None;
+        }
+    }
+
+    /// How many wait in place on `line` (see [`permit_line::declare`]).
+    pub fn waiting(&mut self, settings: &Settings, line: &str) -> Result<u32, BrokerError> {
+        let ch = self.line_channel(settings)?;
+        self.on(|s| s.wait(settings.confirm_timeout, "counting a waiting line", permit_line::declare(&ch, line)))
+            .inspect_err(|_| self.line_ch = None)
+    }
+
+    /// Wakes one of those waiting on `line` (not confirmed: a hint); a failure is logged. Sent on the
+    /// permits' channel, after the release of the permit it is about: the broker deletes that permit's
+    /// queue before it routes the wake, so the woken child does not find the permit still held.
+    pub fn wake(&mut self, settings: &Settings, line: &str) {
+        let woke = self.channel(settings).and_then(|ch| {
+            self.on(|s| s.wait(settings.confirm_timeout, "waking a waiting child", permit_line::wake(&ch, line)))
+        });
+        if let Err(e) = woke {
+            self.ch = None;
+            log::error(&format!("{e}"));
+        }
+    }
+
+    /// The waiting lines' channel, opened on the session's connection when there is none (or it closed).
+    fn line_channel(&mut self, settings: &Settings) -> Result<Channel, BrokerError> {
+        if let Some(ch) = self.line_ch.as_ref().filter(|c| c.status().connected()) {
+            return Ok(ch.clone());
+        }
+        self.in_line = None;
+        let ch = self.on(|s| {
+            let conn = s.link(settings)?.connection.clone();
+            s.wait(settings.confirm_timeout, "opening a channel for waiting lines", connection::channel(&conn))
+        })?;
+        self.line_ch = Some(ch.clone());
+        Ok(ch)
     }
 
     /// The permits' channel, opened on the session's connection when there is none (or it closed).

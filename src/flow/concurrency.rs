@@ -1,10 +1,13 @@
 //! Concurrency limits decided on plain data: which permits a task needs and in what order, which
 //! permits a worker child keeps between tasks, and what it does with a task whose permit is taken
 //! by others (wait in place, or hold the task back). Pure; the permits themselves are
-//! `broker::permit`, the worker child's side `worker::limited`.
+//! `broker::permit`, their waiting lines `broker::permit_line`, the worker child's side
+//! `worker::limited`.
 //!
 //! A topic-wide limit that binds stops every task of the topic: nothing else could run in its place,
-//! so the child waits with the task in hand (the task keeps its place). A limit of a task name or of
+//! so the child waits with the task in hand (the task keeps its place), in the limit's waiting line:
+//! a keeper that held the permit for [`KEEP_MAX`] hands it over to one of those waiting
+//! ([`hand_over`]) and stands aside for [`STAND_ASIDE`]. A limit of a task name or of
 //! a key stops only its own tasks: the task is held back (published again a moment later, see
 //! `worker::held`) and the child goes on with the next, of another name or key.
 
@@ -69,13 +72,45 @@ pub fn when_refused(topic_wide: bool, tries: u32) -> Refused {
 
 /// A kept permit is given back once its child has had nothing to run for this long...
 pub const KEEP_IDLE: Duration = Duration::from_millis(100);
-/// ... or after a task once held this long, so that children waiting for it get their turn.
+/// ... or, after a task once held this long, when children wait in place for it (a topic's permit:
+/// `broker::permit_line`; a name's permit, which nobody waits for in place, goes back anyway, so
+/// that tasks held back for it get their turn when they come back).
 pub const KEEP_MAX: Duration = Duration::from_secs(1);
+/// A child that handed its permit over to a waiting one waits in place at least this long before it
+/// asks for one again (unless woken): the woken child asks at once.
+pub const STAND_ASIDE: Duration = Duration::from_millis(100);
 
-/// Whether a kept permit goes back: the next task does not need it (`needed` false), its child has
-/// been idle for `idle` (`None`: busy), or it was held for `held`.
-pub fn give_back_kept(needed: bool, idle: Option<Duration>, held: Duration) -> bool {
-    !needed || idle.is_some_and(|i| i >= KEEP_IDLE) || held >= KEEP_MAX
+/// Why a kept permit is to go back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveBack {
+    /// The next task does not need it.
+    Unneeded,
+    /// Its child has had nothing to run for [`KEEP_IDLE`].
+    Idle,
+    /// Held for [`KEEP_MAX`]: back if others wait for it ([`hand_over`]).
+    HeldLong,
+}
+
+/// Whether a kept permit goes back, and why: the next task does not need it (`needed` false), its
+/// child has been idle for `idle` (`None`: busy), or it was held for `held`.
+pub fn give_back_kept(needed: bool, idle: Option<Duration>, held: Duration) -> Option<GiveBack> {
+    if !needed {
+        Some(GiveBack::Unneeded)
+    } else if idle.is_some_and(|i| i >= KEEP_IDLE) {
+        Some(GiveBack::Idle)
+    } else if held >= KEEP_MAX {
+        Some(GiveBack::HeldLong)
+    } else {
+        None
+    }
+}
+
+/// Whether a permit held long goes to the children waiting in place for it: `waiting` is their number
+/// on its waiting line (`None`: a name's permit, which has none; `Some(Err)`: not known). Kept when
+/// the line is known empty; handed over when someone waits or the line could not be asked (as it was
+/// before there were lines: given back, so a child that asks gets a chance).
+pub fn hand_over(waiting: Option<Result<u32, ()>>) -> bool {
+    !matches!(waiting, Some(Ok(0)))
 }
 
 #[cfg(test)]
@@ -129,16 +164,28 @@ mod tests {
     #[test]
     fn kept_permits_go_back_when_unneeded_idle_or_long_held() {
         let ms = Duration::from_millis;
+        use GiveBack::*;
         let table = [
-            (true, None, ms(10), false),
-            (true, Some(ms(50)), ms(10), false),
-            (true, Some(KEEP_IDLE), ms(10), true),
-            (false, None, ms(10), true),
-            (true, None, KEEP_MAX, true),
-            (true, None, ms(999), false),
+            (true, None, ms(10), None),
+            (true, Some(ms(50)), ms(10), None),
+            (true, Some(KEEP_IDLE), ms(10), Some(Idle)),
+            (false, None, ms(10), Some(Unneeded)),
+            (false, Some(KEEP_IDLE), KEEP_MAX, Some(Unneeded)),
+            (true, Some(KEEP_IDLE), KEEP_MAX, Some(Idle)),
+            (true, None, KEEP_MAX, Some(HeldLong)),
+            (true, None, ms(999), None),
         ];
         for (needed, idle, held, want) in table {
             assert_eq!(give_back_kept(needed, idle, held), want, "{needed} {idle:?} {held:?}");
+        }
+    }
+
+    #[test]
+    fn a_permit_held_long_goes_to_those_waiting_for_it() {
+        let table =
+            [(Some(Ok(0)), false), (Some(Ok(1)), true), (Some(Ok(3)), true), (Some(Err(())), true), (None, true)];
+        for (waiting, want) in table {
+            assert_eq!(hand_over(waiting), want, "{waiting:?}");
         }
     }
 }

@@ -1,9 +1,11 @@
 //! A worker child under concurrency limits: before a task runs it takes the permits its limits
 //! need (`flow::concurrency::needs`, taken on the broker through `broker::permit`), waits in place
-//! for a topic's permit, or has the task held back for a name's or a key's (`worker::held`); after
-//! the task it gives its key permits back. Topic and name permits are kept across consecutive tasks
-//! that need them (a limit that does not bind costs nothing per task) and given back when the child
-//! is idle, when the next task does not need them, or after a while (others get their turn).
+//! for a topic's permit (in its waiting line, `broker::permit_line`), or has the task held back for
+//! a name's or a key's (`worker::held`); after the task it gives its key permits back. Topic and name
+//! permits are kept across consecutive tasks that need them (a limit that does not bind costs
+//! nothing per task) and given back when the child is idle or the next task does not need them; a
+//! topic's permit held a second is handed over to a child waiting for it (woken through the line,
+//! this child standing aside a moment), a name's permit held a second is given back.
 //!
 //! A permit of a process that dies (kill -9, exit() in a handler, the parent killing it at its time
 //! limit) goes with its connection: the broker frees it.
@@ -14,7 +16,7 @@ use crate::broker::names::Names;
 use crate::broker::permit::{Permit, Permits};
 use crate::broker::{stop, BrokerError};
 use crate::config::Settings;
-use crate::flow::concurrency::{self, Need, Refused};
+use crate::flow::concurrency::{self, GiveBack, Need, Refused};
 use crate::flow::limits::LimitSet;
 use crate::log;
 use crate::wire::TaskMsg;
@@ -34,6 +36,8 @@ struct Kept {
     counter: String,
     permit: Permit,
     since: Instant,
+    /// The waiting line of a topic's permit (`Names::permit_line`); a name's permit has none.
+    line: Option<String>,
 }
 
 /// The permits of a worker child.
@@ -46,6 +50,8 @@ pub struct Gate {
     running: Vec<Permit>,
     /// When the last task ended (`None`: one runs, or none ran yet).
     ended: Option<Instant>,
+    /// The counter whose permit this child last handed over to a waiting one, and when.
+    handed_over: Option<(String, Instant)>,
 }
 
 impl Gate {
@@ -68,6 +74,7 @@ impl Gate {
         let needs = concurrency::needs(&limits.for_task(&task.name, &task.params));
         self.give_back_kept(settings, |k| needs.iter().any(|n| n.kept && n.counter == k.counter), false);
         let admitted = self.take(settings, names, &task.topic, &needs, interrupted);
+        self.permits.leave_line(settings);
         if !matches!(admitted, Ok(Admit::Start { .. })) {
             self.finished(settings);
         }
@@ -87,18 +94,35 @@ impl Gate {
             if need.kept && self.kept.iter().any(|k| k.counter == need.counter && self.permits.holds(&k.permit)) {
                 continue;
             }
+            let line = need.topic_wide.then(|| names.permit_line(topic, &need.counter));
+            // Just handed over to a waiting child: that one asks first.
+            let mut aside = self
+                .handed_over
+                .take()
+                .filter(|(c, at)| line.is_some() && *c == need.counter && at.elapsed() < concurrency::STAND_ASIDE)
+                .map(|(_, at)| concurrency::STAND_ASIDE - at.elapsed());
             let mut tries = 0;
             let permit = loop {
-                if let Some(p) =
-                    self.permits.acquire(settings, need.slots, |i| names.permit(topic, &need.counter, i))?
-                {
-                    break p;
+                if aside.is_none() {
+                    if let Some(p) =
+                        self.permits.acquire(settings, need.slots, |i| names.permit(topic, &need.counter, i))?
+                    {
+                        break p;
+                    }
                 }
-                match concurrency::when_refused(need.topic_wide, tries) {
+                let refused = match aside.take() {
+                    Some(wait) => Refused::WaitInPlace(wait),
+                    None => concurrency::when_refused(need.topic_wide, tries),
+                };
+                match refused {
                     Refused::HoldBack(wait) => return Ok(Admit::HoldBack { wait, limit: need.counter.clone() }),
                     Refused::WaitInPlace(wait) => {
                         waited = true;
-                        if stop::pause(wait, wait, interrupted) {
+                        let stopped = match &line {
+                            Some(line) => self.permits.wait_turn(settings, line, wait, interrupted),
+                            None => stop::pause(wait, wait, interrupted),
+                        };
+                        if stopped {
                             return Ok(Admit::GiveBack);
                         }
                         tries += 1;
@@ -108,7 +132,8 @@ impl Gate {
             match need.kept {
                 true => {
                     self.kept.retain(|k| k.counter != need.counter);
-                    self.kept.push(Kept { counter: need.counter.clone(), permit, since: Instant::now() })
+                    let counter = need.counter.clone();
+                    self.kept.push(Kept { counter, permit, since: Instant::now(), line })
                 }
                 false => self.running.push(permit),
             }
@@ -143,21 +168,44 @@ impl Gate {
         self.give_back_kept(settings, |_| true, idle.is_some());
     }
 
-    /// Gives back the kept permits `needed` says are not needed, those held long and, when `idle`
-    /// (nothing to run since the last task ended), all once that has lasted long enough.
+    /// Gives back the kept permits `needed` says are not needed, those held long that others wait for
+    /// and, when `idle` (nothing to run since the last task ended), all once that has lasted long
+    /// enough. A topic's permit given back wakes one of the children waiting in place for it.
     fn give_back_kept(&mut self, settings: &Settings, needed: impl Fn(&Kept) -> bool, idle: bool) {
         let idle_for = self.ended.filter(|_| idle).map(|e| e.elapsed());
         let mut i = 0;
         while i < self.kept.len() {
             let k = &self.kept[i];
-            let lost = !self.permits.holds(&k.permit);
-            if lost || concurrency::give_back_kept(needed(k), idle_for, k.since.elapsed()) {
-                let k = self.kept.swap_remove(i);
-                if !lost {
-                    self.release(settings, k.permit);
+            if !self.permits.holds(&k.permit) {
+                self.kept.swap_remove(i);
+                continue;
+            }
+            let why = concurrency::give_back_kept(needed(k), idle_for, k.since.elapsed());
+            let back = match why {
+                None => {
+                    i += 1;
+                    continue;
                 }
-            } else {
+                Some(GiveBack::HeldLong) => {
+                    let line = k.line.clone();
+                    let waiting = line.map(|l| self.permits.waiting(settings, &l).map_err(|_| ()));
+                    concurrency::hand_over(waiting)
+                }
+                Some(GiveBack::Unneeded | GiveBack::Idle) => true,
+            };
+            if !back {
+                // Held long, and nobody waits for it: kept, and asked about again after as long.
+                self.kept[i].since = Instant::now();
                 i += 1;
+                continue;
+            }
+            let k = self.kept.swap_remove(i);
+            self.release(settings, k.permit);
+            if let Some(line) = &k.line {
+                self.permits.wake(settings, line);
+                if why == Some(GiveBack::HeldLong) {
+                    self.handed_over = Some((k.counter, Instant::now()));
+                }
             }
         }
     }

@@ -122,6 +122,40 @@ final class ConcurrencyLimitTest extends ProcTestCase
         $this->assertGreaterThanOrEqual(3, count(array_unique(array_column($runs, 'pid'))), 'the children take turns');
     }
 
+    /**
+     * Children waiting in place for the topic's one permit get it in turn: the child that keeps it across its
+     * tasks hands it over once it has held it a second (KEEP_MAX) and children wait for it, instead of taking
+     * it back before any of them could ask (one child then ran every task while three waited with theirs).
+     */
+    public function testChildrenWaitingForTheTopicsPermitGetItInTurn(): void
+    {
+        $this->startWorkers([['concurrency' => 1]]);
+        $ids = [];
+        for ($i = 0; $i < 40; $i++) {
+            $ids[] = Task::create('limited', 'work', ['ms' => 100, 'tag' => "t$i"]);
+        }
+        $this->assertEachRanOnceAtItsFirstAttempt($ids, 60);
+        $runs = $this->intervals();
+        usort($runs, static fn (array $a, array $b): int => $a['start'] <=> $b['start']);
+        $this->assertSame(1, self::mostAtOnce($runs), 'one at a time');
+        // The runs one child made in a row, while the others waited with a task each.
+        $longest = [];
+        $streak = [];
+        foreach ($runs as $r) {
+            if ($streak !== [] && $streak[0]['pid'] !== $r['pid']) {
+                $streak = [];
+            }
+            $streak[] = $r;
+            $span = end($streak)['end'] - $streak[0]['start'];
+            if ($longest === [] || $span > $longest['span']) {
+                $longest = ['span' => $span, 'runs' => count($streak), 'pid' => $r['pid']];
+            }
+        }
+        // A second held, the task it ends, and the hand-over; a child that never handed over would run all 40.
+        $this->assertLessThan(1.8, $longest['span'], 'a child kept the permit while others waited: ' . json_encode($longest));
+        $this->assertGreaterThanOrEqual(3, count(array_unique(array_column($runs, 'pid'))), 'the children take turns');
+    }
+
     public function testAKilledHolderGivesItsPermitBackAndItsTaskRunsAgain(): void
     {
         $this->startWorkers([['concurrency' => 1, 'key' => '{c}']]);

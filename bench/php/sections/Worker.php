@@ -49,6 +49,7 @@ final class Worker implements Section
             $rows["wk.tasks.p$pf.w1.ratefree"] = ['tasks → Worker, 1 process, a rate limit that does not bind (1000000/s)', 'ratefree', 1, $pf];
             $rows["wk.tasks.p$pf.w2.rate"] = ['tasks → Worker, 2 processes, rate limit ' . self::RATE . '/s: rate reached', 'rate', 2, $pf];
             $rows["wk.tasks.p$pf.w1.concurrency"] = ['tasks → Worker, 1 process, topic concurrency limit not binding', 'concurrency', 1, $pf];
+            $rows["wk.tasks.p$pf.w2.concurrency1"] = ['tasks → Worker, 2 processes, topic concurrency 1 (binding: they take turns)', 'concurrency1', 2, $pf];
             $rows["wk.bare.p$pf.amqp"] = ['php-amqp consume + ack each', 'amqp', 1, $pf];
             $rows["wk.bare.p$pf.amqplib"] = ['php-amqplib basic_consume + ack each', 'amqplib', 1, $pf];
             $rows["wk.bare.p$pf.lapin"] = ['lapin (Rust) consume + pipelined acks', 'lapin', 1, $pf];
@@ -87,6 +88,7 @@ final class Worker implements Section
                         'rate' => $this->workerOnly($ctx, $procs, $pf, self::RATE_N, limit: self::RATE . '/s')
                             * (self::RATE_N - self::RATE) / self::RATE_N,
                         'concurrency' => $this->workerOnly($ctx, $procs, $pf, $n, env: ['EBATS_BENCH_CONCURRENCY' => '1000']),
+                        'concurrency1' => $this->workerOnly($ctx, $procs, $pf, $n, env: ['EBATS_BENCH_CONCURRENCY' => '1']),
                         'hop' => $this->twoHop($ctx, $pf, $n),
                         default => $this->bare($ctx, $kind, $pf, $n),
                     };
@@ -273,6 +275,11 @@ final class Worker implements Section
             if (!is_nan($c)) {
                 $report->target('  the same with a topic concurrency limit not binding / none', $ratio($c, $w), 0.95, '>=',
                     sprintf('%s / %s = %.3f', $fmt($c), $fmt($w), $ratio($c, $w)));
+            }
+            $c1 = $res->med("wk.tasks.p$pf.w2.concurrency1", 'rate');
+            if (!is_nan($c1)) {
+                $report->target('  2 procs taking turns at a topic concurrency of 1 / 1 proc without it', $ratio($c1, $w), 0.90, '>=',
+                    sprintf('%s / %s = %.3f', $fmt($c1), $fmt($w), $ratio($c1, $w)));
             }
             $e = $res->med("wk.e2e.p$pf.w1", 'rate');
             $report->target('  the same through the Scheduler (events → 1 proc)', $ratio($e, $ceil), 0.70, '>=',
