@@ -51,6 +51,8 @@ pub struct Permits {
     line_ch: Option<Channel>,
     /// The line this holder waits in, and its consumer there.
     in_line: Option<(String, Consumer)>,
+    /// The lines' failures logged, once a minute each at most (they may recur at every wait).
+    said: Option<log::Throttle>,
 }
 
 impl Permits {
@@ -153,7 +155,7 @@ impl Permits {
         interrupted: &dyn Fn() -> bool,
     ) -> bool {
         if let Err(e) = self.join(settings, line) {
-            log::error(&format!("waiting in place without a turn: {e}"));
+            self.complain("waiting in place without a turn", &e);
             return stop::pause(wait, wait, interrupted);
         }
         let deadline = Instant::now() + wait;
@@ -224,7 +226,20 @@ impl Permits {
         });
         if let Err(e) = woke {
             self.ch = None;
-            log::error(&format!("{e}"));
+            self.complain("a permit given back woke nobody", &e);
+        }
+    }
+
+    /// Logs a failure of the waiting lines: a line a minute at most for `what`, with how many were
+    /// left out. The lines are a hint; their failures cost turns, never a permit.
+    fn complain(&mut self, what: &str, e: &BrokerError) {
+        let said = self.said.get_or_insert_with(|| log::Throttle::new(Duration::from_secs(60)));
+        if let Some(left_out) = said.admit(what, Instant::now()) {
+            let more = match left_out {
+                0 => String::new(),
+                n => format!(" ({n} more in the last minute not logged)"),
+            };
+            log::error(&format!("{what}: {e}{more}"));
         }
     }
 
