@@ -77,6 +77,16 @@ final class ConcurrencyLimitTest extends ProcTestCase
         return $most;
     }
 
+    /** Creates $n tasks of topic "limited" that take $ms each (tagged t0, t1, ...); their ids. */
+    private function work(int $n, int $ms): array
+    {
+        $ids = [];
+        for ($i = 0; $i < $n; $i++) {
+            $ids[] = Task::create('limited', 'work', ['ms' => $ms, 'tag' => "t$i"]);
+        }
+        return $ids;
+    }
+
     /** Every task of $ids ran to its end once, at attempt 1, and nothing is in the failed store. */
     private function assertEachRanOnceAtItsFirstAttempt(array $ids, float $timeout): void
     {
@@ -111,11 +121,7 @@ final class ConcurrencyLimitTest extends ProcTestCase
     public function testATopicConcurrencyOfTwoWithFourChildren(): void
     {
         $this->startWorkers([['concurrency' => 2]]);
-        $ids = [];
-        for ($i = 0; $i < 20; $i++) {
-            $ids[] = Task::create('limited', 'work', ['ms' => 200, 'tag' => "t$i"]);
-        }
-        $this->assertEachRanOnceAtItsFirstAttempt($ids, 60);
+        $this->assertEachRanOnceAtItsFirstAttempt($this->work(20, 200), 60);
         $runs = $this->intervals();
         $this->assertCount(20, $runs);
         $this->assertSame(2, self::mostAtOnce($runs), 'at most two at once, and two reached: ' . json_encode($runs));
@@ -130,11 +136,7 @@ final class ConcurrencyLimitTest extends ProcTestCase
     public function testChildrenWaitingForTheTopicsPermitGetItInTurn(): void
     {
         $this->startWorkers([['concurrency' => 1]]);
-        $ids = [];
-        for ($i = 0; $i < 40; $i++) {
-            $ids[] = Task::create('limited', 'work', ['ms' => 100, 'tag' => "t$i"]);
-        }
-        $this->assertEachRanOnceAtItsFirstAttempt($ids, 60);
+        $this->assertEachRanOnceAtItsFirstAttempt($this->work(40, 100), 60);
         $runs = $this->intervals();
         usort($runs, static fn (array $a, array $b): int => $a['start'] <=> $b['start']);
         $this->assertSame(1, self::mostAtOnce($runs), 'one at a time');
