@@ -103,6 +103,16 @@ impl Throttle {
         self.keys.insert(key.to_string(), (now, 0));
         Some(0)
     }
+
+    /// [`Throttle::admit`] as the words its line ends with: nothing, or how many lines of that key were
+    /// not written since the last one (" (3 more in the last 60 s not logged)"); `None`: not written.
+    pub fn admit_said(&mut self, key: &str, now: Instant) -> Option<String> {
+        let every = self.every.as_secs();
+        self.admit(key, now).map(|left_out| match left_out {
+            0 => String::new(),
+            n => format!(" ({n} more in the last {every} s not logged)"),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +159,9 @@ mod tests {
         for (i, (key, ms, want)) in table.iter().enumerate() {
             assert_eq!(t.admit(key, at(*ms)), *want, "step {i}: {key} at {ms} ms");
         }
+        let mut t = Throttle::new(Duration::from_secs(60));
+        let said: Vec<Option<String>> = [0, 1, 2, 60_000].iter().map(|ms| t.admit_said("a", at(*ms))).collect();
+        assert_eq!(said, [Some(String::new()), None, None, Some(" (2 more in the last 60 s not logged)".into())]);
     }
 
     #[test]

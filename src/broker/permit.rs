@@ -234,11 +234,7 @@ impl Permits {
     /// left out. The lines are a hint; their failures cost turns, never a permit.
     fn complain(&mut self, what: &str, e: &BrokerError) {
         let said = self.said.get_or_insert_with(|| log::Throttle::new(Duration::from_secs(60)));
-        if let Some(left_out) = said.admit(what, Instant::now()) {
-            let more = match left_out {
-                0 => String::new(),
-                n => format!(" ({n} more in the last minute not logged)"),
-            };
+        if let Some(more) = said.admit_said(what, Instant::now()) {
             log::error(&format!("{what}: {e}{more}"));
         }
     }
@@ -249,12 +245,18 @@ impl Permits {
             return Ok(ch.clone());
         }
         self.in_line = None;
-        let ch = self.on(|s| {
-            let conn = s.link(settings)?.connection.clone();
-            s.wait(settings.confirm_timeout, "opening a channel for waiting lines", connection::channel(&conn))
-        })?;
+        let (_, ch) = self.open_channel(settings, "opening a channel for waiting lines")?;
         self.line_ch = Some(ch.clone());
         Ok(ch)
+    }
+
+    /// A new channel on the session's connection, and that connection.
+    fn open_channel(&mut self, settings: &Settings, what: &str) -> Result<(Arc<Connection>, Channel), BrokerError> {
+        self.on(|s| {
+            let conn = s.link(settings)?.connection.clone();
+            let ch = s.wait(settings.confirm_timeout, what, connection::channel(&conn))?;
+            Ok((conn, ch))
+        })
     }
 
     /// The permits' channel, opened on the session's connection when there is none (or it closed).
@@ -262,11 +264,7 @@ impl Permits {
         if let Some(ch) = self.ch.as_ref().filter(|c| c.status().connected()) {
             return Ok(ch.clone());
         }
-        let (conn, ch) = self.on(|s| {
-            let conn = s.link(settings)?.connection.clone();
-            let ch = s.wait(settings.confirm_timeout, "opening a channel for permits", connection::channel(&conn))?;
-            Ok((conn, ch))
-        })?;
+        let (conn, ch) = self.open_channel(settings, "opening a channel for permits")?;
         if !self.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
             self.generation += 1;
             self.conn = Some(conn);

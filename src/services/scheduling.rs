@@ -216,12 +216,9 @@ fn plan(
             // A line per name a minute at most (each is counted in the metrics): events no task is
             // registered for may come at the rate of events (a group's follow-up no task is for).
             let now = std::time::Instant::now();
-            let admitted = if settings.debug { Some(0) } else { UNKNOWN.lock().admit(&event.event, now) };
-            if let Some(left_out) = admitted {
-                let more = match left_out {
-                    0 => String::new(),
-                    n => format!(" ({n} more of this name in the last minute not logged)"),
-                };
+            let admitted =
+                if settings.debug { Some(String::new()) } else { UNKNOWN.lock().admit_said(&event.event, now) };
+            if let Some(more) = admitted {
                 log::info(&format!("event '{}' id={} has no registered task; acked{more}", event.event, event.id));
             }
         }
