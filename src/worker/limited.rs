@@ -99,8 +99,9 @@ impl Gate {
             let mut aside = self
                 .handed_over
                 .take()
-                .filter(|(c, at)| line.is_some() && *c == need.counter && at.elapsed() < concurrency::STAND_ASIDE)
-                .map(|(_, at)| concurrency::STAND_ASIDE - at.elapsed());
+                .filter(|(c, _)| line.is_some() && *c == need.counter)
+                .and_then(|(_, at)| concurrency::STAND_ASIDE.checked_sub(at.elapsed()))
+                .filter(|left| !left.is_zero());
             let mut tries = 0;
             let permit = loop {
                 if aside.is_none() {
@@ -187,8 +188,7 @@ impl Gate {
                     continue;
                 }
                 Some(GiveBack::HeldLong) => {
-                    let line = k.line.clone();
-                    let waiting = line.map(|l| self.permits.waiting(settings, &l).map_err(|_| ()));
+                    let waiting = k.line.as_deref().map(|l| self.permits.waiting(settings, l).map_err(|_| ()));
                     concurrency::hand_over(waiting)
                 }
                 Some(GiveBack::Unneeded | GiveBack::Idle) => true,
