@@ -51,7 +51,7 @@ pub trait Host {
     }
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Self::Left>;
     /// A stop was asked: last words on the open subscription before it closes.
-    fn stopping(&mut self, _sub: &Subscription) {}
+    fn stopping(&mut self, _sub: &mut Subscription) {}
 }
 
 pub struct Spec<'a> {
@@ -192,7 +192,7 @@ fn deliver_all<H: Host>(spec: &Spec, host: &mut H, mut sub: Subscription) -> Res
         }
         if let Some(sig) = stop::requested() {
             log::info(&format!("{} stopping ({})", spec.what, stop::signal_name(sig)));
-            host.stopping(&sub);
+            host.stopping(&mut sub);
             sub.close("stopping");
             return Err(Finished::Stopped(sig));
         }

@@ -140,6 +140,13 @@ impl Session {
         self.link.as_ref().is_some_and(Link::usable) || self.direct.as_ref().is_some_and(Direct::alive)
     }
 
+    /// Whether the session's lapin connection was open and is lost (its heartbeats stopped, or it
+    /// broke): a connection of the process's own to the same node, which exchanges no heartbeats,
+    /// takes that as its own loss (`subscription::on_direct`).
+    pub fn link_lost(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| !l.connection.status().connected())
+    }
+
     /// Drops the connections (closing them in the background); the next call connects anew and
     /// declares again.
     pub fn disconnect(&mut self) {

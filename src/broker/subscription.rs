@@ -1,22 +1,23 @@
-//! A subscription: a consumer on a queue with a prefetch, on a channel of its own, opened (and
-//! opened again after a cut) on the process's session; its deliveries and their acks.
+//! A subscription: a consumer on a queue with a prefetch, opened (and opened again after a cut) for
+//! the process; its deliveries and their acks.
+//!
+//! It consumes on a direct connection of its own (`on_direct.rs`: the thread taking the deliveries
+//! reads them from the socket, and writes the acks, itself), or, for a node that connection does
+//! not serve (TLS), on a channel of the session's lapin connection (`on_lapin.rs`). Both give the
+//! same deliveries with the same guarantees; the choice is made at each opening.
 
-use std::collections::VecDeque;
+mod on_direct;
+mod on_lapin;
+
 use std::time::Duration;
 
-use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Consumer};
-use tokio::runtime::Handle;
 
-use super::consumer;
-use super::current::with_session;
-use super::error::{BrokerError, ErrorKind};
-use super::park;
+use super::error::BrokerError;
 use super::topology::Decl;
 use crate::config::Settings;
+use on_direct::OnDirect;
+use on_lapin::OnLapin;
 
 /// What to consume.
 pub struct Spec<'a> {
@@ -28,131 +29,38 @@ pub struct Spec<'a> {
     pub tag: &'a str,
 }
 
-pub struct Subscription {
-    rt: Handle,
-    ch: Channel,
-    consumer: Consumer,
-    tag: String,
-    queue: String,
-    /// The tag the subscription was opened with; a consumer started again (a new prefetch) adds `-<n>`.
-    base_tag: String,
-    restarts: u32,
-    /// The longest a broker method of the subscription waits (`basic.qos`, `basic.consume`).
-    timeout: Duration,
-    /// Deliveries of a consumer replaced by [`Subscription::set_prefetch`], given out first.
-    pending: VecDeque<Delivery>,
-    /// How the consumer's stream ended, when `ready()` was the one to see it: the stream gives its
-    /// end once, and after it nothing (it never yields again), so it is kept for `next()`.
-    ended: Option<BrokerError>,
-    /// A second consumer on the same channel (a worker's legacy queue, see [`Subscription::consume_also`]):
-    /// its queue's name and the consumer. Its end ends only it.
-    also: Option<(String, Consumer)>,
-    /// Cancelled by [`Subscription::pause`]: the consumer's end is no cut.
-    paused: bool,
-    /// Paused, and the consumer's stream has ended: nothing more comes until [`Subscription::resume`].
-    drained: bool,
+pub struct Subscription(On);
+
+enum On {
+    Direct(Box<OnDirect>),
+    Lapin(Box<OnLapin>),
 }
 
 impl Subscription {
-    /// Declares what the spec needs and starts consuming, on the process's session.
+    /// Declares what the spec needs and starts consuming.
     pub fn open(spec: &Spec) -> Result<Subscription, BrokerError> {
-        with_session(|s| {
-            s.declare(spec.settings, spec.decls)?;
-            let ch = s.channel(spec.settings)?;
-            let t = spec.settings.connect_timeout.max(spec.settings.confirm_timeout);
-            let (prefetch, queue, tag) = (spec.prefetch, spec.queue, spec.tag);
-            let context = format!("cannot consume from queue '{queue}'");
-            let consumer = s.wait(
-                t,
-                "opening a consumer",
-                consumer::open(&ch, queue, prefetch, tag, FieldTable::default(), &context),
-            )?;
-            Ok(Subscription {
-                rt: s.handle(),
-                ch,
-                consumer,
-                tag: tag.to_string(),
-                queue: queue.to_string(),
-                base_tag: tag.to_string(),
-                restarts: 0,
-                timeout: t,
-                pending: VecDeque::new(),
-                ended: None,
-                also: None,
-                paused: false,
-                drained: false,
-            })
-        })
+        match OnDirect::open(spec)? {
+            Some(d) => Ok(Subscription(On::Direct(Box::new(d)))),
+            None => Ok(Subscription(On::Lapin(Box::new(OnLapin::open(spec)?)))),
+        }
     }
 
     /// A delivery that has already arrived, without waiting for one. `None` also when the
     /// consumer ended: the next `next()` says how.
     pub fn ready(&mut self) -> Option<Delivery> {
-        if let Some(d) = self.pending.pop_front() {
-            return Some(d);
-        }
-        if self.ended.is_some() || self.drained {
-            return None;
-        }
-        match park::wait(self.next_of_either(), Duration::ZERO) {
-            Err(_) => None,
-            Ok(None) => None,
-            Ok(Some(None)) if self.paused => {
-                self.drained = true;
-                None
-            }
-            Ok(Some(item)) => match Self::item(item) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.ended = Some(e);
-                    None
-                }
-            },
+        match &mut self.0 {
+            On::Direct(d) => d.take(Duration::ZERO).ok().flatten(),
+            On::Lapin(l) => l.ready(),
         }
     }
 
     /// Waits for the next delivery at most `tick`; `Ok(None)` when the tick passed with nothing,
     /// `Err` once the consumer ended (its channel or connection closed), and from then on.
     pub fn next(&mut self, tick: Duration) -> Result<Option<Delivery>, BrokerError> {
-        if let Some(d) = self.pending.pop_front() {
-            return Ok(Some(d));
+        match &mut self.0 {
+            On::Direct(d) => d.take(tick),
+            On::Lapin(l) => l.next(tick),
         }
-        if let Some(e) = &self.ended {
-            return Err(e.clone());
-        }
-        if self.drained {
-            // Paused: nothing can come; wait the tick as a wait for a delivery would.
-            std::thread::sleep(tick);
-            return Ok(None);
-        }
-        match park::wait(self.next_of_either(), tick) {
-            Err(_) | Ok(None) => Ok(None),
-            Ok(Some(None)) if self.paused => {
-                self.drained = true;
-                Ok(None)
-            }
-            Ok(Some(item)) => Self::item(item).map(Some).inspect_err(|e| self.ended = Some(e.clone())),
-        }
-    }
-
-    /// The next item of the consumer, or a delivery of the second one (whichever comes first);
-    /// `None` when the second one ended (it is dropped; the main one goes on).
-    async fn next_of_either(&mut self) -> Option<Option<Result<Delivery, lapin::Error>>> {
-        let Some((_, also)) = self.also.as_mut() else {
-            return Some(self.consumer.next().await);
-        };
-        let main = async { Some(self.consumer.next().await) };
-        let second = async {
-            match also.next().await {
-                Some(Ok(d)) => Some(Some(Ok(d))),
-                _ => None,
-            }
-        };
-        let r = futures_lite::future::race(main, second).await;
-        if r.is_none() {
-            self.also = None;
-        }
-        r
     }
 
     /// Consumes the queue at `prefetch` from now on: RabbitMQ applies `basic.qos` only to consumers
@@ -160,172 +68,125 @@ impl Subscription {
     /// What the old one was sent before its cancel-ok stays the channel's (same delivery tags and
     /// acks) and comes first from [`Subscription::ready`] and [`Subscription::next`].
     pub fn set_prefetch(&mut self, prefetch: u16) -> Result<(), BrokerError> {
-        self.restarts += 1;
-        let tag = format!("{}-{}", self.base_tag, self.restarts);
-        let (ch, queue, old) = (self.ch.clone(), self.queue.clone(), self.tag.clone());
-        let started = park::wait(
-            async {
-                let context = format!("cannot consume from queue '{queue}'");
-                let c = consumer::open(&ch, &queue, prefetch, &tag, FieldTable::default(), &context).await?;
-                ch.basic_cancel(old.as_str().into(), BasicCancelOptions::default())
-                    .await
-                    .map_err(|e| BrokerError::lapin("basic.cancel failed", &e))?;
-                Ok(c)
-            },
-            self.timeout,
-        );
-        let consumer = match started {
-            Ok(r) => r?,
-            Err(park::Cut::TimedOut) => {
-                return Err(BrokerError::new(ErrorKind::Timeout, "changing the prefetch timed out"))
-            }
-            Err(park::Cut::Stopped) => {
-                return Err(BrokerError::new(ErrorKind::Stopped, "stopped changing the prefetch"))
-            }
-        };
-        let mut old = std::mem::replace(&mut self.consumer, consumer);
-        self.tag = tag;
-        // The cancel-ok came after every delivery to the old consumer: they are all in its buffer.
-        while let Ok(Some(Ok(d))) = park::wait(old.next(), Duration::ZERO) {
-            self.pending.push_back(d);
+        match &mut self.0 {
+            On::Direct(d) => d.set_prefetch(prefetch),
+            On::Lapin(l) => l.set_prefetch(prefetch),
         }
-        Ok(())
     }
 
-    /// Gives every delivery still waiting in [`Subscription::set_prefetch`]'s buffer back to the
-    /// queue, for other consumers to take; how many.
+    /// Gives every delivery of the consumers [`Subscription::set_prefetch`] replaced, not yet given
+    /// out, back to the queue, for other consumers to take; how many.
     pub fn give_back_pending(&mut self) -> Result<usize, BrokerError> {
-        let mut n = 0;
-        while let Some(d) = self.pending.pop_front() {
-            self.requeue(d.delivery_tag, false)?;
-            n += 1;
+        match &mut self.0 {
+            On::Direct(d) => d.give_back_pending(),
+            On::Lapin(l) => l.give_back_pending(),
         }
-        Ok(n)
     }
 
     /// Consumes `queue` too, on the same channel and prefetch, its deliveries coming among the main
     /// queue's (delivery tags and acks are the channel's). Until [`Subscription::cancel_also`], the
     /// subscription's end, or the broker's cancelling it (the queue deleted).
     pub fn consume_also(&mut self, queue: &str, tag: &str) -> Result<(), BrokerError> {
-        let c = self
-            .rt
-            .block_on(self.ch.basic_consume(
-                queue.into(),
-                tag.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ))
-            .map_err(|e| BrokerError::lapin(&format!("cannot consume from queue '{queue}'"), &e))?;
-        self.also = Some((queue.to_string(), c));
-        Ok(())
+        match &mut self.0 {
+            On::Direct(d) => d.consume_also(queue, tag),
+            On::Lapin(l) => l.consume_also(queue, tag),
+        }
     }
 
     /// The queue consumed beside the main one, if any.
     pub fn also_queue(&self) -> Option<&str> {
-        self.also.as_ref().map(|(q, _)| q.as_str())
+        match &self.0 {
+            On::Direct(d) => d.also_queue(),
+            On::Lapin(l) => l.also_queue(),
+        }
     }
 
     /// Stops the second consumer: the broker sends nothing more from its queue; what it sent
     /// before the cancel-ok still comes through [`Subscription::next`], as deliveries of the channel.
     pub fn cancel_also(&mut self) {
-        if let Some((_, c)) = self.also.as_ref() {
-            let tag = c.tag();
-            let _ = self.rt.block_on(self.ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()));
-        }
-    }
-
-    /// One item of the consumer's stream: a delivery, or how the consumer ended.
-    fn item(item: Option<Result<Delivery, lapin::Error>>) -> Result<Delivery, BrokerError> {
-        match item {
-            None => {
-                Err(BrokerError::new(ErrorKind::ConnectionLost, "the consumer was cancelled or its connection closed"))
-            }
-            Some(Err(e)) => Err(BrokerError::lapin("consumer failed", &e)),
-            Some(Ok(d)) => Ok(d),
+        match &mut self.0 {
+            On::Direct(d) => d.cancel_also(),
+            On::Lapin(l) => l.cancel_also(),
         }
     }
 
     /// Acks `tag` (and every earlier delivery with `multiple`), waiting for the write.
-    pub fn ack(&self, tag: u64, multiple: bool) -> Result<(), BrokerError> {
-        self.rt
-            .block_on(self.ch.basic_ack(tag, BasicAckOptions { multiple }))
-            .map_err(|e| BrokerError::lapin("ack failed", &e))
+    pub fn ack(&mut self, tag: u64, multiple: bool) -> Result<(), BrokerError> {
+        match &mut self.0 {
+            On::Direct(d) => d.ack(tag, multiple),
+            On::Lapin(l) => l.ack(tag, multiple),
+        }
     }
 
-    /// Acks every delivery up to `tag`, only queueing the frame (ahead of anything sent on this
-    /// channel later) without waiting for the I/O thread to write it. A failed write closes the
-    /// channel, and the consumer sees it.
-    pub fn ack_up_to_queued(&self, tag: u64) -> Result<(), BrokerError> {
-        let ack = self.ch.basic_ack(tag, BasicAckOptions { multiple: true });
-        match self.rt.block_on(futures_lite::future::poll_once(ack)) {
-            None | Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(BrokerError::lapin("ack failed", &e)),
+    /// Acks every delivery up to `tag`, ahead of anything sent on this channel later, without
+    /// waiting for the broker (on lapin, not even for its I/O thread to write it). A failed write
+    /// closes the channel, and the consumer sees it.
+    pub fn ack_up_to_queued(&mut self, tag: u64) -> Result<(), BrokerError> {
+        match &mut self.0 {
+            On::Direct(d) => d.ack(tag, true),
+            On::Lapin(l) => l.ack_up_to_queued(tag),
         }
     }
 
     /// Gives `tag` (and every earlier delivery with `multiple`) back to the queue.
-    pub fn requeue(&self, tag: u64, multiple: bool) -> Result<(), BrokerError> {
-        self.rt
-            .block_on(self.ch.basic_nack(tag, BasicNackOptions { multiple, requeue: true }))
-            .map_err(|e| BrokerError::lapin("nack failed", &e))
+    pub fn requeue(&mut self, tag: u64, multiple: bool) -> Result<(), BrokerError> {
+        match &mut self.0 {
+            On::Direct(d) => d.requeue(tag, multiple),
+            On::Lapin(l) => l.requeue(tag, multiple),
+        }
     }
 
     /// Asks the broker to send no more deliveries (those already sent stay ours to settle).
-    pub fn cancel(&self) {
-        let _ = self.rt.block_on(self.ch.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()));
+    pub fn cancel(&mut self) {
+        match &mut self.0 {
+            On::Direct(d) => d.cancel(),
+            On::Lapin(l) => l.cancel(),
+        }
     }
 
     /// Stops the deliveries until [`Subscription::resume`] (a paused topic): the consumer is
     /// cancelled; what the broker sent before still comes, for its owner to settle, and the end of
     /// the consumer is not taken for a cut.
     pub fn pause(&mut self) {
-        if !self.paused {
-            self.paused = true;
-            self.cancel();
+        match &mut self.0 {
+            On::Direct(d) => d.pause(),
+            On::Lapin(l) => l.pause(),
         }
     }
 
     pub fn is_paused(&self) -> bool {
-        self.paused
+        match &self.0 {
+            On::Direct(d) => d.is_paused(),
+            On::Lapin(l) => l.is_paused(),
+        }
     }
 
     /// Consumes the queue again after [`Subscription::pause`], with the same tag and prefetch.
     /// Nothing is done until the cancelled consumer has ended (what it was sent is all settled by
     /// then): call it again later.
     pub fn resume(&mut self) -> Result<(), BrokerError> {
-        if !self.paused || !self.drained {
-            return Ok(());
+        match &mut self.0 {
+            On::Direct(d) => d.resume(),
+            On::Lapin(l) => l.resume(),
         }
-        let c = self
-            .rt
-            .block_on(self.ch.basic_consume(
-                self.queue.as_str().into(),
-                self.tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ))
-            .map_err(|e| BrokerError::lapin(&format!("cannot consume from queue '{}'", self.queue), &e))?;
-        self.consumer = c;
-        self.paused = false;
-        self.drained = false;
-        Ok(())
     }
 
-    /// Closes the channel and waits for the broker's close-ok, so every frame queued before (acks
+    /// Closes the channel and waits for the broker's close-ok, so every frame sent before (acks
     /// included) has been written; unacked deliveries go back to the queue. The subscription stays
     /// (closed) for its owner to drop.
-    pub fn close_channel(&self, why: &str) {
-        let _ = self.rt.block_on(self.ch.close(200, why.into()));
+    pub fn close_channel(&mut self, why: &str) {
+        match &mut self.0 {
+            On::Direct(d) => d.close_channel(why),
+            On::Lapin(l) => l.close_channel(why),
+        }
     }
 
     /// Closes the channel (see [`Subscription::close_channel`]) and drops the subscription.
     pub fn close(self, why: &str) {
-        self.close_channel(why);
-        // Consumers and channels dropped outside the runtime's context would look for a runtime
-        // of their own.
-        let rt = self.rt.clone();
-        let _ctx = rt.enter();
-        drop(self);
+        match self.0 {
+            On::Direct(mut d) => d.close_channel(why),
+            On::Lapin(l) => (*l).close(why),
+        }
     }
 }
 

@@ -196,7 +196,7 @@ impl Host for TaskHost<'_> {
         acked
     }
 
-    fn stopping(&mut self, sub: &Subscription) {
+    fn stopping(&mut self, sub: &mut Subscription) {
         self.acks.flush(self.settings, sub);
     }
 
@@ -463,13 +463,13 @@ impl Acks {
     /// (logged) when that record was refused or unanswered, or the ack failed: those tasks are not
     /// acked and will run again (the caller opens the subscription anew), and a second end of theirs
     /// counts for nothing.
-    fn flush(&mut self, settings: &Settings, sub: &Subscription) -> bool {
+    fn flush(&mut self, settings: &Settings, sub: &mut Subscription) -> bool {
         self.append(settings) && self.settle(settings, sub)
     }
 
     /// A full batch while tasks keep coming: the batch before is settled (its ends confirmed, its
     /// tasks acked), this one's ends appended without waiting ([`Acks::flush`] when it has none).
-    fn pass(&mut self, settings: &Settings, sub: &Subscription) -> bool {
+    fn pass(&mut self, settings: &Settings, sub: &mut Subscription) -> bool {
         if self.ending.ends.is_empty() {
             return self.flush(settings, sub);
         }
@@ -511,7 +511,7 @@ impl Acks {
 
     /// Awaits the confirm of the ends appended, then releases the unique keys waiting for it and acks
     /// the batch appending; false (logged) when an end was refused or unanswered, or the ack failed.
-    fn settle(&mut self, settings: &Settings, sub: &Subscription) -> bool {
+    fn settle(&mut self, settings: &Settings, sub: &mut Subscription) -> bool {
         let Some(a) = self.appending.take() else { return true };
         if let Err(why) = if a.ends_sent { ends_confirmed(settings) } else { Ok(()) } {
             log::error(&format!("{why}: {} task(s) not acked; they will be delivered again", a.count));

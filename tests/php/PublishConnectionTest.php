@@ -126,6 +126,44 @@ final class PublishConnectionTest extends EbatsTestCase
     }
 
     /**
+     * A worker process takes its tasks on a connection of its own (`ebats pid <pid> (consuming)`, whose socket
+     * the PHP thread reads and writes itself, kept alive by the kernel's keepalive), beside the connections it
+     * does everything else on; all go when it stops.
+     */
+    public function testAWorkerProcessTakesItsTasksOnAConnectionOfItsOwn(): void
+    {
+        $ran = sys_get_temp_dir() . '/ebats_conn_' . bin2hex(random_bytes(4));
+        $worker = Process::php(Process::scriptFile(<<<'PHP'
+            <?php
+            use Asynclib\Ebats\Worker;
+            final class TaskConnModel
+            {
+                public function pingTask($params): void
+                {
+                    file_put_contents($params['file'], (string) getmypid());
+                }
+            }
+            $worker = new Worker(static function () {}, 1);
+            $worker->setQueue('conn');
+            $worker->run();
+            PHP));
+        $child = Process::until(static fn () => $worker->childPids()[0] ?? null, 15);
+        $this->assertNotNull($child, $worker->describe());
+        $consuming = static fn (): array => array_values(array_filter(self::connectionsOf($child), static fn (string $n): bool => str_ends_with($n, '(consuming)')));
+        $this->assertSame(["ebats pid $child (consuming)"], Process::until(static fn () => $consuming() ?: null, 10) ?? [], $worker->describe());
+        $timers = self::brokerSocketTimers($child);
+        $this->assertContains(true, array_map(static fn (string $t): bool => str_starts_with($t, '02:'), $timers), 'a keepalive timer armed: ' . json_encode($timers));
+
+        \Asynclib\Ebats\Task::create('conn', 'ping', ['file' => $ran]);
+        $this->assertSame((string) $child, Process::until(static fn () => @file_get_contents($ran) ?: null, 15), $worker->describe());
+
+        $worker->signal(SIGTERM);
+        $this->assertSame(0, $worker->waitExit(15), $worker->describe());
+        $this->assertSame([], self::settledConnectionsOf($child, []), 'the connections are closed when the process ends');
+        @unlink($ran);
+    }
+
+    /**
      * The publishing connection is opened again while the name server has stopped answering: the publish
      * takes the shared connection after the connect timeout, where the C library's resolver alone would
      * wait 30 s. The agent runs in a mount namespace of its own whose /etc/resolv.conf names the test's

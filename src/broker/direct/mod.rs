@@ -36,6 +36,8 @@
 //! touches its parent's socket: the session it inherited is forgotten (`current.rs`), and so is this.
 
 pub mod confirms;
+pub mod consuming;
+pub mod content;
 
 use std::io::{ErrorKind as Io, Read, Write};
 use std::net::TcpStream;
@@ -51,6 +53,8 @@ use super::error::{reply_kind, BrokerError, ErrorKind, Stage};
 use super::park::{Cut, STOP_CHECK};
 use super::publisher::Outgoing;
 use confirms::Confirms;
+use consuming::Received;
+use content::{Arrived, Content, Head};
 
 /// How long after the broker's last answer the connection is taken as up without a look at its
 /// socket ([`Direct::alive`]): a lot published right after another costs no system call for it.
@@ -73,27 +77,41 @@ pub fn serves(uri: &AMQPUri) -> bool {
     uri.scheme == AMQPScheme::AMQP
 }
 
-/// A message the broker is returning: its `basic.return`, then its header, then its body.
-struct Returning {
-    code: u16,
-    text: String,
-    exchange: String,
-    routing_key: String,
-    id: Option<String>,
-    /// Body bytes still to come (None until the header came).
-    left: Option<u64>,
+/// What a direct connection is for: publishing (its channel in confirm mode) or consuming
+/// (`consuming.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Publishing,
+    Consuming,
+}
+
+impl Purpose {
+    fn word(self) -> &'static str {
+        match self {
+            Purpose::Publishing => "publishing",
+            Purpose::Consuming => "consuming",
+        }
+    }
 }
 
 pub struct Direct {
     serial: u64,
+    purpose: Purpose,
     stream: TcpStream,
     /// The largest body a frame carries.
     body_max: usize,
     channel_open: bool,
     out: Vec<u8>,
+    /// Bytes read; those before `parsed` are frames already taken out.
     input: Vec<u8>,
+    parsed: usize,
     confirms: Confirms,
-    returning: Option<Returning>,
+    /// The message being read (a delivery, or a publish the broker returns).
+    content: Content,
+    /// What a consuming connection received and not yet given out.
+    received: Received,
+    /// Why the broker closed the channel, when it did (a new one is opened before the next publish).
+    channel_closed: Option<BrokerError>,
     /// Why the connection cannot be used any more.
     broken: Option<BrokerError>,
     /// When the broker's last bytes were read.
@@ -110,6 +128,17 @@ impl Direct {
         where_: &str,
         timeout: Duration,
         keepalive: Option<Duration>,
+    ) -> Result<Direct, BrokerError> {
+        Direct::connect(uri, where_, timeout, keepalive, Purpose::Publishing)
+    }
+
+    /// Connects and opens the channel for `purpose`.
+    fn connect(
+        uri: &AMQPUri,
+        where_: &str,
+        timeout: Duration,
+        keepalive: Option<Duration>,
+        purpose: Purpose,
     ) -> Result<Direct, BrokerError> {
         let deadline = Instant::now() + timeout;
         let refused = |e: std::io::Error| {
@@ -143,13 +172,17 @@ impl Direct {
         setup(&stream).map_err(refused)?;
         let mut d = Direct {
             serial: SERIAL.fetch_add(1, Ordering::Relaxed),
+            purpose,
             stream,
             body_max: FRAME_MAX as usize - FRAME_OVERHEAD,
             channel_open: false,
             out: Vec::with_capacity(4096),
             input: Vec::with_capacity(4096),
+            parsed: 0,
             confirms: Confirms::default(),
-            returning: None,
+            content: Content::default(),
+            received: Received::default(),
+            channel_closed: None,
             broken: None,
             last_read: Instant::now(),
             hung_up: std::cell::Cell::new(false),
@@ -185,7 +218,7 @@ impl Direct {
         self.put_method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                client_properties: client_properties(),
+                client_properties: client_properties(self.purpose),
                 mechanism: "PLAIN".into(),
                 response: format!("\0{}\0{}", user.username, user.password).into(),
                 locale: "en_US".into(),
@@ -219,14 +252,18 @@ impl Direct {
         }
     }
 
-    /// Opens the channel in confirm mode (again after the broker closed it: its `close-ok` was sent,
-    /// so its id is free).
+    /// Opens the channel, in confirm mode for publishing (again after the broker closed it: its
+    /// `close-ok` was sent, so its id is free).
     fn open_channel(&mut self, deadline: Instant) -> Result<(), BrokerError> {
         let ch = CHANNEL;
         self.put_method(ch, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})));
-        self.put_method(ch, AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select { nowait: false })));
+        let mut answers = vec!["channel.open-ok"];
+        if self.purpose == Purpose::Publishing {
+            self.put_method(ch, AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select { nowait: false })));
+            answers.push("confirm.select-ok");
+        }
         self.write_out()?;
-        for expected in ["channel.open-ok", "confirm.select-ok"] {
+        for expected in answers {
             match self.next_method(deadline, Stage::Open)? {
                 AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) if expected == "channel.open-ok" => {}
                 AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)) if expected == "confirm.select-ok" => {}
@@ -235,6 +272,7 @@ impl Direct {
         }
         self.confirms.channel_opened();
         self.channel_open = true;
+        self.channel_closed = None;
         Ok(())
     }
 
@@ -330,6 +368,13 @@ impl Direct {
     /// Closes the connection, waiting (bounded) for the broker's `close-ok`; what still waits fails
     /// with `why`. Returns every answer not taken yet.
     pub fn close(mut self, why: &BrokerError) -> Vec<(u64, Result<(), BrokerError>)> {
+        self.close_in_place(why);
+        self.confirms.drain(why).collect()
+    }
+
+    /// [`Direct::close`], leaving the connection given up in place (with `why` when the broker's
+    /// `close-ok` did not come): every frame written before has been read by the broker once it came.
+    pub fn close_in_place(&mut self, why: &BrokerError) {
         if self.broken.is_none() {
             self.put_method(
                 0,
@@ -350,7 +395,7 @@ impl Direct {
             }
         }
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
-        self.confirms.drain(why).collect()
+        self.give_up(why.clone());
     }
 
     /// Gives the connection up at once (no close handshake: the broker may be gone); what still
@@ -420,6 +465,10 @@ impl Direct {
         match self.stream.read(&mut buf) {
             Ok(0) => Err(self.give_up(BrokerError::new(ErrorKind::ConnectionLost, "the broker closed the connection"))),
             Ok(n) => {
+                if self.parsed > 0 {
+                    self.input.drain(..self.parsed);
+                    self.parsed = 0;
+                }
                 self.input.extend_from_slice(&buf[..n]);
                 self.last_read = Instant::now();
                 Ok(())
@@ -431,22 +480,25 @@ impl Direct {
 
     /// The next whole frame read, if one is there.
     fn next_frame(&mut self) -> Result<Option<AMQPFrame>, BrokerError> {
-        if self.input.len() < 7 {
+        let input = &self.input[self.parsed..];
+        if input.len() < 7 {
             return Ok(None);
         }
-        if self.input.starts_with(b"AMQP") {
+        if input.starts_with(b"AMQP") {
             return Err(self.give_up(BrokerError::new(
                 ErrorKind::ConnectRefused,
                 "the broker does not speak AMQP 0-9-1 (it answered with another protocol header)",
             )));
         }
-        let size = u32::from_be_bytes([self.input[3], self.input[4], self.input[5], self.input[6]]) as usize;
+        let size = u32::from_be_bytes([input[3], input[4], input[5], input[6]]) as usize;
         let total = 7 + size + 1;
-        if self.input.len() < total {
+        if input.len() < total {
             return Ok(None);
         }
-        let parsed = parse_frame(&self.input[..total]).map(|(_, f)| f);
-        self.input.drain(..total);
+        // Frames are taken from the front without moving what follows: the bytes taken are dropped
+        // at the next read.
+        let parsed = parse_frame(&input[..total]).map(|(_, f)| f);
+        self.parsed += total;
         match parsed {
             Ok(f) => Ok(Some(f)),
             Err(e) => Err(self.give_up(BrokerError::new(ErrorKind::Runtime, format!("cannot read a frame: {e}")))),
@@ -474,51 +526,67 @@ impl Direct {
         }
     }
 
-    /// Handles every whole frame read: answers, returns, closes.
+    /// Handles every whole frame read: answers, returns, deliveries, consumers' news, closes.
     fn handle_input(&mut self) -> Result<(), BrokerError> {
         while let Some(f) = self.next_frame()? {
-            match f {
-                AMQPFrame::Method(_, m) => self.method(m),
-                AMQPFrame::Header(_, h) => {
-                    if let Some(r) = self.returning.as_mut() {
-                        r.id = h.properties.message_id().as_ref().map(|s| s.to_string());
-                        r.left = Some(h.body_size);
-                    }
+            let whole = match f {
+                AMQPFrame::Method(_, m) => self.method(m).map(|_| None),
+                AMQPFrame::Header(_, h) => self.content.header(h),
+                AMQPFrame::Body(_, b) => self.content.body(&b),
+                _ => Ok(None),
+            };
+            match whole {
+                Ok(Some(a)) => self.arrived(a),
+                Ok(None) => {}
+                Err(why) => {
+                    return Err(self.give_up(BrokerError::new(
+                        ErrorKind::Runtime,
+                        format!("the broker's frames made no sense: {why}"),
+                    )))
                 }
-                AMQPFrame::Body(_, b) => {
-                    if let Some(r) = self.returning.as_mut() {
-                        r.left = r.left.map(|l| l.saturating_sub(b.len() as u64));
-                    }
-                }
-                _ => {}
-            }
-            if self.returning.as_ref().is_some_and(|r| r.left == Some(0)) {
-                let r = self.returning.take().expect("checked");
-                self.confirms.returned(&r.exchange, &r.routing_key, r.id.as_deref(), r.code, &r.text);
             }
         }
         self.write_out()
     }
 
-    fn method(&mut self, m: AMQPClass) {
+    fn method(&mut self, m: AMQPClass) -> Result<(), String> {
         if self.closing(&m, Stage::Open).is_some() {
-            return;
+            return Ok(());
         }
         match m {
             AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => self.confirms.answer(a.delivery_tag, a.multiple, true),
             AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => self.confirms.answer(n.delivery_tag, n.multiple, false),
-            AMQPClass::Basic(basic::AMQPMethod::Return(r)) => {
-                self.returning = Some(Returning {
-                    code: r.reply_code,
-                    text: r.reply_text.to_string(),
-                    exchange: r.exchange.to_string(),
-                    routing_key: r.routing_key.to_string(),
-                    id: None,
-                    left: None,
-                })
+            AMQPClass::Basic(basic::AMQPMethod::Return(r)) => self.content.method(Head::Return(r))?,
+            AMQPClass::Basic(basic::AMQPMethod::Deliver(d)) => self.content.method(Head::Deliver(d))?,
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(c)) => {
+                // The broker cancelled a consumer (its queue was deleted): answered when it asks.
+                if !c.nowait {
+                    let ok = basic::CancelOk { consumer_tag: c.consumer_tag.clone() };
+                    self.put_method(CHANNEL, AMQPClass::Basic(basic::AMQPMethod::CancelOk(ok)));
+                }
+                self.received.cancelled(c.consumer_tag.as_str());
             }
+            // `basic.qos-ok`, `basic.consume-ok`, `basic.cancel-ok`: what a consumer's call waits for.
             // `connection.blocked` and the rest: a blocked broker answers later, or the wait times out.
-            _ => {}
+            other => self.received.answer(other),
+        }
+        Ok(())
+    }
+
+    /// A whole message: a delivery for the consumer, or a returned publish for the confirms.
+    fn arrived(&mut self, a: Arrived) {
+        match a.head {
+            Head::Deliver(d) => self.received.delivered(d, a.properties, a.body),
+            Head::Return(r) => {
+                let id = a.properties.message_id().as_ref().map(|s| s.to_string());
+                self.confirms.returned(
+                    r.exchange.as_str(),
+                    r.routing_key.as_str(),
+                    id.as_deref(),
+                    r.reply_code,
+                    r.reply_text.as_str(),
+                );
+            }
         }
     }
 
@@ -528,11 +596,12 @@ impl Direct {
             AMQPClass::Channel(channel::AMQPMethod::Close(c)) => {
                 let e = BrokerError::new(
                     reply_kind(c.reply_code, false, stage),
-                    format!("the broker closed the publishing channel: {} {}", c.reply_code, c.reply_text),
+                    format!("the broker closed the {} channel: {} {}", self.purpose.word(), c.reply_code, c.reply_text),
                 );
                 self.put_method(CHANNEL, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
                 self.confirms.fail_all(&e);
-                self.channel_open = false;
+                self.channel_closed = Some(e.clone());
+                self.channel_gone();
                 Some(e)
             }
             AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
@@ -557,8 +626,17 @@ impl Direct {
         if self.broken.is_none() {
             self.confirms.fail_all(&e);
             self.broken = Some(e.clone());
+            self.channel_gone();
         }
         e
+    }
+
+    /// The channel is closed: a message cut short by it is dropped, and so are deliveries not given
+    /// out (they can no longer be acked: the broker gives them to another consumer).
+    fn channel_gone(&mut self) {
+        self.channel_open = false;
+        self.content = Content::default();
+        self.received.channel_closed();
     }
 }
 
@@ -613,16 +691,23 @@ fn unexpected(m: &AMQPClass, expected: &str) -> BrokerError {
 
 /// What the connection says of itself: its name (as the lapin connection's, marked), and what it
 /// understands (confirms, negative ones, being blocked, a refused login answered by a close).
-fn client_properties() -> FieldTable {
+fn client_properties(purpose: Purpose) -> FieldTable {
     let mut caps = FieldTable::default();
-    for c in ["publisher_confirms", "basic.nack", "connection.blocked", "authentication_failure_close"] {
+    let understood = [
+        "publisher_confirms",
+        "basic.nack",
+        "connection.blocked",
+        "authentication_failure_close",
+        "consumer_cancel_notify",
+    ];
+    for c in understood {
         caps.insert(c.into(), AMQPValue::Boolean(true));
     }
     let mut props = FieldTable::default();
     props.insert("product".into(), AMQPValue::LongString(LongString::from("ebats")));
     props.insert(
         "connection_name".into(),
-        AMQPValue::LongString(format!("ebats pid {} (publishing)", std::process::id()).into()),
+        AMQPValue::LongString(format!("ebats pid {} ({})", std::process::id(), purpose.word()).into()),
     );
     props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
     props
