@@ -1,7 +1,9 @@
 //! One process's link to the broker: a tokio runtime, one connection reused by every call, its
 //! publishing channel in confirm mode, and the set of names already declared. A process that only
 //! publishes does so on a direct connection instead (`broker::direct`), and the lapin connection rests
-//! between the declarations it is opened for: one connection per process either way.
+//! between the declarations it is opened for: one connection per process either way. A process that
+//! consumes on a direct connection publishes on one too, beside its lapin connection
+//! ([`Session::publish_beside`]).
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -69,6 +71,9 @@ pub struct Session {
     renew_direct: bool,
     /// Answers of deferred publishes made on a direct connection since given up, by serial and id.
     pub(super) settled: HashMap<(u64, u64), Result<(), BrokerError>>,
+    /// This process consumes (`subscription::on_direct`): it publishes on its direct connection even
+    /// while the link has other uses, so that no publish of its crosses threads.
+    publishes_beside: bool,
 }
 
 impl Session {
@@ -90,6 +95,7 @@ impl Session {
             direct_off: false,
             renew_direct: false,
             settled: HashMap::new(),
+            publishes_beside: false,
         })
     }
 
@@ -138,6 +144,14 @@ impl Session {
     /// Whether the session's connection (or, once that rests, its direct one) is up.
     pub fn is_connected(&self) -> bool {
         self.link.as_ref().is_some_and(Link::usable) || self.direct.as_ref().is_some_and(Direct::alive)
+    }
+
+    /// From now on this process publishes on a direct connection beside its link, whatever else the
+    /// link is used for: a process that consumes on a direct connection (the worker, the Scheduler,
+    /// the Consumer) then takes a message, publishes what it leads to and acks it without a thread
+    /// hand-off. Over TLS, or when the direct connection cannot be opened, the link publishes.
+    pub fn publish_beside(&mut self) {
+        self.publishes_beside = true;
     }
 
     /// Whether the session's lapin connection was open and is lost (its heartbeats stopped, or it
@@ -189,8 +203,9 @@ impl Session {
     /// from then on.
     pub fn link(&mut self, settings: &Settings) -> Result<&mut Link, BrokerError> {
         self.link_quietly(settings)?.busy = true;
-        // One connection per process: once the link has other uses, it publishes too.
-        if self.direct.is_some() && !self.waits_on_direct() {
+        // One connection per process: once the link has other uses, it publishes too (unless the
+        // process consumes: see [`Session::publish_beside`]).
+        if self.direct.is_some() && !self.waits_on_direct() && !self.publishes_beside {
             self.drop_direct(true);
         }
         Ok(self.link.as_mut().expect("link set above"))
@@ -257,7 +272,7 @@ impl Session {
     pub(super) fn publishing_on(&mut self, settings: &Settings) -> Result<Option<Channel>, BrokerError> {
         // A direct connection gone while idle is found here, before publishing, not by a publish.
         self.check_connections(settings);
-        if self.link.as_ref().is_some_and(|l| l.busy) {
+        if self.link.as_ref().is_some_and(|l| l.busy) && !self.publishes_beside {
             return self.link(settings).map(|l| Some(l.publisher.clone()));
         }
         let up = self.direct.is_some();

@@ -127,8 +127,8 @@ final class PublishConnectionTest extends EbatsTestCase
 
     /**
      * A worker process takes its tasks on a connection of its own (`ebats pid <pid> (consuming)`, whose socket
-     * the PHP thread reads and writes itself, kept alive by the kernel's keepalive), beside the connections it
-     * does everything else on; all go when it stops.
+     * the PHP thread reads and writes itself, kept alive by the kernel's keepalive) and publishes on another
+     * (`(publishing)`), beside the connections it does everything else on; all go when it stops.
      */
     public function testAWorkerProcessTakesItsTasksOnAConnectionOfItsOwn(): void
     {
@@ -139,6 +139,11 @@ final class PublishConnectionTest extends EbatsTestCase
             final class TaskConnModel
             {
                 public function pingTask($params): void
+                {
+                    \Asynclib\Ebats\Task::create('conn', 'pong', $params);
+                }
+
+                public function pongTask($params): void
                 {
                     file_put_contents($params['file'], (string) getmypid());
                 }
@@ -156,6 +161,9 @@ final class PublishConnectionTest extends EbatsTestCase
 
         \Asynclib\Ebats\Task::create('conn', 'ping', ['file' => $ran]);
         $this->assertSame((string) $child, Process::until(static fn () => @file_get_contents($ran) ?: null, 15), $worker->describe());
+        // What it publishes (here a task from a task) goes on its publishing connection, kept beside.
+        $this->assertContains("ebats pid $child (publishing)", self::connectionsOf($child));
+        $this->assertContains("ebats pid $child (consuming)", self::connectionsOf($child));
 
         $worker->signal(SIGTERM);
         $this->assertSame(0, $worker->waitExit(15), $worker->describe());

@@ -44,9 +44,9 @@ impl OnDirect {
         let settings = spec.settings;
         let (node, where_) = with_session(|s| {
             s.declare(settings, spec.decls)?;
-            // The session's connection has a use beside this one: it publishes too (one direct
-            // connection per process, this one).
             s.link(settings)?;
+            // What the process publishes goes on a direct connection too.
+            s.publish_beside();
             let i = connection::last_node().filter(|&i| i < settings.nodes.len()).unwrap_or(0);
             Ok((settings.nodes[i].clone(), settings.masked_node(i)))
         })?;
