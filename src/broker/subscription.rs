@@ -31,6 +31,44 @@ pub struct Spec<'a> {
 
 pub struct Subscription(On);
 
+/// A subscription's pause: its consumer cancelled, then drained once the broker answered the cancel
+/// (every delivery sent before it given out); consuming starts again only once drained.
+#[derive(Default)]
+struct Pause {
+    paused: bool,
+    drained: bool,
+}
+
+impl Pause {
+    /// Pausing: true when the consumer is to be cancelled now (it was not paused).
+    fn begin(&mut self) -> bool {
+        !std::mem::replace(&mut self.paused, true)
+    }
+
+    fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Nothing more comes until the resume.
+    fn is_drained(&self) -> bool {
+        self.drained
+    }
+
+    /// The paused consumer's end came.
+    fn drain(&mut self) {
+        self.drained = self.paused;
+    }
+
+    /// Paused and drained: consuming may start again.
+    fn may_resume(&self) -> bool {
+        self.paused && self.drained
+    }
+
+    fn resumed(&mut self) {
+        *self = Pause::default();
+    }
+}
+
 enum On {
     Direct(Box<OnDirect>),
     Lapin(Box<OnLapin>),

@@ -182,6 +182,49 @@ PHP, static::childEnv([
         $this->assertSame($expected, $got, 'the three 1.5 MB entries arrived intact over TLS');
     }
 
+    /**
+     * A worker over amqps:// takes its tasks on its TLS connection (a direct connection of its own serves plain
+     * AMQP only): a task published in plain AMQP runs, and one given back while its topic is paused runs once
+     * the topic runs again.
+     */
+    public function testAWorkerTakesItsTasksOverTls(): void
+    {
+        $ran = sys_get_temp_dir() . '/ebats_tls_ran_' . bin2hex(random_bytes(4));
+        $worker = Process::php(Process::scriptFile(<<<'PHP'
+            <?php
+            use Asynclib\Ebats\Worker;
+            final class TaskTlsModel
+            {
+                public function pingTask($params): void
+                {
+                    file_put_contents($params['file'], $params['n'] . "\n", FILE_APPEND);
+                }
+            }
+            $worker = new Worker(static function () {}, 1);
+            $worker->setQueue('tls');
+            $worker->run();
+            PHP), [], static::childEnv([
+            'EBATS_AMQP_URL' => $this->tlsUrl($this->proxyPort),
+            'EBATS_CONNECT_TIMEOUT' => (string) self::CONNECT_TIMEOUT,
+            'SSL_CERT_FILE' => $this->certFile(),
+            'SSL_CERT_DIR' => null,
+        ]));
+        try {
+            \Asynclib\Ebats\Task::create('tls', 'ping', ['file' => $ran, 'n' => 1]);
+            $this->assertSame("1\n", Process::until(static fn () => @file_get_contents($ran) ?: null, 15), $worker->describe() . $this->proxyOutput());
+            \Asynclib\Ebats\Topics::pause('tls');
+            $this->assertNotNull(Process::until(static fn () => str_contains($worker->stderr(), "topic 'tls' is paused") ? true : null, 15), $worker->describe());
+            \Asynclib\Ebats\Task::create('tls', 'ping', ['file' => $ran, 'n' => 2]);
+            $this->assertNotNull(Process::until(fn () => $this->broker->count(static::q('task.tls')) === 1 ? true : null, 15), 'the task waits while its topic is paused');
+            \Asynclib\Ebats\Topics::resume('tls');
+            $this->assertSame("1\n2\n", Process::until(static fn () => @file_get_contents($ran) === "1\n2\n" ? "1\n2\n" : null, 15), $worker->describe());
+        } finally {
+            $worker->signal(SIGTERM);
+            $worker->waitExit(15);
+            @unlink($ran);
+        }
+    }
+
     /** (b) Without SSL_CERT_FILE the self-signed certificate is not trusted: the publish fails, promptly and clearly. */
     public function testUntrustedCertificateIsRefused(): void
     {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 
-use super::Spec;
+use super::{Pause, Spec};
 use crate::broker::connection;
 use crate::broker::current::with_session;
 use crate::broker::direct::consuming::News;
@@ -31,10 +31,7 @@ pub struct OnDirect {
     /// How the subscription ended (its consumer cancelled by the broker, the channel or the
     /// connection gone): given by every later wait.
     ended: Option<BrokerError>,
-    /// Cancelled by [`OnDirect::pause`]: its end is no cut.
-    paused: bool,
-    /// Paused, and the broker confirmed the cancel: nothing more comes until [`OnDirect::resume`].
-    drained: bool,
+    pause: Pause,
 }
 
 impl OnDirect {
@@ -70,8 +67,7 @@ impl OnDirect {
             old_tags: Vec::new(),
             also: None,
             ended: None,
-            paused: false,
-            drained: false,
+            pause: Pause::default(),
         }))
     }
 
@@ -81,7 +77,7 @@ impl OnDirect {
         if let Some(e) = &self.ended {
             return Err(e.clone());
         }
-        if self.drained {
+        if self.pause.is_drained() {
             // Paused: nothing of the main queue comes; what the second one sends waits for the resume.
             std::thread::sleep(wait);
             return Ok(None);
@@ -116,8 +112,8 @@ impl OnDirect {
         while let Some(news) = self.direct.news() {
             let (News::CancelOk(tag) | News::Cancelled(tag)) = news else { continue };
             if tag == self.tag {
-                if self.paused {
-                    self.drained = true;
+                if self.pause.is_paused() {
+                    self.pause.drain();
                 } else {
                     self.ended = Some(BrokerError::new(
                         ErrorKind::ConnectionLost,
@@ -183,25 +179,23 @@ impl OnDirect {
     }
 
     pub fn pause(&mut self) {
-        if !self.paused {
-            self.paused = true;
+        if self.pause.begin() {
             self.cancel();
         }
     }
 
     pub fn is_paused(&self) -> bool {
-        self.paused
+        self.pause.is_paused()
     }
 
     pub fn resume(&mut self) -> Result<(), BrokerError> {
-        if !self.paused || !self.drained {
+        if !self.pause.may_resume() {
             return Ok(());
         }
         self.direct
             .consume(&self.queue, &self.tag, self.timeout)
             .map_err(|e| e.context(&format!("cannot consume from queue '{}'", self.queue)))?;
-        self.paused = false;
-        self.drained = false;
+        self.pause.resumed();
         Ok(())
     }
 

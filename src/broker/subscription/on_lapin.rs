@@ -11,7 +11,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 use tokio::runtime::Handle;
 
-use super::Spec;
+use super::{Pause, Spec};
 use crate::broker::consumer;
 use crate::broker::current::with_session;
 use crate::broker::error::{BrokerError, ErrorKind};
@@ -36,10 +36,7 @@ pub struct OnLapin {
     /// A second consumer on the same channel (a worker's legacy queue, see [`OnLapin::consume_also`]):
     /// its queue's name and the consumer. Its end ends only it.
     also: Option<(String, Consumer)>,
-    /// Cancelled by [`OnLapin::pause`]: the consumer's end is no cut.
-    paused: bool,
-    /// Paused, and the consumer's stream has ended: nothing more comes until [`OnLapin::resume`].
-    drained: bool,
+    pause: Pause,
 }
 
 impl OnLapin {
@@ -68,8 +65,7 @@ impl OnLapin {
                 pending: VecDeque::new(),
                 ended: None,
                 also: None,
-                paused: false,
-                drained: false,
+                pause: Pause::default(),
             })
         })
     }
@@ -80,14 +76,14 @@ impl OnLapin {
         if let Some(d) = self.pending.pop_front() {
             return Some(d);
         }
-        if self.ended.is_some() || self.drained {
+        if self.ended.is_some() || self.pause.is_drained() {
             return None;
         }
         match park::wait(self.next_of_either(), Duration::ZERO) {
             Err(_) => None,
             Ok(None) => None,
-            Ok(Some(None)) if self.paused => {
-                self.drained = true;
+            Ok(Some(None)) if self.pause.is_paused() => {
+                self.pause.drain();
                 None
             }
             Ok(Some(item)) => match Self::item(item) {
@@ -109,15 +105,15 @@ impl OnLapin {
         if let Some(e) = &self.ended {
             return Err(e.clone());
         }
-        if self.drained {
+        if self.pause.is_drained() {
             // Paused: nothing can come; wait the tick as a wait for a delivery would.
             std::thread::sleep(tick);
             return Ok(None);
         }
         match park::wait(self.next_of_either(), tick) {
             Err(_) | Ok(None) => Ok(None),
-            Ok(Some(None)) if self.paused => {
-                self.drained = true;
+            Ok(Some(None)) if self.pause.is_paused() => {
+                self.pause.drain();
                 Ok(None)
             }
             Ok(Some(item)) => Self::item(item).map(Some).inspect_err(|e| self.ended = Some(e.clone())),
@@ -268,21 +264,20 @@ impl OnLapin {
     /// cancelled; what the broker sent before still comes, for its owner to settle, and the end of
     /// the consumer is not taken for a cut.
     pub fn pause(&mut self) {
-        if !self.paused {
-            self.paused = true;
+        if self.pause.begin() {
             self.cancel();
         }
     }
 
     pub fn is_paused(&self) -> bool {
-        self.paused
+        self.pause.is_paused()
     }
 
     /// Consumes the queue again after [`OnLapin::pause`], with the same tag and prefetch.
     /// Nothing is done until the cancelled consumer has ended (what it was sent is all settled by
     /// then): call it again later.
     pub fn resume(&mut self) -> Result<(), BrokerError> {
-        if !self.paused || !self.drained {
+        if !self.pause.may_resume() {
             return Ok(());
         }
         let c = self
@@ -295,8 +290,7 @@ impl OnLapin {
             ))
             .map_err(|e| BrokerError::lapin(&format!("cannot consume from queue '{}'", self.queue), &e))?;
         self.consumer = c;
-        self.paused = false;
-        self.drained = false;
+        self.pause.resumed();
         Ok(())
     }
 
