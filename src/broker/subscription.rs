@@ -186,16 +186,19 @@ impl Subscription {
     /// cancelled; what the broker sent before still comes, for its owner to settle, and the end of
     /// the consumer is not taken for a cut.
     pub fn pause(&mut self) {
-        match &mut self.0 {
-            On::Direct(d) => d.pause(),
-            On::Lapin(l) => l.pause(),
+        let begun = match &mut self.0 {
+            On::Direct(d) => d.pause.begin(),
+            On::Lapin(l) => l.pause.begin(),
+        };
+        if begun {
+            self.cancel();
         }
     }
 
     pub fn is_paused(&self) -> bool {
         match &self.0 {
-            On::Direct(d) => d.is_paused(),
-            On::Lapin(l) => l.is_paused(),
+            On::Direct(d) => d.pause.is_paused(),
+            On::Lapin(l) => l.pause.is_paused(),
         }
     }
 

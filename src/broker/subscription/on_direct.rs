@@ -31,7 +31,8 @@ pub struct OnDirect {
     /// How the subscription ended (its consumer cancelled by the broker, the channel or the
     /// connection gone): given by every later wait.
     ended: Option<BrokerError>,
-    pause: Pause,
+    /// Read and begun by the facade (`Subscription::pause`); drained here.
+    pub(super) pause: Pause,
 }
 
 impl OnDirect {
@@ -176,16 +177,6 @@ impl OnDirect {
 
     pub fn cancel(&mut self) {
         let _ = self.direct.cancel_soon(&self.tag);
-    }
-
-    pub fn pause(&mut self) {
-        if self.pause.begin() {
-            self.cancel();
-        }
-    }
-
-    pub fn is_paused(&self) -> bool {
-        self.pause.is_paused()
     }
 
     pub fn resume(&mut self) -> Result<(), BrokerError> {

@@ -36,7 +36,8 @@ pub struct OnLapin {
     /// A second consumer on the same channel (a worker's legacy queue, see [`OnLapin::consume_also`]):
     /// its queue's name and the consumer. Its end ends only it.
     also: Option<(String, Consumer)>,
-    pause: Pause,
+    /// Read and begun by the facade (`Subscription::pause`); drained here.
+    pub(super) pause: Pause,
 }
 
 impl OnLapin {
@@ -258,19 +259,6 @@ impl OnLapin {
     /// Asks the broker to send no more deliveries (those already sent stay ours to settle).
     pub fn cancel(&self) {
         let _ = self.rt.block_on(self.ch.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()));
-    }
-
-    /// Stops the deliveries until [`OnLapin::resume`] (a paused topic): the consumer is
-    /// cancelled; what the broker sent before still comes, for its owner to settle, and the end of
-    /// the consumer is not taken for a cut.
-    pub fn pause(&mut self) {
-        if self.pause.begin() {
-            self.cancel();
-        }
-    }
-
-    pub fn is_paused(&self) -> bool {
-        self.pause.is_paused()
     }
 
     /// Consumes the queue again after [`OnLapin::pause`], with the same tag and prefetch.
