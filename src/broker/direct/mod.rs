@@ -13,13 +13,16 @@
 //!
 //! # What it does and what it leaves to the session
 //!
-//! Only publishing with confirms: the handshake (PLAIN login, no heartbeat: see below), one channel in
+//! Publishing with confirms: the handshake (PLAIN login, no heartbeat: see below), one channel in
 //! confirm mode, `basic.publish` with its content, and the broker's answers (`basic.ack`/`nack`,
-//! `basic.return`, `channel.close`, `connection.close`, `connection.blocked`). Declaring, consuming and
-//! everything else stay on the session's lapin connection. The session publishes here only while
-//! that connection has no other use, and closes it once a publish went out here, so a process that
-//! only publishes holds this one connection (`Session::publishing_on`, `rest_link`); once the lapin
-//! connection has other uses it publishes there, and this one is closed. This connection asks for no
+//! `basic.return`, `channel.close`, `connection.close`, `connection.blocked`). A connection of the
+//! other [`Purpose`] consumes instead ([`consuming`]); a message the broker sends, a delivery or a
+//! return, is put together from its frames by [`content`] (pure). Declaring and everything else stay
+//! on the session's lapin connection. The session publishes here only while that connection has no
+//! other use, and closes it once a publish went out here, so a process that only publishes holds this
+//! one connection (`Session::publishing_on`, `rest_link`); once the lapin connection has other uses
+//! it publishes there, and this one is closed, unless the process consumes on a direct connection
+//! (`Session::publish_beside`): then it keeps publishing here. This connection asks for no
 //! heartbeats (nothing would send them while PHP runs other code between publishes): the kernel's TCP
 //! keepalive stands for them ([`keep_alive`]); one the broker closed or reset meanwhile, or that the
 //! keepalive gave up, is seen before the next publish ([`Direct::alive`]) and replaced. A
@@ -110,7 +113,8 @@ pub struct Direct {
     content: Content,
     /// What a consuming connection received and not yet given out.
     received: Received,
-    /// Why the broker closed the channel, when it did (a new one is opened before the next publish).
+    /// Why the broker closed the channel, when it did (a publishing one is opened anew before the next
+    /// publish; a consuming one ends its subscription).
     channel_closed: Option<BrokerError>,
     /// Why the connection cannot be used any more.
     broken: Option<BrokerError>,

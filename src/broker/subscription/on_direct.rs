@@ -37,7 +37,9 @@ pub struct OnDirect {
 
 impl OnDirect {
     /// Declares what the spec needs on the session, then consumes on a direct connection to the node
-    /// the session is connected to. `Ok(None)` when that node is not served directly (TLS).
+    /// the session is connected to. `Ok(None)` when that node is not served directly (TLS), or when the
+    /// direct connection cannot be opened while the session's could (logged): the session's
+    /// connection consumes then.
     pub fn open(spec: &Spec) -> Result<Option<OnDirect>, BrokerError> {
         let settings = spec.settings;
         let (node, where_) = with_session(|s| {
@@ -53,7 +55,14 @@ impl OnDirect {
         }
         let keepalive = (settings.heartbeat > 0).then(|| Duration::from_secs(settings.heartbeat.into()));
         let timeout = settings.connect_timeout.max(settings.confirm_timeout);
-        let mut direct = Direct::open_consuming(&node, &where_, settings.connect_timeout, keepalive)?;
+        let mut direct = match Direct::open_consuming(&node, &where_, settings.connect_timeout, keepalive) {
+            Ok(d) => d,
+            Err(e) if e.kind() == ErrorKind::Stopped => return Err(e),
+            Err(e) => {
+                crate::log::info(&format!("consuming on the shared connection: {e}"));
+                return Ok(None);
+            }
+        };
         direct.qos(spec.prefetch, timeout)?;
         direct
             .consume(spec.queue, spec.tag, timeout)
