@@ -6,7 +6,9 @@
 //! - every connection has a deadline for its whole head and one for its whole request, however
 //!   steadily its bytes trickle in (a per-read timeout alone would let it live for ever);
 //! - when every slot is taken, a new connection takes the slot of the connection that has been
-//!   reading its head the longest, which is dropped. A real client (Prometheus, a browser, curl)
+//!   reading its head the longest, which is dropped: its reading side is shut down, so that its
+//!   thread's read ends at once, while its writing side stays open, so that a connection whose
+//!   whole head was read just before it was dropped is still answered. A real client (Prometheus, a browser, curl)
 //!   sends its head in one packet and leaves that stage within a millisecond of being accepted, and
 //!   one whose whole head waits unread (its thread not yet run, on a loaded machine) counts as
 //!   admitted, so what is dropped is a slow client, never one already admitted. Unauthenticated connections of
@@ -103,7 +105,8 @@ impl Table {
             Placement::Refuse => return false,
             Placement::Evict(i) => {
                 conns[i].stage = Stage::Dropped;
-                let _ = conns[i].stream.shutdown(Shutdown::Both);
+                // Its read ends; an answer to a head already read can still be written.
+                let _ = conns[i].stream.shutdown(Shutdown::Read);
             }
             Placement::Take => {}
         }
@@ -112,15 +115,11 @@ impl Table {
         true
     }
 
-    /// Moves `id` to `to`, unless it was dropped; false when it was.
-    fn to(&self, id: u64, to: Stage) -> bool {
+    /// Moves `id` to `to`, unless it was dropped.
+    fn to(&self, id: u64, to: Stage) {
         let mut conns = self.0.lock();
-        match conns.iter_mut().find(|c| c.id == id) {
-            Some(c) if c.stage != Stage::Dropped => {
-                c.stage = to;
-                true
-            }
-            _ => false,
+        if let Some(c) = conns.iter_mut().find(|c| c.id == id && c.stage != Stage::Dropped) {
+            c.stage = to;
         }
     }
 
@@ -140,24 +139,29 @@ impl Table {
     }
 }
 
-/// Answers one connection.
+/// Answers one connection. One dropped while its head was read whole (its thread had read it, but
+/// not yet moved it out of [`Stage::Head`]) is still answered: it was a real client, and only its
+/// reading side was shut down (a body it still has to send is not read: it is answered with an error).
 fn connection(table: &Table, id: u64, mut s: TcpStream, since: Instant, limits: &Limits, handler: &dyn Handler) {
-    let (r, head_only) = match read_head(&mut s, since, limits) {
-        Err(r) => (r, false),
+    let answered = match read_head(&mut s, since, limits) {
+        // Dropped while its head trickled in: a slow client, told nothing.
+        Err(_) if table.dropped(id) => None,
+        Err(r) => Some((r, false)),
         Ok((mut req, rest)) => {
             let head_only = req.method == "HEAD";
-            match handler.admit(&req) {
+            Some(match handler.admit(&req) {
                 Some(r) => (r, head_only),
-                None if !table.to(id, Stage::Admitted) => (Response::text(503, "dropped\n"), false),
-                None => match read_body(&mut s, &mut req, rest, since, limits) {
-                    Err(r) => (r, false),
-                    Ok(()) => (handler.answer(&req), head_only),
-                },
-            }
+                None => {
+                    table.to(id, Stage::Admitted);
+                    match read_body(&mut s, &mut req, rest, since, limits) {
+                        Err(r) => (r, false),
+                        Ok(()) => (handler.answer(&req), head_only),
+                    }
+                }
+            })
         }
     };
-    // A dropped connection was shut down: nothing can be written to it.
-    if !table.dropped(id) {
+    if let Some((r, head_only)) = answered {
         answer(&mut s, &handler.dress(r), head_only);
     }
     table.leave(id);
@@ -271,6 +275,62 @@ mod tests {
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
+    }
+
+    /// Holds a request for `/held` in `admit` until released, telling when one is there.
+    struct Holding {
+        arrived: AtomicBool,
+        released: AtomicBool,
+    }
+    impl Handler for Holding {
+        fn admit(&self, req: &super::super::Request) -> Option<Response> {
+            if req.path == "/held" {
+                self.arrived.store(true, Ordering::SeqCst);
+                while !self.released.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            None
+        }
+        fn answer(&self, req: &super::super::Request) -> Response {
+            Response::text(200, format!("{}\n", req.path))
+        }
+    }
+
+    #[test]
+    fn a_head_read_whole_is_answered_even_when_its_slot_is_taken_meanwhile() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let limits = Limits {
+            head_within: Duration::from_secs(30),
+            request_within: Duration::from_secs(30),
+            max_body: 100,
+            max_connections: 2,
+        };
+        let handler = Holding { arrived: AtomicBool::new(false), released: AtomicBool::new(false) };
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            let server = sc.spawn(|| serve(&l, &limits, &handler, &|| stop.load(Ordering::Relaxed)));
+            let mut held = TcpStream::connect(addr).unwrap();
+            held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            held.write_all(b"GET /held HTTP/1.1\r\n\r\n").unwrap();
+            let t0 = Instant::now();
+            while !handler.arrived.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // Its head read, its thread held before it is admitted: a silent newcomer takes the other
+            // slot, and the next one the oldest slot still reading its head, which is the held one's.
+            let silent = TcpStream::connect(addr).unwrap();
+            let third = get(addr, b"GET /third HTTP/1.1\r\n\r\n");
+            assert!(third.ends_with("/third\n"), "{third:?}");
+            handler.released.store(true, Ordering::SeqCst);
+            let mut got = String::new();
+            let _ = held.read_to_string(&mut got);
+            stop.store(true, Ordering::Relaxed);
+            server.join().unwrap();
+            drop(silent);
+            assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("/held\n"), "{got:?}");
+        });
     }
 
     #[test]
