@@ -8,6 +8,7 @@ namespace Ebats\Tests;
 use Asynclib\Ebats\Worker;
 use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
+use Ebats\Tests\Lib\TestEnv;
 
 /**
  * The generic Consumer (custom scheduler of seeds/000): messages another system publishes with the php-amqp
@@ -86,6 +87,46 @@ final class ConsumerTest extends ProcTestCase
         $this->waitQueueDrained(static::q('task.demo'), 10);
         $this->assertCount(1, $this->consumed('tag', 'json'));
         $this->assertQueueEmpty(self::failedQueue());
+    }
+
+    /**
+     * A Consumer whose own consuming connection is refused (a vhost allowing one connection) consumes on the
+     * connection it already has, says so in its log, and loses nothing: a message published once the limit is
+     * lifted reaches its callback.
+     */
+    public function testAConsumerRefusedAConnectionOfItsOwnConsumesOnTheSharedOne(): void
+    {
+        $vhost = TestEnv::vhost() . '_one_conn';
+        TestEnv::rabbitmqctl(['add_vhost', $vhost]);
+        try {
+            TestEnv::rabbitmqctl(['set_permissions', '-p', $vhost, 'guest', '.*', '.*', '.*']);
+            TestEnv::rabbitmqctl(['set_vhost_limits', '-p', $vhost, '{"max-connections": 1}']);
+            $proc = $this->startFixture('consumer', 'consumer.php', [
+                'EBATS_AMQP_URL' => TestEnv::amqpUrl($vhost),
+                'EBATS_T_EXCHANGE' => self::exchange(),
+                'EBATS_T_QUEUE' => self::queue(),
+                'EBATS_T_KEYS' => json_encode(['*.*.WAIT_SELLER_SEND_GOODS']),
+            ]);
+            $consumers = static fn (): string => TestEnv::rabbitmqctl(['list_consumers', '-q', '--no-table-headers', '-p', $vhost, 'queue_name']);
+            $this->waitFor(static fn () => str_contains($consumers(), self::queue()) ? true : null, 20, 'the consumer registered');
+            $this->waitFor(static fn () => str_contains($proc->stdout() . $proc->stderr(), 'consuming on the shared connection') ? true : null, 10, 'the fallback logged');
+            $this->assertMatchesRegularExpression('/NOT_ALLOWED|connection limit/i', $proc->stdout() . $proc->stderr());
+            $conns = TestEnv::rabbitmqctl(['list_connections', '-q', '--no-table-headers', 'vhost']);
+            $this->assertSame(1, substr_count($conns, $vhost . "\n"), 'one connection in the limited vhost');
+
+            TestEnv::rabbitmqctl(['clear_vhost_limits', '-p', $vhost]);
+            $code = '<?php $c = new AMQPConnection(["host" => "127.0.0.1", "vhost" => getenv("TEST_VHOST")]); $c->connect(); '
+                . '$ch = new AMQPChannel($c); $x = new AMQPExchange($ch); $x->setName(getenv("TEST_EXCHANGE")); '
+                . '$x->publish(json_encode(["tag" => "limited"]), getenv("TEST_KEY")); $c->disconnect();';
+            $r = Process::runPhp($code, static::childEnv(['TEST_VHOST' => $vhost, 'TEST_EXCHANGE' => self::exchange(), 'TEST_KEY' => self::KEY]));
+            $this->assertSame(0, $r->exitCode(), $r->describe());
+            $this->waitFor(fn () => $this->consumed('tag', 'limited')[0] ?? null, 10, 'the message in the callback');
+            $this->waitFor(fn () => $this->records('task_created')[0] ?? null, 10, 'the task the callback made');
+            $proc->signal(SIGTERM);
+            $this->assertSame(0, $proc->waitExit(10), $proc->describe());
+        } finally {
+            TestEnv::rabbitmqctl(['delete_vhost', $vhost]);
+        }
     }
 
     public function testJsonWithContentTypeAndPlainTextBodies(): void
