@@ -7,6 +7,8 @@
 //! two thread crossings per task: its ack handed to lapin's I/O thread, and the next delivery handed
 //! back from it. Here the ack is one `write`, and the next delivery a `read` that sleeps in the kernel
 //! until the broker sends it (`bench/RESULTS.md`, "Consuming on the PHP thread's own socket").
+//! A look with no wait for a delivery is one `recv` that does not block (`Direct::fill_now`), not a
+//! `poll` and then a `recv`.
 //!
 //! # What it does
 //!
@@ -236,6 +238,9 @@ impl Direct {
 
     /// Reads what the socket has, waiting for something at most `wait` (and at most [`STOP_CHECK`]).
     fn fill_within(&mut self, wait: Duration) -> Result<(), BrokerError> {
+        if wait.is_zero() {
+            return self.fill_now();
+        }
         if wait >= STOP_CHECK {
             // The socket's read timeout is STOP_CHECK: one system call.
             return self.fill();

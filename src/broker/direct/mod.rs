@@ -42,8 +42,9 @@ pub mod confirms;
 pub mod consuming;
 pub mod content;
 
-use std::io::{ErrorKind as Io, Read, Write};
+use std::io::{ErrorKind as Io, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -302,8 +303,7 @@ impl Direct {
         if self.last_read.elapsed() < FRESH {
             return true;
         }
-        let mut fd =
-            libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&self.stream), events: libc::POLLRDHUP, revents: 0 };
+        let mut fd = libc::pollfd { fd: self.stream.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
         // SAFETY: `fd` is one valid pollfd for the stream's descriptor, open for as long as `self`
         // is; a timeout of 0 never blocks.
         let n = unsafe { libc::poll(&mut fd, 1, 0) };
@@ -462,11 +462,26 @@ impl Direct {
 
     /// Reads what the socket has (waiting up to [`STOP_CHECK`] for something).
     fn fill(&mut self) -> Result<(), BrokerError> {
+        self.read_in(0)
+    }
+
+    /// Reads what the socket already has, without waiting: one system call, where a look first
+    /// (`poll`) and a read would be two.
+    fn fill_now(&mut self) -> Result<(), BrokerError> {
+        self.read_in(libc::MSG_DONTWAIT)
+    }
+
+    /// One `recv` with `flags` into the input.
+    fn read_in(&mut self, flags: libc::c_int) -> Result<(), BrokerError> {
         if let Some(e) = &self.broken {
             return Err(e.clone());
         }
         let mut buf = [0u8; 16 * 1024];
-        match self.stream.read(&mut buf) {
+        // SAFETY: `buf` is valid for writes of its length for the call; the descriptor is owned by
+        // `self.stream`, open for as long as `self` is.
+        let n = unsafe { libc::recv(self.stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+        let read = if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) };
+        match read {
             Ok(0) => Err(self.give_up(BrokerError::new(ErrorKind::ConnectionLost, "the broker closed the connection"))),
             Ok(n) => {
                 if self.parsed > 0 {
