@@ -277,6 +277,24 @@ mod tests {
         out
     }
 
+    /// Limits of the tests: 30 s for a head and for a request, bodies of 100 bytes at most.
+    fn limits(max_connections: usize) -> Limits {
+        Limits {
+            head_within: Duration::from_secs(30),
+            request_within: Duration::from_secs(30),
+            max_body: 100,
+            max_connections,
+        }
+    }
+
+    /// Stops the server however the test ends, so that a failed assertion does not hang it.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Holds a request for `/held` in `admit` until released, telling when one is there.
     struct Holding {
         arrived: AtomicBool,
@@ -301,16 +319,12 @@ mod tests {
     fn a_head_read_whole_is_answered_even_when_its_slot_is_taken_meanwhile() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let limits = Limits {
-            head_within: Duration::from_secs(30),
-            request_within: Duration::from_secs(30),
-            max_body: 100,
-            max_connections: 2,
-        };
+        let limits = limits(2);
         let handler = Holding { arrived: AtomicBool::new(false), released: AtomicBool::new(false) };
         let stop = AtomicBool::new(false);
         std::thread::scope(|sc| {
             let server = sc.spawn(|| serve(&l, &limits, &handler, &|| stop.load(Ordering::Relaxed)));
+            let stopping = Stop(&stop);
             let mut held = TcpStream::connect(addr).unwrap();
             held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             held.write_all(b"GET /held HTTP/1.1\r\n\r\n").unwrap();
@@ -326,7 +340,7 @@ mod tests {
             handler.released.store(true, Ordering::SeqCst);
             let mut got = String::new();
             let _ = held.read_to_string(&mut got);
-            stop.store(true, Ordering::Relaxed);
+            drop(stopping);
             server.join().unwrap();
             drop(silent);
             assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("/held\n"), "{got:?}");
@@ -337,20 +351,8 @@ mod tests {
     fn slow_clients_do_not_hold_it() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let limits = Limits {
-            head_within: Duration::from_secs(30),
-            request_within: Duration::from_secs(30),
-            max_body: 100,
-            max_connections: 4,
-        };
+        let limits = limits(4);
         let stop = AtomicBool::new(false);
-        /// Stops the server however the test ends, so that a failed assertion does not hang it.
-        struct Stop<'a>(&'a AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
         std::thread::scope(|sc| {
             let server = sc.spawn(|| serve(&l, &limits, &Echo, &|| stop.load(Ordering::Relaxed)));
             let stopping = Stop(&stop);
