@@ -8,8 +8,8 @@
 //! - when every slot is taken, a new connection takes the slot of the connection that has been
 //!   reading its head the longest, which is dropped: its reading side is shut down, so that its
 //!   thread's read ends at once, while its writing side stays open, so that a connection whose
-//!   whole head was read just before it was dropped is still answered. A real client (Prometheus, a browser, curl)
-//!   sends its head in one packet and leaves that stage within a millisecond of being accepted, and
+//!   whole head was read just before it was dropped is still answered. A real client (Prometheus,
+//!   a browser, curl) sends its head in one packet and leaves that stage within a millisecond of being accepted, and
 //!   one whose whole head waits unread (its thread not yet run, on a loaded machine) counts as
 //!   admitted, so what is dropped is a slow client, never one already admitted. Unauthenticated connections of
 //!   the dashboard have no share of their own: the token is checked as soon as the head is read

@@ -6,6 +6,7 @@ namespace Ebats\Tests;
 
 
 use Asynclib\Ebats\Worker;
+use Ebats\Tests\Lib\Broker;
 use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
 use Ebats\Tests\Lib\TestEnv;
@@ -115,11 +116,9 @@ final class ConsumerTest extends ProcTestCase
             $this->assertSame(1, substr_count($conns, $vhost . "\n"), 'one connection in the limited vhost');
 
             TestEnv::rabbitmqctl(['clear_vhost_limits', '-p', $vhost]);
-            $code = '<?php $c = new AMQPConnection(["host" => "127.0.0.1", "vhost" => getenv("TEST_VHOST")]); $c->connect(); '
-                . '$ch = new AMQPChannel($c); $x = new AMQPExchange($ch); $x->setName(getenv("TEST_EXCHANGE")); '
-                . '$x->publish(json_encode(["tag" => "limited"]), getenv("TEST_KEY")); $c->disconnect();';
-            $r = Process::runPhp($code, static::childEnv(['TEST_VHOST' => $vhost, 'TEST_EXCHANGE' => self::exchange(), 'TEST_KEY' => self::KEY]));
-            $this->assertSame(0, $r->exitCode(), $r->describe());
+            $limited = new Broker(TestEnv::HOST, TestEnv::PORT, TestEnv::USER, TestEnv::PASS, $vhost);
+            $limited->publish(self::exchange(), self::KEY, json_encode(['tag' => 'limited']));
+            $limited->close();
             $this->waitFor(fn () => $this->consumed('tag', 'limited')[0] ?? null, 10, 'the message in the callback');
             $this->waitFor(fn () => $this->records('task_created')[0] ?? null, 10, 'the task the callback made');
             $proc->signal(SIGTERM);
