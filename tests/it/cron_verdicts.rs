@@ -1,9 +1,7 @@
 //! The schedule stream against the real broker, as its readers and writers must cope with it: an unreadable
-//! first message, changes answered where they land. A binary of its own, as tests/cron_stream.rs: both use
-//! the process's session.
+//! first message, changes answered where they land. It uses the process's session (see `main.rs`).
 
-mod common;
-use common::settings;
+use crate::common::settings;
 use ebats::broker::names::Names;
 use ebats::broker::{Decl, Session};
 

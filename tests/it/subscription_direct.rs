@@ -1,10 +1,9 @@
 //! A subscription consuming on its own connection (`broker::direct::consuming`, over plain AMQP):
 //! deliveries whole (bodies larger than a frame, properties), a pause that stops them until the
 //! consumer's cancel is answered and a resume that brings the rest, a second consumer, and a close
-//! that gives back what was not acked. Its own test binary: it uses the process's session.
+//! that gives back what was not acked. It uses the process's session (see `main.rs`).
 
-mod common;
-use common::{settings, wait_until};
+use crate::common::{settings, wait_until};
 use std::time::{Duration, Instant};
 
 use ebats::broker::current::with_session;

@@ -1,10 +1,8 @@
 //! A subscription's prefetch changed while it consumes (the worker's adapted prefetch): every
 //! message is delivered once, whatever the old consumer had been sent before it was cancelled,
-//! and what it held can be given back to the queue. Its own test binary: it uses the process's
-//! session.
+//! and what it held can be given back to the queue. It uses the process's session (see `main.rs`).
 
-mod common;
-use common::settings;
+use crate::common::settings;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

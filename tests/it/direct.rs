@@ -3,8 +3,7 @@
 //! channel, and the session falls back to it or away from it as its connection comes and goes.
 //! Each test uses its own prefix and deletes what it declared.
 
-mod common;
-use common::{get_body, settings, wait_until, Relay};
+use crate::common::{get_body, settings, wait_until, Relay};
 use std::time::Duration;
 
 use ebats::broker::confirm::Lot;

@@ -1,9 +1,7 @@
 //! The execution history against the real broker: records written without waiting, flushed, read back
 //! with filters, followed; a stream with other retention refused by name.
 
-mod common;
-
-use common::{poll, wait_until};
+use crate::common::{poll, wait_until};
 use std::time::Duration;
 
 /// How long the waits on the follower and the view may take, on a loaded machine.
@@ -17,15 +15,15 @@ use ebats::history::{self, Query, Writer};
 use ebats::wire::{now_ms, TaskMsg};
 use lapin::options::QueueDeleteOptions;
 
-/// The tests of this binary share the process's one broker session, which serves one call at a time:
-/// they run one after another.
+/// The history's tests share the process's one broker session, which serves one call at a time: they
+/// run one after another even when the binary's tests are run on several threads.
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn settings(max_age: &str) -> Settings {
-    let mut s = common::settings(&format!("rh_{}", &ebats::wire::new_id()[..8]), None);
+    let mut s = crate::common::settings(&format!("rh_{}", &ebats::wire::new_id()[..8]), None);
     s.history.enabled = true;
     s.history.max_age = max_age.into();
     s.history.params_bytes = 16;

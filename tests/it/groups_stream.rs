@@ -1,9 +1,7 @@
 //! The groups stream against the real broker: a reader finds the newest snapshot and folds on from just
-//! after what it covers (`broker::group_stream::Newest`). A binary of its own: it uses the process's session (a test holding it makes
-//! another's call Busy).
+//! after what it covers (`broker::group_stream::Newest`). It uses the process's session (see `main.rs`).
 
-mod common;
-use common::settings;
+use crate::common::settings;
 use ebats::broker::group_stream::{self, record_message, snapshot_message};
 use ebats::broker::names::Names;
 use ebats::broker::{Decl, Session};

@@ -1,8 +1,7 @@
 //! The broker layer against the real broker: confirmed publishing, the delay levels, errors.
 //! Each test uses its own prefix and deletes what it declared.
 
-mod common;
-use common::{get_body, settings, wait_for, wait_until, Relay};
+use crate::common::{get_body, settings, wait_for, wait_until, Relay};
 use std::time::{Duration, Instant};
 
 use ebats::broker::names::{Names, DELAY_LEVELS};

@@ -5,8 +5,6 @@
 //! (ebats reads no `x-death` header: a dead-lettered delay message is read as the task body it is.)
 //! The PHP value conversion needs PHP: tests/php/ConvertFuzzTest.php.
 
-mod common;
-
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -23,7 +21,7 @@ const CASES: u32 = 1024;
 
 /// Any JSON value, nested a few levels: the shapes a foreign producer (or garbage) can send.
 fn json_value() -> impl Strategy<Value = Value> {
-    common::json::json_value(3, 24, "[a-z_]{0,8}".boxed())
+    crate::common::json::json_value(3, 24, "[a-z_]{0,8}".boxed())
 }
 
 /// A JSON object with the task fields, each of them present, missing, or of a wrong type.

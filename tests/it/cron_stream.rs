@@ -1,8 +1,7 @@
-//! The schedule stream against the real broker. A binary of its own: it uses the process's session, which
-//! the broker layer's tests in tests/broker.rs also use (a test holding it makes another's call Busy).
+//! The schedule stream against the real broker. It uses the process's session, as the broker layer's
+//! tests do: the binary runs its tests one at a time (see `main.rs`).
 
-mod common;
-use common::{get_body, settings};
+use crate::common::{get_body, settings};
 use ebats::broker::names::Names;
 use ebats::broker::{Decl, Session};
 

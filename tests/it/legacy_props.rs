@@ -4,8 +4,6 @@
 //! write reads back as the JSON ebats itself would make of the same PHP value. A proptest corpus in
 //! place of cargo-fuzz (which needs a nightly toolchain).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -23,7 +21,7 @@ const BOUND: Duration = Duration::from_secs(5);
 
 /// Any JSON value, nested a few levels, with keys that may look like integers.
 fn json_value() -> impl Strategy<Value = Value> {
-    common::json::json_value(4, 32, prop_oneof!["[a-z_]{0,8}", "-?[0-9]{1,3}", ".{0,4}"].boxed())
+    crate::common::json::json_value(4, 32, prop_oneof!["[a-z_]{0,8}", "-?[0-9]{1,3}", ".{0,4}"].boxed())
 }
 
 /// What PHP makes of a JSON value with json_decode($j, true), then ebats' PHP-to-JSON conversion: an

@@ -1,10 +1,9 @@
 //! A subscription whose connection is cut while the process is busy: the end of the consumer may be
 //! seen by `ready()` (taking what has already arrived) rather than by `next()`; either way the
 //! consume loop must learn it, or it waits on a dead consumer for ever (a Scheduler routing a steady
-//! flow of events did, after a broker restart). Its own test binary: it uses the process's session.
+//! flow of events did, after a broker restart). It uses the process's session (see `main.rs`).
 
-mod common;
-use common::{settings, wait_until, Relay};
+use crate::common::{settings, wait_until, Relay};
 use std::time::{Duration, Instant};
 
 use ebats::broker::current::with_session;
