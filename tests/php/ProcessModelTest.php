@@ -10,6 +10,7 @@ use Asynclib\Ebats\Task;
 use Asynclib\Ebats\Worker;
 use Ebats\Tests\Lib\Process;
 use Ebats\Tests\Lib\ProcTestCase;
+use Ebats\Tests\Lib\TestEnv;
 
 /**
  * The worker as a set of processes: children killed mid-task (kill -9, exit(), segfault), SIGTERM and SIGHUP
@@ -438,17 +439,33 @@ final class ProcessModelTest extends ProcTestCase
 
     /**
      * @group slow
-     * A 90 s handler with a 10 s heartbeat: the connection stays up (heartbeats on a thread of their own), the ack
-     * after the handler succeeds, the task runs exactly once.
+     * A handler running ten heartbeat intervals (20 s with a 2 s heartbeat; the broker drops a connection it hears
+     * nothing from for two intervals): the connections stay up (heartbeats on a thread of their own, the consuming
+     * connection's TCP keepalive probes), the ack after the handler succeeds, the task runs exactly once.
      */
-    public function testNinetySecondHandlerKeepsItsConnectionAndIsAcked(): void
+    public function testAHandlerOfTenHeartbeatIntervalsKeepsItsConnectionAndIsAcked(): void
     {
-        $worker = $this->startProcessWorker(['env' => ['EBATS_HEARTBEAT' => '10']]);
-        $id = Task::create('demo', 'sleep', ['s' => 90, 'n' => 'long']);
-        $start = $this->waitFor(fn () => $this->recs('start', $id)[0] ?? null, 15, 'the 90 s task started');
-        $cb = $this->waitFor(fn () => $this->recs('cb', $id)[0] ?? null, 120, 'the callback of the 90 s task');
+        $worker = $this->startProcessWorker(['env' => ['EBATS_HEARTBEAT' => '2']]);
+        $id = Task::create('demo', 'sleep', ['s' => 20, 'n' => 'long']);
+        $start = $this->waitFor(fn () => $this->recs('start', $id)[0] ?? null, 15, 'the 20 s task started');
+        $beats = [];
+        $out = TestEnv::rabbitmqctl(['list_connections', '-q', '--no-table-headers', 'vhost', 'timeout', 'client_properties']);
+        foreach (explode("\n", $out) as $line) {
+            if (str_starts_with($line, TestEnv::vhost() . "\t") && preg_match('/"(ebats pid \d+[^"]*)"/', $line, $m)) {
+                $beats[$m[1]] = explode("\t", $line)[1];
+            }
+        }
+        // The child's shared connection beats every 2 s; its consuming one asks for no heartbeats (the thread runs
+        // the handler) and is kept by TCP keepalive probes at the same interval.
+        $child = $worker->childPids()[0] ?? 0;
+        $this->assertSame(
+            ['2', '0'],
+            [$beats["ebats pid $child"] ?? null, $beats["ebats pid $child (consuming)"] ?? null],
+            'the heartbeats of the child\'s shared and consuming connections: ' . json_encode($beats)
+        );
+        $cb = $this->waitFor(fn () => $this->recs('cb', $id)[0] ?? null, 40, 'the callback of the 20 s task');
         $this->assertSame(Worker::STATE_SUCC, $cb['status']);
-        $this->assertGreaterThanOrEqual($start['t'] + 89.9, $this->recs('done', $id)[0]['t'] ?? 0.0, 'the handler did not sleep 90 s');
+        $this->assertGreaterThanOrEqual($start['t'] + 19.9, $this->recs('done', $id)[0]['t'] ?? 0.0, 'the handler did not sleep 20 s');
 
         $this->waitQueueDrained(static::q('task.demo'), 10);
         $this->assertStays(fn () => count($this->recs('start', $id)) > 1 ? $this->recs('start', $id) : null, 3.0, 'the task ran again: the ack was lost');
