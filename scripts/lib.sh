@@ -18,7 +18,8 @@ EBATS_PACKAGES=(
     "${EBATS_CONTAINER_PACKAGES[@]}"
 )
 
-say() { printf '==> %s\n' "$*"; }
+# Each step's line carries the time of day, so a log shows what each step took.
+say() { printf '==> %s %s\n' "$(date +%H:%M:%S)" "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
