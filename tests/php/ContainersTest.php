@@ -129,7 +129,8 @@ final class ContainersTest extends TestCase
         $code = sprintf(
             '$c = stream_context_create(["http" => ["timeout" => 5, "ignore_errors" => true, "header" => %s]]);'
             . '$b = @file_get_contents(%s, false, $c);'
-            . 'echo isset($http_response_header[0]) ? explode(" ", $http_response_header[0])[1] : 0, "\n", $b;',
+            . 'echo isset($http_response_header[0]) ? explode(" ", $http_response_header[0])[1] : 0, "\n",'
+            . ' $b === false ? "no answer: " . (error_get_last()["message"] ?? "?") : $b;',
             var_export($headers, true),
             var_export($url, true)
         );
@@ -298,8 +299,21 @@ final class ContainersTest extends TestCase
 
         // The dashboard, through the compose network (with its token), finds the processes through the broker.
         $auth = ['Authorization: Bearer ' . self::TOKEN];
-        [$status, $body] = $this->fetchIn(self::name('executor', 1), 'http://monitor:8080/', $auth);
-        $this->assertSame(200, $status, "dashboard page: $body");
+        // Asked again for up to 20 s: the compose network may still be settling after the leader's stop. What each
+        // try that failed got is told.
+        [$misses, $t0] = [[], microtime(true)];
+        $page = Process::until(function () use ($auth, &$misses, $t0): ?string {
+            [$status, $body] = $this->fetchIn(self::name('executor', 1), 'http://monitor:8080/', $auth);
+            if ($status === 200) {
+                return $body;
+            }
+            $misses[] = sprintf('%.1f s: %d %s', microtime(true) - $t0, $status, substr(trim($body), 0, 200));
+            return null;
+        }, 20.0, 0.5);
+        $this->assertNotNull($page, "the dashboard page through the compose network:\n" . implode("\n", $misses) . "\n" . $this->logs(self::name('monitor', 1)));
+        if ($misses !== []) {
+            fwrite(STDERR, "\n[containers] the dashboard page answered 200 after: " . implode('; ', $misses) . "\n");
+        }
         [$status] = $this->fetchIn(self::name('executor', 1), 'http://monitor:8080/');
         $this->assertSame(401, $status, 'no token, no dashboard');
         $state = $this->waitFor(function () use ($auth) {
