@@ -174,6 +174,25 @@ final class TestEnv
     }
 
     /**
+     * The connections of ebats process $pid in the test vhost, as the broker lists them: each connection's name
+     * ('ebats pid N', 'ebats pid N (consuming)', ...) => its $column (an info item of list_connections, e.g.
+     * 'timeout'), in name order.
+     */
+    public static function connectionsOf(int $pid, string $column = 'name'): array
+    {
+        $out = self::rabbitmqctl(['list_connections', '-q', '--no-table-headers', 'vhost', $column, 'client_properties']);
+        $found = [];
+        foreach (explode("\n", $out) as $line) {
+            $f = explode("\t", $line, 3);
+            if (count($f) === 3 && $f[0] === self::vhost() && preg_match('/"(ebats pid (\d+)[^"]*)"/', $f[2], $m) && (int) $m[2] === $pid) {
+                $found[$m[1]] = $f[1];
+            }
+        }
+        ksort($found);
+        return $found;
+    }
+
+    /**
      * Stops the shared broker's application (`rabbitmqctl stop_app`). Only tests that run alone
      * (EBATS_TEST_BROKER_RESTART=1) call it; {@see startBrokerApp()} undoes it.
      */

@@ -448,16 +448,10 @@ final class ProcessModelTest extends ProcTestCase
         $worker = $this->startProcessWorker(['env' => ['EBATS_HEARTBEAT' => '2']]);
         $id = Task::create('demo', 'sleep', ['s' => 20, 'n' => 'long']);
         $start = $this->waitFor(fn () => $this->recs('start', $id)[0] ?? null, 15, 'the 20 s task started');
-        $beats = [];
-        $out = TestEnv::rabbitmqctl(['list_connections', '-q', '--no-table-headers', 'vhost', 'timeout', 'client_properties']);
-        foreach (explode("\n", $out) as $line) {
-            if (str_starts_with($line, TestEnv::vhost() . "\t") && preg_match('/"(ebats pid \d+[^"]*)"/', $line, $m)) {
-                $beats[$m[1]] = explode("\t", $line)[1];
-            }
-        }
         // The child's shared connection beats every 2 s; its consuming one asks for no heartbeats (the thread runs
         // the handler) and is kept by TCP keepalive probes at the same interval.
         $child = $worker->childPids()[0] ?? 0;
+        $beats = TestEnv::connectionsOf($child, 'timeout');
         $this->assertSame(
             ['2', '0'],
             [$beats["ebats pid $child"] ?? null, $beats["ebats pid $child (consuming)"] ?? null],

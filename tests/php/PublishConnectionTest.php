@@ -19,15 +19,7 @@ final class PublishConnectionTest extends EbatsTestCase
     /** Connection names of process $pid in the test vhost, as the broker lists them. */
     private static function connectionsOf(int $pid): array
     {
-        $out = TestEnv::rabbitmqctl(['list_connections', '-q', '--no-table-headers', 'vhost', 'client_properties']);
-        $names = [];
-        foreach (explode("\n", $out) as $line) {
-            if (str_starts_with($line, TestEnv::vhost() . "\t") && preg_match('/"(ebats pid (\d+)[^"]*)"/', $line, $m) && (int) $m[2] === $pid) {
-                $names[] = $m[1];
-            }
-        }
-        sort($names);
-        return $names;
+        return array_keys(TestEnv::connectionsOf($pid));
     }
 
     /**
