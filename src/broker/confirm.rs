@@ -65,12 +65,14 @@ impl Failed {
 pub type Publishing<'a> = Pin<Box<dyn Future<Output = Result<lapin::PublisherConfirm, BrokerError>> + Send + 'a>>;
 
 /// Whose deferred publishes these are, each kind awaited on its own: the PHP request's (awaited by
-/// `flush`, at the latest when the request ends), or a worker child's records that must be confirmed
-/// before the acks that cover them (the group ends: awaited before each ack).
+/// `flush`, at the latest when the request ends), a worker child's records that must be confirmed
+/// before the acks that cover them (the group ends: awaited before each ack), or a worker child's
+/// execution records (settled as their answers come, `Session::settle_ready`; awaited as it leaves).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lot {
     Request,
     BeforeAcks,
+    History,
 }
 
 /// A deferred publish waiting for its confirm to be settled.

@@ -6,10 +6,10 @@ use std::cell::Cell;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
 
-use super::confirm::{judge, settle, Answer, Failed, Lot, Pending, Publishing, Sent};
+use super::confirm::{judge, Answer, Failed, Lot, Pending, Publishing, Sent};
 use super::error::{BrokerError, ErrorKind};
 use super::last_first::{last_first, poll_quietly};
-use super::session::Session;
+use super::session::{closed_unanswered, Session};
 use super::topology::Decl;
 use crate::config::Settings;
 
@@ -177,41 +177,6 @@ impl Session {
         r
     }
 
-    /// Hands one message to the connection and returns at once; its confirm is awaited on the
-    /// session's runtime, and `done` is called there with the outcome. For what must not wait for
-    /// the broker and must not fail the caller (the execution history).
-    pub fn publish_detached(
-        &mut self,
-        settings: &Settings,
-        m: &Outgoing,
-        done: impl FnOnce(Result<(), BrokerError>) + Send + 'static,
-    ) -> Result<(), BrokerError> {
-        let ch = self.link(settings)?.publisher.clone();
-        let rt = self.handle();
-        let (sent, owned) = (m.sent(), m.clone());
-        let r = self.wait(settings.confirm_timeout, "handing a message to the connection", async move {
-            let mut publishing: Publishing<'static> = Box::pin(async move { send_owned(&ch, owned).await });
-            // The first poll queues the frames, in order with what this thread publishes next.
-            let first = poll_quietly(publishing.as_mut());
-            if let Some(Err(e)) = first {
-                return Err(e);
-            }
-            rt.spawn(async move {
-                let confirm = match first {
-                    Some(r) => r,
-                    None => publishing.await,
-                };
-                done(match confirm {
-                    Ok(c) => settle(&sent, c).await,
-                    Err(e) => Err(e),
-                })
-            });
-            Ok(())
-        });
-        self.after_error(&r);
-        r
-    }
-
     /// Messages of `lot` published deferred whose confirm has not been awaited yet.
     pub fn pending(&self, lot: Lot) -> usize {
         self.pending.iter().filter(|p| p.lot == lot).count()
@@ -283,6 +248,80 @@ impl Session {
         self.flushed(total, failures)
     }
 
+    /// Settles the deferred publishes of `lot` whose answers are already in, and leaves the others
+    /// waiting: returns the confirmed ones and the failures. Never waits for the broker: on a direct
+    /// connection it is one read that does not block, on this thread; on the lapin channel, one poll
+    /// of each publish on the runtime. For what is confirmed off the task path (the execution
+    /// history), without a thread woken for each answer.
+    pub fn settle_ready(&mut self, lot: Lot, settings: &Settings) -> (Vec<Sent>, Vec<Failed>) {
+        let (mine, others): (Vec<Pending>, Vec<Pending>) =
+            std::mem::take(&mut self.pending).into_iter().partition(|p| p.lot == lot);
+        self.pending = others;
+        let (mut confirmed, mut failures) = (Vec::new(), Vec::new());
+        let mut put = |sent: Sent, r: Result<(), BrokerError>| match r {
+            Ok(()) => confirmed.push(sent),
+            Err(e) => failures.push(Failed::after_handing_over(sent, e)),
+        };
+        let serial = self.direct.as_ref().map(|d| d.serial());
+        if let Some(d) = self.direct.as_mut() {
+            if mine.iter().any(|p| matches!(p.answer, Answer::Direct { serial: s, .. } if s == d.serial())) {
+                // A read that fails gives the connection up: what waits on it fails below.
+                let _ = d.read_answers();
+            }
+        }
+        let mut lapin = Vec::new();
+        for p in mine {
+            match p.answer {
+                Answer::Direct { serial: s, id } => {
+                    let answer = match self.direct.as_mut() {
+                        Some(d) if Some(s) == serial => d.take(id).or_else(|| d.broken().cloned().map(Err)),
+                        _ => Some(self.settled.remove(&(s, id)).unwrap_or_else(|| Err(closed_unanswered()))),
+                    };
+                    match answer {
+                        Some(r) => put(p.sent, r),
+                        None => {
+                            self.pending.push(Pending { lot, sent: p.sent, answer: Answer::Direct { serial: s, id } })
+                        }
+                    }
+                }
+                Answer::Lapin(f) => lapin.push((p.sent, f)),
+            }
+        }
+        if !lapin.is_empty() {
+            let mut waiting = Vec::new();
+            let mut lapin = std::collections::VecDeque::from(lapin);
+            let polled = self.wait(settings.confirm_timeout, "looking for the broker's confirms", async {
+                // No await in here: each publish taken is settled or put back before the next.
+                while let Some((sent, mut publishing)) = lapin.pop_front() {
+                    // Quiet polls: an answer that comes later wakes nobody; the next look takes it.
+                    let answer = match poll_quietly(publishing.as_mut()) {
+                        None => None,
+                        Some(Err(e)) => Some(Err(e)),
+                        Some(Ok(mut confirm)) => match poll_quietly(std::pin::Pin::new(&mut confirm)) {
+                            Some(a) => Some(judge(&sent.exchange, &sent.routing_key, a)),
+                            None => {
+                                publishing = Box::pin(async move { Ok(confirm) });
+                                None
+                            }
+                        },
+                    };
+                    match answer {
+                        Some(r) => put(sent, r),
+                        None => waiting.push(Pending { lot, sent, answer: Answer::Lapin(publishing) }),
+                    }
+                }
+                Ok(())
+            });
+            self.pending.append(&mut waiting);
+            // Not looked at (the wait was cut short): they wait on.
+            self.pending.extend(lapin.drain(..).map(|(sent, f)| Pending { lot, sent, answer: Answer::Lapin(f) }));
+            self.after_error(&polled);
+        }
+        let total = confirmed.len() + failures.len();
+        let (_, failures) = self.flushed(total, failures);
+        (confirmed, failures)
+    }
+
     /// The deferred publishes of a lot made on a direct connection: read until each is answered
     /// (timing out only after the confirm timeout without a new answer), or taken from what a
     /// connection given up left.
@@ -316,10 +355,7 @@ impl Session {
                 Some(Err(e)) => e,
                 None => match &waited {
                     Err(e) => e.clone(),
-                    Ok(()) => BrokerError::new(
-                        ErrorKind::ConnectionLost,
-                        "the publishing connection was closed before the broker answered",
-                    ),
+                    Ok(()) => closed_unanswered(),
                 },
             };
             failures.push(Failed::after_handing_over(p.sent, error));

@@ -333,10 +333,7 @@ impl Session {
     pub(super) fn drop_direct(&mut self, graceful: bool) {
         let Some(d) = self.direct.take() else { return };
         let serial = d.serial();
-        let why = BrokerError::new(
-            ErrorKind::ConnectionLost,
-            "the publishing connection was closed before the broker answered",
-        );
+        let why = closed_unanswered();
         let answers = if graceful { d.close(&why) } else { d.abandon(&why) };
         let wanted: HashSet<u64> = self
             .pending
@@ -445,4 +442,9 @@ impl Session {
         let conn = self.link(settings)?.connection.clone();
         self.wait(settings.confirm_timeout, "opening a channel", connection::confirmed_channel(&conn))
     }
+}
+
+/// What a deferred publish whose connection was closed before its answer came fails with.
+pub(super) fn closed_unanswered() -> BrokerError {
+    BrokerError::new(ErrorKind::ConnectionLost, "the publishing connection was closed before the broker answered")
 }

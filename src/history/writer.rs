@@ -1,17 +1,19 @@
 //! Writing execution records from a worker child, off the task path: records are written as JSON
-//! straight into a batch (one message, a JSON list), without an owned copy of each, sent when it holds [`BATCH_RECORDS`] or its oldest is [`BATCH_AGE`] old
-//! (checked after each task and at least every 100 ms while the child waits), handed to the
-//! connection without waiting; its confirm is awaited on the session's runtime. When the child
-//! leaves, the batch is sent and every confirm awaited (bounded). A failure never reaches the task:
-//! it is logged once when records start being lost and once when they are written again.
+//! straight into a batch (one message, a JSON list), without an owned copy of each, sent when it
+//! holds [`BATCH_RECORDS`] or its oldest is [`BATCH_AGE`] old (checked after each task and at least
+//! every 100 ms while the child waits), handed to the connection without waiting. Its confirm is
+//! settled by a later look that never waits (before the next batch is sent, or [`BATCH_AGE`] after
+//! the last look): on the child's direct connection, the batch is one write and the look one read
+//! that does not block, both on this thread, so no other thread is woken for the history. When the
+//! child leaves, the batch is sent and every confirm awaited (bounded). A failure never reaches the
+//! task: it is logged once when records start being lost and once when they are written again.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-use parking_lot::{Condvar, Mutex};
 
 use super::record::{Hold, Record, Run, KIND_RECORD};
 
+use crate::broker::confirm::{Failed, Lot, Sent};
 use crate::broker::current::with_session;
 use crate::broker::names::Names;
 use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing};
@@ -37,60 +39,27 @@ pub fn declare(settings: &Settings) -> Result<(), BrokerError> {
     with_session(|s| s.declare(settings, &[decl(settings)]))
 }
 
-#[derive(Default)]
-struct Tally {
-    /// Records handed over, confirm not yet settled.
-    inflight: usize,
-    /// Records are being lost (logged once, when it started).
-    failing: bool,
-    lost: u64,
-    /// A record came back unroutable: the stream was deleted, declare it again.
-    redeclare: bool,
-}
-
-#[derive(Default)]
-struct Shared {
-    tally: Mutex<Tally>,
-    settled: Condvar,
-}
-
-impl Shared {
-    fn failed(&self, stream: &str, records: usize, e: &BrokerError) {
-        let mut t = self.tally.lock();
-        t.lost += records as u64;
-        t.redeclare |= e.kind() == ErrorKind::Unroutable;
-        if !t.failing {
-            t.failing = true;
-            log::error(&format!(
-                "execution history: a record could not be written to '{stream}' ({e}); records are lost until \
-                 writing works again (tasks are not affected)"
-            ));
-        }
-    }
-
-    fn written(&self, stream: &str) {
-        let mut t = self.tally.lock();
-        if t.failing {
-            t.failing = false;
-            log::info(&format!("execution history: records are written to '{stream}' again ({} lost)", t.lost));
-            t.lost = 0;
-        }
-    }
-}
-
 /// A worker child's writer of records.
 pub struct Writer {
     settings: Settings,
     stream: String,
     host: String,
     pid: u32,
-    shared: Arc<Shared>,
     paused_until: Option<Instant>,
     /// The JSON list of the records not sent yet (its closing bracket not written), how many it
     /// holds, and since when the first of them waits.
     batch: Vec<u8>,
     records: usize,
     since: Option<Instant>,
+    /// The records of each message handed over whose confirm is not settled yet, by message id;
+    /// when their answers were last looked for.
+    inflight: HashMap<String, usize>,
+    looked: Instant,
+    /// Records are being lost (logged once, when it started), and how many since.
+    failing: bool,
+    lost: u64,
+    /// A record came back unroutable: the stream was deleted, declare it again.
+    redeclare: bool,
 }
 
 /// This machine's name (empty when it cannot be read).
@@ -112,11 +81,15 @@ impl Writer {
             stream: Names::new(&settings.prefix).history_stream(),
             host: host_name(),
             pid: std::process::id(),
-            shared: Arc::default(),
             paused_until: None,
             batch: Vec::new(),
             records: 0,
             since: None,
+            inflight: HashMap::new(),
+            looked: Instant::now(),
+            failing: false,
+            lost: 0,
+            redeclare: false,
         })
     }
 
@@ -148,57 +121,105 @@ impl Writer {
         }
     }
 
-    /// Sends the batch if its oldest record waited [`BATCH_AGE`].
+    /// Sends the batch if its oldest record waited [`BATCH_AGE`], and settles the confirms that came
+    /// (looked for at most every [`BATCH_AGE`]).
     pub fn send_due(&mut self) {
         if self.since.is_some_and(|t| t.elapsed() >= BATCH_AGE) {
             self.send();
+        } else if !self.inflight.is_empty() && self.looked.elapsed() >= BATCH_AGE {
+            self.settle_ready();
         }
     }
 
-    /// Hands the batch to the connection without waiting for the broker.
+    /// Hands the batch to the connection without waiting for the broker (on the worker child's
+    /// direct connection, one write on this thread); its confirm is settled by a later look.
     fn send(&mut self) {
         self.since = None;
         if self.records == 0 {
             return;
         }
+        self.settle_ready();
         self.batch.push(b']');
         // The next batch starts at about this one's size.
         let size = self.batch.len();
         let body = std::mem::replace(&mut self.batch, Vec::with_capacity(size));
         let n = std::mem::take(&mut self.records);
         if self.paused_until.is_some_and(|t| Instant::now() < t) {
-            self.shared.tally.lock().lost += n as u64;
+            self.lost += n as u64;
             return;
         }
         self.paused_until = None;
+        let id = crate::wire::new_id();
         let out = Outgoing {
             exchange: String::new(),
             routing_key: self.stream.clone(),
             body,
-            properties: properties(&crate::wire::new_id(), KIND_RECORD),
+            properties: properties(&id, KIND_RECORD),
             mandatory: true,
         };
-        let redeclare = std::mem::take(&mut self.shared.tally.lock().redeclare);
-        let (shared, stream) = (self.shared.clone(), self.stream.clone());
-        self.shared.tally.lock().inflight += n;
+        let redeclare = std::mem::take(&mut self.redeclare);
         let r = with_session(|s| {
             if redeclare {
                 s.forget_declarations();
             }
             s.declare(&self.settings, &[decl(&self.settings)])?;
-            s.publish_detached(&self.settings, &out, move |r| {
-                match r {
-                    Ok(()) => shared.written(&stream),
-                    Err(e) => shared.failed(&stream, n, &e),
-                }
-                shared.tally.lock().inflight -= n;
-                shared.settled.notify_all();
-            })
+            s.publish_deferred(Lot::History, &self.settings, std::slice::from_ref(&out))
         });
-        if let Err(e) = r {
-            self.shared.tally.lock().inflight -= n;
-            self.shared.failed(&self.stream, n, &e);
-            self.paused_until = Some(Instant::now() + PAUSE_AFTER_FAILURE);
+        match r {
+            Ok(()) => {
+                self.inflight.insert(id, n);
+            }
+            Err(e) => {
+                self.failed(n, &e);
+                self.paused_until = Some(Instant::now() + PAUSE_AFTER_FAILURE);
+            }
+        }
+    }
+
+    /// Settles the confirms already in, without waiting for the others.
+    fn settle_ready(&mut self) {
+        self.looked = Instant::now();
+        if self.inflight.is_empty() {
+            return;
+        }
+        let settled = with_session(|s| Ok(s.settle_ready(Lot::History, &self.settings)));
+        let (confirmed, failures) = settled.unwrap_or_default();
+        self.settled(confirmed, failures);
+    }
+
+    fn settled(&mut self, confirmed: Vec<Sent>, failures: Vec<Failed>) {
+        let mut records = |sent: &Sent| sent.id.as_ref().and_then(|id| self.inflight.remove(id)).unwrap_or(0);
+        let ok = confirmed.iter().map(&mut records).sum::<usize>();
+        let failed: Vec<(usize, BrokerError)> = failures.into_iter().map(|f| (records(&f.sent), f.error)).collect();
+        for (n, e) in &failed {
+            self.failed(*n, e);
+        }
+        if ok > 0 && failed.is_empty() {
+            self.written();
+        }
+    }
+
+    fn failed(&mut self, records: usize, e: &BrokerError) {
+        self.lost += records as u64;
+        self.redeclare |= e.kind() == ErrorKind::Unroutable;
+        if !self.failing {
+            self.failing = true;
+            log::error(&format!(
+                "execution history: a record could not be written to '{}' ({e}); records are lost until \
+                 writing works again (tasks are not affected)",
+                self.stream
+            ));
+        }
+    }
+
+    fn written(&mut self) {
+        if self.failing {
+            self.failing = false;
+            log::info(&format!(
+                "execution history: records are written to '{}' again ({} lost)",
+                self.stream, self.lost
+            ));
+            self.lost = 0;
         }
     }
 
@@ -206,20 +227,27 @@ impl Writer {
     /// returns how many were not.
     pub fn flush(&mut self, within: Duration) -> usize {
         self.send();
-        let deadline = Instant::now() + within;
-        let mut t = self.shared.tally.lock();
-        while t.inflight > 0 {
-            if self.shared.settled.wait_until(&mut t, deadline).timed_out() {
-                break;
-            }
+        if self.inflight.is_empty() {
+            return 0;
         }
-        if t.inflight > 0 {
+        let settings = Settings { confirm_timeout: within, ..self.settings.clone() };
+        let left: usize = match with_session(|s| Ok(s.flush(Lot::History, &settings))) {
+            // Every publish of the lot is settled: what did not fail was confirmed.
+            Ok((_, failures)) => {
+                let failed = failures.iter().filter_map(|f| f.sent.id.as_ref().and_then(|id| self.inflight.get(id)));
+                let failed = failed.sum();
+                self.inflight.clear();
+                failed
+            }
+            // No session (it was lost meanwhile): nothing handed over was confirmed.
+            Err(_) => self.inflight.drain().map(|(_, n)| n).sum(),
+        };
+        if left > 0 {
             log::error(&format!(
-                "execution history: {} record(s) not confirmed by the broker within {:.1} s as the worker child leaves",
-                t.inflight,
+                "execution history: {left} record(s) not confirmed by the broker within {:.1} s as the worker child leaves",
                 within.as_secs_f64()
             ));
         }
-        t.inflight
+        left
     }
 }

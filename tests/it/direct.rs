@@ -214,3 +214,37 @@ fn a_deferred_publish_still_waiting_is_answered_after_the_session_takes_other_us
     assert_eq!(admin.queue_counts(&st, &queue).unwrap().0, 3);
     delete_queue(&mut admin, &st, &queue);
 }
+
+#[test]
+fn settle_ready_takes_the_answers_already_in_and_leaves_the_rest_and_other_lots_waiting() {
+    let st = settings(&prefix("ready"), None);
+    let mut admin = Session::new().unwrap();
+    let queue = format!("{}.q", st.prefix);
+    let missing = format!("{}.missing", st.prefix);
+    declare_queue(&mut admin, &st, &queue);
+    // On the direct connection, then on the lapin channel (a session whose link has other uses).
+    for on_lapin in [false, true] {
+        let mut s = Session::new().unwrap();
+        let _ch = on_lapin.then(|| s.channel(&st).unwrap());
+        let history = [to_queue(&queue, b"h1".to_vec(), "h1"), to_queue(&missing, b"h2".to_vec(), "h2")];
+        s.publish_deferred(Lot::History, &st, &history).unwrap();
+        s.publish_deferred(Lot::Request, &st, &[to_queue(&queue, b"r".to_vec(), "r")]).unwrap();
+        let (mut ok, mut failed) = (Vec::new(), Vec::new());
+        wait_until("both history publishes settled", T, || {
+            let (o, f) = s.settle_ready(Lot::History, &st);
+            ok.extend(o);
+            failed.extend(f);
+            ok.len() + failed.len() >= 2
+        });
+        let ok: Vec<_> = ok.iter().map(|s| s.id.as_deref()).collect();
+        assert_eq!(ok, [Some("h1")], "on lapin: {on_lapin}");
+        assert_eq!(failed.iter().map(|f| f.sent.id.as_deref()).collect::<Vec<_>>(), [Some("h2")]);
+        assert_eq!(failed[0].error.kind(), ErrorKind::Unroutable, "{}", failed[0].error);
+        assert_eq!((s.pending(Lot::History), s.pending(Lot::Request)), (0, 1));
+        assert!(s.settle_ready(Lot::History, &st).0.is_empty(), "nothing settles twice");
+        let (ok, failed) = s.flush(Lot::Request, &st);
+        assert_eq!((ok, failed.len()), (1, 0));
+    }
+    assert_eq!(admin.queue_counts(&st, &queue).unwrap().0, 4);
+    delete_queue(&mut admin, &st, &queue);
+}

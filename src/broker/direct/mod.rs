@@ -364,6 +364,13 @@ impl Direct {
         }
     }
 
+    /// Handles the answers the socket already holds, without waiting for more: one `recv` that does
+    /// not block.
+    pub fn read_answers(&mut self) -> Result<(), BrokerError> {
+        self.fill_now()?;
+        self.handle_input()
+    }
+
     /// The answer to publish `id`, once it came.
     pub fn take(&mut self, id: u64) -> Option<Result<(), BrokerError>> {
         self.confirms.take(id)
