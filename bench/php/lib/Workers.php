@@ -59,6 +59,16 @@ final class Workers
         return $done;
     }
 
+    /**
+     * The environment that tells a worker of one process it will see $n tasks, so that it writes its
+     * progress every 1000 tasks and at the last instead of after each (worker.php); none for more
+     * processes (how the tasks split between them is not known beforehand).
+     */
+    public static function expecting(int $procs, int $n): array
+    {
+        return $procs === 1 ? ['EBATS_BENCH_EXPECT' => (string) $n] : [];
+    }
+
     /** $metrics: an address to serve metrics on ('' for none). */
     /** $env: more environment (EBATS_HISTORY=1 turns the execution history on). */
     public static function startWorker(Context $ctx, int $procs, int $prefetch, string $dir, string $metrics = '', array $env = []): Process

@@ -114,7 +114,7 @@ final class Worker implements Section
         $ctx->runJson($ctx->phpCmd('fill.php', ['events', $events]));
         $ctx->admin->waitMessages($ctx->qEvents, $events);
         $dir = Workers::progressDir($ctx, 'e2e');
-        $w = Workers::startWorker($ctx, $procs, $prefetch, $dir);
+        $w = Workers::startWorker($ctx, $procs, $prefetch, $dir, '', Workers::expecting($procs, $n));
         $s = null;
         try {
             $ctx->admin->waitConsumers($ctx->qTasks, $procs);
@@ -166,6 +166,7 @@ final class Worker implements Section
         }
         $t0 = microtime(true);
         $env += ($history ? ['EBATS_HISTORY' => '1'] : []) + ($limit !== '' ? ['EBATS_BENCH_RATE' => $limit] : []);
+        $env += Workers::expecting($procs, $n);
         $w = Workers::startWorker($ctx, $procs, $prefetch, $dir, $addr, $env);
         try {
             return self::rate(Workers::waitProgress($dir, $n, 60 + $n / 100), $n, $t0);
