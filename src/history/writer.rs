@@ -182,9 +182,15 @@ impl Writer {
         if self.inflight.is_empty() {
             return;
         }
-        let settled = with_session(|s| Ok(s.settle_ready(Lot::History, &self.settings)));
-        let (confirmed, failures) = settled.unwrap_or_default();
+        let settled = with_session(|s| Ok((s.settle_ready(Lot::History, &self.settings), s.pending(Lot::History))));
+        let Ok(((confirmed, failures), waiting)) = settled else { return };
         self.settled(confirmed, failures);
+        if waiting == 0 && !self.inflight.is_empty() {
+            // The session holds none of them any more (it was closed): no answer will come.
+            let n = self.inflight.drain().map(|(_, n)| n).sum();
+            let e = BrokerError::new(ErrorKind::ConnectionLost, "the connection was closed before the broker answered");
+            self.failed(n, &e);
+        }
     }
 
     fn settled(&mut self, confirmed: Vec<Sent>, failures: Vec<Failed>) {
