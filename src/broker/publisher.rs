@@ -263,20 +263,20 @@ impl Session {
             Err(e) => failures.push(Failed::after_handing_over(sent, e)),
         };
         let serial = self.direct.as_ref().map(|d| d.serial());
-        if let Some(d) = self.direct.as_mut() {
-            if mine.iter().any(|p| matches!(p.answer, Answer::Direct { serial: s, .. } if s == d.serial())) {
-                // A read that fails gives the connection up: what waits on it fails below.
-                let _ = d.read_answers();
-            }
+        let on_direct = mine.iter().any(|p| matches!(p.answer, Answer::Direct { serial: s, .. } if Some(s) == serial));
+        if let (true, Some(d)) = (on_direct, self.direct.as_mut()) {
+            // A read that fails gives the connection up: what waits on it fails below.
+            let _ = d.read_answers();
         }
         let mut lapin = Vec::new();
         for p in mine {
             match p.answer {
                 Answer::Direct { serial: s, id } => {
-                    let answer = match self.direct.as_mut() {
-                        Some(d) if Some(s) == serial => d.take(id).or_else(|| d.broken().cloned().map(Err)),
-                        _ => Some(self.settled.remove(&(s, id)).unwrap_or_else(|| Err(closed_unanswered()))),
-                    };
+                    // No answer yet: it waits on while its connection is the one in use and works.
+                    let answer = self.direct_answer(s, id).or_else(|| match self.direct.as_ref() {
+                        Some(d) if Some(s) == serial => d.broken().cloned().map(Err),
+                        _ => Some(Err(closed_unanswered())),
+                    });
                     match answer {
                         Some(r) => put(p.sent, r),
                         None => {
@@ -322,6 +322,15 @@ impl Session {
         (confirmed, failures)
     }
 
+    /// The answer to the publish `id` made on the direct connection of serial `serial`, if it came:
+    /// from that connection while it is the one in use, else from what it left when given up.
+    fn direct_answer(&mut self, serial: u64, id: u64) -> Option<Result<(), BrokerError>> {
+        match self.direct.as_mut() {
+            Some(d) if d.serial() == serial => d.take(id),
+            _ => self.settled.remove(&(serial, id)),
+        }
+    }
+
     /// The deferred publishes of a lot made on a direct connection: read until each is answered
     /// (timing out only after the confirm timeout without a new answer), or taken from what a
     /// connection given up left.
@@ -346,11 +355,7 @@ impl Session {
         let mut failures = Vec::new();
         for p in pending {
             let Answer::Direct { serial: s, id } = p.answer else { continue };
-            let answer = match self.direct.as_mut() {
-                Some(d) if Some(s) == serial => d.take(id),
-                _ => self.settled.remove(&(s, id)),
-            };
-            let error = match answer {
+            let error = match self.direct_answer(s, id) {
                 Some(Ok(())) => continue,
                 Some(Err(e)) => e,
                 None => match &waited {
