@@ -445,6 +445,6 @@ impl Session {
 }
 
 /// What a deferred publish whose connection was closed before its answer came fails with.
-pub(super) fn closed_unanswered() -> BrokerError {
+pub fn closed_unanswered() -> BrokerError {
     BrokerError::new(ErrorKind::ConnectionLost, "the publishing connection was closed before the broker answered")
 }

@@ -16,6 +16,7 @@ use super::record::{Hold, Record, Run, KIND_RECORD};
 use crate::broker::confirm::{Failed, Lot, Sent};
 use crate::broker::current::with_session;
 use crate::broker::names::Names;
+use crate::broker::session::closed_unanswered;
 use crate::broker::{BrokerError, Decl, ErrorKind, Outgoing};
 use crate::config::Settings;
 use crate::log;
@@ -188,15 +189,18 @@ impl Writer {
         if waiting == 0 && !self.inflight.is_empty() {
             // The session holds none of them any more (it was closed): no answer will come.
             let n = self.inflight.drain().map(|(_, n)| n).sum();
-            let e = BrokerError::new(ErrorKind::ConnectionLost, "the connection was closed before the broker answered");
-            self.failed(n, &e);
+            self.failed(n, &closed_unanswered());
         }
     }
 
+    /// Takes the message `sent` out of the ones in flight: how many records it held.
+    fn take(&mut self, sent: &Sent) -> usize {
+        sent.id.as_ref().and_then(|id| self.inflight.remove(id)).unwrap_or(0)
+    }
+
     fn settled(&mut self, confirmed: Vec<Sent>, failures: Vec<Failed>) {
-        let mut records = |sent: &Sent| sent.id.as_ref().and_then(|id| self.inflight.remove(id)).unwrap_or(0);
-        let ok = confirmed.iter().map(&mut records).sum::<usize>();
-        let failed: Vec<(usize, BrokerError)> = failures.into_iter().map(|f| (records(&f.sent), f.error)).collect();
+        let ok: usize = confirmed.iter().map(|s| self.take(s)).sum();
+        let failed: Vec<(usize, BrokerError)> = failures.into_iter().map(|f| (self.take(&f.sent), f.error)).collect();
         for (n, e) in &failed {
             self.failed(*n, e);
         }
@@ -240,8 +244,7 @@ impl Writer {
         let left: usize = match with_session(|s| Ok(s.flush(Lot::History, &settings))) {
             // Every publish of the lot is settled: what did not fail was confirmed.
             Ok((_, failures)) => {
-                let failed = failures.iter().filter_map(|f| f.sent.id.as_ref().and_then(|id| self.inflight.get(id)));
-                let failed = failed.sum();
+                let failed = failures.iter().map(|f| self.take(&f.sent)).sum();
                 self.inflight.clear();
                 failed
             }
