@@ -218,18 +218,26 @@ pub fn follow_history(settings: &Settings, view: &Mutex<HistoryView>, stop: &dyn
         }
         if view.lock().on {
             let from = last.map_or(Offset::Time(((now - WEEK_MS).max(0) / 1000) as u64), |o| Offset::At(o + 1));
-            let r = stream_read::follow(settings, &stream, "history stream", from, 500, stop, |o, d| {
-                last = Some(o);
-                let records = crate::history::Record::parse_many(&d.data).unwrap_or_default();
-                let mut v = view.lock();
-                v.error = None;
-                for r in &records {
-                    if r.end_ms >= v.at_ms - WEEK_MS {
-                        v.add(r);
+            let r = stream_read::follow(
+                settings,
+                &stream,
+                "history stream",
+                from,
+                crate::history::reader::PREFETCH,
+                stop,
+                |o, d| {
+                    last = Some(o);
+                    let records = crate::history::Record::parse_many(&d.data).unwrap_or_default();
+                    let mut v = view.lock();
+                    v.error = None;
+                    for r in &records {
+                        if r.end_ms >= v.at_ms - WEEK_MS {
+                            v.add(r);
+                        }
                     }
-                }
-                Go::On
-            });
+                    Go::On
+                },
+            );
             if let Err(e) = r {
                 if e.kind() == ErrorKind::NotFound {
                     last = None;

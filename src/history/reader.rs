@@ -13,8 +13,9 @@ use crate::broker::stream_read::{self, Back, Delivery, Go, Offset, ReadBack};
 use crate::broker::{BrokerError, ErrorKind, Session};
 use crate::config::Settings;
 
-/// Deliveries a reader takes ahead; acked in runs of half of it.
-const PREFETCH: u16 = 500;
+/// Deliveries (writers' batches) a reader takes ahead; acked in runs of half of it. A batch holds up
+/// to `writer::BATCH_BYTES`, so this bounds what a slow reader holds to some 16 MB.
+pub const PREFETCH: u16 = 64;
 const WHAT: &str = "history stream";
 
 /// A read from a time on starts this much earlier (records before it are filtered out), and a
