@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 
-use crate::broker::confirm::{Failed, Lot};
+use crate::broker::confirm::{Failed, Lot, Sent};
 use crate::broker::current::with_session;
 use crate::broker::names::{delay_routing_key, Names};
 use crate::broker::{BrokerError, Decl, Outgoing};
@@ -223,4 +223,16 @@ pub fn flush(settings: &Settings) -> Result<(usize, Vec<Failed>), BrokerError> {
 /// Awaits every publish of [`send_before_acks`] not awaited yet: (confirmed, failures).
 pub fn settle_before_acks(settings: &Settings) -> Result<(usize, Vec<Failed>), BrokerError> {
     with_session(|s| Ok(s.flush(Lot::BeforeAcks, settings)))
+}
+
+/// Awaits the confirm of the publish of [`send_before_acks`] whose message id is `id`, the others
+/// waiting on: (1 when it was confirmed, its failure); neither when no such publish waits.
+pub fn settle_one_before_acks(settings: &Settings, id: &str) -> Result<(usize, Vec<Failed>), BrokerError> {
+    with_session(|s| Ok(s.flush_one(Lot::BeforeAcks, settings, id)))
+}
+
+/// Takes the answers already in to publishes of [`send_before_acks`], without waiting for the
+/// others: (confirmed, failures). On a worker child's direct connection, one read that does not block.
+pub fn settle_ready_before_acks(settings: &Settings) -> Result<(Vec<Sent>, Vec<Failed>), BrokerError> {
+    with_session(|s| Ok(s.settle_ready(Lot::BeforeAcks, settings)))
 }

@@ -49,6 +49,10 @@ pub trait Host {
     fn idle(&mut self, _sub: &mut Subscription) -> bool {
         true
     }
+    /// How long the loop then waits for a delivery before it looks again (ticks, a stop, `idle`).
+    fn patience(&self) -> Duration {
+        TICK
+    }
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Self::Left>;
     /// A stop was asked: last words on the open subscription before it closes.
     fn stopping(&mut self, _sub: &mut Subscription) {}
@@ -203,7 +207,7 @@ fn deliver_all<H: Host>(spec: &Spec, host: &mut H, mut sub: Subscription) -> Res
                 if !host.idle(&mut sub) {
                     return Ok(sub);
                 }
-                match sub.next(TICK) {
+                match sub.next(host.patience()) {
                     Ok(Some(d)) => d,
                     Ok(None) => continue,
                     Err(e) => {

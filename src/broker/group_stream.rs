@@ -123,14 +123,17 @@ pub fn append(settings: &Settings, records: &[Record]) -> Result<(), BrokerError
 }
 
 /// Appends `records` as ONE record ([`Record::batch`]): all of them are in the stream or none is.
-/// Handed to the connection without waiting: `dispatch::settle_before_acks` awaits its confirm. A
-/// worker child appends so the ends of a batch of acks before those acks (`worker::child`). False
-/// when there was nothing to append.
-pub fn append_before_acks(settings: &Settings, records: Vec<Record>) -> Result<bool, BrokerError> {
-    let Some(record) = Record::batch(records) else { return Ok(false) };
+/// Handed to the connection without waiting: `dispatch::settle_before_acks` awaits its confirm (or
+/// `dispatch::settle_ready_before_acks` takes it when it is in). A worker child appends so the ends
+/// of a batch of acks before those acks (`worker::child`). The message's id, or `None` when there was
+/// nothing to append.
+pub fn append_before_acks(settings: &Settings, records: Vec<Record>) -> Result<Option<String>, BrokerError> {
+    let Some(record) = Record::batch(records) else { return Ok(None) };
     let names = Names::new(&settings.prefix);
-    crate::dispatch::send_before_acks(settings, &[Decl::Groups], &[record_message(&names, &record)])?;
-    Ok(true)
+    let message = record_message(&names, &record);
+    let id = message.properties.message_id().as_ref().map(|id| id.to_string());
+    crate::dispatch::send_before_acks(settings, &[Decl::Groups], std::slice::from_ref(&message))?;
+    Ok(id)
 }
 
 /// The `end` record of the task `task` that ended for good with `outcome`, when it is a member of a

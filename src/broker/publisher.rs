@@ -185,8 +185,20 @@ impl Session {
     /// Awaits the confirms of every deferred publish of `lot`; returns how many were confirmed and
     /// the publishes that failed, each with its error.
     pub fn flush(&mut self, lot: Lot, settings: &Settings) -> (usize, Vec<Failed>) {
+        self.flush_where(lot, settings, |_| true)
+    }
+
+    /// Awaits the confirm of the deferred publish of `lot` whose message id is `id` (the others wait
+    /// on); as [`Session::flush`]: 1 when it was confirmed, or its failure (neither: no such publish
+    /// waits).
+    pub fn flush_one(&mut self, lot: Lot, settings: &Settings, id: &str) -> (usize, Vec<Failed>) {
+        self.flush_where(lot, settings, |sent| sent.id.as_deref() == Some(id))
+    }
+
+    /// [`Session::flush`] of the publishes of `lot` that `which` takes.
+    fn flush_where(&mut self, lot: Lot, settings: &Settings, which: impl Fn(&Sent) -> bool) -> (usize, Vec<Failed>) {
         let (pending, others): (Vec<Pending>, Vec<Pending>) =
-            std::mem::take(&mut self.pending).into_iter().partition(|p| p.lot == lot);
+            std::mem::take(&mut self.pending).into_iter().partition(|p| p.lot == lot && which(&p.sent));
         self.pending = others;
         if pending.is_empty() {
             return (0, Vec::new());

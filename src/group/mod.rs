@@ -12,8 +12,8 @@
 //! failed after its retries, was moved as poison, or was cancelled) keeps `end {group, member, outcome}`
 //! for the ack that covers the task; before that ack it appends the ends of the whole batch of acks as
 //! ONE record and has its confirm before the ack is sent (a full batch while tasks keep coming: appended
-//! at once and its confirm awaited at the next flush, before anything later is acked; a record refused
-//! or unanswered: none of those acks is sent, and the tasks run again). A `batch` record is one message:
+//! at once, the worker going on; acked once its confirm is in, never before an earlier batch:
+//! `worker::acks`; a record refused or unanswered: none of those acks is sent, and the tasks run again). A `batch` record is one message:
 //! in the stream whole or not at all, and folded as its records one by one, in order, so everything
 //! below holds for each of its records as for a record alone (a stream may hold both forms).
 //!

@@ -1,5 +1,5 @@
 //! How many finished tasks a worker child acks together (one `basic.ack multiple`, and one record
-//! of their group ends before it: `Acks` in `worker::child`). A larger batch means fewer acks and,
+//! of their group ends before it: `worker::acks`). A larger batch means fewer acks and,
 //! for group members, fewer end records: each is one stream write and one confirm, which the broker
 //! pays for whatever it holds. The batch grows with the prefetch (a quarter of it, so that two
 //! batches in flight, one acked while the next fills, leave half of the buffer to the broker), and

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 
-use super::ack_batch;
+use super::acks::{self, Acks, Ending};
 use super::cancelled::Cancelled;
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
 use super::held;
@@ -27,7 +27,7 @@ use crate::broker::{BrokerError, Decl, ErrorKind};
 use crate::config::Settings;
 use crate::dispatch;
 use crate::flow::limits::{Limit, LimitSet};
-use crate::group::state::{Outcome, Record};
+use crate::group::state::Outcome;
 use crate::history::record::{Hold, Run};
 use crate::history::Writer;
 use crate::log;
@@ -175,7 +175,7 @@ impl Host for TaskHost<'_> {
         }
         let prefetch = self.adaptive.as_ref().map_or(self.limits.prefetch.unwrap_or(1), Adaptive::current);
         let old = std::mem::replace(&mut self.acks, Acks::for_prefetch(prefetch));
-        if old.appending.is_some_and(|a| a.ends_sent) {
+        if old.ends_in_flight() {
             // Ends appended before the subscription was lost belong to tasks never acked, which come
             // back: settled here and forgotten, so that they do not hold back the new subscription's
             // acks. Ends not appended are dropped: their tasks end again.
@@ -187,13 +187,22 @@ impl Host for TaskHost<'_> {
 
     fn idle(&mut self, sub: &mut Subscription) -> bool {
         // Ack what is done before waiting for more.
-        let acked = self.acks.flush(self.settings, sub) && self.paused.follow(sub);
+        let acked = self.acks.idle(self.settings, sub) && self.paused.follow(sub);
         self.gate.idle(self.settings);
         if acked && self.legacy_exists && self.legacy_looked.elapsed() >= LEGACY_LOOK_EVERY {
             self.legacy_looked = Instant::now();
             self.legacy_exists = look_at_legacy_ready(self.settings, &self.names, self.topic, sub);
         }
         acked
+    }
+
+    fn patience(&self) -> Duration {
+        // Records of ends on their way hold acks back: their answers are taken again soon.
+        if self.acks.ends_in_flight() {
+            ENDS_PATIENCE
+        } else {
+            consume::TICK
+        }
     }
 
     fn stopping(&mut self, sub: &mut Subscription) {
@@ -401,152 +410,6 @@ pub fn run(
         w.flush(settings.confirm_timeout);
     }
     stopped
-}
-
-/// Tasks done but not yet acked, acked together with one `basic.ack multiple` (every delivery
-/// tag up to the last one): after `batch` tasks (a quarter of the prefetch, 16 to 64), or at the
-/// end of the next task once the first ended 20 ms ago ([`ack_batch`]), whenever the worker would wait for the next task,
-/// and before the channel closes. At prefetch 1 every task is acked at once. Before the ack, the
-/// group ends of these tasks are appended to the groups stream as one record, its confirm awaited,
-/// then the unique keys of those of them that wait for it are released. A full batch while tasks
-/// keep coming does not wait for that confirm: its record is appended and the worker goes on; the
-/// confirm is awaited, and the batch acked, at the next flush (before anything later is acked).
-#[derive(Default)]
-struct Acks {
-    last: Option<u64>,
-    count: usize,
-    /// When the first of the tasks done since the last flush ended.
-    first_at: Option<Instant>,
-    batch: usize,
-    /// What ended for good since the last flush.
-    ending: Ending,
-    /// The batch before, when its ends are appended and their confirm not yet awaited.
-    appending: Option<Appending>,
-}
-
-/// A batch of done tasks whose group ends are appended, their confirm not yet awaited: its last
-/// delivery tag, its size, whether it appended any end (a batch without one never touches the
-/// session to be acked), its members with a unique key to release.
-struct Appending {
-    last: u64,
-    count: usize,
-    ends_sent: bool,
-    releases: Vec<TaskMsg>,
-}
-
-/// Tasks that ended for good since the last flush: the group ends to append before the acks, and the
-/// members with a unique key, released once their end is confirmed.
-#[derive(Default)]
-struct Ending {
-    ends: Vec<Record>,
-    releases: Vec<TaskMsg>,
-}
-
-impl Acks {
-    fn for_prefetch(prefetch: u16) -> Acks {
-        Acks { batch: ack_batch::size(prefetch), ..Acks::default() }
-    }
-
-    fn done(&mut self, tag: u64) {
-        self.last = Some(tag);
-        self.count += 1;
-        self.first_at.get_or_insert_with(Instant::now);
-    }
-
-    /// The batch is to be acked now: full, or its first task ended a while ago ([`ack_batch::full`]).
-    fn full(&self) -> bool {
-        let oldest = self.first_at.map_or(Duration::ZERO, |t| t.elapsed());
-        ack_batch::full(self.count, self.batch, oldest)
-    }
-
-    /// Acks what is done, once the group ends of it are appended (one record, confirmed); false
-    /// (logged) when that record was refused or unanswered, or the ack failed: those tasks are not
-    /// acked and will run again (the caller opens the subscription anew), and a second end of theirs
-    /// counts for nothing.
-    fn flush(&mut self, settings: &Settings, sub: &mut Subscription) -> bool {
-        self.append(settings) && self.settle(settings, sub)
-    }
-
-    /// A full batch while tasks keep coming: the batch before is settled (its ends confirmed, its
-    /// tasks acked), this one's ends appended without waiting ([`Acks::flush`] when it has none).
-    fn pass(&mut self, settings: &Settings, sub: &mut Subscription) -> bool {
-        if self.ending.ends.is_empty() {
-            return self.flush(settings, sub);
-        }
-        self.settle(settings, sub) && self.append(settings)
-    }
-
-    /// Appends the ends of the tasks done since the last call (one record, not awaited) and makes
-    /// them the batch appending; false (logged) when the record could not be handed over (the tasks
-    /// are not acked). Tasks without ends are acked with the batch before, when there is one.
-    fn append(&mut self, settings: &Settings) -> bool {
-        let Some(last) = self.last.take() else { return true };
-        let count = std::mem::take(&mut self.count);
-        self.first_at = None;
-        let ending = std::mem::take(&mut self.ending);
-        let ends = ending.ends.len();
-        let sent = match group_stream::append_before_acks(settings, ending.ends) {
-            Ok(sent) => sent,
-            Err(e) => {
-                log::error(&format!(
-                    "{ends} group end(s) not appended ({:?}: {e}): {count} task(s) not acked; they will be delivered again",
-                    e.kind()
-                ));
-                return false;
-            }
-        };
-        let releases = ending.releases;
-        self.appending = Some(match self.appending.take() {
-            // Settled together: a later tag acks the earlier ones.
-            Some(a) => Appending {
-                last,
-                count: a.count + count,
-                ends_sent: a.ends_sent || sent,
-                releases: [a.releases, releases].concat(),
-            },
-            None => Appending { last, count, ends_sent: sent, releases },
-        });
-        true
-    }
-
-    /// Awaits the confirm of the ends appended, then releases the unique keys waiting for it and acks
-    /// the batch appending; false (logged) when an end was refused or unanswered, or the ack failed.
-    fn settle(&mut self, settings: &Settings, sub: &mut Subscription) -> bool {
-        let Some(a) = self.appending.take() else { return true };
-        if let Err(why) = if a.ends_sent { ends_confirmed(settings) } else { Ok(()) } {
-            log::error(&format!("{why}: {} task(s) not acked; they will be delivered again", a.count));
-            return false;
-        }
-        for task in &a.releases {
-            release_key(settings, task);
-        }
-        // Not waiting for the I/O thread to write the ack saves a thread hand-off per ack.
-        match sub.ack_up_to_queued(a.last) {
-            Ok(()) => true,
-            Err(e) => {
-                log::error(&format!("ack of {} task(s) failed ({e}); they will be delivered again", a.count));
-                false
-            }
-        }
-    }
-}
-
-/// Awaits the group ends appended since the last call; the first failure, with its kind, when one
-/// was refused or unanswered (or the wait could not be made).
-fn ends_confirmed(settings: &Settings) -> Result<(), String> {
-    match dispatch::settle_before_acks(settings) {
-        Ok((_, failures)) => match failures.first() {
-            None => Ok(()),
-            Some(f) => Err(format!(
-                "{} group end(s) not confirmed ({:?}: {}: {})",
-                failures.len(),
-                f.error.kind(),
-                f.sent.describe(),
-                f.error
-            )),
-        },
-        Err(e) => Err(format!("group ends not awaited ({:?}: {e})", e.kind())),
-    }
 }
 
 enum HandleError {
@@ -844,35 +707,9 @@ fn ended(cx: &mut Context, task: &TaskMsg, outcome: Outcome) -> Result<(), Broke
     cx.ending.ends.extend(end);
     match counted && task.unique.is_some() {
         true => cx.ending.releases.push(task.clone()),
-        false => release_key(cx.settings, task),
+        false => acks::release_key(cx.settings, task),
     }
     Ok(())
-}
-
-/// Releases the unique key of a task that ended for good, unless the key is at the end of its
-/// lifetime. A key that cannot be released is logged and frees itself after its lifetime: the task is
-/// not run again for it.
-fn release_key(settings: &Settings, task: &TaskMsg) {
-    let Some(key) = &task.unique else { return };
-    if !crate::flow::unique::releases(key, now()) {
-        // At (or past) its lifetime: it frees itself, and may be another task's already.
-        return;
-    }
-    match crate::broker::unique::release(settings, &task.topic, key, &task.id) {
-        Ok(released) => {
-            if settings.debug {
-                let how = if released { "released" } else { "no longer held by it" };
-                log::debug(&format!(
-                    "task {}/{} id={}: unique key '{}' {how}",
-                    task.topic, task.name, task.id, key.key
-                ));
-            }
-        }
-        Err(e) => log::error(&format!(
-            "task {}/{} id={}: could not release its unique key '{}': {e}; it frees itself after its lifetime ({} s)",
-            task.topic, task.name, task.id, key.key, key.for_secs
-        )),
-    }
 }
 
 /// What happened to a delivery.
@@ -991,6 +828,10 @@ pub fn millis_since(t: Instant) -> f64 {
 
 /// How often a worker consuming the original library's ready queue looks whether it is empty.
 const LEGACY_LOOK_EVERY: Duration = Duration::from_secs(2);
+
+/// While records of group ends are on their way, the worker waits this long at most for a task before
+/// it takes their answers again (each acks its batch: `Acks::idle`).
+const ENDS_PATIENCE: Duration = Duration::from_millis(1);
 
 /// Consumes the original library's ready queue of `topic` (`P.TR`) beside this worker's own while
 /// it holds tasks, and stops once it is empty (the tasks it sent are still run and acked). It no

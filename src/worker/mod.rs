@@ -5,6 +5,7 @@
 //! `held` (a task held back by a limit of its name or key).
 
 pub mod ack_batch;
+pub mod acks;
 pub mod cancelled;
 pub mod child;
 pub mod child_end;

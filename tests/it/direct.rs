@@ -248,3 +248,34 @@ fn settle_ready_takes_the_answers_already_in_and_leaves_the_rest_and_other_lots_
     assert_eq!(admin.queue_counts(&st, &queue).unwrap().0, 4);
     delete_queue(&mut admin, &st, &queue);
 }
+
+#[test]
+fn flush_one_awaits_the_named_publish_and_leaves_the_others_of_its_lot_waiting() {
+    let st = settings(&prefix("one"), None);
+    let mut admin = Session::new().unwrap();
+    let queue = format!("{}.q", st.prefix);
+    let missing = format!("{}.missing", st.prefix);
+    declare_queue(&mut admin, &st, &queue);
+    for on_lapin in [false, true] {
+        let mut s = Session::new().unwrap();
+        let _ch = on_lapin.then(|| s.channel(&st).unwrap());
+        let ends = [
+            to_queue(&queue, b"a".to_vec(), "a"),
+            to_queue(&missing, b"b".to_vec(), "b"),
+            to_queue(&queue, b"c".to_vec(), "c"),
+        ];
+        s.publish_deferred(Lot::BeforeAcks, &st, &ends).unwrap();
+        let (ok, failed) = s.flush_one(Lot::BeforeAcks, &st, "a");
+        assert_eq!((ok, failed.len()), (1, 0), "on lapin: {on_lapin}");
+        assert_eq!(s.pending(Lot::BeforeAcks), 2, "the others wait on");
+        let (ok, failed) = s.flush_one(Lot::BeforeAcks, &st, "b");
+        assert_eq!((ok, failed.len()), (0, 1));
+        assert_eq!(failed[0].error.kind(), ErrorKind::Unroutable, "{}", failed[0].error);
+        let (ok, failed) = s.flush_one(Lot::BeforeAcks, &st, "a");
+        assert_eq!((ok, failed.len()), (0, 0), "nothing settles twice");
+        let (ok, failed) = s.flush(Lot::BeforeAcks, &st);
+        assert_eq!((ok, failed.len()), (1, 0));
+    }
+    assert_eq!(admin.queue_counts(&st, &queue).unwrap().0, 4);
+    delete_queue(&mut admin, &st, &queue);
+}
