@@ -215,23 +215,33 @@ fn a_deferred_publish_still_waiting_is_answered_after_the_session_takes_other_us
     delete_queue(&mut admin, &st, &queue);
 }
 
-#[test]
-fn settle_ready_takes_the_answers_already_in_and_leaves_the_rest_and_other_lots_waiting() {
-    let st = settings(&prefix("ready"), None);
+/// Runs `each` on a new session publishing on the direct connection, then on one publishing on the
+/// lapin channel (a session whose link has other uses), with a queue (`.q`, counted at the end: it
+/// must hold `kept` messages) and the name of one that does not exist (`.missing`).
+fn on_both_paths(name: &str, kept: u32, mut each: impl FnMut(&mut Session, &Settings, &str, &str, bool)) {
+    let st = settings(&prefix(name), None);
     let mut admin = Session::new().unwrap();
     let queue = format!("{}.q", st.prefix);
     let missing = format!("{}.missing", st.prefix);
     declare_queue(&mut admin, &st, &queue);
-    // On the direct connection, then on the lapin channel (a session whose link has other uses).
     for on_lapin in [false, true] {
         let mut s = Session::new().unwrap();
         let _ch = on_lapin.then(|| s.channel(&st).unwrap());
-        let history = [to_queue(&queue, b"h1".to_vec(), "h1"), to_queue(&missing, b"h2".to_vec(), "h2")];
-        s.publish_deferred(Lot::History, &st, &history).unwrap();
-        s.publish_deferred(Lot::Request, &st, &[to_queue(&queue, b"r".to_vec(), "r")]).unwrap();
+        each(&mut s, &st, &queue, &missing, on_lapin);
+    }
+    assert_eq!(admin.queue_counts(&st, &queue).unwrap().0, kept);
+    delete_queue(&mut admin, &st, &queue);
+}
+
+#[test]
+fn settle_ready_takes_the_answers_already_in_and_leaves_the_rest_and_other_lots_waiting() {
+    on_both_paths("ready", 4, |s, st, queue, missing, on_lapin| {
+        let history = [to_queue(queue, b"h1".to_vec(), "h1"), to_queue(missing, b"h2".to_vec(), "h2")];
+        s.publish_deferred(Lot::History, st, &history).unwrap();
+        s.publish_deferred(Lot::Request, st, &[to_queue(queue, b"r".to_vec(), "r")]).unwrap();
         let (mut ok, mut failed) = (Vec::new(), Vec::new());
         wait_until("both history publishes settled", T, || {
-            let (o, f) = s.settle_ready(Lot::History, &st);
+            let (o, f) = s.settle_ready(Lot::History, st);
             ok.extend(o);
             failed.extend(f);
             ok.len() + failed.len() >= 2
@@ -241,41 +251,30 @@ fn settle_ready_takes_the_answers_already_in_and_leaves_the_rest_and_other_lots_
         assert_eq!(failed.iter().map(|f| f.sent.id.as_deref()).collect::<Vec<_>>(), [Some("h2")]);
         assert_eq!(failed[0].error.kind(), ErrorKind::Unroutable, "{}", failed[0].error);
         assert_eq!((s.pending(Lot::History), s.pending(Lot::Request)), (0, 1));
-        assert!(s.settle_ready(Lot::History, &st).0.is_empty(), "nothing settles twice");
-        let (ok, failed) = s.flush(Lot::Request, &st);
+        assert!(s.settle_ready(Lot::History, st).0.is_empty(), "nothing settles twice");
+        let (ok, failed) = s.flush(Lot::Request, st);
         assert_eq!((ok, failed.len()), (1, 0));
-    }
-    assert_eq!(admin.queue_counts(&st, &queue).unwrap().0, 4);
-    delete_queue(&mut admin, &st, &queue);
+    });
 }
 
 #[test]
 fn flush_one_awaits_the_named_publish_and_leaves_the_others_of_its_lot_waiting() {
-    let st = settings(&prefix("one"), None);
-    let mut admin = Session::new().unwrap();
-    let queue = format!("{}.q", st.prefix);
-    let missing = format!("{}.missing", st.prefix);
-    declare_queue(&mut admin, &st, &queue);
-    for on_lapin in [false, true] {
-        let mut s = Session::new().unwrap();
-        let _ch = on_lapin.then(|| s.channel(&st).unwrap());
+    on_both_paths("one", 4, |s, st, queue, missing, on_lapin| {
         let ends = [
-            to_queue(&queue, b"a".to_vec(), "a"),
-            to_queue(&missing, b"b".to_vec(), "b"),
-            to_queue(&queue, b"c".to_vec(), "c"),
+            to_queue(queue, b"a".to_vec(), "a"),
+            to_queue(missing, b"b".to_vec(), "b"),
+            to_queue(queue, b"c".to_vec(), "c"),
         ];
-        s.publish_deferred(Lot::BeforeAcks, &st, &ends).unwrap();
-        let (ok, failed) = s.flush_one(Lot::BeforeAcks, &st, "a");
+        s.publish_deferred(Lot::BeforeAcks, st, &ends).unwrap();
+        let (ok, failed) = s.flush_one(Lot::BeforeAcks, st, "a");
         assert_eq!((ok, failed.len()), (1, 0), "on lapin: {on_lapin}");
         assert_eq!(s.pending(Lot::BeforeAcks), 2, "the others wait on");
-        let (ok, failed) = s.flush_one(Lot::BeforeAcks, &st, "b");
+        let (ok, failed) = s.flush_one(Lot::BeforeAcks, st, "b");
         assert_eq!((ok, failed.len()), (0, 1));
         assert_eq!(failed[0].error.kind(), ErrorKind::Unroutable, "{}", failed[0].error);
-        let (ok, failed) = s.flush_one(Lot::BeforeAcks, &st, "a");
+        let (ok, failed) = s.flush_one(Lot::BeforeAcks, st, "a");
         assert_eq!((ok, failed.len()), (0, 0), "nothing settles twice");
-        let (ok, failed) = s.flush(Lot::BeforeAcks, &st);
+        let (ok, failed) = s.flush(Lot::BeforeAcks, st);
         assert_eq!((ok, failed.len()), (1, 0));
-    }
-    assert_eq!(admin.queue_counts(&st, &queue).unwrap().0, 4);
-    delete_queue(&mut admin, &st, &queue);
+    });
 }
