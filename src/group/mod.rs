@@ -13,9 +13,10 @@
 //! for the ack that covers the task; before that ack it appends the ends of the whole batch of acks as
 //! ONE record and has its confirm before the ack is sent (a full batch while tasks keep coming: appended
 //! at once, the worker going on; acked once its confirm is in, never before an earlier batch:
-//! `worker::acks`; a record refused or unanswered: none of those acks is sent, and the tasks run again). A `batch` record is one message:
-//! in the stream whole or not at all, and folded as its records one by one, in order, so everything
-//! below holds for each of its records as for a record alone (a stream may hold both forms).
+//! `worker::acks`; a record refused or unanswered: none of those acks is sent, and the tasks run
+//! again). A `batch` record is one message: in the stream whole or not at all, and folded as its
+//! records one by one, in order, so everything below holds for each of its records as for a record
+//! alone (a stream may hold both forms).
 //!
 //! **Deterministic ids.** A routed event's members take ids derived from the event's id and their index
 //! ([`member_id`]), and the group takes the event's id. An event routed twice (the Scheduler died before

@@ -89,9 +89,16 @@ enum Answer {
 /// Of the batches appended, oldest first, with their answers: how many at the front may be acked now
 /// (all confirmed), and whether the one just after them failed (it, and everything after it, is
 /// never acked: those tasks run again).
-fn ackable(answers: &[Answer]) -> (usize, bool) {
-    let n = answers.iter().take_while(|a| **a == Answer::Confirmed).count();
-    (n, answers.get(n) == Some(&Answer::Failed))
+fn ackable(answers: impl IntoIterator<Item = Answer>) -> (usize, bool) {
+    let mut n = 0;
+    for answer in answers {
+        match answer {
+            Answer::Confirmed => n += 1,
+            Answer::Failed => return (n, true),
+            Answer::Waiting => break,
+        }
+    }
+    (n, false)
 }
 
 impl Acks {
@@ -174,8 +181,7 @@ impl Acks {
                 return false;
             }
         }
-        let answers: Vec<Answer> = self.appending.iter().map(|a| a.answer).collect();
-        let (n, failed) = ackable(&answers);
+        let (n, failed) = ackable(self.appending.iter().map(|a| a.answer));
         let mut last = None;
         for a in self.appending.drain(..n) {
             for task in &a.releases {
@@ -327,7 +333,7 @@ mod tests {
             (&[C, C, C], (3, false)),
         ];
         for (answers, expected) in table {
-            assert_eq!(ackable(answers), expected, "{answers:?}");
+            assert_eq!(ackable(answers.iter().copied()), expected, "{answers:?}");
         }
     }
 }
