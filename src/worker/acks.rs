@@ -172,8 +172,9 @@ impl Acks {
         true
     }
 
-    /// Takes the answers to the records appended (as `look` says), then releases the unique keys of the batches whose ends are confirmed, oldest
-    /// first, and acks them; false (logged) when a record was refused or unanswered, or the ack failed.
+    /// Takes the answers to the records appended (as `look` says), then releases the unique keys of
+    /// the batches whose ends are confirmed, oldest first, and acks them; false (logged) when a record
+    /// was refused or unanswered, or the ack failed.
     fn settle(&mut self, settings: &Settings, sub: &mut Subscription, look: Look) -> bool {
         if look != Look::No && self.ends_in_flight() {
             if let Err(why) = self.take_answers(settings, look) {
