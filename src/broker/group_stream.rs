@@ -125,7 +125,7 @@ pub fn append(settings: &Settings, records: &[Record]) -> Result<(), BrokerError
 /// Appends `records` as ONE record ([`Record::batch`]): all of them are in the stream or none is.
 /// Handed to the connection without waiting: `dispatch::settle_before_acks` awaits its confirm (or
 /// `dispatch::settle_ready_before_acks` takes it when it is in). A worker child appends so the ends
-/// of a batch of acks before those acks (`worker::child`). The message's id, or `None` when there was
+/// of a batch of acks before those acks (`worker::acks`). The message's id, or `None` when there was
 /// nothing to append.
 pub fn append_before_acks(settings: &Settings, records: Vec<Record>) -> Result<Option<String>, BrokerError> {
     let Some(record) = Record::batch(records) else { return Ok(None) };

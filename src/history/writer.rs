@@ -1,8 +1,8 @@
 //! Writing execution records from a worker child, off the task path: records are written as JSON
 //! straight into a batch (one message, a JSON list), without an owned copy of each, sent when it
 //! holds [`BATCH_RECORDS`] or [`BATCH_BYTES`], or its oldest is [`BATCH_AGE`] old (checked after each
-//! task and at least every 100 ms while the child waits), handed to the connection without waiting. Its confirm is
-//! settled by a later look that never waits (before the next batch is sent, or [`BATCH_AGE`] after
+//! task and at least every 100 ms while the child waits), handed to the connection without waiting.
+//! Its confirm is settled by a later look that never waits (before the next batch is sent, or [`BATCH_AGE`] after
 //! the last look): on the child's direct connection, the batch is one write and the look one read
 //! that does not block, both on this thread, so no other thread is woken for the history. When the
 //! child leaves, the batch is sent and every confirm awaited (bounded). A failure never reaches the

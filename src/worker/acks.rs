@@ -216,53 +216,58 @@ impl Acks {
     }
 
     /// Marks the batches whose records were answered, as `look` says: every record handed over, waited
-    /// for (a failure to wait fails them all); the oldest waited for and the others already in; or
-    /// those already in. `Err` says why, with its kind, when a record could not be waited for.
+    /// for; the oldest waited for and the others already in; or those already in. `Err` says why, with
+    /// its kind, when a record could not be waited for (a failure to wait fails them all).
     fn take_answers(&mut self, settings: &Settings, look: Look) -> Result<(), String> {
-        let oldest = self.appending.iter().find(|a| a.answer == Answer::Waiting).and_then(|a| a.record.clone());
-        match (look, oldest) {
-            (Look::Wait, _) => {
-                let waiting = self.appending.iter().filter(|a| a.answer == Answer::Waiting).count();
-                let (confirmed, failures) = dispatch::settle_before_acks(settings)
-                    .map_err(|e| format!("group ends not awaited ({:?}: {e})", e.kind()))?;
-                if confirmed + failures.len() < waiting {
-                    // The session holds fewer of them than were handed over (it was closed): none counts.
-                    let e = closed_unanswered();
-                    return Err(format!("group ends not awaited ({:?}: {e})", e.kind()));
-                }
-                self.log_failures(&failures);
-                // Every publish of the lot is settled: what did not fail was confirmed.
-                for a in self.appending.iter_mut().filter(|a| a.answer == Answer::Waiting) {
-                    a.answer = Answer::Confirmed;
-                }
-                self.mark(&[], &failures);
-                return Ok(());
-            }
-            (Look::Oldest, Some(id)) => {
-                let answer = match dispatch::settle_one_before_acks(settings, &id)
-                    .map_err(|e| format!("group ends not awaited ({:?}: {e})", e.kind()))?
-                {
-                    (1, _) => Answer::Confirmed,
-                    (_, failures) if !failures.is_empty() => {
-                        self.log_failures(&failures);
-                        Answer::Failed
-                    }
-                    _ => {
-                        // The session no longer holds it (it was closed): no answer will come.
-                        log::error(&format!("a group end record got no answer ({})", closed_unanswered()));
-                        Answer::Failed
-                    }
-                };
-                if let Some(a) = self.appending.iter_mut().find(|a| a.record.as_deref() == Some(id.as_str())) {
-                    a.answer = answer;
-                }
-            }
-            _ => {}
+        match look {
+            Look::Wait => return self.await_all(settings),
+            Look::Oldest => self.await_oldest(settings)?,
+            Look::Ready | Look::No => {}
         }
         let (confirmed, failures) = dispatch::settle_ready_before_acks(settings)
             .map_err(|e| format!("group ends not looked for ({:?}: {e})", e.kind()))?;
-        self.log_failures(&failures);
+        log_failures(&failures);
         self.mark(&confirmed, &failures);
+        Ok(())
+    }
+
+    /// Awaits every record on its way and marks each confirmed or failed.
+    fn await_all(&mut self, settings: &Settings) -> Result<(), String> {
+        let waiting = self.appending.iter().filter(|a| a.answer == Answer::Waiting).count();
+        let (confirmed, failures) = dispatch::settle_before_acks(settings)
+            .map_err(|e| format!("group ends not awaited ({:?}: {e})", e.kind()))?;
+        if confirmed + failures.len() < waiting {
+            // The session holds fewer of them than were handed over (it was closed): none counts.
+            let e = closed_unanswered();
+            return Err(format!("group ends not awaited ({:?}: {e})", e.kind()));
+        }
+        log_failures(&failures);
+        // Every publish of the lot is settled: what did not fail was confirmed.
+        for a in self.appending.iter_mut().filter(|a| a.answer == Answer::Waiting) {
+            a.answer = Answer::Confirmed;
+        }
+        self.mark(&[], &failures);
+        Ok(())
+    }
+
+    /// Awaits the oldest record on its way (the others wait on) and marks its batch.
+    fn await_oldest(&mut self, settings: &Settings) -> Result<(), String> {
+        let Some(a) = self.appending.iter_mut().find(|a| a.answer == Answer::Waiting) else { return Ok(()) };
+        let Some(id) = a.record.as_deref() else { return Ok(()) };
+        let answered = dispatch::settle_one_before_acks(settings, id)
+            .map_err(|e| format!("group ends not awaited ({:?}: {e})", e.kind()))?;
+        a.answer = match answered {
+            (1, _) => Answer::Confirmed,
+            (_, failures) if !failures.is_empty() => {
+                log_failures(&failures);
+                Answer::Failed
+            }
+            _ => {
+                // The session no longer holds it (it was closed): no answer will come.
+                log::error(&format!("a group end record got no answer ({})", closed_unanswered()));
+                Answer::Failed
+            }
+        };
         Ok(())
     }
 
@@ -275,17 +280,18 @@ impl Acks {
             }
         }
     }
+}
 
-    fn log_failures(&self, failures: &[Failed]) {
-        if let Some(f) = failures.first() {
-            log::error(&format!(
-                "{} group end record(s) not confirmed ({:?}: {}: {})",
-                failures.len(),
-                f.error.kind(),
-                f.sent.describe(),
-                f.error
-            ));
-        }
+/// Logs the records of ends that failed, once for all of them, with the first one's kind.
+fn log_failures(failures: &[Failed]) {
+    if let Some(f) = failures.first() {
+        log::error(&format!(
+            "{} group end record(s) not confirmed ({:?}: {}: {})",
+            failures.len(),
+            f.error.kind(),
+            f.sent.describe(),
+            f.error
+        ));
     }
 }
 
