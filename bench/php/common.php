@@ -85,6 +85,25 @@ function bench_amqplib(): void
     exit(2);
 }
 
+/**
+ * Deletes the queues of the unique keys `keys` of `topic` (each key's queue and its holder's), which would
+ * otherwise expire together after their lifetime, thousands of queues at once, in the middle of whatever
+ * runs then. Not timed.
+ */
+function bench_delete_unique_keys(string $topic, array $keys): void
+{
+    bench_amqplib();
+    $conn = bench_amqplib_connect();
+    $ch = $conn->channel();
+    foreach ($keys as $key) {
+        $q = bench_prefix() . ".unique.$topic.$key";
+        $ch->queue_delete($q);
+        $ch->queue_delete("$q~h");
+    }
+    $ch->close();
+    $conn->close();
+}
+
 function bench_amqplib_connect(): \PhpAmqpLib\Connection\AMQPStreamConnection
 {
     $b = bench_broker();

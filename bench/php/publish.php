@@ -64,6 +64,8 @@ switch ("$client $mode") {
         for ($i = 0; $i < $n; $i++) {
             Asynclib\Ebats\Task::create('benchpub', 'noop', ['run' => $run, 'n' => $i] + $params, 0, $options);
         }
+        $d = microtime(true) - $t;
+        bench_delete_unique_keys('benchpub', array_map(static fn (int $i): string => "bench:$run:$i", range(-1, $n - 1)));
         break;
 
     case 'ebats batch':

@@ -45,16 +45,19 @@ final class Publish implements Section
 
     public function run(Context $ctx): void
     {
+        // Each row starts on an empty queue and a broker done with the row before (the messages purged, the
+        // unique keys deleted): a row timed while the broker still cleans up after another runs at half speed.
         $purge = static function () use ($ctx): void {
             $ctx->admin->purge($ctx->qEvents);
             $ctx->admin->purge("{$ctx->prefix}.task.benchpub");
+            $ctx->admin->waitQuiet();
         };
         // Declare ebats's topology once (and check the body size) before timing anything.
         $ctx->runJson($ctx->phpCmd('publish.php', ['ebats', 'event', 1]));
         $ctx->runJson($ctx->phpCmd('publish.php', ['ebats', 'task', 1]));
         $purge();
         for ($rep = 1; $rep <= $ctx->settings['reps']; $rep++) {
-            foreach ($this->rows($ctx) as $key => [$label, $cmd, $kind]) {
+            foreach (self::turn($this->rows($ctx), $rep) as $key => [$label, $cmd, $kind]) {
                 $n = $kind === 'each' ? $ctx->settings['pub_each_n'] : $ctx->settings['pub_batch_n'];
                 $ctx->attempt($label, function () use ($ctx, $key, $cmd, $n, $rep, $label) {
                     $r = $ctx->runJson($cmd($n));
@@ -64,6 +67,26 @@ final class Publish implements Section
                 $purge();
             }
         }
+    }
+
+    /**
+     * The rows in the order of repetition $rep: each kind's rows (per message, then in batches) turned by one
+     * place a repetition, so that no row always runs right after the same one. The broker's speed for a run
+     * depends on what ran before it (it swings between two states, about 1.5x apart): a fixed order gave
+     * some clients the fast state in every repetition.
+     */
+    private static function turn(array $rows, int $rep): array
+    {
+        $turned = [];
+        foreach (['each', 'batch'] as $kind) {
+            $mine = array_filter($rows, static fn (array $r): bool => $r[2] === $kind);
+            $keys = array_keys($mine);
+            $k = count($keys) === 0 ? 0 : ($rep - 1) % count($keys);
+            foreach (array_merge(array_slice($keys, $k), array_slice($keys, 0, $k)) as $key) {
+                $turned[$key] = $mine[$key];
+            }
+        }
+        return $turned;
     }
 
     public function report(Context $ctx, Report $report): void
@@ -106,10 +129,13 @@ final class Publish implements Section
         $report->target('per-message publish: ebats Event / php-amqplib', $ratio($e, $a), 1.0, '>=', sprintf('%.2f×', $ratio($e, $a)));
         $p = $res->med('pub.each.amqp', 'rate');
         $report->target('per-message publish: ebats Event / php-amqp', $ratio($e, $p), 1.0, '>=', sprintf('%.2f×', $ratio($e, $p)));
+        // Confirms awaited per 100 (issue 22): at least php-amqp's, and 0.9 of lapin with every message in flight.
         $lp = $res->med('pub.batch.lapin', 'rate');
-        $b = $res->med('pub.batch.ebats_batch', 'rate');
-        $report->target('batched publish: ebats Batch / lapin pipelined', $ratio($b, $lp), 0.80, '>=', sprintf('%s / %s = %.2f', $fmt($b), $fmt($lp), $ratio($b, $lp)));
-        $d = $res->med('pub.batch.ebats_deferred', 'rate');
-        $report->target('deferred publish + ebats_flush / lapin pipelined', $ratio($d, $lp), 0.80, '>=', sprintf('%s / %s = %.2f', $fmt($d), $fmt($lp), $ratio($d, $lp)));
+        $pb = $res->med('pub.batch.amqp', 'rate');
+        foreach (['pub.batch.ebats_batch' => 'batched publish: ebats Batch', 'pub.batch.ebats_deferred' => 'deferred publish + ebats_flush'] as $k => $what) {
+            $x = $res->med($k, 'rate');
+            $report->target("$what / php-amqp per 100", $ratio($x, $pb), 1.0, '>=', sprintf('%s / %s = %.2f', $fmt($x), $fmt($pb), $ratio($x, $pb)));
+            $report->target("$what / lapin all in flight", $ratio($x, $lp), 0.90, '>=', sprintf('%s / %s = %.2f', $fmt($x), $fmt($lp), $ratio($x, $lp)));
+        }
     }
 }
