@@ -52,6 +52,13 @@ final class Context
     }
 
     /** Command line of a child script of bench/php, with or without the extension. */
+    /** Whether `--rows` (when given) keeps the row $key: one of its prefixes starts the key. */
+    public function wants(string $key): bool
+    {
+        $rows = $this->settings['rows'] ?? [];
+        return $rows === [] || array_filter($rows, static fn (string $p): bool => str_starts_with($key, $p)) !== [];
+    }
+
     public function phpCmd(string $script, array $args, bool $ebats = true): array
     {
         $cmd = [PHP_BINARY];

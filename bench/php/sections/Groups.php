@@ -40,8 +40,7 @@ final class Groups implements Section
             'gr.big' => [sprintf('one group of %d tasks', $c['group_big']), 1, $c['group_big']],
             'gr.takeover' => [sprintf('a new leader after %d groups of 1 task', $c['takeover_n']), $c['takeover_n'], 1],
         ];
-        $want = $c['rows'];
-        return array_filter($all, static fn (string $k): bool => $want === [] || array_filter($want, static fn ($p) => str_starts_with($k, $p)) !== [], ARRAY_FILTER_USE_KEY);
+        return array_filter($all, [$ctx, 'wants'], ARRAY_FILTER_USE_KEY);
     }
 
     private static function rss(int $pid): array

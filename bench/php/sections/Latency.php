@@ -25,22 +25,15 @@ final class Latency implements Section
         return 'latency';
     }
 
-    /** Whether --rows (when given) keeps the row $key. */
-    private static function wanted(Context $ctx, string $key): bool
-    {
-        $wanted = $ctx->settings['rows'] ?? [];
-        return !$wanted || (bool) array_filter($wanted, static fn (string $p): bool => str_starts_with($key, $p));
-    }
-
     public function run(Context $ctx): void
     {
         $c = $ctx->settings;
         $n = (int) round($c['lat_rate'] * $c['lat_secs']);
         for ($rep = 1; $rep <= $c['reps']; $rep++) {
-            if (self::wanted($ctx, 'lat.group')) {
+            if ($ctx->wants('lat.group')) {
                 $ctx->attempt('group completion latency', fn () => $this->groupCompletion($ctx, $rep));
             }
-            if (!self::wanted($ctx, 'lat.event')) {
+            if (!$ctx->wants('lat.event')) {
                 continue;
             }
             $ctx->attempt('latency', function () use ($ctx, $c, $n, $rep) {

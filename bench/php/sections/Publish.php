@@ -57,7 +57,7 @@ final class Publish implements Section
         $ctx->runJson($ctx->phpCmd('publish.php', ['ebats', 'task', 1]));
         $purge();
         for ($rep = 1; $rep <= $ctx->settings['reps']; $rep++) {
-            foreach (self::turn($this->rows($ctx), $rep) as $key => [$label, $cmd, $kind]) {
+            foreach (self::turn(array_filter($this->rows($ctx), [$ctx, 'wants'], ARRAY_FILTER_USE_KEY), $rep) as $key => [$label, $cmd, $kind]) {
                 $n = $kind === 'each' ? $ctx->settings['pub_each_n'] : $ctx->settings['pub_batch_n'];
                 $ctx->attempt($label, function () use ($ctx, $key, $cmd, $n, $rep, $label) {
                     $r = $ctx->runJson($cmd($n));

@@ -70,8 +70,7 @@ final class Worker implements Section
         $n = $ctx->settings['worker_n'];
         for ($rep = 1; $rep <= $ctx->settings['reps']; $rep++) {
             foreach (self::rows() as $key => [$label, $kind, $procs, $pf]) {
-                $wanted = $ctx->settings['rows'] ?? [];
-                if ($wanted && !array_filter($wanted, static fn (string $p): bool => str_starts_with($key, $p))) {
+                if (!$ctx->wants($key)) {
                     continue;
                 }
                 $ctx->attempt("worker $label prefetch $pf", function () use ($ctx, $key, $label, $kind, $procs, $pf, $n, $rep) {
