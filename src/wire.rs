@@ -51,10 +51,11 @@ pub fn round_ms(t: f64) -> f64 {
 }
 
 /// AMQP properties of every ebats message: persistent JSON with its id and kind, and nothing more.
-/// Every byte counts here: the broker handles a message whose properties pass some 64 bytes at a cost
-/// (measured on RabbitMQ 3.10: a batch of 100 persistent messages took 12 to 20 % more of its CPU with
-/// these four and a timestamp, 73 bytes, than with these four alone). The time a message was made is
-/// in its body (`created_at`); a failed one carries it in a header (`headers::FAILED_AT`).
+/// Properties cost the broker on every message (RabbitMQ 3.10, batches of 100 persistent messages:
+/// php-amqp's with these four and a timestamp took 12 to 20 % more of the broker's CPU than with a
+/// content type and delivery mode alone; ebats's without the timestamp, some 6 % less than with it,
+/// and ran 5 to 7 % faster). The time a message was made is in its body (`created_at`); a failed one
+/// carries it in a header (`headers::FAILED_AT`).
 pub fn properties(id: &str, kind: &str) -> BasicProperties {
     BasicProperties::default()
         .with_content_type("application/json".into())
