@@ -51,7 +51,6 @@ final class Context
         fwrite(STDERR, '[' . date('H:i:s') . "] $s\n");
     }
 
-    /** Command line of a child script of bench/php, with or without the extension. */
     /** Whether `--rows` (when given) keeps the row $key: one of its prefixes starts the key. */
     public function wants(string $key): bool
     {
@@ -59,6 +58,7 @@ final class Context
         return $rows === [] || array_filter($rows, static fn (string $p): bool => str_starts_with($key, $p)) !== [];
     }
 
+    /** Command line of a child script of bench/php, with or without the extension. */
     public function phpCmd(string $script, array $args, bool $ebats = true): array
     {
         $cmd = [PHP_BINARY];

@@ -71,9 +71,8 @@ final class Publish implements Section
 
     /**
      * The rows in the order of repetition $rep: each kind's rows (per message, then in batches) turned by one
-     * place a repetition, so that no row always runs right after the same one. The broker's speed for a run
-     * depends on what ran before it (it swings between two states, about 1.5x apart): a fixed order gave
-     * some clients the fast state in every repetition.
+     * place a repetition, so that no row always runs right after the same one (what ran before a run can
+     * leave the broker slower for it).
      */
     private static function turn(array $rows, int $rep): array
     {
