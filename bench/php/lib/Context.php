@@ -58,6 +58,15 @@ final class Context
         return $rows === [] || array_filter($rows, static fn (string $p): bool => str_starts_with($key, $p)) !== [];
     }
 
+    /** A local TCP address no one listens on now (`127.0.0.1:<port>`), for a child's metrics server. */
+    public static function freeAddress(): string
+    {
+        $s = stream_socket_server('tcp://127.0.0.1:0');
+        $addr = stream_socket_get_name($s, false);
+        fclose($s);
+        return $addr;
+    }
+
     /** Command line of a child script of bench/php, with or without the extension. */
     public function phpCmd(string $script, array $args, bool $ebats = true): array
     {

@@ -73,9 +73,7 @@ final class Groups implements Section
     {
         $n = $groups * $size;
         $ctx->admin->purge($ctx->qTasks);
-        $s = stream_socket_server('tcp://127.0.0.1:0');
-        $addr = stream_socket_get_name($s, false);
-        fclose($s);
+        $addr = Context::freeAddress();
         $log = "{$ctx->tmp}/groups-scheduler-$row-$rep.log";
         $sched = $ctx->spawn($ctx->phpCmd('scheduler.php', []), $log, ['EBATS_METRICS_ADDRESS' => $addr]);
         $probe = "{$ctx->prefix}.groups_probe";
@@ -147,9 +145,7 @@ final class Groups implements Section
         $ctx->admin->purge($ctx->qEvents);
         $logA = "{$ctx->tmp}/groups-leader-$rep.log";
         $logB = "{$ctx->tmp}/groups-next-leader-$rep.log";
-        $s = stream_socket_server('tcp://127.0.0.1:0');
-        $addr = stream_socket_get_name($s, false);
-        fclose($s);
+        $addr = Context::freeAddress();
         $a = $ctx->spawn($ctx->phpCmd('scheduler.php', ['grouped']), $logA, ['EBATS_METRICS_ADDRESS' => $addr]);
         $b = $w = null;
         try {

@@ -158,9 +158,7 @@ final class Worker implements Section
         $addr = '';
         $scraper = null;
         if ($metrics) {
-            $s = stream_socket_server('tcp://127.0.0.1:0');
-            $addr = stream_socket_get_name($s, false);
-            fclose($s);
+            $addr = Context::freeAddress();
             $scraper = $ctx->spawn(['sh', '-c', "while :; do php -r 'echo @file_get_contents(\"http://$addr/metrics\");' > /dev/null; sleep 0.5; done"], "{$ctx->tmp}/scraper.log");
         }
         $t0 = microtime(true);
