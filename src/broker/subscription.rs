@@ -112,12 +112,23 @@ impl Subscription {
         }
     }
 
-    /// Gives every delivery of the consumers [`Subscription::set_prefetch`] replaced, not yet given
-    /// out, back to the queue, for other consumers to take; how many.
-    pub fn give_back_pending(&mut self) -> Result<usize, BrokerError> {
+    /// Takes out every delivery of the consumers [`Subscription::set_prefetch`] replaced, not yet
+    /// given out (none of them started), for the caller to give back.
+    pub fn take_replaced(&mut self) -> Vec<Delivery> {
         match &mut self.0 {
-            On::Direct(d) => d.give_back_pending(),
-            On::Lapin(l) => l.give_back_pending(),
+            On::Direct(d) => d.take_replaced(),
+            On::Lapin(l) => l.take_replaced(),
+        }
+    }
+
+    /// Ends the consumer of the queue and takes out every delivery of it not yet given out, for the
+    /// caller to give back before the channel closes. The broker's `cancel-ok` is awaited: it comes
+    /// after everything the consumer was sent, so nothing of it is still on its way. The second
+    /// consumer's deliveries are left to go back with the channel.
+    pub fn cancel_and_take(&mut self) -> Result<Vec<Delivery>, BrokerError> {
+        match &mut self.0 {
+            On::Direct(d) => d.cancel_and_take(),
+            On::Lapin(l) => l.cancel_and_take(),
         }
     }
 

@@ -11,6 +11,7 @@ use lapin::message::Delivery;
 use super::acks::{self, Acks, Ending};
 use super::cancelled::Cancelled;
 use super::delivery::{self, Action, CountedBy, Facts, Refused};
+use super::give_back;
 use super::held;
 use super::legacy;
 use super::limited::{self, Gate};
@@ -25,7 +26,7 @@ use crate::broker::names::Names;
 use crate::broker::subscription::{self, Subscription};
 use crate::broker::{group_stream, stop};
 use crate::broker::{BrokerError, Decl, ErrorKind};
-use crate::config::Settings;
+use crate::config::{QueueType, Settings};
 use crate::dispatch;
 use crate::flow::limits::{Limit, LimitSet};
 use crate::group::state::Outcome;
@@ -207,7 +208,9 @@ impl Host for TaskHost<'_> {
     }
 
     fn stopping(&mut self, sub: &mut Subscription) {
-        self.acks.flush(self.settings, sub);
+        if self.acks.flush(self.settings, sub) {
+            self.give_back_buffer(sub);
+        }
     }
 
     fn deliver(&mut self, sub: &mut Subscription, d: Delivery) -> After<Stopped> {
@@ -225,8 +228,10 @@ impl Host for TaskHost<'_> {
         let settled = match handled {
             Ok(s) => s,
             Err(HandleError::Abort) => {
-                // exit() in PHP: the tasks done before still get their acks.
-                self.acks.flush(self.settings, sub);
+                // exit() in PHP: the tasks done before still get their acks; the ones not started go back.
+                if self.acks.flush(self.settings, sub) {
+                    self.give_back_buffer(sub);
+                }
                 return After::Leave(Stopped::Aborted);
             }
             Err(HandleError::Broker(e)) => {
@@ -274,6 +279,7 @@ impl Host for TaskHost<'_> {
         }
         match recycle {
             Some(why) => {
+                self.give_back_buffer(sub);
                 // The ack above is only queued: close the channel, which waits until it is written,
                 // or the process could exit first and the task would run again.
                 sub.close_channel("worker recycling");
@@ -285,6 +291,27 @@ impl Host for TaskHost<'_> {
 }
 
 impl TaskHost<'_> {
+    /// Before the child leaves (a stop, a recycle, exit() in a handler): on a quorum queue the tasks
+    /// its buffer holds go back now, uncounted (`worker::give_back`); closing the channel would give
+    /// them back too, but as deliveries the broker counts as deaths. A classic queue's go back with
+    /// the channel, where they were.
+    fn give_back_buffer(&mut self, sub: &mut Subscription) {
+        if self.settings.queue_type != QueueType::Quorum {
+            return;
+        }
+        let given = sub.cancel_and_take().and_then(|buffered| {
+            give_back::unstarted(self.settings, &self.names, sub, &buffered).map(|()| buffered.len())
+        });
+        match given {
+            Ok(0) => {}
+            Ok(n) if self.settings.debug => log::debug(&format!("worker leaving: {n} task(s) not started given back")),
+            Ok(_) => {}
+            Err(e) => log::error(&format!(
+                "worker leaving could not give back the tasks it had not started: {e}; they go back with its connection"
+            )),
+        }
+    }
+
     /// Gives back a delivery unstarted (its topic is paused, or a stop came while it waited for a
     /// rate), without using an attempt; counted when it was a pause.
     fn give_back(&mut self, sub: &mut Subscription, d: &Delivery, paused: bool) -> After<Stopped> {
@@ -342,7 +369,8 @@ impl TaskHost<'_> {
             if !self.acks.flush(self.settings, sub) {
                 return false;
             }
-            if let Err(e) = sub.give_back_pending() {
+            let buffered = sub.take_replaced();
+            if let Err(e) = give_back::unstarted(self.settings, &self.names, sub, &buffered) {
                 log::error(&format!("worker could not give back its buffered tasks: {e}; reconnecting"));
                 return false;
             }

@@ -11,6 +11,7 @@ pub mod cancelled;
 pub mod child;
 pub mod child_end;
 pub mod delivery;
+pub mod give_back;
 pub mod held;
 pub mod legacy;
 pub mod limited;

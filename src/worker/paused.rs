@@ -7,13 +7,12 @@ use lapin::message::Delivery;
 
 use crate::broker::flow_stream::{CurrentLimits, Watch};
 use crate::broker::names::Names;
-use crate::broker::subscription::{self, Subscription};
+use crate::broker::subscription::Subscription;
 use crate::broker::BrokerError;
-use crate::config::{QueueType, Settings};
+use crate::config::Settings;
 use crate::flow::limits::Limit;
 use crate::flow::pause::may_start;
 use crate::log;
-use crate::wire::TaskMsg;
 
 pub struct Paused {
     watch: Watch,
@@ -68,21 +67,10 @@ impl Paused {
     }
 }
 
-/// Gives back a task received while its topic is paused, unstarted, its attempt count unchanged. A
-/// classic queue takes it back where it was (`basic.nack` with requeue). A quorum queue would count
-/// that return as a delivery (`x-delivery-count`, the poison count), so a copy carrying that count
-/// is published (confirmed) and the delivery acked: the task goes to the end of the queue.
+/// Gives back a task received while its topic is paused (or a stop came while it waited for its
+/// rate), unstarted, its attempt and death counts unchanged (`worker::give_back`); the consumer is
+/// paused first.
 pub fn give_back(settings: &Settings, names: &Names, sub: &mut Subscription, d: &Delivery) -> Result<(), BrokerError> {
     sub.pause();
-    let copy = match settings.queue_type {
-        QueueType::Quorum => TaskMsg::parse(&d.data).ok(),
-        QueueType::Classic => None,
-    };
-    let Some(mut task) = copy else {
-        // A classic queue, or a body that is not ebats's (run, or refused, when its topic runs).
-        return sub.requeue(d.delivery_tag, false);
-    };
-    task.redeliveries = task.redeliveries.saturating_add(subscription::delivery_count(&d.properties));
-    crate::dispatch::send_one(settings, crate::dispatch::task(names, &task, 0))?;
-    sub.ack(d.delivery_tag, false)
+    super::give_back::unstarted(settings, names, sub, std::slice::from_ref(d))
 }

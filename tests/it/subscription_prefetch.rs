@@ -1,6 +1,6 @@
 //! A subscription's prefetch changed while it consumes (the worker's adapted prefetch): every
 //! message is delivered once, whatever the old consumer had been sent before it was cancelled,
-//! and what it held can be given back to the queue. It uses the process's session (see `main.rs`).
+//! and what it held can be taken out to give back, as can all it holds when it is cancelled. It uses the process's session (see `main.rs`).
 
 use crate::common::settings;
 use std::collections::BTreeSet;
@@ -90,13 +90,35 @@ fn a_new_prefetch_loses_and_repeats_nothing_and_what_was_held_goes_back() {
         std::thread::sleep(Duration::from_millis(20));
     }
     sub.set_prefetch(1).unwrap();
-    let given = sub.give_back_pending().unwrap();
-    assert_eq!(given, 10, "the 10 taken ahead were given back");
+    let held = sub.take_replaced();
+    assert_eq!(held.len(), 10, "the 10 taken ahead are taken out");
+    for d in &held {
+        sub.requeue(d.delivery_tag, false).unwrap();
+    }
     let (rest, redelivered) = take(&mut sub, 11);
     seen.extend(rest);
     assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), sent, "every message, none lost");
     assert_eq!(seen.len(), 12, "none twice");
     assert_eq!(redelivered, 10, "those given back come again, marked redelivered");
+
+    // Cancelled while it holds some (a worker leaving): every delivery not taken comes out at once,
+    // none is still on its way, and nothing more comes.
+    sub.set_prefetch(10).unwrap();
+    let sent = publish(&st, &n, 6);
+    let (first, _) = take(&mut sub, 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready(&st, &queue) > 0 {
+        assert!(Instant::now() < deadline, "the consumer did not take its prefetch");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let held = sub.cancel_and_take().unwrap();
+    let mut ids: BTreeSet<String> = held.iter().map(|d| TaskMsg::parse(&d.data).unwrap().id).collect();
+    ids.extend(first);
+    assert_eq!((held.len(), ids), (5, sent), "the 5 held come out, with the one taken every message");
+    for d in &held {
+        sub.ack(d.delivery_tag, false).unwrap();
+    }
+    assert!(sub.next(Duration::from_millis(200)).map(|d| d.is_none()).unwrap_or(true), "nothing after the cancel");
 
     sub.close("done");
     with_session(|s| {

@@ -179,11 +179,11 @@ impl Direct {
         self.received.news.pop_front()
     }
 
-    /// Takes out the deliveries read and not given out whose consumer `of` picks; their tags.
-    pub fn take_deliveries(&mut self, of: impl Fn(&str) -> bool) -> Vec<u64> {
+    /// Takes out the deliveries read and not given out whose consumer `of` picks.
+    pub fn take_deliveries(&mut self, of: impl Fn(&str) -> bool) -> Vec<Delivery> {
         let (taken, kept) = std::mem::take(&mut self.received.deliveries).into_iter().partition(|(t, _)| of(t));
         self.received.deliveries = kept;
-        taken.into_iter().map(|(_, d): (String, Delivery)| d.delivery_tag).collect()
+        taken.into_iter().map(|(_, d): (String, Delivery)| d).collect()
     }
 
     /// Sends `method` and waits for `wanted`.

@@ -149,13 +149,17 @@ impl OnDirect {
         Ok(())
     }
 
-    pub fn give_back_pending(&mut self) -> Result<usize, BrokerError> {
+    pub fn take_replaced(&mut self) -> Vec<Delivery> {
         let old = std::mem::take(&mut self.old_tags);
-        let tags = self.direct.take_deliveries(|t| old.iter().any(|o| o == t));
-        for tag in &tags {
-            self.direct.requeue(*tag, false)?;
-        }
-        Ok(tags.len())
+        self.direct.take_deliveries(|t| old.iter().any(|o| o == t))
+    }
+
+    pub fn cancel_and_take(&mut self) -> Result<Vec<Delivery>, BrokerError> {
+        // The consumer may be cancelled already (paused, or leaving): the broker answers a cancel of a
+        // consumer it no longer has with a cancel-ok all the same.
+        self.direct.cancel(&self.tag, self.timeout)?;
+        let (tag, old) = (self.tag.clone(), std::mem::take(&mut self.old_tags));
+        Ok(self.direct.take_deliveries(|t| t == tag || old.iter().any(|o| o == t)))
     }
 
     pub fn consume_also(&mut self, queue: &str, tag: &str) -> Result<(), BrokerError> {

@@ -178,15 +178,37 @@ impl OnLapin {
         Ok(())
     }
 
-    /// Gives every delivery still waiting in [`OnLapin::set_prefetch`]'s buffer back to the
-    /// queue, for other consumers to take; how many.
-    pub fn give_back_pending(&mut self) -> Result<usize, BrokerError> {
-        let mut n = 0;
-        while let Some(d) = self.pending.pop_front() {
-            self.requeue(d.delivery_tag, false)?;
-            n += 1;
+    /// Takes out every delivery still waiting in [`OnLapin::set_prefetch`]'s buffer.
+    pub fn take_replaced(&mut self) -> Vec<Delivery> {
+        self.pending.drain(..).collect()
+    }
+
+    /// Cancels the consumer, awaiting the cancel-ok (it comes after every delivery to the consumer),
+    /// and takes out every delivery not given out yet.
+    pub fn cancel_and_take(&mut self) -> Result<Vec<Delivery>, BrokerError> {
+        let (ch, tag) = (self.ch.clone(), self.tag.clone());
+        let cancelled = park::wait(
+            async move {
+                ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await
+                    .map_err(|e| BrokerError::lapin("basic.cancel failed", &e))
+            },
+            self.timeout,
+        );
+        match cancelled {
+            Ok(r) => r?,
+            Err(park::Cut::TimedOut) => {
+                return Err(BrokerError::new(ErrorKind::Timeout, "cancelling the consumer timed out"))
+            }
+            Err(park::Cut::Stopped) => {
+                return Err(BrokerError::new(ErrorKind::Stopped, "stopped cancelling the consumer"))
+            }
         }
-        Ok(n)
+        let mut taken: Vec<Delivery> = self.pending.drain(..).collect();
+        while let Ok(Some(Ok(d))) = park::wait(self.consumer.next(), Duration::ZERO) {
+            taken.push(d);
+        }
+        Ok(taken)
     }
 
     /// Consumes `queue` too, on the same channel and prefetch, its deliveries coming among the main

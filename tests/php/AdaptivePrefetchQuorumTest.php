@@ -1,0 +1,100 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Ebats\Tests;
+
+use Asynclib\Ebats\Task;
+use Ebats\Tests\Lib\ProcTestCase;
+use Ebats\Tests\Lib\TestEnv;
+
+/**
+ * The adaptive prefetch on quorum queues, where the broker counts every return of a message
+ * (`x-delivery-count`) and that count is the poison count: the tasks a child gives back when its prefetch
+ * falls (a long task after short ones) were never started, so giving them back must not count as a death.
+ */
+final class AdaptivePrefetchQuorumTest extends ProcTestCase
+{
+    protected function setUp(): void
+    {
+        parent::setUp();
+        TestEnv::setEnv('EBATS_QUEUE_TYPE', 'quorum');
+    }
+
+    protected function tearDown(): void
+    {
+        TestEnv::setEnv('EBATS_QUEUE_TYPE', null);
+        parent::tearDown();
+    }
+
+    protected static function childEnv(array $overrides = []): array
+    {
+        return parent::childEnv(array_merge(['EBATS_QUEUE_TYPE' => 'quorum'], $overrides));
+    }
+
+    public function testTasksGivenBackWhenThePrefetchFallsAreNotCountedAsDeaths(): void
+    {
+        // Rounds of short tasks (the prefetch grows past 1 after 8 of them) each followed by a long one
+        // (it falls back to 1 and the buffer goes back to the queue): the tasks queued last are given
+        // back once a round, more often than the 5 deaths that make a task poison.
+        $rounds = 8;
+        $i = 0;
+        for ($r = 0; $r < $rounds; $r++) {
+            for ($k = 0; $k < 10; $k++) {
+                Task::create('demo', 'ok', ['tag' => 'gb', 'i' => $i++]);
+            }
+            Task::create('demo', 'slow', ['ms' => 40, 'tag' => 'gb', 'i' => $i++]);
+        }
+        for ($k = 0; $k < 30; $k++) {
+            Task::create('demo', 'ok', ['tag' => 'gb', 'i' => $i++]);
+        }
+        $this->startWorker(['debug' => true]);
+        $this->assertEveryTaskRanOnce('gb', $i, 60);
+    }
+
+    public function testTasksBufferedByARecycledChildAreNotCountedAsDeaths(): void
+    {
+        // Each child takes 20 tasks and leaves after 3: what its buffer held goes back to the queue, and
+        // the tasks at the end of the queue go back more often than 5 times.
+        $n = 60;
+        for ($i = 0; $i < $n; $i++) {
+            Task::create('demo', 'ok', ['tag' => 'rc', 'i' => $i]);
+        }
+        $this->startWorker(['prefetch' => 20, 'max_requests' => 3, 'debug' => true]);
+        $this->assertEveryTaskRanOnce('rc', $n, 90);
+    }
+
+    public function testTasksBufferedByAStoppedWorkerAreNotCountedAsDeaths(): void
+    {
+        // A worker holding 20 tasks of 200 ms is stopped (SIGTERM) six times while it runs the first.
+        $n = 30;
+        for ($i = 0; $i < $n; $i++) {
+            Task::create('demo', 'slow', ['ms' => 200, 'tag' => 'st', 'i' => $i]);
+        }
+        for ($k = 0; $k < 6; $k++) {
+            $before = count($this->runs('st'));
+            $w = $this->startWorker(['name' => "worker-$k", 'prefetch' => 20, 'debug' => true], false);
+            $this->waitFor(fn () => count($this->runs('st')) > $before, 20, "a task started under worker $k");
+            $this->assertSame(0, $w->stop(20.0), $w->describe());
+        }
+        $this->startWorker(['name' => 'worker-last', 'debug' => true]);
+        $this->assertEveryTaskRanOnce('st', $n, 60);
+    }
+
+    /** Waits until each of the $n tasks tagged $tag ran or one is in the failed store; then none may be there. */
+    private function assertEveryTaskRanOnce(string $tag, int $n, float $timeout): void
+    {
+        $failed = static::q('failed.demo');
+        $this->waitFor(
+            fn () => count(array_unique(array_map(static fn (array $r): int => $r['params']['i'], $this->runs($tag)))) >= $n
+                || ($this->broker->count($failed) ?? 0) > 0,
+            $timeout,
+            "$n tasks run, or one failed"
+        );
+        $this->assertQueueEmpty($failed, "no task was failed as poison\n" . $this->diagnostics());
+        $this->waitQueueDrained(static::q('task.demo'), 20);
+        $ran = array_map(static fn (array $r): int => $r['params']['i'], $this->runs($tag));
+        sort($ran);
+        $this->assertSame(range(0, $n - 1), $ran, 'every task ran exactly once');
+    }
+}
