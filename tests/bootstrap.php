@@ -18,6 +18,7 @@ require_once __DIR__ . '/lib/Broker.php';
 require_once __DIR__ . '/lib/BrokerProxy.php';
 require_once __DIR__ . '/lib/EbatsTestCase.php';
 require_once __DIR__ . '/lib/ProcTestCase.php';
+require_once __DIR__ . '/lib/OnQuorumQueues.php';
 require_once __DIR__ . '/lib/CronTestCase.php';
 require_once __DIR__ . '/lib/Browser.php';
 require_once __DIR__ . '/lib/Ledger.php';

@@ -5,32 +5,18 @@ declare(strict_types=1);
 namespace Ebats\Tests;
 
 use Asynclib\Ebats\Task;
+use Ebats\Tests\Lib\OnQuorumQueues;
 use Ebats\Tests\Lib\ProcTestCase;
-use Ebats\Tests\Lib\TestEnv;
 
 /**
  * The adaptive prefetch on quorum queues, where the broker counts every return of a message
  * (`x-delivery-count`) and that count is the poison count: the tasks a child gives back when its prefetch
- * falls (a long task after short ones) were never started, so giving them back must not count as a death.
+ * falls (a long task after short ones), or when it is recycled or stopped, were never started: giving them back
+ * must not count as a death.
  */
 final class AdaptivePrefetchQuorumTest extends ProcTestCase
 {
-    protected function setUp(): void
-    {
-        parent::setUp();
-        TestEnv::setEnv('EBATS_QUEUE_TYPE', 'quorum');
-    }
-
-    protected function tearDown(): void
-    {
-        TestEnv::setEnv('EBATS_QUEUE_TYPE', null);
-        parent::tearDown();
-    }
-
-    protected static function childEnv(array $overrides = []): array
-    {
-        return parent::childEnv(array_merge(['EBATS_QUEUE_TYPE' => 'quorum'], $overrides));
-    }
+    use OnQuorumQueues;
 
     public function testTasksGivenBackWhenThePrefetchFallsAreNotCountedAsDeaths(): void
     {

@@ -4,7 +4,7 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
-use Ebats\Tests\Lib\TestEnv;
+use Ebats\Tests\Lib\OnQuorumQueues;
 
 require_once __DIR__ . '/RateLimitTest.php';
 
@@ -15,22 +15,7 @@ require_once __DIR__ . '/RateLimitTest.php';
  */
 final class RateLimitQuorumTest extends RateLimitTest
 {
+    use OnQuorumQueues;
+
     protected const RATE_SECS = 10;
-
-    protected function setUp(): void
-    {
-        parent::setUp();
-        TestEnv::setEnv('EBATS_QUEUE_TYPE', 'quorum');
-    }
-
-    protected function tearDown(): void
-    {
-        TestEnv::setEnv('EBATS_QUEUE_TYPE', null);
-        parent::tearDown();
-    }
-
-    protected static function childEnv(array $overrides = []): array
-    {
-        return parent::childEnv(array_merge(['EBATS_QUEUE_TYPE' => 'quorum'], $overrides));
-    }
 }
