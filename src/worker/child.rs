@@ -514,7 +514,15 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
         max_redeliveries: cx.limits.max_redeliveries,
     };
     match delivery::decide(&facts) {
-        Action::Run => {}
+        Action::Run => {
+            if cx.settings.debug && (facts.delivery_count > 0 || facts.redeliveries > 0) {
+                // What the poison count stands at, for reading a task's deliveries back from the log.
+                log::debug(&format!(
+                    "task {} delivered again: x-delivery-count {}, deaths in its body {}",
+                    task.id, facts.delivery_count, facts.redeliveries
+                ));
+            }
+        }
         Action::CountTimedOut => {
             // The parent killed the child running it at its time limit: that run was a failed attempt.
             let limit = cx.limits.time_limit_secs;
