@@ -160,15 +160,7 @@ impl OnLapin {
             },
             self.timeout,
         );
-        let consumer = match started {
-            Ok(r) => r?,
-            Err(park::Cut::TimedOut) => {
-                return Err(BrokerError::new(ErrorKind::Timeout, "changing the prefetch timed out"))
-            }
-            Err(park::Cut::Stopped) => {
-                return Err(BrokerError::new(ErrorKind::Stopped, "stopped changing the prefetch"))
-            }
-        };
+        let consumer = started.map_err(|c| c.error(self.timeout, "changing the prefetch"))??;
         let mut old = std::mem::replace(&mut self.consumer, consumer);
         self.tag = tag;
         // The cancel-ok came after every delivery to the old consumer: they are all in its buffer.
@@ -195,15 +187,7 @@ impl OnLapin {
             },
             self.timeout,
         );
-        match cancelled {
-            Ok(r) => r?,
-            Err(park::Cut::TimedOut) => {
-                return Err(BrokerError::new(ErrorKind::Timeout, "cancelling the consumer timed out"))
-            }
-            Err(park::Cut::Stopped) => {
-                return Err(BrokerError::new(ErrorKind::Stopped, "stopped cancelling the consumer"))
-            }
-        }
+        cancelled.map_err(|c| c.error(self.timeout, "cancelling the consumer"))??;
         let mut taken: Vec<Delivery> = self.pending.drain(..).collect();
         while let Ok(Some(Ok(d))) = park::wait(self.consumer.next(), Duration::ZERO) {
             taken.push(d);
