@@ -7,22 +7,41 @@ namespace Ebats\Tests\Lib;
 use PHPUnit\Framework\TestCase;
 
 /**
- * Base class: each test class gets its own name prefix (EBATS_PREFIX=t_<random>), so no test sees another
- * class's messages; the queues under that prefix are purged after each test and deleted after the class.
+ * Base class: each test gets its own name prefix (EBATS_PREFIX=t_<class>_<n>: the class's random stem and the
+ * test's number), so no test sees another's messages, queues, streams or exchanges; everything under the
+ * class's stem is deleted after the class. Nothing is listed between two tests: a listing is a `rabbitmqctl`
+ * run (about a second), and a purge after each test cost the suite some ten minutes.
  */
 abstract class EbatsTestCase extends TestCase
 {
-    /** @var array<class-string,string> */
+    /** @var array<class-string,string> the class's stem, t_<random> */
+    private static array $stems = [];
+
+    /** @var array<class-string,string> the prefix of the test running (or about to run) */
     private static array $prefixes = [];
+
+    /** @var array<class-string,int> how many prefixes the class has used */
+    private static array $tests = [];
 
     /** Set to false in classes that never touch the broker (no clean-up needed). */
     protected const USES_BROKER = true;
 
     protected Broker $broker;
 
+    /** The class's stem: every prefix of its tests starts with it. */
+    protected static function stem(): string
+    {
+        return self::$stems[static::class] ??= 't_' . bin2hex(random_bytes(3));
+    }
+
+    /** This test's prefix; a test starts with a new one (see tearDown). */
     protected static function prefix(): string
     {
-        return self::$prefixes[static::class] ??= 't_' . bin2hex(random_bytes(3));
+        if (!isset(self::$prefixes[static::class])) {
+            $n = self::$tests[static::class] = (self::$tests[static::class] ?? 0) + 1;
+            self::$prefixes[static::class] = static::stem() . '_' . $n;
+        }
+        return self::$prefixes[static::class];
     }
 
     protected function setUp(): void
@@ -38,28 +57,19 @@ abstract class EbatsTestCase extends TestCase
 
     protected function tearDown(): void
     {
-        if (static::USES_BROKER) {
-            // A stream cannot be purged: it is deleted (the schedules of one test are not the next one's).
-            $streams = TestEnv::listStreams(static::prefix());
-            foreach (array_keys(TestEnv::listQueues(static::prefix())) as $queue) {
-                if (in_array($queue, $streams, true)) {
-                    TestEnv::broker()->deleteQueue($queue);
-                } else {
-                    TestEnv::broker()->purgeQueue($queue);
-                }
-            }
-        }
+        // The next test names everything anew; what this one left stays until the class ends.
+        unset(self::$prefixes[static::class]);
         parent::tearDown();
     }
 
     public static function tearDownAfterClass(): void
     {
-        if (static::USES_BROKER && isset(self::$prefixes[static::class])) {
+        if (static::USES_BROKER && isset(self::$stems[static::class])) {
             $broker = TestEnv::broker();
-            foreach (array_keys(TestEnv::listQueues(static::prefix())) as $queue) {
+            foreach (array_keys(TestEnv::listQueues(static::stem() . '_')) as $queue) {
                 $broker->deleteQueue($queue);
             }
-            foreach (array_keys(TestEnv::listExchanges(static::prefix())) as $exchange) {
+            foreach (array_keys(TestEnv::listExchanges(static::stem() . '_')) as $exchange) {
                 try {
                     $broker->deleteExchange($exchange);
                 } catch (\AMQPException $e) {
@@ -70,13 +80,13 @@ abstract class EbatsTestCase extends TestCase
         parent::tearDownAfterClass();
     }
 
-    /** Full broker name under this class's prefix, e.g. q('events') = 't_ab12cd.events'. */
+    /** Full broker name under this test's prefix, e.g. q('events') = 't_ab12cd_3.events'. */
     protected static function q(string $name): string
     {
         return static::prefix() . '.' . $name;
     }
 
-    /** Environment for a child process: the test vhost and this class's prefix, other EBATS_* settings removed. */
+    /** Environment for a child process: the test vhost and this test's prefix, other EBATS_* settings removed. */
     protected static function childEnv(array $overrides = []): array
     {
         return array_merge([

@@ -54,7 +54,7 @@ abstract class ProcTestCase extends EbatsTestCase
         $this->procs = [];
     }
 
-    /** Starts tests/fixtures/$script with the class's prefix and the record file in its environment. */
+    /** Starts tests/fixtures/$script with the test's prefix and the record file in its environment. */
     protected function startFixture(string $name, string $script, array $env = [], array $args = []): Process
     {
         $n = count($this->procs);
@@ -317,16 +317,5 @@ abstract class ProcTestCase extends EbatsTestCase
         $out = json_decode(trim($p->stdout()), true);
         $this->assertIsArray($out, "the original's producer printed no summary ($what)\n" . $p->describe());
         return $out;
-    }
-
-    /** Deletes every queue and exchange of the class's prefix: a test that plays a switch starts from nothing. */
-    protected function deletePrefixObjects(): void
-    {
-        foreach (array_keys(TestEnv::listQueues(static::prefix())) as $queue) {
-            $this->broker->deleteQueue($queue);
-        }
-        foreach (array_keys(TestEnv::listExchanges(static::prefix())) as $exchange) {
-            $this->broker->deleteExchange($exchange);
-        }
     }
 }

@@ -74,7 +74,7 @@ final class ClusterTest extends LedgerTestCase
     /** Node 1, or node 2 while node 1 is down: where rabbitmqctl asks. */
     private static int $ask = 1;
 
-    /** name => [type, consumers, messages] of the cluster's queues under this class's prefix. */
+    /** name => [type, consumers, messages] of the cluster's queues under this test's prefix. */
     private function clusterQueues(): array
     {
         $p = self::cluster(['ctl', (string) self::$ask, '-q', 'list_queues', '--no-table-headers', 'name', 'type', 'consumers', 'messages']);

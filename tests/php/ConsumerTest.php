@@ -14,7 +14,7 @@ use Ebats\Tests\Lib\TestEnv;
 /**
  * The generic Consumer (custom scheduler of seeds/000): messages another system publishes with the php-amqp
  * C extension reach the callback, become tasks, and failures go to <prefix>.failed.consumer.<queue>.
- * The Consumer's own exchange and queue names are not prefixed: they are built from the class's prefix here.
+ * The Consumer's own exchange and queue names are not prefixed: they are built from the test's prefix here.
  */
 final class ConsumerTest extends ProcTestCase
 {

@@ -15,13 +15,6 @@ use Ebats\Tests\Lib\TestEnv;
  */
 final class MigrateCheckTest extends ProcTestCase
 {
-    protected function setUp(): void
-    {
-        parent::setUp();
-        $this->deletePrefixObjects();
-    }
-
-
     private function cli(array $args): Process
     {
         return Process::run(array_merge(TestEnv::phpCommand(), [TestEnv::repoRoot() . '/php/bin/ebats'], $args), static::childEnv(), 30);

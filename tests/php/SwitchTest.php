@@ -18,14 +18,6 @@ use Ebats\Tests\Lib\TestEnv;
  */
 final class SwitchTest extends ProcTestCase
 {
-    /** Each test plays the switch from the start: nothing of the class's prefix on the broker. */
-    protected function setUp(): void
-    {
-        parent::setUp();
-        $this->deletePrefixObjects();
-    }
-
-
     /**
      * The counts of the switch for the expected task ids: how many are left unrun, ran once, ran more than
      * once; printed for the record.
