@@ -177,6 +177,14 @@ abstract class ProcTestCase extends EbatsTestCase
         ));
     }
 
+    /** @return list<int> the params' `i` of the runs tagged $tag, sorted: range(0, n - 1) when each ran once */
+    protected function ranIndexes(string $tag): array
+    {
+        $i = array_map(static fn (array $r): int => $r['params']['i'], $this->runs($tag));
+        sort($i);
+        return $i;
+    }
+
     /** Waits until $taskId has at least $n callback records; returns them. */
     protected function waitCallbacks(string $taskId, int $n, float $timeout, string $what = ''): array
     {

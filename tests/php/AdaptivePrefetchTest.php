@@ -48,8 +48,8 @@ final class AdaptivePrefetchTest extends ProcTestCase
 
         // Every child went back to 1 on its first long task (what its buffer held went back to the queue).
         $this->assertSame(array_fill(0, self::CHILDREN, 1), $this->prefetches(), 'prefetch back to 1: ' . json_encode($this->byChild($runs)));
-        $this->assertSame(range(0, $short - 1), $this->sortedIndexes('short'), 'every short task ran exactly once');
-        $this->assertSame(range(0, $long - 1), $this->sortedIndexes('long'), 'every long task ran exactly once');
+        $this->assertSame(range(0, $short - 1), $this->ranIndexes('short'), 'every short task ran exactly once');
+        $this->assertSame(range(0, $long - 1), $this->ranIndexes('long'), 'every long task ran exactly once');
     }
 
     public function testShortTasksRaiseThePrefetchAndSetPrefetchFixesIt(): void
@@ -63,7 +63,7 @@ final class AdaptivePrefetchTest extends ProcTestCase
         $grown = $this->waitFor(fn () => ($p = $this->prefetches()) !== [] && $p[0] > 1 ? $p : null, 10, 'the consumer past prefetch 1');
         $this->assertCount(1, $grown);
         $this->assertLessThanOrEqual(100, $grown[0]);
-        $this->assertSame(range(0, 49), $this->sortedIndexes('short'), 'every task ran exactly once across the change');
+        $this->assertSame(range(0, 49), $this->ranIndexes('short'), 'every task ran exactly once across the change');
         $adaptive->stop();
         $this->waitConsumers(static::q('task.demo'), 0, 20, [], true);
 
@@ -105,14 +105,6 @@ final class AdaptivePrefetchTest extends ProcTestCase
     private function waitRuns(string $tag, int $n, float $timeout): array
     {
         return $this->waitFor(fn () => count($runs = $this->runs($tag)) >= $n ? $runs : null, $timeout, "$n runs of '$tag'", 0.1);
-    }
-
-    /** @return list<int> the params' indexes of the runs of $tag, sorted */
-    private function sortedIndexes(string $tag): array
-    {
-        $i = array_map(static fn (array $r): int => $r['params']['i'], $this->runs($tag));
-        sort($i);
-        return $i;
     }
 
     /** @param list<array<string,mixed>> $runs @return array<int,list<string>> start times by child, for messages */
