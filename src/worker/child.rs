@@ -491,6 +491,19 @@ struct Incoming<'a> {
     delivery_count: u32,
 }
 
+/// How long a child waits for the parent to mark a task given back by a child that died running it.
+const PARENT_MARKS_WITHIN: Duration = Duration::from_secs(1);
+
+/// The broker gives a task back as soon as the child running it dies, and another child may receive
+/// it before the parent has reaped the dead one and marked the task (`Supervisor::ended`, woken by
+/// SIGCHLD): the death would go uncounted. While another slot still runs the task, wait for the mark.
+fn await_parents_mark(tracking: &Tracking, task_id: &str) {
+    let until = Instant::now() + PARENT_MARKS_WITHIN;
+    while tracking.shared.running_elsewhere(tracking.index, task_id) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Settles one delivery: everything it publishes is confirmed before the caller acks.
 fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
     // A body in the original library's format, with the attempt count its counter file kept.
@@ -506,9 +519,16 @@ fn handle(cx: &mut Context, d: &Incoming) -> Result<Settled, HandleError> {
     if cx.cancelled.of(&task) {
         return skip_cancelled(cx, &task);
     }
+    // Where the broker counts deaths (quorum), a copy carrying deaths is asked too: a task given back
+    // unstarted comes again as a copy, and whether this parent saw it die decides at the bound.
+    let quorum = cx.settings.queue_type == QueueType::Quorum;
+    let ask = d.redelivered || (quorum && task.redeliveries > 0);
+    if ask {
+        await_parents_mark(cx.tracking, &task.id);
+    }
     let facts = Facts {
         queue_type: cx.settings.queue_type,
-        given_back: d.redelivered.then(|| cx.tracking.shared.take_given_back(&task.id)).flatten(),
+        given_back: ask.then(|| cx.tracking.shared.given_back(&task.id, !quorum)).flatten(),
         redeliveries: task.redeliveries,
         delivery_count: d.delivery_count,
         max_redeliveries: cx.limits.max_redeliveries,

@@ -41,7 +41,8 @@ pub fn accept(read: Result<TaskMsg, String>, topic: &str) -> Result<TaskMsg, Ref
 #[derive(Debug, Clone, Copy)]
 pub struct Facts {
     pub queue_type: QueueType,
-    /// Why the parent saw it given back (its child timed out or died holding it), when redelivered.
+    /// Why the parent saw it given back (its child timed out or died holding it), when redelivered. On
+    /// a quorum queue `Crashed` means this parent saw it kill one of its processes, at any delivery before.
     pub given_back: Option<GivenBack>,
     /// Deaths counted in the task's body.
     pub redeliveries: u32,
@@ -90,11 +91,18 @@ pub enum Action {
 
 /// With quorum queues the broker's count of deaths replaces the workers' own (except for a run
 /// stopped at the time limit, which the parent marked and which is no death).
+///
+/// The broker counts every return of a delivery, and not only deaths: a process that dies running one
+/// task returns the tasks it had taken ahead too, unstarted, and a lost connection returns what it held.
+/// At the bound, only a task this worker parent saw kill one of its processes is poison; any other runs
+/// once more. A task that is poison dies then, seen, and its next delivery is failed: the count costs
+/// it at most one run more in each worker parent that had not seen it die, and a task that never
+/// killed anything is never failed for what the tasks beside it did.
 pub fn decide(f: &Facts) -> Action {
     let timed_out = f.given_back == Some(GivenBack::TimedOut);
     if f.queue_type == QueueType::Quorum && !timed_out {
         let deaths = f.redeliveries.saturating_add(f.delivery_count);
-        if deaths >= f.max_redeliveries {
+        if deaths >= f.max_redeliveries && f.given_back == Some(GivenBack::Crashed) {
             return Action::Poison { deaths, counted_by: CountedBy::Broker };
         }
     }
@@ -159,12 +167,18 @@ mod tests {
             (f(Classic, None, 0, 9, 5), Action::Run),
             (f(Quorum, None, 0, 0, 5), Action::Run),
             (f(Quorum, None, 0, 4, 5), Action::Run),
-            (f(Quorum, None, 0, 5, 5), poison(5, CountedBy::Broker)),
-            (f(Quorum, None, 2, 3, 5), poison(5, CountedBy::Broker)),
-            (f(Quorum, None, u32::MAX, 1, 5), poison(u32::MAX, CountedBy::Broker)),
-            // A crash seen by the parent is counted by the broker already: the task runs.
+            // At the bound, a task this parent never saw kill a process runs: it may have been returned
+            // unstarted beside one that did, or with a lost connection.
+            (f(Quorum, None, 0, 5, 5), Action::Run),
+            (f(Quorum, None, 2, 3, 5), Action::Run),
+            (f(Quorum, None, u32::MAX, 1, 5), Action::Run),
+            // A crash seen by the parent is counted by the broker already: the task runs, up to the bound.
             (f(Quorum, Some(Crashed), 0, 1, 5), Action::Run),
+            (f(Quorum, Some(Crashed), 0, 4, 5), Action::Run),
             (f(Quorum, Some(Crashed), 0, 5, 5), poison(5, CountedBy::Broker)),
+            (f(Quorum, Some(Crashed), 2, 3, 5), poison(5, CountedBy::Broker)),
+            (f(Quorum, Some(Crashed), 0, 9, 5), poison(9, CountedBy::Broker)),
+            (f(Quorum, Some(Crashed), u32::MAX, 1, 5), poison(u32::MAX, CountedBy::Broker)),
             // A run stopped at its time limit is no death: counted as a failed attempt, whatever the count.
             (f(Quorum, Some(TimedOut), 0, 7, 5), Action::CountTimedOut),
         ];

@@ -3,7 +3,12 @@
 //! knows which task a dying child held; and the ids of tasks whose child was killed for running too
 //! long or died running them, so the next child to receive such a task knows why it came back. A
 //! message the broker gives back for any other reason (a child stopping or recycling with a
-//! prefetched message, a lost connection) is simply run.
+//! prefetched message, a child dying with tasks taken ahead, a lost connection) is simply run.
+//!
+//! A time-limit mark is taken by the delivery that reads it (each kill counts one attempt). A death
+//! mark is too where the workers count deaths (classic queues); where the broker counts them (quorum
+//! queues) it is kept, and answers at every later delivery whether this parent saw the task kill one of
+//! its processes (`delivery::decide`), until the ring's later marks write over it.
 //!
 //! A slot holds a whole task id: every id a worker accepts (`rules::check_id`, at most
 //! `rules::MAX_ID_LEN` bytes) is kept entire, so a mark always matches the task it was made for.
@@ -53,6 +58,10 @@ impl Ring {
     fn push(&self, id: &str) {
         let n = self.next.fetch_add(1, Ordering::AcqRel) as usize % RING;
         write_id(&self.ids[n], id);
+    }
+
+    fn holds(&self, id: &str) -> bool {
+        self.ids.iter().any(|cell| read_id(cell) == id)
     }
 
     fn take(&self, id: &str) -> bool {
@@ -140,6 +149,13 @@ impl Shared {
         (s.started_ms.load(Ordering::Acquire) != 0).then(|| read_id(&s.task_id))
     }
 
+    /// Whether a slot other than `own` is running `task_id`: the broker gave the task back because that
+    /// slot's child died holding it, and the parent has not marked it yet (or that child lost its
+    /// connection and runs on).
+    pub fn running_elsewhere(&self, own: usize, task_id: &str) -> bool {
+        (0..self.map.items().len()).any(|i| i != own && self.running(i).as_deref() == Some(task_id))
+    }
+
     /// The task a slot is running and when it started (Unix ms), if any.
     pub fn in_hand(&self, i: usize) -> Option<(String, u64)> {
         if i >= self.map.items().len() {
@@ -159,15 +175,47 @@ impl Shared {
         }
     }
 
-    /// Why `task_id` came back, if its child was killed at its time limit or died running it
-    /// (each mark is taken once).
-    pub fn take_given_back(&self, task_id: &str) -> Option<GivenBack> {
-        if self.table().timed_out.take(task_id) {
-            Some(GivenBack::TimedOut)
-        } else if self.table().crashed.take(task_id) {
-            Some(GivenBack::Crashed)
-        } else {
-            None
+    /// Why `task_id` came back, if its child was killed at its time limit or died running it. A
+    /// time-limit mark is taken once; a death mark too when `deaths_counted_here`, and kept otherwise.
+    pub fn given_back(&self, task_id: &str, deaths_counted_here: bool) -> Option<GivenBack> {
+        let t = self.table();
+        if t.timed_out.take(task_id) {
+            return Some(GivenBack::TimedOut);
         }
+        let crashed = if deaths_counted_here { t.crashed.take(task_id) } else { t.crashed.holds(task_id) };
+        crashed.then_some(GivenBack::Crashed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_death_mark_is_taken_where_the_workers_count_and_kept_where_the_broker_does() {
+        let shared = Shared::new(1).unwrap();
+        shared.mark("a", GivenBack::Crashed);
+        shared.mark("b", GivenBack::Crashed);
+        shared.mark("t", GivenBack::TimedOut);
+        // Classic: each mark answers once.
+        assert_eq!(shared.given_back("a", true), Some(GivenBack::Crashed));
+        assert_eq!(shared.given_back("a", true), None);
+        // Quorum: a death mark answers at every delivery; a time-limit mark still once.
+        assert_eq!(shared.given_back("b", false), Some(GivenBack::Crashed));
+        assert_eq!(shared.given_back("b", false), Some(GivenBack::Crashed));
+        assert_eq!(shared.given_back("t", false), Some(GivenBack::TimedOut));
+        assert_eq!(shared.given_back("t", false), None);
+        assert_eq!(shared.given_back("never", false), None);
+    }
+
+    #[test]
+    fn a_task_is_running_elsewhere_until_its_slot_ends() {
+        let shared = Shared::new(2).unwrap();
+        shared.begin(0, "x", 0);
+        assert!(shared.running_elsewhere(1, "x"));
+        assert!(!shared.running_elsewhere(0, "x"), "its own slot is not elsewhere");
+        assert!(!shared.running_elsewhere(1, "y"));
+        shared.end(0);
+        assert!(!shared.running_elsewhere(1, "x"));
     }
 }

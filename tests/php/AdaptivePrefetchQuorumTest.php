@@ -4,6 +4,7 @@ declare(strict_types=1);
 
 namespace Ebats\Tests;
 
+use Asynclib\Ebats\FailedStore;
 use Asynclib\Ebats\Task;
 use Ebats\Tests\Lib\OnQuorumQueues;
 use Ebats\Tests\Lib\ProcTestCase;
@@ -12,7 +13,8 @@ use Ebats\Tests\Lib\ProcTestCase;
  * The adaptive prefetch on quorum queues, where the broker counts every return of a message
  * (`x-delivery-count`) and that count is the poison count: the tasks a child gives back when its prefetch
  * falls (a long task after short ones), or when it is recycled or stopped, were never started: giving them back
- * must not count as a death.
+ * must not count as a death. Nor may the tasks a child held when a poison task killed it, which the broker
+ * returns and counts with it.
  */
 final class AdaptivePrefetchQuorumTest extends ProcTestCase
 {
@@ -67,20 +69,42 @@ final class AdaptivePrefetchQuorumTest extends ProcTestCase
         $this->assertEveryTaskRanOnce('st', $n, 60);
     }
 
+    public function testTasksBufferedBesideAPoisonTaskAreNotCountedAsDeaths(): void
+    {
+        // At prefetch 10 a child holds the poison task and the 9 queued behind it. Each time the poison task
+        // kills it, the broker takes all 10 back and counts a delivery of each, the 9 that never started too.
+        $poison = Task::create('demo', 'segv', ['n' => 'poison']);
+        $ok = [];
+        for ($i = 0; $i < 9; $i++) {
+            $ok[] = Task::create('demo', 'ok', ['n' => "ok$i"]);
+        }
+        $worker = $this->startFixture('worker', 'process/worker.php', ['EBATS_P_PREFETCH' => '10', 'EBATS_DEBUG' => '1']);
+        $done = fn (): array => array_values(array_unique(array_column($this->records('done'), 'id')));
+        $failed = fn (): array => array_column(FailedStore::list('demo'), 'id');
+        $this->waitFor(
+            fn () => (in_array($poison, $failed(), true) && count($done()) >= 9) || count($failed()) > 1,
+            60,
+            'the poison task failed and the 9 others ran'
+        );
+        $this->assertSame([$poison], $failed(), "only the poison task is in the failed store\n" . $worker->describe());
+        $this->assertEqualsCanonicalizing($ok, $done(), 'each task behind it ran');
+        $this->assertCount(9, $this->records('done'), 'once');
+        $starts = array_filter($this->records('start'), static fn (array $r): bool => $r['id'] === $poison);
+        $this->assertCount(5, $starts, 'the poison task ran 5 times, each time killing its process');
+    }
+
     /** Waits until each of the $n tasks tagged $tag ran or one is in the failed store; then none may be there. */
     private function assertEveryTaskRanOnce(string $tag, int $n, float $timeout): void
     {
         $failed = static::q('failed.demo');
         $this->waitFor(
-            fn () => count(array_unique(array_map(static fn (array $r): int => $r['params']['i'], $this->runs($tag)))) >= $n
+            fn () => count(array_unique($this->ranIndexes($tag))) >= $n
                 || ($this->broker->count($failed) ?? 0) > 0,
             $timeout,
             "$n tasks run, or one failed"
         );
         $this->assertQueueEmpty($failed, "no task was failed as poison\n" . $this->diagnostics());
         $this->waitQueueDrained(static::q('task.demo'), 20);
-        $ran = array_map(static fn (array $r): int => $r['params']['i'], $this->runs($tag));
-        sort($ran);
-        $this->assertSame(range(0, $n - 1), $ran, 'every task ran exactly once');
+        $this->assertSame(range(0, $n - 1), $this->ranIndexes($tag), 'every task ran exactly once');
     }
 }

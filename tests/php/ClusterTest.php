@@ -165,7 +165,13 @@ final class ClusterTest extends LedgerTestCase
             $runs = $this->runs("poison$i");
             // x-delivery-count is the broker's, so the count holds whichever parent's child ran it: 5
             // deliveries died, the 6th went to the failed store. Counted per parent, up to 2 x 5 would run.
-            $this->assertCount(5, $runs, json_encode($runs) . "\n" . $a->describe() . "\n" . $b->describe());
+            // The 6th runs once more only where its parent never saw it die (the broker also counts tasks
+            // returned unstarted): then the 5 deaths were all in the other parent.
+            $why = json_encode($runs) . "\n" . $a->describe() . "\n" . $b->describe();
+            $this->assertContains(count($runs), [5, 6], $why);
+            if (count($runs) === 6) {
+                $this->assertNotContains($runs[5]['ppid'], array_column(array_slice($runs, 0, 5), 'ppid'), $why);
+            }
             $seen = array_unique(array_column($runs, 'ppid'));
         }
         $this->assertCount(2, $seen, 'both worker parents ran one of the poison tasks: ' . json_encode($seen));
