@@ -88,8 +88,9 @@ pub enum Record {
         through: u64,
         state: Box<State>,
     },
-    /// Several `open` and `end` records written as one (a Scheduler's routing batch, a worker's batch
-    /// of acks): all of them or none are in the stream, applied in their order.
+    /// Several `open`, `end` or `done` records written as one (a Scheduler's routing batch, a worker's
+    /// batch of acks, the leader's `done`s of one burst): all of them or none are in the stream, applied
+    /// in their order.
     Batch {
         records: Vec<Record>,
     },
@@ -182,8 +183,8 @@ impl Record {
             Record::Fired { group, .. } | Record::Done { group } => check_id(group),
             Record::Snapshot { .. } => Ok(()),
             Record::Batch { records } => records.iter().try_for_each(|r| match r {
-                Record::Open { .. } | Record::End { .. } => r.check(),
-                _ => Err("a batch of group records holds only 'open' and 'end' records".to_string()),
+                Record::Open { .. } | Record::End { .. } | Record::Done { .. } => r.check(),
+                _ => Err("a batch of group records holds only 'open', 'end' and 'done' records".to_string()),
             }),
         }
     }
@@ -909,6 +910,17 @@ mod tests {
             ],
         );
         assert_eq!(both.state.groups["g"].counts().failed, 1);
+        // The leader's dones of one burst, as one record: each of its groups done.
+        let done = |g: &str| Record::Done { group: g.into() };
+        let dones = fold(
+            0,
+            vec![
+                batch(vec![open("g", &["a"], vec![]), open("h", &["b"], vec![])]),
+                batch(vec![end("g", "a", Succeeded), end("h", "b", Failed)]),
+                Some((Record::batch(vec![done("g"), done("h")]).unwrap(), 3)),
+            ],
+        );
+        assert!(dones.state.groups.values().all(|g| g.done_at.is_some()), "{:?}", dones.state.groups);
         // A fold that starts later keeps a batch until its snapshot, like any record.
         let mut late = Fold::default();
         late.push(10, batch(vec![end("g", "a", Succeeded), end("g", "b", Succeeded)]));
@@ -943,6 +955,10 @@ mod tests {
                 Record::batch(vec![open("g", &["a"], vec![]).unwrap().0, end("h", "b", Succeeded).unwrap().0]).unwrap(),
                 1,
             )),
+            Some((
+                Record::batch(vec![Record::Done { group: "g".into() }, Record::Done { group: "h".into() }]).unwrap(),
+                1,
+            )),
         ] {
             let (r, _) = r.unwrap();
             assert_eq!(Record::from_json(r.to_json(5).as_bytes()), Ok((r, 5)));
@@ -969,8 +985,10 @@ mod tests {
             br#"{"v":1,"type":"end","group":"g","member":"a","outcome":"maybe"}"#,
             br#"{"v":1,"type":"open","group":"g","members":["a"],"on":[{"when":"always","event":""}]}"#,
             br#"{"v":1,"type":"nap"}"#,
-            // A batch holds opens and ends only, each checked.
-            br#"{"v":1,"type":"batch","records":[{"type":"done","group":"g"}]}"#,
+            // A batch holds opens, ends and dones only, each checked: a follow-up's record is its event's
+            // message.
+            br#"{"v":1,"type":"batch","records":[{"type":"fired","group":"g","key":"k"}]}"#,
+            br#"{"v":1,"type":"batch","records":[{"type":"done","group":"g h"}]}"#,
             br#"{"v":1,"type":"batch","records":[{"type":"batch","records":[]}]}"#,
             br#"{"v":1,"type":"batch","records":[{"type":"end","group":"g","member":"a b","outcome":"failed"}]}"#,
         ] {

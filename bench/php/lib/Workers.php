@@ -76,9 +76,12 @@ final class Workers
         return $ctx->spawn($ctx->phpCmd('worker.php', [$procs, $prefetch, $dir, $metrics]), "{$ctx->tmp}/worker.log", $env);
     }
 
-    /** With $grouped, each event's tasks are a group with a follow-up; $fanout tasks an event (see scheduler.php). */
-    public static function startScheduler(Context $ctx, bool $grouped = false, int $fanout = 1): Process
+    /**
+     * $groups: '' (none), 'grouped' (each event's tasks a group with a follow-up) or 'grouped-failure' (the same,
+     * the follow-up on failure only); $fanout tasks an event (see scheduler.php).
+     */
+    public static function startScheduler(Context $ctx, string $groups = '', int $fanout = 1): Process
     {
-        return $ctx->spawn($ctx->phpCmd('scheduler.php', [$grouped ? 'grouped' : 'plain', $fanout]), "{$ctx->tmp}/scheduler.log");
+        return $ctx->spawn($ctx->phpCmd('scheduler.php', [$groups ?: 'plain', $fanout]), "{$ctx->tmp}/scheduler.log");
     }
 }

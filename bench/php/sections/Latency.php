@@ -80,7 +80,7 @@ final class Latency implements Section
         $dir = Workers::progressDir($ctx, 'latency-group');
         $since = (int) floor(microtime(true) * 1000);
         $w = Workers::startWorker($ctx, 1, 1, $dir);
-        $s = Workers::startScheduler($ctx, true);
+        $s = Workers::startScheduler($ctx, 'grouped');
         try {
             $ctx->admin->waitConsumers($ctx->qTasks, 1);
             $ctx->admin->waitConsumers($ctx->qEvents, 1);

@@ -141,7 +141,10 @@ impl GroupsLeading {
     /// Publishes what the groups that changed and are complete are due (each follow-up once: the fold
     /// knows every one published), then a snapshot when one is due. The follow-ups of one call are
     /// published together and their confirms awaited after the last: what a leader that dies meanwhile
-    /// published precedes its successor's marker all the same (`src/group/mod.rs`).
+    /// published precedes its successor's marker all the same (`src/group/mod.rs`). Each follow-up is
+    /// its own message (the event and its record, one write); the `done`s of the groups no follow-up
+    /// applies to are one record after them (publishing nothing needs no record of its own: a leader
+    /// that dies first leaves them to its successor, which finds the same nothing to publish).
     pub async fn complete(&mut self, token_ch: &Channel, names: &Names) -> Result<(), BrokerError> {
         self.sum_up();
         let touched = self.fold.take_touched();
@@ -149,20 +152,24 @@ impl GroupsLeading {
             return Ok(());
         }
         let mut confirms = Vec::new();
+        let mut dones = Vec::new();
         for id in touched {
             let Some(g) = self.fold.state.groups.get(&id) else { continue };
             let todo = completion(g);
             let published = !todo.is_empty();
             for f in todo {
                 let g = &self.fold.state.groups[&id];
-                let (msg, record) = match &f {
-                    Some(f) => (follow_up_message(names, &id, g, f), Record::Fired { group: id.clone(), key: f.key() }),
+                let record = match &f {
+                    Some(f) => {
+                        let msg = follow_up_message(names, &id, g, f);
+                        confirms.push((msg.sent(), publisher::send(token_ch, &msg).await?));
+                        Record::Fired { group: id.clone(), key: f.key() }
+                    }
                     None => {
-                        let r = Record::Done { group: id.clone() };
-                        (record_message(names, &r), r)
+                        dones.push(Record::Done { group: id.clone() });
+                        Record::Done { group: id.clone() }
                     }
                 };
-                confirms.push((msg.sent(), publisher::send(token_ch, &msg).await?));
                 let c = g.counts();
                 if self.debug {
                     match &f {
@@ -186,6 +193,10 @@ impl GroupsLeading {
             if published && self.fold.state.groups.get(&id).is_none_or(|g| g.done_at.is_some()) {
                 counters::add(&counters::GROUP_COMPLETIONS, 1);
             }
+        }
+        if let Some(r) = Record::batch(dones) {
+            let msg = record_message(names, &r);
+            confirms.push((msg.sent(), publisher::send(token_ch, &msg).await?));
         }
         if !confirms.is_empty() {
             self.last_completed = Some(Instant::now());
