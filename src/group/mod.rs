@@ -34,8 +34,10 @@
 //! publishes each follow-up that applies ([`When::applies`]) as ONE message, on the very channel that
 //! holds the token, confirmed, to the fanout exchange `<prefix>.groups.done` bound both to the stream and
 //! (exchange to exchange) to the event exchange: the follow-up event and its record (a header naming the
-//! group and the follow-up) are one message, routed to both or to neither. A complete group with no
-//! follow-up that applies gets a plain `done` record, on the same channel. Once a group is due while
+//! group and the follow-up) are one message, routed to both or to neither. The complete groups with no
+//! follow-up that applies get a plain `done` record each, together in one `batch` record per burst, on
+//! the same channel (a `done` publishes nothing: a leader that dies before writing it leaves its successor
+//! the same groups complete and the same nothing to publish). Once a group is due while
 //! groups complete often, the leader reads on for a few milliseconds ([`window`]) and completes every
 //! group due by then in one burst: a lone confirmed write costs the broker about ten times one
 //! written with others.
