@@ -60,18 +60,16 @@ impl Ring {
         write_id(&self.ids[n], id);
     }
 
+    fn find(&self, id: &str) -> Option<&[AtomicU8; ID_LEN]> {
+        self.ids.iter().find(|cell| read_id(cell) == id)
+    }
+
     fn holds(&self, id: &str) -> bool {
-        self.ids.iter().any(|cell| read_id(cell) == id)
+        self.find(id).is_some()
     }
 
     fn take(&self, id: &str) -> bool {
-        for cell in &self.ids {
-            if read_id(cell) == id {
-                write_id(cell, "");
-                return true;
-            }
-        }
-        false
+        self.find(id).map(|cell| write_id(cell, "")).is_some()
     }
 }
 
