@@ -496,12 +496,12 @@ const PARENT_MARKS_WITHIN: Duration = Duration::from_secs(1);
 
 /// The broker gives a task back as soon as the child running it dies, and another child may receive
 /// it before the parent has reaped the dead one and marked the task (`Supervisor::ended`, woken by
-/// SIGCHLD): the death would go uncounted. While another slot still runs the task, wait for the mark.
+/// SIGCHLD): the death would go uncounted. While another slot still runs the task, wait for the mark
+/// (or a stop).
 fn await_parents_mark(tracking: &Tracking, task_id: &str) {
-    let until = Instant::now() + PARENT_MARKS_WITHIN;
-    while tracking.shared.running_elsewhere(tracking.index, task_id) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    stop::pause(PARENT_MARKS_WITHIN, Duration::from_millis(2), || {
+        !tracking.shared.running_elsewhere(tracking.index, task_id)
+    });
 }
 
 /// Settles one delivery: everything it publishes is confirmed before the caller acks.
