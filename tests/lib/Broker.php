@@ -12,6 +12,9 @@ final class Broker
 {
     private ?\AMQPConnection $connection = null;
     private ?\AMQPChannel $channel = null;
+    /** A php-amqplib connection, for what php-amqp does not return: a queue's consumer count. */
+    private ?\PhpAmqpLib\Connection\AMQPStreamConnection $lib = null;
+    private ?\PhpAmqpLib\Channel\AMQPChannel $libChannel = null;
 
     public function __construct(
         private string $host,
@@ -49,6 +52,39 @@ final class Broker
     {
         $this->channel = null;
         $this->connection = null;
+        $this->libChannel = null;
+        $this->lib = null;
+    }
+
+    /**
+     * A queue's ready messages and consumers, by a passive declare (one round trip, where a listing by
+     * rabbitmqctl takes most of a second), or null when the queue does not exist. Unacked messages are
+     * not in a declare's answer: see ProcTestCase::queueStats for those.
+     * @return array{ready:int,consumers:int}|null
+     */
+    public function declared(string $queue): ?array
+    {
+        if ($this->lib === null || !$this->lib->isConnected()) {
+            require_once '/usr/share/php/PhpAmqpLib/autoload.php';
+            $this->lib = new \PhpAmqpLib\Connection\AMQPStreamConnection(
+                $this->host, $this->port, $this->user, $this->password, $this->vhost,
+                false, 'AMQPLAIN', null, 'en_US', 5.0, 10.0
+            );
+            $this->libChannel = null;
+        }
+        if ($this->libChannel === null || !$this->libChannel->is_open()) {
+            $this->libChannel = $this->lib->channel();
+        }
+        try {
+            [, $ready, $consumers] = $this->libChannel->queue_declare($queue, true);
+        } catch (\PhpAmqpLib\Exception\AMQPProtocolChannelException $e) {
+            $this->libChannel = null;
+            if ($e->getCode() === 404) {
+                return null;
+            }
+            throw $e;
+        }
+        return ['ready' => (int) $ready, 'consumers' => (int) $consumers];
     }
 
     public function close(): void
@@ -58,6 +94,11 @@ final class Broker
         }
         $this->channel = null;
         $this->connection = null;
+        if ($this->lib !== null && $this->lib->isConnected()) {
+            $this->lib->close();
+        }
+        $this->libChannel = null;
+        $this->lib = null;
     }
 
     /**

@@ -255,12 +255,16 @@ abstract class ProcTestCase extends EbatsTestCase
         return $stats;
     }
 
-    /** Waits until $queue has at least $n consumers (so the process consuming it is ready). */
-    protected function waitConsumers(string $queue, int $n, float $timeout, array $procs = [], bool $exact = false): void
+    /**
+     * Waits until $queue has at least $n consumers (so the process consuming it is ready). The count is
+     * a passive declare's, except for a $stream: the broker answers a stream's declare with 0 consumers,
+     * so its count is taken from a listing.
+     */
+    protected function waitConsumers(string $queue, int $n, float $timeout, array $procs = [], bool $exact = false, bool $stream = false): void
     {
         $c = 0;
-        $ready = Process::until(function () use ($queue, $n, $procs, $exact, &$c): bool {
-            $c = self::queueStats()[$queue]['consumers'] ?? 0;
+        $ready = Process::until(function () use ($queue, $n, $procs, $exact, $stream, &$c): bool {
+            $c = $stream ? (self::queueStats()[$queue]['consumers'] ?? 0) : (TestEnv::broker()->declared($queue)['consumers'] ?? 0);
             if ($exact ? $c === $n : $c >= $n) {
                 return true;
             }
@@ -270,17 +274,23 @@ abstract class ProcTestCase extends EbatsTestCase
                 }
             }
             return false;
-        }, $timeout, 0.2);
+        }, $timeout, 0.05);
         if ($ready === null) {
             $this->fail("$queue has $c consumer(s), not $n, after {$timeout} s\n" . $this->diagnostics());
         }
     }
 
-    /** Waits until $queue holds no message at all, neither ready nor unacked. */
+    /**
+     * Waits until $queue holds no message at all, neither ready nor unacked: its ready count by a
+     * passive declare first (cheap), then both by a listing (the only one that shows the unacked).
+     */
     protected function waitQueueDrained(string $queue, float $timeout): void
     {
         $this->waitFor(
             static function () use ($queue) {
+                if ((TestEnv::broker()->declared($queue)['ready'] ?? 1) !== 0) {
+                    return false;
+                }
                 $s = self::queueStats()[$queue] ?? null;
                 return $s !== null && $s['ready'] === 0 && $s['unacked'] === 0;
             },

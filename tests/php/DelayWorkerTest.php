@@ -69,7 +69,12 @@ final class DelayWorkerTest extends ProcTestCase
         $this->assertGreaterThanOrEqual(2.0, $later['t'] - $t0, 'the delayed task ran too early');
         $this->assertLessThanOrEqual(5.0, $later['t'] - $t0, 'the delayed task ran too late');
         $this->assertSame(['tag' => 'later'], $later['params']);
-        $cbs = array_values(array_filter($this->records('cb'), static fn ($r) => $r['params'] === ['tag' => 'later']));
+        // The callback's record is written after the run's: wait for it too.
+        $cbs = $this->waitFor(
+            fn () => array_values(array_filter($this->records('cb'), static fn ($r) => $r['params'] === ['tag' => 'later'])) ?: null,
+            10,
+            "the delayed task's callback"
+        );
         $this->assertCount(1, $cbs);
         $this->assertSame(Worker::STATE_SUCC, $cbs[0]['status']);
     }

@@ -249,7 +249,7 @@ final class HistoryTest extends ProcTestCase
             static::childEnv(),
             ['name' => 'follow', 'stdout' => "{$this->tmp}/follow.out", 'stderr' => "{$this->tmp}/follow.err"]
         );
-        $this->waitConsumers(static::q('history'), 1, 20, [$follow]);
+        $this->waitConsumers(static::q('history'), 1, 20, [$follow], stream: true);
         Task::create('demo', 'fail', ['when' => 'filtered out']);
         $after = Task::create('demo', 'ok', ['when' => 'after']);
         $line = $this->waitFor(
@@ -279,7 +279,7 @@ final class HistoryTest extends ProcTestCase
             static::childEnv(['EBATS_AMQP_URL' => TestEnv::amqpUrl(null, $port) . ',' . TestEnv::amqpUrl()]),
             ['name' => 'follow', 'stdout' => "{$this->tmp}/follow.out", 'stderr' => "{$this->tmp}/follow.err"]
         );
-        $this->waitConsumers(static::q('history'), 1, 20, [$follow]);
+        $this->waitConsumers(static::q('history'), 1, 20, [$follow], stream: true);
         $before = Task::create('demo', 'ok', ['when' => 'before the cut']);
         $this->waitFor(fn () => str_contains($follow->stdout(), $before) ? true : null, 20, 'the follower prints a record through the first node');
         $proxy->cut();
