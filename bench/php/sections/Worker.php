@@ -37,6 +37,7 @@ final class Worker implements Section
                 $f = self::FANOUT;
                 $rows['wk.fanout.p100.w1'] = ["events of $f tasks each → Scheduler → Worker, 1 process (tasks/s)", 'fanout', 1, $pf];
                 $rows['wk.fanout.grouped.p100.w1'] = ["events of $f tasks each → Scheduler → Worker, 1 process, each event's tasks a group with a follow-up (tasks/s)", 'fanout.grouped', 1, $pf];
+                $rows['wk.fanout.grouped.quiet.p100.w1'] = ["events of $f tasks each → Scheduler → Worker, 1 process, each event's tasks a group, follow-up on failure only (none published; tasks/s)", 'fanout.grouped.quiet', 1, $pf];
                 $rows['wk.hop.p100.lapin'] = ['lapin (Rust) two-hop: consume A, publish confirmed to B, ack', 'hop', 1, $pf];
             }
             foreach ([1, 2] as $procs) {
@@ -81,6 +82,7 @@ final class Worker implements Section
                         'grouped.quiet' => $this->endToEnd($ctx, $procs, $pf, $n, 'grouped-failure'),
                         'fanout' => $this->endToEnd($ctx, $procs, $pf, $n, '', self::FANOUT),
                         'fanout.grouped' => $this->endToEnd($ctx, $procs, $pf, $n, 'grouped', self::FANOUT),
+                        'fanout.grouped.quiet' => $this->endToEnd($ctx, $procs, $pf, $n, 'grouped-failure', self::FANOUT),
                         'worker' => $this->workerOnly($ctx, $procs, $pf, $n),
                         'metrics' => $this->workerOnly($ctx, $procs, $pf, $n, true),
                         'history' => $this->workerOnly($ctx, $procs, $pf, $n, true, true),
@@ -302,6 +304,11 @@ final class Worker implements Section
         if (!is_nan($g) && !is_nan($e10)) {
             $report->target(sprintf('grouped / ungrouped: events of %d tasks → Scheduler → Worker (1 proc), prefetch 100, tasks/s', self::FANOUT),
                 $ratio($g, $e10), 0.90, '>=', sprintf('%s / %s = %.2f', $fmt($g), $fmt($e10), $ratio($g, $e10)));
+        }
+        $q = $res->med('wk.fanout.grouped.quiet.p100.w1', 'rate');
+        if (!is_nan($q) && !is_nan($e10)) {
+            $report->line(sprintf('    grouped, no follow-up published / ungrouped: events of %d tasks → Scheduler → Worker (1 proc), prefetch 100, tasks/s: %s / %s = %.2f',
+                self::FANOUT, $fmt($q), $fmt($e10), $ratio($q, $e10)));
         }
         $hop = $res->med('wk.hop.p100.lapin', 'rate');
         if (!is_nan($hop) && !is_nan($e)) {
