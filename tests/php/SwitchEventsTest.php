@@ -207,7 +207,12 @@ final class SwitchEventsTest extends ProcTestCase
         $this->startWorker();
         $this->waitFor(fn () => ($this->ranByN('orderAsync')[7] ?? 0) === 1 ?: null, 20, 'the event in the original format run by ebats');
         $this->waitFor(fn () => ($this->ranByN('orderAsync')[8] ?? 0) === 1 ?: null, 20, 'the task in the original format run by ebats');
-        $cb = array_values(array_filter($this->records('cb'), static fn ($r) => ($r['params']['n'] ?? null) === 8));
+        // The callback's record is written after the run's: wait for it too.
+        $cb = $this->waitFor(
+            fn () => array_values(array_filter($this->records('cb'), static fn ($r) => ($r['params']['n'] ?? null) === 8)) ?: null,
+            10,
+            "the callback of the task in the original format"
+        );
         $this->assertSame($taskId, $cb[0]['taskid'] ?? null, 'the task ran with the id its producer returned');
         $this->assertStays(fn () => (count($r = $this->ranByN('orderAsync')) !== 2 || max($r) !== 1) ? $r : null, 2, 'a task ran twice or an unknown one ran');
     }

@@ -152,6 +152,8 @@ final class SwitchTest extends ProcTestCase
         );
         $this->startWorker();
         $this->waitFor(fn () => self::dashboardLegacy($url) === [] ?: null, 30, "the original's queue gone from the dashboard once empty");
+        // The queue is empty once its last task is delivered, maybe before that task's callback.
+        $this->waitFor(fn () => count($this->records('cb')) >= 3 ?: null, 10, 'the 3 callbacks');
         $this->assertCount(3, $this->records('cb'));
     }
 }
