@@ -34,10 +34,11 @@
 //! publishes each follow-up that applies ([`When::applies`]) as ONE message, on the very channel that
 //! holds the token, confirmed, to the fanout exchange `<prefix>.groups.done` bound both to the stream and
 //! (exchange to exchange) to the event exchange: the follow-up event and its record (a header naming the
-//! group and the follow-up) are one message, routed to both or to neither. The complete groups with no
-//! follow-up that applies get a plain `done` record each, together in one `batch` record per burst, on
-//! the same channel (a `done` publishes nothing: a leader that dies before writing it leaves its successor
-//! the same groups complete and the same nothing to publish). Once a group is due while
+//! group and the follow-up) are one message, routed to both or to neither. A complete group with no
+//! follow-up that applies needs nothing from the leader: every fold of the stream (the leader's, a new
+//! leader's, `Group::status`) finds it done at its last end, as it finds a group whose follow-ups are
+//! all recorded done at the last of them (earlier versions wrote a `done` record for it, which still
+//! reads and then changes nothing). Once a group is due while
 //! groups complete often, the leader reads on for a few milliseconds ([`window`]) and completes every
 //! group due by then in one burst: a lone confirmed write costs the broker about ten times one
 //! written with others.

@@ -2,7 +2,8 @@
 //! their members' outcomes, the groups done, and which follow-ups are due. Pure; the stream is read and
 //! written in `broker::group_stream`, decided on in `services::groups`.
 //!
-//! Records are JSON objects `{"v":1,"type":...,"at":ms,...}`: `open`, `end`, `done`, `snapshot` (the whole
+//! Records are JSON objects `{"v":1,"type":...,"at":ms,...}`: `open`, `end`, `done` (written by earlier
+//! versions only, read still: a group is done at its last end when no follow-up applies), `snapshot` (the whole
 //! fold as read through the offset `through`), `batch` (`records`: `open`s and `end`s written as one
 //! message, applied in order; its `at` for all of them); a published follow-up is an event message whose header
 //! `crate::headers::GROUP_FOLLOW_UP` holds [`Record::Fired`]. Markers carry no record.
@@ -80,7 +81,8 @@ pub enum Record {
         group: String,
         key: String,
     },
-    /// A complete group no follow-up applies to.
+    /// A complete group no follow-up applies to: written by earlier versions only (every fold now finds
+    /// such a group done at its last end); read, and changing nothing then.
     Done {
         group: String,
     },
@@ -89,7 +91,7 @@ pub enum Record {
         state: Box<State>,
     },
     /// Several `open`, `end` or `done` records written as one (a Scheduler's routing batch, a worker's
-    /// batch of acks, the leader's `done`s of one burst): all of them or none are in the stream, applied
+    /// batch of acks; earlier versions' leader's `done`s of one burst): all of them or none are in the stream, applied
     /// in their order.
     Batch {
         records: Vec<Record>,
@@ -335,6 +337,7 @@ impl State {
                 match self.groups.get_mut(&group) {
                     Some(g) if g.done_at.is_none() && g.members.contains(&member) && !g.ends.contains_key(&member) => {
                         g.ends.insert(member, outcome);
+                        Self::settle(g, at);
                         true
                     }
                     Some(_) => false,
@@ -367,9 +370,12 @@ impl State {
         }
     }
 
-    /// Marks a complete group whose follow-ups that apply are all published (at least one) as done.
+    /// Marks a complete group with nothing left to publish as done: its follow-ups that apply are all
+    /// published, or none applies. The latter needs no record: every fold of the stream finds the group
+    /// done at its last end (streams written before may also hold a `done` record for it, which then
+    /// changes nothing).
     fn settle(g: &mut Group, at: i64) {
-        if g.done_at.is_none() && g.complete() && g.applying().next().is_some() && g.due().is_empty() {
+        if g.done_at.is_none() && g.complete() && g.due().is_empty() {
             g.done_at = Some(at);
         }
     }
@@ -415,9 +421,14 @@ impl State {
         }
     }
 
-    /// The groups complete whose follow-ups (or plain `done`) are still to be published.
+    /// The groups complete whose follow-ups are still to be published.
     pub fn waiting(&self) -> impl Iterator<Item = (&String, &Group)> {
         self.groups.iter().filter(|(_, g)| g.done_at.is_none() && g.complete())
+    }
+
+    /// Whether the group is done (held whole or closed).
+    pub fn is_done(&self, id: &str) -> bool {
+        self.closed.contains_key(id) || self.groups.get(id).is_some_and(|g| g.done_at.is_some())
     }
 
     /// Groups in flight (not done).
@@ -441,6 +452,8 @@ pub struct Fold {
     touched: BTreeSet<String>,
     /// Groups done since done groups were last closed ([`Fold::apply`]).
     done_unclosed: usize,
+    /// Groups that became done by a record this fold applied (not by a snapshot it took).
+    pub completed: u64,
 }
 
 impl Fold {
@@ -485,15 +498,17 @@ impl Fold {
             Record::Fired { group, .. } | Record::Done { group } => Some(group.clone()),
             Record::Snapshot { .. } | Record::Batch { .. } => None,
         };
-        let ends_a_group = matches!(r, Record::Fired { .. } | Record::Done { .. });
+        let was_done = group.as_deref().is_none_or(|id| self.state.is_done(id));
         if self.state.apply(r, at) {
             self.changes += 1;
+            let ends_a_group = !was_done && group.as_deref().is_some_and(|id| self.state.is_done(id));
             self.touched.extend(group);
             // Done groups beyond those kept whole are closed as the fold goes, whoever folds: a fold of
             // a stream where thousands of groups completed (a new leader's, a reader's with no snapshot
             // to start from, the leader's own between snapshots) never holds more than twice
             // DONE_DETAILED of them whole (some 1.5 KB each, closed some 150 bytes).
             if ends_a_group {
+                self.completed += 1;
                 self.done_unclosed += 1;
                 if self.done_unclosed >= DONE_DETAILED {
                     self.state.close_done(at);
@@ -508,10 +523,10 @@ impl Fold {
         std::mem::take(&mut self.touched)
     }
 
-    /// How many of the groups changed since [`Fold::take_touched`] have something to publish
-    /// ([`completion`]).
+    /// How many of the groups changed since [`Fold::take_touched`] have follow-ups to publish
+    /// ([`Group::due`]).
     pub fn due(&self) -> usize {
-        self.touched.iter().filter(|id| self.state.groups.get(*id).is_some_and(|g| !completion(g).is_empty())).count()
+        self.touched.iter().filter(|id| self.state.groups.get(*id).is_some_and(|g| !g.due().is_empty())).count()
     }
 
     /// Whether a snapshot at `offset` would be taken ([`Fold::push`]); a reader need not read one
@@ -543,15 +558,6 @@ impl Fold {
     pub fn snapshot(&self, through: u64) -> Record {
         Record::Snapshot { through, state: Box::new(self.state.clone()) }
     }
-}
-
-/// What to publish for a complete group: its follow-ups due, or a plain `done` when none applies.
-pub fn completion(g: &Group) -> Vec<Option<FollowUp>> {
-    let due = g.due();
-    if due.is_empty() && g.complete() && g.done_at.is_none() && g.applying().next().is_none() {
-        return vec![None];
-    }
-    due.into_iter().map(Some).collect()
 }
 
 #[cfg(test)]
@@ -681,24 +687,36 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_group_without_a_follow_up_that_applies_gets_a_plain_done() {
-        let fo = fold(0, vec![open("g", &["a"], vec![f(When::Success, "ok")]), end("g", "a", Failed)]);
-        let g = &fo.state.groups["g"];
-        assert_eq!(completion(g), vec![None]);
-        assert_eq!(fo.state.waiting().count(), 1);
-        let fo = fold(
-            0,
-            vec![
-                open("g", &["a"], vec![f(When::Success, "ok")]),
-                end("g", "a", Failed),
-                Some((Record::Done { group: "g".into() }, 4)),
-            ],
-        );
-        assert_eq!(fo.state.groups["g"].done_at, Some(4));
-        assert_eq!(fo.state.waiting().count(), 0);
-        // Not complete: nothing.
-        let fo = fold(0, vec![open("g", &["a", "b"], vec![]), end("g", "a", Failed)]);
-        assert!(completion(&fo.state.groups["g"]).is_empty());
+    fn a_complete_group_without_a_follow_up_that_applies_is_done_at_its_last_end() {
+        // (records, done at)
+        type Case = (Vec<Option<(Record, i64)>>, Option<i64>);
+        let table: Vec<Case> = vec![
+            (vec![open("g", &["a"], vec![f(When::Success, "ok")]), end("g", "a", Failed)], Some(2)),
+            (vec![open("g", &["a"], vec![]), end("g", "a", Succeeded)], Some(2)),
+            // Its ends before its open: done at the open.
+            (vec![end("g", "a", Succeeded), open("g", &["a"], vec![f(When::Failure, "bad")])], Some(1)),
+            // A `done` record (written by earlier versions) after it changes nothing.
+            (
+                vec![
+                    open("g", &["a"], vec![f(When::Success, "ok")]),
+                    end("g", "a", Failed),
+                    Some((Record::Done { group: "g".into() }, 4)),
+                ],
+                Some(2),
+            ),
+            // A follow-up that applies: done once it is published, not before.
+            (vec![open("g", &["a"], vec![f(When::Failure, "bad")]), end("g", "a", Failed)], None),
+            // Not complete: not done.
+            (vec![open("g", &["a", "b"], vec![]), end("g", "a", Failed)], None),
+        ];
+        for (i, (records, done_at)) in table.into_iter().enumerate() {
+            let fo = fold(0, records);
+            let g = &fo.state.groups["g"];
+            assert_eq!(g.done_at, done_at, "case {i}");
+            assert_eq!(fo.state.waiting().count(), usize::from(done_at.is_none() && g.complete()), "case {i}");
+            assert_eq!(fo.state.is_done("g"), done_at.is_some(), "case {i}");
+            assert_eq!(fo.completed, u64::from(done_at.is_some()), "case {i}: counted once");
+        }
     }
 
     /// (records, groups due; after taking what was touched, then more records, groups due)
@@ -709,8 +727,8 @@ mod tests {
         let table: Vec<Case> = vec![
             (vec![open("g", &["a", "b"], on()), end("g", "a", Succeeded)], 0, vec![], 0),
             (vec![open("g", &["a"], on()), end("g", "a", Succeeded)], 1, vec![], 0),
-            // A group without a follow-up that applies is due its plain `done`.
-            (vec![open("g", &["a"], vec![f(When::Success, "ok")]), end("g", "a", Failed)], 1, vec![], 0),
+            // A group without a follow-up that applies is due nothing: it is done.
+            (vec![open("g", &["a"], vec![f(When::Success, "ok")]), end("g", "a", Failed)], 0, vec![], 0),
             (
                 vec![open("g", &["a"], on()), open("h", &["a"], on()), end("g", "a", Succeeded), end("h", "a", Failed)],
                 2,
@@ -836,8 +854,7 @@ mod tests {
                 },
                 k,
             );
-            fo.apply(Record::End { group: g.clone(), member: "a".into(), outcome: Failed }, k);
-            fo.apply(Record::Done { group: g }, k);
+            fo.apply(Record::End { group: g, member: "a".into(), outcome: Failed }, k);
         }
         fo.state.close_done(n);
         assert_eq!((fo.state.groups.len(), fo.state.closed.len()), (DONE_DETAILED, 5));
@@ -850,8 +867,7 @@ mod tests {
                 Record::Open { group: g.clone(), members, on: vec![], params: json!({}), origin: String::new() },
                 k,
             );
-            going.apply(Record::End { group: g.clone(), member: "a".into(), outcome: Succeeded }, k);
-            going.apply(Record::Done { group: g }, k);
+            going.apply(Record::End { group: g, member: "a".into(), outcome: Succeeded }, k);
             assert!(going.state.groups.len() <= 2 * DONE_DETAILED, "{k}");
         }
         assert_eq!(going.state.groups.len() + going.state.closed.len(), 3 * DONE_DETAILED);
@@ -910,7 +926,8 @@ mod tests {
             ],
         );
         assert_eq!(both.state.groups["g"].counts().failed, 1);
-        // The leader's dones of one burst, as one record: each of its groups done.
+        // Dones of one burst, as one record (as earlier versions wrote them): they change nothing, each
+        // group being done at its last end already.
         let done = |g: &str| Record::Done { group: g.into() };
         let dones = fold(
             0,

@@ -1,7 +1,7 @@
 //! The leader's part in groups (why a follow-up is published once: `src/group/mod.rs`): on taking the
 //! lead it appends a marker to the groups stream on the token's channel and folds the stream up to it,
-//! then follows the stream; a group whose members have all ended gets its follow-ups (or a plain `done`)
-//! published on the token's channel, confirmed, and the fold is snapshotted every minute while it
+//! then follows the stream; a group whose members have all ended gets its follow-ups that apply
+//! published on the token's channel (one with none is done as it is: every fold finds it so), confirmed, and the fold is snapshotted every minute while it
 //! changes (every 90 s anyway). Once something is due, the leader reads on within a short window
 //! (`group::window`) so that the groups due by its end are completed in one burst.
 
@@ -12,11 +12,11 @@ use lapin::{Channel, Connection, Consumer};
 
 use super::leader::publish;
 use crate::broker::confirm::settle;
-use crate::broker::group_stream::{self, follow_up_message, record_message};
+use crate::broker::group_stream::{self, follow_up_message};
 use crate::broker::names::Names;
 use crate::broker::stream_read;
 use crate::broker::{consumer, publisher, BrokerError};
-use crate::group::state::{completion, Fold, Record};
+use crate::group::state::{Fold, Record};
 use crate::group::{window, READ_BACK_SECS};
 use crate::log;
 use crate::metrics::counters;
@@ -45,8 +45,11 @@ pub struct GroupsLeading {
     /// When this leader last completed a group (the window of [`window::keep_reading`] opens only while
     /// groups complete often).
     last_completed: Option<Instant>,
-    /// A line per group completed (`EBATS_DEBUG`): groups may complete at the rate of events.
+    /// A line per follow-up published (`EBATS_DEBUG`): groups may complete at the rate of events.
     debug: bool,
+    /// `fold.completed` already counted in the metrics (what the catch-up read saw done is not
+    /// counted: this leader did not complete it).
+    counted: u64,
 }
 
 impl GroupsLeading {
@@ -70,6 +73,7 @@ impl GroupsLeading {
         ));
         counters::GROUPS_OPEN.store(fold.state.open_count() as u64, std::sync::atomic::Ordering::Relaxed);
         let snapshot_changes = fold.changes;
+        let fold_completed = fold.completed;
         Ok(GroupsLeading {
             fold,
             reader_ch: ch,
@@ -80,6 +84,7 @@ impl GroupsLeading {
             last_summary: None,
             last_completed: None,
             debug,
+            counted: fold_completed,
         })
     }
 
@@ -142,9 +147,8 @@ impl GroupsLeading {
     /// knows every one published), then a snapshot when one is due. The follow-ups of one call are
     /// published together and their confirms awaited after the last: what a leader that dies meanwhile
     /// published precedes its successor's marker all the same (`src/group/mod.rs`). Each follow-up is
-    /// its own message (the event and its record, one write); the `done`s of the groups no follow-up
-    /// applies to are one record after them (publishing nothing needs no record of its own: a leader
-    /// that dies first leaves them to its successor, which finds the same nothing to publish).
+    /// its own message (the event and its record, one write). A group no follow-up applies to needs
+    /// nothing: every fold finds it done at its last end.
     pub async fn complete(&mut self, token_ch: &Channel, names: &Names) -> Result<(), BrokerError> {
         self.sum_up();
         let touched = self.fold.take_touched();
@@ -152,52 +156,29 @@ impl GroupsLeading {
             return Ok(());
         }
         let mut confirms = Vec::new();
-        let mut dones = Vec::new();
         for id in touched {
             let Some(g) = self.fold.state.groups.get(&id) else { continue };
-            let todo = completion(g);
-            let published = !todo.is_empty();
-            for f in todo {
+            for f in g.due() {
                 let g = &self.fold.state.groups[&id];
-                let record = match &f {
-                    Some(f) => {
-                        let msg = follow_up_message(names, &id, g, f);
-                        confirms.push((msg.sent(), publisher::send(token_ch, &msg).await?));
-                        Record::Fired { group: id.clone(), key: f.key() }
-                    }
-                    None => {
-                        dones.push(Record::Done { group: id.clone() });
-                        Record::Done { group: id.clone() }
-                    }
-                };
-                let c = g.counts();
+                let msg = follow_up_message(names, &id, g, &f);
+                confirms.push((msg.sent(), publisher::send(token_ch, &msg).await?));
                 if self.debug {
-                    match &f {
-                        Some(f) => log::debug(&format!(
-                            "groups: group {id} ended ({} succeeded, {} failed, {} cancelled): published '{}' id={}",
-                            c.succeeded,
-                            c.failed,
-                            c.cancelled,
-                            f.event,
-                            crate::group::follow_up_id(&id, f)
-                        )),
-                        None => log::debug(&format!(
-                            "groups: group {id} ended ({} succeeded, {} failed, {} cancelled): no follow-up applies",
-                            c.succeeded, c.failed, c.cancelled
-                        )),
-                    }
+                    let c = g.counts();
+                    log::debug(&format!(
+                        "groups: group {id} ended ({} succeeded, {} failed, {} cancelled): published '{}' id={}",
+                        c.succeeded,
+                        c.failed,
+                        c.cancelled,
+                        f.event,
+                        crate::group::follow_up_id(&id, &f)
+                    ));
                 }
-                self.fold.apply(record, now_ms());
-            }
-            // Done now: done, or closed already by the fold (`Fold::apply`).
-            if published && self.fold.state.groups.get(&id).is_none_or(|g| g.done_at.is_some()) {
-                counters::add(&counters::GROUP_COMPLETIONS, 1);
+                self.fold.apply(Record::Fired { group: id.clone(), key: f.key() }, now_ms());
             }
         }
-        if let Some(r) = Record::batch(dones) {
-            let msg = record_message(names, &r);
-            confirms.push((msg.sent(), publisher::send(token_ch, &msg).await?));
-        }
+        // Every group done since: by its follow-ups published, or at its last end with none to publish.
+        counters::add(&counters::GROUP_COMPLETIONS, self.fold.completed - self.counted);
+        self.counted = self.fold.completed;
         if !confirms.is_empty() {
             self.last_completed = Some(Instant::now());
         }
