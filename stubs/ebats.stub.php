@@ -650,7 +650,8 @@ namespace Asynclib\Ebats {
 
         /**
          * The group's progress: id, origin, total, done, succeeded, failed, cancelled, pending, complete (every
-         * member ended), completed (its follow-ups published), opened_at, completed_at (ms), follow_ups (when,
+         * member ended), completed (its follow-ups that apply published; with none that applies, as soon as it is
+         * complete), opened_at, completed_at (ms), follow_ups (when,
          * event, published) and members (id, state: pending, succeeded, failed or cancelled).
          *
          * For a group completed a while ago (beyond the newest 1,000, or over 10 minutes ago) only its counts are
