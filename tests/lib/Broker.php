@@ -59,7 +59,9 @@ final class Broker
     /**
      * A queue's ready messages and consumers, by a passive declare (one round trip, where a listing by
      * rabbitmqctl takes most of a second), or null when the queue does not exist. Unacked messages are
-     * not in a declare's answer: see ProcTestCase::queueStats for those.
+     * not in a declare's answer: see ProcTestCase::queueStats for those. Close its connection with
+     * closeDeclaring() when done: php-amqplib's socket is not close-on-exec, and a process started
+     * meanwhile would hold it too.
      * @return array{ready:int,consumers:int}|null
      */
     public function declared(string $queue): ?array
@@ -87,6 +89,19 @@ final class Broker
         return ['ready' => (int) $ready, 'consumers' => (int) $consumers];
     }
 
+    /** Closes the connection declared() opened, if any. */
+    public function closeDeclaring(): void
+    {
+        try {
+            if ($this->lib !== null && $this->lib->isConnected()) {
+                $this->lib->close();
+            }
+        } finally {
+            $this->libChannel = null;
+            $this->lib = null;
+        }
+    }
+
     public function close(): void
     {
         if ($this->connection !== null && $this->connection->isConnected()) {
@@ -94,11 +109,7 @@ final class Broker
         }
         $this->channel = null;
         $this->connection = null;
-        if ($this->lib !== null && $this->lib->isConnected()) {
-            $this->lib->close();
-        }
-        $this->libChannel = null;
-        $this->lib = null;
+        $this->closeDeclaring();
     }
 
     /**

@@ -263,18 +263,22 @@ abstract class ProcTestCase extends EbatsTestCase
     protected function waitConsumers(string $queue, int $n, float $timeout, array $procs = [], bool $exact = false, bool $stream = false): void
     {
         $c = 0;
-        $ready = Process::until(function () use ($queue, $n, $procs, $exact, $stream, &$c): bool {
-            $c = $stream ? (self::queueStats()[$queue]['consumers'] ?? 0) : (TestEnv::broker()->declared($queue)['consumers'] ?? 0);
-            if ($exact ? $c === $n : $c >= $n) {
-                return true;
-            }
-            foreach ($procs as $proc) {
-                if ($proc->hasExited()) {
-                    $this->fail("{$proc->name} exited before consuming $queue\n" . $proc->describe());
+        try {
+            $ready = Process::until(function () use ($queue, $n, $procs, $exact, $stream, &$c): bool {
+                $c = $stream ? (self::queueStats()[$queue]['consumers'] ?? 0) : (TestEnv::broker()->declared($queue)['consumers'] ?? 0);
+                if ($exact ? $c === $n : $c >= $n) {
+                    return true;
                 }
-            }
-            return false;
-        }, $timeout, 0.05);
+                foreach ($procs as $proc) {
+                    if ($proc->hasExited()) {
+                        $this->fail("{$proc->name} exited before consuming $queue\n" . $proc->describe());
+                    }
+                }
+                return false;
+            }, $timeout, 0.05);
+        } finally {
+            TestEnv::broker()->closeDeclaring();
+        }
         if ($ready === null) {
             $this->fail("$queue has $c consumer(s), not $n, after {$timeout} s\n" . $this->diagnostics());
         }
@@ -286,18 +290,22 @@ abstract class ProcTestCase extends EbatsTestCase
      */
     protected function waitQueueDrained(string $queue, float $timeout): void
     {
-        $this->waitFor(
-            static function () use ($queue) {
-                if ((TestEnv::broker()->declared($queue)['ready'] ?? 1) !== 0) {
-                    return false;
-                }
-                $s = self::queueStats()[$queue] ?? null;
-                return $s !== null && $s['ready'] === 0 && $s['unacked'] === 0;
-            },
-            $timeout,
-            "queue $queue drained (no ready and no unacked message)",
-            0.2
-        );
+        try {
+            $this->waitFor(
+                static function () use ($queue) {
+                    if ((TestEnv::broker()->declared($queue)['ready'] ?? 1) !== 0) {
+                        return false;
+                    }
+                    $s = self::queueStats()[$queue] ?? null;
+                    return $s !== null && $s['ready'] === 0 && $s['unacked'] === 0;
+                },
+                $timeout,
+                "queue $queue drained (no ready and no unacked message)",
+                0.2
+            );
+        } finally {
+            TestEnv::broker()->closeDeclaring();
+        }
     }
 
     /** Record file and every child's output, for failure messages. */
