@@ -2,11 +2,12 @@
 //! their members' outcomes, the groups done, and which follow-ups are due. Pure; the stream is read and
 //! written in `broker::group_stream`, decided on in `services::groups`.
 //!
-//! Records are JSON objects `{"v":1,"type":...,"at":ms,...}`: `open`, `end`, `done` (written by earlier
-//! versions only, read still: a group is done at its last end when no follow-up applies), `snapshot` (the whole
-//! fold as read through the offset `through`), `batch` (`records`: `open`s and `end`s written as one
-//! message, applied in order; its `at` for all of them); a published follow-up is an event message whose header
-//! `crate::headers::GROUP_FOLLOW_UP` holds [`Record::Fired`]. Markers carry no record.
+//! Records are JSON objects `{"v":1,"type":...,"at":ms,...}`: `open`, `end`, `done` (written by
+//! earlier versions only, read still: a group is done at its last end when no follow-up applies),
+//! `snapshot` (the whole fold as read through the offset `through`), `batch` (`records`: `open`s and
+//! `end`s written as one message, applied in order; its `at` for all of them); a published follow-up is
+//! an event message whose header `crate::headers::GROUP_FOLLOW_UP` holds [`Record::Fired`]. Markers
+//! carry no record.
 //!
 //! A fold that starts at the stream's offset 0 applies every record and ignores snapshots. One that
 //! starts later keeps the records it reads until the first snapshot, takes the snapshot's state, and
@@ -91,8 +92,8 @@ pub enum Record {
         state: Box<State>,
     },
     /// Several `open`, `end` or `done` records written as one (a Scheduler's routing batch, a worker's
-    /// batch of acks; earlier versions' leader's `done`s of one burst): all of them or none are in the stream, applied
-    /// in their order.
+    /// batch of acks; the `done`s of a burst, by an earlier version's leader): all of them or none are
+    /// in the stream, applied in their order.
     Batch {
         records: Vec<Record>,
     },

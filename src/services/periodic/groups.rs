@@ -1,8 +1,8 @@
 //! The leader's part in groups (why a follow-up is published once: `src/group/mod.rs`): on taking the
 //! lead it appends a marker to the groups stream on the token's channel and folds the stream up to it,
 //! then follows the stream; a group whose members have all ended gets its follow-ups that apply
-//! published on the token's channel (one with none is done as it is: every fold finds it so), confirmed, and the fold is snapshotted every minute while it
-//! changes (every 90 s anyway). Once something is due, the leader reads on within a short window
+//! published on the token's channel, confirmed (one with none is done as it is: every fold finds it
+//! so), and the fold is snapshotted every minute while it changes (every 90 s anyway). Once something is due, the leader reads on within a short window
 //! (`group::window`) so that the groups due by its end are completed in one burst.
 
 use std::time::{Duration, Instant};
